@@ -1,0 +1,70 @@
+# shopfloor — two commands matter: `make demo` and `make test`. Both create .venv if missing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+VENDOR := src/shopfloor/server/web/static/vendor
+DEMO_ARGS ?=
+
+.PHONY: demo test lint typecheck imports unit install install-dev web-assets system-deps bench clean lock
+
+demo: install web-assets
+	$(BIN)/shopfloor demo $(DEMO_ARGS)
+
+test: install-dev web-assets system-deps lint typecheck imports unit
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Runtime dependencies only, from the hash-pinned lock.
+$(VENV)/.runtime-installed: requirements/runtime.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements/runtime.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-installed: requirements/dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@ $(VENV)/.runtime-installed
+
+install: $(VENV)/.runtime-installed
+install-dev: $(VENV)/.dev-installed
+
+# Chart and UI libraries come from the npm registry at build time and are served by the
+# server itself (no CDN): node_modules and the copied files are never committed.
+web-assets: $(VENDOR)/.stamp
+$(VENDOR)/.stamp: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Debian's 'npm' package (apt-get install npm)"; exit 2; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp web/node_modules/echarts/dist/echarts.min.js $(VENDOR)/
+	touch $@
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint:
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+imports:
+	$(BIN)/lint-imports
+
+unit:
+	$(BIN)/pytest
+
+bench: install-dev
+	$(BIN)/python bench/ingest.py
+
+# Re-pin dependencies after changing pyproject.toml (needs the registry).
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet uv
+	cd requirements && ../$(BIN)/uv pip compile ../pyproject.toml --python-version 3.11 --generate-hashes -q -o runtime.lock
+	cd requirements && ../$(BIN)/uv pip compile ../pyproject.toml --extra dev --python-version 3.11 --generate-hashes -q -o dev.lock
+
+clean:
+	rm -rf $(VENV) web/node_modules $(VENDOR) .mypy_cache .ruff_cache .pytest_cache

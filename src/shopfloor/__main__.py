@@ -1,0 +1,5 @@
+"""Allow ``python -m shopfloor``."""
+
+from shopfloor.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The edge: connectors, sampling, buffering and uplink. Never imports :mod:`shopfloor.server`."""

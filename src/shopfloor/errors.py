@@ -1,0 +1,70 @@
+"""The one exception tree of shopfloor.
+
+Third-party exceptions are wrapped where they enter (``raise ... from err``) so callers
+only ever catch these::
+
+    ShopfloorError
+    ├── ConfigError              invalid configuration file (names key path and line)
+    ├── PayloadError             a malformed batch or query from outside (names the field)
+    ├── ConnectorError
+    │   └── ConnectorUnavailable a device does not answer; its tags turn Bad
+    ├── HistorianError           the historian failed to write or read
+    │   └── UnknownTagError      a query names a tag the historian does not know
+    └── ShutdownError            work submitted after a component was closed
+"""
+
+from __future__ import annotations
+
+
+class ShopfloorError(Exception):
+    """Base of every error shopfloor raises on purpose."""
+
+
+class ConfigError(ShopfloorError):
+    """A configuration file is invalid.
+
+    Attributes:
+        problems: one human-readable line per problem, each naming the key path and,
+            where known, the line in the file.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or [message]
+        super().__init__(message if problems is None else message + "\n" + "\n".join(problems))
+
+
+class PayloadError(ShopfloorError):
+    """Input from outside (an ingest batch, a query parameter) is malformed.
+
+    Attributes:
+        field: the name of the offending field, so API answers can point at it.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class ConnectorError(ShopfloorError):
+    """A connector failed."""
+
+
+class ConnectorUnavailable(ConnectorError):  # noqa: N818 - name fixed by DESIGN.md
+    """A device does not answer; the sampler marks its tags Bad."""
+
+
+class HistorianError(ShopfloorError):
+    """The historian failed to write or read."""
+
+
+class UnknownTagError(HistorianError):
+    """A query names a tag that the historian does not know."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"unknown tag: {path}")
+
+
+class ShutdownError(ShopfloorError):
+    """Work was submitted to a component that is already closed."""

@@ -1,0 +1,1 @@
+"""Process plumbing shared by edge and server: supervised tasks, bounded channels, clocks."""

@@ -1,0 +1,1 @@
+"""The platform: ingest, historian, API and web. Never imports :mod:`shopfloor.edge`."""

@@ -1,0 +1,1 @@
+"""Time-series storage behind one :class:`~shopfloor.server.historian.base.Historian` protocol."""

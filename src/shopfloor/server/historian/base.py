@@ -1,0 +1,108 @@
+"""The historian protocol every backend implements, and the query value types.
+
+Times are int64 UTC nanoseconds inside the platform; the API converts ISO 8601 at its
+boundary. Query results are Arrow tables so they can stream to the API without one Python
+object per point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import pyarrow as pa
+
+from shopfloor.model import PointBatch, TagMeta
+
+
+class Aggregate(StrEnum):
+    """Aggregates a bucketed query can ask for. Bad-quality points are left out of all."""
+
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    FIRST = "first"
+    LAST = "last"
+    COUNT = "count"
+
+
+@dataclass(frozen=True, slots=True)
+class HistorianStats:
+    """Counters for status lines and health endpoints."""
+
+    points_written: int
+    points_pending: int
+    tags: int
+    flushes: int
+    last_flush_ms: float
+
+
+class Historian(Protocol):
+    """What the rest of the server may ask of a historian.
+
+    Writes are asynchronous and batched by the backend: :meth:`write` returns once the
+    batch is accepted into a bounded queue, and :meth:`flush` waits until everything
+    accepted so far is committed. Reads see only committed points.
+    """
+
+    async def start(self) -> None:
+        """Open storage and start the writer."""
+
+    async def close(self) -> None:
+        """Commit everything accepted, then release storage. Idempotent."""
+
+    async def register_tags(self, metas: Sequence[TagMeta]) -> None:
+        """Create or update tag metadata (keyed by path)."""
+
+    async def write(self, batch: PointBatch) -> None:
+        """Accept a batch for writing; unknown tag paths are registered with bare metadata.
+
+        Waits (backpressure) while the write queue is full.
+        """
+
+    async def flush(self) -> None:
+        """Wait until every batch accepted before this call is committed."""
+
+    async def tags(self) -> list[TagMeta]:
+        """Every known tag, sorted by path."""
+
+    async def read_raw(
+        self, path: str, start_ns: int, end_ns: int, *, limit: int = 100_000
+    ) -> pa.Table:
+        """Points of one tag with ``start_ns <= ts < end_ns``, oldest first.
+
+        Columns: ts (timestamp ns UTC), value (float64), quality (uint32), text (string).
+
+        Raises:
+            UnknownTagError: the path names no tag.
+        """
+
+    async def read_aggregates(
+        self,
+        path: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        bucket_ns: int,
+        aggregates: Sequence[Aggregate],
+    ) -> pa.Table:
+        """Bucketed aggregates of one tag's Good points over ``[start_ns, end_ns)``.
+
+        Buckets are aligned to multiples of ``bucket_ns`` since the epoch; empty buckets
+        are left out. Columns: ts (bucket start, timestamp ns UTC) and one float64 column
+        per aggregate, named by its value (``count`` is int64).
+
+        Raises:
+            UnknownTagError: the path names no tag.
+        """
+
+    async def latest(self, paths: Sequence[str] | None = None) -> pa.Table:
+        """The last point of every tag (or of ``paths``).
+
+        Columns: path (string), ts, value, quality, text.
+        """
+
+    def stats(self) -> HistorianStats:
+        """Counters for status lines; cheap, never blocks."""
