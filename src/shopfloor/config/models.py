@@ -1,0 +1,153 @@
+"""The configuration file's schema.
+
+Every setting has a description; the README's configuration reference lists them all and
+a test fails when one is missing there. Unknown keys are errors (``extra="forbid"``), so
+a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """Parse ``500ms``, ``30s``, ``5m``, ``2h`` or ``1d`` into seconds.
+
+    Raises:
+        ValueError: the text is not a duration; the message shows the accepted forms.
+    """
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"expected a duration like 500ms, 30s, 5m, 2h or 1d, got {text!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSection(_Section):
+    """Where the platform listens and keeps its files."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server.")
+    data_dir: Path = Field(
+        Path("shopfloor-data"),
+        description="Folder for the historian database and other state; relative paths are "
+        "relative to the configuration file.",
+    )
+
+
+class DuckDBHistorianSection(_Section):
+    """The embedded historian: one DuckDB file, no server to install."""
+
+    kind: Literal["duckdb"] = Field("duckdb", description="Historian backend.")
+    path: Path = Field(
+        Path("history.duckdb"),
+        description="Database file; relative paths are relative to server.data_dir.",
+    )
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Longest time an accepted point waits before commit."
+    )
+    flush_rows: int = Field(
+        100_000, ge=1, description="Commit as soon as this many points are waiting."
+    )
+    memory_limit: str = Field("512MB", description="DuckDB memory limit, e.g. 512MB or 2GB.")
+    max_pending_rows: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Most points accepted but not yet committed; ingest waits beyond it.",
+    )
+
+
+HistorianSection = Annotated[DuckDBHistorianSection, Field(discriminator="kind")]
+
+
+class IngestSection(_Section):
+    """Limits on what edges may send."""
+
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest accepted ingest request body in bytes."
+    )
+    max_future_s: float = Field(
+        300.0,
+        ge=0,
+        description="Points stamped further than this into the future are rejected.",
+    )
+
+
+class SimulatorSection(_Section):
+    """A simulated factory running inside the server process (demo and trials)."""
+
+    enabled: bool = Field(False, description="Run the simulated factory in-process.")
+    seed: int = Field(1, description="Random seed; the same seed gives the same plant.")
+    speed: float = Field(
+        1.0,
+        gt=0,
+        le=10_000,
+        description="Simulated seconds per wall second while back-filling history.",
+    )
+    backfill: str = Field(
+        "0s",
+        description="How far in the past the simulated clock starts (e.g. 1d); it runs at "
+        "`speed` until it reaches now, then in real time.",
+    )
+    period: str = Field("1s", description="Sample period of every simulated tag.")
+
+    @field_validator("backfill", "period")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration_s(value)
+        return value
+
+
+class LoggingSection(_Section):
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level written to the log."
+    )
+
+
+class ShopfloorConfig(_Section):
+    """The whole configuration file."""
+
+    server: ServerSection = Field(default_factory=ServerSection, description="HTTP server.")
+    historian: HistorianSection = Field(
+        default_factory=DuckDBHistorianSection, description="Time-series storage."
+    )
+    ingest: IngestSection = Field(default_factory=IngestSection, description="Ingest limits.")
+    simulator: SimulatorSection = Field(
+        default_factory=SimulatorSection, description="In-process simulated factory."
+    )
+    logging: LoggingSection = Field(default_factory=LoggingSection, description="Logging.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_historian_kind(cls, data: object) -> object:
+        # The backend is chosen by `kind`; a file that leaves it out means the default.
+        if isinstance(data, dict) and isinstance(data.get("historian"), dict):
+            data["historian"] = {"kind": "duckdb", **data["historian"]}
+        return data
+
+    def resolve_paths(self, base: Path) -> ShopfloorConfig:
+        """Return a copy whose relative paths are made absolute against ``base``."""
+        data_dir = self.server.data_dir
+        if not data_dir.is_absolute():
+            data_dir = (base / data_dir).resolve()
+        hist_path = self.historian.path
+        if not hist_path.is_absolute():
+            hist_path = data_dir / hist_path
+        return self.model_copy(
+            update={
+                "server": self.server.model_copy(update={"data_dir": data_dir}),
+                "historian": self.historian.model_copy(update={"path": hist_path}),
+            }
+        )

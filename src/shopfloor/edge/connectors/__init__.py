@@ -1,0 +1,1 @@
+"""Connectors: one module per protocol, all behind :class:`~.base.Connector`."""

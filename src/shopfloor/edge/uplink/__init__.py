@@ -1,0 +1,1 @@
+"""Uplinks carry batches from the edge to the platform."""

@@ -1,0 +1,1 @@
+"""A kit shipped with shopfloor for its own tests and for plugin authors' tests."""
