@@ -18,7 +18,7 @@ from shopfloor.model import PointBatch, TagMeta
 
 
 class Aggregate(StrEnum):
-    """Aggregates a bucketed query can ask for. Bad-quality points are left out of all."""
+    """Aggregates a bucketed query can ask for. Only Good points count in any of them."""
 
     AVG = "avg"
     MIN = "min"
@@ -45,6 +45,18 @@ class Historian(Protocol):
     Writes are asynchronous and batched by the backend: :meth:`write` returns once the
     batch is accepted into a bounded queue, and :meth:`flush` waits until everything
     accepted so far is committed. Reads see only committed points.
+
+    Rules every backend keeps (the DuckDB tests check them):
+
+    - Aggregates use only Good points with a numeric value; buckets without one are left
+      out, so a text tag has no aggregate rows.
+    - A path whose points are all still queued is unknown to reads (``UnknownTagError``).
+    - ``latest(paths)`` raises ``UnknownTagError`` for an unknown path and leaves out tags
+      with no points; of two points with the same timestamp the later write wins.
+    - A commit that fails is rolled back, counted and logged once, and the next
+      :meth:`flush` raises ``HistorianError``: acknowledge a batch to an edge only after
+      a successful flush.
+    - A non-positive bucket or a negative limit raises ``PayloadError``.
     """
 
     async def start(self) -> None:

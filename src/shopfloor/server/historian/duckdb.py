@@ -1,0 +1,434 @@
+"""The embedded historian: one DuckDB file, one writer thread, an async façade.
+
+The event loop never waits on DuckDB. :meth:`DuckDBHistorian.write` only counts the batch
+into a queue bounded by pending rows (policy: block the writer, i.e. backpressure) and
+hands it to the writer thread (:mod:`~shopfloor.server.historian.writer`), which coalesces
+batches into large sorted commits. Reads run on a small pool of reader threads, each with
+its own DuckDB cursor; DuckDB's MVCC gives every read a snapshot of committed data, so a
+reader never sees a half-written commit and never blocks the writer. Tag lookups and
+:meth:`~DuckDBHistorian.latest` are served from the writer's committed in-memory snapshot.
+
+Example::
+
+    historian = DuckDBHistorian(Path("var/historian.duckdb"))
+    await historian.start()
+    await historian.write(batch)
+    await historian.flush()
+    table = await historian.read_raw("plant/line1/press/temp", start_ns, end_ns)
+    await historian.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
+from shopfloor.model import PointBatch, TagMeta
+from shopfloor.server.historian import schema
+from shopfloor.server.historian.base import Aggregate, HistorianStats
+from shopfloor.server.historian.writer import Flush, Register, Stop, WriteBatch, Writer
+
+if TYPE_CHECKING:
+    from shopfloor.server.historian.base import Historian
+
+__all__ = ["DuckDBHistorian"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_READ_THREADS = 2
+"""Reader threads; more would only fight the writer for the same cores."""
+
+
+class _State(Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class DuckDBHistorian:
+    """A :class:`~shopfloor.server.historian.base.Historian` stored in one DuckDB file.
+
+    Args:
+        path: the database file (created, with its parent directory, if missing), or
+            None for an in-memory database.
+        flush_interval_s: commit pending points at the latest this long after the oldest
+            of them was accepted.
+        flush_rows: commit as soon as this many points are pending.
+        memory_limit: DuckDB's ``memory_limit``, for example ``"512MB"``.
+        max_pending_rows: the most points accepted but not yet committed; :meth:`write`
+            waits while a batch would exceed it (a batch larger than this is accepted
+            alone once the queue is empty).
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        flush_interval_s: float = 1.0,
+        flush_rows: int = 100_000,
+        memory_limit: str = "512MB",
+        max_pending_rows: int = 2_000_000,
+    ) -> None:
+        if flush_interval_s <= 0 or flush_rows <= 0 or max_pending_rows <= 0:
+            raise ValueError("flush_interval_s, flush_rows and max_pending_rows must be > 0")
+        self._path = path
+        self._max_pending = max_pending_rows
+        self._writer = Writer(
+            path,
+            flush_interval_s=flush_interval_s,
+            flush_rows=flush_rows,
+            memory_limit=memory_limit,
+            on_released=self._released_threadsafe,
+        )
+        self._state = _State.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = 0
+        self._space_waiters: list[asyncio.Future[None]] = []
+        self._backpressure_logged = False
+        self.backpressure_waits = 0
+        self._readers: ThreadPoolExecutor | None = None
+        self._idle_cursors: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._inflight: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+        self._started = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    # ------------------------------------------------------------------- lifecycle
+    @property
+    def writer_thread(self) -> threading.Thread | None:
+        """The writer thread, once started; joined when :meth:`close` returns."""
+        return self._writer.thread
+
+    async def start(self) -> None:
+        """Open (or create) the database and start the writer. A second call does nothing.
+
+        Raises:
+            HistorianError: the database cannot be opened.
+            ShutdownError: the historian was already closed.
+        """
+        if self._state is _State.STARTING:
+            await self._started.wait()
+        if self._state is _State.RUNNING:
+            return
+        if self._state is not _State.NEW:
+            raise ShutdownError("the historian is closed")
+        self._state = _State.STARTING
+        self._loop = asyncio.get_running_loop()
+        self._writer.start()
+        try:
+            await asyncio.wrap_future(self._writer.ready)
+        except (HistorianError, asyncio.CancelledError):
+            # failed to open, or cancelled (then the writer closes the database itself)
+            self._state = _State.CLOSED
+            await self._join_writer()
+            raise
+        finally:
+            self._started.set()
+        self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="historian-read")
+        self._state = _State.RUNNING
+
+    async def close(self) -> None:
+        """Commit everything accepted, then close the database and join every thread.
+
+        Idempotent; concurrent calls all wait for the one close.
+
+        Raises:
+            HistorianError: accepted points could not be committed.
+        """
+        if self._state is _State.STARTING:
+            await self._started.wait()
+        if self._state is _State.CLOSING:
+            await self._closed.wait()
+            return
+        if self._state is not _State.RUNNING:
+            self._state = _State.CLOSED
+            return
+        self._state = _State.CLOSING
+        self._wake_writers()
+        try:
+            await self._stop_readers()
+            # ShutdownError: the writer already stopped (it crashed); join and report below
+            with contextlib.suppress(ShutdownError):
+                self._writer.submit(Stop())
+            await self._join_writer()
+        finally:
+            self._state = _State.CLOSED
+            self._closed.set()
+
+    async def _stop_readers(self) -> None:
+        with self._lock:
+            inflight = [asyncio.wrap_future(f) for f in self._inflight]
+        if inflight:  # their callers get the results; here only the waiting matters
+            await asyncio.gather(*inflight, return_exceptions=True)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)  # idle by now: only joins the threads
+        with self._lock:
+            cursors, self._cursors = self._cursors, []
+        for cursor in cursors:
+            try:
+                cursor.close()
+            except duckdb.Error:
+                logger.exception("closing a historian read cursor failed")
+
+    async def _join_writer(self) -> None:
+        # shielded: a cancelled close must not cancel the writer's own last word
+        stopped = asyncio.shield(asyncio.wrap_future(self._writer.stopped))
+        try:
+            await stopped
+        finally:
+            thread = self._writer.thread
+            if thread is not None and self._writer.stopped.done():
+                thread.join()  # resolving `stopped` was its last act: this is immediate
+
+    # ---------------------------------------------------------------------- writing
+    async def write(self, batch: PointBatch) -> None:
+        """Accept ``batch``; wait while the pending-row bound would be exceeded.
+
+        Raises:
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        n = len(batch)
+        if n == 0:
+            return
+        while self._pending and self._pending + n > self._max_pending:
+            self.backpressure_waits += 1
+            if not self._backpressure_logged:
+                self._backpressure_logged = True
+                logger.warning(
+                    "historian write queue full (%d points pending): writers wait",
+                    self._pending,
+                )
+            waiter = asyncio.get_running_loop().create_future()
+            self._space_waiters.append(waiter)
+            await waiter
+            self._require_running()
+        self._pending += n
+        try:
+            self._submit(WriteBatch(batch, time.monotonic()))
+        except HistorianError:
+            self._pending -= n
+            raise
+
+    def _submit(self, message: Flush | Register | WriteBatch) -> None:
+        try:
+            self._writer.submit(message)
+        except ShutdownError as err:  # only when the writer thread died on its own
+            raise HistorianError("the historian writer has stopped") from err
+
+    async def flush(self) -> None:
+        """Wait until every batch accepted before this call is committed.
+
+        After :meth:`close` there is nothing left to commit and this returns at once.
+
+        Raises:
+            HistorianError: some accepted points could not be committed.
+        """
+        if self._state is _State.CLOSING:
+            await self._closed.wait()  # close commits everything
+            return
+        if self._state is not _State.RUNNING:
+            return
+        message = Flush()
+        self._submit(message)
+        await asyncio.wrap_future(message.done)
+
+    async def register_tags(self, metas: Sequence[TagMeta]) -> None:
+        """Create tags or replace their metadata, keyed by path (the last of duplicates wins).
+
+        Raises:
+            ShutdownError: the historian is closing or closed.
+            HistorianError: the metadata could not be stored.
+        """
+        self._require_running()
+        if not metas:
+            return
+        message = Register(tuple(metas))
+        self._submit(message)
+        await asyncio.wrap_future(message.done)
+
+    def _released_threadsafe(self, rows: int) -> None:
+        """Called by the writer thread when rows stop being pending."""
+        loop = self._loop
+        if loop is None:
+            return
+        # RuntimeError: the loop is closed, so nobody is left waiting for space
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._released, rows)
+
+    def _released(self, rows: int) -> None:
+        self._pending -= rows
+        if self._pending == 0 and self._backpressure_logged:
+            self._backpressure_logged = False
+            logger.info("historian write queue drained")
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        waiters, self._space_waiters = self._space_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ---------------------------------------------------------------------- reading
+    async def tags(self) -> list[TagMeta]:
+        """Every known tag (committed), sorted by path."""
+        self._require_running()
+        catalog = self._writer.snapshot.catalog
+        return [catalog.metas[p] for p in catalog.sorted_paths]
+
+    async def read_raw(
+        self, path: str, start_ns: int, end_ns: int, *, limit: int = 100_000
+    ) -> pa.Table:
+        """Committed points of one tag with ``start_ns <= ts < end_ns``, oldest first.
+
+        Columns: ts (timestamp ns UTC), value, quality, text; at most ``limit`` rows.
+
+        Raises:
+            UnknownTagError: the path names no committed tag.
+            PayloadError: ``limit`` is negative.
+        """
+        self._require_running()
+        if limit < 0:
+            raise PayloadError("limit", "must not be negative")
+        tag_id = self._tag_id(path)
+        return await self._read(lambda cur: schema.query_raw(cur, tag_id, start_ns, end_ns, limit))
+
+    async def read_aggregates(
+        self,
+        path: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        bucket_ns: int,
+        aggregates: Sequence[Aggregate],
+    ) -> pa.Table:
+        """Aggregates of one tag's Good, non-NaN points per bucket of ``bucket_ns``.
+
+        Every aggregate, ``first`` and ``last`` included, looks only at Good points with a
+        numeric value; buckets without one are left out. Columns: ts (bucket start) and
+        one per distinct aggregate in the order asked (``count`` int64, others float64).
+
+        Raises:
+            UnknownTagError: the path names no committed tag.
+            PayloadError: ``bucket_ns`` is not positive.
+        """
+        self._require_running()
+        if bucket_ns <= 0:
+            raise PayloadError("bucket_ns", "must be positive")
+        tag_id = self._tag_id(path)
+        wanted = list(dict.fromkeys(Aggregate(a) for a in aggregates))
+        return await self._read(
+            lambda cur: schema.query_aggregates(
+                cur, tag_id, start_ns, end_ns, bucket_ns=bucket_ns, aggregates=wanted
+            )
+        )
+
+    async def latest(self, paths: Sequence[str] | None = None) -> pa.Table:
+        """The last committed point of every tag, or of ``paths`` in the order given.
+
+        Tags without points are left out. Served from memory, without touching DuckDB.
+        Columns: path, ts, value, quality, text.
+
+        Raises:
+            UnknownTagError: one of ``paths`` names no committed tag.
+        """
+        self._require_running()
+        snap = self._writer.snapshot
+        catalog, values = snap.catalog, snap.latest
+        if paths is None:
+            ids = catalog.sorted_ids
+            names = catalog.sorted_paths_arrow
+        else:
+            ids = np.fromiter(
+                (self._tag_id(p, catalog.ids) for p in paths), dtype=np.int64, count=len(paths)
+            )
+            names = pa.array(paths, type=pa.string())
+        keep = values.has[ids]
+        ids = ids[keep]
+        return pa.Table.from_arrays(
+            [
+                names.filter(pa.array(keep)),
+                pa.array(values.ts[ids], type=pa.int64()).view(schema.TS_TYPE),
+                pa.array(values.value[ids], type=pa.float64()),
+                pa.array(values.quality[ids], type=pa.uint32()),
+                pa.array(values.text[ids], type=pa.string()),
+            ],
+            schema=schema.LATEST_SCHEMA,
+        )
+
+    def stats(self) -> HistorianStats:
+        """Counters for status lines; cheap, never blocks."""
+        w = self._writer
+        return HistorianStats(
+            points_written=w.points_written,
+            points_pending=self._pending,
+            tags=len(w.snapshot.catalog.ids),
+            flushes=w.flushes,
+            last_flush_ms=w.last_flush_ms,
+        )
+
+    def _tag_id(self, path: str, ids: Mapping[str, int] | None = None) -> int:
+        lookup = self._writer.snapshot.catalog.ids if ids is None else ids
+        try:
+            return int(lookup[path])
+        except KeyError:
+            raise UnknownTagError(path) from None
+
+    async def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        assert self._readers is not None
+        future = self._readers.submit(self._run_read, query)
+        with self._lock:
+            self._inflight.add(future)
+        future.add_done_callback(self._read_done)
+        return await asyncio.wrap_future(future)
+
+    def _read_done(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._inflight.discard(future)
+
+    def _run_read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``query`` on a reader thread with a cursor nobody else is using."""
+        try:
+            cursor = self._idle_cursors.get_nowait()
+        except queue.Empty:
+            cursor = self._writer.new_cursor()
+            with self._lock:
+                self._cursors.append(cursor)
+        try:
+            return query(cursor)
+        except duckdb.Error as err:
+            raise HistorianError(f"historian read failed: {err}") from err
+        finally:
+            self._idle_cursors.put(cursor)
+
+    def _require_running(self) -> None:
+        if self._state is _State.RUNNING:
+            return
+        if self._state is _State.NEW:
+            raise HistorianError("the historian is not started")
+        raise ShutdownError("the historian is closed")
+
+
+if TYPE_CHECKING:
+
+    def _implements_protocol(h: DuckDBHistorian) -> Historian:
+        return h

@@ -1,0 +1,658 @@
+"""The one thread that writes to the DuckDB historian.
+
+Home Assistant's recorder pattern: a single thread owns the write connection and works
+through a queue of messages, so DuckDB never sees two writers and the event loop never
+waits on a disk. Batches are coalesced and committed in one columnar ``INSERT ... SELECT``
+from an Arrow table when ``flush_rows`` are pending or the oldest pending batch is
+``flush_interval_s`` old, whichever comes first.
+
+What readers may look at without touching DuckDB (the tag catalog and the last value of
+every tag) is kept in an immutable :class:`Snapshot` that the writer replaces, in one
+assignment, only after DuckDB's commit returned. Readers therefore never see uncommitted
+tags or values, and never a half-updated snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from shopfloor.errors import HistorianError, ShutdownError
+from shopfloor.model import PointBatch, TagMeta
+from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
+from shopfloor.server.historian import schema
+
+logger = logging.getLogger(__name__)
+
+ObjectArray = npt.NDArray[np.object_]
+
+
+# --------------------------------------------------------------------------- messages
+@dataclass(slots=True)
+class WriteBatch:
+    """Points accepted by :meth:`DuckDBHistorian.write`, with the monotonic time accepted."""
+
+    batch: PointBatch
+    accepted: float
+
+
+@dataclass(slots=True)
+class Flush:
+    """Commit everything queued before this message, then resolve ``done``."""
+
+    done: Future[None] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class Register:
+    """Create or update tag metadata, then resolve ``done``."""
+
+    metas: tuple[TagMeta, ...]
+    done: Future[None] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class Stop:
+    """Commit everything queued, checkpoint and close the database."""
+
+
+Message = WriteBatch | Flush | Register | Stop
+
+
+# -------------------------------------------------------------------------- snapshots
+class TagCatalog:
+    """Known tags: path to id and path to metadata. Immutable; replaced on change."""
+
+    def __init__(self, ids: Mapping[str, int], metas: Mapping[str, TagMeta]) -> None:
+        self.ids: Mapping[str, int] = ids
+        self.metas: Mapping[str, TagMeta] = metas
+        self.next_id = max(ids.values(), default=0) + 1
+
+    @cached_property
+    def sorted_paths(self) -> list[str]:
+        """Every known path in sort order (computed once per catalog)."""
+        return sorted(self.ids)
+
+    @cached_property
+    def sorted_ids(self) -> npt.NDArray[np.int64]:
+        """The ids of :attr:`sorted_paths`, in the same order."""
+        return np.fromiter((self.ids[p] for p in self.sorted_paths), np.int64, len(self.ids))
+
+    @cached_property
+    def sorted_paths_arrow(self) -> pa.StringArray:
+        """:attr:`sorted_paths` as an Arrow array, so latest() need not rebuild it."""
+        return pa.array(self.sorted_paths, type=pa.string())
+
+    def with_tags(self, ids: Mapping[str, int], metas: Mapping[str, TagMeta]) -> TagCatalog:
+        """Return a catalog with ``ids`` and ``metas`` added or replaced."""
+        return TagCatalog({**self.ids, **ids}, {**self.metas, **metas})
+
+
+class LatestValues:
+    """The last point of every tag, as dense arrays indexed by tag id. Immutable."""
+
+    def __init__(
+        self,
+        has: npt.NDArray[np.bool_],
+        ts: Int64Array,
+        value: Float64Array,
+        quality: UInt32Array,
+        text: ObjectArray,
+    ) -> None:
+        self.has = has
+        self.ts = ts
+        self.value = value
+        self.quality = quality
+        self.text = text
+
+    @classmethod
+    def empty(cls, size: int) -> LatestValues:
+        """Return values for ids below ``size``, none of which has a point yet."""
+        return cls(
+            np.zeros(size, dtype=np.bool_),
+            np.zeros(size, dtype=np.int64),
+            np.full(size, np.nan),
+            np.zeros(size, dtype=np.uint32),
+            np.full(size, None, dtype=object),
+        )
+
+    def grown(self, size: int) -> LatestValues:
+        """Return a copy with room for ids below ``size`` (the arrays are copied either way)."""
+        size = max(size, len(self.has))
+        out = LatestValues.empty(size)
+        n = len(self.has)
+        out.has[:n] = self.has
+        out.ts[:n] = self.ts
+        out.value[:n] = self.value
+        out.quality[:n] = self.quality
+        out.text[:n] = self.text
+        return out
+
+    def newer(self, tag_id: Int32Array, ts: Int64Array) -> npt.NDArray[np.bool_]:
+        """Mask of candidates at least as new as what is stored (a tie goes to the newcomer)."""
+        mask: npt.NDArray[np.bool_] = ~self.has[tag_id] | (ts >= self.ts[tag_id])
+        return mask
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What readers may see: committed tags and committed last values, swapped together."""
+
+    catalog: TagCatalog
+    latest: LatestValues
+
+
+@dataclass(slots=True)
+class _Sorted:
+    """A coalesced commit: rows sorted by (tag_id, ts), plus tags first seen in it."""
+
+    tag_id: Int32Array
+    ts: Int64Array
+    value: Float64Array
+    quality: UInt32Array
+    text: pa.Array | None
+    new_ids: dict[str, int]
+
+
+# ---------------------------------------------------------------------------- writer
+class Writer:
+    """Owns the DuckDB connection and the thread that uses it.
+
+    Args:
+        path: the database file, or None for an in-memory database.
+        flush_interval_s: commit when the oldest pending batch is this old.
+        flush_rows: commit as soon as this many rows are pending.
+        memory_limit: DuckDB's ``memory_limit`` setting.
+        on_released: called on the writer thread with a row count whenever rows stop
+            being pending (committed or, after a failed commit, dropped).
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        flush_interval_s: float,
+        flush_rows: int,
+        memory_limit: str,
+        on_released: Callable[[int], None],
+    ) -> None:
+        self._path = path
+        self._flush_interval_s = flush_interval_s
+        self._flush_rows = flush_rows
+        self._memory_limit = memory_limit
+        self._on_released = on_released
+        self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._accepting = False
+        self._submit_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._read_root: duckdb.DuckDBPyConnection | None = None
+        self._pending: list[PointBatch] = []
+        self._pending_rows = 0
+        self._oldest = 0.0
+        self._held: Message | None = None
+        self._failure: BaseException | None = None  # reported by the next flush
+        self._failing = False  # for logging the transitions only
+        self._thread: threading.Thread | None = None
+        self.ready: Future[None] = Future()
+        self.stopped: Future[None] = Future()
+        self.snapshot = Snapshot(TagCatalog({}, {}), LatestValues.empty(1))
+        self.points_written = 0
+        self.points_dropped = 0
+        self.flushes = 0
+        self.last_flush_ms = 0.0
+
+    # ------------------------------------------------------------ called from the loop
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The writer thread once started (joined by the historian's close)."""
+        return self._thread
+
+    def start(self) -> None:
+        """Start the thread; :attr:`ready` resolves once the database is open."""
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name="historian-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, message: Message) -> None:
+        """Queue ``message`` for the writer thread.
+
+        Raises:
+            ShutdownError: the writer has stopped.
+        """
+        with self._submit_lock:
+            if not self._accepting:
+                raise ShutdownError("the historian writer has stopped")
+            self._queue.put(message)
+
+    def new_cursor(self) -> duckdb.DuckDBPyConnection:
+        """Return a new connection to the same database for a reader thread."""
+        with self._cursor_lock:
+            if self._read_root is None:
+                raise ShutdownError("the historian database is closed")
+            try:
+                return self._read_root.cursor()
+            except duckdb.Error as err:
+                raise HistorianError(f"cannot open a read cursor: {err}") from err
+
+    # ------------------------------------------------------------- the writer thread
+    def _run(self) -> None:
+        try:
+            try:
+                self._open()
+            except (duckdb.Error, OSError, ValueError) as err:
+                where = self._path or ":memory:"
+                failure = HistorianError(f"cannot open historian {where}: {err}")
+                failure.__cause__ = err
+                if self.ready.set_running_or_notify_cancel():
+                    self.ready.set_exception(failure)
+                return
+            if not self.ready.set_running_or_notify_cancel():
+                return  # start() was cancelled: nobody will use this database
+            self.ready.set_result(None)
+            self._serve()
+        except Exception as err:  # the thread's supervisor: log, then fail every waiter
+            logger.exception("historian writer crashed")
+            self._failure = err
+        finally:
+            self._shut_down()
+
+    def _open(self) -> None:
+        if self._path is None:
+            database = ":memory:"
+        else:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            database = str(self._path)
+        con = duckdb.connect(database, config={"memory_limit": self._memory_limit})
+        self._con = con
+        schema.create(con)
+        ids: dict[str, int] = {}
+        metas: dict[str, TagMeta] = {}
+        for row in con.execute("SELECT * FROM tags").fetchall():
+            tag_id, meta = schema.row_to_meta(row)
+            ids[meta.path] = tag_id
+            metas[meta.path] = meta
+        catalog = TagCatalog(ids, metas)
+        latest = LatestValues.empty(catalog.next_id)
+        stored = schema.fetch_arrow(con, "SELECT * FROM latest", [])
+        if stored.num_rows:
+            tid = stored.column("tag_id").to_numpy()
+            latest.has[tid] = True
+            latest.ts[tid] = stored.column("ts").to_numpy()
+            latest.value[tid] = stored.column("value").to_numpy()
+            latest.quality[tid] = stored.column("quality").to_numpy()
+            latest.text[tid] = stored.column("text").to_numpy(zero_copy_only=False)
+        self.snapshot = Snapshot(catalog, latest)
+        with self._cursor_lock:
+            self._read_root = con.cursor()
+        logger.info("historian opened %s with %d tags", database, len(ids))
+
+    def _serve(self) -> None:
+        while True:
+            timeout: float | None = None
+            if self._pending:
+                timeout = max(0.0, self._oldest + self._flush_interval_s - time.monotonic())
+            message = self._held
+            self._held = None
+            if message is None:
+                try:
+                    message = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    self._commit_pending()
+                    continue
+            if isinstance(message, WriteBatch):
+                self._add(message)
+                if self._pending_rows >= self._flush_rows:
+                    self._commit_pending()
+                elif self._oldest + self._flush_interval_s <= time.monotonic():
+                    # behind schedule: take what is already queued into this commit
+                    # rather than committing each small batch on its own
+                    self._take_queued()
+                    self._commit_pending()
+            elif isinstance(message, Flush):
+                self._take_queued()  # commits on the way are fine; fewer, larger ones
+                self._commit_pending()
+                if message.done.set_running_or_notify_cancel():
+                    self._report(message.done)
+            elif isinstance(message, Register):
+                if message.done.set_running_or_notify_cancel():
+                    self._register_or_report(message)
+            else:
+                self._commit_pending()
+                return
+
+    def _add(self, message: WriteBatch) -> None:
+        if not self._pending:
+            self._oldest = message.accepted
+        self._pending.append(message.batch)
+        self._pending_rows += len(message.batch)
+
+    def _take_queued(self) -> None:
+        """Move batches already queued into the pending commit, up to ``flush_rows``.
+
+        Stops at the first other message, which is kept to be handled next, so the
+        order of messages is preserved.
+        """
+        while self._pending_rows < self._flush_rows:
+            try:
+                message = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if not isinstance(message, WriteBatch):
+                self._held = message
+                return
+            self._add(message)
+
+    def _report(self, done: Future[None]) -> None:
+        """Resolve a flush: fail it if a commit failed since the previous flush."""
+        failure, self._failure = self._failure, None
+        if failure is None:
+            done.set_result(None)
+        else:
+            err = HistorianError(f"points were not committed: {failure}")
+            err.__cause__ = failure
+            done.set_exception(err)
+
+    def _register_or_report(self, message: Register) -> None:
+        try:
+            self._register(message.metas)
+        except duckdb.Error as err:
+            failure = HistorianError(f"cannot register tags: {err}")
+            failure.__cause__ = err
+            message.done.set_exception(failure)
+        else:
+            message.done.set_result(None)
+
+    def _shut_down(self) -> None:
+        with self._submit_lock:
+            self._accepting = False
+        if self._held is not None:
+            self._queue.put(self._held)  # fail it below with the rest (order is moot now)
+            self._held = None
+        lost = self._pending_rows
+        self._pending.clear()
+        self._pending_rows = 0
+        while True:
+            try:
+                message = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(message, WriteBatch):
+                lost += len(message.batch)
+            elif (
+                isinstance(message, Flush | Register)
+                and message.done.set_running_or_notify_cancel()
+            ):
+                message.done.set_exception(HistorianError("the historian writer has stopped"))
+        if lost:
+            logger.error("historian writer stopped with %d points not committed", lost)
+            self.points_dropped += lost
+            self._on_released(lost)
+        failure = self._close_connection()
+        if failure is None and self._failure is not None:
+            failure = HistorianError(f"points were not committed: {self._failure}")
+            failure.__cause__ = self._failure
+        if failure is None:
+            self.stopped.set_result(None)
+        else:
+            self.stopped.set_exception(failure)
+
+    def _close_connection(self) -> HistorianError | None:
+        with self._cursor_lock:
+            root, self._read_root = self._read_root, None
+        con, self._con = self._con, None
+        try:
+            if root is not None:
+                root.close()
+            if con is not None:
+                if self._path is not None:
+                    con.execute("CHECKPOINT")
+                con.close()
+        except duckdb.Error as err:
+            logger.exception("closing the historian database failed")
+            failure = HistorianError(f"closing the historian database failed: {err}")
+            failure.__cause__ = err
+            return failure
+        return None
+
+    # -------------------------------------------------------------------- committing
+    def _commit_pending(self) -> None:
+        if not self._pending:
+            return
+        batches, rows = self._pending, self._pending_rows
+        self._pending, self._pending_rows = [], 0
+        started = time.perf_counter()
+        try:
+            self._commit(batches)
+        except (duckdb.Error, pa.ArrowException, ValueError) as err:
+            # a failed commit drops its points (flush reports it) instead of killing the
+            # writer: the points are rolled back as a whole, and the caller resends
+            if not self._failing:
+                self._failing = True
+                logger.error("historian commit of %d points failed: %s", rows, err)
+            self._failure = err
+            self.points_dropped += rows
+        else:
+            if self._failing:
+                self._failing = False
+                logger.info("historian commits work again")
+            self.points_written += rows
+            self.flushes += 1
+            self.last_flush_ms = (time.perf_counter() - started) * 1000.0
+        finally:
+            self._on_released(rows)
+
+    def _coalesce(self, batches: Iterable[PointBatch]) -> _Sorted:
+        """Map paths to ids once per batch, join the batches and sort by (tag_id, ts)."""
+        catalog = self.snapshot.catalog
+        new_ids: dict[str, int] = {}
+        next_id = catalog.next_id
+        ids, ts, value, quality, text = [], [], [], [], []
+        has_text = False
+        for b in batches:
+            lookup = np.empty(len(b.tags), dtype=np.int32)
+            for i, path in enumerate(b.tags):
+                tag_id = catalog.ids.get(path)
+                if tag_id is None:
+                    tag_id = new_ids.get(path)
+                    if tag_id is None:
+                        tag_id = new_ids[path] = next_id
+                        next_id += 1
+                lookup[i] = tag_id
+            ids.append(lookup[b.tag_index])
+            ts.append(b.ts)
+            value.append(b.value)
+            quality.append(b.quality)
+            text.append(b.text if b.text is not None else pa.nulls(len(b), pa.string()))
+            has_text = has_text or b.text is not None
+        all_ids = np.concatenate(ids)
+        all_ts = np.concatenate(ts)
+        order = sort_order(all_ids, all_ts)
+        sorted_text = pa.concat_arrays(text).take(order) if has_text else None
+        return _Sorted(
+            tag_id=all_ids[order],
+            ts=all_ts[order],
+            value=np.concatenate(value)[order],
+            quality=np.concatenate(quality)[order],
+            text=sorted_text,
+            new_ids=new_ids,
+        )
+
+    def _commit(self, batches: list[PointBatch]) -> None:
+        """Insert coalesced batches and update ``latest`` in one transaction."""
+        con = self._con
+        assert con is not None
+        rows = self._coalesce(batches)
+        if not len(rows.ts):
+            return
+        snap = self.snapshot
+        new_metas = {path: TagMeta(path) for path in rows.new_ids}
+        catalog = snap.catalog.with_tags(rows.new_ids, new_metas) if rows.new_ids else None
+        size = catalog.next_id if catalog is not None else snap.catalog.next_id
+        # the last row of each tag in the sorted rows; keep the ones newer than stored
+        last = np.flatnonzero(np.r_[rows.tag_id[1:] != rows.tag_id[:-1], True])
+        latest = snap.latest.grown(size)
+        last = last[latest.newer(rows.tag_id[last], rows.ts[last])]
+        last_ids = rows.tag_id[last]
+        known = latest.has[last_ids]
+        last_text = rows.text.take(pa.array(last)) if rows.text is not None else None
+        update = _points_table(
+            last_ids,
+            rows.ts[last],
+            rows.value[last],
+            rows.quality[last],
+            last_text,
+        )
+        steps = [
+            (
+                "INSERT INTO points SELECT * FROM _points_in",
+                "_points_in",
+                _points_table(rows.tag_id, rows.ts, rows.value, rows.quality, rows.text),
+            ),
+            (
+                "UPDATE latest SET ts = u.ts, value = u.value, quality = u.quality, "
+                "text = u.text FROM _latest_upd AS u WHERE latest.tag_id = u.tag_id",
+                "_latest_upd",
+                update.filter(pa.array(known)),
+            ),
+            (
+                "INSERT INTO latest SELECT * FROM _latest_new",
+                "_latest_new",
+                update.filter(pa.array(~known)),
+            ),
+        ]
+        if rows.new_ids:
+            new_rows = [schema.meta_to_row(i, new_metas[p]) for p, i in rows.new_ids.items()]
+            steps.insert(
+                0,
+                (
+                    "INSERT INTO tags SELECT * FROM _tags_new",
+                    "_tags_new",
+                    schema.tags_table(new_rows),
+                ),
+            )
+        self._transaction(con, steps)
+        latest.has[last_ids] = True
+        latest.ts[last_ids] = rows.ts[last]
+        latest.value[last_ids] = rows.value[last]
+        latest.quality[last_ids] = rows.quality[last]
+        if last_text is not None:
+            latest.text[last_ids] = last_text.to_numpy(zero_copy_only=False)
+        else:
+            latest.text[last_ids] = None
+        self.snapshot = Snapshot(catalog or snap.catalog, latest)
+
+    def _register(self, metas: tuple[TagMeta, ...]) -> None:
+        con = self._con
+        assert con is not None
+        snap = self.snapshot
+        by_path = {m.path: m for m in metas}
+        next_id = snap.catalog.next_id
+        new_ids: dict[str, int] = {}
+        new_rows, upd_rows = [], []
+        for path, meta in by_path.items():
+            tag_id = snap.catalog.ids.get(path)
+            if tag_id is None:
+                tag_id = new_ids[path] = next_id
+                next_id += 1
+                new_rows.append(schema.meta_to_row(tag_id, meta))
+            else:
+                upd_rows.append(schema.meta_to_row(tag_id, meta))
+        self._transaction(
+            con,
+            [
+                (
+                    "INSERT INTO tags SELECT * FROM _tags_new",
+                    "_tags_new",
+                    schema.tags_table(new_rows),
+                ),
+                (
+                    "UPDATE tags SET unit = u.unit, description = u.description, "
+                    "data_type = u.data_type, eng_low = u.eng_low, eng_high = u.eng_high, "
+                    "states = u.states FROM _tags_upd AS u WHERE tags.id = u.id",
+                    "_tags_upd",
+                    schema.tags_table(upd_rows),
+                ),
+            ],
+        )
+        catalog = snap.catalog.with_tags(new_ids, by_path)
+        self.snapshot = Snapshot(catalog, snap.latest.grown(catalog.next_id))
+
+    @staticmethod
+    def _transaction(
+        con: duckdb.DuckDBPyConnection, steps: Sequence[tuple[str, str, pa.Table]]
+    ) -> None:
+        """Run statements in one transaction, each reading one Arrow table as a view.
+
+        A step whose table is empty would change nothing and is skipped: each statement
+        costs about a millisecond even when it has nothing to do.
+        """
+        steps = [step for step in steps if step[2].num_rows]
+        if not steps:
+            return
+        for _, view, table in steps:
+            con.register(view, table)
+        try:
+            con.begin()
+            try:
+                for statement, _, _ in steps:
+                    con.execute(statement)
+                con.commit()
+            except duckdb.Error:
+                try:
+                    con.rollback()
+                except duckdb.Error:
+                    logger.exception("historian rollback failed")
+                raise
+        finally:
+            for _, view, _ in steps:
+                con.unregister(view)
+
+
+def sort_order(tag_id: Int32Array, ts: Int64Array) -> npt.NDArray[np.intp]:
+    """Return the stable order by (tag_id, ts), like ``np.lexsort((ts, tag_id))``.
+
+    When tag id and the time offset within the commit fit together in 62 bits (a commit
+    spanning up to ~35 years with a million tags), one stable argsort of a combined int64
+    key does the job about ten times faster than lexsort's two passes (bench/ingest.py).
+    """
+    if not len(ts):
+        return np.arange(0, dtype=np.intp)
+    low = int(ts.min())
+    shift = max(1, (int(ts.max()) - low).bit_length())
+    if int(tag_id.min()) < 0 or int(tag_id.max()).bit_length() + shift > 62:
+        return np.lexsort((ts, tag_id))
+    key = (tag_id.astype(np.int64) << shift) | (ts - low)
+    return np.argsort(key, kind="stable")
+
+
+def _points_table(
+    tag_id: Int32Array,
+    ts: Int64Array,
+    value: Float64Array,
+    quality: UInt32Array,
+    text: pa.Array | None,
+) -> pa.Table:
+    n = len(ts)
+    return pa.Table.from_arrays(
+        [
+            pa.array(tag_id, type=pa.int32()),
+            pa.array(ts, type=pa.int64()),
+            pa.array(value, type=pa.float64()),
+            pa.array(quality, type=pa.uint32()),
+            text if text is not None else pa.nulls(n, pa.string()),
+        ],
+        schema=schema.POINTS_SCHEMA,
+    )
