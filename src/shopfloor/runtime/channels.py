@@ -39,6 +39,13 @@ class Subscription(Generic[T]):
         """Wait for the next item."""
         return await self._queue.get()
 
+    def drain(self) -> list[T]:
+        """Take every waiting item without waiting (possibly none)."""
+        items: list[T] = []
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
+
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()
 

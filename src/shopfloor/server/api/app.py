@@ -1,0 +1,95 @@
+"""The API's app factory: routes, one error envelope, the websocket fan-out.
+
+:func:`create_app` only wires what it is given; the server composition root builds the
+historian, ingestor and live channel and owns their lifecycle (start and close).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from shopfloor.model import PointBatch, now_ns
+from shopfloor.runtime.channels import Channel
+from shopfloor.server.api.context import ApiContext
+from shopfloor.server.api.errors import install_error_handlers
+from shopfloor.server.api.routes import health, ingest, tags, values
+from shopfloor.server.api.ws import LiveHub
+from shopfloor.server.api.ws import router as ws_router
+from shopfloor.server.historian.base import Historian
+from shopfloor.server.ingest import Ingestor
+from shopfloor.wire import DEFAULT_MAX_BYTES
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """\
+REST and websocket API of a shopfloor server.
+
+* Times are ISO 8601 in UTC (`2026-01-01T08:00:00.000Z`). Query parameters also take
+  offsets (`+01:00`), times without an offset (read as UTC) and times relative to now
+  (`now`, `-1h`, `now-15m`).
+* Every error answer has the shape `{"error": {"code", "field", "message"}}`; `field`
+  names the parameter or payload field at fault.
+* Live values stream over the websocket `/api/v1/ws`: a `snapshot` frame on connect,
+  then `values` frames at most every 250 ms; send `{"type": "subscribe", "prefix": ...}`
+  to narrow them to an asset.
+"""
+
+_TAGS_METADATA = [
+    {"name": "tags", "description": "Tags, their metadata and their history."},
+    {"name": "values", "description": "The latest value of each tag."},
+    {"name": "ingest", "description": "Batches of points from edges and scripts."},
+    {"name": "health", "description": "Liveness and counters."},
+]
+
+
+def create_app(
+    *,
+    historian: Historian,
+    ingestor: Ingestor,
+    live: Channel[PointBatch],
+    version: str,
+    extra_routers: Sequence[APIRouter] = (),
+    status: Callable[[], dict[str, Any]] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BYTES,
+    ws_interval_s: float = 0.25,
+    clock: Callable[[], int] = now_ns,
+) -> FastAPI:
+    """Build the FastAPI app.
+
+    Args:
+        historian: history and latest values (already started by the caller).
+        ingestor: stores and publishes ingested batches.
+        live: the channel the ingestor publishes on; each websocket client subscribes to
+            it, so its ``maxsize`` bounds every client's backlog.
+        version: reported by /healthz and the OpenAPI page.
+        extra_routers: more routes (the web pages), mounted after the API's own.
+        status: extra keys for /healthz (uptime, edges seen, ...), called per request.
+        max_body_bytes: the largest ingest body accepted (413 beyond).
+        ws_interval_s: the shortest time between two websocket pushes to one client.
+        clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
+    """
+    app = FastAPI(
+        title="shopfloor",
+        version=version,
+        description=_DESCRIPTION,
+        openapi_tags=_TAGS_METADATA,
+    )
+    app.state.shopfloor = ApiContext(
+        historian=historian,
+        ingestor=ingestor,
+        live=live,
+        hub=LiveHub(live, historian, interval_s=ws_interval_s),
+        version=version,
+        status=status,
+        max_body_bytes=max_body_bytes,
+        clock=clock,
+    )
+    install_error_handlers(app)
+    for router in (health.router, tags.router, values.router, ingest.router, ws_router):
+        app.include_router(router)
+    for router in extra_routers:
+        app.include_router(router)
+    return app

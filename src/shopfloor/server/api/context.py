@@ -1,0 +1,54 @@
+"""What every route needs, handed over once by :func:`~.app.create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from shopfloor.model import PointBatch
+from shopfloor.runtime.channels import Channel
+from shopfloor.server.historian.base import Historian
+from shopfloor.server.ingest import Ingestor
+
+if TYPE_CHECKING:
+    from shopfloor.server.api.ws import LiveHub
+
+__all__ = ["ApiContext", "Ctx", "get_context"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """The server parts the API talks to, and its settings.
+
+    Attributes:
+        historian: history and latest values.
+        ingestor: where ingested batches go.
+        live: the channel of freshly ingested batches.
+        hub: the websocket fan-out.
+        version: the server's version, for /healthz.
+        status: extra keys for /healthz, supplied by the composition root.
+        max_body_bytes: the largest ingest body accepted.
+        clock: the wall clock in UTC nanoseconds ("now" in queries).
+    """
+
+    historian: Historian
+    ingestor: Ingestor
+    live: Channel[PointBatch]
+    hub: LiveHub
+    version: str
+    status: Callable[[], dict[str, Any]] | None
+    max_body_bytes: int
+    clock: Callable[[], int]
+
+
+def get_context(conn: HTTPConnection) -> ApiContext:
+    """FastAPI dependency: the context stored on the app (works for HTTP and websockets)."""
+    return cast(ApiContext, conn.app.state.shopfloor)
+
+
+Ctx = Annotated[ApiContext, Depends(get_context)]
+"""Route parameter type that injects the :class:`ApiContext`."""

@@ -1,0 +1,157 @@
+"""One error envelope for every failure, whoever raised it.
+
+``{"error": {"code": ..., "field": ..., "message": ...}}`` is the answer to a bad query
+parameter, a malformed ingest payload, an unknown tag or route, and an unexpected bug alike,
+so clients need one code path to show what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shopfloor.errors import PayloadError, ShutdownError, UnknownTagError
+from shopfloor.wire import PayloadTooLarge, UnsupportedMediaType
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ApiError", "CatchAllMiddleware", "error_response", "install_error_handlers"]
+
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_parameter",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success, raised from a route.
+
+    Args:
+        status: the HTTP status.
+        code: the machine-readable kind (see :class:`~.schemas.ErrorBody`).
+        field: the parameter or payload field at fault, if any.
+        message: a sentence for people.
+    """
+
+    def __init__(self, status: int, code: str, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+        self.message = message
+
+
+def error_response(
+    status: int,
+    code: str,
+    field: str | None,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Return the envelope as a response."""
+    body = {"error": {"code": code, "field": field, "message": message}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+async def _envelope(_: Request, exc: Exception) -> Response:
+    """Translate each kind of exception the API knows into the envelope."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.field, exc.message)
+    if isinstance(exc, PayloadTooLarge):
+        return error_response(413, "payload_too_large", exc.field, exc.message)
+    if isinstance(exc, UnsupportedMediaType):
+        return error_response(415, "unsupported_media_type", exc.field, exc.message)
+    if isinstance(exc, PayloadError):
+        return error_response(422, "invalid_parameter", exc.field, exc.message)
+    if isinstance(exc, UnknownTagError):
+        return error_response(404, "not_found", "path", f"no tag has the path {exc.path!r}")
+    if isinstance(exc, ShutdownError):
+        return error_response(
+            503, "unavailable", None, "the server is shutting down", headers={"Retry-After": "5"}
+        )
+    if isinstance(exc, RequestValidationError):
+        return _validation_error(exc)
+    if isinstance(exc, HTTPException):
+        code = _CODE_BY_STATUS.get(exc.status_code, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return error_response(exc.status_code, code, None, detail, headers=exc.headers)
+    raise exc  # pragma: no cover - only registered for the classes above
+
+
+def _validation_error(exc: RequestValidationError) -> Response:
+    errors: list[dict[str, Any]] = list(exc.errors())
+    if not errors:
+        return error_response(422, "invalid_parameter", None, "the request is invalid")
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ())]
+    # loc is ("query", "limit") or ("body", "points", 3, "ts"): drop where it came from.
+    field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else None)
+    message = f"{field}: {first.get('msg', 'is invalid')}" if field else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(422, "invalid_parameter", field, message)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception the API can raise to the envelope."""
+    kinds = (ApiError, PayloadError, UnknownTagError, ShutdownError)
+    for kind in (*kinds, RequestValidationError, HTTPException):
+        app.add_exception_handler(kind, _envelope)
+    app.add_middleware(CatchAllMiddleware)
+
+
+class CatchAllMiddleware:
+    """Turn an unexpected exception into a logged traceback and a 500 envelope.
+
+    Starlette's own last-resort handler re-raises after answering, which makes the server
+    log the error twice and test clients raise; this one answers and stops there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            logger.exception(
+                "unexpected error answering %s %s", scope.get("method"), scope.get("path")
+            )
+            if started:  # too late for an envelope: let the server drop the connection
+                raise
+            response = error_response(
+                500,
+                "internal_error",
+                None,
+                "an unexpected error happened; the traceback is in the server log",
+            )
+            await response(scope, receive, send)

@@ -1,0 +1,195 @@
+"""Tags and their history: ``/api/v1/tags`` and ``/api/v1/tags/{path}/series``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import pyarrow as pa
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from shopfloor.errors import PayloadError
+from shopfloor.model import TagMeta
+from shopfloor.server.api.context import Ctx
+from shopfloor.server.api.convert import (
+    arrow_response,
+    column_list,
+    json_bytes,
+    json_response,
+    normalise_prefix,
+    path_under,
+    ts_strings,
+    wants_arrow,
+)
+from shopfloor.server.api.schemas import ErrorEnvelope, SeriesOut, TagOut, TagsOut
+from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
+from shopfloor.server.historian.base import Aggregate
+from shopfloor.wire import ARROW_MEDIA_TYPE
+
+__all__ = ["MAX_BUCKETS", "MAX_LIMIT", "router"]
+
+router = APIRouter(prefix="/api/v1", tags=["tags"])
+
+MAX_BUCKETS = 100_000
+"""The most buckets one series query may ask for."""
+MAX_LIMIT = 1_000_000
+"""The most rows one series query may return."""
+_HOUR_NS = 3_600_000_000_000
+_INLINE_ROWS = 20_000
+"""Answers up to this many rows are serialised on the event loop; larger ones in a thread."""
+_TIME_DOC = (
+    "ISO 8601 (`2026-01-01T08:00:00Z`, `2026-01-01T09:00:00+01:00`; a time without an "
+    "offset is read as UTC) or relative to now (`now`, `-1h`, `now-15m`, `-500ms`)."
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorEnvelope, "description": "No tag has this path."},
+    422: {"model": ErrorEnvelope, "description": "A parameter is invalid; `field` names it."},
+}
+
+PrefixQuery = Annotated[
+    str | None,
+    Query(
+        description="Only tags at or below this asset path (whole segments), "
+        "e.g. `acme/plant-1/machining`.",
+        examples=["acme/plant-1/machining"],
+    ),
+]
+
+
+def _tag_out(meta: TagMeta) -> TagOut:
+    return TagOut(
+        path=meta.path,
+        name=meta.name,
+        asset=meta.asset,
+        unit=meta.unit,
+        description=meta.description,
+        data_type=meta.data_type,
+        eng_low=meta.eng_low,
+        eng_high=meta.eng_high,
+        states={str(k): v for k, v in meta.states},
+    )
+
+
+@router.get(
+    "/tags",
+    summary="List tags",
+    description="Every tag the historian knows, with its metadata, sorted by path.",
+    response_model=TagsOut,
+    responses={422: _ERRORS[422]},
+)
+async def list_tags(ctx: Ctx, prefix: PrefixQuery = None) -> TagsOut:
+    """List tags, optionally under an asset path."""
+    wanted = normalise_prefix(prefix)
+    metas = sorted(await ctx.historian.tags(), key=lambda m: m.path)
+    return TagsOut(tags=[_tag_out(m) for m in metas if path_under(m.path, wanted)])
+
+
+@router.get(
+    "/tags/{path:path}/series",
+    summary="Read a tag's history",
+    description=(
+        "Raw points of one tag over `[start, end)`, or with `bucket` the aggregates of its "
+        "Good points per time bucket (buckets are aligned to the epoch; empty buckets are "
+        f"left out). Ask with `Accept: {ARROW_MEDIA_TYPE}` for an Arrow IPC stream of the "
+        "same columns instead of JSON."
+    ),
+    response_model=SeriesOut,
+    responses={200: {"content": {ARROW_MEDIA_TYPE: {}}}, **_ERRORS},
+)
+async def read_series(
+    ctx: Ctx,
+    request: Request,
+    *,
+    path: str,
+    start: Annotated[
+        str | None, Query(description=f"Start, inclusive. {_TIME_DOC} Default: end - 1h.")
+    ] = None,
+    end: Annotated[
+        str | None, Query(description=f"End, exclusive. {_TIME_DOC} Default: now.")
+    ] = None,
+    bucket: Annotated[
+        str | None,
+        Query(description="Bucket width: `500ms`, `30s`, `1m`, `1h`, `1d`. Omit for raw points."),
+    ] = None,
+    agg: Annotated[
+        str | None,
+        Query(
+            description="With `bucket`: comma-separated aggregates from "
+            f"{', '.join(a.value for a in Aggregate)}. Default: avg."
+        ),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="The most rows to return, oldest first.")
+    ] = 100_000,
+) -> Response:
+    """Return raw points or bucketed aggregates of one tag."""
+    now = ctx.clock()
+    end_ns = parse_time(end, now_ns=now, field="end") if end else now
+    start_ns = parse_time(start, now_ns=now, field="start") if start else end_ns - _HOUR_NS
+    if start_ns >= end_ns:
+        raise PayloadError(
+            "start", f"start ({format_ns(start_ns)}) must be before end ({format_ns(end_ns)})"
+        )
+    if bucket is None:
+        if agg:
+            raise PayloadError("agg", "agg needs a bucket, e.g. bucket=1m&agg=avg,max")
+        table = await ctx.historian.read_raw(path, start_ns, end_ns, limit=limit + 1)
+    else:
+        bucket_ns = parse_duration(bucket, field="bucket")
+        buckets = (end_ns - 1) // bucket_ns - start_ns // bucket_ns + 1
+        if buckets > MAX_BUCKETS:
+            raise PayloadError(
+                "bucket",
+                f"{bucket} buckets from {format_ns(start_ns)} to {format_ns(end_ns)} make "
+                f"{buckets} buckets, more than {MAX_BUCKETS}; choose a wider bucket or a "
+                "shorter range",
+            )
+        table = await ctx.historian.read_aggregates(
+            path, start_ns, end_ns, bucket_ns=bucket_ns, aggregates=_aggregates(agg)
+        )
+    truncated = table.num_rows > limit
+    if truncated:
+        table = table.slice(0, limit)
+    head: dict[str, Any] = {
+        "path": path,
+        "start": format_ns(start_ns),
+        "end": format_ns(end_ns),
+        "bucket": bucket,
+        "truncated": truncated,
+    }
+    if wants_arrow(request):
+        meta = {k: ("" if v is None else str(v)) for k, v in head.items()}
+        meta["truncated"] = "true" if truncated else "false"
+        return arrow_response(table, metadata=meta)
+    if table.num_rows <= _INLINE_ROWS:
+        return json_response({**head, "columns": _columns(table)})
+    body = await asyncio.to_thread(lambda: json_bytes({**head, "columns": _columns(table)}))
+    return Response(body, media_type="application/json")
+
+
+def _aggregates(agg: str | None) -> list[Aggregate]:
+    if not agg:
+        return [Aggregate.AVG]
+    chosen: list[Aggregate] = []
+    for part in agg.split(","):
+        name = part.strip().lower()
+        try:
+            aggregate = Aggregate(name)
+        except ValueError as err:
+            raise PayloadError(
+                "agg",
+                f"unknown aggregate {name!r:.30}; choose from "
+                f"{', '.join(a.value for a in Aggregate)}",
+            ) from err
+        if aggregate not in chosen:
+            chosen.append(aggregate)
+    return chosen
+
+
+def _columns(table: pa.Table) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        columns[name] = ts_strings(column) if name == "ts" else column_list(column)
+    return columns
