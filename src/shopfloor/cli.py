@@ -2,7 +2,153 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.text import Text
+
+from shopfloor import __version__
+from shopfloor.config import ShopfloorConfig, load_config
+from shopfloor.config.models import parse_duration_s
+from shopfloor.errors import ConfigError
+
+app = typer.Typer(
+    name="shopfloor",
+    help="On-premise industrial internet platform: connectors, historian, dashboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+err_console = Console(stderr=True)
+
+
+def _fail_config(err: ConfigError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+    return typer.Exit(2)
+
+
+def _setup_logging(level: str, *, rich: bool) -> None:
+    handler: logging.Handler
+    if rich:
+        handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(f"shopfloor {__version__}")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="TOML configuration file.")],
+) -> None:
+    """Validate a configuration file without starting anything (exit 2 if invalid)."""
+    try:
+        load_config(file)
+    except ConfigError as err:
+        raise _fail_config(err) from err
+    print(f"{file}: ok")
+
+
+@app.command()
+def server(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML configuration file.")],
+) -> None:
+    """Run the platform as configured (with the simulated factory if enabled)."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as err:
+        raise _fail_config(err) from err
+    _run(cfg, show_status=False)
+
+
+@app.command()
+def demo(
+    *,
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per wall second while back-filling.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated factory.")] = 1,
+    port: Annotated[int, typer.Option(help="HTTP port (0 picks a free one).")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="Where the historian keeps its file.")] = Path(
+        "shopfloor-data"
+    ),
+    backfill: Annotated[
+        str | None,
+        typer.Option(help="Start simulated time this far back, e.g. 1d (default 1d if speed > 1)."),
+    ] = None,
+    status: Annotated[bool, typer.Option(help="Show the live status line.")] = True,
+) -> None:
+    """Run a simulated factory, the platform and the dashboard in one process."""
+    if backfill is None:
+        backfill = "1d" if speed > 1 else "0s"
+    try:
+        parse_duration_s(backfill)
+        cfg = ShopfloorConfig.model_validate(
+            {
+                "server": {"host": host, "port": port, "data_dir": str(data_dir)},
+                "simulator": {"enabled": True, "seed": seed, "speed": speed, "backfill": backfill},
+            }
+        ).resolve_paths(Path.cwd())
+    except ValueError as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from err
+    _run(cfg, show_status=status and sys.stderr.isatty())
+
+
+def _run(cfg: ShopfloorConfig, *, show_status: bool) -> None:
+    from shopfloor.demo import run_platform
+
+    _setup_logging(cfg.logging.level, rich=show_status)
+    if not show_status:
+        asyncio.run(run_platform(cfg))
+        return
+    with Live(Text("starting…"), console=err_console, refresh_per_second=4, transient=True) as live:
+
+        def update(figures: dict[str, Any]) -> None:
+            live.update(_status_text(figures))
+
+        asyncio.run(run_platform(cfg, status_line=update))
+
+
+def _status_text(f: dict[str, Any]) -> Text:
+    text = Text()
+    text.append("● ", style="green")
+    text.append(f"{f['url']}  ", style="bold")
+    text.append(f"{f['points_per_s']:,.0f} points/s  ")
+    text.append(f"stored {f['stored']:,}  ")
+    text.append(f"pending {f['pending']:,}  ")
+    text.append(f"tags {f['tags']}  ")
+    if f.get("sim_time_ns") is not None:
+        sim = datetime.fromtimestamp(f["sim_time_ns"] / 1e9, tz=UTC)
+        mode = "live" if f["caught_up"] else "back-filling"
+        text.append(f"sim {sim:%Y-%m-%d %H:%M:%S}Z ({mode})", style="dim")
+    text.append("   Ctrl-C to stop", style="dim")
+    return text
+
 
 def main() -> None:
     """Entry point of the ``shopfloor`` console script."""
-    raise SystemExit("shopfloor: not wired yet")
+    app()
+
+
+__all__ = ["app", "main"]

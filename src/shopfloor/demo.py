@@ -1,0 +1,132 @@
+"""Single-box composition root: the platform, plus the simulated factory when enabled.
+
+``shopfloor demo`` and ``shopfloor server`` (with ``[simulator] enabled``) run here. The
+simulated factory reaches the platform through a real edge agent and an in-process
+uplink, the same interfaces a networked edge uses.
+
+Shutdown is staged: stop reading inputs, finish HTTP requests in flight, commit every
+accepted point, close the historian.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shopfloor.config import ShopfloorConfig
+from shopfloor.config.models import parse_duration_s
+from shopfloor.edge.agent import EdgeAgent
+from shopfloor.edge.connectors.sim import SimulatorConnector
+from shopfloor.edge.uplink.local import LocalUplink
+from shopfloor.server.app import Server
+from shopfloor.simulator import Plant
+
+logger = logging.getLogger(__name__)
+
+
+class RateMeter:
+    """Points per second over a sliding window of a few seconds."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self._window_s = window_s
+        self._samples: list[tuple[float, int]] = []
+
+    def rate(self, total: int) -> float:
+        """Record the running ``total`` now and return the recent rate."""
+        now = time.monotonic()
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[0][0] > self._window_s:
+            self._samples.pop(0)
+        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+async def run_platform(
+    config: ShopfloorConfig,
+    *,
+    status_line: Callable[[dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``), then shut down in stages.
+
+    Args:
+        config: validated configuration with resolved paths.
+        status_line: called about twice a second with the figures for a status line.
+        stop: set it to stop (tests); signals set it too.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    sim = config.simulator
+    connector: SimulatorConnector | None = None
+    meter = RateMeter()
+
+    def status() -> dict[str, Any]:
+        if connector is None:
+            return {}
+        return {
+            "demo": {
+                "simulated_time_ns": connector.sim_now_ns(),
+                "caught_up": connector.caught_up,
+                "points_per_s": round(meter.rate(uplink.points_sent), 1),
+            }
+        }
+
+    server = Server(config, status=status)
+    uplink = LocalUplink(server.ingest_local, server.register_tags)
+    agent: EdgeAgent | None = None
+    if sim.enabled:
+        connector = SimulatorConnector(
+            Plant.default(seed=sim.seed),
+            period_s=parse_duration_s(sim.period),
+            speed=sim.speed,
+            backfill_s=parse_duration_s(sim.backfill),
+        )
+        agent = EdgeAgent([connector], uplink)
+
+    await server.start()
+    try:
+        if agent is not None:
+            await agent.start()
+        ready = asyncio.Event()
+        http = asyncio.create_task(server.serve(stop, ready=ready), name="platform/http")
+        await asyncio.wait(
+            {http, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if http.done():
+            http.result()
+        while not stop.is_set() and not http.done():
+            if status_line is not None:
+                hist = server.historian.stats()
+                status_line(
+                    {
+                        "url": server.url,
+                        "points_per_s": meter.rate(uplink.points_sent),
+                        "points_sent": uplink.points_sent,
+                        "stored": hist.points_written,
+                        "pending": hist.points_pending,
+                        "tags": hist.tags,
+                        "sim_time_ns": connector.sim_now_ns() if connector else None,
+                        "caught_up": connector.caught_up if connector else True,
+                    }
+                )
+            await asyncio.wait({http}, timeout=0.5)
+        logger.info("shutting down: stopping inputs")
+        if agent is not None:
+            await agent.stop()
+        stop.set()
+        await http
+    finally:
+        if agent is not None:
+            await agent.stop()
+        logger.info("committing accepted points")
+        await server.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        logger.info("stopped; %d points stored", server.historian.stats().points_written)

@@ -1,0 +1,153 @@
+"""The server composition root: historian, ingest, live channel, API and web page.
+
+Start-up and shutdown are staged. Stopping waits for the HTTP server to finish the
+requests in flight, then commits everything the historian accepted, then closes it, so
+Ctrl-C never loses a point that an edge was told was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from shopfloor import __version__
+from shopfloor.config import ShopfloorConfig
+from shopfloor.model import PointBatch, TagMeta
+from shopfloor.runtime.channels import Channel
+from shopfloor.server.api.app import create_app
+from shopfloor.server.historian.base import Historian
+from shopfloor.server.historian.duckdb import DuckDBHistorian
+from shopfloor.server.ingest.service import Ingestor
+from shopfloor.server.web.routes import router as web_router
+
+logger = logging.getLogger(__name__)
+
+StatusFn = Callable[[], dict[str, Any]]
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process owner decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_historian(config: ShopfloorConfig) -> Historian:
+    """Create the historian backend the configuration names."""
+    section = config.historian
+    return DuckDBHistorian(
+        section.path,
+        flush_interval_s=section.flush_interval_s,
+        flush_rows=section.flush_rows,
+        memory_limit=section.memory_limit,
+        max_pending_rows=section.max_pending_rows,
+    )
+
+
+class Server:
+    """One platform process: ``await start()``, ``await serve(stop)``, ``await close()``.
+
+    Args:
+        config: the validated configuration (paths already resolved).
+        status: extra fields for ``/healthz`` (the demo adds its simulator's figures).
+    """
+
+    def __init__(self, config: ShopfloorConfig, *, status: StatusFn | None = None) -> None:
+        self.config = config
+        self.historian = build_historian(config)
+        self.live: Channel[PointBatch] = Channel("live", maxsize=256)
+        self.ingestor = Ingestor(self.historian, self.live, max_future_s=config.ingest.max_future_s)
+        self.app: FastAPI = create_app(
+            historian=self.historian,
+            ingestor=self.ingestor,
+            live=self.live,
+            version=__version__,
+            extra_routers=[web_router],
+            status=status,
+            max_body_bytes=config.ingest.max_body_bytes,
+        )
+        self.port: int | None = None
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open the historian."""
+        self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.historian.start()
+        self._started = True
+
+    async def register_tags(self, metas: Sequence[TagMeta]) -> None:
+        """Accept tag metadata from an in-process edge."""
+        await self.historian.register_tags(metas)
+
+    async def ingest_local(self, batch: PointBatch) -> None:
+        """Accept a batch from an in-process edge, through the same path as the API."""
+        await self.ingestor.ingest(batch, source="local")
+
+    async def serve(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        """Serve HTTP until ``stop`` is set; ``ready`` is set once the port is listening."""
+        sock = _bind(self.config.server.host, self.config.server.port)
+        self.port = sock.getsockname()[1]
+        server = _EmbeddedUvicorn(
+            uvicorn.Config(
+                self.app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                ws_max_size=1 << 20,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="server/http")
+        try:
+            while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers a flag only
+                await asyncio.sleep(0.02)
+            if serving.done():
+                serving.result()  # raises the start-up error
+            logger.info("serving %s", self.url)
+            if ready is not None:
+                ready.set()
+            stop_wait = asyncio.create_task(stop.wait(), name="server/stop-wait")
+            await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+        finally:
+            server.should_exit = True
+            await serving
+            sock.close()
+
+    @property
+    def url(self) -> str:
+        """Where a browser on this machine reaches the server."""
+        host = self.config.server.host
+        shown = "127.0.0.1" if host in {"0.0.0.0", "", "::"} else host
+        return f"http://{shown}:{self.port}"
+
+    async def close(self) -> None:
+        """Commit everything accepted and release storage. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            await self.historian.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"cannot listen on {host}:{port}: {err.strerror}") from err
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock

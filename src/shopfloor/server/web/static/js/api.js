@@ -1,0 +1,98 @@
+// The REST client: one place that knows the API's URLs and turns failures into ApiError.
+
+export class ApiError extends Error {
+  constructor(message, { status = 0, url = "" } = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.url = url;
+  }
+}
+
+/** Encode a tag path segment by segment, so its slashes stay path separators. */
+export function encodeTagPath(path) {
+  return path.split("/").map(encodeURIComponent).join("/");
+}
+
+export class ApiClient {
+  /** @param {string} base the server's root path ("" unless behind a path prefix). */
+  constructor(base = "", { timeoutMs = 15000 } = {}) {
+    this.base = base.replace(/\/$/, "");
+    this.timeoutMs = timeoutMs;
+  }
+
+  async get(path, params, { signal } = {}) {
+    const url = new URL(this.base + path, location.origin);
+    for (const [key, value] of Object.entries(params || {})) {
+      if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
+    }
+    const combined = withTimeout(signal, this.timeoutMs);
+    let response;
+    try {
+      response = await fetch(url, { headers: { Accept: "application/json" }, signal: combined });
+    } catch (err) {
+      if (signal?.aborted) throw err; // the caller cancelled: not an API failure
+      throw new ApiError(err.name === "TimeoutError" ? "timed out" : "network error", {
+        url: url.pathname,
+      });
+    }
+    if (!response.ok) {
+      throw new ApiError(await errorText(response), { status: response.status, url: url.pathname });
+    }
+    return response.json();
+  }
+
+  healthz() {
+    return this.get("/healthz");
+  }
+
+  async tags() {
+    return (await this.get("/api/v1/tags")).tags || [];
+  }
+
+  async latest() {
+    return (await this.get("/api/v1/values/latest")).values || [];
+  }
+
+  /**
+   * A tag's history. `start` may be ISO or relative ("-15m"); with `bucket` the answer holds
+   * the aggregates named in `agg` per bucket instead of raw values.
+   */
+  series(path, { start, end, bucket, agg, signal } = {}) {
+    return this.get(
+      `/api/v1/tags/${encodeTagPath(path)}/series`,
+      { start, end, bucket, agg },
+      { signal },
+    );
+  }
+
+  /** The websocket URL of the live channel, on the same host and scheme as the page. */
+  liveUrl() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}${this.base}/api/v1/ws`;
+  }
+}
+
+function withTimeout(signal, ms) {
+  const timeout = AbortSignal.timeout(ms);
+  if (!signal) return timeout;
+  if (AbortSignal.any) return AbortSignal.any([signal, timeout]);
+  // Older tablet browsers: forward both into one controller.
+  const controller = new AbortController();
+  const forward = (source) => () => controller.abort(source.reason);
+  signal.addEventListener("abort", forward(signal), { once: true });
+  timeout.addEventListener("abort", forward(timeout), { once: true });
+  return controller.signal;
+}
+
+async function errorText(response) {
+  // The API answers errors with one JSON envelope; show its message when there is one.
+  try {
+    const body = await response.json();
+    const message = body?.error?.message ?? body?.detail ?? body?.message;
+    if (typeof message === "string") return `${response.status}: ${message}`;
+  } catch {
+    // not JSON: fall through to the status line
+  }
+  return `${response.status} ${response.statusText}`.trim();
+}
