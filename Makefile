@@ -58,7 +58,7 @@ unit:
 	$(BIN)/pytest
 
 bench: install-dev
-	$(BIN)/python bench/ingest.py
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 # Re-pin dependencies after changing pyproject.toml (needs the registry).
 lock: | $(BIN)/python
