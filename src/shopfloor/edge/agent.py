@@ -1,19 +1,30 @@
-"""The edge composition root: poll every connector and forward its batches to the uplink.
+"""The edge composition root: run every connector, sample, and forward to the uplink.
 
-One supervised loop per connector. A device that stops answering is logged once, its
-health turns degraded, and the loop reconnects with backoff; recovery is logged once.
+One supervised loop per poll group (or per subscription). A device that stops answering
+is logged once, its tags turn Bad once, its health turns degraded, and the loop
+reconnects with capped, jittered backoff; recovery is logged once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 from collections.abc import Sequence
 
-from shopfloor.edge.connectors.base import Connector, ConnectorHealth, HealthState
+from shopfloor.edge.connectors.base import (
+    Connector,
+    ConnectorHealth,
+    HealthState,
+    Pollable,
+    PollGroup,
+    Subscribable,
+)
+from shopfloor.edge.sampling import Sampler
 from shopfloor.edge.uplink.base import Uplink
 from shopfloor.errors import ConnectorError
+from shopfloor.model import PointBatch, Quality
 from shopfloor.runtime.backoff import Backoff
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.runtime.supervisor import Supervisor
@@ -21,11 +32,45 @@ from shopfloor.runtime.supervisor import Supervisor
 logger = logging.getLogger(__name__)
 
 
+class _Link:
+    """One connector with its sampler, health and connection lock."""
+
+    def __init__(self, connector: Connector, *, retry: tuple[float, float]) -> None:
+        self.connector = connector
+        self.sampler = Sampler(connector.specs())
+        self.health = ConnectorHealth(name=connector.name, kind=connector.kind)
+        self.lock = asyncio.Lock()
+        self.connected = False
+        self.retry = retry
+        self.rate_window: list[float] = []
+
+    def failed(self, err: Exception) -> None:
+        self.health.errors += 1
+        self.health.last_error = f"{type(err).__name__}: {err}"
+        if self.health.state is not HealthState.DEGRADED:
+            logger.warning("connector %s unavailable: %s", self.connector.name, err)
+        self.health.state = HealthState.DEGRADED
+
+    def succeeded(self, points: int, elapsed_s: float) -> None:
+        if self.health.state is HealthState.DEGRADED:
+            logger.info("connector %s recovered", self.connector.name)
+        self.health.state = HealthState.ACTIVE
+        self.health.reads += 1
+        self.health.points += points
+        self.health.last_read_ms = elapsed_s * 1000
+        now = time.monotonic()
+        self.rate_window.append(now)
+        while self.rate_window and now - self.rate_window[0] > 10:
+            self.rate_window.pop(0)
+        span = now - self.rate_window[0]
+        self.health.reads_per_s = (len(self.rate_window) - 1) / span if span > 0 else 0.0
+
+
 class EdgeAgent:
-    """Runs connectors and forwards their points.
+    """Runs connectors and forwards their sampled points.
 
     Args:
-        connectors: the sources to poll; names must be unique.
+        connectors: the sources; names must be unique.
         uplink: where batches go.
         clock: injected so tests can move time.
         retry: the reconnect schedule's first and longest delay in seconds.
@@ -42,61 +87,107 @@ class EdgeAgent:
         names = [c.name for c in connectors]
         if len(set(names)) != len(names):
             raise ValueError(f"connector names must be unique: {names}")
-        self._connectors = list(connectors)
+        self._links = [_Link(c, retry=retry) for c in connectors]
         self._uplink = uplink
         self._clock = clock or SystemClock()
-        self._retry = retry
         self._supervisor = Supervisor("edge")
-        self.health = {c.name: ConnectorHealth(name=c.name) for c in connectors}
+
+    @property
+    def health(self) -> dict[str, ConnectorHealth]:
+        """Health of every connector by name."""
+        return {link.connector.name: link.health for link in self._links}
 
     async def start(self) -> None:
-        """Announce every connector's tags, then start one poll loop per connector."""
-        for connector in self._connectors:
+        """Announce every connector's tags, then start its loops."""
+        for link in self._links:
+            connector = link.connector
             await self._uplink.announce(connector.tags())
-            self._supervisor.start(connector.name, functools.partial(self._poll, connector))
+            if isinstance(connector, Pollable):
+                for group in connector.groups():
+                    self._supervisor.start(
+                        f"{connector.name}/{group.name}",
+                        functools.partial(self._poll, link, connector, group),
+                    )
+            elif isinstance(connector, Subscribable):
+                self._supervisor.start(
+                    connector.name, functools.partial(self._subscribe, link, connector)
+                )
+            else:
+                raise TypeError(f"connector {connector.name} is neither pollable nor subscribable")
 
-    async def _poll(self, connector: Connector) -> None:
-        health = self.health[connector.name]
-        backoff = Backoff(initial=self._retry[0], maximum=self._retry[1])
-        try:
-            while True:
-                try:
-                    await connector.connect()
-                    await self._read_forever(connector, health, backoff)
-                except ConnectorError as err:
-                    if health.state is not HealthState.DEGRADED:
-                        logger.warning("connector %s unavailable: %s", connector.name, err)
-                    health.state = HealthState.DEGRADED
-                    health.last_error = str(err)
-                    await connector.close()
-                    await self._clock.sleep(backoff.next_delay())
-        finally:
-            health.state = HealthState.STOPPED
-            await connector.close()
+    async def stop(self) -> None:
+        """Stop every loop and close every connector (inputs first in a staged shutdown)."""
+        await self._supervisor.stop()
+        for link in self._links:
+            link.health.state = HealthState.STOPPED
+            await self._close(link)
 
-    async def _read_forever(
-        self, connector: Connector, health: ConnectorHealth, backoff: Backoff
-    ) -> None:
+    # ---------------------------------------------------------------- helpers
+    async def _ensure_connected(self, link: _Link) -> None:
+        async with link.lock:  # poll groups share one connection
+            if not link.connected:
+                await link.connector.connect()
+                link.connected = True
+
+    async def _close(self, link: _Link) -> None:
+        async with link.lock:
+            if link.connected:
+                link.health.reconnects += 1
+            link.connected = False
+            await link.connector.close()
+
+    async def _forward(self, link: _Link, batch: PointBatch) -> None:
+        reported = link.sampler.process(batch)
+        if len(reported):
+            await self._uplink.send(reported)
+
+    async def _fail(self, link: _Link, err: Exception, paths: Sequence[str]) -> None:
+        link.failed(err)
+        bad = link.sampler.mark_bad(
+            paths, ts_ns=self._clock.now_ns(), quality=Quality.BAD_COMMUNICATION_ERROR
+        )
+        if len(bad):
+            await self._uplink.send(bad)
+        await self._close(link)
+
+    # ------------------------------------------------------------------ loops
+    async def _poll(self, link: _Link, connector: Pollable, group: PollGroup) -> None:
+        backoff = Backoff(initial=link.retry[0], maximum=link.retry[1])
         next_at = self._clock.monotonic()
         while True:
-            started = time.perf_counter()
-            batch = await connector.read()
-            health.last_read_ms = (time.perf_counter() - started) * 1000
-            if health.state is HealthState.DEGRADED:
-                logger.info("connector %s recovered", connector.name)
-            health.state = HealthState.ACTIVE
-            backoff.reset()
-            health.reads += 1
-            health.points += len(batch)
-            if len(batch):
-                await self._uplink.send(batch)
-            next_at += connector.poll_period_s
+            try:
+                await self._ensure_connected(link)
+                started = time.perf_counter()
+                batch = await connector.read(group)
+                link.succeeded(len(batch), time.perf_counter() - started)
+                backoff.reset()
+                await self._forward(link, batch)
+            except ConnectorError as err:
+                await self._fail(link, err, group.paths)
+                await self._clock.sleep(backoff.next_delay())
+                next_at = self._clock.monotonic()
+                continue
+            next_at += group.period_s
             delay = next_at - self._clock.monotonic()
-            if delay < 0:  # fell behind: do not burst to catch up, keep the period
+            if delay < 0:  # fell behind: keep the period rather than burst to catch up
                 next_at = self._clock.monotonic()
                 delay = 0.0
             await self._clock.sleep(delay)
 
-    async def stop(self) -> None:
-        """Stop polling (inputs first in a staged shutdown)."""
-        await self._supervisor.stop()
+    async def _subscribe(self, link: _Link, connector: Subscribable) -> None:
+        backoff = Backoff(initial=link.retry[0], maximum=link.retry[1])
+        while True:
+            try:
+                await self._ensure_connected(link)
+                async for item in connector.subscribe():
+                    if isinstance(item, PointBatch):
+                        link.succeeded(len(item), 0.0)
+                        backoff.reset()
+                        await self._forward(link, item)
+                    else:
+                        await self._uplink.announce(item)
+                raise ConnectorError("subscription ended")
+            except ConnectorError as err:
+                # every tag the subscription ever delivered, discovered ones included
+                await self._fail(link, err, link.sampler.paths())
+                await self._clock.sleep(backoff.next_delay())

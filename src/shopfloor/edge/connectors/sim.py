@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from shopfloor.edge.connectors.base import PollGroup
+from shopfloor.edge.mapping import TagSpec
 from shopfloor.model import PointBatch, TagMeta
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.simulator import Plant
@@ -39,7 +41,8 @@ class SimulatorConnector:
         name: str = "simulator",
     ) -> None:
         self.name = name
-        self.poll_period_s = min(period_s, 0.25) if speed <= 1 else 0.1
+        self.kind = "simulator"
+        self._poll_period_s = min(period_s, 0.25) if speed <= 1 else 0.1
         self._plant = plant
         self._period_ns = round(period_s * 1e9)
         self._speed = speed
@@ -54,6 +57,15 @@ class SimulatorConnector:
     def tags(self) -> Sequence[TagMeta]:
         """Every simulated tag."""
         return self._plant.tags()
+
+    def specs(self) -> Sequence[TagSpec]:
+        """Simulated values are already in engineering units: no scaling, no deadband."""
+        return [TagSpec(path=t.path) for t in self._plant.tags()]
+
+    def groups(self) -> Sequence[PollGroup]:
+        """One group: every tag, sampled together."""
+        paths = tuple(t.path for t in self._plant.tags())
+        return [PollGroup(name="all", period_s=self._poll_period_s, paths=paths)]
 
     async def connect(self) -> None:
         """Fix the simulated clock's origin on first connect (reconnects keep it)."""
@@ -70,7 +82,7 @@ class SimulatorConnector:
         elapsed = self._clock.monotonic() - self._mono_origin
         return min(self._clock.now_ns(), self._sim_origin_ns + int(elapsed * self._speed * 1e9))
 
-    async def read(self) -> PointBatch:
+    async def read(self, group: PollGroup) -> PointBatch:
         """Every sample due since the last read (at most ``max_steps_per_read`` per tag)."""
         if self._next_ns is None:
             await self.connect()

@@ -1,0 +1,1 @@
+"""Connector configuration: the shared base and one model per protocol."""
