@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from shopfloor import __version__
-from shopfloor.config import ShopfloorConfig, load_config
+from shopfloor.config import ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.models import parse_duration_s
 from shopfloor.errors import ConfigError
 
@@ -58,14 +58,23 @@ def version() -> None:
 
 @config_app.command("check")
 def config_check(
-    file: Annotated[Path, typer.Argument(help="TOML configuration file.")],
+    file: Annotated[Path, typer.Argument(help="TOML configuration file (platform or edge).")],
 ) -> None:
-    """Validate a configuration file without starting anything (exit 2 if invalid)."""
+    """Validate a configuration file without starting anything (exit 2 if invalid).
+
+    A file with an ``[edge]`` table is an edge configuration; any other, the platform's.
+    """
     try:
-        load_config(file)
+        is_edge = "[edge]" in {
+            line.strip() for line in file.read_text(errors="replace").splitlines()
+        }
+        load_edge_config(file) if is_edge else load_config(file)
+    except OSError as err:
+        err_console.print(f"[bold red]error:[/] cannot read {file}: {err.strerror}")
+        raise typer.Exit(2) from err
     except ConfigError as err:
         raise _fail_config(err) from err
-    print(f"{file}: ok")
+    print(f"{file}: ok ({'edge' if is_edge else 'platform'} configuration)")
 
 
 @app.command()
@@ -78,6 +87,21 @@ def server(
     except ConfigError as err:
         raise _fail_config(err) from err
     _run(cfg, show_status=False)
+
+
+@app.command()
+def edge(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML edge configuration.")],
+) -> None:
+    """Run an edge agent: read the configured devices and send to the platform."""
+    from shopfloor.edge.agent import run_edge
+
+    try:
+        cfg = load_edge_config(config)
+    except ConfigError as err:
+        raise _fail_config(err) from err
+    _setup_logging(cfg.logging.level, rich=False)
+    asyncio.run(run_edge(cfg))
 
 
 @app.command()

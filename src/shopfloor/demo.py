@@ -11,6 +11,7 @@ accepted point, close the historian.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -20,6 +21,8 @@ from typing import Any
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import parse_duration_s
 from shopfloor.edge.agent import EdgeAgent
+from shopfloor.edge.connectors.base import Connector
+from shopfloor.edge.connectors.registry import create_connector
 from shopfloor.edge.connectors.sim import SimulatorConnector
 from shopfloor.edge.uplink.local import LocalUplink
 from shopfloor.server.app import Server
@@ -78,9 +81,12 @@ async def run_platform(
             }
         }
 
-    server = Server(config, status=status)
+    def health_rows() -> list[dict[str, Any]]:
+        return [dataclasses.asdict(h) for h in agent.health.values()] if agent else []
+
+    server = Server(config, status=status, connectors=health_rows)
     uplink = LocalUplink(server.ingest_local, server.register_tags)
-    agent: EdgeAgent | None = None
+    connectors: list[Connector] = [create_connector(c) for c in config.connectors if c.enabled]
     if sim.enabled:
         connector = SimulatorConnector(
             Plant.default(seed=sim.seed),
@@ -88,7 +94,8 @@ async def run_platform(
             speed=sim.speed,
             backfill_s=parse_duration_s(sim.backfill),
         )
-        agent = EdgeAgent([connector], uplink)
+        connectors.append(connector)
+    agent = EdgeAgent(connectors, uplink) if connectors else None
 
     await server.start()
     try:

@@ -55,6 +55,11 @@ def test_demo_serves_history_and_commits_everything_on_ctrl_c(tmp_path: Path) ->
             lo <= av <= hi for lo, av, hi in zip(agg["min"], agg["avg"], agg["max"], strict=True)
         )
 
+        (sim,) = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+        assert sim["kind"] == "simulator"
+        assert sim["state"] == "active"
+        assert sim["reads"] > 0
+
         code = demo.stop(signal.SIGINT)
         assert code == 0, demo.log()
         log = demo.log()

@@ -1,8 +1,9 @@
-"""Load a TOML configuration file into :class:`ShopfloorConfig` with precise errors.
+"""Load a TOML configuration file into a typed model with precise errors.
 
 pydantic says *which* key is wrong; TOML parsers do not say *where* it is. A small line
 locator maps each error's key path back to a line of the file, so a user reads
-``historian.flush_interval_s (line 9): Input should be greater than 0``.
+``historian.flush_interval_s (line 9): Input should be greater than 0``. Tags imported
+from a CSV file (``tags_file``) are reported by the CSV's own line.
 """
 
 from __future__ import annotations
@@ -11,46 +12,67 @@ import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from shopfloor.config.edge import EdgeConfig
 from shopfloor.config.models import ShopfloorConfig
+from shopfloor.config.tagcsv import CsvTags, read_tag_csv
 from shopfloor.errors import ConfigError
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+_UNION_TAGS = {"duckdb", "simulator", "modbus", "s7", "opcua", "mqtt", "sparkplug"}
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_config(path: Path) -> ShopfloorConfig:
+    """Read and validate a platform configuration file (see :func:`load_model`)."""
+    return load_model(path, ShopfloorConfig)
+
+
+def load_edge_config(path: Path) -> EdgeConfig:
+    """Read and validate an edge configuration file (see :func:`load_model`)."""
+    return load_model(path, EdgeConfig)
+
+
+def load_model(path: Path, model: type[M]) -> M:
     """Read and validate ``path``; relative paths inside become relative to its folder.
 
     Raises:
-        ConfigError: the file is missing, unreadable, not TOML, or not a valid config.
+        ConfigError: the file is missing, unreadable, not TOML, or not valid; every
+            problem is named with its key path and line.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read configuration: {err.strerror}") from err
-    return load_config_text(text, source=str(path)).resolve_paths(path.parent.resolve())
+    loaded = load_config_text(text, source=str(path), model=model, base=path.parent.resolve())
+    resolver = getattr(loaded, "resolve_paths", None)
+    return resolver(path.parent.resolve()) if resolver else loaded
 
 
-def load_config_text(text: str, *, source: str = "<config>") -> ShopfloorConfig:
-    """Validate TOML ``text`` (paths are left as written)."""
+def load_config_text(
+    text: str,
+    *,
+    source: str = "<config>",
+    model: type[M] = ShopfloorConfig,  # type: ignore[assignment]
+    base: Path | None = None,
+) -> M:
+    """Validate TOML ``text`` (paths are left as written; ``tags_file`` is read from ``base``)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML: {err}") from err
+    imported = _import_tag_files(data, base or Path.cwd(), source=source)
     try:
-        return ShopfloorConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         lines = _KeyLines(text)
-        problems = []
-        for e in err.errors():
-            loc = [str(p) for p in e["loc"] if not _is_union_tag(p)]
-            key = ".".join(loc) or "(top level)"
-            line = lines.find(loc)
-            where = f" (line {line})" if line else ""
-            problems.append(f"  {key}{where}: {_message(e)}")
+        problems = [_describe(e, lines, imported) for e in err.errors()]
         count = len(problems)
         raise ConfigError(
             f"{source}: {count} problem{'s' if count > 1 else ''} in the configuration",
@@ -58,17 +80,65 @@ def load_config_text(text: str, *, source: str = "<config>") -> ShopfloorConfig:
         ) from err
 
 
-def _message(error: object) -> str:
-    err = dict(error)  # type: ignore[call-overload]
-    if err.get("type") == "extra_forbidden":
+def _import_tag_files(
+    data: dict[str, Any], base: Path, *, source: str
+) -> dict[tuple[int, int], tuple[Path, int]]:
+    """Append each connector's ``tags_file`` rows to its ``tags``.
+
+    Returns where each imported tag came from, keyed by (connector index, tag index).
+    """
+    origin: dict[tuple[int, int], tuple[Path, int]] = {}
+    connectors = data.get("connectors")
+    if not isinstance(connectors, list):
+        return origin
+    for ci, connector in enumerate(connectors):
+        if not isinstance(connector, dict) or "tags_file" not in connector:
+            continue
+        file = Path(str(connector.pop("tags_file")))
+        file = file if file.is_absolute() else base / file
+        csv_tags: CsvTags = read_tag_csv(file, where=f"{source}: connectors[{ci}].tags_file")
+        tags = connector.setdefault("tags", [])
+        if not isinstance(tags, list):
+            continue
+        for row, line in zip(csv_tags.rows, csv_tags.lines, strict=True):
+            origin[(ci, len(tags))] = (file, line)
+            tags.append(row)
+    return origin
+
+
+def _describe(
+    error: Any, lines: _KeyLines, imported: dict[tuple[int, int], tuple[Path, int]]
+) -> str:
+    loc = _strip_union_tags(error["loc"])
+    key = ".".join(loc) or "(top level)"
+    where = ""
+    if len(loc) >= 4 and loc[0] == "connectors" and loc[2] == "tags":
+        found = imported.get((int(loc[1]), int(loc[3])))
+        if found:
+            file, line = found
+            column = ".".join(loc[4:]) or "(row)"
+            return f"  {file.name} line {line}, column {column}: {_message(error)}"
+    line_no = lines.find(loc)
+    if line_no:
+        where = f" (line {line_no})"
+    return f"  {key}{where}: {_message(error)}"
+
+
+def _strip_union_tags(loc: Sequence[Any]) -> list[str]:
+    """Drop the discriminator values pydantic inserts after a tagged-union field."""
+    out: list[str] = []
+    for i, part in enumerate(loc):
+        after_union = i > 0 and (loc[i - 1] == "historian" or isinstance(loc[i - 1], int))
+        if not (after_union and part in _UNION_TAGS):
+            out.append(str(part))
+    return out
+
+
+def _message(error: Any) -> str:
+    if error.get("type") == "extra_forbidden":
         return "unknown key (a typo? see the configuration reference in the README)"
-    msg = str(err.get("msg", "invalid"))
+    msg = str(error.get("msg", "invalid"))
     return msg.removeprefix("Value error, ")
-
-
-def _is_union_tag(part: object) -> bool:
-    # pydantic inserts the discriminator value ('duckdb') into loc for tagged unions.
-    return part in {"duckdb"}
 
 
 class _KeyLines:
@@ -82,18 +152,35 @@ class _KeyLines:
             header = _HEADER.match(raw)
             if header:
                 parts = tuple(_unquote(p) for p in header.group(2).split("."))
+                parts = self._indexed(parts, counters)
                 if header.group(1) == "[[":
                     index = counters.get(parts, -1) + 1
                     counters[parts] = index
                     table = (*parts, str(index))
+                    # nested arrays of tables restart their count under a new parent
+                    for key in [
+                        k for k in counters if len(k) > len(table) and k[: len(table)] == table
+                    ]:
+                        del counters[key]
                 else:
                     table = parts
                 self._lines.setdefault(table, number)
                 continue
-            key = _KEY.match(raw)
-            if key and not raw.lstrip().startswith("#"):
-                parts = tuple(_unquote(p) for p in key.group(1).split("."))
-                self._lines.setdefault((*table, *parts), number)
+            assignment = _KEY.match(raw)
+            if assignment and not raw.lstrip().startswith("#"):
+                names = tuple(_unquote(p) for p in assignment.group(1).split("."))
+                self._lines.setdefault((*table, *names), number)
+
+    @staticmethod
+    def _indexed(parts: tuple[str, ...], counters: dict[tuple[str, ...], int]) -> tuple[str, ...]:
+        """Insert the current index of every enclosing array of tables into ``parts``."""
+        out: list[str] = []
+        for part in parts:
+            out.append(part)
+            key = tuple(out)
+            if key in counters and len(out) < len(parts):
+                out.append(str(counters[key]))
+        return tuple(out)
 
     def find(self, loc: Sequence[str]) -> int | None:
         """Return the line of ``loc`` or of its nearest written parent."""

@@ -7,26 +7,15 @@ a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from shopfloor.config.connectors import ConnectorConfig
+from shopfloor.config.durations import parse_duration_s
 
-
-def parse_duration_s(text: str) -> float:
-    """Parse ``500ms``, ``30s``, ``5m``, ``2h`` or ``1d`` into seconds.
-
-    Raises:
-        ValueError: the text is not a duration; the message shows the accepted forms.
-    """
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"expected a duration like 500ms, 30s, 5m, 2h or 1d, got {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+__all__ = ["ShopfloorConfig", "parse_duration_s"]
 
 
 class _Section(BaseModel):
@@ -128,6 +117,11 @@ class ShopfloorConfig(_Section):
         default_factory=SimulatorSection, description="In-process simulated factory."
     )
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Logging.")
+    connectors: list[ConnectorConfig] = Field(
+        default_factory=list,
+        description="Devices read by the server process itself (a single-box install), "
+        "with the same sections as an edge's `[[connectors]]`.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import time
 from collections.abc import Sequence
 
+from shopfloor.config.edge import EdgeConfig
+from shopfloor.config.models import parse_duration_s
 from shopfloor.edge.connectors.base import (
     Connector,
     ConnectorHealth,
@@ -21,8 +24,10 @@ from shopfloor.edge.connectors.base import (
     PollGroup,
     Subscribable,
 )
+from shopfloor.edge.connectors.registry import create_connector
 from shopfloor.edge.sampling import Sampler
 from shopfloor.edge.uplink.base import Uplink
+from shopfloor.edge.uplink.http import HttpUplink
 from shopfloor.errors import ConnectorError
 from shopfloor.model import PointBatch, Quality
 from shopfloor.runtime.backoff import Backoff
@@ -191,3 +196,42 @@ class EdgeAgent:
                 # every tag the subscription ever delivered, discovered ones included
                 await self._fail(link, err, link.sampler.paths())
                 await self._clock.sleep(backoff.next_delay())
+
+
+async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Run an edge until SIGINT/SIGTERM (or ``stop``): connectors → sampler → HTTP uplink."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    connectors = [create_connector(c) for c in config.connectors if c.enabled]
+    uplink = HttpUplink(
+        config.uplink.url,
+        edge_id=config.edge.id,
+        timeout_s=parse_duration_s(config.uplink.timeout),
+    )
+    agent = EdgeAgent(connectors, uplink)
+    logger.info(
+        "edge %s: %d connector(s), sending to %s",
+        config.edge.id,
+        len(connectors),
+        config.uplink.url,
+    )
+    try:
+        starting = asyncio.create_task(agent.start(), name="edge/start")
+        await asyncio.wait(
+            {starting, asyncio.create_task(stop.wait(), name="edge/stop-wait")},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if not starting.done():  # stopped while still announcing to an absent platform
+            starting.cancel()
+        else:
+            starting.result()
+            await stop.wait()
+    finally:
+        logger.info("edge %s stopping", config.edge.id)
+        await agent.stop()
+        await uplink.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        logger.info("edge %s stopped; %d points sent", config.edge.id, uplink.points_sent)

@@ -58,9 +58,16 @@ class Server:
     Args:
         config: the validated configuration (paths already resolved).
         status: extra fields for ``/healthz`` (the demo adds its simulator's figures).
+        connectors: health rows of the connectors run in this process.
     """
 
-    def __init__(self, config: ShopfloorConfig, *, status: StatusFn | None = None) -> None:
+    def __init__(
+        self,
+        config: ShopfloorConfig,
+        *,
+        status: StatusFn | None = None,
+        connectors: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.config = config
         self.historian = build_historian(config)
         self.live: Channel[PointBatch] = Channel("live", maxsize=256)
@@ -72,6 +79,7 @@ class Server:
             version=__version__,
             extra_routers=[web_router],
             status=status,
+            connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
         )
         self.port: int | None = None

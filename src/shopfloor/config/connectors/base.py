@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shopfloor.config.models import parse_duration_s
+from shopfloor.config.durations import parse_duration_s
 from shopfloor.model.tags import validate_path
 
 DataTypeName = Literal[

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from shopfloor.config.connectors.simulator import SimulatorConnectorConfig
+from shopfloor.config.models import parse_duration_s
 from shopfloor.edge.connectors.base import PollGroup
 from shopfloor.edge.mapping import TagSpec
 from shopfloor.model import PointBatch, TagMeta
@@ -53,6 +55,17 @@ class SimulatorConnector:
         self._sim_origin_ns = 0
         self._mono_origin = 0.0
         self.caught_up = backfill_s <= 0
+
+    @classmethod
+    def from_config(cls, config: SimulatorConnectorConfig) -> SimulatorConnector:
+        """Build from a ``kind = "simulator"`` connector section."""
+        return cls(
+            Plant.default(seed=config.seed),
+            period_s=config.period_s,
+            speed=config.speed,
+            backfill_s=parse_duration_s(config.backfill),
+            name=config.name,
+        )
 
     def tags(self) -> Sequence[TagMeta]:
         """Every simulated tag."""

@@ -15,6 +15,7 @@ from shopfloor.model import PointBatch, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
+from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import health, ingest, tags, values
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
@@ -53,6 +54,7 @@ def create_app(
     version: str,
     extra_routers: Sequence[APIRouter] = (),
     status: Callable[[], dict[str, Any]] | None = None,
+    connectors: Callable[[], list[dict[str, Any]]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BYTES,
     ws_interval_s: float = 0.25,
     clock: Callable[[], int] = now_ns,
@@ -67,6 +69,7 @@ def create_app(
         version: reported by /healthz and the OpenAPI page.
         extra_routers: more routes (the web pages), mounted after the API's own.
         status: extra keys for /healthz (uptime, edges seen, ...), called per request.
+        connectors: health rows of in-process connectors, for /api/v1/connectors.
         max_body_bytes: the largest ingest body accepted (413 beyond).
         ws_interval_s: the shortest time between two websocket pushes to one client.
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
@@ -84,11 +87,19 @@ def create_app(
         hub=LiveHub(live, historian, interval_s=ws_interval_s),
         version=version,
         status=status,
+        connectors=connectors,
         max_body_bytes=max_body_bytes,
         clock=clock,
     )
     install_error_handlers(app)
-    for router in (health.router, tags.router, values.router, ingest.router, ws_router):
+    for router in (
+        health.router,
+        connectors_routes.router,
+        tags.router,
+        values.router,
+        ingest.router,
+        ws_router,
+    ):
         app.include_router(router)
     for router in extra_routers:
         app.include_router(router)

@@ -31,6 +31,7 @@ class ApiContext:
         hub: the websocket fan-out.
         version: the server's version, for /healthz.
         status: extra keys for /healthz, supplied by the composition root.
+        connectors: health rows of the connectors this process runs, if any.
         max_body_bytes: the largest ingest body accepted.
         clock: the wall clock in UTC nanoseconds ("now" in queries).
     """
@@ -41,6 +42,7 @@ class ApiContext:
     hub: LiveHub
     version: str
     status: Callable[[], dict[str, Any]] | None
+    connectors: Callable[[], list[dict[str, Any]]] | None
     max_body_bytes: int
     clock: Callable[[], int]
 

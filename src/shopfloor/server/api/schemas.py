@@ -18,8 +18,11 @@ __all__ = [
     "LatestOut",
     "LatestValue",
     "SeriesOut",
+    "TagIn",
     "TagOut",
+    "TagsIn",
     "TagsOut",
+    "TagsRegistered",
     "WsError",
     "WsSnapshot",
     "WsValues",
@@ -68,6 +71,36 @@ class TagOut(BaseModel):
         description="Labels of enumerated values, keyed by the integer value as a string.",
         examples=[{"1": "RUNNING", "2": "IDLE"}],
     )
+
+
+class TagIn(BaseModel):
+    """Metadata of a tag, as an edge announces it before sending its values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(max_length=512, description="ISA-95 path of the tag.")
+    unit: str = Field("", max_length=64, description="Engineering unit.")
+    description: str = Field("", max_length=2000)
+    data_type: DataType = DataType.FLOAT
+    eng_low: float | None = None
+    eng_high: float | None = None
+    states: dict[str, str] = Field(
+        default_factory=dict, description="Labels of enumerated values by integer value."
+    )
+
+
+class TagsIn(BaseModel):
+    """Tags to create or update (keyed by path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[TagIn] = Field(max_length=100_000)
+
+
+class TagsRegistered(BaseModel):
+    """How many tags were created or updated."""
+
+    registered: int
 
 
 class TagsOut(BaseModel):

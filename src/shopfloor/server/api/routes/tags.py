@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from shopfloor.errors import PayloadError
 from shopfloor.model import TagMeta
+from shopfloor.model.tags import validate_path
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import (
     arrow_response,
@@ -22,7 +23,15 @@ from shopfloor.server.api.convert import (
     ts_strings,
     wants_arrow,
 )
-from shopfloor.server.api.schemas import ErrorEnvelope, SeriesOut, TagOut, TagsOut
+from shopfloor.server.api.schemas import (
+    ErrorEnvelope,
+    SeriesOut,
+    TagIn,
+    TagOut,
+    TagsIn,
+    TagsOut,
+    TagsRegistered,
+)
 from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
 from shopfloor.server.historian.base import Aggregate
 from shopfloor.wire import ARROW_MEDIA_TYPE
@@ -83,6 +92,38 @@ async def list_tags(ctx: Ctx, prefix: PrefixQuery = None) -> TagsOut:
     wanted = normalise_prefix(prefix)
     metas = sorted(await ctx.historian.tags(), key=lambda m: m.path)
     return TagsOut(tags=[_tag_out(m) for m in metas if path_under(m.path, wanted)])
+
+
+def _tag_meta(index: int, tag: TagIn) -> TagMeta:
+    try:
+        path = validate_path(tag.path)
+        states = tuple(sorted((int(k), v) for k, v in tag.states.items()))
+    except ValueError as err:
+        raise PayloadError(f"tags[{index}]", str(err)) from err
+    return TagMeta(
+        path=path,
+        unit=tag.unit,
+        description=tag.description,
+        data_type=tag.data_type,
+        eng_low=tag.eng_low,
+        eng_high=tag.eng_high,
+        states=states,
+    )
+
+
+@router.put(
+    "/tags",
+    summary="Create or update tags",
+    description="Edges announce their tags' metadata (unit, range, state labels) here "
+    "before sending values; tags are keyed by path.",
+    response_model=TagsRegistered,
+    responses={422: _ERRORS[422]},
+)
+async def register_tags(ctx: Ctx, body: TagsIn) -> TagsRegistered:
+    """Create or update tag metadata."""
+    metas = [_tag_meta(i, t) for i, t in enumerate(body.tags)]
+    await ctx.historian.register_tags(metas)
+    return TagsRegistered(registered=len(metas))
 
 
 @router.get(
