@@ -8,16 +8,18 @@ for it to extend live. Screenshots go to ``test-artifacts/`` for people to look 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, Route, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 pytestmark = pytest.mark.browser
@@ -72,7 +74,7 @@ def demo_command(port: int, data_dir: Path) -> list[str]:
     ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's Chromium; missing, it fails the test under CI and skips it elsewhere."""
     if not CHROMIUM.exists():
@@ -97,10 +99,14 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no output)"
 
 
-@pytest.fixture
-def demo_url(chromium: Path, tmp_path: Path) -> Iterator[str]:
-    """Run the demo as a subprocess; yield its base URL once /healthz answers; stop it."""
+@pytest.fixture(scope="module")
+def demo_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Run the demo as a subprocess; yield its base URL once /healthz answers; stop it.
+
+    One demo serves every test of this module: the pages only read from it.
+    """
     port = _free_port()
+    tmp_path = tmp_path_factory.mktemp("demo")
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     log = tmp_path / "demo.log"
@@ -160,11 +166,10 @@ async def _wait(page: Page, js: str, arg: object, what: str) -> None:
         pytest.fail(f"{what} within {WAIT_MS / 1000:.0f} s (see test-artifacts/)")
 
 
-async def test_live_page_shows_moving_values_and_a_live_trend(
-    demo_url: str, browser: Browser
-) -> None:
+async def _new_page(browser: Browser, *, width: int, height: int) -> tuple[Page, list[str]]:
+    """A page that records uncaught errors and CSP violations into the returned list."""
     ARTIFACTS.mkdir(exist_ok=True)
-    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    page = await browser.new_page(viewport={"width": width, "height": height})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     # Once the server sends a Content-Security-Policy, its violations show up here too.
@@ -176,6 +181,13 @@ async def test_live_page_shows_moving_values_and_a_live_trend(
         "document.addEventListener('securitypolicyviolation', (e) => console.error("
         "`CSP violation: ${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`))"
     )
+    return page, errors
+
+
+async def test_live_page_shows_moving_values_and_a_live_trend(
+    demo_url: str, browser: Browser
+) -> None:
+    page, errors = await _new_page(browser, width=1920, height=1080)
     await page.goto(demo_url + "/")
 
     await _wait(page, "() => document.querySelector('.card .tag-row')", None, "no machine card")
@@ -258,4 +270,305 @@ async def test_live_page_shows_moving_values_and_a_live_trend(
     await page.set_viewport_size({"width": 1024, "height": 768})
     await page.wait_for_timeout(500)
     await page.screenshot(path=str(ARTIFACTS / "live-page-trend-1024x768.png"))
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+# The page's palette (app.css): what green, amber and red mean to an operator.
+GREEN = "rgb(47, 191, 113)"
+AMBER = "rgb(240, 160, 32)"
+RED = "rgb(229, 72, 77)"
+
+INDICATOR_JS = """() => {
+  const button = document.getElementById("connectors-btn");
+  const count = document.getElementById("connectors-count");
+  return {
+    hidden: button.hidden || button.offsetParent === null,
+    health: button.dataset.health || null,
+    label: button.querySelector(".connectors-label").textContent,
+    count: count.textContent,
+    countColour: getComputedStyle(count).color,
+    dotColour: getComputedStyle(button.querySelector(".connectors-dot")).backgroundColor,
+    expanded: button.getAttribute("aria-expanded"),
+  };
+}"""
+
+# Every row of the open panel, as shown.
+ROWS_JS = """() => [...document.querySelectorAll("#connectors-table tbody.connector")].map((b) => {
+  const error = b.querySelector(".connector-error");
+  const cell = (col) => b.querySelector(`[data-col="${col}"]`).textContent;
+  return {
+    name: b.querySelector(".connector-name").textContent,
+    kind: b.querySelector(".connector-kind").textContent,
+    state: b.dataset.state,
+    label: b.querySelector(".connector-state").textContent,
+    badgeColour: getComputedStyle(b.querySelector(".connector-state")).borderTopColor,
+    rate: cell("rate"),
+    latency: cell("latency"),
+    errors: cell("errors"),
+    reconnects: cell("reconnects"),
+    errorShown: error.offsetHeight > 0,
+    error: error.textContent,
+    errorFont: getComputedStyle(error).fontFamily,
+    errorOverflows: error.scrollWidth > error.clientWidth,
+  };
+})"""
+
+# The open panel's box, and whether it lies inside the window.
+PANEL_BOX_JS = """() => {
+  const panel = document.getElementById("connectors-panel");
+  if (panel.hidden) return null;
+  const r = panel.getBoundingClientRect();
+  return {left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+          inside: r.left >= 0 && r.top >= 0 && r.right <= innerWidth && r.bottom <= innerHeight};
+}"""
+
+PANEL_OPEN_JS = "() => !document.getElementById('connectors-panel').hidden"
+PANEL_CLOSED_JS = "() => document.getElementById('connectors-panel').hidden"
+
+
+async def test_connections_indicator_and_panel_show_the_demo_simulator(
+    demo_url: str, browser: Browser
+) -> None:
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        served = (await http.get(f"{demo_url}/api/v1/connectors")).json()["connectors"]
+    assert [(c["name"], c["kind"]) for c in served] == [("simulator", "simulator")]
+
+    page, errors = await _new_page(browser, width=1920, height=1080)
+    await page.goto(demo_url + "/")
+    await _wait(
+        page,
+        "() => document.getElementById('connectors-btn').dataset.health === 'ok'",
+        None,
+        "the connections indicator did not turn green",
+    )
+    indicator = await page.evaluate(INDICATOR_JS)
+    assert not indicator["hidden"]
+    assert indicator["label"] == "Connections"
+    assert indicator["count"] == "1/1"
+    assert indicator["countColour"] == GREEN
+    assert indicator["dotColour"] == GREEN
+    assert indicator["expanded"] == "false"
+
+    # A trend is open underneath: Esc must close the panel first, not both.
+    await _wait(page, "() => document.querySelector('.card button.tag-row')", None, "no tag row")
+    await page.locator(".card button.tag-row").first.click()
+    await _wait(page, "() => !document.getElementById('trend').hidden", None, "no trend opened")
+
+    # Opened from the keyboard, the panel takes the focus.
+    await page.focus("#connectors-btn")
+    await page.keyboard.press("Enter")
+    await _wait(page, PANEL_OPEN_JS, None, "Enter on the indicator did not open the panel")
+    assert await page.get_attribute("#connectors-btn", "aria-expanded") == "true"
+    assert await page.evaluate(
+        "() => document.getElementById('connectors-panel').contains(document.activeElement)"
+    )
+    await _wait(
+        page,
+        f"() => ({ROWS_JS})().some((r) => r.name === 'simulator' && /\\d/.test(r.rate))",
+        None,
+        "the panel did not list the simulator with a read rate",
+    )
+    rows = await page.evaluate(ROWS_JS)
+    assert [r["name"] for r in rows] == ["simulator"]
+    row = rows[0]
+    assert (row["kind"], row["state"], row["label"]) == ("simulator", "active", "Active")
+    assert row["badgeColour"] == GREEN
+    assert float(row["rate"].replace(",", "")) > 0, row
+    assert re.fullmatch(r"<? ?[\d.,]+ (ms|s)", row["latency"]), row
+    assert row["errors"].isdigit(), row
+    assert row["reconnects"].isdigit(), row
+    assert not row["errorShown"], "an active connector shows no error block"
+    assert (await page.evaluate(PANEL_BOX_JS))["inside"]
+    await page.screenshot(path=str(ARTIFACTS / "connections-panel-1920x1080.png"))
+
+    await page.set_viewport_size({"width": 1024, "height": 768})
+    await page.wait_for_timeout(300)
+    box = await page.evaluate(PANEL_BOX_JS)
+    assert box is not None, "the panel closed"
+    assert box["inside"], f"the panel leaves a 1024x768 window: {box}"
+    await page.screenshot(path=str(ARTIFACTS / "connections-panel-1024x768.png"))
+
+    await page.keyboard.press("Escape")
+    await _wait(page, PANEL_CLOSED_JS, None, "Esc did not close the panel")
+    assert await page.evaluate("() => document.activeElement.id") == "connectors-btn"
+    assert await page.get_attribute("#connectors-btn", "aria-expanded") == "false"
+    assert await page.evaluate("() => !document.getElementById('trend').hidden"), (
+        "Esc closed the trend under the panel too"
+    )
+
+    # A click elsewhere on the page closes it as well.
+    await page.click("#connectors-btn")
+    await _wait(page, PANEL_OPEN_JS, None, "a click on the indicator did not open the panel")
+    await page.click(".brand-name")
+    await _wait(page, PANEL_CLOSED_JS, None, "a click outside did not close the panel")
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+LONG_ERROR = (
+    "ConnectorUnavailable: modbus 10.0.12.7:502 unit 3 did not answer within 2.0 s "
+    "(5 attempts) reading holding registers 40001-40125 for poll group 'fast'\n"
+    "caused by: ConnectionRefusedError(111, \"Connect call failed ('10.0.12.7', 502)\")\n"
+    "certificate: /var/lib/shopfloor/pki/trusted/"
+    "line2-press-plc-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.der"
+)
+
+
+def _connector(name: str, kind: str, state: str, **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "name": name,
+        "kind": kind,
+        "state": state,
+        "last_error": None,
+        "reads": 1200,
+        "points": 48_000,
+        "errors": 0,
+        "reconnects": 0,
+        "last_read_ms": 12.5,
+        "reads_per_s": 2.0,
+    }
+    row.update(extra)
+    return row
+
+
+def _check_mixed_rows(shown: list[dict[str, Any]]) -> None:
+    """The panel's rows for the four connectors of the mixed-state test."""
+    rows = {str(r["name"]): r for r in shown}
+    # Worst first, so a failing connection is never below the fold of a long list.
+    assert list(rows) == ["line2-modbus", "s7-oven", "line2-mqtt", "press-opcua"]
+    degraded = rows["line2-modbus"]
+    assert degraded["label"] == "Degraded"
+    assert degraded["badgeColour"] == RED
+    assert (degraded["errors"], degraded["reconnects"]) == ("17", "4")
+    assert degraded["latency"] == "2.0 s"
+    assert degraded["errorShown"]
+    assert degraded["error"] == LONG_ERROR, "the last error is shown in full"
+    assert "monospace" in degraded["errorFont"]
+    assert not degraded["errorOverflows"], "the last error wraps inside the panel"
+    assert rows["s7-oven"]["errorShown"]
+    assert rows["line2-mqtt"]["badgeColour"] == AMBER
+    assert not rows["line2-mqtt"]["errorShown"], "only failing connectors show their error"
+    assert rows["press-opcua"]["latency"] == "12.5 ms"
+
+
+async def test_connections_panel_colours_by_the_worst_state_and_shows_errors_in_full(
+    demo_url: str, browser: Browser
+) -> None:
+    page, errors = await _new_page(browser, width=1024, height=768)
+    # The page's view of a bigger plant: a fixed answer in place of the demo's one connector.
+    payload: dict[str, list[dict[str, object]]] = {
+        "connectors": [
+            _connector("press-opcua", "opcua", "active"),
+            _connector("line2-mqtt", "mqtt", "idle", last_error="no message for 60 s"),
+        ]
+    }
+
+    unreachable = False
+
+    async def answer(route: Route) -> None:
+        if unreachable:
+            await route.abort("connectionrefused")
+        else:
+            await route.fulfill(json=payload)
+
+    await page.route("**/api/v1/connectors", answer)
+    await page.goto(demo_url + "/")
+    await _wait(
+        page,
+        "() => document.getElementById('connectors-btn').dataset.health === 'warn'",
+        None,
+        "an idle connector did not turn the indicator amber",
+    )
+    indicator = await page.evaluate(INDICATOR_JS)
+    assert (indicator["count"], indicator["countColour"]) == ("1/2", AMBER)
+
+    payload["connectors"] = [
+        *payload["connectors"],
+        _connector(
+            "line2-modbus",
+            "modbus",
+            "degraded",
+            last_error=LONG_ERROR,
+            errors=17,
+            reconnects=4,
+            reads_per_s=0.0,
+            last_read_ms=2003.4,
+        ),
+        _connector("s7-oven", "s7", "stopped", last_error="stopped by configuration"),
+    ]
+    await page.click("#connectors-btn")  # opening the panel fetches fresh figures
+    await _wait(
+        page,
+        "() => document.getElementById('connectors-btn').dataset.health === 'bad'",
+        None,
+        "a degraded connector did not turn the indicator red",
+    )
+    indicator = await page.evaluate(INDICATOR_JS)
+    assert (indicator["count"], indicator["countColour"], indicator["dotColour"]) == (
+        "1/4",
+        RED,
+        RED,
+    )
+    _check_mixed_rows(await page.evaluate(ROWS_JS))
+    box = await page.evaluate(PANEL_BOX_JS)
+    assert box is not None, "the panel closed"
+    assert box["inside"], f"the panel leaves a 1024x768 window: {box}"
+    await page.screenshot(path=str(ARTIFACTS / "connections-degraded-1024x768.png"))
+    await page.set_viewport_size({"width": 1920, "height": 1080})
+    await page.wait_for_timeout(300)
+    await page.screenshot(path=str(ARTIFACTS / "connections-degraded-1920x1080.png"))
+
+    # Closing and reopening the panel asks at once rather than at the next 5 s poll.
+    async def reopen() -> None:
+        await page.click("#connectors-btn")
+        await _wait(page, PANEL_CLOSED_JS, None, "a click on the indicator did not close it")
+        await page.click("#connectors-btn")
+
+    # The server cannot be reached: the last figures stay, marked as not fresh.
+    unreachable = True
+    await reopen()
+    await _wait(
+        page,
+        "() => document.getElementById('connectors-btn').dataset.stale === 'true'",
+        None,
+        "a failed refresh was not shown",
+    )
+    assert (await page.evaluate(INDICATOR_JS))["count"] == "1/4"
+    assert (await page.text_content("#connectors-sub") or "").startswith("Could not refresh:")
+    assert len(await page.evaluate(ROWS_JS)) == 4
+    unreachable = False
+
+    # The server stops running connectors: the indicator and its open panel go away.
+    payload["connectors"] = []
+    await reopen()
+    await _wait(
+        page,
+        "() => document.getElementById('connectors-btn').hidden"
+        " && document.getElementById('connectors-panel').hidden",
+        None,
+        "the indicator stayed with no connector",
+    )
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+async def test_connections_panel_speaks_simplified_chinese(demo_url: str, browser: Browser) -> None:
+    page, errors = await _new_page(browser, width=1024, height=768)
+    await page.goto(demo_url + "/?lang=zh-CN")
+    await _wait(
+        page,
+        "() => document.getElementById('connectors-btn').dataset.health === 'ok'",
+        None,
+        "the connections indicator did not turn green",
+    )
+    assert (await page.evaluate(INDICATOR_JS))["label"] == "连接"
+    await page.click("#connectors-btn")
+    await _wait(
+        page,
+        f"() => ({ROWS_JS})().some((r) => r.name === 'simulator')",
+        None,
+        "the panel did not list the simulator",
+    )
+    rows = await page.evaluate(ROWS_JS)
+    assert rows[0]["label"] == "正常"
+    assert await page.text_content("#connectors-title") == "连接状态"
+    await page.screenshot(path=str(ARTIFACTS / "connections-panel-zh-CN-1024x768.png"))
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"

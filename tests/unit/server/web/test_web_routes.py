@@ -247,3 +247,73 @@ def test_own_scripts_and_styles_load_nothing_from_other_hosts(path: str) -> None
     assert not re.search(r"https?://|url\(\s*['\"]?//", text), f"{path} names another host"
     assert "eval(" not in text
     assert "new Function" not in text
+
+
+def _catalogue(locale: str) -> dict[str, str]:
+    """The strings of one locale in i18n.js, read as text (the page has no build step)."""
+    text = (STATIC_DIR / "js" / "i18n.js").read_text(encoding="utf-8")
+    start = re.search(rf"^\s*\"?{re.escape(locale)}\"?: \{{$", text, re.M)
+    assert start, f"no {locale} table in i18n.js"
+    end = text.index("\n  },", start.end())
+    return dict(re.findall(r'^\s*"([\w.]+)": "(.*)",$', text[start.end() : end], re.M))
+
+
+def test_every_locale_has_every_string() -> None:
+    english, chinese = _catalogue("en"), _catalogue("zh-CN")
+    assert len(english) > 50, "the English table was not read"
+    assert set(english) == set(chinese), {
+        "only English": sorted(set(english) - set(chinese)),
+        "only Chinese": sorted(set(chinese) - set(english)),
+    }
+    for key, text in english.items():
+        # A placeholder the translation drops (or invents) shows as "{name}" on the page.
+        assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", chinese[key])), (
+            key
+        )
+
+
+def test_every_string_the_page_asks_for_exists() -> None:
+    english = _catalogue("en")
+    namespaces = {key.split(".")[0] for key in english}
+    html = (TEMPLATES_DIR / "index.html").read_text(encoding="utf-8")
+    wanted = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([\w.]+)"', html))
+    for module in (STATIC_DIR / "js").glob("*.js"):
+        if module.name == "i18n.js":
+            continue
+        for literal in re.findall(r'"([a-z]+(?:\.[A-Za-z]+)+)"', module.read_text("utf-8")):
+            if literal.split(".")[0] in namespaces:
+                wanted.add(literal)
+    assert {"connectors.label", "connectors.state.degraded", "unit.millis"} <= wanted
+    missing = sorted(wanted - set(english))
+    assert not missing, f"strings without a translation (the page would show the key): {missing}"
+
+
+async def test_connections_module_is_served_and_wired_into_the_page(
+    client: httpx.AsyncClient,
+) -> None:
+    module = await client.get("/static/js/connections.js")
+    assert module.status_code == 200
+    assert module.headers["content-type"].startswith(JS_TYPE)
+    assert "export class ConnectionsView" in module.text
+    main = (await client.get("/static/js/main.js")).text
+    assert "./connections.js" in IMPORT_RE.findall(main)
+    # It polls through the shared API client, which knows the endpoint.
+    api = (await client.get("/static/js/api.js")).text
+    assert '"/api/v1/connectors"' in api
+
+    refs = parse((await client.get("/")).text)
+    by_id = {a["id"]: (t, a) for t, a in refs.tags if a.get("id")}
+    tag, button = by_id["connectors-btn"]
+    assert tag == "button"
+    assert button["type"] == "button"
+    # Hidden until the server reports a connector; the button says what it opens.
+    assert "hidden" in button
+    assert button["aria-expanded"] == "false"
+    panel_tag, panel = by_id[button["aria-controls"] or ""]
+    assert panel_tag == "section"
+    assert panel["role"] == "dialog"
+    assert "hidden" in panel
+    assert panel["aria-labelledby"] in by_id
+    assert "tabindex" in panel, "the panel takes the focus when it opens"
+    assert by_id["connectors-close"][0] == "button"
+    assert by_id["connectors-table"][0] == "table"

@@ -54,6 +54,11 @@ export class ApiClient {
     return (await this.get("/api/v1/values/latest")).values || [];
   }
 
+  /** Health rows of the connectors the server runs itself (an empty list when none). */
+  async connectors() {
+    return (await this.get("/api/v1/connectors")).connectors || [];
+  }
+
   /**
    * A tag's history. `start` may be ISO or relative ("-15m"); with `bucket` the answer holds
    * the aggregates named in `agg` per bucket instead of raw values.

@@ -125,6 +125,17 @@ export function formatRate(n) {
   return numberFormat(Number(n) >= 100 ? 0 : 1).format(Number(n));
 }
 
+/** A duration given in milliseconds, to a sensible precision: "0.06 ms", "12.5 ms", "1.4 s". */
+export function formatMs(ms) {
+  if (ms === null || ms === undefined) return "–";
+  const n = Number(ms);
+  if (!Number.isFinite(n) || n < 0) return "–";
+  if (n >= 1000) return t("unit.seconds", { n: numberFormat(n >= 10000 ? 0 : 1).format(n / 1000) });
+  if (n > 0 && n < 0.01) return t("unit.millis", { n: `< ${numberFormat(2).format(0.01)}` });
+  const decimals = n >= 100 ? 0 : n >= 10 ? 1 : 2;
+  return t("unit.millis", { n: numberFormat(decimals).format(n) });
+}
+
 export function formatTime(ms) {
   if (!Number.isFinite(ms)) return "";
   return new Date(ms).toLocaleTimeString(locale(), { hour12: false });

@@ -16,6 +16,28 @@ const STRINGS = {
     "conn.live": "Live",
     "conn.reconnecting": "Reconnecting…",
     "conn.reconnectingIn": "Reconnecting in {s} s",
+    "connectors.label": "Connections",
+    "connectors.title": "Connections",
+    "connectors.open": "Show the state of each connection",
+    "connectors.close": "Close",
+    "connectors.summary": "{active} of {total} connections active",
+    "connectors.updated": "{summary} · updated {time}",
+    "connectors.stale": "Could not refresh: {error}",
+    "connectors.colName": "Connection",
+    "connectors.colState": "State",
+    "connectors.colRate": "Reads/s",
+    "connectors.colLatency": "Last read",
+    "connectors.colErrors": "Errors",
+    "connectors.colReconnects": "Reconnects",
+    "connectors.totals": "{reads} reads, {points} points since start",
+    "connectors.lastError": "Last error",
+    "connectors.state.starting": "Starting",
+    "connectors.state.active": "Active",
+    "connectors.state.idle": "Idle",
+    "connectors.state.degraded": "Degraded",
+    "connectors.state.stopped": "Stopped",
+    "unit.millis": "{n} ms",
+    "unit.seconds": "{n} s",
     "tree.title": "Assets",
     "tree.filter": "Filter tags",
     "tree.all": "All equipment",
@@ -68,6 +90,28 @@ const STRINGS = {
     "conn.live": "实时",
     "conn.reconnecting": "正在重新连接…",
     "conn.reconnectingIn": "{s} 秒后重新连接",
+    "connectors.label": "连接",
+    "connectors.title": "连接状态",
+    "connectors.open": "显示每个连接的状态",
+    "connectors.close": "关闭",
+    "connectors.summary": "{total} 个连接中 {active} 个正常",
+    "connectors.updated": "{summary} · 更新于 {time}",
+    "connectors.stale": "无法刷新：{error}",
+    "connectors.colName": "连接",
+    "connectors.colState": "状态",
+    "connectors.colRate": "读取/秒",
+    "connectors.colLatency": "读取耗时",
+    "connectors.colErrors": "错误",
+    "connectors.colReconnects": "重连",
+    "connectors.totals": "启动以来读取 {reads} 次，{points} 个点",
+    "connectors.lastError": "最近错误",
+    "connectors.state.starting": "启动中",
+    "connectors.state.active": "正常",
+    "connectors.state.idle": "空闲",
+    "connectors.state.degraded": "异常",
+    "connectors.state.stopped": "已停止",
+    "unit.millis": "{n} 毫秒",
+    "unit.seconds": "{n} 秒",
     "tree.title": "资产",
     "tree.filter": "筛选标签",
     "tree.all": "全部设备",
@@ -159,9 +203,13 @@ export function t(key, vars) {
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in vars ? String(vars[name]) : whole));
 }
 
-/** Fill `data-i18n` (text), `data-i18n-placeholder` and `data-i18n-aria-label` under `root`. */
+/**
+ * Fill `data-i18n` (text), `data-i18n-placeholder`, `data-i18n-title` and
+ * `data-i18n-aria-label` under `root`.
+ */
 export function applyI18n(root) {
   for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
   for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
     el.placeholder = t(el.dataset.i18nPlaceholder);
   }

@@ -4,6 +4,7 @@
 import { ApiClient } from "./api.js";
 import { nameOf } from "./assets.js";
 import { CardsView } from "./cards.js";
+import { ConnectionsView } from "./connections.js";
 import { humanize } from "./format.js";
 import { applyI18n, initLocale, t } from "./i18n.js";
 import { LiveSocket } from "./live.js";
@@ -31,6 +32,18 @@ const status = new StatusView(
     version: $("foot-version"),
     pending: $("foot-pending"),
     updated: $("foot-updated"),
+  },
+  api,
+);
+
+const connections = new ConnectionsView(
+  {
+    button: $("connectors-btn"),
+    count: $("connectors-count"),
+    panel: $("connectors-panel"),
+    table: $("connectors-table"),
+    sub: $("connectors-sub"),
+    closeButton: $("connectors-close"),
   },
   api,
 );
@@ -121,6 +134,7 @@ setupNavToggle();
 setScopeTitle(view.asset);
 cards.showEmpty(t("cards.loading"));
 status.start();
+connections.start();
 live.start();
 loadTags();
 
