@@ -7,7 +7,8 @@ only ever catch these::
     ├── ConfigError              invalid configuration file (names key path and line)
     ├── PayloadError             a malformed batch or query from outside (names the field)
     ├── ConnectorError
-    │   └── ConnectorUnavailable a device does not answer; its tags turn Bad
+    │   ├── ConnectorUnavailable a device does not answer; its tags turn Bad
+    │   └── WriteRefused         a write to equipment was refused (read-only tag, bad value)
     ├── HistorianError           the historian failed to write or read
     │   └── UnknownTagError      a query names a tag the historian does not know
     └── ShutdownError            work submitted after a component was closed
@@ -52,6 +53,10 @@ class ConnectorError(ShopfloorError):
 
 class ConnectorUnavailable(ConnectorError):  # noqa: N818 - name fixed by DESIGN.md
     """A device does not answer; the sampler marks its tags Bad."""
+
+
+class WriteRefused(ConnectorError):  # noqa: N818 - reads as what happened
+    """A write to equipment was refused before or by the device; nothing was written."""
 
 
 class HistorianError(ShopfloorError):

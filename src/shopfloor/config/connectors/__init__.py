@@ -9,8 +9,20 @@ from typing import Annotated
 from pydantic import Field
 
 from shopfloor.config.connectors.base import ConnectorConfigBase, TagConfig
+from shopfloor.config.connectors.modbus import ModbusConnectorConfig
+from shopfloor.config.connectors.s7 import S7ConnectorConfig
 from shopfloor.config.connectors.simulator import SimulatorConnectorConfig
 
-ConnectorConfig = Annotated[SimulatorConnectorConfig, Field(discriminator="kind")]
+ConnectorConfig = Annotated[
+    SimulatorConnectorConfig | ModbusConnectorConfig | S7ConnectorConfig,
+    Field(discriminator="kind"),
+]
 
-__all__ = ["ConnectorConfig", "ConnectorConfigBase", "SimulatorConnectorConfig", "TagConfig"]
+__all__ = [
+    "ConnectorConfig",
+    "ConnectorConfigBase",
+    "ModbusConnectorConfig",
+    "S7ConnectorConfig",
+    "SimulatorConnectorConfig",
+    "TagConfig",
+]

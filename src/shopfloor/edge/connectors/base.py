@@ -99,6 +99,20 @@ class Pollable(Connector, Protocol):
 
 
 @runtime_checkable
+class Writable(Protocol):
+    """A connector that can write to equipment, only to tags configured ``writable = true``."""
+
+    async def write(self, path: str, value: float | int | bool | str) -> None:
+        """Write one value in engineering units (or a state label).
+
+        Raises:
+            WriteRefused: the tag is not writable, the value does not fit, or the device
+                refused it.
+            ConnectorUnavailable: the device does not answer.
+        """
+
+
+@runtime_checkable
 class Subscribable(Connector, Protocol):
     """A connector whose device or broker pushes values."""
 

@@ -154,7 +154,7 @@ async def test_raw_series_columns(stack: Stack) -> None:
             "2025-01-01T00:00:03.000Z",
         ],
         "value": [20.5, None, None],
-        "quality": [0, 0x808B0000, 0],
+        "quality": [0, 0x808C0000, 0],  # BadSensorFailure
         "text": [None, None, "JAM"],
     }
 
