@@ -17,7 +17,7 @@ from rich.text import Text
 
 from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig, load_config, load_edge_config
-from shopfloor.config.models import parse_duration_s
+from shopfloor.config.load import validate_data
 from shopfloor.errors import ConfigError
 
 app = typer.Typer(
@@ -120,22 +120,32 @@ def demo(
         str | None,
         typer.Option(help="Start simulated time this far back, e.g. 1d (default 1d if speed > 1)."),
     ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(help="Read the plant directly, or over modbus, opcua or sparkplug."),
+    ] = "direct",
     status: Annotated[bool, typer.Option(help="Show the live status line.")] = True,
 ) -> None:
     """Run a simulated factory, the platform and the dashboard in one process."""
     if backfill is None:
-        backfill = "1d" if speed > 1 else "0s"
+        backfill = "1d" if speed > 1 and protocol == "direct" else "0s"
     try:
-        parse_duration_s(backfill)
-        cfg = ShopfloorConfig.model_validate(
+        cfg = validate_data(
             {
                 "server": {"host": host, "port": port, "data_dir": str(data_dir)},
-                "simulator": {"enabled": True, "seed": seed, "speed": speed, "backfill": backfill},
-            }
+                "simulator": {
+                    "enabled": True,
+                    "seed": seed,
+                    "speed": speed,
+                    "backfill": backfill,
+                    "protocol": protocol,
+                },
+            },
+            ShopfloorConfig,
+            source="shopfloor demo",
         ).resolve_paths(Path.cwd())
-    except ValueError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(2) from err
+    except ConfigError as err:
+        raise _fail_config(err) from err
     _run(cfg, show_status=status and sys.stderr.isatty())
 
 

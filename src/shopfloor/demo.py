@@ -2,7 +2,8 @@
 
 ``shopfloor demo`` and ``shopfloor server`` (with ``[simulator] enabled``) run here. The
 simulated factory reaches the platform through a real edge agent and an in-process
-uplink, the same interfaces a networked edge uses.
+uplink, the same interfaces a networked edge uses; with ``protocol`` set it is served
+over Modbus TCP, OPC UA or Sparkplug B on 127.0.0.1 and read back by the real connector.
 
 Shutdown is staged: stop reading inputs, finish HTTP requests in flight, commit every
 accepted point, close the historian.
@@ -11,15 +12,16 @@ accepted point, close the historian.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shopfloor.config import ShopfloorConfig
-from shopfloor.config.models import parse_duration_s
+from shopfloor.config.models import SimulatorSection, parse_duration_s
 from shopfloor.edge.agent import EdgeAgent
 from shopfloor.edge.connectors.base import Connector
 from shopfloor.edge.connectors.registry import create_connector
@@ -48,6 +50,34 @@ class RateMeter:
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+@contextlib.asynccontextmanager
+async def simulated_factory(sim: SimulatorSection) -> AsyncIterator[list[Connector]]:
+    """The connectors that read the simulated plant, with its protocol server if any."""
+    plant = Plant.default(seed=sim.seed)
+    period_s = parse_duration_s(sim.period)
+    if sim.protocol == "direct":
+        yield [
+            SimulatorConnector(
+                plant,
+                period_s=period_s,
+                speed=sim.speed,
+                backfill_s=parse_duration_s(sim.backfill),
+            )
+        ]
+        return
+    if sim.protocol == "modbus":
+        from shopfloor.simulator.serve.modbus import serve_plant
+
+        server, configs = await serve_plant(plant, period_s=period_s, poll=sim.period)
+        logger.info("simulated plant served over Modbus TCP on 127.0.0.1:%s", server.port)
+        try:
+            yield [create_connector(c) for c in configs]
+        finally:
+            await server.stop()
+        return
+    raise NotImplementedError(f"simulator protocol {sim.protocol!r} is not available yet")
+
+
 async def run_platform(
     config: ShopfloorConfig,
     *,
@@ -65,38 +95,44 @@ async def run_platform(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        async with contextlib.AsyncExitStack() as sources:
+            connectors = [create_connector(c) for c in config.connectors if c.enabled]
+            if config.simulator.enabled:
+                connectors += await sources.enter_async_context(simulated_factory(config.simulator))
+            await _serve(config, connectors, stop=stop, status_line=status_line)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
-    sim = config.simulator
-    connector: SimulatorConnector | None = None
+
+async def _serve(
+    config: ShopfloorConfig,
+    connectors: list[Connector],
+    *,
+    stop: asyncio.Event,
+    status_line: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    sim_clock = next((c for c in connectors if isinstance(c, SimulatorConnector)), None)
     meter = RateMeter()
+    agent: EdgeAgent | None = None
+
+    def figures() -> dict[str, Any]:
+        return {
+            "points_per_s": meter.rate(uplink.points_sent),
+            "sim_time_ns": sim_clock.sim_now_ns() if sim_clock else None,
+            "caught_up": sim_clock.caught_up if sim_clock else True,
+        }
 
     def status() -> dict[str, Any]:
-        if connector is None:
-            return {}
-        return {
-            "demo": {
-                "simulated_time_ns": connector.sim_now_ns(),
-                "caught_up": connector.caught_up,
-                "points_per_s": round(meter.rate(uplink.points_sent), 1),
-            }
-        }
+        return {"demo": figures()} if connectors else {}
 
     def health_rows() -> list[dict[str, Any]]:
         return [dataclasses.asdict(h) for h in agent.health.values()] if agent else []
 
     server = Server(config, status=status, connectors=health_rows)
     uplink = LocalUplink(server.ingest_local, server.register_tags)
-    connectors: list[Connector] = [create_connector(c) for c in config.connectors if c.enabled]
-    if sim.enabled:
-        connector = SimulatorConnector(
-            Plant.default(seed=sim.seed),
-            period_s=parse_duration_s(sim.period),
-            speed=sim.speed,
-            backfill_s=parse_duration_s(sim.backfill),
-        )
-        connectors.append(connector)
     agent = EdgeAgent(connectors, uplink) if connectors else None
-
     await server.start()
     try:
         if agent is not None:
@@ -114,13 +150,10 @@ async def run_platform(
                 status_line(
                     {
                         "url": server.url,
-                        "points_per_s": meter.rate(uplink.points_sent),
-                        "points_sent": uplink.points_sent,
                         "stored": hist.points_written,
                         "pending": hist.points_pending,
                         "tags": hist.tags,
-                        "sim_time_ns": connector.sim_now_ns() if connector else None,
-                        "caught_up": connector.caught_up if connector else True,
+                        **figures(),
                     }
                 )
             await asyncio.wait({http}, timeout=0.5)
@@ -134,6 +167,4 @@ async def run_platform(
             await agent.stop()
         logger.info("committing accepted points")
         await server.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         logger.info("stopped; %d points stored", server.historian.stats().points_written)

@@ -100,3 +100,27 @@ def test_server_refuses_to_start_with_an_invalid_config(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "server.prot (line 2): unknown key" in result.stderr
     assert not (tmp_path / "shopfloor-data").exists(), "nothing may start on a bad config"
+
+
+def test_demo_reads_the_plant_through_a_real_modbus_stack(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["demo", "--port", str(port), "--data-dir", str(tmp_path / "d"), "--no-status"]
+    with shopfloor_process([*args, "--protocol", "modbus"], port=port, workdir=tmp_path) as demo:
+
+        def modbus_connectors() -> list[dict[str, object]]:
+            rows = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+            active = [r for r in rows if r["kind"] == "modbus" and r["reads"]]
+            return active if len(active) == len(rows) >= 8 else []
+
+        rows = _wait_for(modbus_connectors, 20, "every machine's Modbus connector to read")
+        assert all(r["state"] == "active" for r in rows)
+        temp = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_temp"
+
+        def points() -> list[float]:
+            r = httpx.get(f"{demo.base_url}/api/v1/tags/{temp}/series", params={"start": "-5m"})
+            values: list[float] = r.json()["columns"]["value"]
+            return values if len(values) >= 3 else []
+
+        values = _wait_for(points, 20, "temperatures read over Modbus")
+        assert all(20 < v < 120 for v in values), values
+        assert demo.stop() == 0, demo.log()

@@ -68,11 +68,23 @@ def load_config_text(
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML: {err}") from err
     imported = _import_tag_files(data, base or Path.cwd(), source=source)
+    return validate_data(data, model, source=source, text=text, imported=imported)
+
+
+def validate_data(
+    data: dict[str, Any],
+    model: type[M],
+    *,
+    source: str,
+    text: str = "",
+    imported: dict[tuple[int, int], tuple[Path, int]] | None = None,
+) -> M:
+    """Validate already-parsed settings, raising one ConfigError that names every problem."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
         lines = _KeyLines(text)
-        problems = [_describe(e, lines, imported) for e in err.errors()]
+        problems = [_describe(e, lines, imported or {}) for e in err.errors()]
         count = len(problems)
         raise ConfigError(
             f"{source}: {count} problem{'s' if count > 1 else ''} in the configuration",

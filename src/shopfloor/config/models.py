@@ -89,12 +89,27 @@ class SimulatorSection(_Section):
         "`speed` until it reaches now, then in real time.",
     )
     period: str = Field("1s", description="Sample period of every simulated tag.")
+    protocol: Literal["direct", "modbus", "opcua", "sparkplug"] = Field(
+        "direct",
+        description="How the platform reads the simulated factory: `direct` in-process, or "
+        "through a real protocol stack (the plant served over Modbus TCP, OPC UA or "
+        "Sparkplug B on 127.0.0.1, read by the matching connector). Protocols run in "
+        "real time: no back-fill.",
+    )
 
     @field_validator("backfill", "period")
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration_s(value)
         return value
+
+    @model_validator(mode="after")
+    def _protocols_run_in_real_time(self) -> SimulatorSection:
+        if self.protocol != "direct" and parse_duration_s(self.backfill) > 0:
+            raise ValueError(
+                f"protocol {self.protocol!r} serves the plant in real time: set backfill = '0s'"
+            )
+        return self
 
 
 class LoggingSection(_Section):
