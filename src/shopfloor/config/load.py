@@ -50,9 +50,32 @@ def load_model(path: Path, model: type[M]) -> M:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read configuration: {err.strerror}") from err
-    loaded = load_config_text(text, source=str(path), model=model, base=path.parent.resolve())
+    base = path.parent.resolve()
+    loaded = load_config_text(text, source=str(path), model=model, base=base)
     resolver = getattr(loaded, "resolve_paths", None)
-    return resolver(path.parent.resolve()) if resolver else loaded
+    resolved = resolver(base) if resolver else loaded
+    return _resolve_connector_files(resolved, base)
+
+
+def _resolve_connector_files(config: M, base: Path) -> M:
+    """Make relative file settings of connectors (certificates, keys, password files)
+    relative to the configuration file rather than to the working directory."""
+    connectors = getattr(config, "connectors", None)
+    if not connectors:
+        return config
+    return config.model_copy(update={"connectors": [_relative_to(c, base) for c in connectors]})
+
+
+def _relative_to(model: M, base: Path) -> M:
+    update: dict[str, Any] = {}
+    for name, value in model:
+        if isinstance(value, Path) and not value.is_absolute():
+            update[name] = base / value
+        elif isinstance(value, BaseModel):
+            fixed = _relative_to(value, base)
+            if fixed is not value:
+                update[name] = fixed
+    return model.model_copy(update=update) if update else model
 
 
 def load_config_text(

@@ -14,8 +14,8 @@ import signal
 import time
 from collections.abc import Sequence
 
+from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.edge import EdgeConfig
-from shopfloor.config.models import parse_duration_s
 from shopfloor.edge.connectors.base import (
     Connector,
     ConnectorHealth,
@@ -189,7 +189,8 @@ class EdgeAgent:
                         link.succeeded(len(item), 0.0)
                         backoff.reset()
                         await self._forward(link, item)
-                    else:
+                    else:  # newly discovered tags: the sampler learns their scaling too
+                        link.sampler.add(connector.specs())
                         await self._uplink.announce(item)
                 raise ConnectorError("subscription ended")
             except ConnectorError as err:

@@ -100,3 +100,16 @@ def test_tags_file_errors(tmp_path: Path) -> None:
     (tmp_path / "states.csv").write_text("name,states\nmode,OFF-ON\n")
     with pytest.raises(ConfigError, match=r"states\.csv line 2, column states"):
         load_config_text(text.replace("missing", "states"), model=_Doc, base=tmp_path)
+
+
+def test_connector_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    conf = tmp_path / "site" / "edge.toml"
+    conf.parent.mkdir()
+    conf.write_text(
+        '[edge]\nid = "e"\n[[connectors]]\nkind = "mqtt"\nname = "m"\nhost = "broker"\n'
+        'username = "edge"\npassword_file = "/etc/shopfloor/mqtt.pw"\n'
+        '[connectors.tls]\nca_file = "pki/ca.pem"\n'
+    )
+    (connector,) = load_edge_config(conf).connectors
+    assert getattr(connector, "tls").ca_file == conf.parent / "pki" / "ca.pem"  # noqa: B009
+    assert getattr(connector, "password_file") == Path("/etc/shopfloor/mqtt.pw")  # noqa: B009

@@ -10,11 +10,17 @@ from pydantic import Field
 
 from shopfloor.config.connectors.base import ConnectorConfigBase, TagConfig
 from shopfloor.config.connectors.modbus import ModbusConnectorConfig
+from shopfloor.config.connectors.mqtt import MqttConnectorConfig
 from shopfloor.config.connectors.s7 import S7ConnectorConfig
 from shopfloor.config.connectors.simulator import SimulatorConnectorConfig
+from shopfloor.config.connectors.sparkplug import SparkplugConnectorConfig
 
 ConnectorConfig = Annotated[
-    SimulatorConnectorConfig | ModbusConnectorConfig | S7ConnectorConfig,
+    SimulatorConnectorConfig
+    | ModbusConnectorConfig
+    | S7ConnectorConfig
+    | MqttConnectorConfig
+    | SparkplugConnectorConfig,
     Field(discriminator="kind"),
 ]
 
@@ -22,7 +28,9 @@ __all__ = [
     "ConnectorConfig",
     "ConnectorConfigBase",
     "ModbusConnectorConfig",
+    "MqttConnectorConfig",
     "S7ConnectorConfig",
     "SimulatorConnectorConfig",
+    "SparkplugConnectorConfig",
     "TagConfig",
 ]

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 from shopfloor.config.connectors.simulator import SimulatorConnectorConfig
-from shopfloor.config.models import parse_duration_s
+from shopfloor.config.durations import parse_duration_s
 from shopfloor.edge.connectors.base import PollGroup
 from shopfloor.edge.mapping import TagSpec
 from shopfloor.model import PointBatch, TagMeta

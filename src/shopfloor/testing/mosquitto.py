@@ -1,0 +1,340 @@
+"""A throwaway Mosquitto broker for tests: own config, own port, always stopped.
+
+Tests must never talk to a broker that happens to run on the machine (port 1883 is
+someone else's). :class:`Mosquitto` writes a config into a private folder, starts the
+installed ``mosquitto`` binary on a free port of 127.0.0.1, waits until it accepts
+connections and stops it (SIGTERM, then SIGKILL) at the end. It can also serve TLS
+with a freshly generated CA, server and client certificate, require a username and
+password, and restart on the same port so reconnect logic can be tested::
+
+    with Mosquitto(tmp_path, tls=True, users={"edge": "s3cret"}) as broker:
+        ...  # broker.port (plain), broker.tls_port, broker.ca_file, broker.restart()
+
+Certificates are made with ``cryptography`` on elliptic curve keys (fast to generate);
+passwords are hashed the way ``mosquitto_passwd`` does (PBKDF2-SHA512, ``$7$``), so no
+other binary is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["Mosquitto", "MosquittoNotFound", "TlsFiles", "find_mosquitto", "free_port"]
+
+_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+class MosquittoNotFound(RuntimeError):  # noqa: N818 - reads as a condition, like FileNotFound
+    """The ``mosquitto`` binary is not installed (Debian/Ubuntu package ``mosquitto``)."""
+
+
+def find_mosquitto() -> str | None:
+    """Path of the installed broker binary, or None."""
+    for candidate in _CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("mosquitto")
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files of a test PKI: one CA that signed the broker's and a client's certificate."""
+
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(folder: Path, *, hostname: str = "localhost") -> TlsFiles:
+    """Write a CA, a server certificate for ``hostname``/127.0.0.1 and a client certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shopfloor test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(common_name: str, usage: x509.ObjectIdentifier, server: bool) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+        )
+        if server:
+            names: list[x509.GeneralName] = [
+                x509.DNSName(hostname),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            ]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+    files = TlsFiles(
+        ca_file=folder / "ca.crt",
+        server_cert=folder / "server.crt",
+        server_key=folder / "server.key",
+        client_cert=folder / "client.crt",
+        client_key=folder / "client.key",
+    )
+    files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert, key = leaf(hostname, ExtendedKeyUsageOID.SERVER_AUTH, True)
+    files.server_cert.write_bytes(cert)
+    files.server_key.write_bytes(key)
+    cert, key = leaf("shopfloor-test-client", ExtendedKeyUsageOID.CLIENT_AUTH, False)
+    files.client_cert.write_bytes(cert)
+    files.client_key.write_bytes(key)
+    for path in (files.server_key, files.client_key):
+        path.chmod(0o600)
+    return files
+
+
+def password_line(user: str, password: str) -> str:
+    """One line of a Mosquitto 2 password file (what ``mosquitto_passwd`` writes)."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+class Mosquitto:
+    """A private Mosquitto broker on 127.0.0.1.
+
+    Args:
+        workdir: folder for the config, certificates, password file and log (must exist or
+            be creatable; the caller removes it, e.g. pytest's ``tmp_path``).
+        tls: also open a TLS listener on :attr:`tls_port` (certificates in :attr:`tls`).
+        require_client_cert: the TLS listener accepts only clients with a certificate
+            signed by the test CA.
+        users: user name → password; when given, every listener requires one of them.
+        binary: the broker executable; default: the installed one.
+
+    Raises:
+        MosquittoNotFound: no broker binary is installed.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        tls: bool = False,
+        require_client_cert: bool = False,
+        users: dict[str, str] | None = None,
+        binary: str | None = None,
+    ) -> None:
+        found = binary if binary is not None else find_mosquitto()
+        if found is None or not os.access(found, os.X_OK):
+            raise MosquittoNotFound(
+                "mosquitto is not installed (Debian/Ubuntu: apt-get install mosquitto)"
+            )
+        self.binary = found
+        self.workdir = workdir
+        self.port = free_port()
+        self.tls: TlsFiles | None = None
+        self.tls_port: int | None = None
+        self._want_tls = tls
+        self._require_client_cert = require_client_cert
+        self._users = dict(users or {})
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "mosquitto.log"
+
+    # ------------------------------------------------------------------ config
+    def _write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "per_listener_settings false",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp true",
+            # as root Mosquitto would switch to user `mosquitto`, who cannot read our folder
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            f"listener {self.port} {self.host}",
+        ]
+        if self._want_tls:
+            if self.tls is None:
+                self.tls = make_tls_files(self.workdir / "tls")
+                self.tls_port = free_port()
+            lines += [
+                f"listener {self.tls_port} {self.host}",
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                f"require_certificate {'true' if self._require_client_cert else 'false'}",
+            ]
+        if self._users:
+            pw_file = self.workdir / "passwords"
+            pw_file.write_text(
+                "\n".join(password_line(u, p) for u, p in self._users.items()) + "\n"
+            )
+            pw_file.chmod(0o600)
+            lines += ["allow_anonymous false", f"password_file {pw_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    # ------------------------------------------------------------------ control
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, *, timeout_s: float = 10.0) -> None:
+        """Start the broker and wait until every listener accepts TCP connections.
+
+        Raises:
+            RuntimeError: the broker exited or did not listen in time; the message holds
+                its log.
+        """
+        if self.running:
+            return
+        conf = self._write_config()
+        log = self.log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                [self.binary, "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+            )
+        finally:
+            log.close()
+        ports = [self.port] + ([self.tls_port] if self.tls_port is not None else [])
+        deadline = time.monotonic() + timeout_s
+        for port in ports:
+            while not _accepts(self.host, port):
+                if self._proc.poll() is not None:
+                    raise RuntimeError(
+                        f"mosquitto exited with {self._proc.returncode}:\n{self.log()}"
+                    )
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"mosquitto did not listen on {port}:\n{self.log()}")
+                time.sleep(0.02)
+
+    def stop(self, *, timeout_s: float = 5.0) -> None:
+        """Stop the broker: SIGTERM, then SIGKILL after ``timeout_s``. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        """Stop the broker abruptly (SIGKILL), as a crash or power loss would."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def restart(self, *, timeout_s: float = 10.0) -> None:
+        """Stop and start again on the same ports (retained messages are lost)."""
+        self.stop()
+        self.start(timeout_s=timeout_s)
+
+    def log(self) -> str:
+        """Everything the broker logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
