@@ -18,7 +18,7 @@ from rich.text import Text
 from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
-from shopfloor.errors import ConfigError
+from shopfloor.errors import ConfigError, ShopfloorError
 
 app = typer.Typer(
     name="shopfloor",
@@ -153,15 +153,23 @@ def _run(cfg: ShopfloorConfig, *, show_status: bool) -> None:
     from shopfloor.demo import run_platform
 
     _setup_logging(cfg.logging.level, rich=show_status)
-    if not show_status:
-        asyncio.run(run_platform(cfg))
-        return
-    with Live(Text("starting…"), console=err_console, refresh_per_second=4, transient=True) as live:
+    try:
+        if not show_status:
+            asyncio.run(run_platform(cfg))
+            return
+        with Live(
+            Text("starting…"), console=err_console, refresh_per_second=4, transient=True
+        ) as live:
 
-        def update(figures: dict[str, Any]) -> None:
-            live.update(_status_text(figures))
+            def update(figures: dict[str, Any]) -> None:
+                live.update(_status_text(figures))
 
-        asyncio.run(run_platform(cfg, status_line=update))
+            asyncio.run(run_platform(cfg, status_line=update))
+    except ConfigError as err:
+        raise _fail_config(err) from err
+    except (ShopfloorError, OSError) as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from err
 
 
 def _status_text(f: dict[str, Any]) -> Text:

@@ -16,8 +16,10 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from shopfloor.config import ShopfloorConfig
@@ -27,6 +29,7 @@ from shopfloor.edge.connectors.base import Connector
 from shopfloor.edge.connectors.registry import create_connector
 from shopfloor.edge.connectors.sim import SimulatorConnector
 from shopfloor.edge.uplink.local import LocalUplink
+from shopfloor.errors import ConfigError
 from shopfloor.server.app import Server
 from shopfloor.simulator import Plant
 
@@ -75,7 +78,35 @@ async def simulated_factory(sim: SimulatorSection) -> AsyncIterator[list[Connect
         finally:
             await server.stop()
         return
-    raise NotImplementedError(f"simulator protocol {sim.protocol!r} is not available yet")
+    if sim.protocol == "sparkplug":
+        async with _private_broker() as port:
+            from shopfloor.simulator.serve.sparkplug import serve_plant as serve_sparkplug
+
+            node, config = await serve_sparkplug(plant, port=port, period_s=period_s)
+            logger.info("simulated plant published as Sparkplug B via 127.0.0.1:%d", port)
+            try:
+                yield [create_connector(config)]
+            finally:
+                await node.stop()
+        return
+    raise ConfigError(f"simulator protocol {sim.protocol!r} is not available yet")
+
+
+@contextlib.asynccontextmanager
+async def _private_broker() -> AsyncIterator[int]:
+    """A Mosquitto of the demo's own, on a free port, removed afterwards."""
+    from shopfloor.testing.mosquitto import Mosquitto, MosquittoNotFound
+
+    with tempfile.TemporaryDirectory(prefix="shopfloor-broker-") as workdir:
+        try:
+            broker = Mosquitto(Path(workdir))
+        except MosquittoNotFound as err:
+            raise ConfigError(f"--protocol sparkplug needs an MQTT broker: {err}") from err
+        await asyncio.to_thread(broker.start)
+        try:
+            yield broker.port
+        finally:
+            await asyncio.to_thread(broker.stop)
 
 
 async def run_platform(

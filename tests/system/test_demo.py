@@ -124,3 +124,27 @@ def test_demo_reads_the_plant_through_a_real_modbus_stack(tmp_path: Path) -> Non
         values = _wait_for(points, 20, "temperatures read over Modbus")
         assert all(20 < v < 120 for v in values), values
         assert demo.stop() == 0, demo.log()
+
+
+def test_demo_reads_the_plant_as_sparkplug_b_through_a_private_mosquitto(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    args = ["demo", "--port", str(port), "--data-dir", str(tmp_path / "d"), "--no-status"]
+    with shopfloor_process([*args, "--protocol", "sparkplug"], port=port, workdir=tmp_path) as demo:
+
+        def sparkplug_points() -> list[float]:
+            temp = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_temp"
+            r = httpx.get(f"{demo.base_url}/api/v1/tags/{temp}/series", params={"start": "-5m"})
+            if r.status_code != 200:
+                return []
+            values: list[float] = r.json()["columns"]["value"]
+            return values if len(values) >= 3 else []
+
+        values = _wait_for(sparkplug_points, 30, "temperatures born and sent as Sparkplug B")
+        assert all(20 < v < 120 for v in values), values
+        (row,) = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+        assert row["kind"] == "sparkplug"
+        assert row["state"] == "active"
+        assert demo.stop() == 0, demo.log()
+    assert "Traceback" not in demo.log()
