@@ -38,8 +38,8 @@ from shopfloor.config.connectors.modbus import (
     ModbusTagConfig,
     Table,
 )
-from shopfloor.config.durations import parse_duration_s
 from shopfloor.edge.connectors.base import PollGroup
+from shopfloor.edge.connectors.configured import ConfiguredTags
 from shopfloor.edge.connectors.modbus_plan import Block, Span, coalesce
 from shopfloor.edge.connectors.registers import (
     Layout,
@@ -52,7 +52,7 @@ from shopfloor.edge.connectors.registers import (
     registers_to_bytes,
     value_size,
 )
-from shopfloor.edge.mapping import TagSpec, tag_meta, tag_spec
+from shopfloor.edge.mapping import TagSpec
 from shopfloor.errors import ConfigError, ConnectorUnavailable, WriteRefused
 from shopfloor.model import PointBatch, Quality, TagMeta
 from shopfloor.runtime.clock import Clock, SystemClock
@@ -247,19 +247,10 @@ class ModbusConnector:
         self._clock = clock or SystemClock()
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._problems = ProblemLog(logger, config.name)
-        self._by_path = {t.full_path(config.asset): t for t in config.tags}
-        if len(self._by_path) != len(config.tags):
-            raise ConfigError(f"connector {config.name}: two tags have the same path")
-        self._groups: list[PollGroup] = []
-        self._group_tags: dict[str, list[ModbusTagConfig]] = {}
-        by_period: dict[str, list[ModbusTagConfig]] = {}
-        for tag in config.tags:
-            by_period.setdefault(tag.period or config.period, []).append(tag)
-        for period, tags in by_period.items():
-            seconds = parse_duration_s(period)
-            paths = tuple(t.full_path(config.asset) for t in tags)
-            self._groups.append(PollGroup(name=period, period_s=seconds, paths=paths))
-            self._group_tags[period] = tags
+        self._configured = ConfiguredTags.build(config, config.tags)
+        self._by_path = self._configured.by_path
+        self._groups = self._configured.groups
+        self._group_tags = self._configured.group_tags
         self._gapless: set[_Key] = set()
         self._plans: dict[str, _GroupPlan] = {}
         for group in self._groups:
@@ -278,11 +269,11 @@ class ModbusConnector:
     # ------------------------------------------------------------ description
     def tags(self) -> Sequence[TagMeta]:
         """Every configured tag."""
-        return [tag_meta(t, asset=self.config.asset) for t in self.config.tags]
+        return self._configured.metas
 
     def specs(self) -> Sequence[TagSpec]:
         """Scaling and deadbands for the sampler."""
-        return [tag_spec(t, self.config) for t in self.config.tags]
+        return self._configured.specs
 
     def groups(self) -> Sequence[PollGroup]:
         """One poll group per distinct period."""

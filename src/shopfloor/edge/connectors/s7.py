@@ -28,12 +28,12 @@ from snap7.type import Area
 
 from shopfloor.config.connectors.base import ConnectorConfigBase
 from shopfloor.config.connectors.s7 import S7ConnectorConfig, S7TagConfig
-from shopfloor.config.durations import parse_duration_s
 from shopfloor.edge.connectors.base import PollGroup
+from shopfloor.edge.connectors.configured import ConfiguredTags
 from shopfloor.edge.connectors.modbus_plan import Span, coalesce
 from shopfloor.edge.connectors.registers import Layout, ProblemLog, encode
 from shopfloor.edge.connectors.registers import decode as decode_values
-from shopfloor.edge.mapping import TagSpec, tag_meta, tag_spec
+from shopfloor.edge.mapping import TagSpec
 from shopfloor.errors import ConfigError, ConnectorUnavailable, WriteRefused
 from shopfloor.model import PointBatch, Quality, TagMeta
 from shopfloor.runtime.clock import Clock, SystemClock
@@ -131,21 +131,10 @@ class S7Connector:
         self._clock = clock or SystemClock()
         self._client: AsyncClient | None = None
         self._problems = ProblemLog(logger, config.name)
-        self._by_path = {t.full_path(config.asset): t for t in config.tags}
-        if len(self._by_path) != len(config.tags):
-            raise ConfigError(f"connector {config.name}: two tags have the same path")
-        by_period: dict[str, list[S7TagConfig]] = {}
-        for tag in config.tags:
-            by_period.setdefault(tag.period or config.period, []).append(tag)
-        self._groups = [
-            PollGroup(
-                name=period,
-                period_s=parse_duration_s(period),
-                paths=tuple(t.full_path(config.asset) for t in tags),
-            )
-            for period, tags in by_period.items()
-        ]
-        self._group_tags = by_period
+        self._configured = ConfiguredTags.build(config, config.tags)
+        self._by_path = self._configured.by_path
+        self._groups = self._configured.groups
+        self._group_tags = self._configured.group_tags
         self._max_bytes = _SMALLEST_PDU - _READ_OVERHEAD
         self._plans = {g.name: self._compile(g) for g in self._groups}
 
@@ -158,11 +147,11 @@ class S7Connector:
 
     def tags(self) -> Sequence[TagMeta]:
         """Every configured tag."""
-        return [tag_meta(t, asset=self.config.asset) for t in self.config.tags]
+        return self._configured.metas
 
     def specs(self) -> Sequence[TagSpec]:
         """Scaling and deadbands for the sampler."""
-        return [tag_spec(t, self.config) for t in self.config.tags]
+        return self._configured.specs
 
     def groups(self) -> Sequence[PollGroup]:
         """One poll group per distinct period."""
