@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from shopfloor.testing.processes import free_port
+
 __all__ = ["Mosquitto", "MosquittoNotFound", "TlsFiles", "find_mosquitto", "free_port"]
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -48,14 +50,6 @@ def find_mosquitto() -> str | None:
         if os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("mosquitto")
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True)
