@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+opcua_app = typer.Typer(help="OPC UA tools.", no_args_is_help=True)
+app.add_typer(opcua_app, name="opcua")
 
 err_console = Console(stderr=True)
 
@@ -75,6 +77,80 @@ def config_check(
     except ConfigError as err:
         raise _fail_config(err) from err
     print(f"{file}: ok ({'edge' if is_edge else 'platform'} configuration)")
+
+
+@opcua_app.command("browse")
+def opcua_browse(
+    url: Annotated[str, typer.Argument(help="Endpoint, e.g. opc.tcp://10.0.0.5:4840.")],
+    *,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Edge or platform config whose connector holds the certificates."),
+    ] = None,
+    connector: Annotated[
+        str | None, typer.Option(help="Name of the opcua connector in --config.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Connect with security policy None (no signing, no encryption).")
+    ] = False,
+    root: Annotated[str, typer.Option(help="Start node (NodeId).")] = "i=85",
+    max_depth: Annotated[int, typer.Option(help="How deep to walk.")] = 16,
+    asset: Annotated[str, typer.Option(help="ISA-95 path to put the tags under.")] = "",
+) -> None:
+    """Browse a server's address space and print a connector section with its tags (TOML)."""
+    from shopfloor.config.connectors import OpcUaConnectorConfig
+    from shopfloor.edge.connectors.opcua_browse import browse, render_toml
+
+    _setup_logging("WARNING", rich=False)
+    try:
+        if config is not None:
+            loaded = load_edge_config(config) if _is_edge_file(config) else load_config(config)
+            section = next(
+                c
+                for c in loaded.connectors
+                if c.kind == "opcua" and (connector is None or c.name == connector)
+            )
+            assert isinstance(section, OpcUaConnectorConfig)
+            section = section.model_copy(update={"endpoint": url})
+        elif insecure:
+            section = OpcUaConnectorConfig(
+                name="opcua",
+                endpoint=url,
+                asset=asset,
+                security_policy="None",
+                allow_insecure=True,
+            )
+        else:
+            err_console.print(
+                "[bold red]error:[/] give --config (and --connector) to connect with the "
+                "configured certificates, or --insecure for a server without security"
+            )
+            raise typer.Exit(2)
+        tags = asyncio.run(
+            browse(
+                url,
+                root=root,
+                max_depth=max_depth,
+                connection=section,
+                allow_insecure=section.allow_insecure,
+                asset=asset or section.asset,
+            )
+        )
+    except StopIteration as err:
+        err_console.print(f"[bold red]error:[/] no opcua connector {connector or ''} in {config}")
+        raise typer.Exit(2) from err
+    except ConfigError as err:
+        raise _fail_config(err) from err
+    except ShopfloorError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from err
+    print(render_toml(section, tags), end="")
+
+
+def _is_edge_file(file: Path) -> bool:
+    """An edge configuration is the one with an ``[edge]`` table."""
+    lines = {line.strip() for line in file.read_text(errors="replace").splitlines()}
+    return "[edge]" in lines
 
 
 @app.command()

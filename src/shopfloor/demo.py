@@ -32,6 +32,7 @@ from shopfloor.edge.uplink.local import LocalUplink
 from shopfloor.errors import ConfigError
 from shopfloor.server.app import Server
 from shopfloor.simulator import Plant
+from shopfloor.testing.processes import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,16 @@ async def simulated_factory(sim: SimulatorSection) -> AsyncIterator[list[Connect
             yield [create_connector(c) for c in configs]
         finally:
             await server.stop()
+        return
+    if sim.protocol == "opcua":
+        from shopfloor.simulator.serve.opcua import serve_plant as serve_opcua
+
+        opcua_server, section = await serve_opcua(plant, port=free_port(), period_s=period_s)
+        logger.info("simulated plant served over OPC UA at %s", section.endpoint)
+        try:
+            yield [create_connector(section)]
+        finally:
+            await opcua_server.stop()
         return
     if sim.protocol == "sparkplug":
         async with _private_broker() as port:

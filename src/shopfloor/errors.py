@@ -9,12 +9,15 @@ only ever catch these::
     ├── ConnectorError
     │   ├── ConnectorUnavailable a device does not answer; its tags turn Bad
     │   └── WriteRefused         a write to equipment was refused (read-only tag, bad value)
+    ├── IngestBusy               the platform is behind: send again later (HTTP 429/503)
     ├── HistorianError           the historian failed to write or read
     │   └── UnknownTagError      a query names a tag the historian does not know
     └── ShutdownError            work submitted after a component was closed
 """
 
 from __future__ import annotations
+
+import math
 
 
 class ShopfloorError(Exception):
@@ -57,6 +60,20 @@ class ConnectorUnavailable(ConnectorError):  # noqa: N818 - name fixed by DESIGN
 
 class WriteRefused(ConnectorError):  # noqa: N818 - reads as what happened
     """A write to equipment was refused before or by the device; nothing was written."""
+
+
+class IngestBusy(ShopfloorError):  # noqa: N818 - reads as the answer (HTTP 429)
+    """The platform is behind with storing: send again after ``retry_after_s``.
+
+    Attributes:
+        reason: a sentence for the edge's log.
+        retry_after_s: when to try again (whole seconds, at least 1).
+    """
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        self.reason = reason
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(reason)
 
 
 class HistorianError(ShopfloorError):

@@ -148,3 +148,31 @@ def test_demo_reads_the_plant_as_sparkplug_b_through_a_private_mosquitto(
         assert row["state"] == "active"
         assert demo.stop() == 0, demo.log()
     assert "Traceback" not in demo.log()
+
+
+def test_demo_over_opcua_and_browse_imports_its_address_space(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["demo", "--port", str(port), "--data-dir", str(tmp_path / "d"), "--no-status"]
+    with shopfloor_process([*args, "--protocol", "opcua"], port=port, workdir=tmp_path) as demo:
+        temp = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_temp"
+
+        def points() -> list[float]:
+            r = httpx.get(f"{demo.base_url}/api/v1/tags/{temp}/series", params={"start": "-5m"})
+            values: list[float] = r.json()["columns"]["value"] if r.status_code == 200 else []
+            return values if len(values) >= 3 else []
+
+        values = _wait_for(points, 30, "temperatures from an OPC UA subscription")
+        assert all(20 < v < 120 for v in values), values
+        (row,) = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+        assert (row["kind"], row["state"]) == ("opcua", "active")
+
+        endpoint = demo.log().split("served over OPC UA at ", 1)[1].split()[0]
+        browsed = _cli("opcua", "browse", endpoint, "--insecure", "--asset", "acme/imported")
+        assert browsed.returncode == 0, browsed.stderr
+        assert 'kind = "opcua"' in browsed.stdout
+        assert browsed.stdout.count("[[connectors.tags]]") >= 80, browsed.stdout[:2000]
+        assert "spindle_temp" in browsed.stdout
+        refused = _cli("opcua", "browse", endpoint)
+        assert refused.returncode == 2
+        assert "--insecure" in refused.stderr
+        assert demo.stop() == 0, demo.log()

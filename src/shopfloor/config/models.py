@@ -54,6 +54,19 @@ class DuckDBHistorianSection(_Section):
         ge=1000,
         description="Most points accepted but not yet committed; ingest waits beyond it.",
     )
+    ack_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=5,
+        description="Longest an acknowledged batch waits for other batches to share its "
+        "commit; 0 commits as soon as the writer is free.",
+    )
+    ledger_retention_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="How long the ingest ledger remembers delivered batches; keep every "
+        "edge's outbox maximum age below it.",
+    )
 
 
 HistorianSection = Annotated[DuckDBHistorianSection, Field(discriminator="kind")]
@@ -68,7 +81,21 @@ class IngestSection(_Section):
     max_future_s: float = Field(
         300.0,
         ge=0,
-        description="Points stamped further than this into the future are rejected.",
+        description="Points further ahead are stored with quality Uncertain and counted per "
+        "edge; times before 2000 or from 2100 on refuse the batch.",
+    )
+    max_pending_points: int = Field(
+        1_000_000,
+        ge=1,
+        description="Above this many points waiting for the historian, edges get 429 with "
+        "Retry-After; keep it below historian.max_pending_rows.",
+    )
+    retry_after_s: float = Field(1.0, gt=0, description="Seconds a refused edge is told to wait.")
+    max_edges: int = Field(
+        1000,
+        ge=1,
+        description="Edges whose latest status is kept in memory; beyond it the longest "
+        "silent is forgotten.",
     )
 
 

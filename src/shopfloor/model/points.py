@@ -310,3 +310,20 @@ def _as_string_array(text: pa.StringArray | Sequence[str | None]) -> pa.StringAr
     if isinstance(text, pa.Array):
         return text.cast(pa.string())
     return pa.array(list(text), type=pa.string())
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """A batch as the live channel carries it.
+
+    Attributes:
+        batch: the points, as stored (future points already flagged Uncertain).
+        historical: the batch comes from an edge's backlog; its values are older than
+            what the edge already delivered live. An alarm engine must not raise alarms
+            on it again; dashboards only take points newer than what they show.
+        edge: the sending edge, if known.
+    """
+
+    batch: PointBatch
+    historical: bool = False
+    edge: str | None = None

@@ -19,12 +19,12 @@ from fastapi import FastAPI
 
 from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig
-from shopfloor.model import PointBatch, TagMeta
+from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.app import create_app
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
-from shopfloor.server.ingest.service import Ingestor
+from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.web.routes import router as web_router
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ def build_historian(config: ShopfloorConfig) -> Historian:
         flush_rows=section.flush_rows,
         memory_limit=section.memory_limit,
         max_pending_rows=section.max_pending_rows,
+        ack_delay_s=section.ack_delay_s,
+        ledger_retention_s=section.ledger_retention_s,
     )
 
 
@@ -70,8 +72,15 @@ class Server:
     ) -> None:
         self.config = config
         self.historian = build_historian(config)
-        self.live: Channel[PointBatch] = Channel("live", maxsize=256)
-        self.ingestor = Ingestor(self.historian, self.live, max_future_s=config.ingest.max_future_s)
+        self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
+        self.ingestor = Ingestor(
+            self.historian,
+            self.live,
+            max_future_s=config.ingest.max_future_s,
+            max_pending_points=config.ingest.max_pending_points,
+            retry_after_s=config.ingest.retry_after_s,
+            edges=EdgeRegistry(max_edges=config.ingest.max_edges),
+        )
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,

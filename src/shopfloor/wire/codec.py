@@ -11,15 +11,22 @@ Two encodings of wire version 1, chosen by the HTTP content type:
        "value": [1.5, null, "RUNNING"], "quality": [0, 0, 2156003328],
        "text": [null, null, null]}
 
-  ``quality`` and ``text`` are optional, and ``tag_index`` may be left out when ``tags``
-  has one entry. ``ts`` holds integer nanoseconds since the epoch or ISO 8601 strings (a
-  string without an offset is UTC). A string in ``value`` goes to the text column. Scripts
-  and people may send rows instead: ``{"points": [{"tag": ..., "ts": ..., "value": ...,
-  "quality": 0}]}``.
+  ``quality``, ``text`` and ``historical`` are optional, and ``tag_index`` may be left out
+  when ``tags`` has one entry. ``ts`` holds integer nanoseconds since the epoch or ISO 8601
+  strings (a string without an offset is UTC). A string in ``value`` goes to the text
+  column. Scripts and people may send rows instead: ``{"points": [{"tag": ..., "ts": ...,
+  "value": ..., "quality": 0}]}``.
 
 * ``application/vnd.apache.arrow.stream`` — an Arrow IPC stream in
-  :data:`~shopfloor.model.points.ARROW_SCHEMA`, with ``edge`` and ``seq`` in the schema
-  metadata. The edge uplink uses this one: no per-point work on either side.
+  :data:`~shopfloor.model.points.ARROW_SCHEMA`, with ``edge``, ``seq`` and ``historical``
+  (``"1"`` for a batch from the edge's backlog) in the schema metadata. The edge uplink
+  uses this one: no per-point work on either side. An edge may coalesce several backlog
+  batches into one stream: each record batch then carries its own ``seq`` in its custom
+  metadata, and the schema metadata lists them all in ``seqs`` (comma-separated); see
+  :attr:`DecodedBatch.parts`.
+
+Either may travel compressed (``Content-Encoding: zstd`` or ``gzip``, see
+:mod:`~shopfloor.wire.compression`); the size limit applies to the decompressed body too.
 
 Every decoding fault raises :class:`~shopfloor.errors.PayloadError` whose ``field`` names
 the exact place (``ts[3]``, ``points[7].value``, ``tag_index``) so the edge operator can
@@ -43,10 +50,17 @@ from shopfloor.errors import PayloadError
 from shopfloor.model import PointBatch
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.model.tags import validate_path
+from shopfloor.wire.compression import (
+    PayloadTooLarge,
+    check_ipc_sizes,
+    decompress,
+    normalise_encoding,
+)
 
 __all__ = [
     "ARROW_MEDIA_TYPE",
     "DEFAULT_MAX_BYTES",
+    "EDGE_ID_PATTERN",
     "JSON_MEDIA_TYPE",
     "WIRE_VERSION",
     "DecodedBatch",
@@ -66,6 +80,9 @@ ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 """Default largest body :func:`decode` accepts (16 MiB)."""
 
+EDGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+"""What an edge id looks like (the edge configuration's ``edge.id`` has the same rule)."""
+
 _ARROW_EXPANSION = 4
 """How much larger than the body decoded Arrow data may grow (compressed IPC buffers)."""
 
@@ -75,8 +92,19 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _HAS_ZONE = r"(Z|[+-]\d\d(:?\d\d)?)$"
 
-_COLUMNAR_KEYS = ("version", "edge", "seq", "tags", "tag_index", "ts", "value", "quality", "text")
-_ROW_KEYS = ("version", "edge", "seq", "points")
+_COLUMNAR_KEYS = (
+    "version",
+    "edge",
+    "seq",
+    "historical",
+    "tags",
+    "tag_index",
+    "ts",
+    "value",
+    "quality",
+    "text",
+)
+_ROW_KEYS = ("version", "edge", "seq", "historical", "points")
 _POINT_KEYS = ("tag", "ts", "value", "quality", "text")
 
 FieldAt = Callable[[int], str]
@@ -94,18 +122,6 @@ class UnsupportedMediaType(PayloadError):  # noqa: N818 - named after HTTP 415
         )
 
 
-class PayloadTooLarge(PayloadError):  # noqa: N818 - named after HTTP 413
-    """The body is over the size limit (HTTP 413).
-
-    Attributes:
-        limit: the limit in bytes.
-    """
-
-    def __init__(self, limit: int, what: str = "body") -> None:
-        self.limit = limit
-        super().__init__("body", f"{what} is larger than the limit of {limit} bytes")
-
-
 @dataclass(frozen=True, slots=True)
 class DecodedBatch:
     """A decoded batch and who sent it.
@@ -114,11 +130,18 @@ class DecodedBatch:
         batch: the points.
         edge: the sending edge's name, if the payload carried one.
         seq: the edge's sequence number of this batch, if the payload carried one.
+        historical: the batch comes from the edge's backlog (older than what it already
+            delivered live), so alarms must not fire again on it.
+        parts: for an Arrow stream that coalesces several outbox batches, each batch's
+            ``(seq, points)`` in stream order (``batch`` is then all of them and ``seq``
+            the first); empty for a plain batch.
     """
 
     batch: PointBatch
     edge: str | None
     seq: int | None
+    historical: bool = False
+    parts: tuple[tuple[int, PointBatch], ...] = ()
 
 
 def media_type(content_type: str) -> str:
@@ -127,7 +150,7 @@ def media_type(content_type: str) -> str:
 
 
 # ----------------------------------------------------------------------------- encode
-def encode_json(batch: PointBatch, *, edge: str, seq: int) -> bytes:
+def encode_json(batch: PointBatch, *, edge: str, seq: int, historical: bool = False) -> bytes:
     """Encode ``batch`` as columnar JSON (wire version 1).
 
     NaN values become ``null``; infinities become ``1e999``/``-1e999``, which standard
@@ -137,6 +160,7 @@ def encode_json(batch: PointBatch, *, edge: str, seq: int) -> bytes:
         "version": WIRE_VERSION,
         "edge": edge,
         "seq": seq,
+        "historical": historical,
         "tags": list(batch.tags),
         "tag_index": batch.tag_index.tolist(),
         "ts": batch.ts.tolist(),
@@ -165,9 +189,18 @@ _POS_INF = "+inf"  # the value list holds only numbers and None: no string can c
 _NEG_INF = "-inf"
 
 
-def encode_arrow(batch: PointBatch, *, edge: str, seq: int) -> bytes:
-    """Encode ``batch`` as an Arrow IPC stream with edge and seq in the schema metadata."""
-    metadata = {b"version": str(WIRE_VERSION).encode(), b"edge": edge.encode(), b"seq": b"%d" % seq}
+def encode_arrow(batch: PointBatch, *, edge: str, seq: int, historical: bool = False) -> bytes:
+    """Encode ``batch`` as an Arrow IPC stream with edge, seq and historical in its metadata.
+
+    The buffers are not compressed: compress the whole body for the trip instead
+    (:func:`~shopfloor.wire.compression.compress`, ``Content-Encoding: zstd``).
+    """
+    metadata = {
+        b"version": str(WIRE_VERSION).encode(),
+        b"edge": edge.encode(),
+        b"seq": b"%d" % seq,
+        b"historical": b"1" if historical else b"0",
+    }
     record = batch.to_arrow()
     record = record.replace_schema_metadata(metadata)
     sink = pa.BufferOutputStream()
@@ -178,17 +211,25 @@ def encode_arrow(batch: PointBatch, *, edge: str, seq: int) -> bytes:
 
 
 # ----------------------------------------------------------------------------- decode
-def decode(body: bytes, content_type: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedBatch:
+def decode(
+    body: bytes,
+    content_type: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    content_encoding: str | None = None,
+) -> DecodedBatch:
     """Decode a request body into a batch.
 
     Args:
-        body: the raw bytes.
+        body: the raw bytes, as received.
         content_type: the HTTP Content-Type (parameters such as charset are ignored).
-        max_bytes: the largest body accepted.
+        max_bytes: the largest body accepted, compressed and decompressed alike.
+        content_encoding: the HTTP Content-Encoding (zstd, gzip, identity or None).
 
     Raises:
-        PayloadTooLarge: the body is over ``max_bytes``.
+        PayloadTooLarge: the body, or what it decompresses to, is over ``max_bytes``.
         UnsupportedMediaType: the content type is not one of the two encodings.
+        UnsupportedEncoding: the content encoding is not zstd or gzip.
         PayloadError: the body is malformed; ``field`` names where.
     """
     kind = media_type(content_type)
@@ -196,6 +237,9 @@ def decode(body: bytes, content_type: str, *, max_bytes: int = DEFAULT_MAX_BYTES
         raise UnsupportedMediaType(content_type)
     if len(body) > max_bytes:
         raise PayloadTooLarge(max_bytes)
+    encoding = normalise_encoding(content_encoding)
+    if encoding is not None:
+        body = decompress(body, encoding, max_bytes=max_bytes)
     if kind == ARROW_MEDIA_TYPE:
         return _decode_arrow(body, max_decoded=max_bytes * _ARROW_EXPANSION)
     return _decode_json(body)
@@ -217,13 +261,16 @@ def _decode_json(body: bytes) -> DecodedBatch:
     if edge is not None and not isinstance(edge, str):
         raise PayloadError("edge", f"must be a string, not {_kind(edge)}")
     seq = _seq(doc.get("seq"))
+    historical = doc.get("historical", False)
+    if not isinstance(historical, bool):
+        raise PayloadError("historical", f"must be true or false, not {_kind(historical)}")
     if "points" in doc:
         _reject_unknown(doc, _ROW_KEYS, prefix="")
         batch = _rows(doc["points"])
     else:
         _reject_unknown(doc, _COLUMNAR_KEYS, prefix="")
         batch = _columns(doc)
-    return DecodedBatch(batch, edge, seq)
+    return DecodedBatch(batch, edge, seq, historical)
 
 
 def _seq(seq: object) -> int | None:
@@ -533,15 +580,20 @@ _COLUMN_IN_MESSAGE = re.compile(r"^column (\w+)")
 
 
 def _decode_arrow(body: bytes, *, max_decoded: int) -> DecodedBatch:
+    check_ipc_sizes(body, max_bytes=max_decoded)  # before Arrow allocates any of it
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(body))
         records = []
+        record_seqs: list[bytes | None] = []
         size = 0
-        for record in reader:
+        for item in reader.iter_batches_with_custom_metadata():
+            record = item.batch
             size += record.nbytes
             if size > max_decoded:
                 raise PayloadTooLarge(max_decoded, "decoded Arrow data")
             records.append(record)
+            custom = item.custom_metadata
+            record_seqs.append(None if custom is None else custom.get(b"seq"))
         table = pa.Table.from_batches(records, schema=reader.schema)
         table.validate(full=True)  # crafted buffers must fail here, not crash a kernel later
     except PayloadError:
@@ -560,11 +612,25 @@ def _decode_arrow(body: bytes, *, max_decoded: int) -> DecodedBatch:
         seq = None if seq_text is None else _seq(int(seq_text))
     except ValueError as err:
         raise PayloadError("seq", f"must be a non-negative integer, got {seq_text!r:.40}") from err
+    historical_text = metadata.get(b"historical", b"0")
+    if historical_text not in (b"0", b"1"):
+        raise PayloadError("historical", f'must be "0" or "1", got {historical_text!r:.20}')
     if "tag" in table.schema.names:
         tag_type = table.schema.field("tag").type
         value_type = tag_type.value_type if pa.types.is_dictionary(tag_type) else tag_type
         if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
             raise PayloadError("tag", f"must hold strings, not {tag_type}")
+    batch = _arrow_batch(table)
+    parts: tuple[tuple[int, PointBatch], ...] = ()
+    if b"seqs" in metadata or any(s is not None for s in record_seqs):
+        parts = _parts(records, record_seqs, metadata)
+        if seq is not None and seq != parts[0][0]:
+            raise PayloadError("seq", f"is {seq} but the first record batch says {parts[0][0]}")
+        seq = parts[0][0]
+    return DecodedBatch(batch, edge, seq, historical_text == b"1", parts)
+
+
+def _arrow_batch(table: pa.Table) -> PointBatch:
     try:
         batch = PointBatch.from_arrow(table)
     except _ARROW_FAULTS as err:
@@ -574,7 +640,36 @@ def _decode_arrow(body: bytes, *, max_decoded: int) -> DecodedBatch:
         _check_tag(tag, "tag")
     if len(set(batch.tags)) != len(batch.tags):
         raise PayloadError("tag", "the dictionary repeats a tag path; paths must be distinct")
-    return DecodedBatch(batch, edge, seq)
+    return batch
+
+
+def _parts(
+    records: list[pa.RecordBatch], record_seqs: list[bytes | None], metadata: dict[bytes, bytes]
+) -> tuple[tuple[int, PointBatch], ...]:
+    """Split a coalesced stream into its outbox batches: consecutive records of one seq."""
+    groups: list[tuple[int, list[pa.RecordBatch]]] = []
+    for i, (record, raw) in enumerate(zip(records, record_seqs, strict=True)):
+        if raw is None:
+            raise PayloadError("seqs", f"record batch {i} of a coalesced stream has no seq")
+        try:
+            seq = _seq(int(raw))
+        except ValueError as err:
+            raise PayloadError("seqs", f"record batch {i} has seq {raw!r:.40}") from err
+        assert seq is not None
+        if groups and groups[-1][0] == seq:
+            groups[-1][1].append(record)
+        elif any(g[0] == seq for g in groups):
+            raise PayloadError("seqs", f"seq {seq} appears twice, apart, in the stream")
+        else:
+            groups.append((seq, [record]))
+    if not groups:
+        raise PayloadError("seqs", "a coalesced stream needs at least one record batch")
+    listed = _meta_text(metadata, b"seqs")
+    if listed is not None and listed != ",".join(str(g[0]) for g in groups):
+        raise PayloadError("seqs", f"{listed!r:.80} does not match the record batches' seqs")
+    return tuple(
+        (seq, _arrow_batch(pa.Table.from_batches(rs, schema=rs[0].schema))) for seq, rs in groups
+    )
 
 
 def _meta_text(metadata: dict[bytes, bytes], key: bytes) -> str | None:

@@ -11,6 +11,7 @@ from pydantic import Field
 from shopfloor.config.connectors.base import ConnectorConfigBase, TagConfig
 from shopfloor.config.connectors.modbus import ModbusConnectorConfig
 from shopfloor.config.connectors.mqtt import MqttConnectorConfig
+from shopfloor.config.connectors.opcua import OpcUaConnectorConfig
 from shopfloor.config.connectors.s7 import S7ConnectorConfig
 from shopfloor.config.connectors.simulator import SimulatorConnectorConfig
 from shopfloor.config.connectors.sparkplug import SparkplugConnectorConfig
@@ -20,6 +21,7 @@ ConnectorConfig = Annotated[
     | ModbusConnectorConfig
     | S7ConnectorConfig
     | MqttConnectorConfig
+    | OpcUaConnectorConfig
     | SparkplugConnectorConfig,
     Field(discriminator="kind"),
 ]
@@ -29,6 +31,7 @@ __all__ = [
     "ConnectorConfigBase",
     "ModbusConnectorConfig",
     "MqttConnectorConfig",
+    "OpcUaConnectorConfig",
     "S7ConnectorConfig",
     "SimulatorConnectorConfig",
     "SparkplugConnectorConfig",

@@ -11,12 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from shopfloor.model import PointBatch, now_ns
+from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import connectors as connectors_routes
-from shopfloor.server.api.routes import health, ingest, tags, values
+from shopfloor.server.api.routes import edges, health, ingest, tags, values
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.historian.base import Historian
@@ -36,12 +36,17 @@ REST and websocket API of a shopfloor server.
 * Live values stream over the websocket `/api/v1/ws`: a `snapshot` frame on connect,
   then `values` frames at most every 250 ms; send `{"type": "subscribe", "prefix": ...}`
   to narrow them to an asset.
+* Edges deliver batches to `POST /api/v1/ingest` and report their status to
+  `PUT /api/v1/edges/{edge_id}/status` (the contract is docs/wire.md). A batch with an
+  edge and a sequence number is answered after it is committed, and stored once however
+  often it is sent; `429`/`503` with `Retry-After` mean "send again later".
 """
 
 _TAGS_METADATA = [
     {"name": "tags", "description": "Tags, their metadata and their history."},
     {"name": "values", "description": "The latest value of each tag."},
     {"name": "ingest", "description": "Batches of points from edges and scripts."},
+    {"name": "edges", "description": "Remote edges: their status, clock skew and delivery."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -50,7 +55,7 @@ def create_app(
     *,
     historian: Historian,
     ingestor: Ingestor,
-    live: Channel[PointBatch],
+    live: Channel[LiveBatch],
     version: str,
     extra_routers: Sequence[APIRouter] = (),
     status: Callable[[], dict[str, Any]] | None = None,
@@ -98,6 +103,7 @@ def create_app(
         tags.router,
         values.router,
         ingest.router,
+        edges.router,
         ws_router,
     ):
         app.include_router(router)

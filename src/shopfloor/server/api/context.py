@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from shopfloor.model import PointBatch
+from shopfloor.model import LiveBatch
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
@@ -38,7 +38,7 @@ class ApiContext:
 
     historian: Historian
     ingestor: Ingestor
-    live: Channel[PointBatch]
+    live: Channel[LiveBatch]
     hub: LiveHub
     version: str
     status: Callable[[], dict[str, Any]] | None

@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shopfloor.errors import PayloadError, ShutdownError, UnknownTagError
-from shopfloor.wire import PayloadTooLarge, UnsupportedMediaType
+from shopfloor.errors import IngestBusy, PayloadError, ShutdownError, UnknownTagError
+from shopfloor.wire import PayloadTooLarge, UnsupportedEncoding, UnsupportedMediaType
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,24 @@ class ApiError(Exception):
         code: the machine-readable kind (see :class:`~.schemas.ErrorBody`).
         field: the parameter or payload field at fault, if any.
         message: a sentence for people.
+        headers: extra response headers (``Retry-After``).
     """
 
-    def __init__(self, status: int, code: str, field: str | None, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        field: str | None,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.field = field
         self.message = message
+        self.headers = dict(headers or {})
 
 
 def error_response(
@@ -74,10 +84,18 @@ def error_response(
 async def _envelope(_: Request, exc: Exception) -> Response:
     """Translate each kind of exception the API knows into the envelope."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.field, exc.message)
+        return error_response(exc.status, exc.code, exc.field, exc.message, headers=exc.headers)
+    if isinstance(exc, IngestBusy):
+        return error_response(
+            429,
+            "too_many_requests",
+            None,
+            exc.reason,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     if isinstance(exc, PayloadTooLarge):
         return error_response(413, "payload_too_large", exc.field, exc.message)
-    if isinstance(exc, UnsupportedMediaType):
+    if isinstance(exc, UnsupportedMediaType | UnsupportedEncoding):
         return error_response(415, "unsupported_media_type", exc.field, exc.message)
     if isinstance(exc, PayloadError):
         return error_response(422, "invalid_parameter", exc.field, exc.message)
@@ -112,7 +130,7 @@ def _validation_error(exc: RequestValidationError) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception the API can raise to the envelope."""
-    kinds = (ApiError, PayloadError, UnknownTagError, ShutdownError)
+    kinds = (ApiError, IngestBusy, PayloadError, UnknownTagError, ShutdownError)
     for kind in (*kinds, RequestValidationError, HTTPException):
         app.add_exception_handler(kind, _envelope)
     app.add_middleware(CatchAllMiddleware)

@@ -6,11 +6,19 @@ not pass through these models at run time; the models document the shape they pr
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopfloor.model.tags import DataType
 
 __all__ = [
+    "BufferStatus",
+    "ConnectorStatus",
+    "EdgeOut",
+    "EdgeStatusIn",
+    "EdgeStatusOut",
+    "EdgesOut",
     "ErrorBody",
     "ErrorEnvelope",
     "HealthOut",
@@ -35,7 +43,7 @@ class ErrorBody(BaseModel):
     code: str = Field(
         description="Machine-readable kind: invalid_parameter, invalid_payload, "
         "malformed_body, not_found, payload_too_large, unsupported_media_type, "
-        "method_not_allowed, unavailable, internal_error.",
+        "method_not_allowed, too_many_requests, unavailable, internal_error.",
         examples=["invalid_parameter"],
     )
     field: str | None = Field(
@@ -146,11 +154,110 @@ class LatestOut(BaseModel):
 
 
 class IngestOut(BaseModel):
-    """A batch was stored."""
+    """A batch was stored (for a batch with edge and seq: committed)."""
 
-    accepted: int = Field(description="Points stored.")
+    accepted: int = Field(description="Points stored by this request (0 for a duplicate).")
     edge: str | None = Field(description="The sending edge, as the payload named it.")
     seq: int | None = Field(description="The batch's sequence number, as the payload gave it.")
+    duplicate: bool = Field(
+        False,
+        description="The batch's (edge, seq) was committed before; nothing was stored now. "
+        "Either way the edge may delete the batch.",
+    )
+
+
+class BufferStatus(BaseModel):
+    """An edge's outbox. Fields beyond these are kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batches: int | None = Field(None, ge=0, description="Batches waiting to be sent.")
+    points: int | None = Field(None, ge=0, description="Points waiting to be sent.")
+    bytes: int | None = Field(None, ge=0, description="Bytes the outbox holds.")
+    oldest_age_s: float | None = Field(None, ge=0, description="Age of the oldest batch.")
+    hours_left: float | None = Field(
+        None, ge=0, description="Hours until the outbox is full at the current rate."
+    )
+    dropped_points: int | None = Field(None, ge=0, description="Points dropped when full.")
+    quarantined_batches: int | None = Field(
+        None, ge=0, description="Batches the platform refused for good."
+    )
+    policy: str | None = Field(None, max_length=32, description="drop-oldest or stop-reading.")
+    full: bool | None = Field(None, description="The outbox is full now.")
+
+
+class UplinkStatus(BaseModel):
+    """An edge's link to the platform. Fields beyond these are kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    send_rate_pps: float | None = Field(None, ge=0, description="Points sent per second.")
+    ack_latency_ms_p50: float | None = Field(
+        None, ge=0, description="Median time from sending a batch to its acknowledgement."
+    )
+    reconnects: int | None = Field(None, ge=0, description="Reconnections since start.")
+
+
+class ConnectorStatus(BaseModel):
+    """One connector row, as ``/api/v1/connectors`` shows it; other fields are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(max_length=200)
+    kind: str | None = Field(None, max_length=64)
+    state: str | None = Field(None, max_length=64)
+
+
+class EdgeStatusIn(BaseModel):
+    """What an edge reports about itself every few seconds (docs/wire.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edge_time_ns: int = Field(
+        ge=0, description="The edge's wall clock when it sent this (UTC ns since the epoch)."
+    )
+    buffer: BufferStatus = Field(description="The outbox.")
+    uplink: UplinkStatus = Field(description="The link to the platform.")
+    connectors: list[ConnectorStatus] = Field(
+        default_factory=list, max_length=10_000, description="Connector health."
+    )
+
+
+class EdgeStatusOut(BaseModel):
+    """The platform's answer to a status report."""
+
+    skew_s: float = Field(
+        description="Estimated platform clock minus edge clock, in seconds (positive: the "
+        "edge's clock is behind)."
+    )
+
+
+class EdgeOut(BaseModel):
+    """One edge as the platform knows it."""
+
+    edge: str
+    last_seen: str | None = Field(description="When the platform last heard from it.")
+    status_at: str | None = Field(description="When its last status report arrived.")
+    status: dict[str, Any] | None = Field(description="Its last status report, as sent.")
+    skew_s: float | None = Field(description="Platform clock minus edge clock, seconds.")
+    batches: int = Field(description="Batches committed since the platform started.")
+    points: int = Field(description="Points committed since the platform started.")
+    duplicates: int = Field(description="Batches received again and not stored again.")
+    last_seq: int | None = Field(description="The highest batch sequence number applied.")
+    low_water: int | None = Field(
+        description="Every sequence number up to this one is applied (or given up)."
+    )
+    gaps: int = Field(description="Runs of sequence numbers not received yet (backlog).")
+    future_points: int = Field(
+        description="Points stored Uncertain because their time was too far ahead."
+    )
+
+
+class EdgesOut(BaseModel):
+    """Every edge the platform has heard from or holds batches of, sorted by id."""
+
+    edges: list[EdgeOut]
+    evicted: int = Field(description="Edges whose status was forgotten to bound memory.")
 
 
 class HealthOut(BaseModel):

@@ -10,7 +10,9 @@ stays open.
 
 Each client reads the live channel through its own bounded subscription. While a client
 is slow (or gone without saying so) its subscription drops the oldest batches and counts
-them; ingest never waits for a websocket.
+them; ingest never waits for a websocket. Batches from an edge's backlog (``historical``)
+are treated like any other: only their points newer than what the client shows go out,
+so a backlog never moves a dashboard backwards.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from shopfloor.errors import PayloadError
-from shopfloor.model import PointBatch
+from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel, Subscription
 from shopfloor.server.api.context import get_context
 from shopfloor.server.api.convert import json_bytes, latest_rows, normalise_prefix, path_under
@@ -100,13 +102,13 @@ class LiveHub:
     """
 
     def __init__(
-        self, live: Channel[PointBatch], historian: Historian, *, interval_s: float = 0.25
+        self, live: Channel[LiveBatch], historian: Historian, *, interval_s: float = 0.25
     ) -> None:
         self.historian = historian
         self.interval_s = interval_s
         self.frames_sent = 0
         self._live = live
-        self._subscriptions: set[Subscription[PointBatch]] = set()
+        self._subscriptions: set[Subscription[LiveBatch]] = set()
         self._dropped_closed = 0
         self._connections = 0
 
@@ -142,7 +144,7 @@ class _Client:
     """
 
     def __init__(
-        self, hub: LiveHub, websocket: WebSocket, sub: Subscription[PointBatch], name: str
+        self, hub: LiveHub, websocket: WebSocket, sub: Subscription[LiveBatch], name: str
     ) -> None:
         self._hub = hub
         self._ws = websocket
@@ -223,8 +225,9 @@ class _Client:
                 await asyncio.sleep(wait)
             pending.extend(self._sub.drain())
             last_push = loop.time()
+            batches = [item.batch for item in pending]
             async with self._lock:
-                values = coalesce_latest(pending, prefix=self._prefix, sent=self._sent)
+                values = coalesce_latest(batches, prefix=self._prefix, sent=self._sent)
                 if not values:
                     continue
                 for row in values:

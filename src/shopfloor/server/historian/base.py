@@ -7,7 +7,7 @@ object per point.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -39,6 +39,44 @@ class HistorianStats:
     last_flush_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class WriteReceipt:
+    """What an acknowledged write did, known only once its transaction committed.
+
+    Attributes:
+        accepted: points stored by this write (0 for a duplicate).
+        duplicate: the batch's ``(edge, seq)`` was applied before; nothing was stored.
+    """
+
+    accepted: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLedgerStats:
+    """One edge as the ingest ledger sees it. Counters run since the historian started.
+
+    Attributes:
+        batches: batches committed.
+        points: points committed.
+        duplicates: batches refused as applied before.
+        last_seq: the highest seq applied.
+        low_water: every seq at or below it counts as applied.
+        gaps: ranges of seqs above ``low_water`` not yet received (backlog to come).
+        abandoned: seqs given up below ``low_water`` without ever arriving.
+        last_commit_ns: when the last batch of the edge was committed (UTC ns), if any.
+    """
+
+    batches: int
+    points: int
+    duplicates: int
+    last_seq: int
+    low_water: int
+    gaps: int
+    abandoned: int
+    last_commit_ns: int | None
+
+
 class Historian(Protocol):
     """What the rest of the server may ask of a historian.
 
@@ -54,9 +92,12 @@ class Historian(Protocol):
     - ``latest(paths)`` raises ``UnknownTagError`` for an unknown path and leaves out tags
       with no points; of two points with the same timestamp the later write wins.
     - A commit that fails is rolled back, counted and logged once, and the next
-      :meth:`flush` raises ``HistorianError``: acknowledge a batch to an edge only after
-      a successful flush.
+      :meth:`flush` raises ``HistorianError`` (if it held batches from :meth:`write`);
+      every :meth:`write_acknowledged` waiting on it raises ``HistorianError`` itself.
     - A non-positive bucket or a negative limit raises ``PayloadError``.
+    - :meth:`write_acknowledged` returns only after the commit holding the batch; the
+      batch's ``(edge, seq)`` goes into the ingest ledger in that same transaction, and a
+      batch whose ``(edge, seq)`` is in the ledger stores nothing.
     """
 
     async def start(self) -> None:
@@ -73,6 +114,20 @@ class Historian(Protocol):
 
         Waits (backpressure) while the write queue is full.
         """
+
+    async def write_acknowledged(self, batch: PointBatch, *, edge: str, seq: int) -> WriteReceipt:
+        """Store a batch from an edge exactly once and return after its commit.
+
+        Waits (backpressure) while the write queue is full, like :meth:`write`.
+
+        Raises:
+            HistorianError: the commit failed; nothing of the batch is stored (resend it).
+            ShutdownError: the historian is closing or closed.
+            PayloadError: ``seq`` is below 1 or ``edge`` is empty.
+        """
+
+    def ledger_stats(self) -> Mapping[str, EdgeLedgerStats]:
+        """Every edge in the ingest ledger, by edge id; cheap, never blocks."""
 
     async def flush(self) -> None:
         """Wait until every batch accepted before this call is committed."""

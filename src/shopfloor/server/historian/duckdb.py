@@ -8,6 +8,11 @@ its own DuckDB cursor; DuckDB's MVCC gives every read a snapshot of committed da
 reader never sees a half-written commit and never blocks the writer. Tag lookups and
 :meth:`~DuckDBHistorian.latest` are served from the writer's committed in-memory snapshot.
 
+Batches from remote edges go through :meth:`~DuckDBHistorian.write_acknowledged`, which
+answers only after the commit that holds the batch and its ingest-ledger row, and stores a
+batch once per ``(edge, seq)`` however often it is sent (see the writer and
+:mod:`~shopfloor.server.historian.ledger`).
+
 Example::
 
     historian = DuckDBHistorian(Path("var/historian.duckdb"))
@@ -37,10 +42,24 @@ import numpy as np
 import pyarrow as pa
 
 from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
-from shopfloor.model import PointBatch, TagMeta
+from shopfloor.model import PointBatch, TagMeta, now_ns
 from shopfloor.server.historian import schema
-from shopfloor.server.historian.base import Aggregate, HistorianStats
-from shopfloor.server.historian.writer import Flush, Register, Stop, WriteBatch, Writer
+from shopfloor.server.historian.base import (
+    Aggregate,
+    EdgeLedgerStats,
+    HistorianStats,
+    WriteReceipt,
+)
+from shopfloor.server.historian.ledger import Ledger
+from shopfloor.server.historian.writer import (
+    AckWrite,
+    Flush,
+    PruneLedger,
+    Register,
+    Stop,
+    WriteBatch,
+    Writer,
+)
 
 if TYPE_CHECKING:
     from shopfloor.server.historian.base import Historian
@@ -76,6 +95,14 @@ class DuckDBHistorian:
         max_pending_rows: the most points accepted but not yet committed; :meth:`write`
             waits while a batch would exceed it (a batch larger than this is accepted
             alone once the queue is empty).
+        ack_delay_s: the longest an acknowledged write waits for other writes to share
+            its commit (0: commit as soon as the writer is free, with whatever queued).
+        ledger_retention_s: how long ingest-ledger rows are kept; a batch arriving more
+            than this after a later batch of its edge was committed counts as a duplicate
+            (see :mod:`~shopfloor.server.historian.ledger`).
+        ledger_max_gaps: the most open gaps in one edge's sequence kept in memory.
+        ledger_prune_interval_s: how often old ledger rows are deleted.
+        clock: the wall clock in UTC nanoseconds (ledger times and retention).
     """
 
     def __init__(
@@ -86,9 +113,16 @@ class DuckDBHistorian:
         flush_rows: int = 100_000,
         memory_limit: str = "512MB",
         max_pending_rows: int = 2_000_000,
+        ack_delay_s: float = 0.0,
+        ledger_retention_s: float = 7 * 86400.0,
+        ledger_max_gaps: int = 10_000,
+        ledger_prune_interval_s: float = 600.0,
+        clock: Callable[[], int] = now_ns,
     ) -> None:
         if flush_interval_s <= 0 or flush_rows <= 0 or max_pending_rows <= 0:
             raise ValueError("flush_interval_s, flush_rows and max_pending_rows must be > 0")
+        if ack_delay_s < 0 or ledger_retention_s <= 0 or ledger_prune_interval_s <= 0:
+            raise ValueError("ack_delay_s must be >= 0, the ledger's times > 0")
         self._path = path
         self._max_pending = max_pending_rows
         self._writer = Writer(
@@ -97,6 +131,10 @@ class DuckDBHistorian:
             flush_rows=flush_rows,
             memory_limit=memory_limit,
             on_released=self._released_threadsafe,
+            ledger=Ledger(retention_ns=int(ledger_retention_s * 1e9), max_gaps=ledger_max_gaps),
+            ack_delay_s=ack_delay_s,
+            prune_interval_s=ledger_prune_interval_s,
+            clock=clock,
         )
         self._state = _State.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -210,6 +248,61 @@ class DuckDBHistorian:
         n = len(batch)
         if n == 0:
             return
+        await self._reserve(n)
+        try:
+            self._submit(WriteBatch(batch, time.monotonic()))
+        except HistorianError:
+            self._pending -= n
+            raise
+
+    async def write_acknowledged(self, batch: PointBatch, *, edge: str, seq: int) -> WriteReceipt:
+        """Store a batch from an edge once per ``(edge, seq)``; return after its commit.
+
+        The batch's ledger row is committed in the same transaction as its points. If
+        ``(edge, seq)`` was applied before (or is in the same commit), nothing is stored
+        and the receipt says ``duplicate``. Cancelling the caller does not withdraw the
+        batch: it may still be committed, and a resend is then a duplicate.
+
+        Raises:
+            HistorianError: the commit failed; nothing of the batch is stored.
+            ShutdownError: the historian is closing or closed.
+            PayloadError: ``seq`` is below 1 or ``edge`` is empty.
+        """
+        self._require_running()
+        if not edge:
+            raise PayloadError("edge", "must not be empty")
+        if seq < 1:
+            raise PayloadError("seq", f"must be 1 or more, got {seq}")
+        n = len(batch)
+        await self._reserve(n)
+        message = AckWrite(batch, edge, seq, time.monotonic())
+        try:
+            self._submit(message)
+        except HistorianError:
+            self._pending -= n
+            raise
+        return await asyncio.wrap_future(message.done)
+
+    def ledger_stats(self) -> Mapping[str, EdgeLedgerStats]:
+        """Every edge in the ingest ledger, by edge id (committed state); never blocks."""
+        return self._writer.ledger_snapshot
+
+    async def prune_ledger(self) -> int:
+        """Age the ledger's marks and delete rows past retention now; return rows deleted.
+
+        The writer does this by itself every ``ledger_prune_interval_s``.
+
+        Raises:
+            HistorianError: the rows could not be deleted.
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        message = PruneLedger()
+        self._submit(message)
+        return await asyncio.wrap_future(message.done)
+
+    async def _reserve(self, n: int) -> None:
+        """Wait until ``n`` more rows fit under the pending bound, then count them in."""
         while self._pending and self._pending + n > self._max_pending:
             self.backpressure_waits += 1
             if not self._backpressure_logged:
@@ -223,13 +316,8 @@ class DuckDBHistorian:
             await waiter
             self._require_running()
         self._pending += n
-        try:
-            self._submit(WriteBatch(batch, time.monotonic()))
-        except HistorianError:
-            self._pending -= n
-            raise
 
-    def _submit(self, message: Flush | Register | WriteBatch) -> None:
+    def _submit(self, message: Flush | Register | WriteBatch | AckWrite | PruneLedger) -> None:
         try:
             self._writer.submit(message)
         except ShutdownError as err:  # only when the writer thread died on its own

@@ -7,12 +7,19 @@ by ``(tag_id, ts)`` per commit, which keeps those zone maps tight and compresses
 
 ``latest`` holds one row per tag, written in the same transaction as the points, so the
 last value of every tag survives a restart without scanning ``points``.
+
+``ingest_ledger`` holds one row per batch an edge delivered, ``(edge, seq, points,
+committed_at)``, written in the same transaction as that batch's points: a crash leaves
+both or neither. ``ingest_low_water`` holds per edge the mark at or below which every seq
+counts as applied, so that old ledger rows can be deleted (see
+:mod:`~shopfloor.server.historian.ledger`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -21,7 +28,8 @@ import pyarrow as pa
 from shopfloor.model import DataType, TagMeta
 from shopfloor.server.historian.base import Aggregate
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: points, tags, latest. 2: adds ingest_ledger and ingest_low_water (created if missing)."""
 
 POINTS_DDL = (
     "CREATE TABLE IF NOT EXISTS points("
@@ -41,7 +49,22 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS latest("
     "tag_id INTEGER NOT NULL, ts BIGINT NOT NULL, value DOUBLE NOT NULL, "
     "quality UINTEGER NOT NULL, text VARCHAR)",
+    # no key either: the writer's in-memory index (ledger.py) decides what is a duplicate
+    "CREATE TABLE IF NOT EXISTS ingest_ledger("
+    "edge VARCHAR NOT NULL, seq BIGINT NOT NULL, points INTEGER NOT NULL, "
+    "committed_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ingest_low_water(edge VARCHAR NOT NULL, low_water BIGINT NOT NULL)",
 )
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("edge", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("points", pa.int32(), nullable=False),
+        pa.field("committed_at", pa.int64(), nullable=False),
+    ]
+)
+"""Arrow layout of rows inserted into ``ingest_ledger``."""
 
 POINTS_SCHEMA = pa.schema(
     [
@@ -98,12 +121,101 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
     con.begin()
     for statement in DDL:
         con.execute(statement)
-    con.execute(
-        "INSERT INTO shopfloor_meta SELECT 'schema_version', ? WHERE NOT EXISTS "
-        "(SELECT 1 FROM shopfloor_meta WHERE key = 'schema_version')",
-        [str(SCHEMA_VERSION)],
-    )
+    con.execute("DELETE FROM shopfloor_meta WHERE key = 'schema_version'")
+    con.execute("INSERT INTO shopfloor_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     con.commit()
+
+
+def ledger_table(rows: Sequence[tuple[str, int, int]], committed_at: int) -> pa.Table:
+    """Return ``(edge, seq, points)`` rows committed at ``committed_at`` as a table to insert."""
+    edges, seqs, points = zip(*rows, strict=True) if rows else ((), (), ())
+    return pa.Table.from_arrays(
+        [
+            pa.array(edges, type=pa.string()),
+            pa.array(seqs, type=pa.int64()),
+            pa.array(points, type=pa.int32()),
+            pa.array([committed_at] * len(rows), type=pa.int64()),
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRows:
+    """What the ledger tables say, condensed for :meth:`.ledger.Ledger.load`."""
+
+    low_water: dict[str, int]
+    expired: dict[str, int]
+    ranges: list[tuple[str, int, int]]
+    buckets: list[tuple[str, int, int]]
+
+
+def load_ledger(con: duckdb.DuckDBPyConnection, *, cutoff_ns: int, bucket_ns: int) -> LedgerRows:
+    """Condense the ledger in SQL: runs of consecutive seqs, not one row per batch.
+
+    Rows at or below an edge's persisted mark are left out (they are applied either way).
+    Runs come from the gaps-and-islands trick: within a run, ``seq - row_number()`` is
+    constant.
+    """
+    above = (
+        "SELECT l.edge, l.seq, l.committed_at FROM ingest_ledger AS l "
+        "LEFT JOIN ingest_low_water AS w ON l.edge = w.edge "
+        "WHERE l.seq > coalesce(w.low_water, 0)"
+    )
+    low_water = dict(con.execute("SELECT edge, low_water FROM ingest_low_water").fetchall())
+    expired = dict(
+        con.execute(
+            f"SELECT edge, max(seq) FROM ({above}) WHERE committed_at < ? GROUP BY edge",
+            [cutoff_ns],
+        ).fetchall()
+    )
+    ranges = con.execute(
+        "SELECT edge, min(seq), max(seq) FROM ("
+        "  SELECT edge, seq, seq - row_number() OVER (PARTITION BY edge ORDER BY seq) AS run"
+        f"  FROM (SELECT DISTINCT edge, seq FROM ({above}))"
+        ") GROUP BY edge, run"
+    ).fetchall()
+    buckets = con.execute(
+        "SELECT edge, committed_at - committed_at % $b AS minute, max(seq) "
+        f"FROM ({above}) WHERE committed_at >= $cutoff GROUP BY ALL",
+        {"b": bucket_ns, "cutoff": cutoff_ns},
+    ).fetchall()
+    return LedgerRows(low_water, expired, ranges, buckets)
+
+
+def prune_ledger(
+    con: duckdb.DuckDBPyConnection, marks: Sequence[tuple[str, int]], *, cutoff_ns: int
+) -> int:
+    """Persist the marks and delete rows at or below them committed before ``cutoff_ns``.
+
+    One transaction: a mark is never lost while the rows it stands for are deleted.
+    Returns how many rows were deleted.
+    """
+    table = pa.Table.from_arrays(
+        [
+            pa.array([m[0] for m in marks], type=pa.string()),
+            pa.array([m[1] for m in marks], type=pa.int64()),
+        ],
+        names=["edge", "low_water"],
+    )
+    con.register("_marks", table)
+    try:
+        con.begin()
+        try:
+            con.execute("DELETE FROM ingest_low_water WHERE edge IN (SELECT edge FROM _marks)")
+            con.execute("INSERT INTO ingest_low_water SELECT edge, low_water FROM _marks")
+            row = con.execute(
+                "DELETE FROM ingest_ledger USING _marks AS m WHERE ingest_ledger.edge = m.edge "
+                "AND ingest_ledger.seq <= m.low_water AND ingest_ledger.committed_at < ?",
+                [cutoff_ns],
+            ).fetchone()
+            con.commit()
+        except duckdb.Error:
+            con.rollback()
+            raise
+    finally:
+        con.unregister("_marks")
+    return int(row[0]) if row else 0
 
 
 def meta_to_row(tag_id: int, meta: TagMeta) -> dict[str, Any]:

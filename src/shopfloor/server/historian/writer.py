@@ -6,10 +6,19 @@ waits on a disk. Batches are coalesced and committed in one columnar ``INSERT ..
 from an Arrow table when ``flush_rows`` are pending or the oldest pending batch is
 ``flush_interval_s`` old, whichever comes first.
 
+Acknowledged writes (an edge waits for the answer, :class:`AckWrite`) are group-committed:
+as soon as one is pending, the writer takes everything already queued into one commit and
+commits it, at most ``ack_delay_s`` later, instead of waiting for ``flush_interval_s``.
+Whatever queues up while that commit runs goes into the next one. Each such batch's
+``(edge, seq)`` goes into ``ingest_ledger`` in the same transaction as its points; a batch
+whose ``(edge, seq)`` is applied already (committed before, or earlier in the same
+commit) stores nothing and is answered as a duplicate. Its answer is resolved only after
+the commit returned, and a failed commit fails every write that waited on it.
+
 What readers may look at without touching DuckDB (the tag catalog and the last value of
-every tag) is kept in an immutable :class:`Snapshot` that the writer replaces, in one
-assignment, only after DuckDB's commit returned. Readers therefore never see uncommitted
-tags or values, and never a half-updated snapshot.
+every tag) is kept in an immutable :class:`~.snapshot.Snapshot` that the writer replaces,
+in one assignment, only after DuckDB's commit returned. Readers therefore never see
+uncommitted tags or values, and never a half-updated snapshot.
 """
 
 from __future__ import annotations
@@ -21,7 +30,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -33,10 +41,11 @@ from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian import schema
+from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
+from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
+from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
 
 logger = logging.getLogger(__name__)
-
-ObjectArray = npt.NDArray[np.object_]
 
 
 # --------------------------------------------------------------------------- messages
@@ -46,6 +55,17 @@ class WriteBatch:
 
     batch: PointBatch
     accepted: float
+
+
+@dataclass(slots=True)
+class AckWrite:
+    """A batch from an edge, stored once per ``(edge, seq)``; ``done`` resolves after commit."""
+
+    batch: PointBatch
+    edge: str
+    seq: int
+    accepted: float
+    done: Future[WriteReceipt] = field(default_factory=Future)
 
 
 @dataclass(slots=True)
@@ -64,94 +84,19 @@ class Register:
 
 
 @dataclass(slots=True)
+class PruneLedger:
+    """Age the ledger's marks and delete old ledger rows now; ``done`` gets the count."""
+
+    done: Future[int] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
 class Stop:
     """Commit everything queued, checkpoint and close the database."""
 
 
-Message = WriteBatch | Flush | Register | Stop
-
-
-# -------------------------------------------------------------------------- snapshots
-class TagCatalog:
-    """Known tags: path to id and path to metadata. Immutable; replaced on change."""
-
-    def __init__(self, ids: Mapping[str, int], metas: Mapping[str, TagMeta]) -> None:
-        self.ids: Mapping[str, int] = ids
-        self.metas: Mapping[str, TagMeta] = metas
-        self.next_id = max(ids.values(), default=0) + 1
-
-    @cached_property
-    def sorted_paths(self) -> list[str]:
-        """Every known path in sort order (computed once per catalog)."""
-        return sorted(self.ids)
-
-    @cached_property
-    def sorted_ids(self) -> npt.NDArray[np.int64]:
-        """The ids of :attr:`sorted_paths`, in the same order."""
-        return np.fromiter((self.ids[p] for p in self.sorted_paths), np.int64, len(self.ids))
-
-    @cached_property
-    def sorted_paths_arrow(self) -> pa.StringArray:
-        """:attr:`sorted_paths` as an Arrow array, so latest() need not rebuild it."""
-        return pa.array(self.sorted_paths, type=pa.string())
-
-    def with_tags(self, ids: Mapping[str, int], metas: Mapping[str, TagMeta]) -> TagCatalog:
-        """Return a catalog with ``ids`` and ``metas`` added or replaced."""
-        return TagCatalog({**self.ids, **ids}, {**self.metas, **metas})
-
-
-class LatestValues:
-    """The last point of every tag, as dense arrays indexed by tag id. Immutable."""
-
-    def __init__(
-        self,
-        has: npt.NDArray[np.bool_],
-        ts: Int64Array,
-        value: Float64Array,
-        quality: UInt32Array,
-        text: ObjectArray,
-    ) -> None:
-        self.has = has
-        self.ts = ts
-        self.value = value
-        self.quality = quality
-        self.text = text
-
-    @classmethod
-    def empty(cls, size: int) -> LatestValues:
-        """Return values for ids below ``size``, none of which has a point yet."""
-        return cls(
-            np.zeros(size, dtype=np.bool_),
-            np.zeros(size, dtype=np.int64),
-            np.full(size, np.nan),
-            np.zeros(size, dtype=np.uint32),
-            np.full(size, None, dtype=object),
-        )
-
-    def grown(self, size: int) -> LatestValues:
-        """Return a copy with room for ids below ``size`` (the arrays are copied either way)."""
-        size = max(size, len(self.has))
-        out = LatestValues.empty(size)
-        n = len(self.has)
-        out.has[:n] = self.has
-        out.ts[:n] = self.ts
-        out.value[:n] = self.value
-        out.quality[:n] = self.quality
-        out.text[:n] = self.text
-        return out
-
-    def newer(self, tag_id: Int32Array, ts: Int64Array) -> npt.NDArray[np.bool_]:
-        """Mask of candidates at least as new as what is stored (a tie goes to the newcomer)."""
-        mask: npt.NDArray[np.bool_] = ~self.has[tag_id] | (ts >= self.ts[tag_id])
-        return mask
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What readers may see: committed tags and committed last values, swapped together."""
-
-    catalog: TagCatalog
-    latest: LatestValues
+Message = WriteBatch | AckWrite | Flush | Register | PruneLedger | Stop
+Write = WriteBatch | AckWrite
 
 
 @dataclass(slots=True)
@@ -166,6 +111,22 @@ class _Sorted:
     new_ids: dict[str, int]
 
 
+@dataclass(slots=True)
+class _Plan:
+    """One commit decided: what to store, what goes into the ledger, what to answer.
+
+    ``answers`` pairs each acknowledged write with its receipt and whether that receipt
+    depends on this commit (a duplicate of a batch committed earlier does not).
+    """
+
+    batches: list[PointBatch]
+    stored_rows: int
+    plain_rows: int
+    applied: list[tuple[str, int, int]]
+    answers: list[tuple[AckWrite, WriteReceipt, bool]]
+    commit_ns: int
+
+
 # ---------------------------------------------------------------------------- writer
 class Writer:
     """Owns the DuckDB connection and the thread that uses it.
@@ -177,6 +138,10 @@ class Writer:
         memory_limit: DuckDB's ``memory_limit`` setting.
         on_released: called on the writer thread with a row count whenever rows stop
             being pending (committed or, after a failed commit, dropped).
+        ledger: the ingest ledger's index (rebuilt from the tables on open).
+        ack_delay_s: the longest an acknowledged write waits for company before commit.
+        prune_interval_s: how often the ledger's marks are aged and old rows deleted.
+        clock: the wall clock in UTC nanoseconds (``committed_at``, retention).
     """
 
     def __init__(
@@ -187,21 +152,31 @@ class Writer:
         flush_rows: int,
         memory_limit: str,
         on_released: Callable[[int], None],
+        ledger: Ledger,
+        ack_delay_s: float,
+        prune_interval_s: float,
+        clock: Callable[[], int],
     ) -> None:
         self._path = path
         self._flush_interval_s = flush_interval_s
         self._flush_rows = flush_rows
         self._memory_limit = memory_limit
         self._on_released = on_released
+        self._ledger = ledger
+        self._ack_delay_s = ack_delay_s
+        self._prune_interval_s = prune_interval_s
+        self._next_prune = 0.0
+        self._clock = clock
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._accepting = False
         self._submit_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._read_root: duckdb.DuckDBPyConnection | None = None
-        self._pending: list[PointBatch] = []
+        self._pending: list[Write] = []
         self._pending_rows = 0
         self._oldest = 0.0
+        self._first_ack: float | None = None  # when the oldest pending AckWrite arrived
         self._held: Message | None = None
         self._failure: BaseException | None = None  # reported by the next flush
         self._failing = False  # for logging the transitions only
@@ -213,6 +188,12 @@ class Writer:
         self.points_dropped = 0
         self.flushes = 0
         self.last_flush_ms = 0.0
+        self.ledger_rows_pruned = 0
+
+    @property
+    def ledger_snapshot(self) -> Mapping[str, EdgeLedgerStats]:
+        """Per edge, the ledger's committed state (an immutable mapping, swapped whole)."""
+        return self._ledger.snapshot
 
     # ------------------------------------------------------------ called from the loop
     @property
@@ -295,30 +276,42 @@ class Writer:
             latest.quality[tid] = stored.column("quality").to_numpy()
             latest.text[tid] = stored.column("text").to_numpy(zero_copy_only=False)
         self.snapshot = Snapshot(catalog, latest)
+        now = self._clock()
+        rows = schema.load_ledger(con, cutoff_ns=self._ledger.cutoff(now), bucket_ns=BUCKET_NS)
+        self._ledger.load(
+            now,
+            low_water=rows.low_water,
+            expired=rows.expired,
+            ranges=rows.ranges,
+            buckets=rows.buckets,
+        )
         with self._cursor_lock:
             self._read_root = con.cursor()
-        logger.info("historian opened %s with %d tags", database, len(ids))
+        logger.info(
+            "historian opened %s with %d tags and %d edges in the ingest ledger",
+            database,
+            len(ids),
+            len(self._ledger.edges),
+        )
 
     def _serve(self) -> None:
+        self._prune_now()
         while True:
-            timeout: float | None = None
-            if self._pending:
-                timeout = max(0.0, self._oldest + self._flush_interval_s - time.monotonic())
             message = self._held
             self._held = None
             if message is None:
                 try:
-                    message = self._queue.get(timeout=timeout)
+                    message = self._queue.get(timeout=self._wait_s())
                 except queue.Empty:
                     self._commit_pending()
                     continue
-            if isinstance(message, WriteBatch):
+            if isinstance(message, WriteBatch | AckWrite):
                 self._add(message)
                 if self._pending_rows >= self._flush_rows:
                     self._commit_pending()
-                elif self._oldest + self._flush_interval_s <= time.monotonic():
-                    # behind schedule: take what is already queued into this commit
-                    # rather than committing each small batch on its own
+                elif self._wait_s() == 0.0:
+                    # due (behind schedule, or an edge waits for its answer): take what is
+                    # already queued into this commit rather than committing each batch
                     self._take_queued()
                     self._commit_pending()
             elif isinstance(message, Flush):
@@ -329,14 +322,30 @@ class Writer:
             elif isinstance(message, Register):
                 if message.done.set_running_or_notify_cancel():
                     self._register_or_report(message)
+            elif isinstance(message, PruneLedger):
+                if message.done.set_running_or_notify_cancel():
+                    self._prune_or_report(message.done)
             else:
                 self._commit_pending()
                 return
+            if time.monotonic() >= self._next_prune:
+                self._prune_now()
 
-    def _add(self, message: WriteBatch) -> None:
+    def _wait_s(self) -> float | None:
+        """How long the pending writes may still wait for company; None if there are none."""
+        if not self._pending:
+            return None
+        due = self._oldest + self._flush_interval_s
+        if self._first_ack is not None:
+            due = min(due, self._first_ack + self._ack_delay_s)
+        return max(0.0, due - time.monotonic())
+
+    def _add(self, message: Write) -> None:
         if not self._pending:
             self._oldest = message.accepted
-        self._pending.append(message.batch)
+        if isinstance(message, AckWrite) and self._first_ack is None:
+            self._first_ack = message.accepted
+        self._pending.append(message)
         self._pending_rows += len(message.batch)
 
     def _take_queued(self) -> None:
@@ -350,7 +359,7 @@ class Writer:
                 message = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if not isinstance(message, WriteBatch):
+            if not isinstance(message, WriteBatch | AckWrite):
                 self._held = message
                 return
             self._add(message)
@@ -382,17 +391,21 @@ class Writer:
             self._queue.put(self._held)  # fail it below with the rest (order is moot now)
             self._held = None
         lost = self._pending_rows
+        leftover: list[Message] = list(self._pending)
         self._pending.clear()
         self._pending_rows = 0
+        self._first_ack = None
         while True:
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(message, WriteBatch):
+            if isinstance(message, WriteBatch | AckWrite):
                 lost += len(message.batch)
-            elif (
-                isinstance(message, Flush | Register)
+            leftover.append(message)
+        for message in leftover:
+            if (
+                isinstance(message, AckWrite | Flush | Register | PruneLedger)
                 and message.done.set_running_or_notify_cancel()
             ):
                 message.done.set_exception(HistorianError("the historian writer has stopped"))
@@ -431,28 +444,116 @@ class Writer:
     def _commit_pending(self) -> None:
         if not self._pending:
             return
-        batches, rows = self._pending, self._pending_rows
-        self._pending, self._pending_rows = [], 0
+        writes, rows = self._pending, self._pending_rows
+        self._pending, self._pending_rows, self._first_ack = [], 0, None
         started = time.perf_counter()
+        plan = self._plan(writes)
         try:
-            self._commit(batches)
+            self._commit(plan)
         except (duckdb.Error, pa.ArrowException, ValueError) as err:
             # a failed commit drops its points (flush reports it) instead of killing the
             # writer: the points are rolled back as a whole, and the caller resends
             if not self._failing:
                 self._failing = True
-                logger.error("historian commit of %d points failed: %s", rows, err)
-            self._failure = err
-            self.points_dropped += rows
+                logger.error("historian commit of %d points failed: %s", plan.stored_rows, err)
+            if plan.plain_rows:  # acknowledged writes hear of it from their own answers
+                self._failure = err
+            self.points_dropped += plan.stored_rows
+            self._answer(plan, err)
         else:
             if self._failing:
                 self._failing = False
                 logger.info("historian commits work again")
-            self.points_written += rows
+            self.points_written += plan.stored_rows
             self.flushes += 1
             self.last_flush_ms = (time.perf_counter() - started) * 1000.0
+            self._answer(plan, None)
         finally:
             self._on_released(rows)
+
+    def _plan(self, writes: list[Write]) -> _Plan:
+        """Decide which writes store points: every plain one, acknowledged ones once each."""
+        batches: list[PointBatch] = []
+        applied: list[tuple[str, int, int]] = []
+        answers: list[tuple[AckWrite, WriteReceipt, bool]] = []
+        in_commit: set[tuple[str, int]] = set()
+        for write in writes:
+            if isinstance(write, WriteBatch):
+                batches.append(write.batch)
+                continue
+            key = (write.edge, write.seq)
+            if key in in_commit:  # stands or falls with its twin in this commit
+                answers.append((write, WriteReceipt(0, duplicate=True), True))
+            elif self._ledger.seen(write.edge, write.seq):
+                answers.append((write, WriteReceipt(0, duplicate=True), False))
+            else:
+                in_commit.add(key)
+                batches.append(write.batch)
+                applied.append((write.edge, write.seq, len(write.batch)))
+                answers.append((write, WriteReceipt(len(write.batch), duplicate=False), True))
+        stored = sum(len(b) for b in batches)
+        return _Plan(
+            batches=batches,
+            stored_rows=stored,
+            plain_rows=stored - sum(points for _, _, points in applied),
+            applied=applied,
+            answers=answers,
+            commit_ns=self._clock(),
+        )
+
+    def _answer(self, plan: _Plan, failure: BaseException | None) -> None:
+        """Record a commit in the ledger's index, then resolve the writes that waited on it."""
+        duplicates = [
+            ack.edge
+            for ack, receipt, tied in plan.answers
+            if receipt.duplicate and (failure is None or not tied)
+        ]
+        self._ledger.record(plan.commit_ns, plan.applied if failure is None else (), duplicates)
+        for ack, receipt, tied in plan.answers:
+            if not ack.done.set_running_or_notify_cancel():
+                continue  # nobody waits any more; the ledger still has it right
+            if failure is not None and tied:
+                err = HistorianError(
+                    f"batch {ack.seq} of edge {ack.edge} was not committed: {failure}"
+                )
+                err.__cause__ = failure
+                ack.done.set_exception(err)
+            else:
+                ack.done.set_result(receipt)
+
+    def _prune_now(self) -> None:
+        """Age the ledger's marks and delete old rows; a failure is logged, not fatal."""
+        try:
+            self._prune()
+        except duckdb.Error:
+            logger.exception("pruning the ingest ledger failed; trying again later")
+
+    def _prune_or_report(self, done: Future[int]) -> None:
+        try:
+            deleted = self._prune()
+        except duckdb.Error as err:
+            failure = HistorianError(f"cannot prune the ingest ledger: {err}")
+            failure.__cause__ = err
+            done.set_exception(failure)
+        else:
+            done.set_result(deleted)
+
+    def _prune(self) -> int:
+        self._next_prune = time.monotonic() + self._prune_interval_s
+        con = self._con
+        assert con is not None
+        now = self._clock()
+        self._ledger.expire(now)
+        marks = [(edge, seqs.floor) for edge, seqs in self._ledger.edges.items() if seqs.floor]
+        if not marks:
+            return 0
+        deleted = schema.prune_ledger(con, marks, cutoff_ns=self._ledger.cutoff(now))
+        for edge, mark in marks:
+            self._ledger.edges[edge].persisted_floor = mark
+        self.ledger_rows_pruned += deleted
+        if deleted:
+            logger.info("ingest ledger: deleted %d rows past retention", deleted)
+        return deleted
 
     def _coalesce(self, batches: Iterable[PointBatch]) -> _Sorted:
         """Map paths to ids once per batch, join the batches and sort by (tag_id, ts)."""
@@ -490,13 +591,34 @@ class Writer:
             new_ids=new_ids,
         )
 
-    def _commit(self, batches: list[PointBatch]) -> None:
-        """Insert coalesced batches and update ``latest`` in one transaction."""
+    def _commit(self, plan: _Plan) -> None:
+        """Insert the points, update ``latest`` and add the ledger rows in one transaction."""
         con = self._con
         assert con is not None
+        steps: list[tuple[str, str, pa.Table]] = []
+        snapshot = self._points_steps(plan.batches, steps) if plan.batches else None
+        if plan.applied:
+            steps.append(
+                (
+                    "INSERT INTO ingest_ledger SELECT * FROM _ledger_in",
+                    "_ledger_in",
+                    schema.ledger_table(plan.applied, plan.commit_ns),
+                )
+            )
+        self._transaction(con, steps)
+        if snapshot is not None:
+            self.snapshot = snapshot
+
+    def _points_steps(
+        self, batches: list[PointBatch], steps: list[tuple[str, str, pa.Table]]
+    ) -> Snapshot | None:
+        """Append the statements that store ``batches``; return the snapshot after them.
+
+        The snapshot is built beside the current one and installed only after the commit.
+        """
         rows = self._coalesce(batches)
         if not len(rows.ts):
-            return
+            return None
         snap = self.snapshot
         new_metas = {path: TagMeta(path) for path in rows.new_ids}
         catalog = snap.catalog.with_tags(rows.new_ids, new_metas) if rows.new_ids else None
@@ -515,7 +637,7 @@ class Writer:
             rows.quality[last],
             last_text,
         )
-        steps = [
+        steps += [
             (
                 "INSERT INTO points SELECT * FROM _points_in",
                 "_points_in",
@@ -536,14 +658,13 @@ class Writer:
         if rows.new_ids:
             new_rows = [schema.meta_to_row(i, new_metas[p]) for p, i in rows.new_ids.items()]
             steps.insert(
-                0,
+                len(steps) - 3,
                 (
                     "INSERT INTO tags SELECT * FROM _tags_new",
                     "_tags_new",
                     schema.tags_table(new_rows),
                 ),
             )
-        self._transaction(con, steps)
         latest.has[last_ids] = True
         latest.ts[last_ids] = rows.ts[last]
         latest.value[last_ids] = rows.value[last]
@@ -552,7 +673,7 @@ class Writer:
             latest.text[last_ids] = last_text.to_numpy(zero_copy_only=False)
         else:
             latest.text[last_ids] = None
-        self.snapshot = Snapshot(catalog or snap.catalog, latest)
+        return Snapshot(catalog or snap.catalog, latest)
 
     def _register(self, metas: tuple[TagMeta, ...]) -> None:
         con = self._con

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from shopfloor.model import PointBatch
+from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api import create_app
 from shopfloor.server.historian.duckdb import DuckDBHistorian
@@ -22,7 +22,7 @@ from shopfloor.server.ingest import Ingestor
 @dataclass
 class Stack:
     historian: DuckDBHistorian
-    live: Channel[PointBatch]
+    live: Channel[LiveBatch]
     ingestor: Ingestor
     app: FastAPI
     client: httpx.AsyncClient
@@ -46,7 +46,7 @@ async def make_stack() -> AsyncIterator[MakeStack]:
     ) -> Stack:
         historian = DuckDBHistorian(None, flush_interval_s=flush_interval_s)
         await historian.start()
-        live: Channel[PointBatch] = Channel("live", maxsize=live_maxsize)
+        live: Channel[LiveBatch] = Channel("live", maxsize=live_maxsize)
         ingestor = Ingestor(historian, live)
         app = create_app(
             historian=historian, ingestor=ingestor, live=live, version="9.9.9", **app_kwargs

@@ -1,0 +1,98 @@
+"""Remote edges: ``PUT /api/v1/edges/{edge_id}/status`` and ``GET /api/v1/edges``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+
+from shopfloor.server.api.context import Ctx
+from shopfloor.server.api.schemas import (
+    EdgeOut,
+    EdgesOut,
+    EdgeStatusIn,
+    EdgeStatusOut,
+    ErrorEnvelope,
+)
+from shopfloor.server.api.timeparse import format_ns
+from shopfloor.wire import EDGE_ID_PATTERN
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["edges"])
+
+EdgeId = Annotated[
+    str,
+    PathParam(
+        pattern=EDGE_ID_PATTERN,
+        description="The edge's id (its configuration's `edge.id`).",
+        examples=["press-shop-edge-1"],
+    ),
+]
+
+
+@router.put(
+    "/edges/{edge_id}/status",
+    summary="Report an edge's status",
+    description="Each edge sends this every 10 s and after reconnecting: its outbox, its "
+    "link and its connectors. The platform keeps the latest report per edge in memory "
+    "and answers with the clock skew it measures, platform time minus edge time.",
+    response_model=EdgeStatusOut,
+    responses={422: {"model": ErrorEnvelope, "description": "A field is invalid."}},
+)
+async def put_status(ctx: Ctx, edge_id: EdgeId, body: EdgeStatusIn) -> EdgeStatusOut:
+    """Store an edge's latest status."""
+    received = ctx.clock()
+    skew = ctx.ingestor.edges.put_status(
+        edge_id,
+        body.model_dump(mode="json"),
+        edge_time_ns=body.edge_time_ns,
+        received_ns=received,
+    )
+    return EdgeStatusOut(skew_s=skew)
+
+
+@router.get(
+    "/edges",
+    summary="List the edges",
+    description="Every edge the platform heard from since it started, or holds batches "
+    "of in its ingest ledger: last status, last seen, clock skew, and what was stored "
+    "from it. Counters run since the platform started.",
+    response_model=EdgesOut,
+)
+async def list_edges(ctx: Ctx) -> EdgesOut:
+    """All known edges, sorted by id."""
+    registry = ctx.ingestor.edges
+    ledger = ctx.historian.ledger_stats()
+    rows: list[EdgeOut] = []
+    for edge in sorted({v.edge for v in registry.views()} | set(ledger)):
+        view = registry.view(edge)
+        stored = ledger.get(edge)
+        status: dict[str, Any] | None = None
+        if view is not None and view.status is not None:
+            status = dict(view.status)
+        last_seen = view.last_seen_ns if view is not None else None
+        if stored is not None and stored.last_commit_ns is not None:
+            last_seen = max(last_seen or 0, stored.last_commit_ns)
+        rows.append(
+            EdgeOut(
+                edge=edge,
+                last_seen=_iso(last_seen),
+                status_at=_iso(view.status_at_ns if view is not None else None),
+                status=status,
+                skew_s=view.skew_s if view is not None else None,
+                batches=stored.batches if stored is not None else 0,
+                points=stored.points if stored is not None else 0,
+                duplicates=stored.duplicates if stored is not None else 0,
+                last_seq=stored.last_seq if stored is not None else None,
+                low_water=stored.low_water if stored is not None else None,
+                gaps=stored.gaps if stored is not None else 0,
+                future_points=view.future_points if view is not None else 0,
+            )
+        )
+    return EdgesOut(edges=rows, evicted=registry.evicted)
+
+
+def _iso(ns: int | None) -> str | None:
+    return None if ns is None else format_ns(ns)

@@ -1,0 +1,70 @@
+"""The platform's API over a real uvicorn on 127.0.0.1, with a DuckDB file historian."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from shopfloor.model import LiveBatch
+from shopfloor.runtime.channels import Channel
+from shopfloor.server.api import create_app
+from shopfloor.server.historian.duckdb import DuckDBHistorian
+from shopfloor.server.ingest import Ingestor
+
+
+@dataclass
+class Platform:
+    historian: DuckDBHistorian
+    ingestor: Ingestor
+    live: Channel[LiveBatch]
+    client: httpx.AsyncClient
+    db: Path
+
+
+MakePlatform = Callable[..., Awaitable[Platform]]
+
+
+@pytest.fixture
+async def make_platform(tmp_path: Path) -> AsyncIterator[MakePlatform]:
+    """Start platforms (historian options and ingestor options as keywords); all stopped after."""
+    running: list[tuple[Platform, uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def make(
+        *,
+        historian: dict[str, Any] | None = None,
+        ingestor: dict[str, Any] | None = None,
+        **app_kwargs: Any,
+    ) -> Platform:
+        db = tmp_path / f"platform-{len(running)}" / "history.duckdb"
+        h = DuckDBHistorian(db, **{"flush_interval_s": 60.0, **(historian or {})})
+        await h.start()
+        live: Channel[LiveBatch] = Channel("live", maxsize=64)
+        ing = Ingestor(h, live, **(ingestor or {}))
+        app = create_app(historian=h, ingestor=ing, live=live, version="0.0.0", **app_kwargs)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        )
+        task = asyncio.create_task(server.serve(), name="uvicorn-test")
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        platform = Platform(h, ing, live, client, db)
+        running.append((platform, server, task))
+        return platform
+
+    yield make
+    for platform, server, task in running:
+        await platform.client.aclose()
+        server.should_exit = True
+        async with asyncio.timeout(10):
+            await task
+        await platform.historian.close()
