@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from shopfloor import __version__
-from shopfloor.config import ShopfloorConfig, load_config, load_edge_config
+from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
 from shopfloor.errors import ConfigError, ShopfloorError
 
@@ -165,19 +165,84 @@ def server(
     _run(cfg, show_status=False)
 
 
-@app.command()
+edge_app = typer.Typer(help="Run an edge agent, or manage its outbox.", invoke_without_command=True)
+app.add_typer(edge_app, name="edge")
+quarantine_app = typer.Typer(help="Batches the platform refused as invalid.", no_args_is_help=True)
+edge_app.add_typer(quarantine_app, name="quarantine")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML edge configuration.")]
+
+
+@edge_app.callback()
 def edge(
-    config: Annotated[Path, typer.Option("--config", "-c", help="TOML edge configuration.")],
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML edge configuration.")
+    ] = None,
 ) -> None:
     """Run an edge agent: read the configured devices and send to the platform."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        err_console.print("[bold red]error:[/] shopfloor edge needs --config FILE")
+        raise typer.Exit(2)
     from shopfloor.edge.agent import run_edge
 
+    cfg = _edge_config(config)
+    _setup_logging(cfg.logging.level, rich=False)
     try:
-        cfg = load_edge_config(config)
+        asyncio.run(run_edge(cfg))
+    except ShopfloorError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from err
+
+
+def _edge_config(config: Path) -> EdgeConfig:
+    try:
+        return load_edge_config(config)
     except ConfigError as err:
         raise _fail_config(err) from err
-    _setup_logging(cfg.logging.level, rich=False)
-    asyncio.run(run_edge(cfg))
+
+
+SeqArgs = Annotated[list[int] | None, typer.Argument(help="Batch sequence numbers (default: all).")]
+
+
+@quarantine_app.command("list")
+def quarantine_list(config: ConfigOption) -> None:
+    """List quarantined batches."""
+    from shopfloor.edge.buffer.quarantine import list_quarantined
+
+    for batch in list_quarantined(_edge_config(config).outbox_dir):
+        print(batch)
+
+
+@quarantine_app.command("export")
+def quarantine_export(
+    config: ConfigOption,
+    output: Annotated[Path, typer.Option(help="File to write (JSON lines).")],
+    seqs: SeqArgs = None,
+) -> None:
+    """Export quarantined batches to a file."""
+    from shopfloor.edge.buffer.quarantine import export_quarantined
+
+    count = export_quarantined(_edge_config(config).outbox_dir, output, seqs or None)
+    print(f"exported {count} batch(es) to {output}")
+
+
+@quarantine_app.command("retry")
+def quarantine_retry(config: ConfigOption, seqs: SeqArgs = None) -> None:
+    """Put quarantined batches back into the outbox (the edge sends them again)."""
+    from shopfloor.edge.buffer.quarantine import retry_quarantined
+
+    print(f"{retry_quarantined(_edge_config(config).outbox_dir, seqs or None)} batch(es) requeued")
+
+
+@quarantine_app.command("delete")
+def quarantine_delete(config: ConfigOption, seqs: SeqArgs = None) -> None:
+    """Delete quarantined batches for good."""
+    from shopfloor.edge.buffer.quarantine import delete_quarantined
+
+    print(f"{delete_quarantined(_edge_config(config).outbox_dir, seqs or None)} batch(es) deleted")
 
 
 @app.command()

@@ -10,6 +10,10 @@ only ever catch these::
     │   ├── ConnectorUnavailable a device does not answer; its tags turn Bad
     │   └── WriteRefused         a write to equipment was refused (read-only tag, bad value)
     ├── IngestBusy               the platform is behind: send again later (HTTP 429/503)
+    ├── OutboxError              (shopfloor.edge.buffer.base) the edge's durable outbox
+    │   ├── OutboxFailed         durability can no longer be promised: the edge stops
+    │   ├── CorruptRecord        a damaged record (skipped and counted)
+    │   └── StorageUnavailable   disk full or unwritable: collection waits and recovers
     ├── HistorianError           the historian failed to write or read
     │   └── UnknownTagError      a query names a tag the historian does not know
     └── ShutdownError            work submitted after a component was closed

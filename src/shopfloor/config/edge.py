@@ -1,8 +1,14 @@
-"""The edge agent's configuration file: who it is, where it sends, what it reads."""
+"""The edge agent's configuration file: who it is, where it sends, what it reads.
+
+Sizes are written like ``512MiB``, ``1GiB`` or ``64MB`` (a plain number is bytes);
+durations like ``500ms``, ``10s``, ``7d``.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -26,17 +32,80 @@ class EdgeSection(_Section):
     )
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
+
+
+def parse_size_bytes(text: str | int) -> int:
+    """Parse ``512MiB``, ``1GiB``, ``64MB`` or a plain number of bytes.
+
+    Raises:
+        ValueError: not a size; the message shows the accepted forms.
+    """
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"expected a size like 64MiB, 1GiB or 500MB, got {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def _duration(value: str) -> str:
+    parse_duration_s(value)
+    return value
+
+
 class UplinkSection(_Section):
-    """Where the edge sends its points."""
+    """Where the edge sends its points and how it drains its outbox."""
 
     url: str = Field("http://127.0.0.1:8000", description="Base URL of the platform's HTTP API.")
-    timeout: str = Field("10s", description="Per-request timeout.")
+    timeout: str = Field(
+        "10s",
+        description="Per-request timeout; a link that swallows packets is noticed after it.",
+    )
+    compression: Literal["zstd", "gzip", "none"] = Field(
+        "zstd", description="Compression of batches on the wire (Content-Encoding)."
+    )
+    window: int = Field(
+        8, ge=1, le=64, description="Batch requests in flight at once (one while unreachable)."
+    )
+    catch_up_after: str = Field(
+        "10s",
+        description="Batches older than this are backlog: sent after the live ones, oldest "
+        "first, flagged historical once newer values went out.",
+    )
+    coalesce_points: int = Field(
+        0,
+        ge=0,
+        description="Join consecutive backlog batches into requests of up to this many "
+        "points while draining (0: off). Needs a platform that applies its ledger per "
+        "record batch (each carries its own seq).",
+    )
+    max_refusals: int = Field(
+        3,
+        ge=1,
+        description="A batch the platform refuses as invalid (400/413/415/422) this many "
+        "times moves to quarantine.",
+    )
+    retry_max: str = Field(
+        "30s", description="Longest wait between attempts while the platform is unreachable."
+    )
 
-    @field_validator("timeout")
+    @field_validator("timeout", "catch_up_after", "retry_max")
     @classmethod
-    def _timeout(cls, value: str) -> str:
-        parse_duration_s(value)
-        return value
+    def _durations(cls, value: str) -> str:
+        return _duration(value)
 
     @field_validator("url")
     @classmethod
@@ -46,11 +115,94 @@ class UplinkSection(_Section):
         return value
 
 
+class BufferSection(_Section):
+    """The outbox: where every batch is kept until the platform committed it."""
+
+    store: Literal["segments", "sqlite"] = Field(
+        "segments",
+        description="Storage engine: an append-only segment log (default, the faster "
+        "one measured by bench/outbox.py) or SQLite in WAL mode.",
+    )
+    dir: Path | None = Field(
+        None, description="Folder of the outbox; default: `outbox` in edge.data_dir."
+    )
+    durability: Literal["fsync", "none"] = Field(
+        "fsync",
+        description="fsync: a batch counts as kept once it is on disk (survives power "
+        "loss). none: once it is in the page cache (survives a crash of the process only).",
+    )
+    max_size: str = Field(
+        "1GiB", description="Most disk space for waiting batches, e.g. 512MiB or 4GiB."
+    )
+    max_age: str | None = Field(
+        "6d",
+        description="Batches older than this are dropped and counted; empty: no limit. "
+        "Keep it below the platform's ingest-ledger retention (7 days by default).",
+    )
+    full_policy: Literal["drop-oldest", "stop-reading"] = Field(
+        "drop-oldest",
+        description="When full (max_size or the disk): drop whole oldest batches and count "
+        "them, or stop reading the devices until there is room again.",
+    )
+    segment_size: str = Field("8MiB", description="Size of one segment file of the segment log.")
+
+    @field_validator("max_size", "segment_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if parse_size_bytes(value) <= 0:
+            raise ValueError("must be more than 0 bytes")
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _duration(value)
+
+    @property
+    def max_bytes(self) -> int:
+        """``max_size`` in bytes."""
+        return parse_size_bytes(self.max_size)
+
+    @property
+    def segment_bytes(self) -> int:
+        """``segment_size`` in bytes."""
+        return parse_size_bytes(self.segment_size)
+
+    @property
+    def max_age_s(self) -> float | None:
+        """``max_age`` in seconds, None for no limit."""
+        return None if self.max_age is None else parse_duration_s(self.max_age)
+
+
+class HealthSection(_Section):
+    """The edge's own health endpoints and its status reports to the platform."""
+
+    enabled: bool = Field(True, description="Serve /healthz and /metrics on this edge.")
+    host: str = Field(
+        "127.0.0.1", description="Address the health endpoints bind to (0.0.0.0: all)."
+    )
+    port: int = Field(
+        9180, ge=0, le=65535, description="Port of /healthz and /metrics (0: pick a free one)."
+    )
+    status_interval: str = Field(
+        "10s", description="How often the edge reports its status to the platform."
+    )
+
+    @field_validator("status_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        return _duration(value)
+
+
 class EdgeConfig(_Section):
     """The whole edge configuration file."""
 
     edge: EdgeSection = Field(description="Identity.")
     uplink: UplinkSection = Field(default_factory=UplinkSection, description="Platform.")
+    buffer: BufferSection = Field(default_factory=BufferSection, description="The durable outbox.")
+    health: HealthSection = Field(
+        default_factory=HealthSection, description="Health endpoints and status reports."
+    )
     connectors: list[ConnectorConfig] = Field(
         default_factory=list, description="What to read, one section per device or broker."
     )
@@ -65,8 +217,27 @@ class EdgeConfig(_Section):
         return self
 
     def resolve_paths(self, base: Path) -> EdgeConfig:
-        """Return a copy whose relative paths are made absolute against ``base``."""
+        """Return a copy whose relative paths are made absolute against ``base``.
+
+        ``buffer.dir`` defaults to ``outbox`` in ``edge.data_dir``; a relative one is
+        relative to the file too.
+        """
         data_dir = self.edge.data_dir
         if not data_dir.is_absolute():
             data_dir = (base / data_dir).resolve()
-        return self.model_copy(update={"edge": self.edge.model_copy(update={"data_dir": data_dir})})
+        outbox = self.buffer.dir
+        if outbox is None:
+            outbox = data_dir / "outbox"
+        elif not outbox.is_absolute():
+            outbox = (base / outbox).resolve()
+        return self.model_copy(
+            update={
+                "edge": self.edge.model_copy(update={"data_dir": data_dir}),
+                "buffer": self.buffer.model_copy(update={"dir": outbox}),
+            }
+        )
+
+    @property
+    def outbox_dir(self) -> Path:
+        """The outbox folder (``buffer.dir``, or ``outbox`` in ``edge.data_dir``)."""
+        return self.buffer.dir if self.buffer.dir is not None else self.edge.data_dir / "outbox"

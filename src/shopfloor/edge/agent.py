@@ -8,6 +8,7 @@ reconnects with capped, jittered backoff; recovery is logged once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import signal
@@ -25,9 +26,10 @@ from shopfloor.edge.connectors.base import (
     Subscribable,
 )
 from shopfloor.edge.connectors.registry import create_connector
+from shopfloor.edge.health import EdgeMonitor
 from shopfloor.edge.sampling import Sampler
 from shopfloor.edge.uplink.base import Uplink
-from shopfloor.edge.uplink.http import HttpUplink
+from shopfloor.edge.uplink.forwarder import build_outbox_uplink
 from shopfloor.errors import ConnectorError
 from shopfloor.model import PointBatch, Quality
 from shopfloor.runtime.backoff import Backoff
@@ -200,39 +202,56 @@ class EdgeAgent:
 
 
 async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Run an edge until SIGINT/SIGTERM (or ``stop``): connectors → sampler → HTTP uplink."""
+    """Run an edge until SIGINT/SIGTERM (or ``stop``).
+
+    Connectors → sampler → durable outbox (every value is on disk before anything else)
+    → sender → platform; plus the edge's own ``/healthz`` and ``/metrics``.
+
+    Raises:
+        OutboxFailed: the outbox could no longer promise durability (an fsync failed):
+            the edge stops rather than pretend (fail-stop).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     connectors = [create_connector(c) for c in config.connectors if c.enabled]
-    uplink = HttpUplink(
-        config.uplink.url,
-        edge_id=config.edge.id,
-        timeout_s=parse_duration_s(config.uplink.timeout),
-    )
+    uplink = build_outbox_uplink(config)
+    await uplink.start()
     agent = EdgeAgent(connectors, uplink)
+    monitor = EdgeMonitor(
+        uplink,
+        put_status=uplink.put_status,
+        connectors=lambda: [dataclasses.asdict(h) for h in agent.health.values()],
+        host=config.health.host,
+        port=config.health.port if config.health.enabled else None,
+        interval_s=parse_duration_s(config.health.status_interval),
+    )
     logger.info(
-        "edge %s: %d connector(s), sending to %s",
+        "edge %s: %d connector(s), outbox %s, sending to %s",
         config.edge.id,
         len(connectors),
+        config.outbox_dir,
         config.uplink.url,
     )
     try:
+        await monitor.start()
         starting = asyncio.create_task(agent.start(), name="edge/start")
-        await asyncio.wait(
-            {starting, asyncio.create_task(stop.wait(), name="edge/stop-wait")},
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if not starting.done():  # stopped while still announcing to an absent platform
-            starting.cancel()
-        else:
+        stopping = asyncio.create_task(stop.wait(), name="edge/stop-wait")
+        failing = asyncio.create_task(uplink.wait_failed(), name="edge/failed-wait")
+        await asyncio.wait({starting, stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and not stopping.done() and not failing.done():
             starting.result()
-            await stop.wait()
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (starting, stopping, failing):
+            task.cancel()
     finally:
         logger.info("edge %s stopping", config.edge.id)
         await agent.stop()
-        await uplink.close()
+        await monitor.stop()
+        await uplink.close(drain_s=2)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        logger.info("edge %s stopped; %d points sent", config.edge.id, uplink.points_sent)
+        logger.info("edge %s stopped", config.edge.id)
+    if uplink.failed is not None:
+        raise uplink.failed
