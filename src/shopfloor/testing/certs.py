@@ -177,3 +177,52 @@ def make_app_certificate(
     )
     cert_path, key_path = _write(directory, name, cert, key)
     return CertificatePair(cert_path, key_path, uri)
+
+
+def make_tls_certificate(
+    directory: Path,
+    name: str,
+    *,
+    issuer: CertificatePair,
+    server: bool,
+    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+    days: int = 30,
+) -> CertificatePair:
+    """A TLS server (``hosts`` in subjectAltName) or client certificate signed by ``issuer``.
+
+    Written as ``<name>.pem`` and ``<name>.key.pem`` in ``directory``.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    issuer_cert = issuer.load_certificate()
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    )
+    if server:
+        alt: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                alt.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    cert = builder.sign(issuer.load_private_key(), hashes.SHA256())
+    cert_path, key_path = _write(directory, name, cert, key)
+    return CertificatePair(cert_path, key_path)

@@ -18,9 +18,7 @@ other binary is needed.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
-import ipaddress
 import os
 import pwd
 import secrets
@@ -33,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.processes import free_port
 
-__all__ = ["Mosquitto", "MosquittoNotFound", "TlsFiles", "find_mosquitto", "free_port"]
+__all__ = ["Mosquitto", "MosquittoNotFound", "TlsFiles", "find_mosquitto"]
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -65,89 +64,18 @@ class TlsFiles:
 
 def make_tls_files(folder: Path, *, hostname: str = "localhost") -> TlsFiles:
     """Write a CA, a server certificate for ``hostname``/127.0.0.1 and a client certificate."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shopfloor test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
+    ca = make_ca(folder)
+    server = make_tls_certificate(
+        folder, "server", issuer=ca, server=True, hosts=(hostname, "127.0.0.1")
     )
-
-    def leaf(common_name: str, usage: x509.ObjectIdentifier, server: bool) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-        )
-        if server:
-            names: list[x509.GeneralName] = [
-                x509.DNSName(hostname),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            ]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-    files = TlsFiles(
-        ca_file=folder / "ca.crt",
-        server_cert=folder / "server.crt",
-        server_key=folder / "server.key",
-        client_cert=folder / "client.crt",
-        client_key=folder / "client.key",
+    client = make_tls_certificate(folder, "shopfloor-test-client", issuer=ca, server=False)
+    return TlsFiles(
+        ca_file=ca.certificate,
+        server_cert=server.certificate,
+        server_key=server.private_key,
+        client_cert=client.certificate,
+        client_key=client.private_key,
     )
-    files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert, key = leaf(hostname, ExtendedKeyUsageOID.SERVER_AUTH, True)
-    files.server_cert.write_bytes(cert)
-    files.server_key.write_bytes(key)
-    cert, key = leaf("shopfloor-test-client", ExtendedKeyUsageOID.CLIENT_AUTH, False)
-    files.client_cert.write_bytes(cert)
-    files.client_key.write_bytes(key)
-    for path in (files.server_key, files.client_key):
-        path.chmod(0o600)
-    return files
 
 
 def password_line(user: str, password: str) -> str:
