@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from shopfloor.config.connectors.base import ConnectorConfigBase, TagConfig
 from shopfloor.config.durations import parse_duration_s
@@ -63,3 +63,24 @@ class ConfiguredTags(Generic[T]):
             metas=[tag_meta(t, asset=config.asset) for t in tags],
             specs=[tag_spec(t, config) for t in tags],
         )
+
+
+class ConfiguredDescription:
+    """Mixin for polling connectors: ``tags``, ``specs`` and ``groups`` from their config.
+
+    The connector sets ``self._configured = ConfiguredTags.build(config, config.tags)``.
+    """
+
+    _configured: ConfiguredTags[Any]
+
+    def tags(self) -> Sequence[TagMeta]:
+        """Every configured tag."""
+        return self._configured.metas
+
+    def specs(self) -> Sequence[TagSpec]:
+        """Scaling and deadbands for the sampler."""
+        return self._configured.specs
+
+    def groups(self) -> Sequence[PollGroup]:
+        """One poll group per distinct period."""
+        return list(self._configured.groups)

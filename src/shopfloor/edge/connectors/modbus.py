@@ -39,7 +39,7 @@ from shopfloor.config.connectors.modbus import (
     Table,
 )
 from shopfloor.edge.connectors.base import PollGroup
-from shopfloor.edge.connectors.configured import ConfiguredTags
+from shopfloor.edge.connectors.configured import ConfiguredDescription, ConfiguredTags
 from shopfloor.edge.connectors.modbus_plan import Block, Span, coalesce
 from shopfloor.edge.connectors.registers import (
     Layout,
@@ -52,9 +52,8 @@ from shopfloor.edge.connectors.registers import (
     registers_to_bytes,
     value_size,
 )
-from shopfloor.edge.mapping import TagSpec
 from shopfloor.errors import ConfigError, ConnectorUnavailable, WriteRefused
-from shopfloor.model import PointBatch, Quality, TagMeta
+from shopfloor.model import PointBatch, Quality
 from shopfloor.runtime.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -232,7 +231,7 @@ class _Refused(Exception):  # noqa: N818 - internal signal, never leaves this mo
         self.key = key
 
 
-class ModbusConnector:
+class ModbusConnector(ConfiguredDescription):
     """Polls a Modbus TCP device or an RTU serial line.
 
     Args:
@@ -267,18 +266,6 @@ class ModbusConnector:
         return cls(config)
 
     # ------------------------------------------------------------ description
-    def tags(self) -> Sequence[TagMeta]:
-        """Every configured tag."""
-        return self._configured.metas
-
-    def specs(self) -> Sequence[TagSpec]:
-        """Scaling and deadbands for the sampler."""
-        return self._configured.specs
-
-    def groups(self) -> Sequence[PollGroup]:
-        """One poll group per distinct period."""
-        return list(self._groups)
-
     def plan(self, group: PollGroup) -> list[tuple[int, str, int, int]]:
         """The requests a poll of ``group`` sends: ``(unit, table, start, count)`` each."""
         return [(r.unit, r.table.value, r.start, r.count) for r in self._plans[group.name].requests]

@@ -29,13 +29,12 @@ from snap7.type import Area
 from shopfloor.config.connectors.base import ConnectorConfigBase
 from shopfloor.config.connectors.s7 import S7ConnectorConfig, S7TagConfig
 from shopfloor.edge.connectors.base import PollGroup
-from shopfloor.edge.connectors.configured import ConfiguredTags
+from shopfloor.edge.connectors.configured import ConfiguredDescription, ConfiguredTags
 from shopfloor.edge.connectors.modbus_plan import Span, coalesce
 from shopfloor.edge.connectors.registers import Layout, ProblemLog, encode
 from shopfloor.edge.connectors.registers import decode as decode_values
-from shopfloor.edge.mapping import TagSpec
 from shopfloor.errors import ConfigError, ConnectorUnavailable, WriteRefused
-from shopfloor.model import PointBatch, Quality, TagMeta
+from shopfloor.model import PointBatch, Quality
 from shopfloor.runtime.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -116,7 +115,7 @@ def compile_s7_group(
     )
 
 
-class S7Connector:
+class S7Connector(ConfiguredDescription):
     """Polls a Siemens S7 PLC.
 
     Args:
@@ -144,18 +143,6 @@ class S7Connector:
         if not isinstance(config, S7ConnectorConfig):
             raise ConfigError(f"connector {config.name}: expected an s7 section")
         return cls(config)
-
-    def tags(self) -> Sequence[TagMeta]:
-        """Every configured tag."""
-        return self._configured.metas
-
-    def specs(self) -> Sequence[TagSpec]:
-        """Scaling and deadbands for the sampler."""
-        return self._configured.specs
-
-    def groups(self) -> Sequence[PollGroup]:
-        """One poll group per distinct period."""
-        return list(self._groups)
 
     def plan(self, group: PollGroup) -> list[tuple[str, int, int, int]]:
         """The reads a poll of ``group`` sends: ``(area, db, start, bytes)`` each."""
