@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.models import LoggingSection, parse_duration_s
+from shopfloor.config.mqtt_link import MqttLinkSettings
 
 
 class _Section(BaseModel):
@@ -66,13 +67,56 @@ def _duration(value: str) -> str:
     return value
 
 
+class UplinkMqttSection(MqttLinkSettings):
+    """The broker an edge sends through when ``uplink.transport = "mqtt"``."""
+
+    session_expiry: str = Field(
+        "1d",
+        description="How long the broker keeps this edge's session while it is away, so "
+        "the platform's answers to batches sent before an outage still arrive.",
+    )
+    max_message: str = Field(
+        "16MiB",
+        description="Largest compressed batch published; a larger one is refused locally "
+        "like an HTTP 413 (and quarantined). Keep it at or below the broker's "
+        "`message_size_limit` and the platform's ingest.max_body_bytes.",
+    )
+
+    @field_validator("max_message")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if parse_size_bytes(value) <= 0:
+            raise ValueError("must be more than 0 bytes")
+        return value
+
+    @property
+    def max_message_bytes(self) -> int:
+        """``max_message`` in bytes."""
+        return parse_size_bytes(self.max_message)
+
+    def mqtt_client_id(self, edge_id: str) -> str:
+        """The client id (names the persistent session)."""
+        return self.client_id or f"shopfloor-edge-{edge_id}"
+
+
 class UplinkSection(_Section):
     """Where the edge sends its points and how it drains its outbox."""
 
+    transport: Literal["http", "mqtt"] = Field(
+        "http",
+        description="`http`: POST to the platform's API at `url`. `mqtt`: publish through "
+        "the broker in `[uplink.mqtt]` (batches, tags and status; no HTTP needed).",
+    )
     url: str = Field("http://127.0.0.1:8000", description="Base URL of the platform's HTTP API.")
+    mqtt: UplinkMqttSection = Field(
+        default_factory=UplinkMqttSection,
+        description='The broker, with `transport = "mqtt"`.',
+    )
     timeout: str = Field(
         "10s",
-        description="Per-request timeout; a link that swallows packets is noticed after it.",
+        description="Per-request timeout; a link that swallows packets is noticed after it. "
+        "With MQTT: how long a published batch waits for the platform's answer on its "
+        "acks topic before it is sent again.",
     )
     compression: Literal["zstd", "gzip", "none"] = Field(
         "zstd", description="Compression of batches on the wire (Content-Encoding)."
@@ -113,6 +157,14 @@ class UplinkSection(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value
+
+    @property
+    def target(self) -> str:
+        """Where batches go, for log lines: the URL, or ``mqtt://host:port``."""
+        if self.transport == "mqtt":
+            scheme = "mqtts" if self.mqtt.tls is not None else "mqtt"
+            return f"{scheme}://{self.mqtt.where}"
+        return self.url
 
 
 class BufferSection(_Section):
@@ -220,7 +272,7 @@ class EdgeConfig(_Section):
         """Return a copy whose relative paths are made absolute against ``base``.
 
         ``buffer.dir`` defaults to ``outbox`` in ``edge.data_dir``; a relative one is
-        relative to the file too.
+        relative to the file too, and so are ``uplink.mqtt``'s certificates and password file.
         """
         data_dir = self.edge.data_dir
         if not data_dir.is_absolute():
@@ -234,6 +286,9 @@ class EdgeConfig(_Section):
             update={
                 "edge": self.edge.model_copy(update={"data_dir": data_dir}),
                 "buffer": self.buffer.model_copy(update={"dir": outbox}),
+                "uplink": self.uplink.model_copy(
+                    update={"mqtt": self.uplink.mqtt.relative_to(base)}
+                ),
             }
         )
 

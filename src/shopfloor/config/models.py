@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
+from shopfloor.config.ingest_mqtt import MqttIngestSection
 
 __all__ = ["ShopfloorConfig", "parse_duration_s"]
 
@@ -91,6 +92,10 @@ class IngestSection(_Section):
         "Retry-After; keep it below historian.max_pending_rows.",
     )
     retry_after_s: float = Field(1.0, gt=0, description="Seconds a refused edge is told to wait.")
+    mqtt: MqttIngestSection = Field(
+        default_factory=MqttIngestSection,
+        description="Edges that send through an MQTT broker instead of HTTP.",
+    )
     max_edges: int = Field(
         1000,
         ge=1,
@@ -185,5 +190,8 @@ class ShopfloorConfig(_Section):
             update={
                 "server": self.server.model_copy(update={"data_dir": data_dir}),
                 "historian": self.historian.model_copy(update={"path": hist_path}),
+                "ingest": self.ingest.model_copy(
+                    update={"mqtt": self.ingest.mqtt.relative_to(base)}
+                ),
             }
         )

@@ -232,7 +232,7 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
         config.edge.id,
         len(connectors),
         config.outbox_dir,
-        config.uplink.url,
+        config.uplink.target,
     )
     try:
         await monitor.start()

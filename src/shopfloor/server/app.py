@@ -22,9 +22,11 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.app import create_app
+from shopfloor.server.api.schemas import EdgeStatusIn
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
+from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.web.routes import router as web_router
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,17 @@ class Server:
             connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
         )
+        self.mqtt_ingest = (
+            MqttIngest(
+                self.ingestor,
+                config.ingest.mqtt,
+                register_tags=self.historian.register_tags,
+                max_body_bytes=config.ingest.max_body_bytes,
+                status_model=EdgeStatusIn,
+            )
+            if config.ingest.mqtt.enabled
+            else None
+        )
         self.port: int | None = None
         self._started = False
         self._closed = False
@@ -100,6 +113,8 @@ class Server:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.historian.start()
         self._started = True
+        if self.mqtt_ingest is not None:
+            await self.mqtt_ingest.start()
 
     async def register_tags(self, metas: Sequence[TagMeta]) -> None:
         """Accept tag metadata from an in-process edge."""
@@ -152,6 +167,8 @@ class Server:
         if self._closed:
             return
         self._closed = True
+        if self.mqtt_ingest is not None:
+            await self.mqtt_ingest.stop()
         if self._started:
             await self.historian.close()
 

@@ -108,6 +108,9 @@ class OutboxUplink:
         if self._started:
             return
         self._started = True
+        start = getattr(self.transport, "start", None)
+        if start is not None:  # a transport with a connection of its own (MQTT)
+            await start()
         self._supervisor.start("open", self._open, restart=False)
 
     async def _open(self) -> None:
@@ -284,15 +287,31 @@ def build_outbox(config: EdgeConfig, *, clock: Clock | None = None) -> DurableOu
 
 
 def build_outbox_uplink(config: EdgeConfig, *, clock: Clock | None = None) -> OutboxUplink:
-    """The store-and-forward uplink the configuration describes (``[uplink]``, ``[buffer]``)."""
+    """The store-and-forward uplink the configuration describes (``[uplink]``, ``[buffer]``).
+
+    ``uplink.transport`` picks the transport: HTTP to ``uplink.url``, or MQTT through the
+    broker in ``[uplink.mqtt]`` (:class:`~.mqtt.MqttTransport`).
+    """
     up = config.uplink
-    transport = HttpTransport(
-        up.url,
-        edge_id=config.edge.id,
-        timeout_s=parse_duration_s(up.timeout),
-        compression=up.compression,
-        clock=clock,
-    )
+    transport: BatchTransport
+    if up.transport == "mqtt":
+        from .mqtt import MqttTransport  # aiomqtt only when it is used
+
+        transport = MqttTransport(
+            up.mqtt,
+            edge_id=config.edge.id,
+            timeout_s=parse_duration_s(up.timeout),
+            compression=up.compression,
+            clock=clock,
+        )
+    else:
+        transport = HttpTransport(
+            up.url,
+            edge_id=config.edge.id,
+            timeout_s=parse_duration_s(up.timeout),
+            compression=up.compression,
+            clock=clock,
+        )
     options = SenderOptions(
         window=up.window,
         catch_up_after_s=parse_duration_s(up.catch_up_after),
