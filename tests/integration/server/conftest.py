@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api import create_app
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import Ingestor
+from shopfloor.testing.postgres import PostgresServer, server_for_tests
 
 
 @dataclass
@@ -68,3 +69,17 @@ async def make_platform(tmp_path: Path) -> AsyncIterator[MakePlatform]:
         async with asyncio.timeout(10):
             await task
         await platform.historian.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL on 127.0.0.1 for the session (skipped without it, unless CI).
+
+    Session-scoped and a static dependency of the tests that use it, so pytest starts it
+    before the thread and process guard of the first such test takes its snapshot.
+    """
+    server = server_for_tests()
+    try:
+        yield server
+    finally:
+        server.stop()

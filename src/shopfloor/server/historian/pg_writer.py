@@ -1,0 +1,746 @@
+"""The one task that writes to the PostgreSQL historian, over one connection.
+
+The same single-writer pattern as the DuckDB historian's thread
+(:mod:`~shopfloor.server.historian.writer`), as an asyncio task: psycopg's async
+connection waits on the socket, so the event loop never blocks on the database. Batches
+are coalesced, sorted by ``(tag_id, ts)`` and committed with one binary ``COPY`` when
+``flush_rows`` are pending or the oldest pending batch is ``flush_interval_s`` old; an
+acknowledged write (an edge waits for the answer) makes the writer commit what is queued
+at most ``ack_delay_s`` later. The batch's ``(edge, seq)`` goes into ``ingest_ledger`` in
+the same transaction as its points, and a batch applied before stores nothing.
+
+What readers may look at without a query (the tag catalog and every tag's last value) is
+an immutable :class:`~.snapshot.Snapshot` replaced only after the commit returned.
+
+A commit that fails is rolled back; the points of plain writes are dropped and the next
+flush reports it, acknowledged writes fail with :class:`HistorianError` (the edge sends
+again). A connection found lost before COMMIT was sent (the server restarted while the
+writer was idle) is opened again and the commit tried once more. A connection lost
+during COMMIT hides whether the commit happened: its writes fail, and the next commit
+opens a new connection, takes the writer lock again and reloads the catalog, the last
+values and the ledger's index from the database, so a batch that was in fact stored is
+answered as a duplicate when the edge sends it again: exactly once either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+
+from shopfloor.errors import HistorianError, ShutdownError
+from shopfloor.model import PointBatch, TagMeta
+from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
+from shopfloor.server.historian import pg_schema, schema
+from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
+from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
+from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
+from shopfloor.server.historian.writer import sort_order
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- messages
+@dataclass(slots=True)
+class WriteBatch:
+    """Points accepted by ``write``, with the monotonic time accepted."""
+
+    batch: PointBatch
+    accepted: float
+
+
+@dataclass(slots=True)
+class AckWrite:
+    """A batch from an edge, stored once per ``(edge, seq)``; ``done`` resolves after commit."""
+
+    batch: PointBatch
+    edge: str
+    seq: int
+    accepted: float
+    done: asyncio.Future[WriteReceipt] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class Flush:
+    """Commit everything queued before this message, then resolve ``done``."""
+
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class Register:
+    """Create or update tag metadata, then resolve ``done``."""
+
+    metas: tuple[TagMeta, ...]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class PruneLedger:
+    """Age the ledger's marks and delete old ledger rows now; ``done`` gets the count."""
+
+    done: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class Stop:
+    """Commit everything queued and close the connection."""
+
+
+Message = WriteBatch | AckWrite | Flush | Register | PruneLedger | Stop
+Write = WriteBatch | AckWrite
+
+
+_COMMIT_ERRORS = (psycopg.Error, HistorianError, pa.ArrowException, ValueError)
+"""What a failed commit raises; it fails the commit's writes, never the writer."""
+
+
+@dataclass(slots=True)
+class _Rows:
+    """A coalesced commit: rows sorted by (tag_id, ts), plus tags first seen in it."""
+
+    tag_id: Int32Array
+    ts: Int64Array
+    value: Float64Array
+    quality: UInt32Array
+    text: pa.Array | None
+    new_ids: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One commit decided: what to store, what goes into the ledger, what to answer."""
+
+    batches: list[PointBatch]
+    stored_rows: int
+    plain_rows: int
+    applied: list[tuple[str, int, int]]
+    answers: list[tuple[AckWrite, WriteReceipt, bool]]
+    commit_ns: int
+
+
+def _resolve(
+    done: asyncio.Future[Any], result: Any = None, error: BaseException | None = None
+) -> None:
+    """Answer a waiter unless it gave up (a cancelled caller cancels its future)."""
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
+
+
+class PgWriter:
+    """Owns the write connection and the task that uses it.
+
+    Args:
+        connect: opens a new connection (autocommit, search path set).
+        schema_name: the historian's schema (for the writer lock).
+        flush_interval_s: commit when the oldest pending batch is this old.
+        flush_rows: commit as soon as this many rows are pending.
+        on_released: called with a row count whenever rows stop being pending.
+        ledger: the ingest ledger's index (rebuilt from the tables on open).
+        ack_delay_s: the longest an acknowledged write waits for company before commit.
+        prune_interval_s: how often the ledger's marks are aged and old rows deleted.
+        clock: the wall clock in UTC nanoseconds.
+        timescale: use TimescaleDB for a new schema (None: when it is available).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        schema_name: str,
+        flush_interval_s: float,
+        flush_rows: int,
+        on_released: Callable[[int], None],
+        ledger: Ledger,
+        ack_delay_s: float,
+        prune_interval_s: float,
+        clock: Callable[[], int],
+        timescale: bool | None,
+    ) -> None:
+        self._connect = connect
+        self._timescale = timescale
+        self.layout: pg_schema.Layout = "partitioned"
+        self._schema = schema_name
+        self._flush_interval_s = flush_interval_s
+        self._flush_rows = flush_rows
+        self._on_released = on_released
+        self._ledger = ledger
+        self._ack_delay_s = ack_delay_s
+        self._prune_interval_s = prune_interval_s
+        self._next_prune = 0.0
+        self._clock = clock
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._accepting = False
+        self._con: psycopg.AsyncConnection[Any] | None = None
+        self._partitions: set[int] | None = None
+        self._pending: list[Write] = []
+        self._pending_rows = 0
+        self._oldest = 0.0
+        self._first_ack: float | None = None
+        self._held: Message | None = None
+        self._failure: BaseException | None = None
+        self._failing = False
+        self._commit_sent = False
+        self._task: asyncio.Task[None] | None = None
+        self.snapshot = Snapshot(TagCatalog({}, {}), LatestValues.empty(1))
+        self.points_written = 0
+        self.points_dropped = 0
+        self.flushes = 0
+        self.last_flush_ms = 0.0
+        self.ledger_rows_pruned = 0
+
+    @property
+    def ledger_snapshot(self) -> Mapping[str, EdgeLedgerStats]:
+        """Per edge, the ledger's committed state (an immutable mapping, swapped whole)."""
+        return self._ledger.snapshot
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The writer task once started."""
+        return self._task
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Connect, take the writer lock, create the schema and load what readers see.
+
+        Raises:
+            HistorianError: the database cannot be reached or set up, or another
+                historian writes to the same schema.
+        """
+        con = await self._open_connection()
+        try:
+            opened = await pg_schema.open_schema(con, self._schema, timescale=self._timescale)
+            self.layout = opened.layout
+            self._partitions = opened.partitions if opened.layout == "partitioned" else None
+            await self._load(con)
+            today = self._clock() // pg_schema.DAY_NS
+            await self._ensure_partitions(con, {today, today + 1})
+        except psycopg.Error as err:
+            await con.close()
+            raise HistorianError(f"cannot set up the historian in PostgreSQL: {err}") from err
+        except BaseException:
+            await con.close()
+            raise
+        self._con = con
+
+    async def _open_connection(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            con: psycopg.AsyncConnection[Any] = await self._connect()
+        except psycopg.Error as err:
+            raise HistorianError(f"cannot connect to the historian database: {err}") from err
+        try:
+            # an answered write must survive a server crash, whatever the server's default
+            await con.execute("SET synchronous_commit TO on")
+            locked = await pg_schema.take_writer_lock(con, self._schema)
+        except psycopg.Error as err:
+            await con.close()
+            raise HistorianError(f"cannot take the historian writer lock: {err}") from err
+        if not locked:
+            await con.close()
+            raise HistorianError(
+                f"another historian already writes to schema {self._schema} of this database"
+            )
+        return con
+
+    async def _load(self, con: psycopg.AsyncConnection[Any]) -> None:
+        ids: dict[str, int] = {}
+        metas: dict[str, TagMeta] = {}
+        cur = await con.execute(
+            "SELECT id, path, unit, description, data_type, eng_low, eng_high, states FROM tags"
+        )
+        for row in await cur.fetchall():
+            tag_id, meta = schema.row_to_meta(row)
+            ids[meta.path] = tag_id
+            metas[meta.path] = meta
+        catalog = TagCatalog(ids, metas)
+        latest = LatestValues.empty(catalog.next_id)
+        cur = await con.execute("SELECT tag_id, ts, value, quality, text FROM latest")
+        rows = await cur.fetchall()
+        if rows:
+            tid, ts, value, quality, text = zip(*rows, strict=True)
+            index = np.asarray(tid, dtype=np.int64)
+            latest.has[index] = True
+            latest.ts[index] = np.asarray(ts, dtype=np.int64)
+            latest.value[index] = np.asarray(value, dtype=np.float64)
+            latest.quality[index] = np.asarray(quality, dtype=np.int64).astype(np.uint32)
+            latest.text[index] = np.asarray(text, dtype=object)
+        self.snapshot = Snapshot(catalog, latest)
+        now = self._clock()
+        ledger = await pg_schema.load_ledger(
+            con, cutoff_ns=self._ledger.cutoff(now), bucket_ns=BUCKET_NS
+        )
+        self._ledger.load(
+            now,
+            low_water=ledger.low_water,
+            expired=ledger.expired,
+            ranges=ledger.ranges,
+            buckets=ledger.buckets,
+        )
+        logger.info(
+            "historian opened PostgreSQL schema %s (%s) with %d tags and %d edges in the "
+            "ingest ledger",
+            self._schema,
+            self.layout,
+            len(ids),
+            len(self._ledger.edges),
+        )
+
+    def start(self) -> None:
+        """Start the writer task (after :meth:`open`)."""
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="historian-pg-writer")
+
+    def submit(self, message: Message) -> None:
+        """Queue ``message`` for the writer.
+
+        Raises:
+            ShutdownError: the writer has stopped.
+        """
+        if not self._accepting:
+            raise ShutdownError("the historian writer has stopped")
+        self._queue.put_nowait(message)
+
+    # -------------------------------------------------------------------- the task
+    async def _run(self) -> None:
+        try:
+            await self._serve()
+        except Exception as err:  # the task's supervisor: log, then fail every waiter
+            logger.exception("historian writer crashed")
+            self._failure = err
+        finally:
+            await self._shut_down()
+
+    async def _serve(self) -> None:
+        await self._prune_now()
+        while True:
+            message = self._held
+            self._held = None
+            if message is None:
+                message = await self._next(self._wait_s())
+                if message is None:
+                    await self._commit_pending()
+                    continue
+            if isinstance(message, WriteBatch | AckWrite):
+                self._add(message)
+                if self._pending_rows >= self._flush_rows:
+                    await self._commit_pending()
+                elif self._wait_s() == 0.0:
+                    self._take_queued()
+                    await self._commit_pending()
+            elif isinstance(message, Flush):
+                self._take_queued()
+                await self._commit_pending()
+                self._report(message.done)
+            elif isinstance(message, Register):
+                await self._register_or_report(message)
+            elif isinstance(message, PruneLedger):
+                await self._prune_or_report(message.done)
+            else:
+                await self._commit_pending()
+                return
+            if time.monotonic() >= self._next_prune:
+                await self._prune_now()
+
+    async def _next(self, wait_s: float | None) -> Message | None:
+        """The next message, or None when ``wait_s`` passed first (None: wait for one)."""
+        if wait_s is None:
+            return await self._queue.get()
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    return await self._queue.get()
+            return None
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    def _wait_s(self) -> float | None:
+        """How long the pending writes may still wait for company; None if there are none."""
+        if not self._pending:
+            return None
+        due = self._oldest + self._flush_interval_s
+        if self._first_ack is not None:
+            due = min(due, self._first_ack + self._ack_delay_s)
+        return max(0.0, due - time.monotonic())
+
+    def _add(self, message: Write) -> None:
+        if not self._pending:
+            self._oldest = message.accepted
+        if isinstance(message, AckWrite) and self._first_ack is None:
+            self._first_ack = message.accepted
+        self._pending.append(message)
+        self._pending_rows += len(message.batch)
+
+    def _take_queued(self) -> None:
+        """Move writes already queued into the pending commit, up to ``flush_rows``.
+
+        Stops at the first other message, which is kept to be handled next.
+        """
+        while self._pending_rows < self._flush_rows:
+            try:
+                message = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if not isinstance(message, WriteBatch | AckWrite):
+                self._held = message
+                return
+            self._add(message)
+
+    def _report(self, done: asyncio.Future[None]) -> None:
+        """Resolve a flush: fail it if a commit failed since the previous flush."""
+        failure, self._failure = self._failure, None
+        if failure is None:
+            _resolve(done)
+        else:
+            err = HistorianError(f"points were not committed: {failure}")
+            err.__cause__ = failure
+            _resolve(done, error=err)
+
+    async def _shut_down(self) -> None:
+        self._accepting = False
+        if self._held is not None:
+            self._queue.put_nowait(self._held)
+            self._held = None
+        lost = self._pending_rows
+        leftover: list[Message] = list(self._pending)
+        self._pending.clear()
+        self._pending_rows = 0
+        self._first_ack = None
+        while not self._queue.empty():
+            message = self._queue.get_nowait()
+            if isinstance(message, WriteBatch | AckWrite):
+                lost += len(message.batch)
+            leftover.append(message)
+        for message in leftover:
+            if isinstance(message, AckWrite | Flush | Register | PruneLedger):
+                _resolve(message.done, error=HistorianError("the historian writer has stopped"))
+        if lost:
+            logger.error("historian writer stopped with %d points not committed", lost)
+            self.points_dropped += lost
+            self._on_released(lost)
+        con, self._con = self._con, None
+        if con is not None:
+            try:
+                await con.close()
+            except psycopg.Error:
+                logger.exception("closing the historian connection failed")
+
+    def failure(self) -> HistorianError | None:
+        """The failure the last flush did not report yet, as a HistorianError (for close)."""
+        if self._failure is None:
+            return None
+        err = HistorianError(f"points were not committed: {self._failure}")
+        err.__cause__ = self._failure
+        return err
+
+    # ------------------------------------------------------------------ connection
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """The write connection; opened again if it was lost.
+
+        After a loss the writer lock is taken again and the catalog, the last values and
+        the ledger's index are loaded again from the database, as at start: a commit
+        whose outcome the lost connection hid is then known as it really ended, and a
+        batch it did store is a duplicate when the edge sends it again.
+        """
+        con = self._con
+        if con is not None and not con.closed:
+            return con
+        self._con = None
+        if con is not None:
+            logger.warning("historian connection to PostgreSQL lost: connecting again")
+        con = await self._open_connection()
+        try:
+            await pg_schema.set_search_path(con, self._schema)
+            await self._load(con)
+            if self._partitions is not None:
+                self._partitions = await pg_schema.known_partitions(con)
+        except psycopg.Error as err:
+            await con.close()
+            raise HistorianError(f"cannot set up the historian connection: {err}") from err
+        self._con = con
+        return con
+
+    def _lost_before_commit(self) -> bool:
+        """Whether the connection broke before COMMIT was sent: nothing of it was stored."""
+        con = self._con
+        return (con is None or con.closed) and not self._commit_sent
+
+    async def _ensure_partitions(self, con: psycopg.AsyncConnection[Any], days: set[int]) -> None:
+        if self._partitions is None:
+            return
+        missing = sorted(days - self._partitions)
+        if not missing:
+            return
+        await pg_schema.create_partitions(con, missing, self._partitions)
+        logger.info(
+            "historian: created %d daily partition(s) %s",
+            len(missing),
+            ", ".join(pg_schema.partition_name(d) for d in missing[:5]),
+        )
+
+    # ------------------------------------------------------------------- committing
+    async def _commit_pending(self) -> None:
+        if not self._pending:
+            return
+        writes, rows = self._pending, self._pending_rows
+        self._pending, self._pending_rows, self._first_ack = [], 0, None
+        started = time.perf_counter()
+        plan: _Plan | None = None
+        try:
+            for attempt in (1, 2):
+                try:
+                    # connect (and reload after a loss) before planning: the ledger's
+                    # index must be the database's before it decides what is a duplicate
+                    con = await self._connection()
+                    plan = self._plan(writes)
+                    await self._commit(con, plan)
+                    break
+                except _COMMIT_ERRORS:
+                    if attempt == 1 and self._lost_before_commit():
+                        continue  # a connection lost while idle: once more on a new one
+                    raise
+        except _COMMIT_ERRORS as err:
+            plan = plan or self._plan(writes)
+            if not self._failing:
+                self._failing = True
+                logger.error("historian commit of %d points failed: %s", plan.stored_rows, err)
+            if plan.plain_rows:  # acknowledged writes hear of it from their own answers
+                self._failure = err
+            self.points_dropped += plan.stored_rows
+            self._answer(plan, err)
+        else:
+            assert plan is not None
+            if self._failing:
+                self._failing = False
+                logger.info("historian commits work again")
+            self.points_written += plan.stored_rows
+            self.flushes += 1
+            self.last_flush_ms = (time.perf_counter() - started) * 1000.0
+            self._answer(plan, None)
+        finally:
+            self._on_released(rows)
+
+    def _plan(self, writes: list[Write]) -> _Plan:
+        """Decide which writes store points: every plain one, acknowledged ones once each."""
+        batches: list[PointBatch] = []
+        applied: list[tuple[str, int, int]] = []
+        answers: list[tuple[AckWrite, WriteReceipt, bool]] = []
+        in_commit: set[tuple[str, int]] = set()
+        for write in writes:
+            if isinstance(write, WriteBatch):
+                batches.append(write.batch)
+                continue
+            key = (write.edge, write.seq)
+            if key in in_commit:
+                answers.append((write, WriteReceipt(0, duplicate=True), True))
+            elif self._ledger.seen(write.edge, write.seq):
+                answers.append((write, WriteReceipt(0, duplicate=True), False))
+            else:
+                in_commit.add(key)
+                batches.append(write.batch)
+                applied.append((write.edge, write.seq, len(write.batch)))
+                answers.append((write, WriteReceipt(len(write.batch), duplicate=False), True))
+        stored = sum(len(b) for b in batches)
+        return _Plan(
+            batches=batches,
+            stored_rows=stored,
+            plain_rows=stored - sum(points for _, _, points in applied),
+            applied=applied,
+            answers=answers,
+            commit_ns=self._clock(),
+        )
+
+    def _answer(self, plan: _Plan, failure: BaseException | None) -> None:
+        """Record a commit in the ledger's index, then resolve the writes that waited on it."""
+        duplicates = [
+            ack.edge
+            for ack, receipt, tied in plan.answers
+            if receipt.duplicate and (failure is None or not tied)
+        ]
+        self._ledger.record(plan.commit_ns, plan.applied if failure is None else (), duplicates)
+        for ack, receipt, tied in plan.answers:
+            if failure is not None and tied:
+                err = HistorianError(
+                    f"batch {ack.seq} of edge {ack.edge} was not committed: {failure}"
+                )
+                err.__cause__ = failure
+                _resolve(ack.done, error=err)
+            else:
+                _resolve(ack.done, receipt)
+
+    async def _commit(self, con: psycopg.AsyncConnection[Any], plan: _Plan) -> None:
+        """Store the points, their tags, the last values and the ledger rows in one transaction."""
+        self._commit_sent = False
+        rows = self._coalesce(plan.batches) if plan.batches else None
+        if rows is not None and len(rows.ts):
+            await self._ensure_partitions(con, pg_schema.days_of(rows.ts))
+        snapshot = None
+        async with con.transaction():
+            if rows is not None and len(rows.ts):
+                snapshot = await self._store_points(con, rows)
+            if plan.applied:
+                edges, seqs, points = (list(c) for c in zip(*plan.applied, strict=True))
+                await con.execute(
+                    pg_schema.INSERT_LEDGER, [edges, seqs, points, [plan.commit_ns] * len(edges)]
+                )
+            self._commit_sent = True  # leaving the block sends COMMIT: outcome unknown if lost
+        if snapshot is not None:
+            self.snapshot = snapshot
+
+    async def _store_points(self, con: psycopg.AsyncConnection[Any], rows: _Rows) -> Snapshot:
+        """Run the statements that store ``rows``; return the snapshot after them."""
+        snap = self.snapshot
+        new_metas = {path: TagMeta(path) for path in rows.new_ids}
+        catalog = snap.catalog.with_tags(rows.new_ids, new_metas) if rows.new_ids else snap.catalog
+        if rows.new_ids:
+            await con.execute(
+                pg_schema.UPSERT_TAGS,
+                pg_schema.tags_params([(i, new_metas[p]) for p, i in rows.new_ids.items()]),
+            )
+        stream = pg_schema.encode_points(rows.ts, rows.value, rows.tag_id, rows.quality, rows.text)
+        async with con.cursor() as cur, cur.copy(pg_schema.COPY_POINTS) as copy:
+            await copy.write(stream)
+        # the last row of each tag in the sorted rows; keep those newer than stored
+        last = np.flatnonzero(np.r_[rows.tag_id[1:] != rows.tag_id[:-1], True])
+        latest = snap.latest.grown(catalog.next_id)
+        last = last[latest.newer(rows.tag_id[last], rows.ts[last])]
+        ids = rows.tag_id[last]
+        texts: list[str | None] = (
+            rows.text.take(pa.array(last)).to_pylist()
+            if rows.text is not None
+            else [None] * len(last)
+        )
+        if len(ids):
+            await con.execute(
+                pg_schema.UPSERT_LATEST,
+                [
+                    ids.tolist(),
+                    rows.ts[last].tolist(),
+                    rows.value[last].tolist(),
+                    rows.quality[last].view(np.int32).tolist(),
+                    texts,
+                ],
+            )
+        latest.has[ids] = True
+        latest.ts[ids] = rows.ts[last]
+        latest.value[ids] = rows.value[last]
+        latest.quality[ids] = rows.quality[last]
+        latest.text[ids] = np.asarray(texts, dtype=object)
+        return Snapshot(catalog, latest)
+
+    def _coalesce(self, batches: Iterable[PointBatch]) -> _Rows:
+        """Map paths to ids once per batch, join the batches and sort by (tag_id, ts)."""
+        catalog = self.snapshot.catalog
+        new_ids: dict[str, int] = {}
+        next_id = catalog.next_id
+        ids, ts, value, quality, text = [], [], [], [], []
+        has_text = False
+        for b in batches:
+            lookup = np.empty(len(b.tags), dtype=np.int32)
+            for i, path in enumerate(b.tags):
+                tag_id = catalog.ids.get(path)
+                if tag_id is None:
+                    tag_id = new_ids.get(path)
+                    if tag_id is None:
+                        tag_id = new_ids[path] = next_id
+                        next_id += 1
+                lookup[i] = tag_id
+            ids.append(lookup[b.tag_index])
+            ts.append(b.ts)
+            value.append(b.value)
+            quality.append(b.quality)
+            text.append(b.text if b.text is not None else pa.nulls(len(b), pa.string()))
+            has_text = has_text or b.text is not None
+        all_ids = np.concatenate(ids)
+        all_ts = np.concatenate(ts)
+        order = sort_order(all_ids, all_ts)
+        return _Rows(
+            tag_id=all_ids[order],
+            ts=all_ts[order],
+            value=np.concatenate(value)[order],
+            quality=np.concatenate(quality)[order],
+            text=pa.concat_arrays(text).take(order) if has_text else None,
+            new_ids=new_ids,
+        )
+
+    # -------------------------------------------------------------- tags and ledger
+    async def _register_or_report(self, message: Register) -> None:
+        try:
+            await self._register(message.metas)
+        except (psycopg.Error, HistorianError) as err:
+            failure = HistorianError(f"cannot register tags: {err}")
+            failure.__cause__ = err
+            _resolve(message.done, error=failure)
+        else:
+            _resolve(message.done)
+
+    async def _register(self, metas: tuple[TagMeta, ...]) -> None:
+        con = await self._connection()
+        snap = self.snapshot
+        by_path = {m.path: m for m in metas}
+        next_id = snap.catalog.next_id
+        new_ids: dict[str, int] = {}
+        rows: list[tuple[int, TagMeta]] = []
+        for path, meta in by_path.items():
+            tag_id = snap.catalog.ids.get(path)
+            if tag_id is None:
+                tag_id = new_ids[path] = next_id
+                next_id += 1
+            rows.append((tag_id, meta))
+        await con.execute(pg_schema.UPSERT_TAGS, pg_schema.tags_params(rows))
+        catalog = snap.catalog.with_tags(new_ids, by_path)
+        self.snapshot = Snapshot(catalog, snap.latest.grown(catalog.next_id))
+
+    async def _prune_now(self) -> None:
+        """Age the ledger's marks and delete old rows; a failure is logged, not fatal."""
+        try:
+            await self._prune()
+        except (psycopg.Error, HistorianError):
+            logger.exception("pruning the ingest ledger failed; trying again later")
+
+    async def _prune_or_report(self, done: asyncio.Future[int]) -> None:
+        try:
+            deleted = await self._prune()
+        except (psycopg.Error, HistorianError) as err:
+            failure = HistorianError(f"cannot prune the ingest ledger: {err}")
+            failure.__cause__ = err
+            _resolve(done, error=failure)
+        else:
+            _resolve(done, deleted)
+
+    async def _prune(self) -> int:
+        self._next_prune = time.monotonic() + self._prune_interval_s
+        now = self._clock()
+        self._ledger.expire(now)
+        marks = [(edge, seqs.floor) for edge, seqs in self._ledger.edges.items() if seqs.floor]
+        if not marks:
+            return 0
+        con = await self._connection()
+        deleted = await pg_schema.prune_ledger(con, marks, cutoff_ns=self._ledger.cutoff(now))
+        for edge, mark in marks:
+            self._ledger.edges[edge].persisted_floor = mark
+        self.ledger_rows_pruned += deleted
+        if deleted:
+            logger.info("ingest ledger: deleted %d rows past retention", deleted)
+        return deleted

@@ -1,0 +1,573 @@
+"""The PostgreSQL historian: the plant's own database server behind the same protocol.
+
+It answers every query exactly like the embedded DuckDB historian (the contract suite in
+:mod:`shopfloor.testing.historian_contract` runs the same assertions over both) and keeps
+the same write model: :meth:`PostgresHistorian.write` counts a batch into a queue bounded
+by pending rows (policy: block the writer, i.e. backpressure) and one writer task
+(:mod:`~shopfloor.server.historian.pg_writer`) coalesces batches into large sorted
+commits with binary ``COPY``. Reads run on a small pool of their own connections, each
+statement seeing committed data only; tag lookups and :meth:`~PostgresHistorian.latest`
+are served from the writer's committed in-memory snapshot. Table layout, partitioning
+and TimescaleDB: :mod:`~shopfloor.server.historian.pg_schema`.
+
+One historian writes to one schema of a database; a second one is refused (an advisory
+lock), because each keeps the tag catalog and the ingest ledger's index in memory.
+
+Example::
+
+    historian = PostgresHistorian("host=db.plant.local dbname=shopfloor user=shopfloor")
+    await historian.start()
+    await historian.write(batch)
+    await historian.flush()
+    table = await historian.read_raw("plant/line1/press/temp", start_ns, end_ns)
+    await historian.close()
+
+The password belongs in ``~/.pgpass`` or the ``PGPASSWORD`` environment variable, not in
+the DSN of a configuration file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+from psycopg.conninfo import conninfo_to_dict
+
+from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
+from shopfloor.model import PointBatch, TagMeta, now_ns
+from shopfloor.server.historian import pg_schema, schema
+from shopfloor.server.historian.base import (
+    Aggregate,
+    EdgeLedgerStats,
+    HistorianStats,
+    WriteReceipt,
+)
+from shopfloor.server.historian.ledger import Ledger
+from shopfloor.server.historian.pg_writer import (
+    AckWrite,
+    Flush,
+    PgWriter,
+    PruneLedger,
+    Register,
+    Stop,
+    WriteBatch,
+)
+
+if TYPE_CHECKING:
+    from shopfloor.server.historian.base import Historian
+
+__all__ = ["PostgresHistorian"]
+
+logger = logging.getLogger(__name__)
+
+
+class _State(Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _ReadPool:
+    """At most ``size`` read connections, opened on demand and reused.
+
+    A connection that broke is closed and replaced by the next read that needs one.
+    """
+
+    def __init__(self, connect: Callable[[], Any], size: int) -> None:
+        self._connect = connect
+        self._size = size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._open = 0
+        self._freed = asyncio.Condition()
+        self._active = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """Lend a connection for one read; wait while all ``size`` are lent."""
+        self._active += 1
+        self._quiet.clear()
+        try:
+            con = await self._acquire()
+            keep = False
+            try:
+                yield con
+                keep = True
+            except psycopg.Error:
+                keep = not con.broken  # a failed statement leaves an autocommit session usable
+                raise
+            finally:
+                # anything else (cancellation above all) may leave a query running: drop it
+                await self._give_back(con, keep=keep and not con.closed)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._quiet.set()
+
+    async def _acquire(self) -> psycopg.AsyncConnection[Any]:
+        async with self._freed:
+            while not self._idle and self._open >= self._size:
+                await self._freed.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._open += 1
+        try:
+            con: psycopg.AsyncConnection[Any] = await self._connect()
+        except BaseException:
+            async with self._freed:
+                self._open -= 1
+                self._freed.notify()
+            raise
+        return con
+
+    async def _give_back(self, con: psycopg.AsyncConnection[Any], *, keep: bool) -> None:
+        if not keep:
+            with contextlib.suppress(psycopg.Error):
+                await con.close()
+        async with self._freed:
+            if keep:
+                self._idle.append(con)
+            else:
+                self._open -= 1
+            self._freed.notify()
+
+    async def close(self) -> None:
+        """Wait for the reads in flight, then close every connection."""
+        await self._quiet.wait()
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for con in idle:
+            try:
+                await con.close()
+            except psycopg.Error:
+                logger.exception("closing a historian read connection failed")
+
+
+class PostgresHistorian:
+    """A :class:`~shopfloor.server.historian.base.Historian` stored in PostgreSQL.
+
+    Args:
+        dsn: a libpq connection string or URI (``host=… dbname=… user=…``).
+        schema: the schema holding the historian's tables (created if missing).
+        flush_interval_s: commit pending points at the latest this long after the oldest
+            of them was accepted.
+        flush_rows: commit as soon as this many points are pending.
+        max_pending_rows: the most points accepted but not yet committed; :meth:`write`
+            waits while a batch would exceed it (a larger batch is accepted alone).
+        ack_delay_s: the longest an acknowledged write waits for other writes to share
+            its commit.
+        ledger_retention_s: how long ingest-ledger rows are kept (see
+            :mod:`~shopfloor.server.historian.ledger`).
+        ledger_max_gaps: the most open gaps in one edge's sequence kept in memory.
+        ledger_prune_interval_s: how often old ledger rows are deleted.
+        read_connections: the most connections reads use at once.
+        timescale: for a new schema, use a TimescaleDB hypertable: None when the
+            extension can be loaded, True always (fail without it), False never.
+        clock: the wall clock in UTC nanoseconds (ledger times, partitions ahead).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "shopfloor",
+        flush_interval_s: float = 1.0,
+        flush_rows: int = 100_000,
+        max_pending_rows: int = 2_000_000,
+        ack_delay_s: float = 0.0,
+        ledger_retention_s: float = 7 * 86400.0,
+        ledger_max_gaps: int = 10_000,
+        ledger_prune_interval_s: float = 600.0,
+        read_connections: int = 2,
+        timescale: bool | None = None,
+        clock: Callable[[], int] = now_ns,
+    ) -> None:
+        if flush_interval_s <= 0 or flush_rows <= 0 or max_pending_rows <= 0:
+            raise ValueError("flush_interval_s, flush_rows and max_pending_rows must be > 0")
+        if ack_delay_s < 0 or ledger_retention_s <= 0 or ledger_prune_interval_s <= 0:
+            raise ValueError("ack_delay_s must be >= 0, the ledger's times > 0")
+        if read_connections < 1 or not schema:
+            raise ValueError("read_connections must be >= 1 and schema not empty")
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as err:
+            raise ValueError(f"not a PostgreSQL connection string: {err}") from None
+        self._extra: dict[str, Any] = {}
+        if "application_name" not in params:
+            self._extra["application_name"] = "shopfloor-historian"
+        if "connect_timeout" not in params:
+            self._extra["connect_timeout"] = 10
+        self._dsn = dsn
+        self._schema = schema
+        self._max_pending = max_pending_rows
+        self._writer = PgWriter(
+            self._connect,
+            schema_name=schema,
+            flush_interval_s=flush_interval_s,
+            flush_rows=flush_rows,
+            on_released=self._released,
+            ledger=Ledger(retention_ns=int(ledger_retention_s * 1e9), max_gaps=ledger_max_gaps),
+            ack_delay_s=ack_delay_s,
+            prune_interval_s=ledger_prune_interval_s,
+            clock=clock,
+            timescale=timescale,
+        )
+        self._readers = _ReadPool(self._connect_reader, read_connections)
+        self._state = _State.NEW
+        self._pending = 0
+        self._space_waiters: list[asyncio.Future[None]] = []
+        self._backpressure_logged = False
+        self.backpressure_waits = 0
+        self._started = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    @property
+    def layout(self) -> pg_schema.Layout:
+        """``"partitioned"`` (native daily partitions) or ``"timescale"`` (hypertable)."""
+        return self._writer.layout
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **self._extra)
+
+    async def _connect_reader(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            con = await self._connect()
+        except psycopg.Error as err:
+            raise HistorianError(f"cannot connect to the historian database: {err}") from err
+        try:
+            await pg_schema.set_search_path(con, self._schema)
+            for statement in pg_schema.READER_SETTINGS:
+                await con.execute(statement)
+        except psycopg.Error as err:
+            await con.close()
+            raise HistorianError(f"cannot set up a historian read connection: {err}") from err
+        return con
+
+    # ------------------------------------------------------------------- lifecycle
+    @property
+    def writer_task(self) -> asyncio.Task[None] | None:
+        """The writer task, once started; finished when :meth:`close` returns."""
+        return self._writer.task
+
+    async def start(self) -> None:
+        """Connect, create the schema if missing and start the writer. A second call does nothing.
+
+        Raises:
+            HistorianError: the database cannot be reached or set up, or another
+                historian writes to the same schema.
+            ShutdownError: the historian was already closed.
+        """
+        if self._state is _State.STARTING:
+            await self._started.wait()
+        if self._state is _State.RUNNING:
+            return
+        if self._state is not _State.NEW:
+            raise ShutdownError("the historian is closed")
+        self._state = _State.STARTING
+        try:
+            await self._writer.open()
+        except BaseException:
+            self._state = _State.CLOSED
+            raise
+        finally:
+            self._started.set()
+        self._writer.start()
+        self._state = _State.RUNNING
+
+    async def close(self) -> None:
+        """Commit everything accepted, then close every connection. Idempotent.
+
+        Raises:
+            HistorianError: accepted points could not be committed.
+        """
+        if self._state is _State.STARTING:
+            await self._started.wait()
+        if self._state is _State.CLOSING:
+            await self._closed.wait()
+            return
+        if self._state is not _State.RUNNING:
+            self._state = _State.CLOSED
+            return
+        self._state = _State.CLOSING
+        self._wake_writers()
+        try:
+            await self._readers.close()
+            with contextlib.suppress(ShutdownError):  # the writer stopped on its own
+                self._writer.submit(Stop())
+            task = self._writer.task
+            if task is not None:
+                # shielded: a cancelled close must not cancel the writer's last commit
+                await asyncio.shield(task)
+            failure = self._writer.failure()
+            if failure is not None:
+                raise failure
+        finally:
+            self._state = _State.CLOSED
+            self._closed.set()
+
+    # ---------------------------------------------------------------------- writing
+    async def write(self, batch: PointBatch) -> None:
+        """Accept ``batch``; wait while the pending-row bound would be exceeded.
+
+        Raises:
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        n = len(batch)
+        if n == 0:
+            return
+        await self._reserve(n)
+        try:
+            self._submit(WriteBatch(batch, time.monotonic()))
+        except HistorianError:
+            self._pending -= n
+            raise
+
+    async def write_acknowledged(self, batch: PointBatch, *, edge: str, seq: int) -> WriteReceipt:
+        """Store a batch from an edge once per ``(edge, seq)``; return after its commit.
+
+        Cancelling the caller does not withdraw the batch: it may still be committed,
+        and a resend is then a duplicate.
+
+        Raises:
+            HistorianError: the commit failed; nothing of the batch is stored.
+            ShutdownError: the historian is closing or closed.
+            PayloadError: ``seq`` is below 1 or ``edge`` is empty.
+        """
+        self._require_running()
+        if not edge:
+            raise PayloadError("edge", "must not be empty")
+        if seq < 1:
+            raise PayloadError("seq", f"must be 1 or more, got {seq}")
+        n = len(batch)
+        await self._reserve(n)
+        message = AckWrite(batch, edge, seq, time.monotonic())
+        try:
+            self._submit(message)
+        except HistorianError:
+            self._pending -= n
+            raise
+        return await asyncio.shield(message.done)
+
+    def ledger_stats(self) -> Mapping[str, EdgeLedgerStats]:
+        """Every edge in the ingest ledger, by edge id (committed state); never blocks."""
+        return self._writer.ledger_snapshot
+
+    async def prune_ledger(self) -> int:
+        """Age the ledger's marks and delete rows past retention now; return rows deleted.
+
+        Raises:
+            HistorianError: the rows could not be deleted.
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        message = PruneLedger()
+        self._submit(message)
+        return await message.done
+
+    async def _reserve(self, n: int) -> None:
+        """Wait until ``n`` more rows fit under the pending bound, then count them in."""
+        while self._pending and self._pending + n > self._max_pending:
+            self.backpressure_waits += 1
+            if not self._backpressure_logged:
+                self._backpressure_logged = True
+                logger.warning(
+                    "historian write queue full (%d points pending): writers wait",
+                    self._pending,
+                )
+            waiter = asyncio.get_running_loop().create_future()
+            self._space_waiters.append(waiter)
+            await waiter
+            self._require_running()
+        self._pending += n
+
+    def _submit(self, message: Flush | Register | WriteBatch | AckWrite | PruneLedger) -> None:
+        try:
+            self._writer.submit(message)
+        except ShutdownError as err:  # only when the writer task died on its own
+            raise HistorianError("the historian writer has stopped") from err
+
+    async def flush(self) -> None:
+        """Wait until every batch accepted before this call is committed.
+
+        Raises:
+            HistorianError: some accepted points could not be committed.
+        """
+        if self._state is _State.CLOSING:
+            await self._closed.wait()
+            return
+        if self._state is not _State.RUNNING:
+            return
+        message = Flush()
+        self._submit(message)
+        await message.done
+
+    async def register_tags(self, metas: Sequence[TagMeta]) -> None:
+        """Create tags or replace their metadata, keyed by path (the last of duplicates wins).
+
+        Raises:
+            ShutdownError: the historian is closing or closed.
+            HistorianError: the metadata could not be stored.
+        """
+        self._require_running()
+        if not metas:
+            return
+        message = Register(tuple(metas))
+        self._submit(message)
+        await message.done
+
+    def _released(self, rows: int) -> None:
+        """Called by the writer task when rows stop being pending."""
+        self._pending -= rows
+        if self._pending == 0 and self._backpressure_logged:
+            self._backpressure_logged = False
+            logger.info("historian write queue drained")
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        waiters, self._space_waiters = self._space_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ---------------------------------------------------------------------- reading
+    async def tags(self) -> list[TagMeta]:
+        """Every known tag (committed), sorted by path."""
+        self._require_running()
+        catalog = self._writer.snapshot.catalog
+        return [catalog.metas[p] for p in catalog.sorted_paths]
+
+    async def read_raw(
+        self, path: str, start_ns: int, end_ns: int, *, limit: int = 100_000
+    ) -> pa.Table:
+        """Committed points of one tag with ``start_ns <= ts < end_ns``, oldest first.
+
+        Columns: ts (timestamp ns UTC), value, quality, text; at most ``limit`` rows.
+
+        Raises:
+            UnknownTagError: the path names no committed tag.
+            PayloadError: ``limit`` is negative.
+        """
+        self._require_running()
+        if limit < 0:
+            raise PayloadError("limit", "must not be negative")
+        tag_id = self._tag_id(path)
+        params = {"tag": tag_id, "start": int(start_ns), "end": int(end_ns), "limit": limit}
+        row = await self._query(pg_schema.RAW_SQL, params)
+        return pg_schema.raw_table(row)
+
+    async def read_aggregates(
+        self,
+        path: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        bucket_ns: int,
+        aggregates: Sequence[Aggregate],
+    ) -> pa.Table:
+        """Aggregates of one tag's Good, non-NaN points per bucket of ``bucket_ns``.
+
+        Every aggregate, ``first`` and ``last`` included, looks only at Good points with a
+        numeric value; buckets without one are left out. Columns: ts (bucket start) and
+        one per distinct aggregate in the order asked (``count`` int64, others float64).
+
+        Raises:
+            UnknownTagError: the path names no committed tag.
+            PayloadError: ``bucket_ns`` is not positive.
+        """
+        self._require_running()
+        if bucket_ns <= 0:
+            raise PayloadError("bucket_ns", "must be positive")
+        tag_id = self._tag_id(path)
+        wanted = list(dict.fromkeys(Aggregate(a) for a in aggregates))
+        params = {"tag": tag_id, "start": int(start_ns), "end": int(end_ns), "b": bucket_ns}
+        query = pg_schema.aggregates_sql(wanted, signed=start_ns < 0)
+        row = await self._query(query, params)
+        return pg_schema.aggregates_table(row, wanted)
+
+    async def latest(self, paths: Sequence[str] | None = None) -> pa.Table:
+        """The last committed point of every tag, or of ``paths`` in the order given.
+
+        Tags without points are left out. Served from memory, without a query.
+        Columns: path, ts, value, quality, text.
+
+        Raises:
+            UnknownTagError: one of ``paths`` names no committed tag.
+        """
+        self._require_running()
+        snap = self._writer.snapshot
+        catalog, values = snap.catalog, snap.latest
+        if paths is None:
+            ids = catalog.sorted_ids
+            names = catalog.sorted_paths_arrow
+        else:
+            ids = np.fromiter(
+                (self._tag_id(p, catalog.ids) for p in paths), dtype=np.int64, count=len(paths)
+            )
+            names = pa.array(paths, type=pa.string())
+        keep = values.has[ids]
+        ids = ids[keep]
+        return pa.Table.from_arrays(
+            [
+                names.filter(pa.array(keep)),
+                pg_schema.ts_array(values.ts[ids]),
+                pa.array(values.value[ids], type=pa.float64()),
+                pa.array(values.quality[ids], type=pa.uint32()),
+                pa.array(values.text[ids], type=pa.string()),
+            ],
+            schema=schema.LATEST_SCHEMA,
+        )
+
+    def stats(self) -> HistorianStats:
+        """Counters for status lines; cheap, never blocks."""
+        w = self._writer
+        return HistorianStats(
+            points_written=w.points_written,
+            points_pending=self._pending,
+            tags=len(w.snapshot.catalog.ids),
+            flushes=w.flushes,
+            last_flush_ms=w.last_flush_ms,
+        )
+
+    def _tag_id(self, path: str, ids: Mapping[str, int] | None = None) -> int:
+        lookup = self._writer.snapshot.catalog.ids if ids is None else ids
+        try:
+            return int(lookup[path])
+        except KeyError:
+            raise UnknownTagError(path) from None
+
+    async def _query(self, query: str, params: Mapping[str, Any]) -> list[bytes | None]:
+        """Run a one-row query on a read connection; return its cells as binary values."""
+        try:
+            async with self._readers.connection() as con, con.cursor(binary=True) as cur:
+                await cur.execute(query, params)
+                result = cur.pgresult
+                if result is None or result.ntuples != 1:
+                    raise HistorianError("a historian query returned no row")
+                return [result.get_value(0, i) for i in range(result.nfields)]
+        except psycopg.Error as err:
+            raise HistorianError(f"historian read failed: {err}") from err
+
+    def _require_running(self) -> None:
+        if self._state is _State.RUNNING:
+            return
+        if self._state is _State.NEW:
+            raise HistorianError("the historian is not started")
+        raise ShutdownError("the historian is closed")
+
+
+if TYPE_CHECKING:
+
+    def _implements_protocol(h: PostgresHistorian) -> Historian:
+        return h
