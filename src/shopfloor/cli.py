@@ -50,6 +50,8 @@ def _setup_logging(level: str, *, rich: bool) -> None:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # one line per HTTP request is noise on an edge that sends several a second
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 @app.command()
