@@ -247,7 +247,7 @@ class PlantSparkplugNode:
             password=self._password,
             tls_context=self._tls,
             will=will,
-            keepalive=30,
+            keepalive=10,
         )
         async with client:
             try:
