@@ -12,16 +12,13 @@ because config is the one package both the edge and the server may import.
 
 from __future__ import annotations
 
-import os
-import ssl
 from pathlib import Path
 from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from shopfloor.config.connectors.mqtt import MqttTlsConfig
+from shopfloor.config.connectors.mqtt import MqttBrokerAccess, MqttTlsConfig
 from shopfloor.config.durations import parse_duration_s
-from shopfloor.errors import ConfigError
 
 __all__ = [
     "PROP_CONTENT_ENCODING",
@@ -66,34 +63,15 @@ PROP_EDGE_TIME: Final = "edge-time"
 _LEVEL_FORBIDDEN = set("+#\x00")
 
 
-class MqttLinkSettings(BaseModel):
+class MqttLinkSettings(MqttBrokerAccess):
     """How a shopfloor process connects to the broker of the MQTT transport."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = Field("127.0.0.1", description="Host name or address of the broker.")
-    port: int | None = Field(
-        None, ge=1, le=65535, description="TCP port of the broker; default 1883, or 8883 with TLS."
-    )
     client_id: str = Field(
         "",
         max_length=128,
         description="MQTT client id; it names the persistent session, so it must stay the "
         "same across restarts and differ between processes. Default: "
         "`shopfloor-edge-<edge.id>` for an edge, `shopfloor-platform` for the platform.",
-    )
-    tls: MqttTlsConfig | None = Field(
-        None, description="Use TLS (the same keys as the MQTT connectors' `tls`)."
-    )
-    username: str | None = Field(None, description="User name, if the broker requires one.")
-    password_env: str | None = Field(
-        None, description="Name of the environment variable that holds the password."
-    )
-    password_file: Path | None = Field(
-        None, description="File whose first line is the password (e.g. a container secret)."
-    )
-    keepalive: str = Field(
-        "30s", description="MQTT keep-alive; a silent broker is declared lost after 1.5×."
     )
     topic_root: str = Field(
         "shopfloor/v1",
@@ -110,7 +88,7 @@ class MqttLinkSettings(BaseModel):
         "10s", description="Longest wait between attempts to reach the broker."
     )
 
-    @field_validator("keepalive", "session_expiry", "reconnect_max")
+    @field_validator("session_expiry", "reconnect_max")
     @classmethod
     def _durations(cls, value: str) -> str:
         parse_duration_s(value)
@@ -127,22 +105,7 @@ class MqttLinkSettings(BaseModel):
             )
         return value
 
-    @model_validator(mode="after")
-    def _one_password_source(self) -> MqttLinkSettings:
-        if self.password_env is not None and self.password_file is not None:
-            raise ValueError("give password_env or password_file, not both")
-        if (self.password_env or self.password_file) and self.username is None:
-            raise ValueError("a password needs a username")
-        return self
-
     # ----------------------------------------------------------------- values
-    @property
-    def broker_port(self) -> int:
-        """The port to connect to."""
-        if self.port is not None:
-            return self.port
-        return 8883 if self.tls is not None else 1883
-
     @property
     def keepalive_s(self) -> int:
         """``keepalive`` in whole seconds (at least 1)."""
@@ -196,48 +159,3 @@ class MqttLinkSettings(BaseModel):
             if files:
                 update["tls"] = self.tls.model_copy(update=files)
         return self.model_copy(update=update) if update else self
-
-    # ---------------------------------------------------------------- secrets
-    def password(self) -> str | None:
-        """Read the password from its environment variable or file.
-
-        Raises:
-            ConfigError: the variable is unset or the file cannot be read.
-        """
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"MQTT link: environment variable {self.password_env} is not set")
-            return value
-        if self.password_file is not None:
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as err:
-                raise ConfigError(
-                    f"MQTT link: cannot read password_file {self.password_file}: {err.strerror}"
-                ) from err
-            return text.splitlines()[0] if text else ""
-        return None
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context ``tls`` describes (None without TLS); reads files: call it off
-        the event loop.
-
-        Raises:
-            ConfigError: a certificate or key file cannot be loaded.
-        """
-        tls = self.tls
-        if tls is None:
-            return None
-        try:
-            context = ssl.create_default_context(
-                cafile=str(tls.ca_file) if tls.ca_file is not None else None
-            )
-            if tls.cert_file is not None and tls.key_file is not None:
-                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        except (OSError, ssl.SSLError) as err:
-            raise ConfigError(f"MQTT link: cannot load TLS files: {err}") from err
-        if tls.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -74,18 +75,15 @@ class MqttTlsConfig(BaseModel):
         return self
 
 
-class MqttBrokerConfig(ConnectorConfigBase):
-    """Connection to one MQTT broker (shared by the ``mqtt`` and ``sparkplug`` kinds)."""
+class MqttBrokerAccess(BaseModel):
+    """How to reach and log in to an MQTT broker: shared by the MQTT and Sparkplug
+    connectors and by the MQTT transport of store-and-forward."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str = Field("127.0.0.1", description="Host name or address of the broker.")
     port: int | None = Field(
         None, ge=1, le=65535, description="TCP port of the broker; default 1883, or 8883 with TLS."
-    )
-    client_id: str = Field(
-        "",
-        max_length=128,
-        description="MQTT client id; default `shopfloor-<name>`. Two clients with the same id "
-        "keep disconnecting each other.",
     )
     tls: MqttTlsConfig | None = Field(None, description="Use TLS (see the `tls` keys).")
     username: str | None = Field(None, description="User name, if the broker requires one.")
@@ -95,15 +93,98 @@ class MqttBrokerConfig(ConnectorConfigBase):
     password_file: Path | None = Field(
         None, description="File whose first line is the password (e.g. a container secret)."
     )
+    keepalive: str = Field(
+        "30s", description="MQTT keep-alive; a silent broker is declared lost after 1.5×."
+    )
+
+    @field_validator("keepalive")
+    @classmethod
+    def _keepalive(cls, value: str) -> str:
+        parse_duration_s(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> Self:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give password_env or password_file, not both")
+        if (self.password_env or self.password_file) and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+    def _label(self) -> str:
+        """Who is connecting, for error messages."""
+        return "MQTT link"
+
+    @property
+    def broker_port(self) -> int:
+        """The port to connect to."""
+        if self.port is not None:
+            return self.port
+        return 8883 if self.tls is not None else 1883
+
+    def password(self) -> str | None:
+        """Read the password from its environment variable or file.
+
+        Raises:
+            ConfigError: the variable is unset or the file cannot be read.
+        """
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"{self._label()}: environment variable {self.password_env} is not set"
+                )
+            return value
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as err:
+                raise ConfigError(
+                    f"{self._label()}: cannot read password_file {self.password_file}: "
+                    f"{err.strerror}"
+                ) from err
+            return text.splitlines()[0] if text else ""
+        return None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context ``tls`` describes (None without TLS); reads files: call it off
+        the event loop.
+
+        Raises:
+            ConfigError: a certificate or key file cannot be loaded.
+        """
+        tls = self.tls
+        if tls is None:
+            return None
+        try:
+            context = ssl.create_default_context(
+                cafile=str(tls.ca_file) if tls.ca_file is not None else None
+            )
+            if tls.cert_file is not None and tls.key_file is not None:
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(f"{self._label()}: cannot load TLS files: {err}") from err
+        if tls.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+class MqttBrokerConfig(ConnectorConfigBase, MqttBrokerAccess):
+    """Connection to one MQTT broker (shared by the ``mqtt`` and ``sparkplug`` kinds)."""
+
+    client_id: str = Field(
+        "",
+        max_length=128,
+        description="MQTT client id; default `shopfloor-<name>`. Two clients with the same id "
+        "keep disconnecting each other.",
+    )
     qos: Literal[0, 1, 2] = Field(1, description="QoS of the subscriptions.")
     clean_session: bool = Field(
         True,
         description="Start without a stored session. `false` asks the broker to keep the "
         "subscriptions and queue QoS 1/2 messages while shopfloor is away (needs a fixed "
         "`client_id`).",
-    )
-    keepalive: str = Field(
-        "30s", description="MQTT keep-alive; a silent broker is declared lost after 1.5×."
     )
     batch_window: str = Field(
         "50ms",
@@ -124,55 +205,19 @@ class MqttBrokerConfig(ConnectorConfigBase):
         1_048_576, ge=16, description="Largest payload decoded, in bytes; larger ones are Bad."
     )
 
-    @field_validator("keepalive", "batch_window")
+    @field_validator("batch_window")
     @classmethod
     def _durations(cls, value: str) -> str:
         parse_duration_s(value)
         return value
 
-    @model_validator(mode="after")
-    def _one_password_source(self) -> MqttBrokerConfig:
-        if self.password_env is not None and self.password_file is not None:
-            raise ValueError("give password_env or password_file, not both")
-        if (self.password_env or self.password_file) and self.username is None:
-            raise ValueError("a password needs a username")
-        return self
-
-    @property
-    def broker_port(self) -> int:
-        """The port to connect to."""
-        if self.port is not None:
-            return self.port
-        return 8883 if self.tls is not None else 1883
+    def _label(self) -> str:
+        return f"connector {self.name}"
 
     @property
     def mqtt_client_id(self) -> str:
         """The client id to connect with."""
         return self.client_id or f"shopfloor-{self.name}"
-
-    def password(self) -> str | None:
-        """Read the password from its environment variable or file.
-
-        Raises:
-            ConfigError: the variable is unset or the file cannot be read.
-        """
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"connector {self.name}: environment variable {self.password_env} is not set"
-                )
-            return value
-        if self.password_file is not None:
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as err:
-                raise ConfigError(
-                    f"connector {self.name}: cannot read password_file {self.password_file}: "
-                    f"{err.strerror}"
-                ) from err
-            return text.splitlines()[0] if text else ""
-        return None
 
 
 class MqttTagConfig(TagConfig):

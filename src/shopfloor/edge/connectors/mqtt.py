@@ -261,19 +261,11 @@ class BrokerLink:
 
 
 def _tls_context(cfg: MqttBrokerConfig) -> ssl.SSLContext:
-    tls = cfg.tls
-    assert tls is not None
     try:
-        context = ssl.create_default_context(
-            cafile=str(tls.ca_file) if tls.ca_file is not None else None
-        )
-        if tls.cert_file is not None and tls.key_file is not None:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    except (OSError, ssl.SSLError) as err:
-        raise ConnectorUnavailable(f"connector {cfg.name}: cannot load TLS files: {err}") from err
-    if tls.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+        context = cfg.ssl_context()
+    except ConfigError as err:
+        raise ConnectorUnavailable(str(err)) from err
+    assert context is not None
     return context
 
 
