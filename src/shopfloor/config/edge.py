@@ -125,16 +125,16 @@ class UplinkSection(_Section):
         8, ge=1, le=64, description="Batch requests in flight at once (one while unreachable)."
     )
     catch_up_after: str = Field(
-        "10s",
+        "2s",
         description="Batches older than this are backlog: sent after the live ones, oldest "
         "first, flagged historical once newer values went out.",
     )
     coalesce_points: int = Field(
-        0,
+        20_000,
         ge=0,
         description="Join consecutive backlog batches into requests of up to this many "
-        "points while draining (0: off). Needs a platform that applies its ledger per "
-        "record batch (each carries its own seq).",
+        "points while draining (0: one batch per request). Each batch keeps its own seq, "
+        "so the platform still stores every one exactly once.",
     )
     max_refusals: int = Field(
         3,
@@ -142,11 +142,16 @@ class UplinkSection(_Section):
         description="A batch the platform refuses as invalid (400/413/415/422) this many "
         "times moves to quarantine.",
     )
+    retry_min: str = Field(
+        "0.5s",
+        description="First wait after a failed request; it doubles (jittered) up to "
+        "`retry_max` while the platform stays unreachable.",
+    )
     retry_max: str = Field(
         "30s", description="Longest wait between attempts while the platform is unreachable."
     )
 
-    @field_validator("timeout", "catch_up_after", "retry_max")
+    @field_validator("timeout", "catch_up_after", "retry_min", "retry_max")
     @classmethod
     def _durations(cls, value: str) -> str:
         return _duration(value)
@@ -157,6 +162,16 @@ class UplinkSection(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _retry_range(self) -> UplinkSection:
+        low, high = parse_duration_s(self.retry_min), parse_duration_s(self.retry_max)
+        if not 0 < low <= high:
+            raise ValueError(
+                f"retry_min ({self.retry_min}) must be above zero and at most "
+                f"retry_max ({self.retry_max})"
+            )
+        return self
 
     @property
     def target(self) -> str:

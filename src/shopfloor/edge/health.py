@@ -112,6 +112,8 @@ _GAUGES: tuple[tuple[str, str, str, str], ...] = (
 )
 _COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("buffer", "appended_points", "buffer_appended_points_total", "Points appended."),
+    ("buffer", "acked_batches", "buffer_acked_batches_total", "Batches committed, ever."),
+    ("buffer", "acked_points", "buffer_acked_points_total", "Points committed, ever."),
     ("buffer", "dropped_points", "buffer_dropped_points_total", "Points dropped by a bound."),
     ("buffer", "dropped_batches", "buffer_dropped_batches_total", "Batches dropped."),
     ("buffer", "quarantined_batches", "buffer_quarantined_batches_total", "Quarantined."),

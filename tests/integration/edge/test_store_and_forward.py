@@ -124,6 +124,8 @@ async def test_every_durable_batch_is_stored_once_across_a_platform_restart(
     assert stats.reconnects == 2
     assert stats.acked_batches == 90
     assert uplink.outbox.stats().acked_batches == 90
+    buffer = uplink.status()["buffer"]  # what /healthz and /metrics show
+    assert (buffer["acked_batches"], buffer["acked_points"]) == (90, 90 * 50)
     assert caplog.text.count("platform unreachable") == 2, "one line per outage"
     assert zstd, "the platform reads zstd bodies (Content-Encoding) as the contract says"
 
@@ -138,7 +140,9 @@ async def test_live_batches_go_first_and_the_backlog_is_flagged_historical(
         assert request.headers["content-encoding"] == "zstd"
         body = pa.CompressedInputStream(pa.BufferReader(raw), "zstd").read()
         meta = pa.ipc.open_stream(body).schema.metadata
-        seen.append((int(meta[b"seq"]), meta[b"historical"] == b"1"))
+        historical = meta[b"historical"] == b"1"
+        seqs = meta.get(b"seqs", meta[b"seq"]).split(b",")  # a coalesced request lists all
+        seen.extend((int(seq), historical) for seq in seqs)
         return JSONResponse({"accepted": 1, "duplicate": False})
 
     app = Starlette(routes=[Route("/api/v1/ingest", ingest, methods=["POST"])])
@@ -181,6 +185,43 @@ async def test_retry_after_is_honoured_before_the_next_attempt(tmp_path: Path) -
     assert len(attempts) == 2
     assert attempts[1] - attempts[0] >= 0.4, "Retry-After wins over the short backoff"
     assert uplink.sender.stats().retry_later == 1
+
+
+async def test_one_failure_while_later_requests_succeed_is_not_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flapping link: the request that was unlucky goes again at once; the window stays
+    open because requests sent after it got through (no probe mode, no backoff)."""
+    release_first = asyncio.Event()
+    answered: list[int] = []
+
+    async def ingest(request: Request) -> Response:
+        meta = pa.ipc.open_stream(await request.body()).schema.metadata
+        seq = int(meta[b"seq"])
+        if seq == 1 and 1 not in answered:
+            answered.append(1)
+            await release_first.wait()  # held while the others go through, then fails
+            return Response(status_code=502)
+        answered.append(seq)
+        if len(answered) == 4:
+            release_first.set()
+        return JSONResponse({"accepted": 50, "duplicate": False})
+
+    app = Starlette(routes=[Route("/api/v1/ingest", ingest, methods=["POST"])])
+    caplog.set_level(logging.INFO, logger="shopfloor")
+    async with serve_app(app) as url:
+        options = SenderOptions(window=4, coalesce_points=0, retry=(30.0, 30.0))
+        uplink = uplink_for(tmp_path, url, compression="none", options=options)
+        await uplink.start()
+        for k in range(12):
+            await uplink.send(points(k))
+        await drained(uplink, timeout_s=10)  # a 30 s backoff would not fit
+        await uplink.close()
+    stats = uplink.sender.stats()
+    assert (stats.failures, stats.reconnects, stats.down) == (1, 0, False)
+    assert stats.acked_batches == 12
+    assert answered.count(1) == 2, "the failed batch went again"
+    assert "platform unreachable" not in caplog.text
 
 
 async def test_a_refused_batch_goes_to_quarantine_and_never_blocks_the_rest(

@@ -240,6 +240,8 @@ class OutboxUplink:
                 "disk_free_bytes": b.disk_free_bytes,
                 "append_rate_bps": round(b.append_rate_bps, 1),
                 "appended_points": b.appended_points,
+                "acked_batches": b.acked_batches,
+                "acked_points": b.acked_points,
                 "next_seq": b.next_seq,
                 "open": self._ready.is_set(),
             },
@@ -317,7 +319,7 @@ def build_outbox_uplink(config: EdgeConfig, *, clock: Clock | None = None) -> Ou
         catch_up_after_s=parse_duration_s(up.catch_up_after),
         coalesce_points=up.coalesce_points,
         max_refusals=up.max_refusals,
-        retry=(0.5, parse_duration_s(up.retry_max)),
+        retry=(parse_duration_s(up.retry_min), parse_duration_s(up.retry_max)),
     )
     return OutboxUplink(
         build_outbox(config, clock=clock),

@@ -11,7 +11,11 @@ The policy, in the order it is applied:
    With ``coalesce_points`` set, consecutive backlog batches travel together in one
    request (one record batch per outbox batch, each with its own seq).
 4. **Window.** At most ``window`` requests are in flight; while the platform is down,
-   just one (a probe), so an outage costs one timeout, not ``window`` of them.
+   just one (a probe), so an outage costs one timeout, not ``window`` of them. A failed
+   request means "down" only if no request sent after it has been answered since: on a
+   flapping link the requests that got through keep the window open, and the requests
+   that were in flight when the link dropped count as one failure, not ``window``
+   steps of backoff.
 5. **Acknowledgement.** A batch leaves the outbox only on a ``200`` (a duplicate
    counts: the platform has it). Nothing else — a socket write, a TCP ack — counts.
 6. **Backpressure.** ``429``/``503`` pause sending for ``Retry-After`` plus up to 20 %
@@ -86,8 +90,8 @@ class SenderOptions:
     """
 
     window: int = 8
-    catch_up_after_s: float = 10.0
-    coalesce_points: int = 0
+    catch_up_after_s: float = 2.0
+    coalesce_points: int = 20_000
     coalesce_batches: int = 64
     max_refusals: int = 3
     retry: tuple[float, float] = (0.5, 30.0)
@@ -188,6 +192,7 @@ class Sender:
         self._wake = asyncio.Event()
         self._paused_until = 0.0
         self._down_since = 0.0
+        self._answered_started = 0.0  # send time of the newest request that got an answer
         self._backoff = Backoff(initial=self.options.retry[0], maximum=self.options.retry[1])
         self._rng = random.Random()
         self._live_high = 0
@@ -334,7 +339,7 @@ class Sender:
     async def _settle(self, job: _Job, answer: Answer, started: float) -> None:
         elapsed_s = time.monotonic() - started
         if answer.committed:
-            await self._outbox.ack(job.seqs)
+            # counted before the outbox write: the platform has them whatever happens next
             self._up(started)
             self._stats.acked_batches += len(job.batches)
             self._stats.acked_points += job.points
@@ -347,6 +352,7 @@ class Sender:
             for seq in job.seqs:
                 self._refused.pop(seq, None)
                 self._solo.discard(seq)
+            await self._outbox.ack(job.seqs)
             return
         if answer.verdict is Verdict.REFUSED:
             self._up(started)
@@ -363,8 +369,7 @@ class Sender:
             self._pause(wait, f"platform busy ({answer.detail[:120]})", outage=False)
         else:
             self._stats.failures += 1
-            wait = answer.retry_after_s or self._backoff.next_delay()
-            self._pause(wait, answer.detail[:200] or answer.verdict.value, outage=True)
+            self._failed(started, answer)
 
     async def _refused_answer(self, job: _Job, answer: Answer) -> bool:
         """Count a refusal; return True if the batch went to quarantine."""
@@ -424,11 +429,22 @@ class Sender:
             self._tags_pending = False
             logger.error("platform refused %d tags: %s", len(tags), answer.detail[:300])
             return True
-        wait = answer.retry_after_s or self._backoff.next_delay()
-        self._pause(wait, answer.detail[:200] or answer.verdict.value, outage=True)
+        self._failed(started, answer)
         return False
 
     # ------------------------------------------------------------ transitions
+    def _failed(self, started: float, answer: Answer) -> None:
+        """A request sent at ``started`` got no usable answer: decide if the link is down."""
+        reason = answer.detail[:200] or answer.verdict.value
+        if self._answered_started > started:
+            # A request sent after this one was answered: the link works (it flapped, or
+            # this request alone was unlucky). Its batches go again at once.
+            self._stats.last_error = reason
+            return
+        if self._stats.down and started < self._down_since:
+            return  # in flight when the outage began: the same outage, already backing off
+        self._pause(answer.retry_after_s or self._backoff.next_delay(), reason, outage=True)
+
     def _pause(self, seconds: float, reason: str, *, outage: bool) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
         self._stats.last_error = reason
@@ -442,6 +458,7 @@ class Sender:
     def _up(self, started: float) -> None:
         """An answer came; only a request sent after the outage began proves recovery
         (a late answer to an older request says nothing about the link now)."""
+        self._answered_started = max(self._answered_started, started)
         if self._stats.down and started < self._down_since:
             return
         self._backoff.reset()
