@@ -6,24 +6,17 @@ Without the ``mosquitto`` binary the tests that need it are skipped, except unde
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from shopfloor.testing.mosquitto import Mosquitto, MosquittoNotFound
+from shopfloor.testing.mosquitto import Mosquitto, broker_for_tests
 
 
-def _start(workdir: Path, **kwargs: object) -> Mosquitto:
-    try:
-        broker = Mosquitto(workdir, **kwargs)  # type: ignore[arg-type]
-    except MosquittoNotFound as err:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{err}; CI must run the broker tests")
-        pytest.skip(f"{err}")
-    broker.start()
-    return broker
+def _start(workdir: Path, **kwargs: Any) -> Mosquitto:
+    return broker_for_tests(lambda: Mosquitto(workdir, **kwargs))
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +35,7 @@ from types import TracebackType
 from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.processes import free_port
 
-__all__ = ["Mosquitto", "MosquittoNotFound", "TlsFiles", "find_mosquitto"]
+__all__ = ["Mosquitto", "MosquittoNotFound", "TlsFiles", "broker_for_tests", "find_mosquitto"]
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -260,3 +261,21 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def broker_for_tests(make: Callable[[], Mosquitto]) -> Mosquitto:
+    """Make a broker with ``make`` and start it, for a pytest fixture.
+
+    Without the binary the test is skipped, except under ``CI=true``, where a missing
+    broker is a failure: CI must run the broker tests.
+    """
+    import pytest  # the shipped kit needs pytest only when used from tests
+
+    try:
+        broker = make()
+    except MosquittoNotFound as err:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{err}; CI must run the broker tests")
+        pytest.skip(str(err))
+    broker.start()
+    return broker

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pytest
 
-from shopfloor.testing.mosquitto import Mosquitto, MosquittoNotFound
+from shopfloor.testing.mosquitto import Mosquitto, broker_for_tests
 
 HERE = Path(__file__).parent
 PLATFORM = HERE / "mqtt_platform.py"
@@ -51,13 +50,8 @@ class TestBroker(Mosquitto):
 
 def start_broker(workdir: Path, *, extra: Sequence[str] = ()) -> TestBroker:
     """Start a :class:`TestBroker` (skip without the binary, fail under CI)."""
-    try:
-        broker = TestBroker(workdir, extra=extra)
-    except MosquittoNotFound as err:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{err}; CI must run the broker tests")
-        pytest.skip(str(err))
-    broker.start()
+    broker = broker_for_tests(lambda: TestBroker(workdir, extra=extra))
+    assert isinstance(broker, TestBroker)
     return broker
 
 

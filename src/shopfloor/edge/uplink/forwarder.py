@@ -319,7 +319,10 @@ def build_outbox_uplink(config: EdgeConfig, *, clock: Clock | None = None) -> Ou
         catch_up_after_s=parse_duration_s(up.catch_up_after),
         coalesce_points=up.coalesce_points,
         max_refusals=up.max_refusals,
-        retry=(parse_duration_s(up.retry_min), parse_duration_s(up.retry_max)),
+        retry=(
+            min(parse_duration_s(up.retry_min), parse_duration_s(up.retry_max)),
+            parse_duration_s(up.retry_max),
+        ),
     )
     return OutboxUplink(
         build_outbox(config, clock=clock),

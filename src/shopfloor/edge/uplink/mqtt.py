@@ -59,6 +59,7 @@ from shopfloor.errors import ConfigError
 from shopfloor.model import TagMeta
 from shopfloor.runtime.backoff import Backoff
 from shopfloor.runtime.clock import Clock, SystemClock
+from shopfloor.runtime.loopnoise import quiet_socket_teardown
 from shopfloor.runtime.supervisor import Supervisor
 from shopfloor.wire import ARROW_MEDIA_TYPE, WIRE_VERSION
 
@@ -186,6 +187,7 @@ class MqttTransport:
         if self._started or self._closed:
             return
         self._started = True
+        quiet_socket_teardown()
         self._supervisor.start("link", self._link)
 
     async def close(self) -> None:

@@ -74,6 +74,7 @@ from shopfloor.errors import (
 from shopfloor.model import DataType, TagMeta, now_ns
 from shopfloor.model.tags import validate_path
 from shopfloor.runtime.backoff import Backoff
+from shopfloor.runtime.loopnoise import quiet_socket_teardown
 from shopfloor.runtime.supervisor import Supervisor
 from shopfloor.server.ingest.service import Ingestor
 from shopfloor.wire import (
@@ -261,6 +262,7 @@ class MqttIngest:
         if self._started:
             return
         self._started = True
+        quiet_socket_teardown()
         self._supervisor.start("link", self._link)
 
     async def stop(self) -> None:
