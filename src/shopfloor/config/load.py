@@ -23,7 +23,7 @@ from shopfloor.errors import ConfigError
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
-_UNION_TAGS = {"duckdb", "simulator", "modbus", "s7", "opcua", "mqtt", "sparkplug"}
+_UNION_TAGS = {"duckdb", "postgres", "simulator", "modbus", "s7", "opcua", "mqtt", "sparkplug"}
 
 
 M = TypeVar("M", bound=BaseModel)

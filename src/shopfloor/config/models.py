@@ -7,14 +7,25 @@ a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
+from shopfloor.errors import ConfigError
 
 __all__ = ["ShopfloorConfig", "parse_duration_s"]
 
@@ -35,21 +46,15 @@ class ServerSection(_Section):
     )
 
 
-class DuckDBHistorianSection(_Section):
-    """The embedded historian: one DuckDB file, no server to install."""
+class _HistorianWriterSection(_Section):
+    """Write batching and the ingest ledger: the same knobs for every backend."""
 
-    kind: Literal["duckdb"] = Field("duckdb", description="Historian backend.")
-    path: Path = Field(
-        Path("history.duckdb"),
-        description="Database file; relative paths are relative to server.data_dir.",
-    )
     flush_interval_s: float = Field(
         1.0, gt=0, le=60, description="Longest time an accepted point waits before commit."
     )
     flush_rows: int = Field(
         100_000, ge=1, description="Commit as soon as this many points are waiting."
     )
-    memory_limit: str = Field("512MB", description="DuckDB memory limit, e.g. 512MB or 2GB.")
     max_pending_rows: int = Field(
         2_000_000,
         ge=1000,
@@ -70,7 +75,184 @@ class DuckDBHistorianSection(_Section):
     )
 
 
-HistorianSection = Annotated[DuckDBHistorianSection, Field(discriminator="kind")]
+class DuckDBHistorianSection(_HistorianWriterSection):
+    """The embedded historian: one DuckDB file, no server to install."""
+
+    kind: Literal["duckdb"] = Field("duckdb", description="Historian backend.")
+    path: Path = Field(
+        Path("history.duckdb"),
+        description="Database file; relative paths are relative to server.data_dir.",
+    )
+    memory_limit: str = Field("512MB", description="DuckDB memory limit, e.g. 512MB or 2GB.")
+
+    def resolved(self, *, data_dir: Path, base: Path) -> DuckDBHistorianSection:
+        """A copy whose database file is made absolute against ``data_dir``."""
+        del base  # the file lives with the data, not with the configuration
+        if self.path.is_absolute():
+            return self
+        return self.model_copy(update={"path": data_dir / self.path})
+
+
+class PostgresHistorianSection(_HistorianWriterSection):
+    """The plant's own PostgreSQL server (TimescaleDB when it is installed).
+
+    The password never sits in the file: it comes from an environment variable
+    (``password_env``), a file (``password_file``, e.g. a container secret), or libpq's own
+    ``~/.pgpass`` / ``PGPASSWORD`` when neither is given.
+    """
+
+    kind: Literal["postgres"] = Field(description="Historian backend.")
+    dsn: str | None = Field(
+        None,
+        description="libpq connection string or URI (`host=db dbname=shopfloor user=shopfloor` "
+        "or `postgresql://shopfloor@db/shopfloor`), without a password; instead of "
+        "host, port, dbname and user.",
+    )
+    host: str | None = Field(
+        None,
+        description="Database server host name, address or socket folder; default: libpq's "
+        "(PGHOST, else the local socket).",
+    )
+    port: int = Field(5432, ge=1, le=65535, description="TCP port of the database server.")
+    dbname: str = Field("shopfloor", min_length=1, description="Database name.")
+    user: str = Field("shopfloor", min_length=1, description="Database user (role).")
+    password_env: str | None = Field(
+        None, description="Name of the environment variable that holds the password."
+    )
+    password_file: Path | None = Field(
+        None,
+        description="File whose first line is the password (e.g. a container secret); "
+        "relative to the configuration file.",
+    )
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        "prefer",
+        description="TLS to the database server, as libpq's sslmode; `verify-full` checks "
+        "the server certificate and host name.",
+    )
+    sslrootcert: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the server's certificate (for `verify-ca` "
+        "and `verify-full`); relative to the configuration file.",
+    )
+    schema_name: str = Field(
+        "shopfloor",
+        min_length=1,
+        max_length=63,
+        description="Schema holding the historian's tables (created if missing); one server "
+        "writes to one schema.",
+    )
+    read_connections: int = Field(
+        2, ge=1, le=64, description="Most database connections that queries use at once."
+    )
+    ledger_max_gaps: int = Field(
+        10_000,
+        ge=1,
+        description="Most open gaps in one edge's batch sequence the ingest ledger keeps in "
+        "memory.",
+    )
+    ledger_prune_interval_s: float = Field(
+        600.0, gt=0, description="How often ingest-ledger rows past retention are deleted."
+    )
+    timescale: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="For a new schema: a TimescaleDB hypertable when the extension can be "
+        "loaded (`auto`), always (fail without it) or never (native daily partitions). An "
+        "existing schema keeps its layout.",
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            params = conninfo_to_dict(value)
+        except psycopg.ProgrammingError as err:
+            raise ValueError(f"not a PostgreSQL connection string: {err}") from None
+        if "password" in params:
+            raise ValueError(
+                "the dsn holds a password: remove it and use password_env or password_file"
+            )
+        return value
+
+    # Field validators run only on keys written in the file, in declaration order, so
+    # these name the second of two conflicting keys (and its line) rather than the table.
+    @field_validator("host", "port", "dbname", "user")
+    @classmethod
+    def _not_with_dsn(cls, value: object, info: ValidationInfo) -> object:
+        if info.data.get("dsn") is not None:
+            raise ValueError(f"give dsn or {info.field_name}, not both")
+        return value
+
+    @field_validator("password_file")
+    @classmethod
+    def _one_password_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("password_env") is not None:
+            raise ValueError("give password_env or password_file, not both")
+        return value
+
+    def resolved(self, *, data_dir: Path, base: Path) -> PostgresHistorianSection:
+        """A copy whose password and CA files are made absolute against ``base`` (the
+        configuration file's folder)."""
+        del data_dir  # nothing of a database server lives in the data folder
+        update = {
+            name: base / value
+            for name in ("password_file", "sslrootcert")
+            if isinstance(value := getattr(self, name), Path) and not value.is_absolute()
+        }
+        return self.model_copy(update=update) if update else self
+
+    def password(self) -> str | None:
+        """Read the password from its environment variable or file (None: libpq's own).
+
+        Raises:
+            ConfigError: the variable is unset or the file cannot be read.
+        """
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"historian: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as err:
+                raise ConfigError(
+                    f"historian: cannot read password_file {self.password_file}: {err.strerror}"
+                ) from err
+            return text.splitlines()[0] if text else ""
+        return None
+
+    def connection_string(self) -> str:
+        """The libpq connection string, password included; keep it out of logs.
+
+        Raises:
+            ConfigError: the password's variable is unset or its file cannot be read.
+        """
+        params: dict[str, Any] = {}
+        if self.dsn is None:
+            params.update(port=self.port, dbname=self.dbname, user=self.user)
+            if self.host is not None:
+                params["host"] = self.host
+        # settings written as keys win over the same ones inside the dsn
+        if "sslmode" in self.model_fields_set or self.dsn is None:
+            params["sslmode"] = self.sslmode
+        if self.sslrootcert is not None:
+            params["sslrootcert"] = str(self.sslrootcert)
+        password = self.password()
+        if password is not None:
+            params["password"] = password
+        return make_conninfo(self.dsn or "", **params)
+
+    @property
+    def timescale_wanted(self) -> bool | None:
+        """``timescale`` as the historian takes it: None for auto."""
+        return {"auto": None, "always": True, "never": False}[self.timescale]
+
+
+HistorianSection = Annotated[
+    DuckDBHistorianSection | PostgresHistorianSection, Field(discriminator="kind")
+]
 
 
 class IngestSection(_Section):
@@ -183,13 +365,10 @@ class ShopfloorConfig(_Section):
         data_dir = self.server.data_dir
         if not data_dir.is_absolute():
             data_dir = (base / data_dir).resolve()
-        hist_path = self.historian.path
-        if not hist_path.is_absolute():
-            hist_path = data_dir / hist_path
         return self.model_copy(
             update={
                 "server": self.server.model_copy(update={"data_dir": data_dir}),
-                "historian": self.historian.model_copy(update={"path": hist_path}),
+                "historian": self.historian.resolved(data_dir=data_dir, base=base),
                 "ingest": self.ingest.model_copy(
                     update={"mqtt": self.ingest.mqtt.relative_to(base)}
                 ),

@@ -19,12 +19,14 @@ from fastapi import FastAPI
 
 from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig
+from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.schemas import EdgeStatusIn
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
+from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.web.routes import router as web_router
@@ -43,8 +45,26 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 def build_historian(config: ShopfloorConfig) -> Historian:
-    """Create the historian backend the configuration names."""
+    """Create the historian backend the configuration names.
+
+    Raises:
+        ConfigError: the PostgreSQL password's variable is unset or its file unreadable.
+    """
     section = config.historian
+    if isinstance(section, PostgresHistorianSection):
+        return PostgresHistorian(
+            section.connection_string(),
+            schema=section.schema_name,
+            flush_interval_s=section.flush_interval_s,
+            flush_rows=section.flush_rows,
+            max_pending_rows=section.max_pending_rows,
+            ack_delay_s=section.ack_delay_s,
+            ledger_retention_s=section.ledger_retention_s,
+            ledger_max_gaps=section.ledger_max_gaps,
+            ledger_prune_interval_s=section.ledger_prune_interval_s,
+            read_connections=section.read_connections,
+            timescale=section.timescale_wanted,
+        )
     return DuckDBHistorian(
         section.path,
         flush_interval_s=section.flush_interval_s,

@@ -16,7 +16,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import connectors as connectors_routes
-from shopfloor.server.api.routes import edges, health, ingest, tags, values
+from shopfloor.server.api.routes import edges, health, history, ingest, tags, values
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.historian.base import Historian
@@ -45,6 +45,7 @@ REST and websocket API of a shopfloor server.
 _TAGS_METADATA = [
     {"name": "tags", "description": "Tags, their metadata and their history."},
     {"name": "values", "description": "The latest value of each tag."},
+    {"name": "history", "description": "Many tags' history as one flat table (Grafana)."},
     {"name": "ingest", "description": "Batches of points from edges and scripts."},
     {"name": "edges", "description": "Remote edges: their status, clock skew and delivery."},
     {"name": "health", "description": "Liveness and counters."},
@@ -102,6 +103,7 @@ def create_app(
         connectors_routes.router,
         tags.router,
         values.router,
+        history.router,
         ingest.router,
         edges.router,
         ws_router,

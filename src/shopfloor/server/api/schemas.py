@@ -292,3 +292,29 @@ class WsError(BaseModel):
 
     type: str = "error"
     error: ErrorBody
+
+
+class HistoryRow(BaseModel):
+    """One row of ``GET /api/v1/history`` in its long shape (JSON; CSV has the same columns).
+
+    Raw points have ``value``, ``quality`` and ``text``; bucketed answers have one column
+    per aggregate instead (``avg``, ``min``, ``max``, ``first``, ``last``, ``count``). The
+    wide shape has ``time`` and one column per tag path instead of ``path``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    time: str | int = Field(
+        description="ISO 8601 UTC (`time_format=iso`) or epoch milliseconds (`ms`); for "
+        "buckets, the bucket start.",
+        examples=["2026-01-01T08:00:00.000Z"],
+    )
+    path: str = Field(description="The tag's path.")
+    value: float | None = Field(
+        None, description="Raw: the numeric value; null for text and non-finite values."
+    )
+    quality: int | None = Field(None, description="Raw: OPC UA status code; 0 is Good.")
+    text: str | None = Field(None, description="Raw: the value of a text tag.")
+
+
+__all__ += ["HistoryRow"]

@@ -1,0 +1,260 @@
+"""A synchronous client of a shopfloor server's REST API.
+
+History comes as Arrow IPC straight from the server (``Accept:
+application/vnd.apache.arrow.stream``), so a year of one tag is read without one Python
+object per point. Everything goes through the server: a reader never opens the
+historian's DuckDB file (which one process owns) nor the PostgreSQL tables.
+
+The server itself speaks plain HTTP and has no logins yet; ``ca_file``, ``client_cert``,
+``headers`` and ``auth`` are for a reverse proxy (TLS, basic auth, a token header) put in
+front of it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import pyarrow as pa
+
+from shopfloor.client._errors import ApiError, ClientError, ServerUnreachable
+from shopfloor.client._tables import Tag, bucket_text, latest_table, tag_from_json, time_text
+from shopfloor.wire import ARROW_MEDIA_TYPE
+
+__all__ = ["ShopfloorClient", "TimeArg"]
+
+TimeArg = datetime | str | int
+"""An aware datetime, API text (ISO 8601, ``now``, ``-1h``), or UTC nanoseconds."""
+
+_ARROW_ACCEPT = {"accept": ARROW_MEDIA_TYPE}
+
+
+class ShopfloorClient:
+    """Read tags, latest values and history from a shopfloor server.
+
+    Example::
+
+        from datetime import UTC, datetime, timedelta
+        from shopfloor.client import ShopfloorClient
+
+        with ShopfloorClient("http://shopfloor.plant.local:8000") as client:
+            temps = client.history("acme/plant-1/line-1/cnc-1/spindle_temp", "-1d",
+                                   bucket="1m", aggregates=["avg", "max"])
+            print(temps.num_rows, temps.column_names)  # ts, avg, max
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000`` (or the proxy's https URL).
+        timeout: seconds to wait for each answer.
+        headers: sent with every request (e.g. a proxy's token header).
+        auth: httpx authentication, or ``(user, password)`` for basic auth at a proxy.
+        ca_file: PEM file of the CA that signed an https proxy's certificate; default:
+            the system's trusted CAs.
+        client_cert: ``(certificate, key)`` PEM files, for a proxy that requires one.
+        verify: False accepts any certificate (trials only; anyone on the path can read
+            and forge the data).
+        transport: an httpx transport (tests, or ``httpx.ASGITransport`` in-process).
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        ca_file: Path | None = None,
+        client_cert: tuple[Path, Path] | None = None,
+        verify: bool = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            headers=dict(headers or {}),
+            auth=auth,
+            verify=_tls(ca_file=ca_file, client_cert=client_cert, verify=verify),
+            transport=transport,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close the connections. Idempotent."""
+        self._http.close()
+
+    def __enter__(self) -> ShopfloorClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------- reads
+    def health(self) -> dict[str, Any]:
+        """``/healthz``: status, version and the server's counters."""
+        answer: dict[str, Any] = self._get("/healthz").json()
+        return answer
+
+    def tags(self, prefix: str | None = None) -> list[Tag]:
+        """Every tag (or those at or below the asset path ``prefix``), sorted by path."""
+        params = {"prefix": prefix} if prefix else None
+        return [tag_from_json(t) for t in self._get("/api/v1/tags", params=params).json()["tags"]]
+
+    def latest(self, prefix: str | None = None) -> pa.Table:
+        """The last value of every tag (or of those under ``prefix``), sorted by path.
+
+        Columns: path, ts (timestamp ns UTC), value (null for text), quality, text.
+        """
+        params = {"prefix": prefix} if prefix else None
+        return latest_table(self._get("/api/v1/values/latest", params=params).json()["values"])
+
+    def history(
+        self,
+        path: str,
+        start: TimeArg,
+        end: TimeArg = "now",
+        *,
+        bucket: str | timedelta | None = None,
+        aggregates: Sequence[str] = ("avg",),
+        page_size: int = 100_000,
+    ) -> pa.Table:
+        """One tag's history over ``[start, end)``, oldest first, in as many pages as needed.
+
+        Without ``bucket``: raw points, columns ts (timestamp ns UTC), value, quality,
+        text. With ``bucket`` (``30s``, ``1m``, a timedelta): aggregates of Good points
+        per epoch-aligned bucket, columns ts (bucket start) and one per aggregate.
+
+        Raises:
+            ApiError: unknown tag (404) or a bad parameter (422, ``field`` names it).
+            ServerUnreachable: no answer.
+            ClientError: more than ``page_size`` points share one timestamp.
+        """
+        if page_size < 1:
+            raise ValueError("page_size must be 1 or more")
+        params: dict[str, str | int] = {"end": time_text(end), "limit": page_size}
+        if bucket is not None:
+            params["bucket"] = bucket_text(bucket)
+            params["agg"] = ",".join(aggregates)
+        url = f"/api/v1/tags/{_quote_path(path)}/series"
+        pages: list[pa.Table] = []
+        page_start = time_text(start)
+        while True:
+            answer = self._get(url, params={**params, "start": page_start}, headers=_ARROW_ACCEPT)
+            page = _read_arrow(answer)
+            meta = page.schema.metadata or {}
+            truncated = meta.get(b"truncated") == b"true"
+            if b"end" in meta:  # "now" as the first page saw it: later pages end there too
+                params["end"] = meta[b"end"].decode()
+            page = page.replace_schema_metadata(None)
+            if not truncated:
+                pages.append(page)
+                break
+            # The last timestamp may continue on the next page: read it again there whole.
+            ts = np.asarray(page.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+            keep = int(np.searchsorted(ts, ts[-1], side="left"))
+            if keep == 0:
+                raise ClientError(
+                    f"{path}: more than {page_size} points at {time_text(int(ts[-1]))}; "
+                    "raise page_size"
+                )
+            pages.append(page.slice(0, keep))
+            page_start = time_text(int(ts[-1]))
+        return pa.concat_tables(pages) if len(pages) > 1 else pages[0]
+
+    def history_many(
+        self,
+        paths: Sequence[str],
+        start: TimeArg,
+        end: TimeArg = "now",
+        *,
+        bucket: str | timedelta | None = None,
+        aggregates: Sequence[str] = ("avg",),
+        page_size: int = 100_000,
+    ) -> pa.Table:
+        """:meth:`history` of several tags in one long table with a ``path`` column first.
+
+        Rows come grouped by tag in the order of ``paths``, each tag oldest first.
+        """
+        tables = [
+            self.history(p, start, end, bucket=bucket, aggregates=aggregates, page_size=page_size)
+            for p in paths
+        ]
+        counts = np.array([t.num_rows for t in tables], dtype=np.int64)
+        path = pa.DictionaryArray.from_arrays(
+            pa.array(np.repeat(np.arange(len(paths), dtype=np.int32), counts)),
+            pa.array(list(paths), type=pa.string()),
+        )
+        if not tables:
+            return pa.table({"path": path})
+        return pa.concat_tables(tables).add_column(0, "path", path)
+
+    # -------------------------------------------------------------------- plumbing
+    def _get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self._http.get(url, params=params, headers=headers)
+        except httpx.TransportError as err:
+            raise ServerUnreachable(f"no answer from {self.base_url}: {err}") from err
+        if response.is_success:
+            return response
+        raise _api_error(response)
+
+
+def _tls(
+    *, ca_file: Path | None, client_cert: tuple[Path, Path] | None, verify: bool
+) -> ssl.SSLContext | bool:
+    """What httpx's ``verify`` takes: an SSL context when any TLS option is set."""
+    if ca_file is None and client_cert is None:
+        return verify
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if client_cert is not None:
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+    except (OSError, ssl.SSLError) as err:
+        raise ClientError(f"cannot load the TLS files: {err}") from err
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    """The server's error envelope as an exception (or the start of a foreign body)."""
+    try:
+        error = response.json()["error"]
+        return ApiError(
+            response.status_code, str(error["code"]), error.get("field"), str(error["message"])
+        )
+    except (ValueError, KeyError, TypeError):
+        return ApiError(response.status_code, "http_error", None, response.text[:200])
+
+
+def _read_arrow(response: httpx.Response) -> pa.Table:
+    if ARROW_MEDIA_TYPE not in response.headers.get("content-type", ""):
+        raise ClientError(f"expected an Arrow stream, got {response.headers.get('content-type')!r}")
+    try:
+        with pa.ipc.open_stream(response.content) as reader:
+            return reader.read_all()
+    except pa.ArrowInvalid as err:
+        raise ClientError(f"the server's Arrow stream is damaged: {err}") from err
+
+
+def _quote_path(path: str) -> str:
+    """Percent-encode each segment of a tag path (it may hold spaces, ``%`` or ``?``)."""
+    return "/".join(quote(segment, safe="") for segment in path.split("/"))
