@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from shopfloor import __version__
+from shopfloor.cli_history import register_history_commands
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
 from shopfloor.errors import ConfigError, ShopfloorError
@@ -31,6 +32,7 @@ config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=
 app.add_typer(config_app, name="config")
 opcua_app = typer.Typer(help="OPC UA tools.", no_args_is_help=True)
 app.add_typer(opcua_app, name="opcua")
+register_history_commands(app)  # export, import, backup, restore
 
 err_console = Console(stderr=True)
 
