@@ -43,6 +43,7 @@ from shopfloor.edge.uplink.sender import SenderOptions
 from shopfloor.simulator import Plant
 from shopfloor.testing.faultproxy import FaultProxy
 from shopfloor.testing.processes import RunningProcess, shopfloor_process
+from shopfloor.wire import edge_of_stream
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ def assert_whole_batches_only(db: Path) -> int:
     with duckdb.connect(str(db), read_only=True) as con:
         (rows,) = con.execute("SELECT count(*) FROM points").fetchone() or (0,)
         seqs = con.execute(
-            "SELECT seq, points FROM ingest_ledger WHERE edge = ?", [EDGE_ID]
+            "SELECT seq, points FROM ingest_ledger WHERE split_part(edge, '/', 1) = ?", [EDGE_ID]
         ).fetchall()
     assert len(seqs) == len({s for s, _ in seqs}), "a batch is in the ledger twice"
     assert sum(p for _, p in seqs) == rows, "a batch is half applied"
@@ -322,12 +323,12 @@ def count(
     pairs = np.stack([history.tag_id, history.ts], axis=1)
     unique = len(np.unique(pairs, axis=0)) if len(pairs) else 0
     counts = Counts(durable_batches, durable_points, len(history.ts), unique, platform_view)
-    mine = sorted(s for e, s, _ in history.ledger if e == EDGE_ID)
+    mine = sorted(s for e, s, _ in history.ledger if edge_of_stream(e) == EDGE_ID)
     assert mine == list(range(1, durable_batches + 1)), (
         f"the ledger holds each of the {durable_batches} durable batches once "
         f"(has {len(mine)}, {len(set(mine))} distinct)"
     )
-    ledger_points = sum(p for e, _, p in history.ledger if e == EDGE_ID)
+    ledger_points = sum(p for e, _, p in history.ledger if edge_of_stream(e) == EDGE_ID)
     assert ledger_points == counts.stored, "no batch half applied, no point without its batch"
     assert counts.lost == 0, counts
     assert counts.duplicated == 0, counts

@@ -5,6 +5,7 @@ from shopfloor.wire.codec import (
     DEFAULT_MAX_BYTES,
     EDGE_ID_PATTERN,
     JSON_MEDIA_TYPE,
+    OUTBOX_ID_PATTERN,
     WIRE_VERSION,
     DecodedBatch,
     PayloadTooLarge,
@@ -21,6 +22,7 @@ from shopfloor.wire.compression import (
     decompress,
     normalise_encoding,
 )
+from shopfloor.wire.streams import edge_of_stream, ledger_stream
 
 __all__ = [
     "ARROW_MEDIA_TYPE",
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "EDGE_ID_PATTERN",
     "JSON_MEDIA_TYPE",
+    "OUTBOX_ID_PATTERN",
     "WIRE_VERSION",
     "DecodedBatch",
     "PayloadTooLarge",
@@ -36,8 +39,10 @@ __all__ = [
     "compress",
     "decode",
     "decompress",
+    "edge_of_stream",
     "encode_arrow",
     "encode_json",
+    "ledger_stream",
     "media_type",
     "normalise_encoding",
 ]

@@ -83,6 +83,10 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 EDGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 """What an edge id looks like (the edge configuration's ``edge.id`` has the same rule)."""
 
+OUTBOX_ID_PATTERN = r"^[0-9a-f]{16}$"
+"""What an outbox id looks like: 16 lower-case hex digits, drawn when the outbox is made."""
+_OUTBOX_ID = re.compile(OUTBOX_ID_PATTERN)
+
 _ARROW_EXPANSION = 4
 """How much larger than the body decoded Arrow data may grow (compressed IPC buffers)."""
 
@@ -95,6 +99,7 @@ _HAS_ZONE = r"(Z|[+-]\d\d(:?\d\d)?)$"
 _COLUMNAR_KEYS = (
     "version",
     "edge",
+    "outbox",
     "seq",
     "historical",
     "tags",
@@ -104,7 +109,7 @@ _COLUMNAR_KEYS = (
     "quality",
     "text",
 )
-_ROW_KEYS = ("version", "edge", "seq", "historical", "points")
+_ROW_KEYS = ("version", "edge", "outbox", "seq", "historical", "points")
 _POINT_KEYS = ("tag", "ts", "value", "quality", "text")
 
 FieldAt = Callable[[int], str]
@@ -130,6 +135,8 @@ class DecodedBatch:
         batch: the points.
         edge: the sending edge's name, if the payload carried one.
         seq: the edge's sequence number of this batch, if the payload carried one.
+        outbox: the id of the edge's outbox that numbered ``seq`` (None: an outbox from
+            before ids, or a sender without one).
         historical: the batch comes from the edge's backlog (older than what it already
             delivered live), so alarms must not fire again on it.
         parts: for an Arrow stream that coalesces several outbox batches, each batch's
@@ -142,6 +149,7 @@ class DecodedBatch:
     seq: int | None
     historical: bool = False
     parts: tuple[tuple[int, PointBatch], ...] = ()
+    outbox: str | None = None
 
 
 def media_type(content_type: str) -> str:
@@ -270,7 +278,15 @@ def _decode_json(body: bytes) -> DecodedBatch:
     else:
         _reject_unknown(doc, _COLUMNAR_KEYS, prefix="")
         batch = _columns(doc)
-    return DecodedBatch(batch, edge, seq, historical)
+    return DecodedBatch(batch, edge, seq, historical, outbox=_outbox(doc.get("outbox")))
+
+
+def _outbox(outbox: object) -> str | None:
+    if outbox is None:
+        return None
+    if not isinstance(outbox, str) or not _OUTBOX_ID.match(outbox):
+        raise PayloadError("outbox", f"must be 16 lower-case hex digits, got {outbox!r:.40}")
+    return outbox
 
 
 def _seq(seq: object) -> int | None:
@@ -627,7 +643,8 @@ def _decode_arrow(body: bytes, *, max_decoded: int) -> DecodedBatch:
         if seq is not None and seq != parts[0][0]:
             raise PayloadError("seq", f"is {seq} but the first record batch says {parts[0][0]}")
         seq = parts[0][0]
-    return DecodedBatch(batch, edge, seq, historical_text == b"1", parts)
+    outbox = _outbox(_meta_text(metadata, b"outbox"))
+    return DecodedBatch(batch, edge, seq, historical_text == b"1", parts, outbox)
 
 
 def _arrow_batch(table: pa.Table) -> PointBatch:

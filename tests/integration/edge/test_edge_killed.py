@@ -49,6 +49,15 @@ def edge(tmp_path: Path, url: str, run: int, *extra: str) -> subprocess.Popen[by
     )
 
 
+def appending(log: Path, run: int, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Wait until run ``run`` logged its first durable batch."""
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and f"\n{run} 0\n" in "\n" + log.read_text()):
+        assert proc.poll() is None, f"the edge of run {run} exited"
+        assert time.monotonic() < deadline, f"run {run} appended nothing in {timeout_s} s"
+        time.sleep(0.05)
+
+
 def test_sigkilled_edge_loses_nothing_durable_and_duplicates_nothing(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "server.toml").write_text(
@@ -61,7 +70,8 @@ def test_sigkilled_edge_loses_nothing_durable_and_duplicates_nothing(tmp_path: P
         for run in range(RUNS):
             proc = edge(tmp_path, server.base_url, run)
             try:
-                time.sleep(rng.uniform(1.2, 2.2))  # mid-append and mid-request, at random
+                appending(tmp_path / "durable.log", run, proc)  # started, however loaded
+                time.sleep(rng.uniform(0.2, 1.0))  # mid-append and mid-request, at random
                 assert proc.poll() is None, (tmp_path / f"edge-{run}.out").read_text()
             finally:
                 proc.send_signal(signal.SIGKILL)

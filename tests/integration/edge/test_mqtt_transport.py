@@ -34,6 +34,7 @@ from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import Ingestor
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.testing.mosquitto import Mosquitto
+from shopfloor.wire import ledger_stream
 
 T0 = 1_764_000_000_000_000_000
 TAG = "acme/p/a/l/c/m/temp"
@@ -292,7 +293,7 @@ async def test_coalesced_backlog_is_stored_once_per_batch(
             await uplink.close()
         got = await stored(historian)
         assert np.array_equal(got, want_ts(range(24)))
-        ledger = historian.ledger_stats()[EDGE]
+        ledger = historian.ledger_stats()[ledger_stream(EDGE, uplink.outbox.outbox_id)]
         assert ledger.batches == 24
         assert consumer.stats().committed < 24, "batches travelled together"
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -327,6 +328,30 @@ async def test_replaying_the_whole_outbox_twice_stores_it_once(
         ts = await stored_ts(server, TAG)
         assert len(ts) == 30 * 50
         assert len(np.unique(ts)) == len(ts)
+
+
+async def test_a_re_created_outbox_is_not_taken_for_the_one_before(
+    tmp_path: Path, platform: PlatformFactory
+) -> None:
+    """Wiping the outbox restarts its seqs at 1; the platform must store those batches,
+    not drop them as duplicates of the old outbox's seqs 1 … n."""
+    async with platform() as server:
+        for life in range(2):
+            uplink = uplink_for(tmp_path, server.url)
+            await uplink.start()
+            for k in range(5):
+                await uplink.send(points(10 * life + k))
+            await drained(uplink)
+            await uplink.close()
+            assert uplink.sender.stats().duplicates == 0
+            shutil.rmtree(tmp_path / "outbox")
+        ts = await stored_ts(server, TAG)
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            edges = (await client.get("/api/v1/edges")).json()["edges"]
+    assert len(ts) == 2 * 5 * 50, "the second outbox's seqs 1-5 were stored too"
+    (row,) = [e for e in edges if e["edge"] == "edge-t"]
+    assert (row["batches"], row["points"], row["duplicates"]) == (10, 500, 0)
+    assert row["last_seq"] == 5
 
 
 class Counter:

@@ -171,12 +171,10 @@ def test_shopfloor_edge_process_sends_over_mqtt_exactly_once(tmp_path: Path) -> 
 
     appended, waiting = _outbox_state(edge_dir / "edge-data" / "outbox")
     with duckdb.connect(str(tmp_path / "history.duckdb"), read_only=True) as con:
-        seqs = [
-            r[0]
-            for r in con.execute("SELECT seq FROM ingest_ledger WHERE edge = ?", [EDGE]).fetchall()
-        ]
+        mine = "SELECT seq FROM ingest_ledger WHERE split_part(edge, '/', 1) = ?"
+        seqs = [r[0] for r in con.execute(mine, [EDGE]).fetchall()]
         ledger_points = con.execute(
-            "SELECT sum(points) FROM ingest_ledger WHERE edge = ?", [EDGE]
+            "SELECT sum(points) FROM ingest_ledger WHERE split_part(edge, '/', 1) = ?", [EDGE]
         ).fetchone()
         rows, unique = con.execute(
             "SELECT count(*), count(DISTINCT (tag_id, ts)) FROM points"

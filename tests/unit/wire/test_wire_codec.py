@@ -151,6 +151,8 @@ def test_single_tag_needs_no_tag_index() -> None:
         ({"version": 2, "tags": ["a/b"], "ts": [1], "value": [1]}, "version"),
         ({"edge": 5, "tags": ["a/b"], "ts": [1], "value": [1]}, "edge"),
         ({"seq": -1, "tags": ["a/b"], "ts": [1], "value": [1]}, "seq"),
+        ({"outbox": "XYZ", "tags": ["a/b"], "ts": [1], "value": [1]}, "outbox"),
+        ({"outbox": 12, "tags": ["a/b"], "ts": [1], "value": [1]}, "outbox"),
         (
             {"points": [{"tag": "a/b", "ts": 1, "value": 1}] * 7 + [{"tag": "a/b", "ts": 1}]},
             "points[7].value",

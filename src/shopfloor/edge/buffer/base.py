@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from shopfloor.errors import ShopfloorError
@@ -208,6 +209,9 @@ class LogStore(Protocol):
     Every method is called from the outbox's one writer thread, never concurrently.
     Records are identified by ``seq``; ``loc`` is the store's own locator (an offset).
     """
+
+    directory: Path
+    """The folder that holds the store (and the outbox's id file)."""
 
     def open(self, sink: RecordSink) -> Recovery:
         """Open or create the store, recover from damage, report every record to ``sink``.

@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from shopfloor.edge.buffer.base import (
@@ -48,6 +49,7 @@ from shopfloor.edge.buffer.base import (
     StorageUnavailable,
     StoredBatch,
 )
+from shopfloor.edge.buffer.identity import is_fresh, load_or_create_id
 from shopfloor.edge.buffer.index import DONE, LEASED, WAITING, Index
 from shopfloor.errors import ShutdownError
 from shopfloor.runtime.backoff import Backoff
@@ -109,6 +111,8 @@ class DurableOutbox:
         self._overhead = int(getattr(store, "record_overhead", 0))
         self._executor: ThreadPoolExecutor | None = None
         self._index = Index()
+        self.outbox_id = ""
+        """Sent with every batch (see :mod:`.identity`); "" for an outbox from before ids."""
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._next_seq = 1
         self._count = 0
@@ -145,7 +149,16 @@ class DurableOutbox:
         if self._opened:
             return
         self._index = Index()
+        directory = Path(self.store.directory)
+        fresh = await self._run(is_fresh, directory)
         recovery = await self._run(self.store.open, self._index.add)
+        try:
+            self.outbox_id = await self._run(load_or_create_id, directory, fresh=fresh)
+        except OSError as err:
+            await self._run(self.store.close)
+            raise StorageUnavailable(
+                f"cannot write the outbox id in {directory}: {err.strerror}", errno=err.errno
+            ) from err
         for key, value in recovery.counters.items():
             if key in self._counters:
                 self._counters[key] = value

@@ -5,7 +5,8 @@ One batch: an Arrow IPC stream whose schema metadata carries ``version``, ``edge
 stream with one record batch per outbox batch, each carrying its own ``seq`` in the
 record batch's custom metadata, and ``seqs`` (comma-separated) in the schema metadata
 beside ``seq`` (the first). A platform that applies its ledger per record batch stores
-each exactly once; coalescing is therefore off unless configured (``coalesce_points``).
+each exactly once. ``outbox`` names the outbox the seqs belong to (see
+:mod:`shopfloor.edge.buffer.identity`); an outbox from before ids sends none.
 
 Bodies are compressed for the trip with zstd (pyarrow's codec) or gzip, announced by
 ``Content-Encoding``.
@@ -29,7 +30,9 @@ COMPRESSIONS = ("zstd", "gzip", "none")
 """Accepted values of ``[uplink] compression``."""
 
 
-def frame(batches: Sequence[StoredBatch], *, edge: str, historical: bool) -> bytes:
+def frame(
+    batches: Sequence[StoredBatch], *, edge: str, historical: bool, outbox: str = ""
+) -> bytes:
     """Build the request body for one batch, or for several coalesced ones."""
     if not batches:
         raise ValueError("nothing to frame")
@@ -39,6 +42,8 @@ def frame(batches: Sequence[StoredBatch], *, edge: str, historical: bool) -> byt
         b"seq": b"%d" % batches[0].seq,
         b"historical": b"1" if historical else b"0",
     }
+    if outbox:
+        metadata[b"outbox"] = outbox.encode()
     if len(batches) > 1:
         metadata[b"seqs"] = ",".join(str(b.seq) for b in batches).encode()
     schema = ARROW_SCHEMA.with_metadata(metadata)

@@ -92,7 +92,7 @@ class SenderOptions:
     window: int = 8
     catch_up_after_s: float = 2.0
     coalesce_points: int = 20_000
-    coalesce_batches: int = 64
+    coalesce_batches: int = 256
     max_refusals: int = 3
     retry: tuple[float, float] = (0.5, 30.0)
     retry_jitter: float = 0.2
@@ -332,9 +332,18 @@ class Sender:
         size = sum(len(b.payload) for b in job.batches)
         if size > _INLINE_FRAME_BYTES:
             return await asyncio.to_thread(
-                frame, job.batches, edge=self._edge_id, historical=job.historical
+                frame,
+                job.batches,
+                edge=self._edge_id,
+                historical=job.historical,
+                outbox=self._outbox.outbox_id,
             )
-        return frame(job.batches, edge=self._edge_id, historical=job.historical)
+        return frame(
+            job.batches,
+            edge=self._edge_id,
+            historical=job.historical,
+            outbox=self._outbox.outbox_id,
+        )
 
     async def _settle(self, job: _Job, answer: Answer, started: float) -> None:
         elapsed_s = time.monotonic() - started

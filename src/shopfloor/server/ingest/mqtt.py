@@ -518,6 +518,7 @@ class MqttIngest:
                 edge_time_ns=_int(props.get(PROP_EDGE_TIME)),
                 received_ns=received,
                 parts=decoded.parts,
+                outbox=decoded.outbox,
             )
         except IngestBusy as err:
             self._stats.busy += 1

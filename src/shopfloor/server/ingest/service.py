@@ -35,7 +35,7 @@ from shopfloor.model.tags import validate_path
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest.edges import EdgeRegistry
-from shopfloor.wire import EDGE_ID_PATTERN
+from shopfloor.wire import EDGE_ID_PATTERN, ledger_stream
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class Ingestor:
         edge_time_ns: int | None = None,
         received_ns: int | None = None,
         parts: Sequence[tuple[int, PointBatch]] = (),
+        outbox: str | None = None,
     ) -> IngestResult:
         """Check, store and publish ``batch``.
 
@@ -198,6 +199,9 @@ class Ingestor:
             parts: several outbox batches of ``edge`` coalesced into one request, as
                 ``(seq, points)``; replaces ``batch`` and ``seq``. All are checked before
                 any is stored; each is stored once per ``(edge, seq)``.
+            outbox: the id of the edge's outbox that numbered the seqs; the ledger keys
+                batches by ``(edge, outbox, seq)``, so a re-created outbox starting at seq 1
+                is not taken for the one before it.
 
         Raises:
             PayloadError: the batch is malformed; nothing of it was stored. ``field`` is
@@ -228,11 +232,17 @@ class Ingestor:
                 self.edges.observe_clock(edge, edge_time_ns=edge_time_ns, received_ns=received)
             else:
                 self.edges.touch(edge)
+        stream = None if edge is None else ledger_stream(edge, outbox)
         if len(units) == 1:
             unit_seq, unit = units[0]
-            return await self._store(unit, edge, unit_seq if acknowledged else None, historical)
+            return await self._store(
+                unit, edge, stream, unit_seq if acknowledged else None, historical
+            )
         outcomes = await asyncio.gather(
-            *(self._store(u, edge, s if acknowledged else None, historical) for s, u in units),
+            *(
+                self._store(u, edge, stream, s if acknowledged else None, historical)
+                for s, u in units
+            ),
             return_exceptions=True,
         )
         results: list[IngestResult] = []
@@ -247,12 +257,18 @@ class Ingestor:
         )
 
     async def _store(
-        self, batch: PointBatch, edge: str | None, seq: int | None, historical: bool
+        self,
+        batch: PointBatch,
+        edge: str | None,
+        stream: str | None,
+        seq: int | None,
+        historical: bool,
     ) -> IngestResult:
-        """Flag, store and publish one checked batch (acknowledged when ``seq`` is given)."""
+        """Flag, store and publish one checked batch (acknowledged when ``seq`` is given,
+        recorded in the ledger under ``stream``)."""
         batch, future = self._flag_future(batch)
-        if edge is not None and seq is not None:
-            receipt = await self._historian.write_acknowledged(batch, edge=edge, seq=seq)
+        if stream is not None and seq is not None:
+            receipt = await self._historian.write_acknowledged(batch, edge=stream, seq=seq)
             if receipt.duplicate:
                 self._duplicates += 1
                 return IngestResult(accepted=0, duplicate=True)

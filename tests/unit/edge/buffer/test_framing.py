@@ -12,8 +12,11 @@ from shopfloor.edge.buffer.base import StoredBatch
 from shopfloor.edge.buffer.payload import decode_payload, encode_payload
 from shopfloor.edge.uplink.framing import compress, frame
 from shopfloor.edge.uplink.http import Verdict, classify
+from shopfloor.errors import PayloadError
 from shopfloor.model import PointBatch
 from shopfloor.wire import ARROW_MEDIA_TYPE, decode
+
+ARROW = ARROW_MEDIA_TYPE
 
 T0 = 1_764_000_000_000_000_000
 
@@ -107,3 +110,13 @@ def test_answers_are_classified_per_the_contract(
     assert answer.verdict is verdict
     assert answer.retry_after_s == retry_after
     assert answer.committed is (verdict in (Verdict.ACKED, Verdict.DUPLICATE))
+
+
+def test_the_outbox_id_travels_with_the_batch_and_a_bad_one_is_refused() -> None:
+    one = stored(3, batch("a/b", 2))
+    decoded = decode(frame([one], edge="e-1", historical=False, outbox="0123456789abcdef"), ARROW)
+    assert (decoded.edge, decoded.outbox, decoded.seq) == ("e-1", "0123456789abcdef", 3)
+    assert decode(frame([one], edge="e-1", historical=False), ARROW).outbox is None
+    with pytest.raises(PayloadError) as info:
+        decode(frame([one], edge="e-1", historical=False, outbox="../../etc"), ARROW)
+    assert info.value.field == "outbox"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from shopfloor.edge.buffer import (
     SegmentLog,
     SqliteLog,
 )
+from shopfloor.edge.buffer.identity import ID_FILE
 from shopfloor.edge.buffer.segments import HEADER_SIZE
+from shopfloor.wire import OUTBOX_ID_PATTERN
 
 StoreFactory = Callable[[Path], LogStore]
 
@@ -134,6 +138,40 @@ async def test_sequence_numbers_survive_restart_and_are_never_reused(
     waiting = await outbox.peek(100)
     assert [b.seq for b in waiting] == [6, 7, 8, third]
     await outbox.close()
+
+
+async def test_an_outbox_keeps_its_id_and_a_re_created_one_draws_a_new_id(
+    tmp_path: Path, store_kind: str
+) -> None:
+    outbox = await opened(tmp_path / "box", store_kind)
+    first_id = outbox.outbox_id
+    assert re.fullmatch(OUTBOX_ID_PATTERN, first_id)
+    await outbox.append(payload(1), points=1)
+    await outbox.abandon()  # killed
+    outbox = await opened(tmp_path / "box", store_kind)
+    assert outbox.outbox_id == first_id, "the same outbox after a crash: the same id"
+    await outbox.close()
+
+    shutil.rmtree(tmp_path / "box")  # wiped: its seqs start at 1 again …
+    outbox = await opened(tmp_path / "box", store_kind)
+    assert await outbox.append(payload(1), points=1) == 1
+    assert re.fullmatch(OUTBOX_ID_PATTERN, outbox.outbox_id)
+    assert outbox.outbox_id != first_id, "… under a new id"
+    await outbox.close()
+
+
+async def test_an_outbox_from_before_ids_keeps_sending_without_one(
+    tmp_path: Path, store_kind: str
+) -> None:
+    outbox = await opened(tmp_path / "box", store_kind)
+    await outbox.append(payload(1), points=1)
+    await outbox.close()
+    (tmp_path / "box" / ID_FILE).unlink()  # as an outbox made by an older version
+    outbox = await opened(tmp_path / "box", store_kind)
+    assert outbox.outbox_id == "", "its resends keep the ledger key they always had"
+    assert [b.seq for b in await outbox.peek(10)] == [1]
+    await outbox.close()
+    assert not (tmp_path / "box" / ID_FILE).exists()
 
 
 async def test_acks_in_any_order_match_a_model_across_reopen(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter
@@ -16,11 +19,14 @@ from shopfloor.server.api.schemas import (
     ErrorEnvelope,
 )
 from shopfloor.server.api.timeparse import format_ns
-from shopfloor.wire import EDGE_ID_PATTERN
+from shopfloor.server.historian.base import EdgeLedgerStats
+from shopfloor.wire import EDGE_ID_PATTERN, edge_of_stream
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["edges"])
+
+_EDGE_ID = re.compile(EDGE_ID_PATTERN)
 
 EdgeId = Annotated[
     str,
@@ -64,7 +70,7 @@ async def put_status(ctx: Ctx, edge_id: EdgeId, body: EdgeStatusIn) -> EdgeStatu
 async def list_edges(ctx: Ctx) -> EdgesOut:
     """All known edges, sorted by id."""
     registry = ctx.ingestor.edges
-    ledger = ctx.historian.ledger_stats()
+    ledger = _per_edge(ctx.historian.ledger_stats())
     rows: list[EdgeOut] = []
     for edge in sorted({v.edge for v in registry.views()} | set(ledger)):
         view = registry.view(edge)
@@ -92,6 +98,29 @@ async def list_edges(ctx: Ctx) -> EdgesOut:
             )
         )
     return EdgesOut(edges=rows, evicted=registry.evicted)
+
+
+def _per_edge(streams: Mapping[str, EdgeLedgerStats]) -> dict[str, EdgeLedgerStats]:
+    """The ledger by edge: an edge whose outbox was re-created has one stream per outbox.
+
+    Counters add up; the seq figures are those of the stream committed to last (the
+    outbox the edge uses now). Keys that are no edge (``import:…``) are left out.
+    """
+    grouped: dict[str, list[EdgeLedgerStats]] = {}
+    for stream, stats in streams.items():
+        edge = edge_of_stream(stream)
+        if _EDGE_ID.match(edge):
+            grouped.setdefault(edge, []).append(stats)
+    out: dict[str, EdgeLedgerStats] = {}
+    for edge, parts in grouped.items():
+        current = max(parts, key=lambda p: p.last_commit_ns or 0)
+        out[edge] = dataclasses.replace(
+            current,
+            batches=sum(p.batches for p in parts),
+            points=sum(p.points for p in parts),
+            duplicates=sum(p.duplicates for p in parts),
+        )
+    return out
 
 
 def _iso(ns: int | None) -> str | None:

@@ -156,6 +156,7 @@ async def ingest(ctx: Ctx, request: Request) -> IngestOut:
             edge_time_ns=_edge_time(request),
             received_ns=received,
             parts=decoded.parts,
+            outbox=decoded.outbox,
         )
     except (PayloadTooLarge, UnsupportedMediaType, UnsupportedEncoding):
         raise
