@@ -1,8 +1,8 @@
 """Both historian backends side by side, each beside its raw baseline from the same run.
 
 Data: ``--tags`` random walks sampled at 1 Hz for ``--seconds`` (sensor resolution 0.01,
-a few ms of jitter, 0.1 % Bad points), in time-major batches of ``--batch`` points, the
-way an ingest stream delivers them.
+``--jitter-ms`` of uniform timestamp jitter at nanosecond resolution, 0.1 % Bad points),
+in time-major batches of ``--batch`` points, the way an ingest stream delivers them.
 
 Ingest, each ``--repeats`` times on fresh storage, interleaved so drift hits all rows:
 
@@ -10,38 +10,59 @@ Ingest, each ``--repeats`` times on fresh storage, interleaved so drift hits all
   tables, one autocommit per batch, into the same unindexed ``points`` table;
 * DuckDB historian: ``DuckDBHistorian.write`` of every batch, then ``flush``;
 * PostgreSQL baseline: one binary ``COPY`` per batch (autocommit) into an unindexed
-  table of the historian's row layout, the stream built by the same numpy encoder;
+  narrow table of the old row layout, the stream built by the same numpy encoder;
 * PostgreSQL historian: ``PostgresHistorian.write`` of every batch, then ``flush``.
+
+Then each historian compacts (``compact()``: DuckDB rewrites closed days tag by tag,
+PostgreSQL moves closed hours into compressed blocks), timed, with its longest single
+transaction. On the last one, after the queries, the same points a day later are
+ingested alone, then two days later beside a compaction pass of the first copy: how
+much compaction slows ingest down.
 
 PostgreSQL is a throwaway server from the installed binaries with its durable defaults
 (fsync, synchronous commit and full-page writes on), on the same disk as DuckDB's file.
 
-Bytes per point: DuckDB's file after CHECKPOINT, and its points table's blocks alone;
-PostgreSQL's points table with its index (every partition), and the whole database.
+Bytes per point, before and after compaction: DuckDB's points table's used blocks (after
+CHECKPOINT; the file keeps freed blocks for reuse, so its size says little) and every
+used block of the database; PostgreSQL's points storage (tables, TOAST and indexes) and
+the whole database.
 
-Queries, on the last historian of each backend after adding one tag with a day of 1 Hz
-data and enough tags with one point each to make 10,000 (median of ``--query-repeats``):
-(a) one tag, one day, 1-minute buckets, every aggregate; (b) 1,000 tags (or ``--tags``),
-the last hour, 1-minute buckets, every aggregate, one call per tag, all at once;
+Queries, on the last historian of each backend (compacted) after adding one tag with a
+day of 1 Hz data and enough tags with one point each to make 10,000 (median of
+``--query-repeats``): (a) one tag, one day, 1-minute buckets, avg/min/max/first/last/count;
+(b) 1,000 tags (or ``--tags``), the last hour, the same, one call per tag, all at once;
 (c) the latest value of 10,000 tags by path.
 
+Memory: for each of ``--memory-limits``, a child process ingests and compacts the same
+data into a DuckDB historian with that ``memory_limit`` and reports its peak RSS above
+what it held before the historian started (the data itself).
+
+Reads on a long history (PostgreSQL): one tag with ``--history-days`` of 1 Hz points in
+the old narrow layout and in the blocks layout (compacted); the last hour through the
+``points`` view and through ``points_between``, the last point before it through the view
+and through ``points_before``, and ``read_raw`` of the last hour.
+
 Run: ``.venv/bin/python bench/historian.py [--tags N] [--seconds N] [--batch N]
-[--repeats N] [--query-repeats N] [--backend duckdb|postgres]``
+[--jitter-ms MS] [--repeats N] [--query-repeats N] [--backend duckdb|postgres]
+[--memory-limits 128MB,1GB] [--history-days N]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -51,6 +72,7 @@ import pyarrow as pa
 from shopfloor.model import PointBatch, Quality
 from shopfloor.server.historian import pg_schema
 from shopfloor.server.historian.base import Aggregate, Historian
+from shopfloor.server.historian.compaction import CompactionReport
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.historian.schema import POINTS_DDL
@@ -63,7 +85,9 @@ MINUTE = 60 * SECOND
 
 
 # ------------------------------------------------------------------------------ data
-def make_batches(tags: int, seconds: int, batch: int, seed: int = 0) -> list[PointBatch]:
+def make_batches(
+    tags: int, seconds: int, batch: int, seed: int = 0, jitter_ms: float = 5.0
+) -> list[PointBatch]:
     """1 Hz samples of ``tags`` random walks, time-major, cut into batches."""
     rng = np.random.default_rng(seed)
     points = tags * seconds
@@ -72,7 +96,8 @@ def make_batches(tags: int, seconds: int, batch: int, seed: int = 0) -> list[Poi
     value = np.round(level + np.cumsum(rng.normal(0.0, 0.05, (seconds, tags)), axis=0), 2)
     tag_index = np.tile(np.arange(tags, dtype=np.int32), seconds)
     ts = T0 + np.repeat(np.arange(seconds, dtype=np.int64) * SECOND, tags)
-    ts = ts + rng.integers(0, 5_000_000, points)
+    if jitter_ms > 0:
+        ts = ts + rng.integers(0, int(jitter_ms * 1_000_000), points)
     quality = np.where(rng.random(points) < 0.001, Quality.BAD_SENSOR_FAILURE, Quality.GOOD)
     flat = value.ravel()
     q = quality.astype(np.uint32)
@@ -121,11 +146,16 @@ def arrow_rows(b: PointBatch) -> pa.Table:
 # ------------------------------------------------------------------------- results
 @dataclass
 class Ingest:
-    """One ingest run: seconds, and bytes of the points storage and of everything."""
+    """One ingest run: seconds, bytes of the points storage and of everything, then the
+    same after compaction with the compaction's time and longest transaction."""
 
     seconds: float
     points_bytes: int
     total_bytes: int
+    compacted_bytes: int | None = None
+    compacted_total: int | None = None
+    compact_s: float | None = None
+    longest_step_s: float | None = None
 
 
 @dataclass
@@ -135,6 +165,8 @@ class Row:
     name: str
     runs: list[Ingest] = field(default_factory=list)
     queries: dict[str, float] = field(default_factory=dict)
+    beside: tuple[float, float, float] | None = None
+    """Seconds to ingest the data alone, the same beside a compaction pass, and the pass."""
 
 
 # ------------------------------------------------------------------------------ DuckDB
@@ -150,6 +182,14 @@ def duck_points_bytes(db: Path) -> int:
     return int(size[0]) * int(blocks[0])
 
 
+def duck_used_bytes(db: Path) -> int:
+    """Bytes of every used block of the database (freed blocks are kept for reuse)."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute("SELECT block_size * used_blocks FROM pragma_database_size()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def duck_raw(db: Path, tables: list[pa.Table]) -> Ingest:
     con = duckdb.connect(str(db))
     con.execute(POINTS_DDL)
@@ -161,7 +201,7 @@ def duck_raw(db: Path, tables: list[pa.Table]) -> Ingest:
     elapsed = time.perf_counter() - started
     con.execute("CHECKPOINT")
     con.close()
-    return Ingest(elapsed, duck_points_bytes(db), db.stat().st_size)
+    return Ingest(elapsed, duck_points_bytes(db), duck_used_bytes(db))
 
 
 async def historian_ingest(h: Historian, batches: list[PointBatch]) -> float:
@@ -174,15 +214,33 @@ async def historian_ingest(h: Historian, batches: list[PointBatch]) -> float:
 
 def duck_historian(db: Path, batches: list[PointBatch]) -> Ingest:
     async def ingest() -> float:
-        h = DuckDBHistorian(db)
+        h = DuckDBHistorian(db, compaction_interval_s=None)
         await h.start()
         try:
             return await historian_ingest(h, batches)
         finally:
             await h.close()  # checkpoints
 
+    async def compact() -> CompactionReport:
+        h = DuckDBHistorian(db, compaction_interval_s=None)
+        await h.start()
+        try:
+            return await h.compact()  # checkpoints when done
+        finally:
+            await h.close()
+
     elapsed = asyncio.run(ingest())
-    return Ingest(elapsed, duck_points_bytes(db), db.stat().st_size)
+    before, before_total = duck_points_bytes(db), duck_used_bytes(db)
+    done = asyncio.run(compact())
+    return Ingest(
+        elapsed,
+        before,
+        before_total,
+        duck_points_bytes(db),
+        duck_used_bytes(db),
+        done.seconds,
+        done.longest_step_s,
+    )
 
 
 # -------------------------------------------------------------------------- PostgreSQL
@@ -208,13 +266,19 @@ async def one(con: psycopg.AsyncConnection[Any], query: str) -> int:
     return int(row[0])
 
 
+PG_POINTS_BYTES = (
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'shopfloor' "
+    "AND c.relkind = 'r' AND (c.relname IN ('points', 'points_recent', 'points_cold') "
+    "OR c.relname LIKE 'points\\_2%')"
+)
+"""The points storage of any layout: blocks (recent, cold) or narrow daily partitions,
+each with its TOAST table and indexes."""
+
+
 async def pg_sizes(dsn: str) -> tuple[int, int]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as con:
-        points = await one(
-            con,
-            "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
-            "WHERE inhparent = 'shopfloor.points'::regclass",
-        )
+        points = await one(con, PG_POINTS_BYTES)
         total = await one(con, "SELECT pg_database_size(current_database())")
     return points, total
 
@@ -232,13 +296,14 @@ async def timed(run: Callable[[], Awaitable[Any]], repeats: int) -> float:
 
 
 async def queries(h: Historian, tags: int, seconds: int, repeats: int) -> dict[str, float]:
-    for b in extras(tags):
-        await h.write(b)
+    for extra in extras(tags):
+        await h.write(extra)
     await h.flush()
     paths = [m.path for m in await h.tags()]
     main = [p for p in paths if "/area" in p][:1000]
     end = T0 + seconds * SECOND
-    every = list(Aggregate)
+    every = [Aggregate.AVG, Aggregate.MIN, Aggregate.MAX, Aggregate.FIRST, Aggregate.LAST]
+    every.append(Aggregate.COUNT)
 
     async def a() -> None:
         table = await h.read_aggregates(
@@ -266,6 +331,30 @@ async def queries(h: Historian, tags: int, seconds: int, repeats: int) -> dict[s
     }
 
 
+class Compacting(Historian, Protocol):
+    """A historian that compacts on request (both backends)."""
+
+    async def compact(self) -> CompactionReport:
+        """Compact every closed range now."""
+
+
+def shifted(batches: list[PointBatch], days: int) -> list[PointBatch]:
+    """The same batches ``days`` later (ranges of their own, closed all the same)."""
+    return [PointBatch(b.tags, b.tag_index, b.ts + days * DAY, b.value, b.quality) for b in batches]
+
+
+async def ingest_beside_compaction(
+    h: Compacting, batches: list[PointBatch]
+) -> tuple[float, float, float]:
+    """Ingest a day's copy alone; then another copy while the first is compacted."""
+    alone = await historian_ingest(h, shifted(batches, 1))
+    started = time.perf_counter()
+    compacting = asyncio.create_task(h.compact())
+    beside = await historian_ingest(h, shifted(batches, 2))
+    await compacting
+    return alone, beside, time.perf_counter() - started
+
+
 # ------------------------------------------------------------------------------- main
 def run_duckdb(args: argparse.Namespace, batches: list[PointBatch], tmp: Path) -> list[Row]:
     tables = [arrow_rows(b) for b in batches]
@@ -278,10 +367,12 @@ def run_duckdb(args: argparse.Namespace, batches: list[PointBatch], tmp: Path) -
     assert last is not None
 
     async def query() -> dict[str, float]:
-        h = DuckDBHistorian(last)
+        h = DuckDBHistorian(last, compaction_interval_s=None)
         await h.start()
         try:
-            return await queries(h, args.tags, args.seconds, args.query_repeats)
+            found = await queries(h, args.tags, args.seconds, args.query_repeats)
+            hist.beside = await ingest_beside_compaction(h, batches)
+            return found
         finally:
             await h.close()
 
@@ -299,21 +390,26 @@ def run_postgres(args: argparse.Namespace, batches: list[PointBatch]) -> list[Ro
             dsn = server.create_database(f"hist{r}")
 
             async def ingest(dsn: str = dsn) -> Ingest:
-                h = PostgresHistorian(dsn)
+                h = PostgresHistorian(dsn, compaction_interval_s=None)
                 await h.start()
                 try:
                     elapsed = await historian_ingest(h, batches)
+                    before = await pg_sizes(dsn)
+                    done = await h.compact()  # ends with VACUUM of the recent table
                 finally:
                     await h.close()
-                return Ingest(elapsed, *await pg_sizes(dsn))
+                after = await pg_sizes(dsn)
+                return Ingest(elapsed, *before, *after, done.seconds, done.longest_step_s)
 
             hist.runs.append(asyncio.run(ingest()))
 
         async def query() -> dict[str, float]:
-            h = PostgresHistorian(dsn)
+            h = PostgresHistorian(dsn, compaction_interval_s=None)
             await h.start()
             try:
-                return await queries(h, args.tags, args.seconds, args.query_repeats)
+                found = await queries(h, args.tags, args.seconds, args.query_repeats)
+                hist.beside = await ingest_beside_compaction(h, batches)
+                return found
             finally:
                 await h.close()
 
@@ -323,8 +419,12 @@ def run_postgres(args: argparse.Namespace, batches: list[PointBatch]) -> list[Ro
 
 def report(rows: list[Row], n: int) -> None:
     names = list(dict.fromkeys(q for row in rows for q in row.queries))
-    head = f"{'':36} {'points/s':>11} {'vs base':>8} {'B/pt pts':>9} {'B/pt all':>9}"
-    head += "".join(f" {q:>28}" for q in names)
+    head = (
+        f"{'':34} {'points/s':>10} {'vs base':>7} {'B/pt pts':>8} {'B/pt all':>8} "
+        f"{'compact':>8} {'step':>6} {'B/pt pts':>8} {'B/pt all':>8}"
+    )
+    head += "".join(f" {q:>25}" for q in names)
+    print(f"{'':73}{'after compaction':-^32}")
     print(head)
     print("-" * len(head))
     base = 0.0
@@ -334,15 +434,158 @@ def report(rows: list[Row], n: int) -> None:
             base = rate
         pts = statistics.median(r.points_bytes for r in row.runs) / n
         total = statistics.median(r.total_bytes for r in row.runs) / n
-        line = f"{row.name:36} {rate:11,.0f} {rate / base:8.2f} {pts:9.1f} {total:9.1f}"
+        line = f"{row.name:34} {rate:10,.0f} {rate / base:7.2f} {pts:8.1f} {total:8.1f}"
+        if all(r.compacted_bytes is not None for r in row.runs):
+            compact = statistics.median(r.compact_s or 0.0 for r in row.runs)
+            step = statistics.median(r.longest_step_s or 0.0 for r in row.runs)
+            after = statistics.median(r.compacted_bytes or 0 for r in row.runs) / n
+            after_all = statistics.median(r.compacted_total or 0 for r in row.runs) / n
+            line += f" {compact:7.1f}s {step:5.2f}s {after:8.1f} {after_all:8.1f}"
+        else:
+            line += f" {'':>8} {'':>6} {'':>8} {'':>8}"
         line += "".join(
-            f" {row.queries[q]:>25.1f} ms" if q in row.queries else f" {'':>28}" for q in names
+            f" {row.queries[q]:>22.1f} ms" if q in row.queries else f" {'':>25}" for q in names
         )
         print(line)
+    for row in rows:
+        if row.beside is not None:
+            alone, beside, passed = row.beside
+            print(
+                f"{row.name}: the same points ingested beside a compaction pass in "
+                f"{beside:.2f} s (alone {alone:.2f} s, {alone / beside:.2f} of the rate); "
+                f"the pass took {passed:.2f} s"
+            )
     print(
-        "B/pt pts: the points table's storage (DuckDB: its blocks; PostgreSQL: table and "
-        "index, every partition); B/pt all: the whole file or database / points ingested"
+        "B/pt pts: the points storage (DuckDB: the points table's used blocks; PostgreSQL: "
+        "tables, TOAST and indexes); B/pt all: every used block of the DuckDB file, the "
+        "whole PostgreSQL database; per point ingested. compact: the compaction pass; "
+        "step: its longest transaction"
     )
+
+
+# ------------------------------------------------------------------------------ memory
+def memory_probe(args: argparse.Namespace, limit: str) -> None:
+    """In a child process: ingest and compact under ``limit``; print RSS as JSON."""
+    batches = make_batches(args.tags, args.seconds, args.batch, jitter_ms=args.jitter_ms)
+    gc.collect()
+    held = _status_kb("VmRSS")
+    db = Path(tempfile.mkdtemp(prefix="shopfloor-bench-mem-")) / "h.duckdb"
+
+    async def run() -> None:
+        h = DuckDBHistorian(db, memory_limit=limit, compaction_interval_s=None)
+        await h.start()
+        try:
+            await historian_ingest(h, batches)
+            await h.compact()
+            await h.read_raw(batches[0].tags[0], T0, T0 + DAY, limit=10**7)
+        finally:
+            await h.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        shutil.rmtree(db.parent, ignore_errors=True)
+    print(json.dumps({"held_kb": held, "peak_kb": _status_kb("VmHWM")}))
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} is not in /proc/self/status")
+
+
+def run_memory(args: argparse.Namespace) -> None:
+    print("\nDuckDB historian memory (ingest and compaction in a child process, per limit)")
+    print(f"{'memory_limit':>14} {'data held':>10} {'peak RSS':>10} {'historian':>10}")
+    for limit in args.memory_limits.split(","):
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-probe",
+                limit,
+                *("--tags", str(args.tags), "--seconds", str(args.seconds)),
+                *("--batch", str(args.batch), "--jitter-ms", str(args.jitter_ms)),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        probe = json.loads(done.stdout.strip().splitlines()[-1])
+        held, peak = probe["held_kb"] / 1024, probe["peak_kb"] / 1024
+        print(f"{limit:>14} {held:8.0f}MB {peak:8.0f}MB {peak - held:8.0f}MB")
+    print("historian: peak RSS above the data the process held before it started")
+
+
+# ------------------------------------------------------------------------ long history
+async def history_reads(server: PostgresServer, days: int, repeats: int) -> None:
+    """Reads of one tag with a long history: old narrow layout vs blocks, view vs functions."""
+    ts = T0 + np.arange(days * 86_400, dtype=np.int64) * SECOND
+    value = np.round(np.cumsum(np.random.default_rng(2).normal(0, 0.05, len(ts))), 2)
+    end = int(ts[-1]) + 1
+    hour = 3600 * SECOND
+    sqls = {
+        "view, last hour": (
+            "SELECT count(*) FROM points WHERE tag_id = %s AND ts >= %s AND ts < %s",
+            (end - hour, end),
+        ),
+        "points_between, last hour": (
+            "SELECT count(*) FROM points_between(ARRAY[%s], %s, %s)",
+            (end - hour, end),
+        ),
+        "view, last point before": (
+            "SELECT ts FROM points WHERE tag_id = %s AND ts < %s ORDER BY ts DESC LIMIT 1",
+            (end - hour,),
+        ),
+        "points_before, LIMIT 1": (
+            "SELECT ts FROM points_before(%s, %s) LIMIT 1",
+            (end - hour,),
+        ),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for layout in ("narrow (version 1)", "blocks"):
+        dsn = server.create_database()
+        if layout.startswith("narrow"):
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as con:
+                await con.execute("CREATE SCHEMA shopfloor")
+                await con.execute("SET search_path TO shopfloor")
+                for statement in (*pg_schema.DDL, *pg_schema.V1_PARTITIONED_DDL):
+                    await con.execute(statement)
+        h = PostgresHistorian(dsn, compaction_interval_s=None)
+        await h.start()
+        try:
+            for i in range(0, len(ts), 100_000):
+                part = slice(i, i + 100_000)
+                await h.write(
+                    PointBatch.from_columns(["x"], np.zeros(len(ts[part])), ts[part], value[part])
+                )
+            await h.flush()
+            await h.compact()
+
+            async def raw(h: PostgresHistorian = h) -> None:
+                await h.read_raw("x", end - hour, end)
+
+            out = {"read_raw, last hour": await timed(raw, repeats)}
+        finally:
+            await h.close()
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as con:
+            await con.execute("SET search_path TO shopfloor")
+            await con.execute("SET jit = off")
+            tag = await one(con, "SELECT id FROM tags WHERE path = 'x'")
+            for name, (query, params) in sqls.items():
+                bound = (tag, *params)
+
+                async def run(query: str = query, bound: tuple[int, ...] = bound) -> None:
+                    await (await con.execute(query, bound)).fetchall()
+
+                out[name] = await timed(run, repeats)
+        results[layout] = out
+    print(f"\nPostgreSQL reads of one tag with {days} days of 1 Hz points (median ms)")
+    names = list(next(iter(results.values())))
+    print(f"{'':28}" + "".join(f" {n:>26}" for n in names))
+    for layout, out in results.items():
+        print(f"{layout:28}" + "".join(f" {out[n]:>23.1f} ms" for n in names))
 
 
 def main() -> None:
@@ -350,9 +593,13 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=1_000)
     parser.add_argument("--seconds", type=int, default=3_600)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--jitter-ms", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--query-repeats", type=int, default=7)
     parser.add_argument("--backend", choices=["duckdb", "postgres"], action="append")
+    parser.add_argument("--memory-limits", default="32MB,128MB,1GB", help="empty: skip")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--history-days", type=int, default=7, help="0: skip")
     parser.add_argument(
         "--pg",
         action="append",
@@ -361,9 +608,12 @@ def main() -> None:
         help="a PostgreSQL server setting, e.g. --pg max_wal_size=4GB (repeatable)",
     )
     args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args, args.memory_probe)
+        return
     backends = args.backend or ["duckdb", "postgres"]
 
-    batches = make_batches(args.tags, args.seconds, args.batch)
+    batches = make_batches(args.tags, args.seconds, args.batch, jitter_ms=args.jitter_ms)
     n = sum(len(b) for b in batches)
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="shopfloor-bench-"))
@@ -378,11 +628,19 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
-        f"{n:,} points, {args.tags:,} tags at 1 Hz for {args.seconds:,} s, batches of "
-        f"{args.batch:,}, {args.repeats} ingest repeats (median), queries: median of "
-        f"{args.query_repeats}"
+        f"{n:,} points, {args.tags:,} tags at 1 Hz for {args.seconds:,} s with "
+        f"{args.jitter_ms:g} ms of jitter, batches of {args.batch:,}, {args.repeats} ingest "
+        f"repeats (median), queries: median of {args.query_repeats}"
     )
     report(rows, n)
+    if "duckdb" in backends and args.memory_limits:
+        run_memory(args)
+    if "postgres" in backends and args.history_days > 0:
+        try:
+            with PostgresServer(durable=True) as server:
+                asyncio.run(history_reads(server, args.history_days, args.query_repeats))
+        except PostgresNotFound as err:
+            print(f"PostgreSQL skipped: {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import pytest
 from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
 from shopfloor.model import DataType, PointBatch, Quality, TagMeta
 from shopfloor.server.historian.base import Aggregate, Historian
+from shopfloor.server.historian.compaction import CompactionReport
+from shopfloor.testing.historian_query_contract import QueryContract
 
 __all__ = [
     "ContractHistorian",
@@ -58,6 +60,8 @@ PATHS = (
     "plant/line2/oven/state",  # a text tag
 )
 TEXT_PATH = PATHS[3]
+NUMPY_CHECKED = [a for a in Aggregate if a not in (Aggregate.TWA, Aggregate.DELTA)]
+"""Aggregates :func:`numpy_aggregates` computes (twa and delta: see QueryContract)."""
 
 
 class ContractHistorian(Historian, Protocol):
@@ -68,6 +72,9 @@ class ContractHistorian(Historian, Protocol):
 
     async def prune_ledger(self) -> int:
         """Delete ingest-ledger rows past retention now; return how many."""
+
+    async def compact(self) -> CompactionReport:
+        """Compact every closed time range now (see each backend's compaction module)."""
 
 
 class HistorianStore(Protocol):
@@ -92,6 +99,9 @@ class HistorianStore(Protocol):
         It must fail for a real reason inside the database (a conflict, a constraint),
         not a patched method.
         """
+
+    def failing_compactions(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, every compaction step fails inside the database (rolled back)."""
 
 
 # ------------------------------------------------------------------------- test data
@@ -171,7 +181,7 @@ def numpy_aggregates(
     )
     ts, value = data.ts[m], data.value[m]
     buckets = (ts // bucket) * bucket  # floor division: right before 1970 too
-    out: dict[str, list[float]] = {k: [] for k in ["ts", *(a.value for a in Aggregate)]}
+    out: dict[str, list[float]] = {k: [] for k in ["ts", *(a.value for a in NUMPY_CHECKED)]}
     for b in np.unique(buckets):
         t, v = ts[buckets == b], value[buckets == b]
         out["ts"].append(b)
@@ -181,6 +191,8 @@ def numpy_aggregates(
         out["first"].append(v[np.argmin(t)])
         out["last"].append(v[np.argmax(t)])
         out["count"].append(len(v))
+        out["sum"].append(v.sum())
+        out["stddev"].append(v.std(ddof=1) if len(v) > 1 else np.nan)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -212,6 +224,23 @@ async def write_all(h: Historian, data: Data, *, batches: int = 9, seed: int = 1
         await h.flush()
 
 
+def joined(*parts: Data) -> Data:
+    """The points of several data sets as one."""
+    return Data(**{k: np.concatenate([getattr(d, k) for d in parts]) for k in Data.__annotations__})
+
+
+async def assert_stored(h: Historian, data: Data) -> None:
+    """Every tag holds exactly the points of ``data``, oldest first (one numpy reference)."""
+    for path in PATHS:
+        table = await h.read_raw(path, 0, END, limit=10**6)
+        m = data.path == path
+        order = np.argsort(data.ts[m], kind="stable")
+        np.testing.assert_array_equal(ts_ns(table), data.ts[m][order])
+        np.testing.assert_array_equal(table.column("value").to_numpy(), data.value[m][order])
+        np.testing.assert_array_equal(table.column("quality").to_numpy(), data.quality[m][order])
+        assert table.column("text").to_pylist() == list(data.text[m][order])
+
+
 def assert_latest_matches(table: pa.Table, data: Data, paths: list[str]) -> None:
     """``latest`` holds the newest point of each of ``paths``, in that order."""
     idx = [data.last(p) for p in paths]
@@ -234,8 +263,12 @@ async def running(store: HistorianStore, **options: Any) -> AsyncIterator[Contra
 
 
 # --------------------------------------------------------------------------- the suite
-class HistorianContract:
-    """Behaviour every historian backend must show. Subclasses provide ``store``."""
+class HistorianContract(QueryContract):
+    """Behaviour every historian backend must show. Subclasses provide ``store``.
+
+    The query semantics (``read_buckets``, ``read_at``, twa, delta, time zones) are in
+    :class:`~shopfloor.testing.historian_query_contract.QueryContract`.
+    """
 
     @pytest.fixture
     def store(self) -> HistorianStore:
@@ -309,16 +342,16 @@ class HistorianContract:
             own = np.sort(data.ts[data.path == path])
             start, end = int(own[13]), int(own[377])
             table = await historian.read_aggregates(
-                path, start, end, bucket_ns=bucket, aggregates=list(Aggregate)
+                path, start, end, bucket_ns=bucket, aggregates=NUMPY_CHECKED
             )
             expected = numpy_aggregates(data, path, start, end, bucket)
-            assert table.column_names == ["ts", "avg", "min", "max", "first", "last", "count"]
+            assert table.column_names == ["ts", *(a.value for a in NUMPY_CHECKED)]
             assert table.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
             assert table.schema.field("count").type == pa.int64()
             assert len(expected["ts"]) > 0
             np.testing.assert_array_equal(ts_ns(table), expected["ts"])
-            for agg in Aggregate:
-                got = table.column(agg.value).to_numpy()
+            for agg in NUMPY_CHECKED:
+                got = table.column(agg.value).to_numpy(zero_copy_only=False)
                 np.testing.assert_allclose(got, expected[agg.value], rtol=1e-12, err_msg=agg.value)
 
     async def test_buckets_before_1970_are_floored(self, historian: ContractHistorian) -> None:
@@ -702,6 +735,94 @@ class HistorianContract:
             await historian.write_acknowledged(seq_batch(1), edge=edge, seq=seq)
         assert info.value.field == field
 
+    # -------------------------------------------------------------------- compaction
+    async def test_compaction_keeps_every_point_and_takes_late_ones(
+        self, store: HistorianStore, data: Data
+    ) -> None:
+        late = make_data(seed=8, per_tag=60, t0=T0 + SECOND // 3)  # into ranges compacted
+        both = joined(data, late)
+        async with running(store, flush_interval_s=60, compaction_interval_s=None) as h:
+            await write_all(h, data)
+            await assert_stored(h, data)
+            assert (await h.compact()).points == len(data)  # every point, once
+            await assert_stored(h, data)
+            assert (await h.compact()).points == 0  # nothing new, nothing to do
+            await write_all(h, late, batches=3)
+            await assert_stored(h, both)  # the late ones beside the compacted ones ...
+            await h.compact()
+            await assert_stored(h, both)  # ... and compacted in turn
+        async with running(store, compaction_interval_s=None) as h:
+            await assert_stored(h, both)
+            assert_latest_matches(await h.latest(list(PATHS)), both, list(PATHS))
+
+    async def test_compaction_beside_writers_and_readers_loses_nothing(
+        self, store: HistorianStore
+    ) -> None:
+        writers, batches_each, size = 6, 20, 150
+        done = asyncio.Event()
+        passes = 0
+        options = {"flush_interval_s": 0.01, "compaction_interval_s": None}
+        async with running(store, compaction_chunk_rows=500, **options) as h:
+
+            def ts_of(w: int, k: int) -> npt.NDArray[np.int64]:
+                # writer w's batch k: one point a minute, so the ranges span two days
+                first = (w * batches_each + k) * size
+                return T0 + (first + np.arange(size)) * 60 * SECOND
+
+            async def writer(w: int) -> None:
+                for k in range(batches_each):
+                    ts = ts_of(w, k)
+                    await h.write(PointBatch.from_columns([f"w{w}"], np.zeros(size), ts, ts % 97))
+                    await asyncio.sleep(0)
+
+            async def compactor() -> None:
+                nonlocal passes
+                while not done.is_set():
+                    await h.compact()
+                    passes += 1
+                    if "w0" in {m.path for m in await h.tags()}:
+                        await h.read_raw("w0", 0, T0 * 2)  # a reader beside it
+                    await asyncio.sleep(0.005)
+
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(compactor())
+                async with asyncio.TaskGroup() as wg:
+                    for w in range(writers):
+                        wg.create_task(writer(w))
+                await h.flush()
+                done.set()
+            await h.compact()
+            assert passes > 0
+            for w in range(writers):
+                want = np.concatenate([ts_of(w, k) for k in range(batches_each)])
+                got = await h.read_raw(f"w{w}", 0, T0 * 2, limit=10**6)
+                np.testing.assert_array_equal(ts_ns(got), want)  # each point once, in order
+                np.testing.assert_array_equal(got.column("value").to_numpy(), want % 97)
+
+    async def test_compaction_waits_until_a_range_is_closed(
+        self, store: HistorianStore, data: Data
+    ) -> None:
+        now = [int(data.ts.max()) + 60 * SECOND]  # a minute after the last point
+        options: dict[str, Any] = {"compaction_interval_s": None, "clock": lambda: now[0]}
+        async with running(store, flush_interval_s=60, **options) as h:
+            await write_all(h, data)
+            assert (await h.compact()).points == 0  # its hour and day are still open
+            now[0] += 2 * DAY
+            assert (await h.compact()).points == len(data)
+            await assert_stored(h, data)
+
+    async def test_failed_compaction_changes_nothing(
+        self, store: HistorianStore, data: Data
+    ) -> None:
+        async with running(store, flush_interval_s=60, compaction_interval_s=None) as h:
+            await write_all(h, data)
+            async with store.failing_compactions():
+                with pytest.raises(HistorianError):
+                    await h.compact()
+                await assert_stored(h, data)
+            assert (await h.compact()).points == len(data)  # all of it was still to do
+            await assert_stored(h, data)
+
 
 # ---------------------------------------------------------------------------- stores
 class DuckDBStore:
@@ -739,6 +860,22 @@ class DuckDBStore:
         try:
             other.begin()
             other.execute("UPDATE latest SET value = -1")
+            yield
+            other.rollback()
+        finally:
+            other.close()
+
+    @contextlib.asynccontextmanager
+    async def failing_compactions(self) -> AsyncIterator[None]:
+        """A second connection holds an uncommitted delete of every point.
+
+        A compaction step's delete of the same rows then conflicts and rolls back (the
+        writer only appends points: its commits are not affected).
+        """
+        other = duckdb.connect(str(self.path), config={"memory_limit": "512MB"})
+        try:
+            other.begin()
+            other.execute("DELETE FROM points")
             yield
             other.rollback()
         finally:
@@ -799,6 +936,24 @@ class PostgresStore:
         finally:
             await self._rows(
                 f"DROP TRIGGER contract_fail ON {s}.latest", f"DROP FUNCTION {s}.contract_fail()"
+            )
+
+    @contextlib.asynccontextmanager
+    async def failing_compactions(self) -> AsyncIterator[None]:
+        """A statement trigger on ``points_cold`` raises: every compaction step fails."""
+        s = self.schema
+        await self._rows(
+            f"CREATE FUNCTION {s}.contract_fail_cold() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'compaction refused by the contract test'; END $$",
+            f"CREATE TRIGGER contract_fail_cold BEFORE INSERT ON {s}.points_cold "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {s}.contract_fail_cold()",
+        )
+        try:
+            yield
+        finally:
+            await self._rows(
+                f"DROP TRIGGER contract_fail_cold ON {s}.points_cold",
+                f"DROP FUNCTION {s}.contract_fail_cold()",
             )
 
 

@@ -70,10 +70,16 @@ async def test_points_land_in_daily_partitions_made_on_demand(
         ]
     )
     batch = PointBatch.from_columns(["p/a", "p/b"], rng.integers(0, 2, len(ts)), ts, ts % 97)
+    # daily partitions are the layout of schemas made by version 1 (new ones: blocks)
+    await admin.execute("CREATE SCHEMA shopfloor")
+    await admin.execute("SET search_path TO shopfloor")
+    for statement in (*pg_schema.DDL, *pg_schema.V1_PARTITIONED_DDL):
+        await admin.execute(statement)
+    await admin.execute("RESET search_path")
     h = PostgresHistorian(dsn, flush_interval_s=0.05, clock=lambda: NOW)
     await h.start()
     try:
-        assert h.layout == "partitioned"  # TimescaleDB is not installed here
+        assert h.layout == "partitioned"
         made_ahead = {r[0] for r in await rows(admin, pg_schema_partitions())}
         assert made_ahead == {pg_schema.partition_name(day), pg_schema.partition_name(day + 1)}
         await h.write(batch)
@@ -142,10 +148,10 @@ async def test_timescale_is_detected_not_assumed(dsn: str) -> None:
     required = PostgresHistorian(dsn, timescale=True)
     with pytest.raises(HistorianError, match="TimescaleDB"):
         await required.start()
-    h = PostgresHistorian(dsn)  # the default looks and falls back to partitions
+    h = PostgresHistorian(dsn)  # the default looks and falls back to the blocks layout
     await h.start()
     try:
-        assert h.layout == "partitioned"
+        assert h.layout == "blocks"
     finally:
         await h.close()
     with pytest.raises(HistorianError, match="cannot change layout"):

@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from shopfloor.model import PointBatch, TagMeta
 
 
 class Aggregate(StrEnum):
-    """Aggregates a bucketed query can ask for. Only Good points count in any of them."""
+    """Aggregates a bucketed query can ask for. Only Good points count in any of them.
+
+    Exact definitions (held values, counter resets, empty buckets): the module docstring
+    of :mod:`~shopfloor.server.historian.aggregate` and docs/historian.md.
+    """
 
     AVG = "avg"
     MIN = "min"
@@ -26,6 +32,48 @@ class Aggregate(StrEnum):
     FIRST = "first"
     LAST = "last"
     COUNT = "count"
+    TWA = "twa"
+    """Time-weighted average: each Good value held until the next point of any quality."""
+    SUM = "sum"
+    STDDEV = "stddev"
+    """Sample standard deviation (n - 1), like SQL's ``stddev``."""
+    DELTA = "delta"
+    """Increase of a counter; a decrease is a reset and the new value counts from zero."""
+
+
+class Interpolation(StrEnum):
+    """How :meth:`Historian.read_at` finds a value at a time between points."""
+
+    PREVIOUS = "previous"
+    """The last Good value at or before the time (a step, as a PLC holds a value)."""
+    LINEAR = "linear"
+    """On the straight line between the Good neighbours; none after the last point."""
+
+
+class CalendarUnit(StrEnum):
+    """Buckets that follow the plant's calendar rather than a fixed duration."""
+
+    DAY = "day"
+    WEEK = "week"
+    """ISO weeks, Monday to Monday."""
+    MONTH = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """A calendar bucket: ``count`` days, weeks or months, from local midnight.
+
+    Counted from 1970-01-01 (weeks from Monday 1970-01-05) in the query's time zone, so
+    ``Calendar(CalendarUnit.MONTH, 3)`` is quarters and ``Calendar(CalendarUnit.MONTH,
+    12)`` calendar years. A day is 23 or 25 hours long across a DST change.
+    """
+
+    unit: CalendarUnit
+    count: int = 1
+
+
+BucketSize = int | Calendar
+"""A fixed bucket width in nanoseconds, or a :class:`Calendar` bucket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +134,11 @@ class Historian(Protocol):
 
     Rules every backend keeps (the DuckDB tests check them):
 
-    - Aggregates use only Good points with a numeric value; buckets without one are left
-      out, so a text tag has no aggregate rows.
+    - Aggregates use only Good points with a numeric value; :meth:`read_aggregates`
+      leaves out buckets without one, so a text tag has no aggregate rows there.
+      :meth:`read_buckets` and :meth:`read_at` give the same answers on every backend:
+      one engine (:mod:`~shopfloor.server.historian.aggregate`) computes them from the
+      points a backend fetches.
     - A path whose points are all still queued is unknown to reads (``UnknownTagError``).
     - ``latest(paths)`` raises ``UnknownTagError`` for an unknown path and leaves out tags
       with no points; of two points with the same timestamp the later write wins.
@@ -157,12 +208,59 @@ class Historian(Protocol):
     ) -> pa.Table:
         """Bucketed aggregates of one tag's Good points over ``[start_ns, end_ns)``.
 
-        Buckets are aligned to multiples of ``bucket_ns`` since the epoch; empty buckets
-        are left out. Columns: ts (bucket start, timestamp ns UTC) and one float64 column
-        per aggregate, named by its value (``count`` is int64).
+        Buckets are aligned to multiples of ``bucket_ns`` since the epoch; buckets without
+        a Good numeric point are left out. Columns: ts (bucket start, timestamp ns UTC) and
+        one float64 column per aggregate, named by its value (``count`` is int64). The
+        values are those of :meth:`read_buckets`.
 
         Raises:
             UnknownTagError: the path names no tag.
+        """
+
+    async def read_buckets(
+        self,
+        paths: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        *,
+        bucket: BucketSize,
+        aggregates: Sequence[Aggregate],
+        tz: str | None = None,
+    ) -> pa.Table:
+        """Bucketed aggregates of many tags over ``[start_ns, end_ns)``, every bucket.
+
+        Buckets are aligned to the wall clock of the IANA time zone ``tz`` (UTC if None):
+        ``bucket`` is a width in nanoseconds, aligned to multiples of it since local
+        1970-01-01, or a :class:`Calendar` unit. The first bucket is the one holding
+        ``start_ns`` and may begin before it; only points in the range count.
+
+        One long table: a row per path (in the order given, repeats dropped) and bucket,
+        empty buckets included. Columns: path (dictionary string), ts (bucket start,
+        timestamp ns UTC), one column per distinct aggregate in the order asked (``count``
+        int64, the rest float64, null where a bucket has no value) and ``bad`` (int64:
+        points of the bucket whose quality is not Good, left out of every aggregate).
+
+        Raises:
+            UnknownTagError: a path names no tag.
+            PayloadError: a non-positive bucket, an unknown time zone, or too many buckets.
+        """
+
+    async def read_at(
+        self,
+        paths: Sequence[str],
+        times_ns: Sequence[int] | npt.NDArray[np.int64],
+        *,
+        method: Interpolation = Interpolation.PREVIOUS,
+    ) -> pa.Table:
+        """The value of every path at every time in ``times_ns``, from its Good points.
+
+        Columns: path (dictionary string), ts (the time asked, timestamp ns UTC), value
+        (float64; null before the first Good point, and for ``linear`` after the last).
+        Rows: per path in the order given (repeats dropped), the times in the order given.
+
+        Raises:
+            UnknownTagError: a path names no tag.
+            PayloadError: too many values asked for at once.
         """
 
     async def latest(self, paths: Sequence[str] | None = None) -> pa.Table:

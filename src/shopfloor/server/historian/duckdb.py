@@ -39,20 +39,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
 from shopfloor.model import PointBatch, TagMeta, now_ns
-from shopfloor.server.historian import schema
+from shopfloor.server.historian import duckdb_fetch, query, schema
 from shopfloor.server.historian.base import (
     Aggregate,
+    BucketSize,
     EdgeLedgerStats,
     HistorianStats,
+    Interpolation,
     WriteReceipt,
 )
+from shopfloor.server.historian.compaction import CompactionReport
 from shopfloor.server.historian.ledger import Ledger
 from shopfloor.server.historian.writer import (
     AckWrite,
+    Compact,
     Flush,
     PruneLedger,
     Register,
@@ -103,6 +108,12 @@ class DuckDBHistorian:
         ledger_max_gaps: the most open gaps in one edge's sequence kept in memory.
         ledger_prune_interval_s: how often old ledger rows are deleted.
         clock: the wall clock in UTC nanoseconds (ledger times and retention).
+        compaction_interval_s: how often the writer looks for closed days to rewrite in
+            (tag, time) order (None: only on :meth:`compact`); see
+            :mod:`~shopfloor.server.historian.compaction`.
+        compaction_grace_s: a UTC day is compacted this long after it ended.
+        compaction_chunk_rows: the most points one compaction transaction rewrites
+            (ingest waits for one such transaction at most).
     """
 
     def __init__(
@@ -118,7 +129,14 @@ class DuckDBHistorian:
         ledger_max_gaps: int = 10_000,
         ledger_prune_interval_s: float = 600.0,
         clock: Callable[[], int] = now_ns,
+        compaction_interval_s: float | None = 600.0,
+        compaction_grace_s: float = 600.0,
+        compaction_chunk_rows: int = 1_000_000,
     ) -> None:
+        if compaction_chunk_rows <= 0 or compaction_grace_s < 0:
+            raise ValueError("compaction_chunk_rows must be > 0, compaction_grace_s >= 0")
+        if compaction_interval_s is not None and compaction_interval_s <= 0:
+            raise ValueError("compaction_interval_s must be > 0 (or None)")
         if flush_interval_s <= 0 or flush_rows <= 0 or max_pending_rows <= 0:
             raise ValueError("flush_interval_s, flush_rows and max_pending_rows must be > 0")
         if ack_delay_s < 0 or ledger_retention_s <= 0 or ledger_prune_interval_s <= 0:
@@ -135,6 +153,9 @@ class DuckDBHistorian:
             ack_delay_s=ack_delay_s,
             prune_interval_s=ledger_prune_interval_s,
             clock=clock,
+            compaction_interval_s=compaction_interval_s,
+            compaction_grace_s=compaction_grace_s,
+            compaction_chunk_rows=compaction_chunk_rows,
         )
         self._state = _State.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -301,6 +322,21 @@ class DuckDBHistorian:
         self._submit(message)
         return await asyncio.wrap_future(message.done)
 
+    async def compact(self) -> CompactionReport:
+        """Rewrite every closed day's new points in (tag, time) order now; return what it did.
+
+        The writer does this by itself every ``compaction_interval_s``. Reads see the same
+        points before, during and after; each chunk is one transaction.
+
+        Raises:
+            HistorianError: a chunk failed (it changed nothing; earlier chunks stay done).
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        message = Compact()
+        self._submit(message)
+        return await asyncio.wrap_future(message.done)
+
     async def _reserve(self, n: int) -> None:
         """Wait until ``n`` more rows fit under the pending bound, then count them in."""
         while self._pending and self._pending + n > self._max_pending:
@@ -317,7 +353,9 @@ class DuckDBHistorian:
             self._require_running()
         self._pending += n
 
-    def _submit(self, message: Flush | Register | WriteBatch | AckWrite | PruneLedger) -> None:
+    def _submit(
+        self, message: Flush | Register | WriteBatch | AckWrite | PruneLedger | Compact
+    ) -> None:
         try:
             self._writer.submit(message)
         except ShutdownError as err:  # only when the writer thread died on its own
@@ -414,21 +452,67 @@ class DuckDBHistorian:
         Every aggregate, ``first`` and ``last`` included, looks only at Good points with a
         numeric value; buckets without one are left out. Columns: ts (bucket start) and
         one per distinct aggregate in the order asked (``count`` int64, others float64).
+        Computed like :meth:`read_buckets` (UTC buckets).
 
         Raises:
             UnknownTagError: the path names no committed tag.
             PayloadError: ``bucket_ns`` is not positive.
         """
         self._require_running()
-        if bucket_ns <= 0:
-            raise PayloadError("bucket_ns", "must be positive")
-        tag_id = self._tag_id(path)
-        wanted = list(dict.fromkeys(Aggregate(a) for a in aggregates))
-        return await self._read(
-            lambda cur: schema.query_aggregates(
-                cur, tag_id, start_ns, end_ns, bucket_ns=bucket_ns, aggregates=wanted
-            )
+        plan = query.plan_buckets(
+            [path],
+            start_ns,
+            end_ns,
+            bucket=bucket_ns,
+            aggregates=aggregates,
+            dense=False,
+            field="bucket_ns",
         )
+        ids = np.array([self._tag_id(path)], dtype=np.int64)
+        return await self._read(lambda cur: duckdb_fetch.answer_buckets(cur, ids, plan))
+
+    async def read_buckets(
+        self,
+        paths: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        *,
+        bucket: BucketSize,
+        aggregates: Sequence[Aggregate],
+        tz: str | None = None,
+    ) -> pa.Table:
+        """Bucketed aggregates of many tags, every bucket (see the Historian protocol).
+
+        One scan of the range for all tags, on a reader thread that also computes.
+
+        Raises:
+            UnknownTagError: a path names no committed tag.
+            PayloadError: a bad bucket or aggregate, an unknown zone, too many buckets.
+        """
+        self._require_running()
+        plan = query.plan_buckets(
+            paths, start_ns, end_ns, bucket=bucket, aggregates=aggregates, tz=tz
+        )
+        ids = self._tag_ids(plan.paths)
+        return await self._read(lambda cur: duckdb_fetch.answer_buckets(cur, ids, plan))
+
+    async def read_at(
+        self,
+        paths: Sequence[str],
+        times_ns: Sequence[int] | npt.NDArray[np.int64],
+        *,
+        method: Interpolation = Interpolation.PREVIOUS,
+    ) -> pa.Table:
+        """The value of every path at every time (see the Historian protocol).
+
+        Raises:
+            UnknownTagError: a path names no committed tag.
+            PayloadError: an unknown method, times not integers, too many values.
+        """
+        self._require_running()
+        plan = query.plan_at(paths, times_ns, method=method)
+        ids = self._tag_ids(plan.paths)
+        return await self._read(lambda cur: duckdb_fetch.answer_at(cur, ids, plan))
 
     async def latest(self, paths: Sequence[str] | None = None) -> pa.Table:
         """The last committed point of every tag, or of ``paths`` in the order given.
@@ -472,6 +556,12 @@ class DuckDBHistorian:
             tags=len(w.snapshot.catalog.ids),
             flushes=w.flushes,
             last_flush_ms=w.last_flush_ms,
+        )
+
+    def _tag_ids(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:
+        lookup = self._writer.snapshot.catalog.ids
+        return np.fromiter(
+            (self._tag_id(p, lookup) for p in paths), dtype=np.int64, count=len(paths)
         )
 
     def _tag_id(self, path: str, ids: Mapping[str, int] | None = None) -> int:

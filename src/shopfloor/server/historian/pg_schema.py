@@ -1,22 +1,22 @@
 """Tables, partitions and queries of the PostgreSQL historian, and its binary codecs.
 
-**Layout.** Points live in one narrow table, 8-byte columns first so no row carries
-alignment padding: ``points(ts int8, value float8, tag_id int4, quality int4, text)``.
-Times stay int64 UTC nanoseconds (``timestamptz`` holds microseconds, and a historian
-must give back the timestamps it was given); ``quality`` is the OPC UA status code's 32
-bits stored in an ``int4`` (Bad codes read as negative numbers in SQL). ``text`` is NULL
-for numeric points and costs them nothing: a row with a NULL keeps the 24-byte header.
-One b-tree on ``(tag_id, ts)`` serves every query, which all ask for one tag over a
-time range.
+**Layout.** A new schema without TimescaleDB stores points as arrays, one row per tag
+and UTC hour, behind a view ``points(ts, value, tag_id, quality, text)``: see
+:mod:`~shopfloor.server.historian.pg_blocks` (about 10 bytes per point once compacted,
+ingest faster than a narrow ``COPY``). Times stay int64 UTC nanoseconds (``timestamptz``
+holds microseconds, and a historian must give back the timestamps it was given);
+``quality`` is the OPC UA status code's 32 bits stored in an ``int4`` (Bad codes read as
+negative numbers in SQL); ``text`` is NULL for numeric points.
 
-Without TimescaleDB, ``points`` is range-partitioned by ``ts`` into one table per UTC day
-(``points_YYYYMMDD``). The writer creates today's and tomorrow's at start and any other
-day on demand before a commit that needs it; a new day is created as a standalone table
-and then attached, which takes only a SHARE UPDATE EXCLUSIVE lock on ``points`` and so
-never blocks readers. Dropping a whole day (retention) is a ``DROP TABLE``: no ``DELETE``,
-no ``VACUUM FULL``. With TimescaleDB, ``points`` is a hypertable with one-day chunks and
-native compression segmented by ``tag_id`` and ordered by ``ts`` (that code path is
-written but untested here: the extension is not installed on the CI machines).
+With TimescaleDB, ``points`` is a narrow hypertable, ``points(ts int8, value float8,
+tag_id int4, quality int4, text)`` (8-byte columns first: no alignment padding), with
+one-day chunks, one b-tree on ``(tag_id, ts)`` and native compression segmented by
+``tag_id`` and ordered by ``ts`` (that code path is written but untested here: the
+extension is not installed on the CI machines). A schema made by version 1 without
+TimescaleDB keeps its layout: the same narrow ``points`` range-partitioned by ``ts``
+into one table per UTC day (``points_YYYYMMDD``), created on demand before a commit that
+needs them (created standalone, then attached: only a SHARE UPDATE EXCLUSIVE lock on
+``points``, readers are never blocked).
 
 ``latest``, ``tags``, ``ingest_ledger`` and ``ingest_low_water`` mirror the DuckDB
 historian's tables (see :mod:`~shopfloor.server.historian.schema`).
@@ -45,18 +45,23 @@ from psycopg import sql
 from shopfloor.errors import HistorianError
 from shopfloor.model import TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
-from shopfloor.server.historian import schema
+from shopfloor.server.historian import pg_blocks, schema
 from shopfloor.server.historian.base import Aggregate
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""1: points (partitioned or hypertable), tags, latest, ingest_ledger, ingest_low_water."""
+SCHEMA_VERSION = 2
+"""1: points (partitioned or hypertable), tags, latest, ingest_ledger, ingest_low_water.
+2: a new schema without TimescaleDB gets the blocks layout (:mod:`.pg_blocks`); every
+layout gets the reading functions ``points_between``, ``points_before``, ``points_after``."""
 
 DAY_NS = 86_400 * 10**9
 """One partition (or TimescaleDB chunk) per UTC day."""
 
-Layout = Literal["partitioned", "timescale"]
+Layout = Literal["blocks", "partitioned", "timescale"]
+"""``blocks``: arrays per tag and hour (:mod:`.pg_blocks`), new schemas without TimescaleDB;
+``partitioned``: narrow rows in daily partitions (schemas made by version 1, kept as they
+are); ``timescale``: a compressed hypertable."""
 
 LOCK_CLASS = 0x5F10
 """First key of the advisory lock held by the one writer of a schema (the second is the
@@ -98,10 +103,11 @@ _TIMESCALE_DDL = (
     "if_not_exists => TRUE)",
 )
 
-_PARTITIONED_DDL = (
+V1_PARTITIONED_DDL = (
     f"CREATE TABLE IF NOT EXISTS points({POINTS_COLUMNS}) PARTITION BY RANGE (ts)",
     "CREATE INDEX IF NOT EXISTS points_tag_ts ON points(tag_id, ts)",
 )
+"""What version 1 made without TimescaleDB; such schemas still open (tests make one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +125,9 @@ async def open_schema(
 ) -> Opened:
     """Create the schema and tables if missing; return the layout in use.
 
-    An existing ``points`` table keeps its layout. A new one is a hypertable when
+    An existing ``points`` keeps its layout. A new one is a hypertable when
     TimescaleDB can be loaded (``timescale=None``: when it is available; True: it must
-    be; False: never), otherwise a partitioned table.
+    be; False: never), otherwise the blocks layout (:mod:`.pg_blocks`).
 
     Raises:
         HistorianError: TimescaleDB was required but cannot be loaded, or an existing
@@ -134,14 +140,18 @@ async def open_schema(
             await con.execute(statement)
     layout = await _existing_layout(con, schema_name)
     if layout is None:
-        layout = "timescale" if await _want_timescale(con, timescale) else "partitioned"
-        async with con.transaction():
-            for statement in _TIMESCALE_DDL if layout == "timescale" else _PARTITIONED_DDL:
-                await con.execute(statement)
+        layout = "timescale" if await _want_timescale(con, timescale) else "blocks"
+        if layout == "blocks":
+            await pg_blocks.create(con)
+        else:
+            async with con.transaction():
+                for statement in _TIMESCALE_DDL:
+                    await con.execute(statement)
     elif timescale is not None and (layout == "timescale") != timescale:
         raise HistorianError(
             f"the historian in schema {schema_name} is {layout}; it cannot change layout"
         )
+    await pg_blocks.create_functions(con, schema_name, blocks=layout == "blocks")
     async with con.transaction():
         await con.execute("DELETE FROM shopfloor_meta WHERE key IN ('schema_version', 'layout')")
         await con.execute(
@@ -175,6 +185,8 @@ async def _existing_layout(con: psycopg.AsyncConnection[Any], schema_name: str) 
     row = await cur.fetchone()
     if row is None:
         return None
+    if row[0] == "v":
+        return "blocks"
     return "partitioned" if row[0] == "p" else "timescale"
 
 
@@ -395,11 +407,14 @@ def decode_text_array(raw: bytes | None) -> pa.StringArray:
 # --------------------------------------------------------------------------- queries
 RAW_SQL = (
     "SELECT array_agg(ts), array_agg(value), array_agg(quality), array_agg(text) FROM ("
-    "  SELECT ts, value, quality, text FROM points"
-    "  WHERE tag_id = %(tag)s AND ts >= %(start)s AND ts < %(end)s"
+    "  SELECT ts, value, quality, text"
+    "  FROM points_between(ARRAY[%(tag)s]::integer[], %(start)s, %(end)s)"
     "  ORDER BY ts LIMIT %(limit)s) AS r"
 )
-"""One tag's points, oldest first, as one row of arrays (aggregated in the subquery's order)."""
+"""One tag's points, oldest first, as one row of arrays (aggregated in the subquery's order).
+
+``points_between`` (every layout has it, :mod:`.pg_blocks`) reads only the blocks of the
+range; the ``points`` view of the blocks layout would unnest every block of the tag."""
 
 READER_SETTINGS = (
     # JIT compiles a plan in 100-300 ms, measured, to save a few ms on a scan of a day
@@ -444,8 +459,9 @@ def aggregates_sql(aggregates: Sequence[Aggregate], *, signed: bool = False) -> 
     inner = "".join(f', {_AGG_SQL[a]} AS "{a.value}"' for a in aggregates)
     outer = ", ".join(["array_agg(bucket)", *(f'array_agg("{a.value}")' for a in aggregates)])
     source = (
-        f"SELECT {bucket} AS bucket, ts, value FROM points"
-        f"  WHERE tag_id = %(tag)s AND ts >= %(start)s AND ts < %(end)s AND {_GOOD}"
+        f"SELECT {bucket} AS bucket, ts, value"
+        "  FROM points_between(ARRAY[%(tag)s]::integer[], %(start)s, %(end)s)"
+        f"  WHERE {_GOOD}"
     )
     if Aggregate.FIRST in aggregates or Aggregate.LAST in aggregates:
         source += " ORDER BY bucket, ts"

@@ -3,7 +3,8 @@
 The same single-writer pattern as the DuckDB historian's thread
 (:mod:`~shopfloor.server.historian.writer`), as an asyncio task: psycopg's async
 connection waits on the socket, so the event loop never blocks on the database. Batches
-are coalesced, sorted by ``(tag_id, ts)`` and committed with one binary ``COPY`` when
+are coalesced, sorted by ``(tag_id, ts)`` and committed with one binary ``COPY`` (of one
+row per tag and hour in the blocks layout, :mod:`~.pg_blocks`) when
 ``flush_rows`` are pending or the oldest pending batch is ``flush_interval_s`` old; an
 acknowledged write (an edge waits for the answer) makes the writer commit what is queued
 at most ``ack_delay_s`` later. The batch's ``(edge, seq)`` goes into ``ingest_ledger`` in
@@ -39,7 +40,7 @@ import pyarrow as pa
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
-from shopfloor.server.historian import pg_schema, schema
+from shopfloor.server.historian import pg_blocks, pg_schema, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
@@ -618,8 +619,17 @@ class PgWriter:
                 pg_schema.UPSERT_TAGS,
                 pg_schema.tags_params([(i, new_metas[p]) for p, i in rows.new_ids.items()]),
             )
-        stream = pg_schema.encode_points(rows.ts, rows.value, rows.tag_id, rows.quality, rows.text)
-        async with con.cursor() as cur, cur.copy(pg_schema.COPY_POINTS) as copy:
+        if self.layout == "blocks":  # a row per tag and hour of this commit (pg_blocks.py)
+            copy_sql = pg_blocks.COPY_RECENT
+            stream = pg_blocks.encode_segments(
+                rows.tag_id, rows.ts, rows.value, rows.quality, rows.text
+            )
+        else:
+            copy_sql = pg_schema.COPY_POINTS
+            stream = pg_schema.encode_points(
+                rows.ts, rows.value, rows.tag_id, rows.quality, rows.text
+            )
+        async with con.cursor() as cur, cur.copy(copy_sql) as copy:
             await copy.write(stream)
         # the last row of each tag in the sorted rows; keep those newer than stored
         last = np.flatnonzero(np.r_[rows.tag_id[1:] != rows.tag_id[:-1], True])

@@ -37,20 +37,26 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 import pyarrow as pa
 from psycopg.conninfo import conninfo_to_dict
 
 from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
 from shopfloor.model import PointBatch, TagMeta, now_ns
-from shopfloor.server.historian import pg_schema, schema
+from shopfloor.server.historian import pg_fetch, pg_schema, query, schema
+from shopfloor.server.historian.aggregate import Points
 from shopfloor.server.historian.base import (
     Aggregate,
+    BucketSize,
     EdgeLedgerStats,
     HistorianStats,
+    Interpolation,
     WriteReceipt,
 )
+from shopfloor.server.historian.compaction import CompactionReport
 from shopfloor.server.historian.ledger import Ledger
+from shopfloor.server.historian.pg_compaction import PgCompactor
 from shopfloor.server.historian.pg_writer import (
     AckWrite,
     Flush,
@@ -175,6 +181,11 @@ class PostgresHistorian:
         timescale: for a new schema, use a TimescaleDB hypertable: None when the
             extension can be loaded, True always (fail without it), False never.
         clock: the wall clock in UTC nanoseconds (ledger times, partitions ahead).
+        compaction_interval_s: how often closed hours are moved into compressed blocks
+            (blocks layout; None: only on :meth:`compact`); see
+            :mod:`~shopfloor.server.historian.pg_compaction`.
+        compaction_grace_s: an hour is compacted this long after it ended.
+        compaction_chunk_rows: the most points one compaction statement moves.
     """
 
     def __init__(
@@ -192,7 +203,14 @@ class PostgresHistorian:
         read_connections: int = 2,
         timescale: bool | None = None,
         clock: Callable[[], int] = now_ns,
+        compaction_interval_s: float | None = 600.0,
+        compaction_grace_s: float = 600.0,
+        compaction_chunk_rows: int = 1_000_000,
     ) -> None:
+        if compaction_chunk_rows <= 0 or compaction_grace_s < 0:
+            raise ValueError("compaction_chunk_rows must be > 0, compaction_grace_s >= 0")
+        if compaction_interval_s is not None and compaction_interval_s <= 0:
+            raise ValueError("compaction_interval_s must be > 0 (or None)")
         if flush_interval_s <= 0 or flush_rows <= 0 or max_pending_rows <= 0:
             raise ValueError("flush_interval_s, flush_rows and max_pending_rows must be > 0")
         if ack_delay_s < 0 or ledger_retention_s <= 0 or ledger_prune_interval_s <= 0:
@@ -224,6 +242,14 @@ class PostgresHistorian:
             timescale=timescale,
         )
         self._readers = _ReadPool(self._connect_reader, read_connections)
+        self._compactor = PgCompactor(
+            self._connect_reader,
+            clock=clock,
+            interval_s=compaction_interval_s,
+            grace_ns=int(compaction_grace_s * 1e9),
+            chunk_points=compaction_chunk_rows,
+        )
+        self._compaction: asyncio.Task[None] | None = None
         self._state = _State.NEW
         self._pending = 0
         self._space_waiters: list[asyncio.Future[None]] = []
@@ -283,6 +309,10 @@ class PostgresHistorian:
         finally:
             self._started.set()
         self._writer.start()
+        if self.layout == "blocks":
+            self._compaction = asyncio.create_task(
+                self._compactor.run(), name="historian-pg-compaction"
+            )
         self._state = _State.RUNNING
 
     async def close(self) -> None:
@@ -302,6 +332,11 @@ class PostgresHistorian:
         self._state = _State.CLOSING
         self._wake_writers()
         try:
+            if self._compaction is not None:  # a statement in flight is rolled back
+                self._compaction.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._compaction
+            await self._compactor.close()
             await self._readers.close()
             with contextlib.suppress(ShutdownError):  # the writer stopped on its own
                 self._writer.submit(Stop())
@@ -375,6 +410,21 @@ class PostgresHistorian:
         message = PruneLedger()
         self._submit(message)
         return await message.done
+
+    async def compact(self) -> CompactionReport:
+        """Move every closed hour's points into compressed blocks now; return what it did.
+
+        Done by itself every ``compaction_interval_s``. Only the blocks layout compacts
+        (TimescaleDB compresses by its own policy; a version-1 schema keeps its rows).
+
+        Raises:
+            HistorianError: a chunk failed (it moved nothing; earlier chunks stay moved).
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        if self.layout != "blocks":
+            return CompactionReport(0, 0, 0, 0.0, 0.0)
+        return await self._compactor.compact()
 
     async def _reserve(self, n: int) -> None:
         """Wait until ``n`` more rows fit under the pending bound, then count them in."""
@@ -481,20 +531,95 @@ class PostgresHistorian:
         Every aggregate, ``first`` and ``last`` included, looks only at Good points with a
         numeric value; buckets without one are left out. Columns: ts (bucket start) and
         one per distinct aggregate in the order asked (``count`` int64, others float64).
+        Computed like :meth:`read_buckets` (UTC buckets).
 
         Raises:
             UnknownTagError: the path names no committed tag.
             PayloadError: ``bucket_ns`` is not positive.
         """
         self._require_running()
-        if bucket_ns <= 0:
-            raise PayloadError("bucket_ns", "must be positive")
-        tag_id = self._tag_id(path)
-        wanted = list(dict.fromkeys(Aggregate(a) for a in aggregates))
-        params = {"tag": tag_id, "start": int(start_ns), "end": int(end_ns), "b": bucket_ns}
-        query = pg_schema.aggregates_sql(wanted, signed=start_ns < 0)
-        row = await self._query(query, params)
-        return pg_schema.aggregates_table(row, wanted)
+        plan = query.plan_buckets(
+            [path],
+            start_ns,
+            end_ns,
+            bucket=bucket_ns,
+            aggregates=aggregates,
+            dense=False,
+            field="bucket_ns",
+        )
+        return await self._answer_buckets(np.array([self._tag_id(path)], np.int64), plan)
+
+    async def read_buckets(
+        self,
+        paths: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        *,
+        bucket: BucketSize,
+        aggregates: Sequence[Aggregate],
+        tz: str | None = None,
+    ) -> pa.Table:
+        """Bucketed aggregates of many tags, every bucket (see the Historian protocol).
+
+        One statement fetches the range of all tags; the engine computes in a thread.
+
+        Raises:
+            UnknownTagError: a path names no committed tag.
+            PayloadError: a bad bucket or aggregate, an unknown zone, too many buckets.
+        """
+        self._require_running()
+        plan = query.plan_buckets(
+            paths, start_ns, end_ns, bucket=bucket, aggregates=aggregates, tz=tz
+        )
+        return await self._answer_buckets(self._tag_ids(plan.paths), plan)
+
+    async def _answer_buckets(self, ids: npt.NDArray[np.int64], plan: query.BucketPlan) -> pa.Table:
+        if plan.empty:
+            return plan.empty_answer()
+        fetch = pg_fetch.Fetch(
+            ids, plan.start_ns, plan.end_ns, prior_last=plan.prior_last, prior_good=plan.prior_good
+        )
+        row = await self._query(fetch.statement(), fetch.params())
+
+        def answer() -> pa.Table:
+            fetched = fetch.decode(row)
+            return plan.answer(fetched.points, fetched.prior)
+
+        return await asyncio.to_thread(answer)
+
+    async def read_at(
+        self,
+        paths: Sequence[str],
+        times_ns: Sequence[int] | npt.NDArray[np.int64],
+        *,
+        method: Interpolation = Interpolation.PREVIOUS,
+    ) -> pa.Table:
+        """The value of every path at every time (see the Historian protocol).
+
+        Raises:
+            UnknownTagError: a path names no committed tag.
+            PayloadError: an unknown method, times not integers, too many values.
+        """
+        self._require_running()
+        plan = query.plan_at(paths, times_ns, method=method)
+        ids = self._tag_ids(plan.paths)
+        if plan.empty:
+            return plan.answer(Points.empty(), None, None)
+        fetch = pg_fetch.Fetch(
+            ids,
+            plan.start_ns,
+            plan.end_ns,
+            usable_only=True,
+            prior_good=True,
+            following=plan.following,
+        )
+        row = await self._query(fetch.statement(), fetch.params())
+
+        def answer() -> pa.Table:
+            fetched = fetch.decode(row)
+            return plan.answer(fetched.points, fetched.prior, fetched.following)
+
+        return await asyncio.to_thread(answer)
 
     async def latest(self, paths: Sequence[str] | None = None) -> pa.Table:
         """The last committed point of every tag, or of ``paths`` in the order given.
@@ -538,6 +663,12 @@ class PostgresHistorian:
             tags=len(w.snapshot.catalog.ids),
             flushes=w.flushes,
             last_flush_ms=w.last_flush_ms,
+        )
+
+    def _tag_ids(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:
+        lookup = self._writer.snapshot.catalog.ids
+        return np.fromiter(
+            (self._tag_id(p, lookup) for p in paths), dtype=np.int64, count=len(paths)
         )
 
     def _tag_id(self, path: str, ids: Mapping[str, int] | None = None) -> int:

@@ -3,7 +3,9 @@
 Points live in one narrow table without indexes: an index on a billion-row table costs
 more on every insert than it saves on reads, while DuckDB's per-row-group min/max zone
 maps already skip row groups outside a queried time range. The writer inserts rows sorted
-by ``(tag_id, ts)`` per commit, which keeps those zone maps tight and compresses better.
+by ``(tag_id, ts)`` per commit, which keeps those zone maps tight and compresses better;
+compaction (:mod:`~shopfloor.server.historian.compaction`) later rewrites each closed day
+tag by tag, which tightens them further and compresses better still.
 
 ``latest`` holds one row per tag, written in the same transaction as the points, so the
 last value of every tag survives a restart without scanning ``points``.
@@ -27,9 +29,11 @@ import pyarrow as pa
 
 from shopfloor.model import DataType, TagMeta
 from shopfloor.server.historian.base import Aggregate
+from shopfloor.server.historian.compaction import TODO_DDL
 
-SCHEMA_VERSION = 2
-"""1: points, tags, latest. 2: adds ingest_ledger and ingest_low_water (created if missing)."""
+SCHEMA_VERSION = 3
+"""1: points, tags, latest. 2: adds ingest_ledger and ingest_low_water (created if missing).
+3: adds compaction_todo (created if missing, then filled from points; see compaction.py)."""
 
 POINTS_DDL = (
     "CREATE TABLE IF NOT EXISTS points("
@@ -54,6 +58,7 @@ DDL = (
     "edge VARCHAR NOT NULL, seq BIGINT NOT NULL, points INTEGER NOT NULL, "
     "committed_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ingest_low_water(edge VARCHAR NOT NULL, low_water BIGINT NOT NULL)",
+    TODO_DDL,
 )
 
 LEDGER_SCHEMA = pa.schema(

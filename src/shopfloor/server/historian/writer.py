@@ -19,6 +19,11 @@ What readers may look at without touching DuckDB (the tag catalog and the last v
 every tag) is kept in an immutable :class:`~.snapshot.Snapshot` that the writer replaces,
 in one assignment, only after DuckDB's commit returned. Readers therefore never see
 uncommitted tags or values, and never a half-updated snapshot.
+
+Each commit records the ``(day, tag)`` pairs it wrote to for the first time in
+``compaction_todo``, in its own transaction; compaction
+(:mod:`~shopfloor.server.historian.compaction`) rewrites them on a worker thread beside
+this one and hands its bookkeeping back through this queue.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import pyarrow as pa
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
-from shopfloor.server.historian import schema
+from shopfloor.server.historian import compaction, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
@@ -91,11 +96,28 @@ class PruneLedger:
 
 
 @dataclass(slots=True)
+class Compact:
+    """Compact every closed day now; ``done`` gets the pass's report."""
+
+    done: Future[compaction.CompactionReport] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
 class Stop:
     """Commit everything queued, checkpoint and close the database."""
 
 
-Message = WriteBatch | AckWrite | Flush | Register | PruneLedger | Stop
+Message = (
+    WriteBatch
+    | AckWrite
+    | Flush
+    | Register
+    | PruneLedger
+    | Compact
+    | compaction.ChunkDone
+    | compaction.PassDone
+    | Stop
+)
 Write = WriteBatch | AckWrite
 
 
@@ -142,6 +164,10 @@ class Writer:
         ack_delay_s: the longest an acknowledged write waits for company before commit.
         prune_interval_s: how often the ledger's marks are aged and old rows deleted.
         clock: the wall clock in UTC nanoseconds (``committed_at``, retention).
+        compaction_interval_s: how often to look for closed days to compact (None: only
+            when asked, by :class:`Compact`).
+        compaction_grace_s: a day is closed this long after it ended (late points).
+        compaction_chunk_rows: the most points one compaction transaction rewrites.
     """
 
     def __init__(
@@ -156,6 +182,9 @@ class Writer:
         ack_delay_s: float,
         prune_interval_s: float,
         clock: Callable[[], int],
+        compaction_interval_s: float | None = 600.0,
+        compaction_grace_s: float = 600.0,
+        compaction_chunk_rows: int = 1_000_000,
     ) -> None:
         self._path = path
         self._flush_interval_s = flush_interval_s
@@ -167,6 +196,14 @@ class Writer:
         self._prune_interval_s = prune_interval_s
         self._next_prune = 0.0
         self._clock = clock
+        self._compactor = compaction.Compactor(
+            interval_s=compaction_interval_s,
+            grace_ns=int(compaction_grace_s * 1e9),
+            chunk_rows=compaction_chunk_rows,
+            clock=clock,
+            post=self.submit,
+        )
+        self._todo_touched: list[tuple[int, int]] = []  # pairs of the commit in progress
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._accepting = False
         self._submit_lock = threading.Lock()
@@ -258,7 +295,9 @@ class Writer:
             database = str(self._path)
         con = duckdb.connect(database, config={"memory_limit": self._memory_limit})
         self._con = con
+        had_todo = compaction.has_todo_table(con)
         schema.create(con)
+        self._compactor.open(con, seed=not had_todo, checkpoints=self._path is not None)
         ids: dict[str, int] = {}
         metas: dict[str, TagMeta] = {}
         for row in con.execute("SELECT * FROM tags").fetchall():
@@ -296,14 +335,15 @@ class Writer:
 
     def _serve(self) -> None:
         self._prune_now()
+        self._compactor.start_timer()
         while True:
             message = self._held
             self._held = None
             if message is None:
                 try:
-                    message = self._queue.get(timeout=self._wait_s())
+                    message = self._queue.get(timeout=self._idle_wait_s())
                 except queue.Empty:
-                    self._commit_pending()
+                    self._idle()
                     continue
             if isinstance(message, WriteBatch | AckWrite):
                 self._add(message)
@@ -325,11 +365,30 @@ class Writer:
             elif isinstance(message, PruneLedger):
                 if message.done.set_running_or_notify_cancel():
                     self._prune_or_report(message.done)
+            elif isinstance(message, Compact):
+                if message.done.set_running_or_notify_cancel():
+                    self._compactor.request(message.done)
+            elif isinstance(message, compaction.ChunkDone | compaction.PassDone):
+                self._compactor.handle(message)
             else:
                 self._commit_pending()
                 return
             if time.monotonic() >= self._next_prune:
                 self._prune_now()
+            self._compactor.tick()
+
+    def _idle_wait_s(self) -> float | None:
+        """How long to wait for a message: until pending writes are due, or compaction."""
+        wait, compact = self._wait_s(), self._compactor.wait_s()
+        if compact is None:
+            return wait
+        return compact if wait is None else min(wait, compact)
+
+    def _idle(self) -> None:
+        """No message came in time: commit what is due, start compaction if it is time."""
+        self._compactor.tick()
+        if self._wait_s() == 0.0:
+            self._commit_pending()
 
     def _wait_s(self) -> float | None:
         """How long the pending writes may still wait for company; None if there are none."""
@@ -405,10 +464,11 @@ class Writer:
             leftover.append(message)
         for message in leftover:
             if (
-                isinstance(message, AckWrite | Flush | Register | PruneLedger)
+                isinstance(message, AckWrite | Flush | Register | PruneLedger | Compact)
                 and message.done.set_running_or_notify_cancel()
             ):
                 message.done.set_exception(HistorianError("the historian writer has stopped"))
+        self._compactor.stop()  # before the connection closes: joins its worker
         if lost:
             logger.error("historian writer stopped with %d points not committed", lost)
             self.points_dropped += lost
@@ -596,6 +656,7 @@ class Writer:
         con = self._con
         assert con is not None
         steps: list[tuple[str, str, pa.Table]] = []
+        self._todo_touched = []
         snapshot = self._points_steps(plan.batches, steps) if plan.batches else None
         if plan.applied:
             steps.append(
@@ -608,6 +669,8 @@ class Writer:
         self._transaction(con, steps)
         if snapshot is not None:
             self.snapshot = snapshot
+        self._compactor.commits += 1
+        self._compactor.todo.touch(self._todo_touched, self._compactor.commits)
 
     def _points_steps(
         self, batches: list[PointBatch], steps: list[tuple[str, str, pa.Table]]
@@ -664,6 +727,15 @@ class Writer:
                     "_tags_new",
                     schema.tags_table(new_rows),
                 ),
+            )
+        self._todo_touched, new_pairs = self._compactor.todo.commit_pairs(rows.tag_id, rows.ts)
+        if new_pairs:
+            steps.append(
+                (
+                    "INSERT INTO compaction_todo SELECT * FROM _todo_in",
+                    "_todo_in",
+                    compaction.todo_table(new_pairs),
+                )
             )
         latest.has[last_ids] = True
         latest.ts[last_ids] = rows.ts[last]
