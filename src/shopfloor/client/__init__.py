@@ -9,6 +9,11 @@ files, so it is safe to use while the server runs::
 
     with ShopfloorClient("http://127.0.0.1:8000") as client:
         table = client.history("acme/plant-1/line-1/cnc-1/spindle_temp", "-1h")
+        # parts per plant day, and the counter at each shift change
+        days = client.buckets(["acme/plant-1/line-1/press/strokes"], "-7d", bucket="1d",
+                              aggregates=["delta"], tz="Europe/Berlin")
+        shifts = client.values_at(["acme/plant-1/line-1/press/strokes"],
+                                  ["2026-03-02T06:00:00+01:00", "2026-03-02T14:00:00+01:00"])
 """
 
 from shopfloor.client._client import ShopfloorClient, TimeArg

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from shopfloor.client._errors import ApiError, ClientError, ServerUnreachable
@@ -34,6 +35,10 @@ TimeArg = datetime | str | int
 """An aware datetime, API text (ISO 8601, ``now``, ``-1h``), or UTC nanoseconds."""
 
 _ARROW_ACCEPT = {"accept": ARROW_MEDIA_TYPE}
+_MAX_TAGS = 100
+"""The most tags the server takes in one history query."""
+_MAX_QUERY_TEXT = 6_000
+"""About the most characters of paths or times one request carries (URLs stay short)."""
 
 
 class ShopfloorClient:
@@ -199,6 +204,118 @@ class ShopfloorClient:
             return pa.table({"path": path})
         return pa.concat_tables(tables).add_column(0, "path", path)
 
+    def buckets(
+        self,
+        paths: Sequence[str],
+        start: TimeArg,
+        end: TimeArg = "now",
+        *,
+        bucket: str | timedelta,
+        aggregates: Sequence[str] = ("avg",),
+        tz: str | None = None,
+        page_size: int = 100_000,
+    ) -> pa.Table:
+        """Aggregates of many tags per bucket over ``[start, end)``, every bucket.
+
+        Buckets follow the wall clock of the IANA time zone ``tz`` (UTC if None):
+        ``bucket`` is a fixed width (``30s``, ``15m``, ``1h``, a timedelta) or a calendar
+        unit (``1d``, ``1w``, ``1mo``, ``3mo``, ``1y``) from local midnight, so with
+        ``tz="Europe/Berlin"`` a ``1d`` bucket lasts 23 or 25 hours across a DST change.
+        The first bucket is the one holding ``start`` and may begin before it.
+
+        Columns: path (dictionary string), ts (bucket start, timestamp ns UTC), one per
+        aggregate (``avg``, ``twa``, ``min``, ``max``, ``first``, ``last``, ``count``,
+        ``sum``, ``stddev``, ``delta``; null where the bucket has no value, ``count`` 0)
+        and ``bad`` (points of the bucket that are not Good, left out of every
+        aggregate). Rows: per path in the order given, oldest bucket first; empty
+        buckets included, as :meth:`Historian.read_buckets` gives them.
+
+        Raises:
+            ValueError: a path contains a comma (the server splits ``tags`` on commas).
+            ApiError: unknown tag (404) or a bad parameter (422, ``field`` names it:
+                ``interval``, ``tz``, ``agg``, ``to`` for a range with too many points).
+            ServerUnreachable: no answer.
+        """
+        if page_size < 2:
+            raise ValueError("page_size must be 2 or more")
+        names = _unique_paths(paths)
+        params: dict[str, str | int] = {
+            "interval": bucket_text(bucket),
+            "agg": ",".join(aggregates),
+            "fill": "null",
+            "limit": page_size,
+        }
+        if tz:
+            params["tz"] = tz
+        tables = [
+            self._bucket_pages(chunk, time_text(start), time_text(end), params)
+            for chunk in _path_chunks(names)
+        ]
+        return _by_path(names, tables)
+
+    def values_at(
+        self,
+        paths: Sequence[str],
+        times: Sequence[TimeArg],
+        *,
+        method: str = "previous",
+    ) -> pa.Table:
+        """The value of every tag at every time, from its Good points.
+
+        ``method="previous"`` gives the last Good value at or before each time (what a
+        PLC holds: a counter at a shift change), ``"linear"`` the straight line between
+        the Good points around it. Null before a tag's first Good point, and for
+        ``linear`` after its last one.
+
+        Columns: path (dictionary string), ts (the time asked, timestamp ns UTC), value
+        (float64). Rows: per path in the order given, by time.
+
+        Raises:
+            ValueError: a path contains a comma (the server splits ``tags`` on commas).
+            ApiError: unknown tag (404) or a bad parameter (422, ``field`` names it).
+            ServerUnreachable: no answer.
+        """
+        names = _unique_paths(paths)
+        texts = [time_text(t) for t in times]
+        tables: list[pa.Table] = []
+        for chunk in _path_chunks(names):
+            parts = []
+            for some in _text_chunks(texts):
+                params = {"tags": ",".join(chunk), "at": ",".join(some), "method": method}
+                parts.append(
+                    _read_arrow(
+                        self._get("/api/v1/values/at", params=params, headers=_ARROW_ACCEPT)
+                    )
+                )
+            tables.append(pa.concat_tables(p.replace_schema_metadata(None) for p in parts))
+        return _by_path(names, tables)
+
+    def _bucket_pages(
+        self, paths: Sequence[str], start: str, end: str, params: Mapping[str, str | int]
+    ) -> pa.Table:
+        """Every bucket of a few tags, asked for in pages of whole buckets."""
+        query = {**params, "tags": ",".join(paths)}
+        pages: list[pa.Table] = []
+        page_start = start
+        while True:
+            asked = {**query, "from": page_start, "to": end}
+            page = _read_arrow(self._get("/api/v1/history", params=asked, headers=_ARROW_ACCEPT))
+            meta = page.schema.metadata or {}
+            if b"end" in meta:  # "now" as the first page saw it: later pages end there too
+                end = meta[b"end"].decode()
+            page = page.replace_schema_metadata(None)
+            if meta.get(b"truncated") != b"true":
+                pages.append(page)
+                return pa.concat_tables(pages) if len(pages) > 1 else page
+            # Every tag has every bucket, so each page ends at the same bucket: its start is
+            # an edge, and the next page, from there, begins with that bucket whole.
+            ts = np.asarray(page.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+            last = int(ts.max())
+            if int(ts.min()) == last:
+                raise ClientError("the server gave one bucket per page: raise page_size")
+            pages.append(page.filter(pa.array(ts < last)))
+            page_start = time_text(last)
+
     # -------------------------------------------------------------------- plumbing
     def _get(
         self,
@@ -253,6 +370,60 @@ def _read_arrow(response: httpx.Response) -> pa.Table:
             return reader.read_all()
     except pa.ArrowInvalid as err:
         raise ClientError(f"the server's Arrow stream is damaged: {err}") from err
+
+
+def _unique_paths(paths: Sequence[str]) -> list[str]:
+    """``paths`` without repeats, checked for what the server's ``tags`` cannot carry."""
+    if isinstance(paths, str):
+        raise ValueError("paths must be a list of tag paths, not one string")
+    names = list(dict.fromkeys(paths))
+    if not names:
+        raise ValueError("paths must name at least one tag")
+    for path in names:
+        if "," in path:
+            raise ValueError(f"{path!r}: the server reads tags as a comma-separated list")
+    return names
+
+
+def _text_chunks(texts: Sequence[str], *, most: int = 10_000) -> list[list[str]]:
+    """``texts`` in runs of at most ``most`` items and about :data:`_MAX_QUERY_TEXT`
+    characters each (one empty run for none: the server says what is missing)."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        if chunks[-1] and (len(chunks[-1]) >= most or size + len(text) > _MAX_QUERY_TEXT):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(text)
+        size += len(text) + 1
+    return chunks
+
+
+def _path_chunks(paths: Sequence[str]) -> list[list[str]]:
+    """Tag paths in runs the server takes in one query."""
+    return _text_chunks(paths, most=_MAX_TAGS)
+
+
+def _by_path(paths: Sequence[str], tables: Sequence[pa.Table]) -> pa.Table:
+    """Join answers about runs of ``paths`` into one table, per path in order, by time.
+
+    Each table has a dictionary ``path`` column of its own run; the result's dictionary
+    is ``paths``. Rows of one path keep their order among equal times.
+    """
+    index = {path: i for i, path in enumerate(paths)}
+    tags: list[npt.NDArray[np.int32]] = []
+    for table in tables:
+        column = table.column("path").combine_chunks()
+        lookup = np.array([index[p] for p in column.dictionary.to_pylist()], dtype=np.int32)
+        tags.append(lookup[column.indices.to_numpy(zero_copy_only=False)])
+    joined = pa.concat_tables([t.drop_columns(["path"]) for t in tables])
+    tag = np.concatenate(tags) if tags else np.zeros(0, np.int32)
+    ts = np.asarray(joined.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    order = np.lexsort((ts, tag))
+    path = pa.DictionaryArray.from_arrays(
+        pa.array(tag[order], pa.int32()), pa.array(list(paths), pa.string())
+    )
+    return joined.take(pa.array(order, pa.int64())).add_column(0, "path", path)
 
 
 def _quote_path(path: str) -> str:

@@ -22,10 +22,12 @@ from shopfloor.client import (
     ApiError,
     ServerUnreachable,
     ShopfloorClient,
+    TimeArg,
     to_pandas,
     to_polars,
 )
 from shopfloor.model import PointBatch, Quality, now_ns
+from shopfloor.testing.historian_reference import reference_at, reference_buckets
 from shopfloor.testing.processes import RunningProcess, free_port, shopfloor_process
 from shopfloor.wire import ARROW_MEDIA_TYPE, encode_arrow
 
@@ -150,6 +152,62 @@ def test_history_many_is_one_long_table(client: ShopfloorClient) -> None:
         assert sum(mine.column("count").to_pylist()) == int((data[tag][2] == Quality.GOOD).sum())
 
 
+def test_buckets_of_many_tags_follow_a_half_hour_zone_across_pages(
+    client: ShopfloorClient,
+) -> None:
+    data = sent()
+    start, end = T0 - 2 * 3600 * SEC, T0 + 2 * 3600 * SEC
+    # India is UTC+05:30 all year: its hours start at half past the UTC hour
+    first = (start - 30 * MINUTE) // (60 * MINUTE) * (60 * MINUTE) + 30 * MINUTE
+    edges = list(range(first, end + 60 * MINUTE, 60 * MINUTE))
+    edges = edges[: next(i for i, e in enumerate(edges) if e >= end) + 1]
+    table = client.buckets(
+        TAGS,
+        start,
+        end,
+        bucket="1h",
+        aggregates=["avg", "count", "delta"],
+        tz="Asia/Kolkata",
+        page_size=2,  # a page per bucket or two: the pages must join seamlessly
+    )
+    assert table.column_names == ["path", "ts", "avg", "count", "delta", "bad"]
+    assert table.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
+    n = len(edges) - 1
+    assert table.column("path").to_pylist() == [TAGS[0]] * n + [TAGS[1]] * n
+    assert table.column("ts").cast(pa.int64()).to_pylist() == edges[:-1] * 2
+    for k, tag in enumerate(TAGS):
+        ts, value, quality = data[tag]
+        points = list(zip(ts.tolist(), value.tolist(), quality.tolist(), strict=True))
+        want = reference_buckets(points, edges, start, end)
+        mine = table.slice(k * n, n)
+        assert mine.column("count").to_pylist() == [w["count"] for w in want]
+        assert mine.column("bad").to_pylist() == [w["bad"] for w in want]
+        for name in ("avg", "delta"):
+            got = mine.column(name).to_pylist()
+            assert got == [None if w[name] is None else pytest.approx(w[name]) for w in want]
+
+
+@pytest.mark.parametrize("method", ["previous", "linear"])
+def test_values_at_many_times_match_the_reference(client: ShopfloorClient, method: str) -> None:
+    data = sent()
+    rng = np.random.default_rng(8)
+    # 300 times of nanosecond precision: more than one request carries
+    times = np.sort(T0 - 600 * SEC + rng.integers(0, 2400 * SEC, 300)).tolist()
+    times[0] = int(data[TAGS[1]][0][0])  # exactly at a point
+    asked: list[TimeArg] = [*times[:-1], datetime.fromtimestamp(times[-1] // SEC, UTC)]
+    times[-1] = times[-1] // SEC * SEC
+    table = client.values_at(list(reversed(TAGS)), asked, method=method)
+    assert table.column_names == ["path", "ts", "value"]
+    assert table.column("path").to_pylist() == [TAGS[1]] * 300 + [TAGS[0]] * 300
+    assert table.column("ts").cast(pa.int64()).to_pylist() == sorted(times) * 2
+    for k, tag in enumerate(reversed(TAGS)):
+        ts, value, quality = data[tag]
+        points = list(zip(ts.tolist(), value.tolist(), quality.tolist(), strict=True))
+        want = reference_at(points, sorted(times), method)
+        got = table.column("value").to_pylist()[k * 300 : (k + 1) * 300]
+        assert got == [None if w is None else pytest.approx(w) for w in want]
+
+
 def test_server_errors_keep_their_code_and_field(client: ShopfloorClient) -> None:
     with pytest.raises(ApiError) as unknown:
         client.history("acme/p1/nowhere", "-1h")
@@ -157,6 +215,12 @@ def test_server_errors_keep_their_code_and_field(client: ShopfloorClient) -> Non
     with pytest.raises(ApiError) as bad:
         client.history(TAGS[0], "-1h", bucket="5 parsecs")
     assert (bad.value.status, bad.value.field) == (422, "bucket")
+    with pytest.raises(ApiError) as zone:
+        client.buckets(TAGS, "-1h", bucket="1d", tz="Mars/Olympus_Mons")
+    assert (zone.value.status, zone.value.field) == (422, "tz")
+    with pytest.raises(ApiError) as method:
+        client.values_at(TAGS, ["-1h"], method="cubic")
+    assert (method.value.status, method.value.field) == (422, "method")
 
 
 def test_naive_datetime_is_refused_before_sending(client: ShopfloorClient) -> None:

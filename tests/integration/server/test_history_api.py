@@ -84,6 +84,15 @@ def expected_buckets(
     return groups
 
 
+def expected_bad(tags: list[str], start: int, end: int, bucket: int) -> dict[tuple[int, str], int]:
+    """Points that are not Good per (bucket start, tag)."""
+    counts: dict[tuple[int, str], int] = defaultdict(int)
+    for tag, ts, _, q in points():
+        if tag in tags and start <= ts < end and q != Quality.GOOD:
+            counts[(ts // bucket * bucket, tag)] += 1
+    return counts
+
+
 async def test_raw_points_of_several_tags_with_epoch_ms_times(platform: Platform) -> None:
     start, end = T0 + 30 * SEC, T0 + 90 * SEC
     tags = [TAGS[2], TAGS[0]]
@@ -107,10 +116,12 @@ async def test_buckets_per_interval_ms_match_an_independent_average(platform: Pl
         )
     ).json()
     groups = expected_buckets(TAGS, start, end, bucket)
+    bad = expected_bad(TAGS, start, end, bucket)
     keys = sorted(groups, key=lambda k: (k[0], TAGS.index(k[1])))
     assert [(r["time"], r["path"]) for r in rows] == [(iso(b), t) for b, t in keys]
     for row, key in zip(rows, keys, strict=True):
-        assert set(row) == {"time", "path", "avg", "max", "count"}
+        assert list(row) == ["time", "path", "avg", "max", "count", "bad"]
+        assert row["bad"] == bad[key]
         assert row["avg"] == pytest.approx(float(np.mean(groups[key])), rel=1e-12)
         assert row["max"] == max(groups[key])
         assert row["count"] == len(groups[key])
@@ -165,9 +176,15 @@ async def test_csv_has_the_same_rows_as_json(platform: Platform) -> None:
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     reader = list(csv.DictReader(io.StringIO(response.text)))
     assert reader
-    assert list(reader[0]) == ["time", "path", "min", "last"]
+    assert list(reader[0]) == ["time", "path", "min", "last", "bad"]
     assert [
-        {"time": r["time"], "path": r["path"], "min": float(r["min"]), "last": float(r["last"])}
+        {
+            "time": r["time"],
+            "path": r["path"],
+            "min": float(r["min"]),
+            "last": float(r["last"]),
+            "bad": int(r["bad"]),
+        }
         for r in reader
     ] == as_json
 
@@ -201,8 +218,22 @@ async def test_limit_per_tag_sets_the_truncated_header(platform: Platform) -> No
         ({"from": "now", "to": "now-1h"}, 422, "from"),
         ({"interval_ms": "0"}, 422, "interval_ms"),
         ({"interval_ms": "1m"}, 422, "interval_ms"),
+        ({"interval_ms": str(10**15)}, 422, "interval_ms"),  # wider than a century
         ({"interval_ms": "1", "from": "now-7d"}, 422, "interval_ms"),  # too many buckets
         ({"interval_ms": "1000", "agg": "median"}, 422, "agg"),
+        ({"interval": "1d", "agg": "twa,median"}, 422, "agg"),
+        ({"interval": "1x"}, 422, "interval"),
+        ({"interval": "0d"}, 422, "interval"),
+        ({"interval": "200y"}, 422, "interval"),
+        ({"interval": "1s", "from": "now-7d"}, 422, "interval"),  # too many buckets
+        ({"interval": "1d", "interval_ms": "1000"}, 422, "interval"),
+        ({"interval": "1d", "tz": "Mars/Olympus_Mons"}, 422, "tz"),
+        ({"interval": "1d", "tz": "../../etc/passwd"}, 422, "tz"),
+        ({"tz": "Europe/Berlin"}, 422, "tz"),  # raw points have no buckets
+        ({"fill": "null"}, 422, "fill"),
+        ({"interval": "1h", "fill": "zero"}, 422, "fill"),
+        # the historian's own refusal ("start"), named as the parameter that was sent
+        ({"interval": "1d", "tz": "Europe/Berlin", "from": "1800-01-01"}, 422, "from"),
         ({"agg": "avg"}, 422, "agg"),
         ({"format": "xml"}, 422, "format"),
         ({"shape": "tall"}, 422, "shape"),

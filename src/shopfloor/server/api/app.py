@@ -16,7 +16,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import connectors as connectors_routes
-from shopfloor.server.api.routes import edges, health, history, ingest, tags, values
+from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.historian.base import Historian
@@ -103,6 +103,7 @@ def create_app(
         connectors_routes.router,
         tags.router,
         values.router,
+        values_at.router,
         history.router,
         ingest.router,
         edges.router,

@@ -318,3 +318,26 @@ class HistoryRow(BaseModel):
 
 
 __all__ += ["HistoryRow"]
+
+
+class ValueAtRow(BaseModel):
+    """One row of ``GET /api/v1/values/at`` in its long shape (JSON; CSV has the same columns).
+
+    The wide shape has ``time`` and one column per tag path instead of ``path``/``value``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    time: str | int = Field(
+        description="The time asked for: ISO 8601 UTC (`time_format=iso`) or epoch "
+        "milliseconds (`ms`).",
+        examples=["2026-03-02T05:00:00.000Z"],
+    )
+    path: str = Field(description="The tag's path.")
+    value: float | None = Field(
+        description="The tag's value then, from its Good points; null before the first one "
+        "(and, for `linear`, after the last one)."
+    )
+
+
+__all__ += ["ValueAtRow"]

@@ -3,12 +3,13 @@
 Made for tools that read a JSON or CSV URL as a table with no transformation, Grafana's
 Infinity data source above all (docs/grafana.md): times may be epoch milliseconds as
 Grafana's ``${__from}``/``${__to}`` give them, the bucket width comes as
-``${__interval_ms}``, and the answer is a top-level JSON array of rows (or CSV) in long
-form (``time, path, value…``) or wide form (``time`` and one column per tag).
+``${__interval_ms}`` (or ``interval=1d``, a calendar unit in the plant's time zone
+``tz``), and the answer is a top-level JSON array of rows (or CSV) in long form
+(``time, path, value…``) or wide form (``time`` and one column per tag). The Python client
+asks for the same table as an Arrow IPC stream.
 
-Until the historian protocol grows a many-tag read (``read_buckets``/``read_at``, in
-progress), :func:`read_history` asks for one tag at a time through ``read_raw`` and
-``read_aggregates``; it is the one function to switch when that lands.
+:func:`read_history` is the one function that reads: ``read_raw`` per tag for raw points,
+one ``read_buckets`` call for the buckets of every tag.
 """
 
 from __future__ import annotations
@@ -16,26 +17,52 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model.points import Int64Array
 from shopfloor.server.api.context import Ctx
-from shopfloor.server.api.convert import normalise_prefix, path_under
+from shopfloor.server.api.convert import arrow_response, normalise_prefix, path_under, wants_arrow
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.flat import csv_bytes, json_rows_bytes
-from shopfloor.server.api.routes.tags import MAX_BUCKETS, MAX_LIMIT
+from shopfloor.server.api.queries import (
+    BAD_COLUMN,
+    MAX_BUCKETS,
+    MAX_WIDTH_NS,
+    bucket_count,
+    non_empty_rows,
+    parse_aggregates,
+    parse_bucket,
+    parse_tz,
+    renamed_fields,
+)
+from shopfloor.server.api.routes.tags import MAX_LIMIT
 from shopfloor.server.api.schemas import ErrorEnvelope, HistoryRow
 from shopfloor.server.api.timeparse import format_ns, parse_time
-from shopfloor.server.historian.base import Aggregate, Historian
+from shopfloor.server.historian.base import Aggregate, BucketSize, Historian
+from shopfloor.wire import ARROW_MEDIA_TYPE
 
-__all__ = ["MAX_ROWS", "MAX_TAGS", "TRUNCATED_HEADER", "read_history", "router"]
+__all__ = [
+    "MAX_ROWS",
+    "MAX_TAGS",
+    "TRUNCATED_HEADER",
+    "HistoryAnswer",
+    "HistoryQuery",
+    "chosen_paths",
+    "parse_instant",
+    "read_history",
+    "router",
+    "wide_table",
+    "with_time",
+    "with_timestamp",
+]
 
 router = APIRouter(prefix="/api/v1", tags=["history"])
 
@@ -55,32 +82,78 @@ _TIME_DOC = (
     "Epoch milliseconds (Grafana's `${__from}`), ISO 8601 (`2026-01-01T08:00:00Z`; no "
     "offset means UTC) or relative to now (`now`, `now-6h`, `-15m`)."
 )
+_AGGREGATES_DOC = ", ".join(a.value for a in Aggregate)
 _MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+_TS_TYPE = pa.timestamp("ns", tz="UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A checked history query.
+
+    Attributes:
+        paths: the tags, each once, in the order of the answer's ties.
+        start_ns, end_ns: the range ``[start_ns, end_ns)``.
+        bucket: a width in nanoseconds or a calendar unit; None for raw points.
+        aggregates: the aggregates per bucket, in the order of their columns.
+        tz: the IANA zone the buckets follow (None: UTC).
+        bad: give the ``bad`` column (and let a bucket with only non-Good points show).
+        fill: give every bucket, empty ones with nulls; else leave empty ones out.
+        limit: the most rows per tag, oldest first.
+    """
+
+    paths: list[str]
+    start_ns: int
+    end_ns: int
+    bucket: BucketSize | None = None
+    aggregates: Sequence[Aggregate] = ()
+    tz: str | None = None
+    bad: bool = True
+    fill: bool = False
+    limit: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryAnswer:
+    """What :func:`read_history` found.
+
+    Attributes:
+        table: ``ts`` (int64 UTC ns), ``path`` (dictionary-encoded, in the query's order)
+            and the value columns, sorted by time, then by tag order.
+        truncated: some tag had more rows than the query's limit.
+    """
+
+    table: pa.Table
+    truncated: bool
 
 
 @router.get(
     "/history",
     summary="History of many tags as one flat table",
     description=(
-        "Raw points, or with `interval_ms` the aggregates of Good points per bucket, of "
-        "several tags over `[from, to)`, as a JSON array of rows or CSV that Grafana's "
-        "Infinity data source reads without transformation (see docs/grafana.md). Long "
-        "shape: one row per tag and time, columns `time`, `path`, then `value`, "
-        "`quality`, `text` (raw) or one column per aggregate. Wide shape: `time` and one "
-        "column per tag (`path`, or `path:agg` with several aggregates); a tag without "
-        "a value at a time has null there. Rows are sorted by time, then by the order "
-        f"the tags were named. `{TRUNCATED_HEADER}: true` says some tag had more than "
-        "`limit` rows."
+        "Raw points, or with `interval_ms` or `interval` the aggregates of Good points per "
+        "bucket, of several tags over `[from, to)`, as a JSON array of rows or CSV that "
+        "Grafana's Infinity data source reads without transformation (see "
+        "docs/grafana.md). Long shape: one row per tag and time, columns `time`, `path`, "
+        "then `value`, `quality`, `text` (raw) or one column per aggregate and `bad` (the "
+        "bucket's points that are not Good, left out of every aggregate). Wide shape: "
+        "`time` and one column per tag (`path`, or `path:agg` with several aggregates); a "
+        "tag without a value at a time has null there. Buckets follow the wall clock of "
+        "`tz`; empty buckets are left out unless `fill=null`. Rows are sorted by time, "
+        f"then by the order the tags were named. `{TRUNCATED_HEADER}: true` says some tag "
+        f"had more than `limit` rows. Ask with `Accept: {ARROW_MEDIA_TYPE}` for an Arrow "
+        "IPC stream of the same table (`ts` a UTC timestamp instead of `time`)."
     ),
     response_model=list[HistoryRow],
     responses={
-        200: {"content": {"text/csv": {}}},
+        200: {"content": {"text/csv": {}, ARROW_MEDIA_TYPE: {}}},
         404: {"model": ErrorEnvelope, "description": "A tag in `tags` does not exist."},
         422: {"model": ErrorEnvelope, "description": "A parameter is invalid; `field` names it."},
     },
 )
 async def read_history_route(
     ctx: Ctx,
+    request: Request,
     *,
     tags: Annotated[
         list[str] | None,
@@ -104,17 +177,43 @@ async def read_history_route(
         int | None,
         Query(
             ge=1,
+            le=MAX_WIDTH_NS // _MS_NS,
             description="Bucket width in milliseconds (Grafana: `${__interval_ms}`); "
-            "omit for raw points.",
+            "omit it and `interval` for raw points.",
+        ),
+    ] = None,
+    interval: Annotated[
+        str | None,
+        Query(
+            description="Instead of `interval_ms`: `500ms`, `30s`, `15m`, `1h` (fixed "
+            "widths) or the calendar units `1d`, `1w` (ISO weeks from Monday), `1mo` (or "
+            "`1M`), `3mo` (quarters), `1y`, from local midnight in `tz`.",
         ),
     ] = None,
     agg: Annotated[
         str | None,
         Query(
-            description="With `interval_ms`: comma-separated aggregates from "
-            f"{', '.join(a.value for a in Aggregate)}. Default: avg."
+            description="With an interval: comma-separated aggregates from "
+            f"{_AGGREGATES_DOC}. Default: avg. `bad` adds the count of non-Good points as "
+            "a column of the wide shape (the long shape always has it).",
         ),
     ] = None,
+    tz: Annotated[
+        str | None,
+        Query(
+            description="With an interval: the IANA time zone whose wall clock the buckets "
+            "follow, e.g. `Europe/Berlin` or Grafana's `${__timezone}` (a `1d` bucket runs "
+            "local midnight to midnight, 23 or 25 hours across a DST change). Default: UTC.",
+        ),
+    ] = None,
+    fill: Annotated[
+        Literal["none", "null"],
+        Query(
+            description="With an interval: `none` leaves out empty buckets (nothing to "
+            "show: no usable point, no bad point, no value held); `null` gives every "
+            "bucket, with nulls."
+        ),
+    ] = "none",
     format: Annotated[
         Literal["json", "csv"], Query(description="JSON array of rows, or CSV with a header.")
     ] = "json",
@@ -131,7 +230,7 @@ async def read_history_route(
     ] = 100_000,
 ) -> Response:
     """Return raw points or bucketed aggregates of several tags as one flat table."""
-    paths = await _chosen_paths(ctx.historian, tags, prefix)
+    paths = await chosen_paths(ctx.historian, tags, prefix)
     now = ctx.clock()
     end_ns = parse_instant(end, now_ns=now, field="to") if end else now
     start_ns = parse_instant(start, now_ns=now, field="from") if start else end_ns - _HOUR_NS
@@ -139,47 +238,71 @@ async def read_history_route(
         raise PayloadError(
             "from", f"from ({format_ns(start_ns)}) must be before to ({format_ns(end_ns)})"
         )
-    bucket_ns: int | None = None
-    aggregates: list[Aggregate] = []
-    if interval_ms is None:
-        if agg:
-            raise PayloadError("agg", "agg needs interval_ms, e.g. interval_ms=60000&agg=avg,max")
-    else:
-        bucket_ns = interval_ms * _MS_NS
-        buckets = (end_ns - 1) // bucket_ns - start_ns // bucket_ns + 1
-        if buckets > MAX_BUCKETS:
-            raise PayloadError(
-                "interval_ms",
-                f"{interval_ms} ms buckets from {format_ns(start_ns)} to {format_ns(end_ns)} "
-                f"make {buckets} buckets, more than {MAX_BUCKETS}; choose a wider interval "
-                "or a shorter range",
-            )
-        aggregates = _parse_aggregates(agg)
+    bucket, interval_field = _chosen_bucket(interval_ms, interval, start_ns, end_ns)
     per_tag = max(1, min(limit, MAX_ROWS // len(paths)))
-    try:
-        tables = await read_history(
-            ctx.historian,
+    if bucket is None:
+        needs_interval = {"agg": bool(agg), "tz": bool(tz), "fill": fill != "none"}
+        if any(needs_interval.values()):
+            name = next(n for n, given in needs_interval.items() if given)
+            raise PayloadError(name, f"{name} needs an interval, e.g. interval_ms=60000")
+        query = HistoryQuery(paths, start_ns, end_ns, limit=per_tag)
+    else:
+        aggregates, bad_asked = parse_aggregates(agg)
+        query = HistoryQuery(
             paths,
             start_ns,
             end_ns,
-            bucket_ns=bucket_ns,
+            bucket=bucket,
             aggregates=aggregates,
-            limit=per_tag + 1,
+            tz=parse_tz(tz),
+            bad=shape == "long" or bad_asked,
+            fill=fill == "null",
+            limit=per_tag,
         )
+    try:
+        with renamed_fields({"bucket": interval_field, "start": "from", "end": "to", "tz": "tz"}):
+            answer = await read_history(ctx.historian, query)
     except UnknownTagError as err:
         raise ApiError(404, "not_found", "tags", f"no tag has the path {err.path!r}") from err
-    truncated = any(t.num_rows > per_tag for t in tables)
-    tables = [t.slice(0, per_tag) for t in tables]
-    long = long_table(paths, tables)
+    long = answer.table
+    truncated = "true" if answer.truncated else "false"
+    if wants_arrow(request):
+        table = wide_table(paths, long) if shape == "wide" else long
+        meta = {"start": format_ns(start_ns), "end": format_ns(end_ns), "truncated": truncated}
+        return arrow_response(with_timestamp(table), metadata=meta)
 
     def encode() -> bytes:
         table = wide_table(paths, long) if shape == "wide" else long
-        table = _with_time(table, time_format)
+        table = with_time(table, time_format)
         return csv_bytes(table) if format == "csv" else json_rows_bytes(table)
 
     body = encode() if long.num_rows <= _INLINE_ROWS else await asyncio.to_thread(encode)
-    headers = {TRUNCATED_HEADER: "true" if truncated else "false"}
-    return Response(body, media_type=_MEDIA[format], headers=headers)
+    return Response(body, media_type=_MEDIA[format], headers={TRUNCATED_HEADER: truncated})
+
+
+def _chosen_bucket(
+    interval_ms: int | None, interval: str | None, start_ns: int, end_ns: int
+) -> tuple[BucketSize | None, str]:
+    """The bucket asked for (None: raw points) and the name of the parameter that asked."""
+    if interval_ms is not None and interval is not None:
+        raise PayloadError("interval", "give interval or interval_ms, not both")
+    if interval is not None:
+        bucket: BucketSize = parse_bucket(interval, field="interval")
+        field = "interval"
+    elif interval_ms is not None:
+        bucket, field = interval_ms * _MS_NS, "interval_ms"
+    else:
+        return None, "interval_ms"
+    buckets = bucket_count(start_ns, end_ns, bucket)
+    if buckets > MAX_BUCKETS:
+        given = interval if interval is not None else f"{interval_ms} ms"
+        raise PayloadError(
+            field,
+            f"{given} buckets from {format_ns(start_ns)} to {format_ns(end_ns)} make "
+            f"{buckets} buckets, more than {MAX_BUCKETS}; choose a wider interval or a "
+            "shorter range",
+        )
+    return bucket, field
 
 
 def parse_instant(text: str, *, now_ns: int, field: str) -> int:
@@ -197,25 +320,14 @@ def parse_instant(text: str, *, now_ns: int, field: str) -> int:
     return parse_time(text, now_ns=now_ns, field=field)
 
 
-def _parse_aggregates(agg: str | None) -> list[Aggregate]:
-    names = [a.strip().lower() for a in (agg or "avg").split(",") if a.strip()]
-    chosen: list[Aggregate] = []
-    for name in names or ["avg"]:
-        try:
-            chosen.append(Aggregate(name))
-        except ValueError as err:
-            raise PayloadError(
-                "agg",
-                f"unknown aggregate {name!r:.30}; choose from "
-                f"{', '.join(a.value for a in Aggregate)}",
-            ) from err
-    return list(dict.fromkeys(chosen))
-
-
-async def _chosen_paths(
+async def chosen_paths(
     historian: Historian, tags: Sequence[str] | None, prefix: str | None
 ) -> list[str]:
-    """The tags a query names, each once, in the order given (or sorted, for a prefix)."""
+    """The tags a query names, each once, in the order given (or sorted, for a prefix).
+
+    Raises:
+        PayloadError: none, both ``tags`` and ``prefix``, or more than :data:`MAX_TAGS`.
+    """
     if tags and prefix is not None:
         raise PayloadError("prefix", "give tags or prefix, not both")
     if prefix is not None:
@@ -235,34 +347,60 @@ async def _chosen_paths(
     return paths
 
 
-async def read_history(
-    historian: Historian,
-    paths: Sequence[str],
-    start_ns: int,
-    end_ns: int,
-    *,
-    bucket_ns: int | None,
-    aggregates: Sequence[Aggregate],
-    limit: int,
-) -> list[pa.Table]:
-    """One table per path over ``[start_ns, end_ns)``: raw points (``bucket_ns`` None,
-    at most ``limit``) or aggregates per bucket (at most ``limit`` buckets).
-
-    For now one historian query per tag, run concurrently (each backend bounds its own
-    read connections); to be replaced by the many-tag ``Historian.read_buckets`` once the
-    protocol has it.
+async def read_history(historian: Historian, query: HistoryQuery) -> HistoryAnswer:
+    """Raw points (``query.bucket`` None: ``read_raw`` per tag, concurrently) or the
+    buckets of every tag (one ``read_buckets`` call), as one long table.
 
     Raises:
         UnknownTagError: a path names no tag.
+        PayloadError: the historian refused the query (its own argument names).
     """
-    if bucket_ns is None:
-        reads = [historian.read_raw(p, start_ns, end_ns, limit=limit) for p in paths]
-        return list(await asyncio.gather(*reads))
-    reads = [
-        historian.read_aggregates(p, start_ns, end_ns, bucket_ns=bucket_ns, aggregates=aggregates)
-        for p in paths
-    ]
-    return [t.slice(0, limit) for t in await asyncio.gather(*reads)]
+    if query.bucket is None:
+        reads = [
+            historian.read_raw(p, query.start_ns, query.end_ns, limit=query.limit + 1)
+            for p in query.paths
+        ]
+        tables = list(await asyncio.gather(*reads))
+        truncated = any(t.num_rows > query.limit for t in tables)
+        tables = [t.slice(0, query.limit) for t in tables]
+        return HistoryAnswer(long_table(query.paths, tables), truncated)
+    table = await historian.read_buckets(
+        query.paths,
+        query.start_ns,
+        query.end_ns,
+        bucket=query.bucket,
+        aggregates=query.aggregates,
+        tz=query.tz,
+    )
+    if not query.bad:
+        table = table.drop_columns([BAD_COLUMN])
+    return _bucket_rows(table, query)
+
+
+def _bucket_rows(table: pa.Table, query: HistoryQuery) -> HistoryAnswer:
+    """Leave out empty buckets (unless filling), keep ``limit`` per tag, sort by time."""
+    values = [n for n in table.column_names if n not in ("path", "ts")]
+    keep = np.ones(table.num_rows, np.bool_) if query.fill else non_empty_rows(table, values)
+    path = table.column("path").combine_chunks()
+    tag = np.asarray(path.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    ts = _ns(table.column("ts"))
+    rows = np.flatnonzero(keep)
+    rows = rows[np.lexsort((ts[rows], tag[rows]))]  # by tag, then time
+    first_of_tag = np.searchsorted(tag[rows], tag[rows], side="left")
+    rank = np.arange(len(rows)) - first_of_tag
+    truncated = bool((rank >= query.limit).any())
+    rows = rows[rank < query.limit]
+    rows = rows[np.lexsort((tag[rows], ts[rows]))]  # by time, then tag
+    take = pa.array(rows, pa.int64())
+    columns: dict[str, Any] = {
+        "ts": pa.array(ts[rows], pa.int64()),
+        "path": pa.DictionaryArray.from_arrays(
+            pa.array(tag[rows], pa.int32()), pa.array(query.paths, pa.string())
+        ),
+    }
+    for name in values:
+        columns[name] = table.column(name).combine_chunks().take(take)
+    return HistoryAnswer(pa.table(columns), truncated)
 
 
 def long_table(paths: Sequence[str], tables: Sequence[pa.Table]) -> pa.Table:
@@ -309,11 +447,17 @@ def wide_table(paths: Sequence[str], long: pa.Table) -> pa.Table:
     return pa.table(columns)
 
 
-def _with_time(table: pa.Table, time_format: Literal["iso", "ms"]) -> pa.Table:
+def with_time(table: pa.Table, time_format: Literal["iso", "ms"]) -> pa.Table:
     """Replace ``ts`` (int64 ns) by ``time`` in the format asked for."""
     ts = _ns(table.column("ts"))
     time = pa.array(ts // _MS_NS, type=pa.int64()) if time_format == "ms" else _iso_array(ts)
     return table.drop_columns(["ts"]).add_column(0, "time", time)
+
+
+def with_timestamp(table: pa.Table) -> pa.Table:
+    """Replace ``ts`` (int64 ns) by a UTC timestamp column of the same name (Arrow)."""
+    ts = pa.array(_ns(table.column("ts")), pa.int64()).view(_TS_TYPE)
+    return table.set_column(table.column_names.index("ts"), "ts", ts)
 
 
 def _iso_array(ts: Int64Array) -> pa.Array:

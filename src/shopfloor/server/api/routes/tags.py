@@ -23,6 +23,16 @@ from shopfloor.server.api.convert import (
     ts_strings,
     wants_arrow,
 )
+from shopfloor.server.api.queries import (
+    BAD_COLUMN,
+    MAX_BUCKETS,
+    bucket_count,
+    non_empty_rows,
+    parse_aggregates,
+    parse_bucket,
+    parse_tz,
+    renamed_fields,
+)
 from shopfloor.server.api.schemas import (
     ErrorEnvelope,
     SeriesOut,
@@ -32,16 +42,14 @@ from shopfloor.server.api.schemas import (
     TagsOut,
     TagsRegistered,
 )
-from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
-from shopfloor.server.historian.base import Aggregate
+from shopfloor.server.api.timeparse import format_ns, parse_time
+from shopfloor.server.historian.base import Aggregate, Historian
 from shopfloor.wire import ARROW_MEDIA_TYPE
 
 __all__ = ["MAX_BUCKETS", "MAX_LIMIT", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["tags"])
 
-MAX_BUCKETS = 100_000
-"""The most buckets one series query may ask for."""
 MAX_LIMIT = 1_000_000
 """The most rows one series query may return."""
 _HOUR_NS = 3_600_000_000_000
@@ -131,9 +139,10 @@ async def register_tags(ctx: Ctx, body: TagsIn) -> TagsRegistered:
     summary="Read a tag's history",
     description=(
         "Raw points of one tag over `[start, end)`, or with `bucket` the aggregates of its "
-        "Good points per time bucket (buckets are aligned to the epoch; empty buckets are "
-        f"left out). Ask with `Accept: {ARROW_MEDIA_TYPE}` for an Arrow IPC stream of the "
-        "same columns instead of JSON."
+        "Good points per time bucket. Buckets follow the wall clock of `tz` (UTC by "
+        "default); empty buckets (no usable point, no value held) are left out. Ask with "
+        f"`Accept: {ARROW_MEDIA_TYPE}` for an Arrow IPC stream of the same columns instead "
+        "of JSON."
     ),
     response_model=SeriesOut,
     responses={200: {"content": {ARROW_MEDIA_TYPE: {}}}, **_ERRORS},
@@ -151,13 +160,25 @@ async def read_series(
     ] = None,
     bucket: Annotated[
         str | None,
-        Query(description="Bucket width: `500ms`, `30s`, `1m`, `1h`, `1d`. Omit for raw points."),
+        Query(
+            description="Bucket width: `500ms`, `30s`, `1m`, `1h`, or the calendar units "
+            "`1d`, `1w` (ISO weeks), `1mo`, `3mo`, `1y` from local midnight in `tz`. "
+            "Omit for raw points."
+        ),
     ] = None,
     agg: Annotated[
         str | None,
         Query(
             description="With `bucket`: comma-separated aggregates from "
-            f"{', '.join(a.value for a in Aggregate)}. Default: avg."
+            f"{', '.join(a.value for a in Aggregate)}. Default: avg. `bad` adds a column "
+            "counting the bucket's points that are not Good."
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        Query(
+            description="With `bucket`: the IANA time zone whose wall clock the buckets "
+            "follow, e.g. `Europe/Berlin`. Default: UTC."
         ),
     ] = None,
     limit: Annotated[
@@ -173,21 +194,13 @@ async def read_series(
             "start", f"start ({format_ns(start_ns)}) must be before end ({format_ns(end_ns)})"
         )
     if bucket is None:
-        if agg:
-            raise PayloadError("agg", "agg needs a bucket, e.g. bucket=1m&agg=avg,max")
+        for name, given in (("agg", agg), ("tz", tz)):
+            if given:
+                raise PayloadError(name, f"{name} needs a bucket, e.g. bucket=1m&{name}=…")
         table = await ctx.historian.read_raw(path, start_ns, end_ns, limit=limit + 1)
     else:
-        bucket_ns = parse_duration(bucket, field="bucket")
-        buckets = (end_ns - 1) // bucket_ns - start_ns // bucket_ns + 1
-        if buckets > MAX_BUCKETS:
-            raise PayloadError(
-                "bucket",
-                f"{bucket} buckets from {format_ns(start_ns)} to {format_ns(end_ns)} make "
-                f"{buckets} buckets, more than {MAX_BUCKETS}; choose a wider bucket or a "
-                "shorter range",
-            )
-        table = await ctx.historian.read_aggregates(
-            path, start_ns, end_ns, bucket_ns=bucket_ns, aggregates=_aggregates(agg)
+        table = await _read_buckets(
+            ctx.historian, path, start_ns, end_ns, bucket=bucket, agg=agg, tz=parse_tz(tz)
         )
     truncated = table.num_rows > limit
     if truncated:
@@ -209,23 +222,35 @@ async def read_series(
     return Response(body, media_type="application/json")
 
 
-def _aggregates(agg: str | None) -> list[Aggregate]:
-    if not agg:
-        return [Aggregate.AVG]
-    chosen: list[Aggregate] = []
-    for part in agg.split(","):
-        name = part.strip().lower()
-        try:
-            aggregate = Aggregate(name)
-        except ValueError as err:
-            raise PayloadError(
-                "agg",
-                f"unknown aggregate {name!r:.30}; choose from "
-                f"{', '.join(a.value for a in Aggregate)}",
-            ) from err
-        if aggregate not in chosen:
-            chosen.append(aggregate)
-    return chosen
+async def _read_buckets(
+    historian: Historian,
+    path: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    bucket: str,
+    agg: str | None,
+    tz: str | None,
+) -> pa.Table:
+    """The non-empty buckets of one tag: ts and the aggregates (and ``bad``) asked for."""
+    size = parse_bucket(bucket, field="bucket")
+    buckets = bucket_count(start_ns, end_ns, size)
+    if buckets > MAX_BUCKETS:
+        raise PayloadError(
+            "bucket",
+            f"{bucket} buckets from {format_ns(start_ns)} to {format_ns(end_ns)} make "
+            f"{buckets} buckets, more than {MAX_BUCKETS}; choose a wider bucket or a "
+            "shorter range",
+        )
+    aggregates, bad = parse_aggregates(agg)
+    names = {"start": "start", "end": "end", "bucket": "bucket", "tz": "tz", "paths": "path"}
+    with renamed_fields(names):
+        table = await historian.read_buckets(
+            [path], start_ns, end_ns, bucket=size, aggregates=aggregates, tz=tz
+        )
+    table = table.drop_columns(["path"] if bad else ["path", BAD_COLUMN])
+    shown = [n for n in table.column_names if n != "ts"]
+    return table.filter(pa.array(non_empty_rows(table, shown)))
 
 
 def _columns(table: pa.Table) -> dict[str, list[Any]]:
