@@ -401,3 +401,31 @@ def finish(rig: Rig, edge: EdgeProcess, server: RunningProcess, proxy: FaultProx
     assert totals.acked_points >= last["buffer"]["appended_points"] - last["buffer"]["points"]
     (view,) = [e for e in edges if e["edge"] == EDGE_ID]
     return count(totals, read_history(rig.db), view)
+
+
+def partition_then_blackhole(
+    rig: Rig, edge: EdgeProcess, server: RunningProcess, proxy: FaultProxy
+) -> Counts:
+    """Live flow; a partition (every connection closed, new ones refused) for 4 s; the
+    drain; then a blackhole held 6 s past its detection — nothing crosses, nothing is
+    closed, so only the edge's own timeouts (request or keep-alive) can notice — and the
+    exact counts after healing."""
+    wait_until(lambda: edge.health()["uplink"]["acked_batches"] > 10, "live flow")
+    proxy.drop()
+    wait_until(lambda: edge.health()["uplink"]["down"], "the edge to see the partition")
+    time.sleep(4)
+    assert edge.health()["buffer"]["batches"] > 10, "the edge kept reading into its outbox"
+    proxy.pass_through()
+    wait_until(lambda: not edge.health()["uplink"]["down"], "the edge to reconnect")
+    wait_until(lambda: edge.health()["buffer"]["batches"] <= 2, "the backlog to drain")
+
+    proxy.blackhole()
+    sent_before = proxy.stats().bytes_up
+    wait_until(lambda: edge.health()["uplink"]["down"], "the edge to detect the blackhole")
+    time.sleep(6)
+    held = proxy.stats()
+    assert held.blackholed >= 1, "connections were caught in the hole"
+    assert held.swallowed > 0, "requests went into the hole"
+    assert held.bytes_up == sent_before
+    assert edge.health()["buffer"]["batches"] > 10
+    return finish(rig, edge, server, proxy)

@@ -1,23 +1,7 @@
 """Fault tests on the HTTP path: `shopfloor edge` and `shopfloor server` as real processes,
 a fault proxy between them, exact counts at the end (the rig and the counting are in
-:mod:`tests.system.faults`).
-
-Each test runs the edge on the simulator connector (deterministic: the seeded plant
-sampled on a 1 s grid from an origin the edge picks) and ends the same way
-(:func:`finish`): heal the link, stop the edge, read its outbox and the platform's
-historian, and count
-
-* durable = batches the edge ever appended (its next seq − 1) and their points (the
-  outbox's persisted counters: acknowledged + waiting + dropped + quarantined);
-* stored = rows in ``points``; unique = distinct (tag, ts) among them;
-* lost = durable points − unique, duplicated = stored − unique;
-* the ledger holds every seq 1 … next seq − 1 exactly once, and its points add up to
-  the stored rows (no batch half applied);
-* every stored point is the plant's sample at its timestamp (recomputed independently
-  from the seed: nothing shifted, rewritten or reordered), and each tag's ``latest``
-  value is its newest stored point (order per stream).
-
-The link's detection windows are seconds: the edge's request timeout is 1 s.
+:mod:`tests.system.faults`). The link's detection windows are seconds: the edge's
+request timeout is 1 s.
 """
 
 from __future__ import annotations
@@ -44,6 +28,7 @@ from .faults import (
     finish,
     outbox_identity,
     outbox_totals,
+    partition_then_blackhole,
     read_history,
     wait_until,
     write_edge_config,
@@ -105,31 +90,11 @@ def test_server_sigkilled_mid_commit_again_and_again(rig: Rig, coalesce_points: 
 
 
 def test_partition_then_blackhole_past_the_keepalive_window(rig: Rig) -> None:
+    """The blackhole outlasts uvicorn's 5 s keep-alive: the platform's FIN is swallowed too."""
     with FaultProxy(rig.server_port) as proxy, rig.server() as server:
         write_edge_config(rig.edge_dir, url=proxy.url, health_port=rig.health_port)
         with edge_process(rig.edge_dir, rig.health_port) as edge:
-            wait_until(lambda: edge.health()["uplink"]["acked_batches"] > 10, "live flow")
-            proxy.drop()  # partitioned: every connection closed, new ones refused
-            wait_until(lambda: edge.health()["uplink"]["down"], "the edge to see the partition")
-            time.sleep(4)
-            during = edge.health()["buffer"]
-            assert during["batches"] > 10, "the edge kept reading into its outbox"
-            proxy.pass_through()
-            wait_until(lambda: not edge.health()["uplink"]["down"], "the edge to reconnect")
-            wait_until(lambda: edge.health()["buffer"]["batches"] <= 2, "the backlog to drain")
-
-            # Past uvicorn's 5 s keep-alive: the platform closes its idle connections, and
-            # neither that FIN nor anything else crosses the hole.
-            proxy.blackhole()
-            sent_before = proxy.stats().bytes_up
-            wait_until(lambda: edge.health()["uplink"]["down"], "the timeout to detect it")
-            time.sleep(6)
-            held = proxy.stats()
-            assert held.blackholed >= 1, "connections were caught in the hole"
-            assert held.swallowed > 0, "requests went into the hole"
-            assert held.bytes_up == sent_before
-            assert edge.health()["buffer"]["batches"] > 10
-            counts = finish(rig, edge, server, proxy)
+            counts = partition_then_blackhole(rig, edge, server, proxy)
     assert counts.durable_batches > 50
 
 

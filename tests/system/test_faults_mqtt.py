@@ -26,6 +26,7 @@ from .faults import (
     edge_process,
     finish,
     outbox_identity,
+    partition_then_blackhole,
     wait_until,
     write_edge_config,
     write_server_config,
@@ -64,30 +65,11 @@ def edge_config(rig: Rig, proxy: FaultProxy, **kwargs: object) -> None:
 
 
 def test_partition_then_blackhole_past_the_keepalive_window(rig: Rig, broker: Mosquitto) -> None:
+    """The blackhole is noticed by the MQTT keep-alive (1 s, given up after 1.5 s)."""
     with FaultProxy(broker.port) as proxy, rig.server() as server:
         edge_config(rig, proxy)
         with edge_process(rig.edge_dir, rig.health_port) as edge:
-            wait_until(lambda: edge.health()["uplink"]["acked_batches"] > 10, "live flow")
-            proxy.drop()  # partitioned: the broker connection closed, new ones refused
-            wait_until(lambda: edge.health()["uplink"]["down"], "the edge to see the partition")
-            time.sleep(4)
-            assert edge.health()["buffer"]["batches"] > 10, "the edge kept reading"
-            proxy.pass_through()
-            wait_until(lambda: not edge.health()["uplink"]["down"], "the edge to reconnect")
-            wait_until(lambda: edge.health()["buffer"]["batches"] <= 2, "the backlog to drain")
-
-            # Nothing crosses, nothing is closed: the session looks alive to the TCP stack
-            # until the keep-alive (1 s, broken after 1.5 s without an answer) gives up.
-            proxy.blackhole()
-            sent_before = proxy.stats().bytes_up
-            wait_until(lambda: edge.health()["uplink"]["down"], "the edge to detect it")
-            time.sleep(6)
-            held = proxy.stats()
-            assert held.blackholed >= 1, "the connection was caught in the hole"
-            assert held.swallowed > 0, "publishes went into the hole"
-            assert held.bytes_up == sent_before
-            assert edge.health()["buffer"]["batches"] > 10
-            counts = finish(rig, edge, server, proxy)
+            counts = partition_then_blackhole(rig, edge, server, proxy)
     assert counts.durable_batches > 50
 
 
