@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from shopfloor import __version__
+from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
 from shopfloor.cli_history import register_history_commands
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
@@ -74,7 +75,10 @@ def config_check(
         is_edge = "[edge]" in {
             line.strip() for line in file.read_text(errors="replace").splitlines()
         }
-        load_edge_config(file) if is_edge else load_config(file)
+        if is_edge:
+            load_edge_config(file)
+        else:
+            check_edge_credentials(load_config(file))
     except OSError as err:
         err_console.print(f"[bold red]error:[/] cannot read {file}: {err.strerror}")
         raise typer.Exit(2) from err
@@ -173,6 +177,7 @@ edge_app = typer.Typer(help="Run an edge agent, or manage its outbox.", invoke_w
 app.add_typer(edge_app, name="edge")
 quarantine_app = typer.Typer(help="Batches the platform refused as invalid.", no_args_is_help=True)
 edge_app.add_typer(quarantine_app, name="quarantine")
+register_credential_commands(edge_app)  # credential
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML edge configuration.")]
 

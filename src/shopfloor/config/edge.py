@@ -6,15 +6,25 @@ durations like ``500ms``, ``10s``, ``7d``.
 
 from __future__ import annotations
 
+import os
 import re
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.models import LoggingSection, parse_duration_s
 from shopfloor.config.mqtt_link import MqttLinkSettings
+from shopfloor.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -60,6 +70,10 @@ def parse_size_bytes(text: str | int) -> int:
     if not match:
         raise ValueError(f"expected a size like 64MiB, 1GiB or 500MB, got {text!r}")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,512}$")
+"""What may follow ``Bearer`` in a header: one word of visible ASCII."""
 
 
 def _duration(value: str) -> str:
@@ -151,11 +165,47 @@ class UplinkSection(_Section):
     retry_max: str = Field(
         "30s", description="Longest wait between attempts while the platform is unreachable."
     )
+    token_env: str | None = Field(
+        None,
+        description="Name of the environment variable that holds this edge's token (from "
+        "`shopfloor edge credential`), sent as `Authorization: Bearer`; never the token "
+        "itself in the file.",
+    )
+    token_file: Path | None = Field(
+        None,
+        description="File whose first line is this edge's token (mode 0600, or a container "
+        "secret); relative to the configuration file.",
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the platform's certificate, to trust a "
+        "private CA for an https:// `url`; default: the system's trusted CAs. Relative to "
+        "the configuration file.",
+    )
 
     @field_validator("timeout", "catch_up_after", "retry_min", "retry_max")
     @classmethod
     def _durations(cls, value: str) -> str:
         return _duration(value)
+
+    # Field validators run only on keys written in the file, in declaration order, so
+    # these name the second of two conflicting keys (and its line).
+    @field_validator("token_env", "token_file")
+    @classmethod
+    def _http_only(cls, value: object, info: ValidationInfo) -> object:
+        if info.data.get("transport") == "mqtt":
+            raise ValueError(
+                f"{info.field_name} is for the HTTP transport; over MQTT the edge logs in "
+                "with [uplink.mqtt] username and password_env or password_file"
+            )
+        return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _one_token_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("token_env") is not None:
+            raise ValueError("give token_env or token_file, not both")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -178,6 +228,73 @@ class UplinkSection(_Section):
             scheme = "mqtts" if self.mqtt.tls is not None else "mqtt"
             return f"{scheme}://{self.mqtt.where}"
         return self.url
+
+    def token(self) -> str | None:
+        """Read this edge's token from its environment variable or file (None: no token).
+
+        Raises:
+            ConfigError: the variable is unset or empty, the file cannot be read or is
+                empty, or the token is not one line of visible characters.
+        """
+        if self.token_env is not None:
+            value = os.environ.get(self.token_env, "").strip()
+            where = f"environment variable {self.token_env}"
+            if not value:
+                raise ConfigError(f"uplink.token_env: {where} is not set or empty")
+        elif self.token_file is not None:
+            where = f"token_file {self.token_file}"
+            try:
+                text = self.token_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+                raise ConfigError(f"uplink.token_file: cannot read {where}: {reason}") from err
+            value = text.splitlines()[0].strip() if text.strip() else ""
+            if not value:
+                raise ConfigError(f"uplink.token_file: {where} is empty")
+        else:
+            return None
+        if not _TOKEN.match(value):
+            # never echo it: it is a secret, and a wrong one is still close to a right one
+            raise ConfigError(
+                f"uplink: the token in {where} is not one word of visible ASCII characters"
+            )
+        return value
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context trusting ``ca_file`` only (None: the system's CAs); reads the
+        file: call it at start-up or off the event loop.
+
+        Raises:
+            ConfigError: the CA file cannot be loaded.
+        """
+        if self.ca_file is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=str(self.ca_file))
+        except (OSError, ssl.SSLError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise ConfigError(f"uplink.ca_file: cannot load {self.ca_file}: {reason}") from err
+
+    def relative_to(self, base: Path) -> UplinkSection:
+        """A copy whose relative files (token, CA, the MQTT broker's) are made absolute."""
+        update: dict[str, Any] = {"mqtt": self.mqtt.relative_to(base)}
+        for name in ("token_file", "ca_file"):
+            value = getattr(self, name)
+            if isinstance(value, Path) and not value.is_absolute():
+                update[name] = base / value
+        return self.model_copy(update=update)
+
+    def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """The token and CA files that cannot be used, as (key path, message)."""
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for name, check in (("token_file", self.token), ("ca_file", self.ssl_context)):
+            if getattr(self, name) is None:
+                continue
+            try:
+                check()
+            except ConfigError as err:
+                problems.append((("uplink", name), str(err).split(": ", 1)[1]))
+        return problems
 
 
 class BufferSection(_Section):
@@ -285,7 +402,8 @@ class EdgeConfig(_Section):
         """Return a copy whose relative paths are made absolute against ``base``.
 
         ``buffer.dir`` defaults to ``outbox`` in ``edge.data_dir``; a relative one is
-        relative to the file too, and so are ``uplink.mqtt``'s certificates and password file.
+        relative to the file too, and so are the uplink's token and CA files and
+        ``uplink.mqtt``'s certificates and password file.
         """
         data_dir = self.edge.data_dir
         if not data_dir.is_absolute():
@@ -299,11 +417,14 @@ class EdgeConfig(_Section):
             update={
                 "edge": self.edge.model_copy(update={"data_dir": data_dir}),
                 "buffer": self.buffer.model_copy(update={"dir": outbox}),
-                "uplink": self.uplink.model_copy(
-                    update={"mqtt": self.uplink.mqtt.relative_to(base)}
-                ),
+                "uplink": self.uplink.relative_to(base),
             }
         )
+
+    def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Settings naming files that cannot be used, as (key path, message); call after
+        :meth:`resolve_paths` (``load_edge_config`` reports them with their lines)."""
+        return self.uplink.file_problems()
 
     @property
     def outbox_dir(self) -> Path:

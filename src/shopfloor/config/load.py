@@ -54,7 +54,26 @@ def load_model(path: Path, model: type[M]) -> M:
     loaded = load_config_text(text, source=str(path), model=model, base=base)
     resolver = getattr(loaded, "resolve_paths", None)
     resolved = resolver(base) if resolver else loaded
+    _check_files(resolved, text, source=str(path))
     return _resolve_connector_files(resolved, base)
+
+
+def _check_files(config: BaseModel, text: str, *, source: str) -> None:
+    """Raise for settings naming files that cannot be used (the model's ``file_problems``:
+    TLS certificates, credentials), each with its key and line."""
+    checker = getattr(config, "file_problems", None)
+    found: list[tuple[tuple[str, ...], str]] = checker() if checker is not None else []
+    if not found:
+        return
+    lines = _KeyLines(text)
+    problems = []
+    for loc, message in found:
+        line = lines.find(loc)
+        problems.append(f"  {'.'.join(loc)}{f' (line {line})' if line else ''}: {message}")
+    count = len(problems)
+    raise ConfigError(
+        f"{source}: {count} problem{'s' if count > 1 else ''} in the configuration", problems
+    )
 
 
 def _resolve_connector_files(config: M, base: Path) -> M:

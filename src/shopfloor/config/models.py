@@ -8,6 +8,7 @@ a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +45,82 @@ class ServerSection(_Section):
         description="Folder for the historian database and other state; relative paths are "
         "relative to the configuration file.",
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="Serve HTTPS with this certificate (PEM: the server's certificate, then "
+        "any intermediate CA certificates); with `tls_key_file`. Relative to the "
+        "configuration file.",
+    )
+    tls_key_file: Path | None = Field(
+        None,
+        description="Private key (PEM, unencrypted) of `tls_cert_file`; relative to the "
+        "configuration file.",
+    )
+
+    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSection:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return self.tls_cert_file is not None
+
+    def relative_to(self, base: Path) -> ServerSection:
+        """A copy whose relative paths are made absolute against ``base``."""
+        update: dict[str, Path] = {}
+        if not self.data_dir.is_absolute():
+            update["data_dir"] = (base / self.data_dir).resolve()
+        for name in ("tls_cert_file", "tls_key_file"):
+            value = getattr(self, name)
+            if isinstance(value, Path) and not value.is_absolute():
+                update[name] = base / value
+        return self.model_copy(update=update) if update else self
+
+    def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """The TLS files that cannot be used, as (key path, message)."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return []
+        problems: list[tuple[tuple[str, ...], str]] = [
+            (("server", name), f"cannot read {path}: {reason}")
+            for name, path in (
+                ("tls_cert_file", self.tls_cert_file),
+                ("tls_key_file", self.tls_key_file),
+            )
+            if (reason := _unreadable(path)) is not None
+        ]
+        if problems:
+            return problems
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_verify_locations(cafile=self.tls_cert_file)
+        except ssl.SSLError as err:
+            return [(("server", "tls_cert_file"), f"not a PEM certificate: {err}")]
+        try:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except ssl.SSLError as err:
+            return [
+                (("server", "tls_key_file"), f"not the PEM private key of tls_cert_file: {err}")
+            ]
+        return []
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, or None if it can."""
+    try:
+        with path.open("rb"):
+            return None
+    except IsADirectoryError:
+        return "a folder, not a file"
+    except OSError as err:
+        return err.strerror or str(err)
 
 
 class _HistorianWriterSection(_Section):
@@ -284,6 +361,41 @@ class IngestSection(_Section):
         description="Edges whose latest status is kept in memory; beyond it the longest "
         "silent is forgotten.",
     )
+    edge_credentials: Path | None = Field(
+        None,
+        description="File of per-edge token hashes (`shopfloor edge credential`); when set, "
+        "ingest, tag and status requests need `Authorization: Bearer <token>` of the edge "
+        "they name. Empty: no credentials required. Relative to the configuration file; "
+        "re-read when it changes.",
+    )
+
+    @field_validator("edge_credentials", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def relative_to(self, base: Path) -> IngestSection:
+        """A copy whose relative paths (credentials, MQTT files) are made absolute."""
+        update: dict[str, Any] = {"mqtt": self.mqtt.relative_to(base)}
+        if self.edge_credentials is not None and not self.edge_credentials.is_absolute():
+            update["edge_credentials"] = base / self.edge_credentials
+        return self.model_copy(update=update)
+
+    def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """The credentials file, if it cannot be read, as (key path, message)."""
+        if self.edge_credentials is None:
+            return []
+        reason = _unreadable(self.edge_credentials)
+        if reason is None:
+            return []
+        hint = " (create it with `shopfloor edge credential EDGE_ID --file FILE`)"
+        missing = not self.edge_credentials.exists()
+        return [
+            (
+                ("ingest", "edge_credentials"),
+                f"cannot read {self.edge_credentials}: {reason}{hint if missing else ''}",
+            )
+        ]
 
 
 class SimulatorSection(_Section):
@@ -362,15 +474,16 @@ class ShopfloorConfig(_Section):
 
     def resolve_paths(self, base: Path) -> ShopfloorConfig:
         """Return a copy whose relative paths are made absolute against ``base``."""
-        data_dir = self.server.data_dir
-        if not data_dir.is_absolute():
-            data_dir = (base / data_dir).resolve()
+        server = self.server.relative_to(base)
         return self.model_copy(
             update={
-                "server": self.server.model_copy(update={"data_dir": data_dir}),
-                "historian": self.historian.resolved(data_dir=data_dir, base=base),
-                "ingest": self.ingest.model_copy(
-                    update={"mqtt": self.ingest.mqtt.relative_to(base)}
-                ),
+                "server": server,
+                "historian": self.historian.resolved(data_dir=server.data_dir, base=base),
+                "ingest": self.ingest.relative_to(base),
             }
         )
+
+    def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Settings naming files that cannot be used, as (key path, message); call after
+        :meth:`resolve_paths` (``load_config`` reports them with their lines)."""
+        return [*self.server.file_problems(), *self.ingest.file_problems()]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -20,14 +21,17 @@ from fastapi import FastAPI
 from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import PostgresHistorianSection
+from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.app import create_app
+from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
+from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.web.routes import router as web_router
 
@@ -113,6 +117,12 @@ class Server:
             connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
         )
+        self.credentials = (
+            EdgeCredentials(config.ingest.edge_credentials)
+            if config.ingest.edge_credentials is not None
+            else None
+        )
+        install_edge_credentials(self.app, self.credentials)
         self.mqtt_ingest = (
             MqttIngest(
                 self.ingestor,
@@ -129,7 +139,13 @@ class Server:
         self._closed = False
 
     async def start(self) -> None:
-        """Open the historian."""
+        """Read the edge credentials and open the historian.
+
+        Raises:
+            ConfigError: the credentials file cannot be read.
+        """
+        if self.credentials is not None:
+            await asyncio.to_thread(self.credentials.load)
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.historian.start()
         self._started = True
@@ -145,7 +161,13 @@ class Server:
         await self.ingestor.ingest(batch, source="local")
 
     async def serve(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-        """Serve HTTP until ``stop`` is set; ``ready`` is set once the port is listening."""
+        """Serve HTTP (HTTPS with ``server.tls_*``) until ``stop`` is set; ``ready`` is set
+        once the port is listening.
+
+        Raises:
+            ConfigError: the TLS certificate or key cannot be loaded.
+        """
+        tls = await asyncio.to_thread(server_ssl_context, self.config) if self.tls else None
         sock = _bind(self.config.server.host, self.config.server.port)
         self.port = sock.getsockname()[1]
         server = _EmbeddedUvicorn(
@@ -156,6 +178,7 @@ class Server:
                 lifespan="off",
                 ws_max_size=1 << 20,
                 timeout_graceful_shutdown=5,
+                ssl_context_factory=None if tls is None else lambda _config, _default: tls,
             )
         )
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="server/http")
@@ -176,11 +199,16 @@ class Server:
             sock.close()
 
     @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return self.config.server.tls
+
+    @property
     def url(self) -> str:
         """Where a browser on this machine reaches the server."""
         host = self.config.server.host
         shown = "127.0.0.1" if host in {"0.0.0.0", "", "::"} else host
-        return f"http://{shown}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{shown}:{self.port}"
 
     async def close(self) -> None:
         """Commit everything accepted and release storage. Idempotent."""
@@ -191,6 +219,29 @@ class Server:
             await self.mqtt_ingest.stop()
         if self._started:
             await self.historian.close()
+
+
+def server_ssl_context(config: ShopfloorConfig) -> ssl.SSLContext:
+    """The server's TLS context from ``server.tls_cert_file`` and ``tls_key_file``: TLS 1.2
+    or newer, no client certificates. Reads the files: call it off the event loop.
+
+    Raises:
+        ConfigError: TLS is not configured, or a file cannot be loaded.
+    """
+    section = config.server
+    if section.tls_cert_file is None or section.tls_key_file is None:
+        raise ConfigError("server: tls_cert_file and tls_key_file are not set")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(section.tls_cert_file, section.tls_key_file)
+    except (OSError, ssl.SSLError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(
+            f"server.tls_cert_file, server.tls_key_file: cannot load {section.tls_cert_file} "
+            f"and {section.tls_key_file}: {reason}"
+        ) from err
+    return context
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -101,7 +101,7 @@ def _settings(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str |
 
 def test_every_setting_is_described_and_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)*)`", readme))
+    documented = set(re.findall(r"`([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)`", readme))
     settings = _settings(ShopfloorConfig)
     assert settings
     undescribed = [key for key, desc in settings if not desc]

@@ -291,8 +291,12 @@ def build_outbox(config: EdgeConfig, *, clock: Clock | None = None) -> DurableOu
 def build_outbox_uplink(config: EdgeConfig, *, clock: Clock | None = None) -> OutboxUplink:
     """The store-and-forward uplink the configuration describes (``[uplink]``, ``[buffer]``).
 
-    ``uplink.transport`` picks the transport: HTTP to ``uplink.url``, or MQTT through the
-    broker in ``[uplink.mqtt]`` (:class:`~.mqtt.MqttTransport`).
+    ``uplink.transport`` picks the transport: HTTP to ``uplink.url`` (with the edge's
+    token and ``ca_file``), or MQTT through the broker in ``[uplink.mqtt]``
+    (:class:`~.mqtt.MqttTransport`).
+
+    Raises:
+        ConfigError: the token's variable is unset or its file or the CA file unreadable.
     """
     up = config.uplink
     transport: BatchTransport
@@ -307,12 +311,20 @@ def build_outbox_uplink(config: EdgeConfig, *, clock: Clock | None = None) -> Ou
             clock=clock,
         )
     else:
+        token = up.token()
+        if token is not None and up.url.startswith("http://"):
+            logger.warning(
+                "uplink: the edge's token travels in clear text to %s: use an https:// url",
+                up.url,
+            )
         transport = HttpTransport(
             up.url,
             edge_id=config.edge.id,
             timeout_s=parse_duration_s(up.timeout),
             compression=up.compression,
             clock=clock,
+            token=token,
+            ssl_context=up.ssl_context(),
         )
     options = SenderOptions(
         window=up.window,

@@ -4,8 +4,9 @@
 says what the answer means for the outbox: committed (``200``, duplicate or not), try
 later (``429``/``503`` with ``Retry-After``), unreachable (transport errors, other
 ``5xx``), refused as invalid (``400``/``413``/``415``/``422``: retried a few times, then
-quarantined) or not authorised (``401``/``403``). It never retries by itself: the
-sender decides, because only the sender knows what else is waiting.
+quarantined) or not authorised (``401``/``403``: the edge's token is wrong or missing;
+the sender backs off and keeps every batch). It never retries by itself: the sender
+decides, because only the sender knows what else is waiting.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -96,7 +98,10 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
     if status in _REFUSED:
         return Answer(Verdict.REFUSED, status, None, f"HTTP {status}: {text}")
     if status in _UNAUTHORIZED:
-        return Answer(Verdict.UNAUTHORIZED, status, retry_after, f"HTTP {status}: {text}")
+        # never quarantine on it: the batch is fine, the credential is not
+        what = "not accepted" if status == 401 else "not for this edge"
+        detail = f"HTTP {status}: the edge's token is {what} (uplink.token_env/token_file): {text}"
+        return Answer(Verdict.UNAUTHORIZED, status, retry_after, detail)
     # Anything else (404 from a proxy, 502 …) may well pass: never give up a batch on it.
     return Answer(Verdict.UNAVAILABLE, status, retry_after, f"HTTP {status}: {text}")
 
@@ -129,6 +134,8 @@ class HttpTransport:
         compression: ``zstd`` (default), ``gzip`` or ``none``.
         transport: an httpx transport, for tests.
         clock: for the ``X-Shopfloor-Edge-Time`` header.
+        token: this edge's credential, sent as ``Authorization: Bearer`` on every request.
+        ssl_context: the CAs to trust for ``https://`` (default: the system's).
     """
 
     def __init__(
@@ -140,16 +147,21 @@ class HttpTransport:
         compression: str = "zstd",
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
         self.edge_id = edge_id
         self.compression = compression
         self._clock = clock or SystemClock()
+        self._plain = base_url.startswith("http://")
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout_s,
             transport=transport,
+            verify=ssl_context if ssl_context is not None else True,
+            headers={"authorization": f"Bearer {token}"} if token is not None else None,
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         )
 
@@ -179,7 +191,11 @@ class HttpTransport:
         try:
             response = await self._client.request(method, url, **kwargs)
         except httpx.HTTPError as err:
-            return Answer(Verdict.UNAVAILABLE, None, None, f"{type(err).__name__}: {err}")
+            detail = f"{type(err).__name__}: {err}"
+            if self._plain and isinstance(err, httpx.RemoteProtocolError | httpx.ReadError):
+                # what a TLS port does to a plain request: hang up without a word
+                detail += " (does the platform serve HTTPS? then uplink.url must be https://)"
+            return Answer(Verdict.UNAVAILABLE, None, None, detail)
         return classify(response.status_code, response.headers, response.content)
 
     async def close(self) -> None:

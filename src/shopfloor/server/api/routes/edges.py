@@ -7,10 +7,11 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 
 from shopfloor.server.api.context import Ctx
+from shopfloor.server.api.edge_auth import AUTH_RESPONSES, status_identity
 from shopfloor.server.api.schemas import (
     EdgeOut,
     EdgesOut,
@@ -43,9 +44,14 @@ EdgeId = Annotated[
     summary="Report an edge's status",
     description="Each edge sends this every 10 s and after reconnecting: its outbox, its "
     "link and its connectors. The platform keeps the latest report per edge in memory "
-    "and answers with the clock skew it measures, platform time minus edge time.",
+    "and answers with the clock skew it measures, platform time minus edge time. Needs "
+    "this edge's token when the platform requires credentials.",
     response_model=EdgeStatusOut,
-    responses={422: {"model": ErrorEnvelope, "description": "A field is invalid."}},
+    responses={
+        422: {"model": ErrorEnvelope, "description": "A field is invalid."},
+        **AUTH_RESPONSES,
+    },
+    dependencies=[Depends(status_identity)],
 )
 async def put_status(ctx: Ctx, edge_id: EdgeId, body: EdgeStatusIn) -> EdgeStatusOut:
     """Store an edge's latest status."""

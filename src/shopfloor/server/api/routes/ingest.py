@@ -4,7 +4,8 @@ The edge side of this contract is docs/wire.md. In short: a batch with ``edge`` 
 ``seq`` is answered only after it is committed to the historian (with its ingest-ledger
 row), and is stored once per ``(edge, seq)`` however often it arrives; ``429``/``503``
 with ``Retry-After`` mean "nothing stored, send again later"; a 4xx other than 429 means
-the batch is invalid and stays invalid.
+the batch is invalid and stays invalid; ``401``/``403`` that the edge's credential is
+missing or not this edge's (``[ingest] edge_credentials``, see edge_auth).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request
 
 from shopfloor.errors import HistorianError, PayloadError
 from shopfloor.server.api.context import Ctx
+from shopfloor.server.api.edge_auth import AUTH_RESPONSES, EdgeIdentity, require_edge
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope, IngestOut
 from shopfloor.wire import (
@@ -120,10 +122,11 @@ _BODY_DOC: dict[str, Any] = {
             "description": "Shutting down, or the commit failed; nothing stored. Retry "
             "after `Retry-After` seconds.",
         },
+        **AUTH_RESPONSES,
     },
     openapi_extra=_BODY_DOC,
 )
-async def ingest(ctx: Ctx, request: Request) -> IngestOut:
+async def ingest(ctx: Ctx, request: Request, identity: EdgeIdentity) -> IngestOut:
     """Store one batch."""
     received = ctx.clock()
     content_type = request.headers.get("content-type", "")
@@ -146,6 +149,7 @@ async def ingest(ctx: Ctx, request: Request) -> IngestOut:
                 max_bytes=ctx.max_body_bytes,
                 content_encoding=encoding,
             )
+        require_edge(identity, decoded.edge)
         source = decoded.edge or (request.client.host if request.client else "unknown")
         result = await ctx.ingestor.ingest(
             decoded.batch,

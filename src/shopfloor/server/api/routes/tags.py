@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 import pyarrow as pa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from shopfloor.errors import PayloadError
@@ -23,6 +23,7 @@ from shopfloor.server.api.convert import (
     ts_strings,
     wants_arrow,
 )
+from shopfloor.server.api.edge_auth import AUTH_RESPONSES, edge_identity
 from shopfloor.server.api.queries import (
     BAD_COLUMN,
     MAX_BUCKETS,
@@ -123,9 +124,11 @@ def _tag_meta(index: int, tag: TagIn) -> TagMeta:
     "/tags",
     summary="Create or update tags",
     description="Edges announce their tags' metadata (unit, range, state labels) here "
-    "before sending values; tags are keyed by path.",
+    "before sending values; tags are keyed by path. Needs an edge's token when the "
+    "platform requires credentials.",
     response_model=TagsRegistered,
-    responses={422: _ERRORS[422]},
+    responses={422: _ERRORS[422], **AUTH_RESPONSES},
+    dependencies=[Depends(edge_identity)],
 )
 async def register_tags(ctx: Ctx, body: TagsIn) -> TagsRegistered:
     """Create or update tag metadata."""
