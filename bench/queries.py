@@ -1,19 +1,24 @@
 """Historian queries (read_buckets, read_at) beside plain SQL GROUP BY in the same run.
 
-Data: ``--tags`` random walks at 1 Hz for one hour (0.1 % Bad points), plus one tag with
-a day of 1 Hz data, written through the historian (so storage has its commit layout).
+Data: ``--tags`` random walks at 1 Hz for one hour (0.1 % Bad points), one tag with a day
+of 1 Hz data and ``--month-tags`` tags with 30 days of 1 Hz data, written through the
+historian (so storage has its commit layout), then compacted and rolled up (``compact()``).
 
 Queries, median of ``--repeats`` after a warm-up:
 
 * (a) one tag, one day, 1-minute buckets: ``avg``, then every aggregate;
 * (b) every tag, the last hour, 1-minute buckets, one call: ``avg``, then every aggregate;
-* (c) ``read_at`` of every tag at 60 times in the last hour, linear.
+* (c) ``read_at`` of every tag at 60 times in the last hour, linear;
+* (d) the month tags, 30 days, 1-hour buckets, every aggregate (median of at most 3).
 
-Baselines: DuckDB runs the same ``avg`` as one SQL ``GROUP BY`` over a copy of the
-historian's file (same layout); PostgreSQL runs it over the historian's own tables.
-Only the historian computes the bad counts, null buckets, twa and delta.
+Each historian runs twice over the same storage: with rollups (the default) and with
+rollups off (every answer from raw points). Baselines: DuckDB runs the same ``avg`` as one
+SQL ``GROUP BY`` over a copy of the historian's file (same layout); PostgreSQL runs it
+over the historian's own tables. Only the historian computes the bad counts, null
+buckets, twa and delta.
 
-Run: ``.venv/bin/python bench/queries.py [--tags N] [--repeats N] [--backend duckdb|postgres]``
+Run: ``.venv/bin/python bench/queries.py [--tags N] [--month-tags N] [--repeats N]
+[--backend duckdb|postgres]``
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from shopfloor.model import PointBatch, Quality
 from shopfloor.server.historian.base import Aggregate, Historian, Interpolation
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.postgres import PostgresHistorian
+from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.testing.postgres import PostgresNotFound, PostgresServer
 
 SECOND = 10**9
@@ -46,6 +52,18 @@ DAY = 24 * HOUR
 T0 = 1_700_000_000 * SECOND // DAY * DAY  # a UTC midnight
 END = T0 + DAY
 DAY_TAG = "site/day/pv"
+MONTH = 30 * DAY
+MONTH_PREFIX = "site/month/"
+RAW = RollupSettings(enabled=False)
+NOW = END + 30 * SECOND
+"""The historians' clock: just after the data, as live (the last day not compacted yet,
+the last two minutes not rolled up: they come from raw points)."""
+
+
+def clock() -> int:
+    return NOW
+
+
 GOOD = "(quality & 3221225472) = 0"
 
 
@@ -75,6 +93,22 @@ def batches(tags: int, seed: int = 0) -> list[PointBatch]:
     return out
 
 
+def month_batches(tags: int, seed: int = 1) -> list[PointBatch]:
+    """30 days of 1 Hz points for ``tags`` tags, a day per batch."""
+    rng = np.random.default_rng(seed)
+    paths = [f"{MONTH_PREFIX}{t}" for t in range(tags)]
+    out = []
+    for day in range(30):
+        start = END - MONTH + day * DAY
+        ts = start + np.repeat(np.arange(86_400, dtype=np.int64) * SECOND, tags)
+        ts += rng.integers(0, 5_000_000, len(ts))
+        value = 50 + np.cumsum(rng.normal(0, 0.05, len(ts)))
+        quality = np.where(rng.random(len(ts)) < 0.001, Quality.BAD_SENSOR_FAILURE, Quality.GOOD)
+        index = np.tile(np.arange(tags, dtype=np.int32), 86_400)
+        out.append(PointBatch(tuple(paths), index, ts, value, quality.astype(np.uint32)))
+    return out
+
+
 async def timed(run: Callable[[], Awaitable[Any]], repeats: int) -> float:
     """Median wall time of ``run`` in milliseconds (after one warm-up call)."""
     await run()
@@ -86,7 +120,9 @@ async def timed(run: Callable[[], Awaitable[Any]], repeats: int) -> float:
     return statistics.median(times)
 
 
-async def historian_queries(h: Historian, paths: list[str], repeats: int) -> dict[str, float]:
+async def historian_queries(
+    h: Historian, paths: list[str], month: list[str], repeats: int
+) -> dict[str, float]:
     every = list(Aggregate)
     times = np.linspace(END - HOUR, END - 1, 60).astype(np.int64)
 
@@ -103,6 +139,10 @@ async def historian_queries(h: Historian, paths: list[str], repeats: int) -> dic
         table = await h.read_at(paths, times, method=Interpolation.LINEAR)
         assert table.num_rows == len(paths) * 60
 
+    async def month_hours() -> None:
+        table = await h.read_buckets(month, END - MONTH, END, bucket=HOUR, aggregates=every)
+        assert table.num_rows == len(month) * 720
+
     n = len(paths)
     return {
         "(a) avg": await timed(buckets([DAY_TAG], T0, [Aggregate.AVG], 1440), repeats),
@@ -110,6 +150,7 @@ async def historian_queries(h: Historian, paths: list[str], repeats: int) -> dic
         "(b) avg": await timed(buckets(paths, END - HOUR, [Aggregate.AVG], 60 * n), repeats),
         "(b) all": await timed(buckets(paths, END - HOUR, every, 60 * n), repeats),
         "(c) read_at": await timed(at, repeats),
+        "(d) month": await timed(month_hours, min(repeats, 3)),
     }
 
 
@@ -164,12 +205,18 @@ async def pg_baseline(dsn: str, ids: list[int], day_id: int, repeats: int) -> di
         }
 
 
-async def load(h: Historian, tags: int) -> list[str]:
-    """Write the data; return the paths of the hour's tags."""
-    for b in batches(tags):
+async def load(h: Any, tags: int, month_tags: int) -> tuple[list[str], list[str], float]:
+    """Write the data, compact and roll it up; return the hour's tags, the month's tags
+    and the seconds ``compact()`` took."""
+    for b in [*batches(tags), *month_batches(month_tags)]:
         await h.write(b)
     await h.flush()
-    return [m.path for m in await h.tags() if m.path != DAY_TAG]
+    started = time.perf_counter()
+    await h.compact()
+    seconds = time.perf_counter() - started
+    names = [m.path for m in await h.tags()]
+    month = [p for p in names if p.startswith(MONTH_PREFIX)]
+    return [p for p in names if p != DAY_TAG and p not in month], month, seconds
 
 
 def tag_ids(db_rows: list[tuple[str, int]], paths: list[str]) -> tuple[list[int], int]:
@@ -180,16 +227,16 @@ def tag_ids(db_rows: list[tuple[str, int]], paths: list[str]) -> tuple[list[int]
 def run_duckdb(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, float]]:
     db = tmp / "historian.duckdb"
 
-    async def build() -> list[str]:
-        h = DuckDBHistorian(db)
+    async def build() -> tuple[list[str], list[str], float]:
+        h = DuckDBHistorian(db, compaction_interval_s=None, clock=clock)
         await h.start()
         try:
-            paths = await load(h, args.tags)
+            return await load(h, args.tags, args.month_tags)
         finally:
             await h.close()
-        return paths
 
-    paths = asyncio.run(build())
+    paths, month, seconds = asyncio.run(build())
+    print(f"DuckDB: compaction and rollups of everything written took {seconds:.1f} s")
     copy = tmp / "baseline.duckdb"
     shutil.copy(db, copy)
     with duckdb.connect(str(copy), read_only=True) as con:
@@ -199,15 +246,19 @@ def run_duckdb(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, float
         )
     base = duck_baseline(copy, ids, day_id, args.repeats)
 
-    async def query() -> dict[str, float]:
-        h = DuckDBHistorian(db)
+    async def query(rollups: RollupSettings | None) -> dict[str, float]:
+        h = DuckDBHistorian(db, compaction_interval_s=None, rollups=rollups, clock=clock)
         await h.start()
         try:
-            return await historian_queries(h, paths, args.repeats)
+            return await historian_queries(h, paths, month, args.repeats)
         finally:
             await h.close()
 
-    return {"DuckDB SQL GROUP BY (baseline)": base, "DuckDB historian": asyncio.run(query())}
+    return {
+        "DuckDB SQL GROUP BY (baseline)": base,
+        "DuckDB historian, raw points": asyncio.run(query(RAW)),
+        "DuckDB historian, rollups": asyncio.run(query(None)),
+    }
 
 
 def run_postgres(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -215,29 +266,41 @@ def run_postgres(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         dsn = server.create_database()
 
         async def run() -> dict[str, dict[str, float]]:
-            h = PostgresHistorian(dsn)
+            h = PostgresHistorian(dsn, compaction_interval_s=None, clock=clock)
             await h.start()
             try:
-                paths = await load(h, args.tags)
+                paths, month, seconds = await load(h, args.tags, args.month_tags)
+                print(f"PostgreSQL: compaction and rollups took {seconds:.1f} s")
                 async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as con:
                     cur = await con.execute("SELECT path, id FROM shopfloor.tags")
                     ids, day_id = tag_ids(
                         [(str(p), int(i)) for p, i in await cur.fetchall()], paths
                     )
                 base = await pg_baseline(dsn, ids, day_id, args.repeats)
-                mine = await historian_queries(h, paths, args.repeats)
+                served = await historian_queries(h, paths, month, args.repeats)
             finally:
                 await h.close()
-            return {"PostgreSQL SQL GROUP BY (baseline)": base, "PostgreSQL historian": mine}
+            h = PostgresHistorian(dsn, compaction_interval_s=None, rollups=RAW, clock=clock)
+            await h.start()
+            try:
+                raw = await historian_queries(h, paths, month, args.repeats)
+            finally:
+                await h.close()
+            return {
+                "PostgreSQL SQL GROUP BY (baseline)": base,
+                "PostgreSQL historian, raw points": raw,
+                "PostgreSQL historian, rollups": served,
+            }
 
         return asyncio.run(run())
 
 
-def report(rows: dict[str, dict[str, float]], tags: int) -> None:
-    names = ["(a) avg", "(a) all", "(b) avg", "(b) all", "(c) read_at"]
+def report(rows: dict[str, dict[str, float]], tags: int, month_tags: int) -> None:
+    names = ["(a) avg", "(a) all", "(b) avg", "(b) all", "(c) read_at", "(d) month"]
     print(
         f"(a) 1 tag, 1 day of 1 Hz, 1-min buckets; (b) {tags:,} tags, last hour of 1 Hz, "
-        f"1-min buckets, one call; (c) read_at {tags:,} tags x 60 times, linear. Median ms."
+        f"1-min buckets, one call; (c) read_at {tags:,} tags x 60 times, linear; "
+        f"(d) {month_tags} tags, 30 days of 1 Hz, 1-h buckets, all aggregates. Median ms."
     )
     head = f"{'':36}" + "".join(f" {n:>12}" for n in names)
     print(head)
@@ -250,6 +313,7 @@ def report(rows: dict[str, dict[str, float]], tags: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tags", type=int, default=1000)
+    parser.add_argument("--month-tags", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--backend", choices=["duckdb", "postgres", "both"], default="both")
     args = parser.parse_args()
@@ -262,7 +326,7 @@ def main() -> None:
             rows.update(run_postgres(args))
         except PostgresNotFound as err:
             print(f"PostgreSQL skipped: {err}", file=sys.stderr)
-    report(rows, args.tags)
+    report(rows, args.tags, args.month_tags)
 
 
 if __name__ == "__main__":

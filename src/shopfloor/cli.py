@@ -17,6 +17,7 @@ from rich.text import Text
 
 from shopfloor import __version__
 from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
+from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
@@ -34,6 +35,7 @@ app.add_typer(config_app, name="config")
 opcua_app = typer.Typer(help="OPC UA tools.", no_args_is_help=True)
 app.add_typer(opcua_app, name="opcua")
 register_history_commands(app)  # export, import, backup, restore
+register_disk_commands(app)  # disk
 
 err_console = Console(stderr=True)
 

@@ -26,6 +26,7 @@ from pydantic import (
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
+from shopfloor.config.retention import RetentionSection
 from shopfloor.errors import ConfigError
 
 __all__ = ["ShopfloorConfig", "parse_duration_s"]
@@ -149,6 +150,10 @@ class _HistorianWriterSection(_Section):
         gt=0,
         description="How long the ingest ledger remembers delivered batches; keep every "
         "edge's outbox maximum age below it.",
+    )
+    retention: RetentionSection = Field(
+        default_factory=RetentionSection,
+        description="How long history is kept and how much disk it may use.",
     )
 
 

@@ -30,6 +30,7 @@ from shopfloor.server.api.schemas import EdgeStatusIn
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.postgres import PostgresHistorian
+from shopfloor.server.historian.retention_policy import policy_of
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
@@ -68,6 +69,7 @@ def build_historian(config: ShopfloorConfig) -> Historian:
             ledger_prune_interval_s=section.ledger_prune_interval_s,
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
+            retention=policy_of(section.retention),
         )
     return DuckDBHistorian(
         section.path,
@@ -77,6 +79,7 @@ def build_historian(config: ShopfloorConfig) -> Historian:
         max_pending_rows=section.max_pending_rows,
         ack_delay_s=section.ack_delay_s,
         ledger_retention_s=section.ledger_retention_s,
+        retention=policy_of(section.retention),
     )
 
 

@@ -37,6 +37,8 @@ from shopfloor.model import DataType, PointBatch, Quality, TagMeta
 from shopfloor.server.historian.base import Aggregate, Historian
 from shopfloor.server.historian.compaction import CompactionReport
 from shopfloor.testing.historian_query_contract import QueryContract
+from shopfloor.testing.historian_retention_contract import RetentionContract
+from shopfloor.testing.historian_rollup_contract import RollupContract
 
 __all__ = [
     "ContractHistorian",
@@ -263,7 +265,7 @@ async def running(store: HistorianStore, **options: Any) -> AsyncIterator[Contra
 
 
 # --------------------------------------------------------------------------- the suite
-class HistorianContract(QueryContract):
+class HistorianContract(QueryContract, RetentionContract, RollupContract):
     """Behaviour every historian backend must show. Subclasses provide ``store``.
 
     The query semantics (``read_buckets``, ``read_at``, twa, delta, time zones) are in

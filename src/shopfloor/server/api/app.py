@@ -17,6 +17,7 @@ from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
+from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.historian.base import Historian
@@ -107,6 +108,7 @@ def create_app(
         history.router,
         ingest.router,
         edges.router,
+        storage_routes.router,
         ws_router,
     ):
         app.include_router(router)

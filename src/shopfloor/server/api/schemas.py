@@ -341,3 +341,71 @@ class ValueAtRow(BaseModel):
 
 
 __all__ += ["ValueAtRow"]
+
+
+class StorageGroupOut(BaseModel):
+    """One area, equipment or tag in ``GET /api/v1/storage``: the sum of its tags."""
+
+    key: str = Field(
+        description="The group: the tag's path, its equipment (the path without the tag's "
+        "name) or its area (the first three segments of the equipment).",
+        examples=["acme/plant-1/utilities"],
+    )
+    tags: int = Field(description="Tags in the group.")
+    points: int = Field(description="Raw points stored (exact).")
+    bytes: int = Field(description="Bytes the raw points take (see `method`).")
+    rollup_rows: int = Field(description="Rows of rollup tables of the group's tags.")
+    rollup_bytes: int = Field(description="Bytes those rollup rows take.")
+    oldest: str | None = Field(description="The oldest raw point (ISO 8601 UTC).")
+    newest: str | None = Field(description="The newest raw point (ISO 8601 UTC).")
+
+
+class StorageTableOut(BaseModel):
+    """One table of the history."""
+
+    name: str
+    kind: str = Field(description="`raw`, `rollup_1m`, `rollup_1h` or `other`.")
+    rows: int = Field(description="Rows (hour blocks for PostgreSQL's raw tables).")
+    points: int = Field(description="Raw points (0 for other kinds).")
+    bytes: int = Field(description="Its size on disk.")
+    used_bytes: int = Field(
+        description="What its rows and indexes hold; the rest is free space new rows reuse."
+    )
+
+
+class StorageTotalsOut(BaseModel):
+    """The history as a whole."""
+
+    storage_bytes: int = Field(
+        description="On disk: the DuckDB file and its WAL, or the PostgreSQL schema's tables."
+    )
+    used_bytes: int = Field(description="What the disk budget counts (used blocks, live rows).")
+    database_bytes: int = Field(description="The whole database file or PostgreSQL database.")
+    free_disk_bytes: int | None = Field(
+        description="Free space of the disk holding the DuckDB file (null for PostgreSQL)."
+    )
+    wal_bytes: int | None = Field(description="DuckDB's write-ahead log (null for PostgreSQL).")
+    budget_bytes: int | None = Field(description="The disk budget (null: none).")
+    points: int = Field(description="Raw points.")
+    rollup_rows: int = Field(description="Rows of every rollup table.")
+
+
+class StorageOut(BaseModel):
+    """Answer of ``GET /api/v1/storage``: what uses the disk, per group, largest first."""
+
+    backend: str = Field(examples=["duckdb", "postgres/blocks"])
+    method: str = Field(description="How bytes are attributed to tags, in a sentence.")
+    group: str = Field(description="`area`, `equipment` or `tag`.")
+    prefix: str | None = Field(description="Only tags at or under this asset path.")
+    measured: str = Field(description="When it was measured (ISO 8601 UTC).")
+    groups: list[StorageGroupOut] = Field(description="Largest (raw plus rollup bytes) first.")
+    groups_total: int = Field(description="Groups before `top` cut the list.")
+    tables: list[StorageTableOut]
+    totals: StorageTotalsOut
+    retention: dict[str, Any] = Field(
+        description="The retention settings as written and the counters since start "
+        "(passes, deleted_points, budget_evictions, over_budget, last_pass)."
+    )
+
+
+__all__ += ["StorageGroupOut", "StorageOut", "StorageTableOut", "StorageTotalsOut"]

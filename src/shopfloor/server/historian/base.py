@@ -78,13 +78,23 @@ BucketSize = int | Calendar
 
 @dataclass(frozen=True, slots=True)
 class HistorianStats:
-    """Counters for status lines and health endpoints."""
+    """Counters for status lines and health endpoints.
+
+    The retention counters run since start (see
+    :mod:`~shopfloor.server.historian.retention_loop`): ``retention_deleted_points`` raw
+    points past their retention, ``budget_evictions`` whole days evicted for the disk
+    budget, ``storage_used_bytes`` what the budget counted at the last pass (-1: not
+    measured yet).
+    """
 
     points_written: int
     points_pending: int
     tags: int
     flushes: int
     last_flush_ms: float
+    retention_deleted_points: int = 0
+    budget_evictions: int = 0
+    storage_used_bytes: int = -1
 
 
 @dataclass(frozen=True, slots=True)

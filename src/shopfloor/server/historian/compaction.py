@@ -23,6 +23,14 @@ Readers keep their snapshot. Row groups whose rows are all deleted are dropped a
 next checkpoint that has changes to write, and their blocks reused: bytes per point are
 measured from used blocks, not from the file size.
 
+**Rollups.** The same worker thread refreshes the rollups after the pass's compaction
+chunks (:func:`~shopfloor.server.historian.duckdb_rollup.refresh`), every
+``RollupSettings.interval_s`` and on every :meth:`Compactor.request`. A commit's point
+that lands before the rollups' frontier is *late*: :meth:`Todo.commit_pairs` adds a row
+for its ``(day, tag, hour)`` to what the writer inserts into ``compaction_todo`` in the
+commit's transaction, so the mark is as durable as the point, and a refresh recomputes
+that hour from raw. Compaction ignores these rows (``hour`` is NULL in its own).
+
 **Beside the writer.** A pass runs on a worker thread with its own cursor; only the
 bookkeeping (which pairs are done, :class:`Compactor`) is on the writer thread. Ingest
 does not wait for it: the writer only appends points and updates ``latest``, the worker
@@ -48,6 +56,8 @@ import pyarrow as pa
 
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model.points import Int32Array, Int64Array
+from shopfloor.server.historian import duckdb_rollup
+from shopfloor.server.historian.rollup import HOUR_NS, MINUTE_NS, RollupSettings
 
 __all__ = [
     "RANGE_NS",
@@ -67,16 +77,21 @@ RANGE_NS = 86_400 * 10**9
 
 TODO_DDL = (
     "CREATE TABLE IF NOT EXISTS compaction_todo("
-    "range_start BIGINT NOT NULL, tag_id INTEGER NOT NULL)"
+    "range_start BIGINT NOT NULL, tag_id INTEGER NOT NULL, hour BIGINT)"
 )
-"""The ``(day, tag)`` pairs holding points not compacted yet; no key (the writer dedupes)."""
+"""The ``(day, tag)`` pairs holding points not compacted yet (``hour`` NULL), and the
+``(day, tag, hour)`` marks of late points for the rollups; no key (the writer dedupes)."""
 
 _TODO_SCHEMA = pa.schema(
     [
         pa.field("range_start", pa.int64(), nullable=False),
         pa.field("tag_id", pa.int32(), nullable=False),
+        pa.field("hour", pa.int64()),
     ]
 )
+
+TodoRow = tuple[int, int] | tuple[int, int, int]
+"""A row for ``compaction_todo``: a ``(day, tag)`` pair, or a late ``(day, tag, hour)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,9 @@ class CompactionReport:
         steps: transactions committed.
         seconds: wall time of the pass.
         longest_step_s: the longest transaction; on DuckDB ingest waited at most this long.
+        rollup_rows: rollup rows (1-minute and 1-hour) written by the pass.
+        rollup_steps: rollup transactions committed (DuckDB; on PostgreSQL rollups are
+            written in the compaction steps).
     """
 
     points: int
@@ -96,6 +114,8 @@ class CompactionReport:
     steps: int
     seconds: float
     longest_step_s: float
+    rollup_rows: int = 0
+    rollup_steps: int = 0
 
 
 def floor_range(ts: Int64Array) -> Int64Array:
@@ -110,10 +130,14 @@ class Todo:
 
     Each pair keeps the number of the last commit that wrote to it, so a chunk compacted
     from an older snapshot does not forget points it could not see.
+
+    ``late_before`` is the rollups' frontier, or the target of a refresh under way if
+    later (None: rollups never refreshed): a committed point before it is late.
     """
 
     def __init__(self, pairs: Iterable[tuple[int, int]] = ()) -> None:
         self._days: dict[int, dict[int, int]] = {}
+        self.late_before: int | None = None
         self.touch(pairs, 0)
 
     def __len__(self) -> int:
@@ -121,10 +145,12 @@ class Todo:
 
     def commit_pairs(
         self, tag_id: Int32Array, ts: Int64Array
-    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """The distinct pairs of a commit's points, and those of them not recorded yet.
+    ) -> tuple[list[tuple[int, int]], list[TodoRow]]:
+        """The distinct pairs of a commit's points, and the rows to record for them.
 
-        One numpy pass, then a loop per pair (a tag and day), not per point.
+        The rows are the pairs not recorded yet, then a ``(day, tag, hour)`` mark per hour
+        and tag holding a late point (see :attr:`late_before`). One numpy pass, then a
+        loop per pair (a tag and day) and late hour, not per point.
         """
         if not len(ts):
             return [], []
@@ -133,7 +159,16 @@ class Todo:
         key = np.unique((day << 32) | tag_id.astype(np.int64))
         days, tags = ((key >> 32) * RANGE_NS).tolist(), (key & 0xFFFFFFFF).tolist()
         pairs = list(zip(days, tags, strict=True))
-        new = [(d, t) for d, t in pairs if t not in self._days.get(d, {})]
+        new: list[TodoRow] = [(d, t) for d, t in pairs if t not in self._days.get(d, {})]
+        if self.late_before is not None:
+            late = ts < self.late_before
+            if late.any():
+                hour = ts[late] - ts[late] % HOUR_NS
+                marks = np.unique((hour // HOUR_NS << 32) | tag_id[late].astype(np.int64))
+                for h, t in zip(
+                    ((marks >> 32) * HOUR_NS).tolist(), (marks & 0xFFFFFFFF).tolist(), strict=True
+                ):
+                    new.append((h - h % RANGE_NS, t, h))
         return pairs, new
 
     def touch(self, pairs: Iterable[tuple[int, int]], commit: int) -> None:
@@ -162,12 +197,13 @@ class Todo:
         return sorted(d for d in self._days if d + RANGE_NS <= limit_ns)
 
 
-def todo_table(pairs: Sequence[tuple[int, int]]) -> pa.Table:
-    """Pairs as rows of ``compaction_todo``."""
+def todo_table(pairs: Sequence[TodoRow]) -> pa.Table:
+    """Pairs (and late marks) as rows of ``compaction_todo``."""
     return pa.Table.from_arrays(
         [
             pa.array([p[0] for p in pairs], type=pa.int64()),
             pa.array([p[1] for p in pairs], type=pa.int32()),
+            pa.array([p[2] if len(p) > 2 else None for p in pairs], type=pa.int64()),
         ],
         schema=_TODO_SCHEMA,
     )
@@ -181,12 +217,16 @@ def load_todo(con: duckdb.DuckDBPyConnection, *, seed: bool) -> Todo:
     """
     if seed:
         con.execute(
-            "INSERT INTO compaction_todo SELECT DISTINCT ts - (((ts % $r) + $r) % $r), tag_id "
-            "FROM points",
+            "INSERT INTO compaction_todo (range_start, tag_id) "
+            "SELECT DISTINCT ts - (((ts % $r) + $r) % $r), tag_id FROM points",
             {"r": RANGE_NS},
         )
-    rows = con.execute("SELECT DISTINCT range_start, tag_id FROM compaction_todo").fetchall()
-    return Todo((int(d), int(t)) for d, t in rows)
+    rows = con.execute(
+        "SELECT DISTINCT range_start, tag_id FROM compaction_todo WHERE hour IS NULL"
+    ).fetchall()
+    todo = Todo((int(d), int(t)) for d, t in rows)
+    todo.late_before = duckdb_rollup.read_frontier(con)
+    return todo
 
 
 def has_todo_table(con: duckdb.DuckDBPyConnection) -> bool:
@@ -261,9 +301,13 @@ def rewrite(con: duckdb.DuckDBPyConnection, day: int, tags: Sequence[int]) -> in
 
 
 def forget(con: duckdb.DuckDBPyConnection, day: int, tags: Sequence[int]) -> None:
-    """Delete the ``compaction_todo`` rows of compacted pairs (writer thread)."""
+    """Delete the ``compaction_todo`` rows of compacted pairs (writer thread).
+
+    Late marks stay for the rollup refresh (which deletes them in its own transactions).
+    """
     con.execute(
-        "DELETE FROM compaction_todo WHERE range_start = ? AND list_contains(?, tag_id)",
+        "DELETE FROM compaction_todo WHERE range_start = ? AND list_contains(?, tag_id) "
+        "AND hour IS NULL",
         [day, list(tags)],
     )
 
@@ -313,8 +357,10 @@ def run_pass(
     seq: Callable[[], int],
     post: Callable[[ChunkDone | PassDone], None],
     stop: threading.Event,
+    rollup_target: int | None = None,
 ) -> None:
-    """Compact ``work`` (days and their pending tags) chunk by chunk, on the worker thread.
+    """Compact ``work`` (days and their pending tags) chunk by chunk, on the worker thread,
+    then refresh the rollups up to ``rollup_target`` (None: not in this pass).
 
     Each chunk is one transaction on ``con`` (the worker's own cursor, closed at the end),
     reported to the writer by ``post``; so is the end of the pass.
@@ -322,6 +368,7 @@ def run_pass(
     started = time.perf_counter()
     points = ranges = steps = 0
     longest = 0.0
+    rolled = duckdb_rollup.RefreshReport(0, 0, 0.0)
     failure: BaseException | None = None
     try:
         for day, tags in work:
@@ -336,6 +383,10 @@ def run_pass(
                 ranges += len(chunk)
                 steps += 1
                 post(ChunkDone(day, tuple(chunk), before))
+        if rollup_target is not None and not stop.is_set():
+            rolled = duckdb_rollup.refresh(
+                con, target=rollup_target, chunk_rows=chunk_rows, stop=stop
+            )
     except (duckdb.Error, HistorianError) as err:
         failure = err
     except Exception as err:  # the worker's supervisor: the writer must hear of the end
@@ -347,12 +398,20 @@ def run_pass(
         except duckdb.Error:
             logger.exception("closing the compaction cursor failed")
         if not stop.is_set():
-            report = CompactionReport(points, ranges, steps, time.perf_counter() - started, longest)
+            report = CompactionReport(
+                points,
+                ranges,
+                steps,
+                time.perf_counter() - started,
+                longest,
+                rollup_rows=rolled.rows,
+                rollup_steps=rolled.steps,
+            )
             post(PassDone(report, failure))
 
 
 class Compactor:
-    """When to compact, and the pass in progress (called on the writer thread only).
+    """When to compact and refresh rollups, and the pass in progress (writer thread only).
 
     A pass runs on a worker thread of its own, with its own cursor: DuckDB lets its
     transaction (which deletes and re-inserts old rows) run beside the writer's (which
@@ -360,15 +419,17 @@ class Compactor:
     bookkeeping stays on the writer thread: after each chunk the worker posts
     :class:`ChunkDone` and the writer forgets the chunk's pairs, unless a commit wrote to
     one after the chunk's snapshot began (then it stays to do: compacting it again is
-    harmless). The pass ends with :class:`PassDone`; the writer then checkpoints, which
-    drops the emptied row groups.
+    harmless). After its chunks a pass refreshes the rollups (unless they are off). The
+    pass ends with :class:`PassDone`; after one that compacted, the writer checkpoints,
+    which drops the emptied row groups.
 
     Args:
         interval_s: how often to look for closed days (None: only when asked).
         grace_ns: a day is due this long after it ended.
-        chunk_rows: the most points one transaction rewrites.
+        chunk_rows: the most points one transaction rewrites (or rolls up).
         clock: the wall clock in UTC nanoseconds.
         post: hands a worker's message to the writer thread (its queue).
+        rollups: whether and how often to refresh the rollups.
     """
 
     def __init__(
@@ -379,6 +440,7 @@ class Compactor:
         chunk_rows: int,
         clock: Callable[[], int],
         post: Callable[[ChunkDone | PassDone], None],
+        rollups: RollupSettings | None = None,
     ) -> None:
         self.commits = 0
         """The writer's count of committed writes of points (the worker reads it)."""
@@ -387,14 +449,17 @@ class Compactor:
         self._grace_ns = grace_ns
         self._chunk_rows = chunk_rows
         self._clock = clock
+        self.rollups = rollups if rollups is not None else RollupSettings()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._checkpoints = False
         self._next_pass = float("inf")
+        self._next_rollup = float("inf")
         self._worker: ThreadPoolExecutor | None = None
         self._running: Future[None] | None = None
         self._cursor: duckdb.DuckDBPyConnection | None = None
         self._stop = threading.Event()
-        self._waiters: list[Future[CompactionReport]] = []
+        self._waiters: list[Future[CompactionReport]] = []  # for the next pass to start
+        self._served: list[Future[CompactionReport]] = []  # for the pass running
         self._failing = False
         self.todo = Todo()
 
@@ -405,36 +470,61 @@ class Compactor:
         self.todo = load_todo(con, seed=seed)
 
     def start_timer(self) -> None:
-        """Schedule the first periodic look one interval from now."""
+        """Schedule the first periodic looks one interval from now."""
         if self._interval_s is not None:
             self._next_pass = time.monotonic() + self._interval_s
+        if self.rollups.enabled and self.rollups.interval_s is not None:
+            self._next_rollup = time.monotonic() + self.rollups.interval_s
 
     def wait_s(self) -> float | None:
         """How long the writer may wait for a message before the next periodic look."""
-        if self._next_pass == float("inf"):
+        due = min(self._next_pass, self._next_rollup)
+        if due == float("inf"):
             return None
-        return max(0.0, self._next_pass - time.monotonic())
+        return max(0.0, due - time.monotonic())
 
     def tick(self) -> None:
         """Start a periodic pass if it is time (the writer calls this between messages)."""
-        if time.monotonic() >= self._next_pass:
-            self._begin()
+        now = time.monotonic()
+        if now >= self._next_pass:
+            self._begin(compact=True)
+        elif now >= self._next_rollup:
+            self._begin(compact=False)
 
     def request(self, done: Future[CompactionReport]) -> None:
-        """Compact now; ``done`` gets the report of the pass (joined if one is running)."""
+        """Compact and refresh rollups now; ``done`` gets the report of a pass that began
+        after this call (after the running one, if any)."""
         self._waiters.append(done)
-        self._begin()
+        self._begin(compact=True)
 
-    def _begin(self) -> None:
-        if self._interval_s is not None:
+    def _rollup_target(self) -> int | None:
+        """The frontier this pass rolls up to: a whole minute, a grace before now."""
+        if not self.rollups.enabled:
+            return None
+        if self.rollups.interval_s is not None:
+            self._next_rollup = time.monotonic() + self.rollups.interval_s
+        now = self._clock() - int(self.rollups.grace_s * 1e9)
+        target = now - now % MINUTE_NS
+        known = self.todo.late_before
+        # before the worker's snapshot: a commit from now on that lands before the
+        # target is marked late, whatever this pass sees
+        self.todo.late_before = target if known is None else max(known, target)
+        return target
+
+    def _begin(self, *, compact: bool) -> None:
+        if compact and self._interval_s is not None:
             self._next_pass = time.monotonic() + self._interval_s
         if self._running is not None:
-            return
+            return  # the next pass starts when this one ends, if someone waits for it
         con = self._con
         assert con is not None
-        limit = self._clock() - self._grace_ns
-        work = [(day, self.todo.tags_of(day)) for day in self.todo.due(limit)]
-        if not work:
+        work: list[tuple[int, list[int]]] = []
+        if compact:
+            limit = self._clock() - self._grace_ns
+            work = [(day, self.todo.tags_of(day)) for day in self.todo.due(limit)]
+        target = self._rollup_target()
+        self._served, self._waiters = self._waiters, []
+        if not work and target is None:
             self._finish(CompactionReport(0, 0, 0, 0.0, 0.0), None)
             return
         if self._worker is None:
@@ -448,6 +538,7 @@ class Compactor:
             seq=lambda: self.commits,
             post=self._posted,
             stop=self._stop,
+            rollup_target=target,
         )
 
     def _posted(self, message: ChunkDone | PassDone) -> None:
@@ -469,6 +560,8 @@ class Compactor:
         self._running = None
         self._cursor = None
         self._finish(message.report, message.failure)
+        if self._waiters:  # asked for while that pass ran: a pass of their own
+            self._begin(compact=True)
 
     def _finish(self, report: CompactionReport, failure: BaseException | None) -> None:
         if failure is not None:
@@ -477,21 +570,23 @@ class Compactor:
                 logger.error(
                     "historian compaction failed (that chunk changed nothing): %s", failure
                 )
-        elif report.steps:
+        elif report.steps or report.rollup_steps:
             if self._failing:
                 self._failing = False
                 logger.info("historian compaction works again")
-            self._checkpoint()
-            logger.info(
-                "historian compaction: %d points of %d tag-days rewritten in %.1f s "
-                "(longest transaction %.2f s)",
-                report.points,
-                report.ranges,
-                report.seconds,
-                report.longest_step_s,
-            )
-        waiters, self._waiters = self._waiters, []
-        for done in waiters:
+            if report.steps:
+                self._checkpoint()
+                logger.info(
+                    "historian compaction: %d points of %d tag-days rewritten in %.1f s "
+                    "(longest transaction %.2f s)",
+                    report.points,
+                    report.ranges,
+                    report.seconds,
+                    report.longest_step_s,
+                )
+            logger.debug("historian rollups: %d rows written", report.rollup_rows)
+        served, self._served = self._served, []
+        for done in served:
             if failure is None:
                 done.set_result(report)
             else:
@@ -524,6 +619,6 @@ class Compactor:
         if self._worker is not None:
             self._worker.shutdown(wait=True)
         self._running = self._cursor = None
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters, self._served = self._waiters + self._served, [], []
         for done in waiters:
             done.set_exception(HistorianError("the historian closed before compaction finished"))

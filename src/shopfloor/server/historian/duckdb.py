@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
 from shopfloor.model import PointBatch, TagMeta, now_ns
-from shopfloor.server.historian import duckdb_fetch, query, schema
+from shopfloor.server.historian import duckdb_disk_usage, duckdb_fetch, query, schema
 from shopfloor.server.historian.base import (
     Aggregate,
     BucketSize,
@@ -54,7 +54,13 @@ from shopfloor.server.historian.base import (
     WriteReceipt,
 )
 from shopfloor.server.historian.compaction import CompactionReport
+from shopfloor.server.historian.disk_usage import StorageReport, retention_summary
 from shopfloor.server.historian.ledger import Ledger
+from shopfloor.server.historian.planner import RollupUse
+from shopfloor.server.historian.retention import DuckDBRetention
+from shopfloor.server.historian.retention_loop import RetentionReport
+from shopfloor.server.historian.retention_policy import RetentionPolicy
+from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.historian.writer import (
     AckWrite,
     Compact,
@@ -114,6 +120,12 @@ class DuckDBHistorian:
         compaction_grace_s: a UTC day is compacted this long after it ended.
         compaction_chunk_rows: the most points one compaction transaction rewrites
             (ingest waits for one such transaction at most).
+        retention: raw and rollup retention and the disk budget, enforced every
+            ``retention.interval_s`` (None: keep everything); see
+            :mod:`~shopfloor.server.historian.retention`.
+        rollups: 1-minute and 1-hour rollups answering bucketed queries of whole UTC
+            minutes or hours exactly (default: on, refreshed every minute); see
+            :mod:`~shopfloor.server.historian.duckdb_rollup`.
     """
 
     def __init__(
@@ -132,6 +144,8 @@ class DuckDBHistorian:
         compaction_interval_s: float | None = 600.0,
         compaction_grace_s: float = 600.0,
         compaction_chunk_rows: int = 1_000_000,
+        retention: RetentionPolicy | None = None,
+        rollups: RollupSettings | None = None,
     ) -> None:
         if compaction_chunk_rows <= 0 or compaction_grace_s < 0:
             raise ValueError("compaction_chunk_rows must be > 0, compaction_grace_s >= 0")
@@ -156,8 +170,20 @@ class DuckDBHistorian:
             compaction_interval_s=compaction_interval_s,
             compaction_grace_s=compaction_grace_s,
             compaction_chunk_rows=compaction_chunk_rows,
+            rollups=rollups,
         )
+        self.rollup_use = RollupUse()
+        """How many queries rollups answered."""
+        self._rollups = self.rollup_use if rollups is None or rollups.enabled else None
         self._state = _State.NEW
+        self._retention = DuckDBRetention(
+            retention or RetentionPolicy(),
+            new_cursor=self._writer.new_cursor,
+            tag_ids=lambda: self._writer.snapshot.catalog.ids,
+            path=path,
+            clock=clock,
+        )
+        self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = 0
         self._space_waiters: list[asyncio.Future[None]] = []
@@ -203,6 +229,7 @@ class DuckDBHistorian:
         finally:
             self._started.set()
         self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="historian-read")
+        self._retention.start()
         self._state = _State.RUNNING
 
     async def close(self) -> None:
@@ -224,6 +251,7 @@ class DuckDBHistorian:
         self._state = _State.CLOSING
         self._wake_writers()
         try:
+            await self._retention.close()
             await self._stop_readers()
             # ShutdownError: the writer already stopped (it crashed); join and report below
             with contextlib.suppress(ShutdownError):
@@ -336,6 +364,33 @@ class DuckDBHistorian:
         message = Compact()
         self._submit(message)
         return await asyncio.wrap_future(message.done)
+
+    async def apply_retention(self) -> RetentionReport:
+        """Apply retention and the disk budget now; done by itself every interval.
+
+        Raises:
+            HistorianError: a step failed (it changed nothing; earlier days stay deleted).
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        return await self._retention.apply()
+
+    async def storage_report(self) -> StorageReport:
+        """What the history holds and takes on disk, per tag and table (one scan of points).
+
+        Raises:
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        ids = dict(self._writer.snapshot.catalog.ids)
+        loop = self._retention.loop
+        summary = retention_summary(loop.policy, loop.counters)
+        now = self._clock()
+        return await self._read(
+            lambda cur: duckdb_disk_usage.measure(
+                cur, path=self._path, ids=ids, measured_ns=now, retention=summary
+            )
+        )
 
     async def _reserve(self, n: int) -> None:
         """Wait until ``n`` more rows fit under the pending bound, then count them in."""
@@ -469,7 +524,9 @@ class DuckDBHistorian:
             field="bucket_ns",
         )
         ids = np.array([self._tag_id(path)], dtype=np.int64)
-        return await self._read(lambda cur: duckdb_fetch.answer_buckets(cur, ids, plan))
+        return await self._read(
+            lambda cur: duckdb_fetch.answer_buckets(cur, ids, plan, rollups=self._rollups)
+        )
 
     async def read_buckets(
         self,
@@ -494,7 +551,9 @@ class DuckDBHistorian:
             paths, start_ns, end_ns, bucket=bucket, aggregates=aggregates, tz=tz
         )
         ids = self._tag_ids(plan.paths)
-        return await self._read(lambda cur: duckdb_fetch.answer_buckets(cur, ids, plan))
+        return await self._read(
+            lambda cur: duckdb_fetch.answer_buckets(cur, ids, plan, rollups=self._rollups)
+        )
 
     async def read_at(
         self,
@@ -550,12 +609,16 @@ class DuckDBHistorian:
     def stats(self) -> HistorianStats:
         """Counters for status lines; cheap, never blocks."""
         w = self._writer
+        kept = self._retention.loop.counters
         return HistorianStats(
             points_written=w.points_written,
             points_pending=self._pending,
             tags=len(w.snapshot.catalog.ids),
             flushes=w.flushes,
             last_flush_ms=w.last_flush_ms,
+            retention_deleted_points=kept.deleted_points,
+            budget_evictions=kept.budget_evictions,
+            storage_used_bytes=-1 if kept.used_bytes is None else kept.used_bytes,
         )
 
     def _tag_ids(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:

@@ -14,6 +14,7 @@ step leaves the target as it was.
 from __future__ import annotations
 
 import contextlib
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +69,16 @@ def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def _exported_files(folder: Path) -> dict[str, Path]:
+    """Each exported table's file, from the export's ``load.sql``: DuckDB names the files
+    after the tables, but not always as they are (``rollup_1m`` becomes ``rollup__m``)."""
+    load = folder / "load.sql"
+    if not load.exists():
+        return {}
+    found = re.findall(r"COPY\s+(\S+)\s+FROM\s+'([^']*)'", load.read_text())
+    return {table.strip('"'): folder / Path(path).name for table, path in found}
+
+
 def backup_duckdb(target: HistorianTarget, folder: Path) -> Manifest:
     """Export the historian file of ``target`` into ``folder`` (created here).
 
@@ -92,8 +103,9 @@ def backup_duckdb(target: HistorianTarget, folder: Path) -> Manifest:
         raise BackupError(f"exporting {path} failed: {err}") from err
     finally:
         con.close()
+    files = _exported_files(folder)
     for name, rows in tables.items():  # the verify step: every table whole on disk
-        written = pq.read_metadata(folder / f"{name}.parquet").num_rows
+        written = pq.read_metadata(files.get(name, folder / f"{name}.parquet")).num_rows
         if written != rows:
             raise BackupError(f"table {name}: {rows} rows in the database, {written} exported")
     return Manifest(

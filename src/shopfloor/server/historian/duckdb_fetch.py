@@ -11,6 +11,12 @@ day). The last point before the range is looked for in windows that grow sixteen
 minute, 16 minutes, 4 hours, ... then everything), each only for the tags not found yet,
 so a tag sampled every second costs a scan of one minute and a tag silent for a month a
 few more.
+
+A bucketed query whose buckets are whole UTC hours or minutes reads rollups where they
+are complete and raw points for the rest (:mod:`~shopfloor.server.historian.planner`,
+:mod:`~shopfloor.server.historian.duckdb_rollup`), in the same snapshot. Where retention
+deleted raw points, a query that needs them is refused by name, and the value before a
+range comes from rollups.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from shopfloor.server.historian import query
+from shopfloor.errors import PayloadError
+from shopfloor.server.historian import duckdb_rollup, planner, query
 from shopfloor.server.historian.aggregate import Following, Points, Prior
+from shopfloor.server.historian.planner import RawRange, RollupUse
 from shopfloor.server.historian.query import AtPlan, BucketPlan
 
 __all__ = ["answer_at", "answer_buckets"]
@@ -42,27 +50,96 @@ _INT64_MAX = 2**63 - 1
 IdArray = npt.NDArray[np.int64]
 
 
-def answer_buckets(con: duckdb.DuckDBPyConnection, tag_ids: IdArray, plan: BucketPlan) -> pa.Table:
-    """Fetch what ``plan`` needs for the tags ``tag_ids`` (in plan order) and answer it."""
+def answer_buckets(
+    con: duckdb.DuckDBPyConnection,
+    tag_ids: IdArray,
+    plan: BucketPlan,
+    *,
+    rollups: RollupUse | None = None,
+) -> pa.Table:
+    """Fetch what ``plan`` needs for the tags ``tag_ids`` (in plan order) and answer it.
+
+    With ``rollups`` (counting their use), from rollups where they answer exactly.
+
+    Raises:
+        PayloadError: the answer needs raw points that retention deleted.
+    """
     if plan.empty:
         return plan.empty_answer()
+    candidates = planner.spans(plan) if rollups is not None else []
     with _snapshot(con):
-        points = fetch_range(con, tag_ids, plan.start_ns, plan.end_ns)
+        floors = duckdb_rollup.raw_floors(con, tag_ids)
+        parts = None
+        if candidates:
+            parts = duckdb_rollup.read_parts(
+                con, tag_ids, plan, candidates, floors=floors, fetch_range=fetch_range
+            )
+        if parts is None:
+            every = np.arange(len(tag_ids), dtype=np.intp)
+            whole = [RawRange(plan.start_ns, plan.end_ns, every)]
+            planner.check_raw_floor(whole, floors, plan.paths)
+            points = fetch_range(con, tag_ids, plan.start_ns, plan.end_ns)
         prior = None
         if plan.prior_last or plan.prior_good:
             prior = fetch_prior(con, tag_ids, plan.start_ns, good=plan.prior_good)
-    return plan.answer(points, prior)
+            _prior_after_retention(con, tag_ids, plan.start_ns, prior, floors, good=plan.prior_good)
+    if parts is None:
+        return plan.answer(points, prior)
+    assert rollups is not None
+    rollups.count(parts.rollup_rows)
+    return planner.answer(plan, parts, prior)
 
 
 def answer_at(con: duckdb.DuckDBPyConnection, tag_ids: IdArray, plan: AtPlan) -> pa.Table:
-    """Fetch what ``plan`` needs for the tags ``tag_ids`` (in plan order) and answer it."""
+    """Fetch what ``plan`` needs for the tags ``tag_ids`` (in plan order) and answer it.
+
+    Raises:
+        PayloadError: a time lies where retention deleted the raw points.
+    """
     if plan.empty:
         return plan.answer(Points.empty(), None, None)
     with _snapshot(con):
+        floors = duckdb_rollup.raw_floors(con, tag_ids)
+        if len(floors) and plan.start_ns < int(floors.max()):
+            floor = int(floors.max())
+            raise PayloadError(
+                "times",
+                f"raw points of {plan.paths[int(floors.argmax())]} before "
+                f"{planner.iso(floor)} were deleted by retention: ask for values at later "
+                "times (or for bucketed aggregates of whole UTC minutes or hours)",
+            )
         points = fetch_range(con, tag_ids, plan.start_ns, plan.end_ns, usable_only=True)
         prior = fetch_prior(con, tag_ids, plan.start_ns, good=True)
+        _prior_after_retention(con, tag_ids, plan.start_ns, prior, floors, good=True)
         following = fetch_following(con, tag_ids, plan.end_ns) if plan.following else None
     return plan.answer(points, prior, following)
+
+
+def _prior_after_retention(
+    con: duckdb.DuckDBPyConnection,
+    tag_ids: IdArray,
+    before_ns: int,
+    prior: Prior,
+    floors: npt.NDArray[np.int64],
+    *,
+    good: bool,
+) -> None:
+    """Where retention deleted a tag's raw points, the rollups remember its prior.
+
+    A raw prior older than the tag's floor (or none) may not be the last point: then the
+    latest rollup cell before the range has it.
+    """
+    if not len(floors) or int(floors.max()) == planner.NO_FLOOR:
+        return
+    kept = floors > planner.NO_FLOOR
+    need_last = kept & (~prior.has_last | (prior.last_ts < floors))
+    need_good = kept & good & (~prior.has_good | (prior.good_ts < floors))
+    picked = np.flatnonzero(need_last | need_good)
+    if not len(picked):
+        return
+    found = Prior.nothing(len(picked))
+    duckdb_rollup.prior_from_rollups(con, tag_ids[picked], before_ns, found, good=good)
+    planner.merge_prior(prior, found, picked, last=need_last[picked], good=need_good[picked])
 
 
 @contextlib.contextmanager

@@ -22,19 +22,31 @@ import numpy.typing as npt
 from shopfloor.server.historian import query
 from shopfloor.server.historian.aggregate import Following, Points, Prior
 from shopfloor.server.historian.pg_schema import decode_array
+from shopfloor.server.historian.planner import NO_FLOOR
 
 __all__ = ["Fetch", "Fetched"]
 
 _GOOD = "(quality & -1073741824) = 0 AND value <> 'NaN'::float8"
 """Usable points: severity Good (top two bits clear) and a number."""
 
+_EMPTY = (
+    "SELECT NULL::int4 AS tag_id, NULL::int8 AS ts, NULL::float8 AS value, "
+    "NULL::int4 AS quality WHERE false"
+)
+
 _IDS = "unnest(%(ids)s::int4[]) WITH ORDINALITY AS u(id, i)"
 
 _RANGE = (
     "SELECT array_agg(tag_id) AS r_tag, array_agg(ts) AS r_ts, array_agg(value) AS r_value, "
-    "array_agg(quality) AS r_quality FROM (SELECT tag_id, ts, value, quality "
-    "FROM points_between(%(ids)s::int4[], %(start)s::int8, %(end)s::int8){usable} "
-    "LIMIT %(limit)s) AS r"
+    "array_agg(quality) AS r_quality FROM ({source}{usable} LIMIT %(limit)s) AS r"
+)
+_BETWEEN = (
+    "SELECT tag_id, ts, value, quality "
+    "FROM points_between(%({ids})s::int4[], %({lo})s::int8, %({hi})s::int8)"
+)
+_FLOORS = (
+    "SELECT array_agg(tag_id) AS fl_tag, array_agg(floor_ns) AS fl_ns FROM raw_floor "
+    "WHERE tag_id = ANY(%(ids)s::int4[])"
 )
 _PRIOR_LAST = (
     "SELECT array_agg(u.i) AS l_i, array_agg(p.ts) AS l_ts, array_agg(p.value) AS l_value, "
@@ -62,6 +74,10 @@ class Fetched:
     points: Points
     prior: Prior | None
     following: Following | None
+    floors: npt.NDArray[np.int64]
+    """Per tag, when retention deleted its raw points before (``NO_FLOOR``: never)."""
+    rest: list[bytes | None]
+    """Cells of the row after those this fetch asked for (parts a caller appended)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +89,11 @@ class Fetch:
         prior_last: per tag, the last point of any quality before the range.
         prior_good: per tag, the last usable point before the range.
         following: per tag, the first usable point at or after the range's end.
+        ranges: read these ``(tag positions, start, end)`` stretches instead of the whole
+            range (a query answered partly from rollups); the prior is still before
+            ``start_ns``.
+        floors: also read, per tag, when retention deleted its raw points before
+            (:attr:`Fetched.floors`).
     """
 
     tag_ids: npt.NDArray[np.int64]
@@ -82,28 +103,47 @@ class Fetch:
     prior_last: bool = False
     prior_good: bool = False
     following: bool = False
+    ranges: tuple[tuple[npt.NDArray[np.intp], int, int], ...] | None = None
+    floors: bool = False
 
     def statement(self) -> str:
         """The one statement, its row a cell per array (only fixed SQL is formatted in)."""
-        parts = [_RANGE.format(usable=f" WHERE {_GOOD}" if self.usable_only else "")]
+        if self.ranges is None:
+            source = _BETWEEN.format(ids="ids", lo="start", hi="end")
+        else:
+            branches = [
+                _BETWEEN.format(ids=f"ids{i}", lo=f"lo{i}", hi=f"hi{i}")
+                for i in range(len(self.ranges))
+            ]
+            source = " UNION ALL ".join(branches) if branches else _EMPTY
+        usable = f" WHERE {_GOOD}" if self.usable_only else ""
+        if self.ranges is not None and usable:
+            source = f"SELECT * FROM ({source}) AS u"
+        parts = [_RANGE.format(source=source, usable=usable)]
         if self.prior_last:
             parts.append(_PRIOR_LAST)
         if self.prior_good:
             parts.append(_PRIOR_GOOD)
         if self.following:
             parts.append(_FOLLOWING)
+        if self.floors:
+            parts.append(_FLOORS)
         return "SELECT * FROM " + " CROSS JOIN ".join(
             f"({part}) AS q{i}" for i, part in enumerate(parts)
         )
 
     def params(self) -> dict[str, Any]:
         """The statement's bound parameters."""
-        return {
+        out: dict[str, Any] = {
             "ids": [int(i) for i in self.tag_ids],
             "start": int(self.start_ns),
             "end": int(self.end_ns),
             "limit": query.MAX_POINTS + 1,
         }
+        for i, (tags, lo, hi) in enumerate(self.ranges or ()):
+            out[f"ids{i}"] = [int(t) for t in self.tag_ids[tags]]
+            out[f"lo{i}"], out[f"hi{i}"] = int(lo), int(hi)
+        return out
 
     def decode(self, row: Sequence[bytes | None]) -> Fetched:
         """Decode the statement's row (numpy only, no object per point)."""
@@ -142,7 +182,12 @@ class Fetch:
             following.has[at] = True
             following.ts[at] = decode_array(cells[1], ">i8")
             following.value[at] = decode_array(cells[2], ">f8")
-        return Fetched(points, prior, following)
+            del cells[:3]
+        floors = np.full(n, NO_FLOOR, np.int64)
+        if self.floors:
+            floors[lut[decode_array(cells[0], ">i4")]] = decode_array(cells[1], ">i8")
+            del cells[:2]
+        return Fetched(points, prior, following, floors, cells)
 
 
 def _ordinal(raw: bytes | None) -> npt.NDArray[np.intp]:

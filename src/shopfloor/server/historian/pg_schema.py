@@ -53,7 +53,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
 """1: points (partitioned or hypertable), tags, latest, ingest_ledger, ingest_low_water.
 2: a new schema without TimescaleDB gets the blocks layout (:mod:`.pg_blocks`); every
-layout gets the reading functions ``points_between``, ``points_before``, ``points_after``."""
+layout gets the reading functions ``points_between``, ``points_before``, ``points_after``.
+The blocks layout also gets the rollup tables (:mod:`.pg_rollup`), created if missing."""
 
 DAY_NS = 86_400 * 10**9
 """One partition (or TimescaleDB chunk) per UTC day."""
@@ -152,6 +153,8 @@ async def open_schema(
             f"the historian in schema {schema_name} is {layout}; it cannot change layout"
         )
     await pg_blocks.create_functions(con, schema_name, blocks=layout == "blocks")
+    if layout == "blocks":  # only compaction (blocks) writes rollups
+        await create_rollups(con)
     async with con.transaction():
         await con.execute("DELETE FROM shopfloor_meta WHERE key IN ('schema_version', 'layout')")
         await con.execute(
@@ -269,6 +272,64 @@ async def create_partitions(
 def days_of(ts: Int64Array) -> set[int]:
     """The UTC day numbers that timestamps fall on (floored: before 1970 works too)."""
     return {int(d) for d in np.unique(ts // DAY_NS)}
+
+
+# --------------------------------------------------------------------------- rollups
+ROLLUP_TABLES = {60 * 10**9: "rollup_1m", 3600 * 10**9: "rollup_1h"}
+"""The rollup tables by width (:mod:`.pg_rollup`)."""
+
+ROLLUP_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("tag_id", "integer", ">i4"),
+    ("bucket", "bigint", ">i8"),
+    ("n", "integer", ">i4"),
+    ("pts", "integer", ">i4"),
+    ("bad", "integer", ">i4"),
+    ("dsum", "double precision", ">f8"),
+    ("m2", "double precision", ">f8"),
+    ("vmin", "double precision", ">f8"),
+    ("vmax", "double precision", ">f8"),
+    ("first_ts", "bigint", ">i8"),
+    ("first_v", "double precision", ">f8"),
+    ("last_ts", "bigint", ">i8"),
+    ("last_v", "double precision", ">f8"),
+    ("head_ts", "bigint", ">i8"),
+    ("hold", "double precision", ">f8"),
+    ("area", "double precision", ">f8"),
+    ("span_ns", "bigint", ">i8"),
+    ("rise", "double precision", ">f8"),
+)
+"""Columns of a rollup table: name, SQL type, binary (COPY and array) element type; the
+cell state of :mod:`~shopfloor.server.historian.rollup` (NaN, never NULL)."""
+
+_ROLLUP_COLUMNS = ", ".join(f"{name} {kind} NOT NULL" for name, kind, _ in ROLLUP_FIELDS)
+
+ROLLUP_DDL = (
+    *(
+        f"CREATE TABLE IF NOT EXISTS {table}({_ROLLUP_COLUMNS}, PRIMARY KEY (tag_id, bucket))"
+        for table in ROLLUP_TABLES.values()
+    ),
+    "CREATE TABLE IF NOT EXISTS rollup_todo(tag_id integer NOT NULL, block bigint NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS rollup_todo_tag_block ON rollup_todo(tag_id, block)",
+    "CREATE TABLE IF NOT EXISTS rollup_meta(key text PRIMARY KEY, value bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS raw_floor(tag_id integer PRIMARY KEY, floor_ns bigint NOT NULL)",
+)
+"""Rollups (blocks layout): the tables, ``rollup_todo`` (hours still to roll up),
+``rollup_meta`` and ``raw_floor`` (what retention deleted)."""
+
+
+async def create_rollups(con: psycopg.AsyncConnection[Any]) -> None:
+    """Create the rollup tables; a schema compacted before rollups existed gets every cold
+    hour queued in ``rollup_todo``, built by the next compaction passes."""
+    cur = await con.execute("SELECT to_regclass('rollup_1h') IS NULL")
+    row = await cur.fetchone()
+    new = bool(row and row[0])
+    async with con.transaction():
+        for statement in ROLLUP_DDL:
+            await con.execute(statement)
+        if new:
+            await con.execute(
+                "INSERT INTO rollup_todo SELECT DISTINCT tag_id, block FROM points_cold"
+            )
 
 
 # ------------------------------------------------------------------------ COPY codec

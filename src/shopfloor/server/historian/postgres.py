@@ -44,7 +44,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
 from shopfloor.model import PointBatch, TagMeta, now_ns
-from shopfloor.server.historian import pg_fetch, pg_schema, query, schema
+from shopfloor.server.historian import (
+    pg_disk_usage,
+    pg_fetch,
+    pg_rollup,
+    pg_schema,
+    query,
+    schema,
+)
 from shopfloor.server.historian.aggregate import Points
 from shopfloor.server.historian.base import (
     Aggregate,
@@ -55,8 +62,10 @@ from shopfloor.server.historian.base import (
     WriteReceipt,
 )
 from shopfloor.server.historian.compaction import CompactionReport
+from shopfloor.server.historian.disk_usage import StorageReport, retention_summary
 from shopfloor.server.historian.ledger import Ledger
 from shopfloor.server.historian.pg_compaction import PgCompactor
+from shopfloor.server.historian.pg_retention import PgRetention
 from shopfloor.server.historian.pg_writer import (
     AckWrite,
     Flush,
@@ -66,6 +75,10 @@ from shopfloor.server.historian.pg_writer import (
     Stop,
     WriteBatch,
 )
+from shopfloor.server.historian.planner import RollupUse
+from shopfloor.server.historian.retention_loop import RetentionReport
+from shopfloor.server.historian.retention_policy import RetentionPolicy
+from shopfloor.server.historian.rollup import RollupSettings
 
 if TYPE_CHECKING:
     from shopfloor.server.historian.base import Historian
@@ -186,6 +199,12 @@ class PostgresHistorian:
             :mod:`~shopfloor.server.historian.pg_compaction`.
         compaction_grace_s: an hour is compacted this long after it ended.
         compaction_chunk_rows: the most points one compaction statement moves.
+        retention: raw and rollup retention and the disk budget, enforced every
+            ``retention.interval_s`` (None: keep everything); see
+            :mod:`~shopfloor.server.historian.pg_retention`.
+        rollups: 1-minute and 1-hour rollups, written by compaction (blocks layout),
+            answering bucketed queries of whole UTC minutes or hours exactly (default:
+            on); see :mod:`~shopfloor.server.historian.pg_rollup`.
     """
 
     def __init__(
@@ -206,6 +225,8 @@ class PostgresHistorian:
         compaction_interval_s: float | None = 600.0,
         compaction_grace_s: float = 600.0,
         compaction_chunk_rows: int = 1_000_000,
+        retention: RetentionPolicy | None = None,
+        rollups: RollupSettings | None = None,
     ) -> None:
         if compaction_chunk_rows <= 0 or compaction_grace_s < 0:
             raise ValueError("compaction_chunk_rows must be > 0, compaction_grace_s >= 0")
@@ -248,8 +269,22 @@ class PostgresHistorian:
             interval_s=compaction_interval_s,
             grace_ns=int(compaction_grace_s * 1e9),
             chunk_points=compaction_chunk_rows,
+            rollups=rollups,
         )
+        self.rollup_use = RollupUse()
+        """How many queries rollups answered."""
+        self._rollups = self.rollup_use if rollups is None or rollups.enabled else None
         self._compaction: asyncio.Task[None] | None = None
+        self._retention = PgRetention(
+            retention or RetentionPolicy(),
+            connect=self._connect_reader,
+            schema_name=schema,
+            layout=lambda: self.layout,
+            tag_ids=lambda: self._writer.snapshot.catalog.ids,
+            partition_dropped=self._partition_dropped,
+            clock=clock,
+        )
+        self._clock = clock
         self._state = _State.NEW
         self._pending = 0
         self._space_waiters: list[asyncio.Future[None]] = []
@@ -313,6 +348,7 @@ class PostgresHistorian:
             self._compaction = asyncio.create_task(
                 self._compactor.run(), name="historian-pg-compaction"
             )
+        self._retention.start()
         self._state = _State.RUNNING
 
     async def close(self) -> None:
@@ -332,6 +368,7 @@ class PostgresHistorian:
         self._state = _State.CLOSING
         self._wake_writers()
         try:
+            await self._retention.close()
             if self._compaction is not None:  # a statement in flight is rolled back
                 self._compaction.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -425,6 +462,46 @@ class PostgresHistorian:
         if self.layout != "blocks":
             return CompactionReport(0, 0, 0, 0.0, 0.0)
         return await self._compactor.compact()
+
+    async def apply_retention(self) -> RetentionReport:
+        """Apply retention and the disk budget now; done by itself every interval.
+
+        Raises:
+            HistorianError: a statement failed (earlier ones stay done).
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        return await self._retention.apply()
+
+    async def storage_report(self) -> StorageReport:
+        """What the history holds and takes on disk, per tag and table.
+
+        Raises:
+            HistorianError: a query failed.
+            ShutdownError: the historian is closing or closed.
+        """
+        self._require_running()
+        ids = dict(self._writer.snapshot.catalog.ids)
+        loop = self._retention.loop
+        summary = retention_summary(loop.policy, loop.counters)
+        try:
+            async with self._readers.connection() as con:
+                return await pg_disk_usage.measure(
+                    con,
+                    schema_name=self._schema,
+                    layout=self.layout,
+                    ids=ids,
+                    measured_ns=self._clock(),
+                    retention=summary,
+                )
+        except psycopg.Error as err:
+            raise HistorianError(f"measuring the historian's storage failed: {err}") from err
+
+    def _partition_dropped(self, day: int) -> None:
+        """Retention dropped a daily partition: the writer creates it again if needed."""
+        partitions = self._writer._partitions  # the writer's cache of attached partitions
+        if partitions is not None:
+            partitions.discard(day)
 
     async def _reserve(self, n: int) -> None:
         """Wait until ``n`` more rows fit under the pending bound, then count them in."""
@@ -574,18 +651,10 @@ class PostgresHistorian:
         return await self._answer_buckets(self._tag_ids(plan.paths), plan)
 
     async def _answer_buckets(self, ids: npt.NDArray[np.int64], plan: query.BucketPlan) -> pa.Table:
-        if plan.empty:
-            return plan.empty_answer()
-        fetch = pg_fetch.Fetch(
-            ids, plan.start_ns, plan.end_ns, prior_last=plan.prior_last, prior_good=plan.prior_good
+        blocks = self.layout == "blocks"
+        return await pg_rollup.answer_buckets(
+            self._readers.connection, ids, plan, rollups=self._rollups, blocks=blocks
         )
-        row = await self._query(fetch.statement(), fetch.params())
-
-        def answer() -> pa.Table:
-            fetched = fetch.decode(row)
-            return plan.answer(fetched.points, fetched.prior)
-
-        return await asyncio.to_thread(answer)
 
     async def read_at(
         self,
@@ -657,12 +726,16 @@ class PostgresHistorian:
     def stats(self) -> HistorianStats:
         """Counters for status lines; cheap, never blocks."""
         w = self._writer
+        kept = self._retention.loop.counters
         return HistorianStats(
             points_written=w.points_written,
             points_pending=self._pending,
             tags=len(w.snapshot.catalog.ids),
             flushes=w.flushes,
             last_flush_ms=w.last_flush_ms,
+            retention_deleted_points=kept.deleted_points,
+            budget_evictions=kept.budget_evictions,
+            storage_used_bytes=-1 if kept.used_bytes is None else kept.used_bytes,
         )
 
     def _tag_ids(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:

@@ -141,7 +141,10 @@ class BucketPlan:
 
     def answer(self, points: Points, prior: Prior | None) -> pa.Table:
         """The plan's result table from fetched points."""
-        summary = self.summarize(points, prior)
+        return self.table(self.summarize(points, prior))
+
+    def table(self, summary: Summary) -> pa.Table:
+        """The plan's result table from its aggregates (however they were computed)."""
         return self._buckets_table(summary) if self.dense else self._legacy_table(summary)
 
     def _buckets_table(self, summary: Summary) -> pa.Table:

@@ -10,6 +10,9 @@ tag by tag, which tightens them further and compresses better still.
 ``latest`` holds one row per tag, written in the same transaction as the points, so the
 last value of every tag survives a restart without scanning ``points``.
 
+``rollup_1m``, ``rollup_1h`` and ``rollup_meta`` hold the rollups that answer long
+ranges without reading every point (:mod:`~shopfloor.server.historian.duckdb_rollup`).
+
 ``ingest_ledger`` holds one row per batch an edge delivered, ``(edge, seq, points,
 committed_at)``, written in the same transaction as that batch's points: a crash leaves
 both or neither. ``ingest_low_water`` holds per edge the mark at or below which every seq
@@ -28,12 +31,15 @@ import duckdb
 import pyarrow as pa
 
 from shopfloor.model import DataType, TagMeta
+from shopfloor.server.historian import duckdb_rollup
 from shopfloor.server.historian.base import Aggregate
 from shopfloor.server.historian.compaction import TODO_DDL
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: points, tags, latest. 2: adds ingest_ledger and ingest_low_water (created if missing).
-3: adds compaction_todo (created if missing, then filled from points; see compaction.py)."""
+3: adds compaction_todo (created if missing, then filled from points; see compaction.py).
+4: adds rollup_1m, rollup_1h, rollup_meta and compaction_todo.hour (see duckdb_rollup.py;
+the first refresh rolls up every stored point)."""
 
 POINTS_DDL = (
     "CREATE TABLE IF NOT EXISTS points("
@@ -59,6 +65,7 @@ DDL = (
     "committed_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ingest_low_water(edge VARCHAR NOT NULL, low_water BIGINT NOT NULL)",
     TODO_DDL,
+    *duckdb_rollup.DDL,
 )
 
 LEDGER_SCHEMA = pa.schema(

@@ -48,6 +48,7 @@ from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32A
 from shopfloor.server.historian import compaction, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
+from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ class Writer:
             when asked, by :class:`Compact`).
         compaction_grace_s: a day is closed this long after it ended (late points).
         compaction_chunk_rows: the most points one compaction transaction rewrites.
+        rollups: whether and how often the compaction worker refreshes the rollups.
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class Writer:
         compaction_interval_s: float | None = 600.0,
         compaction_grace_s: float = 600.0,
         compaction_chunk_rows: int = 1_000_000,
+        rollups: RollupSettings | None = None,
     ) -> None:
         self._path = path
         self._flush_interval_s = flush_interval_s
@@ -202,6 +205,7 @@ class Writer:
             chunk_rows=compaction_chunk_rows,
             clock=clock,
             post=self.submit,
+            rollups=rollups,
         )
         self._todo_touched: list[tuple[int, int]] = []  # pairs of the commit in progress
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
