@@ -73,7 +73,7 @@ def test_partition_then_blackhole_past_the_keepalive_window(rig: Rig, broker: Mo
     assert counts.durable_batches > 50
 
 
-def test_flapping_link_through_200_reconnects(rig: Rig, broker: Mosquitto) -> None:
+def test_flapping_link_through_100_reconnects(rig: Rig, broker: Mosquitto) -> None:
     with FaultProxy(broker.port) as proxy, rig.server() as server:
         edge_config(rig, proxy, speed=120, retry_max="100ms")
         with edge_process(rig.edge_dir, rig.health_port) as edge:
@@ -84,23 +84,25 @@ def test_flapping_link_through_200_reconnects(rig: Rig, broker: Mosquitto) -> No
             rss_start = edge.rss_kib()
             acked_start = edge.health()["buffer"]["acked_points"]
             seqs = [edge.health()["buffer"]["next_seq"]]
-            while proxy.stats().reconnects < 200 or proxy.stats().flaps < 200:
+            # 100, not the HTTP suite's 200: each MQTT reconnect is a handshake, a
+            # subscription and a 0.2 s backoff (~0.4 s a flap); 200 would cost 90 s of CI
+            while proxy.stats().reconnects < 100 or proxy.stats().flaps < 100:
                 time.sleep(0.5)
                 seqs.append(edge.health()["buffer"]["next_seq"])
-                assert len(seqs) < 360, "200 reconnects within three minutes"
+                assert len(seqs) < 240, "100 reconnects within two minutes"
             rss_end = edge.rss_kib()
             flapped = proxy.stats()
             acked_during = edge.health()["buffer"]["acked_points"] - acked_start
             logger.info("flapped: %s; %d points committed while flapping", flapped, acked_during)
             logger.info("edge RSS %d KiB → %d KiB", rss_start, rss_end)
             counts = finish(rig, edge, server, proxy)
-    assert flapped.cut_fin >= 200
+    assert flapped.cut_fin >= 100
     assert acked_during > 0, "batches got through between the flaps"
     assert seqs == sorted(seqs), "one outbox: its seq never went back"
     assert seqs[-1] > seqs[0]
     assert outbox_identity(rig.outbox) == identity, "the outbox was never re-created"
     assert rss_end - rss_start < 4 * 1024, f"RSS {rss_start} KiB → {rss_end} KiB"
-    assert counts.durable_batches > 100
+    assert counts.durable_batches > 50
 
 
 def test_server_sigkilled_mid_commit_again_and_again(rig: Rig, broker: Mosquitto) -> None:

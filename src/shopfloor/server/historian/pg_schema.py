@@ -179,6 +179,11 @@ async def take_writer_lock(con: psycopg.AsyncConnection[Any], schema_name: str) 
     return bool(row and row[0])
 
 
+async def release_writer_lock(con: psycopg.AsyncConnection[Any], schema_name: str) -> None:
+    """Give the writer lock back now, rather than when the server reaps the session."""
+    await con.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [LOCK_CLASS, schema_name])
+
+
 async def _existing_layout(con: psycopg.AsyncConnection[Any], schema_name: str) -> Layout | None:
     cur = await con.execute(
         "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -109,6 +109,8 @@ Write = WriteBatch | AckWrite
 
 
 _COMMIT_ERRORS = (psycopg.Error, HistorianError, pa.ArrowException, ValueError)
+_LOCK_RETRIES, _LOCK_RETRY_S = 20, 0.1
+"""A writer lock still held at open is tried again for up to 2 s before it is refused."""
 """What a failed commit raises; it fails the commit's writes, never the writer."""
 
 
@@ -253,6 +255,11 @@ class PgWriter:
             # an answered write must survive a server crash, whatever the server's default
             await con.execute("SET synchronous_commit TO on")
             locked = await pg_schema.take_writer_lock(con, self._schema)
+            for _ in range(_LOCK_RETRIES):  # a writer that just went away may still hold it
+                if locked:
+                    break
+                await asyncio.sleep(_LOCK_RETRY_S)
+                locked = await pg_schema.take_writer_lock(con, self._schema)
         except psycopg.Error as err:
             await con.close()
             raise HistorianError(f"cannot take the historian writer lock: {err}") from err
@@ -443,6 +450,11 @@ class PgWriter:
         con, self._con = self._con, None
         if con is not None:
             try:
+                # Released on the server before close returns: a backend exits (and lets
+                # go of its session locks) only some time after its client hung up, and a
+                # historian opened right after this one must not find the lock still held.
+                if not con.closed:
+                    await pg_schema.release_writer_lock(con, self._schema)
                 await con.close()
             except psycopg.Error:
                 logger.exception("closing the historian connection failed")

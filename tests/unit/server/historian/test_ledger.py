@@ -99,7 +99,7 @@ def _table_ledger(rows: list[tuple[str, int, int]], now: int, *, max_gaps: int) 
     now_minute=st.integers(0, 4 * 24 * 60),
     max_gaps=st.sampled_from([2, 3, 1000]),
 )
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 def test_rebuilt_from_the_table_never_forgets_an_applied_batch(
     commits: list[tuple[str, int, int]], now_minute: int, max_gaps: int
 ) -> None:
