@@ -67,6 +67,7 @@ def test_server_sigkilled_mid_commit_again_and_again(rig: Rig, coalesce_points: 
             wait_until(lambda: edge.health()["uplink"]["acked_batches"] > 5, "first commits")
             first.proc.kill()  # SIGKILL, whatever the historian is doing
             first.proc.wait(10)
+            time.sleep(3)  # down longer than the 2 s live lane: a backlog to coalesce
             committed = assert_whole_batches_only(rig.db)
             for _ in range(kills - 1):
                 acked = edge.health()["uplink"]["acked_batches"]
