@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+from shopfloor.testing.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -85,13 +86,6 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -105,7 +99,7 @@ def demo_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     One demo serves every test of this module: the pages only read from it.
     """
-    port = _free_port()
+    port = free_port()
     tmp_path = tmp_path_factory.mktemp("demo")
     data_dir = tmp_path / "data"
     data_dir.mkdir()
