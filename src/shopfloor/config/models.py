@@ -27,6 +27,7 @@ from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.config.retention import RetentionSection
+from shopfloor.config.upkeep import CompactionSection, RollupsSection
 from shopfloor.errors import ConfigError
 
 __all__ = ["ShopfloorConfig", "parse_duration_s"]
@@ -154,6 +155,14 @@ class _HistorianWriterSection(_Section):
     retention: RetentionSection = Field(
         default_factory=RetentionSection,
         description="How long history is kept and how much disk it may use.",
+    )
+    compaction: CompactionSection = Field(
+        default_factory=CompactionSection,
+        description="Rewriting closed time ranges sorted by tag and time.",
+    )
+    rollups: RollupsSection = Field(
+        default_factory=RollupsSection,
+        description="1-minute and 1-hour rollups for long-range queries.",
     )
 
 

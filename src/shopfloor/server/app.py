@@ -31,6 +31,7 @@ from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.historian.retention_policy import policy_of
+from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
@@ -56,6 +57,16 @@ def build_historian(config: ShopfloorConfig) -> Historian:
         ConfigError: the PostgreSQL password's variable is unset or its file unreadable.
     """
     section = config.historian
+    upkeep: dict[str, Any] = {
+        "compaction_interval_s": section.compaction.interval_s,
+        "compaction_grace_s": section.compaction.grace_s,
+        "rollups": RollupSettings(
+            enabled=section.rollups.enabled,
+            interval_s=section.rollups.interval_s,
+            grace_s=section.rollups.grace_s,
+        ),
+        "retention": policy_of(section.retention),
+    }
     if isinstance(section, PostgresHistorianSection):
         return PostgresHistorian(
             section.connection_string(),
@@ -69,7 +80,7 @@ def build_historian(config: ShopfloorConfig) -> Historian:
             ledger_prune_interval_s=section.ledger_prune_interval_s,
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
-            retention=policy_of(section.retention),
+            **upkeep,
         )
     return DuckDBHistorian(
         section.path,
@@ -79,7 +90,7 @@ def build_historian(config: ShopfloorConfig) -> Historian:
         max_pending_rows=section.max_pending_rows,
         ack_delay_s=section.ack_delay_s,
         ledger_retention_s=section.ledger_retention_s,
-        retention=policy_of(section.retention),
+        **upkeep,
     )
 
 

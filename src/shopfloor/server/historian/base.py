@@ -84,7 +84,8 @@ class HistorianStats:
     :mod:`~shopfloor.server.historian.retention_loop`): ``retention_deleted_points`` raw
     points past their retention, ``budget_evictions`` whole days evicted for the disk
     budget, ``storage_used_bytes`` what the budget counted at the last pass (-1: not
-    measured yet).
+    measured yet); ``compacted_points`` and ``rollup_rows`` what compaction rewrote and
+    rolled up.
     """
 
     points_written: int
@@ -95,6 +96,8 @@ class HistorianStats:
     retention_deleted_points: int = 0
     budget_evictions: int = 0
     storage_used_bytes: int = -1
+    compacted_points: int = 0
+    rollup_rows: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,21 @@ class CompactionReport:
     rollup_steps: int = 0
 
 
+@dataclass(slots=True)
+class CompactionTotals:
+    """What compaction did since the historian started (for ``/healthz``; both backends)."""
+
+    points: int = 0
+    """Points rewritten (DuckDB) or moved into compact blocks (PostgreSQL)."""
+    rollup_rows: int = 0
+    """Rollup rows (1-minute and 1-hour) written."""
+
+    def add(self, report: CompactionReport) -> None:
+        """Count one finished pass."""
+        self.points += report.points
+        self.rollup_rows += report.rollup_rows
+
+
 def floor_range(ts: Int64Array) -> Int64Array:
     """The start of each timestamp's UTC day (floored: before 1970 too)."""
     starts: Int64Array = ts - ts % RANGE_NS  # numpy's % takes the divisor's sign
@@ -462,6 +477,7 @@ class Compactor:
         self._served: list[Future[CompactionReport]] = []  # for the pass running
         self._failing = False
         self.todo = Todo()
+        self.totals = CompactionTotals()
 
     def open(self, con: duckdb.DuckDBPyConnection, *, seed: bool, checkpoints: bool) -> None:
         """Load the pairs (see :func:`load_todo`); ``checkpoints``: a file, not memory."""
@@ -571,6 +587,7 @@ class Compactor:
                     "historian compaction failed (that chunk changed nothing): %s", failure
                 )
         elif report.steps or report.rollup_steps:
+            self.totals.add(report)
             if self._failing:
                 self._failing = False
                 logger.info("historian compaction works again")

@@ -610,6 +610,7 @@ class DuckDBHistorian:
         """Counters for status lines; cheap, never blocks."""
         w = self._writer
         kept = self._retention.loop.counters
+        done = self._writer.compaction_totals
         return HistorianStats(
             points_written=w.points_written,
             points_pending=self._pending,
@@ -619,6 +620,8 @@ class DuckDBHistorian:
             retention_deleted_points=kept.deleted_points,
             budget_evictions=kept.budget_evictions,
             storage_used_bytes=-1 if kept.used_bytes is None else kept.used_bytes,
+            compacted_points=done.points,
+            rollup_rows=done.rollup_rows,
         )
 
     def _tag_ids(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:

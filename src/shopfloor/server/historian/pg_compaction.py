@@ -46,7 +46,7 @@ import pyarrow as pa
 from shopfloor.errors import HistorianError
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian import pg_blocks, pg_rollup, pg_schema
-from shopfloor.server.historian.compaction import CompactionReport
+from shopfloor.server.historian.compaction import CompactionReport, CompactionTotals
 from shopfloor.server.historian.pg_blocks import BLOCK_NS
 from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.historian.writer import sort_order
@@ -221,6 +221,7 @@ class PgCompactor:
         self._con: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
         self._failing = False
+        self.totals = CompactionTotals()
 
     async def run(self) -> None:
         """Compact every ``interval_s`` until cancelled; a failure is logged, not fatal."""
@@ -288,6 +289,7 @@ class PgCompactor:
                 rollup_rows=rollup_rows,
                 rollup_steps=rollup_steps,
             )
+            self.totals.add(report)
             if steps:
                 logger.info(
                     "historian compaction: %d points into %d blocks in %.1f s",

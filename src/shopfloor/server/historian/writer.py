@@ -238,6 +238,11 @@ class Writer:
 
     # ------------------------------------------------------------ called from the loop
     @property
+    def compaction_totals(self) -> compaction.CompactionTotals:
+        """What compaction and rollups wrote since start."""
+        return self._compactor.totals
+
+    @property
     def thread(self) -> threading.Thread | None:
         """The writer thread once started (joined by the historian's close)."""
         return self._thread
