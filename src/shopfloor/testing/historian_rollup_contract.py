@@ -155,23 +155,15 @@ async def _ask(h: Any, queries: Sequence[Query]) -> list[pa.Table]:
     ]
 
 
-def _same(got: pa.Table, want: pa.Table, what: str, *, raw_engine: bool = False) -> None:
-    """Equal tables: nulls and integers exactly, floats to 1e-9 relative.
-
-    ``raw_engine``: ``want`` comes from the raw engine, whose stddev of ``offset`` (1e9
-    plus 1e-3 of noise) is off by about 1e-8 (it subtracts a mean summed from values of
-    1e9); rollups keep sums relative to a value of the cell and get it exact, so that
-    column is checked against the exact reference instead (:func:`_check_reference`).
-    """
+def _same(got: pa.Table, want: pa.Table, what: str) -> None:
+    """Equal tables: nulls and integers exactly, floats to 1e-9 relative (the stddev of
+    ``offset``, 1e9 plus 1e-3 of noise, included: both engines keep it exact)."""
     assert got.column_names == want.column_names, what
     assert got.num_rows == want.num_rows, what
-    offset = np.array(got.column("path").to_pylist(), dtype=object) == OFFSET
     for name in got.column_names:
         a, b = got.column(name).to_pylist(), want.column(name).to_pylist()
         assert [x is None for x in a] == [y is None for y in b], (what, name)
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            if raw_engine and name == "stddev" and offset[i]:
-                continue
             if isinstance(x, float) and isinstance(y, float):
                 assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12), (what, name, i, x, y)
             else:
@@ -268,7 +260,7 @@ class RollupContract:
             raw = await _ask(h, QUERIES)
             assert h.rollup_use.queries == 0
         for query, got, want in zip(QUERIES, served, raw, strict=True):
-            _same(got, want, f"{query}", raw_engine=True)
+            _same(got, want, f"{query}")
         for query, got in zip(QUERIES[:4], served, strict=False):
             _check_reference(got, data, query)
 
@@ -319,7 +311,7 @@ class RollupContract:
             with_new = await _ask(h, [query])
         async with _running(store, rollups=RollupSettings(enabled=False)) as h:
             raw = await _ask(h, [query])
-        _same(with_new[0], raw[0], "tail", raw_engine=True)
+        _same(with_new[0], raw[0], "tail")
         assert served[0].num_rows == raw[0].num_rows
 
     async def test_deleted_raw_points_are_answered_from_rollups_or_refused(

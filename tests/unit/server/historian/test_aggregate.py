@@ -7,6 +7,8 @@ works out for itself what lies before the range; the engine gets what a backend 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -380,3 +382,33 @@ def test_random_interpolation_matches_the_reference(
         np.testing.assert_allclose(
             column.values[got][ok], [w for w in want if w is not None], rtol=1e-9, atol=1e-9
         )
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_stddev_of_a_large_offset_is_exact_however_the_points_arrive(order: str) -> None:
+    """1e9 plus 1e-3 of noise: the spread lives in the last digits of the values."""
+    rng = np.random.default_rng(21)
+    ts = T0 + np.arange(900, dtype=np.int64) * SECOND
+    values = 1e9 + rng.normal(0.0, 1e-3, len(ts))
+    rows: Rows = [(0, int(t), float(v), 0) for t, v in zip(ts, values, strict=True)]
+    start, end = T0, T0 + 900 * SECOND
+    points, prior = fetched(rows, 1, start, end, order)
+    buckets = make_buckets(start, end, 5 * MINUTE)
+    got = (
+        summarize(
+            points,
+            buckets,
+            n_tags=1,
+            start_ns=start,
+            end_ns=end,
+            aggregates=[Aggregate.STDDEV],
+            prior=prior,
+        )
+        .columns[Aggregate.STDDEV]
+        .values
+    )
+    for b in range(3):
+        exact = [Fraction(v) for v in values[b * 300 : (b + 1) * 300]]
+        mean = sum(exact) / len(exact)
+        want = math.sqrt(sum((x - mean) ** 2 for x in exact) / (len(exact) - 1))
+        assert math.isclose(float(got[b]), want, rel_tol=1e-12), (b, float(got[b]), want)
