@@ -17,6 +17,8 @@ user's own words with the key and line.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shopfloor.config.durations import parse_duration_s
@@ -24,19 +26,41 @@ from shopfloor.config.durations import parse_duration_s
 __all__ = ["CompactionSection", "RollupsSection"]
 
 
-def _duration(value: str, *, low_s: float, high_s: float) -> str:
-    seconds = parse_duration_s(value)
-    if not low_s <= seconds <= high_s:
-        raise ValueError(f"must be between {low_s:g}s and {high_s / 86400:g}d, got {value!r}")
-    return value
+class _Periodic(BaseModel):
+    """A job that runs every ``interval`` on ranges closed ``grace`` ago."""
 
-
-class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    longest_grace_s: ClassVar[float] = 86400.0
+
+    interval: str
+    grace: str
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not 1 <= parse_duration_s(value) <= 86400:
+            raise ValueError(f"must be between 1s and 1d, got {value!r}")
+        return value
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        if not 0 <= parse_duration_s(value) <= cls.longest_grace_s:
+            raise ValueError(
+                f"must be between 0s and {cls.longest_grace_s / 86400:g}d, got {value!r}"
+            )
+        return value
+
+    @property
+    def grace_s(self) -> float:
+        """``grace`` in seconds."""
+        return parse_duration_s(self.grace)
 
 
-class CompactionSection(_Section):
+class CompactionSection(_Periodic):
     """Rewriting closed time ranges sorted by tag and time: most of the disk saving."""
+
+    longest_grace_s: ClassVar[float] = 7 * 86400.0
 
     enabled: bool = Field(
         True,
@@ -52,28 +76,13 @@ class CompactionSection(_Section):
         "later still land, in the uncompacted part.",
     )
 
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, value: str) -> str:
-        return _duration(value, low_s=1, high_s=86400)
-
-    @field_validator("grace")
-    @classmethod
-    def _grace(cls, value: str) -> str:
-        return _duration(value, low_s=0, high_s=7 * 86400)
-
     @property
     def interval_s(self) -> float | None:
         """Seconds between passes; None when compaction is off."""
         return parse_duration_s(self.interval) if self.enabled else None
 
-    @property
-    def grace_s(self) -> float:
-        """``grace`` in seconds."""
-        return parse_duration_s(self.grace)
 
-
-class RollupsSection(_Section):
+class RollupsSection(_Periodic):
     """1-minute and 1-hour rollups that answer long-range queries exactly."""
 
     enabled: bool = Field(
@@ -88,22 +97,7 @@ class RollupsSection(_Section):
         "arriving later refreshes its hour at the next pass.",
     )
 
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, value: str) -> str:
-        return _duration(value, low_s=1, high_s=86400)
-
-    @field_validator("grace")
-    @classmethod
-    def _grace(cls, value: str) -> str:
-        return _duration(value, low_s=0, high_s=86400)
-
     @property
     def interval_s(self) -> float:
         """``interval`` in seconds."""
         return parse_duration_s(self.interval)
-
-    @property
-    def grace_s(self) -> float:
-        """``grace`` in seconds."""
-        return parse_duration_s(self.grace)

@@ -189,7 +189,15 @@ class QueryContract:
             )
             mine = rows_of(together, path)
             for name in ["ts", *NAMES, "bad"]:
-                assert mine.column(name).to_pylist() == alone.column(name).to_pylist(), name
+                got, want = mine.column(name).to_pylist(), alone.column(name).to_pylist()
+                # a tag whose every hour awaits its rollups is read raw when alone and
+                # beside rollups of others together: the same sums, in another order
+                assert len(got) == len(want), name
+                for x, y in zip(got, want, strict=True):
+                    same = x == y or (
+                        isinstance(x, float) and isinstance(y, float) and math.isclose(x, y)
+                    )
+                    assert same, (name, x, y)
 
     @pytest.mark.parametrize(("tz", "day", "hours"), DST_DAYS)
     async def test_a_daily_bucket_runs_local_midnight_to_midnight_across_dst(

@@ -44,6 +44,7 @@ from shopfloor.server.historian.planner import (
     NO_FLOOR,
     Parts,
     RollupSpan,
+    all_raw,
     check_raw_floor,
     drop_stale,
     raw_ranges,
@@ -513,6 +514,8 @@ def read_parts(
     stale_tag = lut[np.array([m[1] for m in marks], np.int64)] if marks else np.zeros(0, np.intp)
     ranges = raw_ranges(plan, chosen, stale_tag, stale_hour)
     check_raw_floor(ranges, floors, plan.paths)
+    if all_raw(plan, ranges):  # every hour stale (a day of late points): the raw path
+        return None
     table = con.sql(
         f"SELECT {_SELECT} FROM {TABLES[chosen.level]} WHERE list_contains($ids, tag_id) "
         "AND bucket >= $lo AND bucket < $hi",

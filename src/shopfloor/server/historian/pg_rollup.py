@@ -43,6 +43,7 @@ from shopfloor.server.historian.planner import (
     RawRange,
     RollupSpan,
     RollupUse,
+    all_raw,
     check_raw_floor,
     drop_stale,
     merge_prior,
@@ -473,6 +474,8 @@ async def read_parts(
         keep = (stale_hour + HOUR_NS > chosen.start) & (stale_hour < chosen.end)
         stale_tag, stale_hour = stale_tag[keep], stale_hour[keep]
         ranges = raw_ranges(plan, chosen, stale_tag, stale_hour)
+        if not meta[2] and all_raw(plan, ranges):  # all stale, no raw deleted: the raw path
+            return None
         fetch = Fetch(
             tag_ids,
             plan.start_ns,

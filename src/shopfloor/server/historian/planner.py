@@ -47,6 +47,7 @@ __all__ = [
     "RawRange",
     "RollupSpan",
     "RollupUse",
+    "all_raw",
     "answer",
     "check_raw_floor",
     "drop_stale",
@@ -154,18 +155,43 @@ def raw_ranges(
     """The raw stretches a query needs besides rollups of ``covered``.
 
     The ends before and after ``covered`` for every tag, and each stale hour (inside
-    ``covered``) for its tags only.
+    ``covered``) for its tags only. Touching stretches of the same tags are one stretch:
+    a day of late points is one read, not 24.
     """
     every = np.arange(len(plan.paths), dtype=np.intp)
     out = []
     if plan.start_ns < covered.start:
         out.append(RawRange(plan.start_ns, covered.start, every))
-    if covered.end < plan.end_ns:
-        out.append(RawRange(covered.end, plan.end_ns, every))
     for hour in np.unique(stale_hour).tolist():
         lo, hi = max(hour, covered.start), min(hour + HOUR_NS, covered.end)
         if lo < hi:
             out.append(RawRange(lo, hi, np.unique(stale_tag[stale_hour == hour])))
+    if covered.end < plan.end_ns:
+        out.append(RawRange(covered.end, plan.end_ns, every))
+    return _joined(out)
+
+
+def all_raw(plan: BucketPlan, ranges: Sequence[RawRange]) -> bool:
+    """Whether ``ranges`` are the whole query for every tag: rollups would add nothing."""
+    if len(ranges) != 1:
+        return False
+    (only,) = ranges
+    return (
+        only.start <= plan.start_ns
+        and only.end >= plan.end_ns
+        and len(only.tags) == len(plan.paths)
+    )
+
+
+def _joined(ranges: list[RawRange]) -> list[RawRange]:
+    """Time-ordered stretches with each run of touching ones of equal tags made one."""
+    out: list[RawRange] = []
+    for r in ranges:
+        last = out[-1] if out else None
+        if last is not None and last.end == r.start and np.array_equal(last.tags, r.tags):
+            out[-1] = RawRange(last.start, r.end, last.tags)
+        else:
+            out.append(r)
     return out
 
 

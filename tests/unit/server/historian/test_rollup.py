@@ -238,7 +238,24 @@ def test_the_ragged_ends_and_stale_hours_come_from_raw_points() -> None:
     got = [(r.start, r.end, r.tags.tolist()) for r in ranges]
     assert got == [
         (start, T0 + HOUR_NS, [0, 1]),
-        (T0 + 5 * HOUR_NS, end, [0, 1]),
         (T0 + 2 * HOUR_NS, T0 + 3 * HOUR_NS, [1]),
         (T0 + 3 * HOUR_NS, T0 + 4 * HOUR_NS, [0, 1]),
+        (T0 + 5 * HOUR_NS, end, [0, 1]),
     ]
+    assert not planner.all_raw(plan, ranges)
+
+
+def test_touching_stale_hours_of_the_same_tags_are_one_read() -> None:
+    start, end = T0 + 100, T0 + 5 * HOUR_NS + 7
+    plan = _plan(start, end, HOUR_NS, None)
+    (span, _) = planner.spans(plan)
+    hours = T0 + np.arange(1, 5, dtype=np.int64) * HOUR_NS
+    one_tag = planner.raw_ranges(plan, span, np.ones(4, np.intp), hours)
+    assert [(r.start, r.end, r.tags.tolist()) for r in one_tag] == [
+        (start, T0 + HOUR_NS, [0, 1]),
+        (T0 + HOUR_NS, T0 + 5 * HOUR_NS, [1]),
+        (T0 + 5 * HOUR_NS, end, [0, 1]),
+    ]
+    both = planner.raw_ranges(plan, span, np.tile([0, 1], 4), np.repeat(hours, 2))
+    assert [(r.start, r.end, r.tags.tolist()) for r in both] == [(start, end, [0, 1])]
+    assert planner.all_raw(plan, both)
