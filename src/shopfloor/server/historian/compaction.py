@@ -373,9 +373,11 @@ def run_pass(
     post: Callable[[ChunkDone | PassDone], None],
     stop: threading.Event,
     rollup_target: int | None = None,
+    rollup_chunk_rows: int | None = None,
 ) -> None:
     """Compact ``work`` (days and their pending tags) chunk by chunk, on the worker thread,
-    then refresh the rollups up to ``rollup_target`` (None: not in this pass).
+    then refresh the rollups up to ``rollup_target`` (None: not in this pass) in steps
+    of at most ``rollup_chunk_rows`` points (None: ``chunk_rows``).
 
     Each chunk is one transaction on ``con`` (the worker's own cursor, closed at the end),
     reported to the writer by ``post``; so is the end of the pass.
@@ -400,7 +402,7 @@ def run_pass(
                 post(ChunkDone(day, tuple(chunk), before))
         if rollup_target is not None and not stop.is_set():
             rolled = duckdb_rollup.refresh(
-                con, target=rollup_target, chunk_rows=chunk_rows, stop=stop
+                con, target=rollup_target, chunk_rows=rollup_chunk_rows or chunk_rows, stop=stop
             )
     except (duckdb.Error, HistorianError) as err:
         failure = err
@@ -478,6 +480,8 @@ class Compactor:
         self._failing = False
         self.todo = Todo()
         self.totals = CompactionTotals()
+        self.rollup_chunk_rows: int | None = None
+        """The most raw points a rollup step reads (None: ``chunk_rows``)."""
 
     def open(self, con: duckdb.DuckDBPyConnection, *, seed: bool, checkpoints: bool) -> None:
         """Load the pairs (see :func:`load_todo`); ``checkpoints``: a file, not memory."""
@@ -555,6 +559,7 @@ class Compactor:
             post=self._posted,
             stop=self._stop,
             rollup_target=target,
+            rollup_chunk_rows=self.rollup_chunk_rows,
         )
 
     def _posted(self, message: ChunkDone | PassDone) -> None:

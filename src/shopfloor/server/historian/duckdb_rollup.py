@@ -26,6 +26,7 @@ rollups can always be recomputed from raw.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -203,6 +204,30 @@ def rolled_up_before(con: duckdb.DuckDBPyConnection) -> int | None:
 
 
 # --------------------------------------------------------------------- refresh
+_BYTES_PER_POINT = 200
+"""What a refresh step holds in Python per raw point (Arrow columns plus the numpy
+temporaries of :func:`cells_of_points`; measured 185)."""
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|k|m|g|t)(i?)b\s*$", re.IGNORECASE)
+
+
+def step_points(memory_limit: str, chunk_rows: int) -> int:
+    """The most raw points one refresh step reads: what ``memory_limit`` (DuckDB's setting,
+    e.g. ``"512MB"``) holds at :data:`_BYTES_PER_POINT`, within ``[50_000, chunk_rows]``.
+
+    The step's arrays live outside DuckDB's limit; sized so, they add at most about the
+    limit again (a 32 MB limit: 160,000 points, 30 MB) instead of a fixed 1 M points
+    (185 MB). An unreadable limit leaves ``chunk_rows``.
+    """
+    match = _SIZE.match(memory_limit)
+    if not match:
+        return chunk_rows
+    unit = match.group(2).lower()
+    power = "kmgt".index(unit) + 1 if unit else 0
+    size = float(match.group(1)) * (1024 if match.group(3) else 1000) ** power
+    return max(min(50_000, chunk_rows), min(chunk_rows, int(size) // _BYTES_PER_POINT))
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshReport:
     """What a refresh did: rollup rows written, transactions, the longest one."""

@@ -45,7 +45,7 @@ import pyarrow as pa
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
-from shopfloor.server.historian import compaction, schema
+from shopfloor.server.historian import compaction, duckdb_rollup, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
 from shopfloor.server.historian.rollup import RollupSettings
@@ -206,6 +206,10 @@ class Writer:
             clock=clock,
             post=self.submit,
             rollups=rollups,
+        )
+        # a rollup step's numpy arrays live outside DuckDB's memory limit: scale them by it
+        self._compactor.rollup_chunk_rows = duckdb_rollup.step_points(
+            memory_limit, compaction_chunk_rows
         )
         self._todo_touched: list[tuple[int, int]] = []  # pairs of the commit in progress
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()

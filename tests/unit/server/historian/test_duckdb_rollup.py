@@ -273,3 +273,21 @@ async def test_late_writers_beside_refreshes_lose_no_mark(tmp_path: Path) -> Non
         await h.close()
     _, got, want = _stored_minutes(db)
     assert got == want
+
+
+@pytest.mark.parametrize(
+    ("limit", "points"),
+    [
+        ("32MB", 160_000),  # 32 MB of arrays beside a 32 MB DuckDB
+        ("128MB", 640_000),
+        ("1GB", 1_000_000),  # never more than a compaction chunk
+        ("2GiB", 1_000_000),
+        ("1MB", 50_000),  # never so few that a refresh crawls
+        ("512 kib", 50_000),
+        ("lots", 1_000_000),  # unreadable: the chunk size
+    ],
+)
+def test_a_refresh_step_reads_as_many_points_as_the_memory_limit_holds(
+    limit: str, points: int
+) -> None:
+    assert duckdb_rollup.step_points(limit, 1_000_000) == points
