@@ -16,6 +16,7 @@ only ever catch these::
     │   └── StorageUnavailable   disk full or unwritable: collection waits and recovers
     ├── HistorianError           the historian failed to write or read
     │   └── UnknownTagError      a query names a tag the historian does not know
+    ├── JournalError             (shopfloor.server.rules.journal) the alarm journal failed
     └── ShutdownError            work submitted after a component was closed
 """
 

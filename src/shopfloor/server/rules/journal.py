@@ -1,0 +1,201 @@
+"""The alarm journal: every transition, durable before anybody is told, queryable.
+
+One SQLite file in WAL mode with ``synchronous=FULL``: a transition is on disk when
+:meth:`AlarmJournal.append` returns, and a power cut loses none that were announced.
+Each append is one transaction holding the journal rows and each alarm's latest
+:class:`~shopfloor.server.rules.alarms.AlarmStatus`, so a restart restores exactly the
+states the journal ends with (:meth:`AlarmJournal.statuses`).
+
+Blocking: call it from one thread (the rule engine's), never from the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shopfloor.errors import ShopfloorError
+from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
+
+__all__ = ["AlarmJournal", "JournalEntry", "JournalError"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS journal ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, alarm TEXT NOT NULL, event TEXT NOT NULL,"
+    " ts_ns INTEGER NOT NULL, before TEXT NOT NULL, after TEXT NOT NULL,"
+    " user TEXT NOT NULL, comment TEXT NOT NULL, value REAL)",
+    "CREATE INDEX IF NOT EXISTS journal_alarm_ts ON journal (alarm, ts_ns)",
+    "CREATE INDEX IF NOT EXISTS journal_ts ON journal (ts_ns)",
+    "CREATE TABLE IF NOT EXISTS alarm_status ("
+    " alarm TEXT PRIMARY KEY, base TEXT NOT NULL, condition INTEGER NOT NULL,"
+    " shelved_until_ns INTEGER, suppressed INTEGER NOT NULL, out_of_service INTEGER NOT NULL,"
+    " since_ns INTEGER NOT NULL, seen_ns INTEGER NOT NULL)",
+)
+
+_COLUMNS = "seq, alarm, event, ts_ns, before, after, user, comment, value"
+
+
+class JournalError(ShopfloorError):
+    """The alarm journal cannot be written or read (disk full, damaged file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A stored transition: ``seq`` orders the journal (timestamps may tie)."""
+
+    seq: int
+    alarm: str
+    event: AlarmEvent
+    ts_ns: int
+    before: AlarmState
+    after: AlarmState
+    user: str
+    comment: str
+    value: float | None
+
+
+class AlarmJournal:
+    """The journal file at ``path`` (created with its folder if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=FULL")
+            for statement in _SCHEMA:
+                self._con.execute(statement)
+        except (OSError, sqlite3.Error) as err:
+            raise JournalError(f"alarm journal {path}: {err}") from err
+
+    def close(self) -> None:
+        """Close the file."""
+        self._con.close()
+
+    def append(self, transitions: Sequence[Transition]) -> list[int]:
+        """Store ``transitions`` in order, in one transaction; their sequence numbers.
+
+        Raises:
+            JournalError: nothing was stored.
+        """
+        if not transitions:
+            return []
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                seqs = [self._insert(t) for t in transitions]
+                latest = {t.alarm: t.status for t in transitions}
+                self._con.executemany(
+                    "INSERT INTO alarm_status VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (alarm) DO UPDATE SET base = excluded.base, "
+                    "condition = excluded.condition, "
+                    "shelved_until_ns = excluded.shelved_until_ns, "
+                    "suppressed = excluded.suppressed, out_of_service = excluded.out_of_service, "
+                    "since_ns = excluded.since_ns, seen_ns = excluded.seen_ns",
+                    [_status_row(alarm, s) for alarm, s in latest.items()],
+                )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise JournalError(f"alarm journal {self.path}: cannot append: {err}") from err
+        return seqs
+
+    def _insert(self, t: Transition) -> int:
+        cur = self._con.execute(
+            "INSERT INTO journal (alarm, event, ts_ns, before, after, user, comment, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                t.alarm,
+                t.event.value,
+                t.ts_ns,
+                t.before.value,
+                t.after.value,
+                t.user,
+                t.comment,
+                t.value,
+            ),
+        )
+        seq = cur.lastrowid
+        assert seq is not None
+        return seq
+
+    def statuses(self) -> dict[str, AlarmStatus]:
+        """Each journaled alarm's latest status (what a restart continues from)."""
+        rows = self._query("SELECT * FROM alarm_status", ())
+        return {
+            row[0]: AlarmStatus(
+                base=AlarmState(row[1]),
+                condition=bool(row[2]),
+                shelved_until_ns=row[3],
+                suppressed=bool(row[4]),
+                out_of_service=bool(row[5]),
+                since_ns=row[6],
+                seen_ns=row[7],
+            )
+            for row in rows
+        }
+
+    def entries(
+        self,
+        *,
+        alarm: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[JournalEntry]:
+        """Journal entries in order of writing, filtered by alarm and ``[start, end)``."""
+        where = ["seq > ?"]
+        params: list[object] = [after_seq]
+        if alarm is not None:
+            where.append("alarm = ?")
+            params.append(alarm)
+        if start_ns is not None:
+            where.append("ts_ns >= ?")
+            params.append(start_ns)
+        if end_ns is not None:
+            where.append("ts_ns < ?")
+            params.append(end_ns)
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM journal WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            (*params, limit),
+        )
+        return [
+            JournalEntry(
+                seq=r[0],
+                alarm=r[1],
+                event=AlarmEvent(r[2]),
+                ts_ns=r[3],
+                before=AlarmState(r[4]),
+                after=AlarmState(r[5]),
+                user=r[6],
+                comment=r[7],
+                value=r[8],
+            )
+            for r in rows
+        ]
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._con.execute(sql, params).fetchall())
+        except sqlite3.Error as err:
+            raise JournalError(f"alarm journal {self.path}: cannot read: {err}") from err
+
+
+def _status_row(alarm: str, s: AlarmStatus) -> tuple[object, ...]:
+    return (
+        alarm,
+        s.base.value,
+        int(s.condition),
+        s.shelved_until_ns,
+        int(s.suppressed),
+        int(s.out_of_service),
+        s.since_ns,
+        s.seen_ns,
+    )
