@@ -245,10 +245,11 @@ class PostgresHistorianSection(_HistorianWriterSection):
         600.0, gt=0, description="How often ingest-ledger rows past retention are deleted."
     )
     timescale: Literal["auto", "always", "never"] = Field(
-        "auto",
+        "never",
         description="For a new schema: a TimescaleDB hypertable when the extension can be "
-        "loaded (`auto`), always (fail without it) or never (native daily partitions). An "
-        "existing schema keeps its layout.",
+        "loaded (`auto`), always (fail without it) or never (the compressed blocks layout "
+        "with rollups, the tested one). The TimescaleDB layout is untested: no TimescaleDB "
+        "where the tests run. An existing schema keeps its layout.",
     )
 
     @field_validator("dsn")

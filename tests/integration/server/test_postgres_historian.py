@@ -148,7 +148,7 @@ async def test_timescale_is_detected_not_assumed(dsn: str) -> None:
     required = PostgresHistorian(dsn, timescale=True)
     with pytest.raises(HistorianError, match="TimescaleDB"):
         await required.start()
-    h = PostgresHistorian(dsn)  # the default looks and falls back to the blocks layout
+    h = PostgresHistorian(dsn, timescale=None)  # auto looks and falls back to blocks
     await h.start()
     try:
         assert h.layout == "blocks"

@@ -192,7 +192,8 @@ class PostgresHistorian:
         ledger_prune_interval_s: how often old ledger rows are deleted.
         read_connections: the most connections reads use at once.
         timescale: for a new schema, use a TimescaleDB hypertable: None when the
-            extension can be loaded, True always (fail without it), False never.
+            extension can be loaded, True always (fail without it), False never (the
+            default: the blocks layout, the one the test suite covers).
         clock: the wall clock in UTC nanoseconds (ledger times, partitions ahead).
         compaction_interval_s: how often closed hours are moved into compressed blocks
             (blocks layout; None: only on :meth:`compact`); see
@@ -220,7 +221,7 @@ class PostgresHistorian:
         ledger_max_gaps: int = 10_000,
         ledger_prune_interval_s: float = 600.0,
         read_connections: int = 2,
-        timescale: bool | None = None,
+        timescale: bool | None = False,
         clock: Callable[[], int] = now_ns,
         compaction_interval_s: float | None = 600.0,
         compaction_grace_s: float = 600.0,
