@@ -1,0 +1,171 @@
+"""Alarm conditions evaluated over whole batches of points: columns in, changes out.
+
+One :class:`Conditions` table holds every per-point rule (limits, digital states, Bad
+quality) as columns; :meth:`Conditions.evaluate` takes a batch's columns, pairs each
+point with the rules of its tag, and returns only the points where a rule's condition
+changed. The work is numpy over (point, rule) pairs; no Python object per point, so
+10,000 rules keep up with 100,000 points a second.
+
+Deadband (hysteresis) per limit: a high limit comes on above ``limit`` and goes off
+only at or below ``limit - deadband`` (a low limit mirrored), so a value hovering at
+the limit does not chatter. Points of Bad quality, and NaN values, leave limit and
+state conditions as they are (the Bad-quality rule is the one that sees them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from shopfloor.model.points import Float64Array, Int64Array, UInt32Array, is_bad
+
+__all__ = ["ConditionChanges", "ConditionKind", "Conditions"]
+
+BoolArray = npt.NDArray[np.bool_]
+IntpArray = npt.NDArray[np.intp]
+
+
+class ConditionKind(IntEnum):
+    """What makes a rule's condition true."""
+
+    HIGH = 1
+    """value > limit (HH and H rules); off at <= limit - deadband."""
+    LOW = 2
+    """value < limit (L and LL rules); off at >= limit + deadband."""
+    STATE = 3
+    """value == limit (a digital state, e.g. 1 for "motor tripped")."""
+    BAD_QUALITY = 4
+    """the point's quality is Bad (communication lost, sensor failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionChanges:
+    """Where conditions changed, in time order per rule.
+
+    Attributes:
+        rule: the rule's position in the :class:`Conditions` table.
+        ts: the timestamp of the point that changed it.
+        active: the condition's new value.
+        value: the point's value.
+    """
+
+    rule: IntpArray
+    ts: Int64Array
+    active: BoolArray
+    value: Float64Array
+
+    def __len__(self) -> int:
+        return len(self.rule)
+
+
+class Conditions:
+    """Per-point rules as columns, with each rule's current condition.
+
+    Args:
+        tag: the tag id each rule watches.
+        kind: :class:`ConditionKind` values.
+        limit: the limit (HIGH, LOW) or the state (STATE); ignored for BAD_QUALITY.
+        deadband: hysteresis of HIGH and LOW rules (>= 0).
+    """
+
+    def __init__(
+        self,
+        tag: npt.ArrayLike,
+        kind: npt.ArrayLike,
+        limit: npt.ArrayLike,
+        deadband: npt.ArrayLike,
+    ) -> None:
+        self.tag: Int64Array = np.asarray(tag, np.int64)
+        self.kind = np.asarray(kind, np.int8)
+        self.limit: Float64Array = np.asarray(limit, np.float64)
+        self.deadband: Float64Array = np.asarray(deadband, np.float64)
+        n = len(self.tag)
+        if not len(self.kind) == len(self.limit) == len(self.deadband) == n:
+            raise ValueError("condition columns differ in length")
+        if np.any(self.deadband < 0) or np.any(np.isnan(self.deadband)):
+            raise ValueError("a deadband must be >= 0")
+        if not np.isin(self.kind, [int(k) for k in ConditionKind]).all():
+            raise ValueError("unknown condition kind")
+        self.active: BoolArray = np.zeros(n, np.bool_)
+        self._by_tag = np.argsort(self.tag, kind="stable")
+        self._sorted_tags = self.tag[self._by_tag]
+
+    def __len__(self) -> int:
+        return len(self.tag)
+
+    def evaluate(
+        self, tag: Int64Array, ts: Int64Array, value: Float64Array, quality: UInt32Array
+    ) -> ConditionChanges:
+        """Take a batch (any order) and return where conditions changed; they stay changed."""
+        point, rule = self._pairs(np.asarray(tag, np.int64))
+        if not len(rule):
+            return _no_changes()
+        t, v, q = ts[point], value[point], quality[point]
+        decision = self._decide(rule, v, q)
+        order = np.lexsort((t, rule))
+        rule, t, v, decision = rule[order], t[order], v[order], decision[order]
+        starts = np.flatnonzero(np.r_[True, rule[1:] != rule[:-1]])
+        sizes = np.diff(np.r_[starts, len(rule)])
+        first_of = np.repeat(starts, sizes)
+        at = np.arange(len(rule))
+        latest = np.maximum.accumulate(np.where(decision >= 0, at, -1))
+        decided = latest >= first_of
+        state = np.where(decided, decision[np.maximum(latest, 0)] == 1, self.active[rule])
+        before = np.empty_like(state)
+        before[1:] = state[:-1]
+        before[starts] = self.active[rule[starts]]
+        changed = state != before
+        ends = starts + sizes - 1
+        self.active[rule[ends]] = state[ends]
+        return ConditionChanges(rule[changed], t[changed], state[changed], v[changed])
+
+    def _pairs(self, tag: Int64Array) -> tuple[IntpArray, IntpArray]:
+        """Every (point, rule) pair whose rule watches the point's tag."""
+        lo = np.searchsorted(self._sorted_tags, tag, side="left")
+        hi = np.searchsorted(self._sorted_tags, tag, side="right")
+        count = hi - lo
+        total = int(count.sum())
+        point = np.repeat(np.arange(len(tag)), count)
+        offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        rule = self._by_tag[np.repeat(lo, count) + offset]
+        return point.astype(np.intp), rule.astype(np.intp)
+
+    def _decide(self, rule: IntpArray, v: Float64Array, q: UInt32Array) -> npt.NDArray[np.int8]:
+        """Per pair: 1 sets the condition, 0 clears it, -1 leaves it (inside the deadband,
+        or a point this rule cannot judge)."""
+        kind, limit, band = self.kind[rule], self.limit[rule], self.deadband[rule]
+        bad = is_bad(q)
+        usable = ~bad & ~np.isnan(v)
+        with np.errstate(invalid="ignore"):
+            on = np.select(
+                [
+                    kind == ConditionKind.HIGH,
+                    kind == ConditionKind.LOW,
+                    kind == ConditionKind.STATE,
+                ],
+                [v > limit, v < limit, v == limit],
+                bad,
+            )
+            off = np.select(
+                [
+                    kind == ConditionKind.HIGH,
+                    kind == ConditionKind.LOW,
+                    kind == ConditionKind.STATE,
+                ],
+                [v <= limit - band, v >= limit + band, v != limit],
+                ~bad,
+            )
+        judged = usable | (kind == ConditionKind.BAD_QUALITY)
+        decision = np.full(len(rule), -1, np.int8)
+        decision[judged & off] = 0
+        decision[judged & on] = 1
+        return decision
+
+
+def _no_changes() -> ConditionChanges:
+    return ConditionChanges(
+        np.zeros(0, np.intp), np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0)
+    )
