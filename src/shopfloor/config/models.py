@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from shopfloor.config.alarms import AlarmsSection
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
@@ -469,6 +470,9 @@ class ShopfloorConfig(_Section):
         default_factory=DuckDBHistorianSection, description="Time-series storage."
     )
     ingest: IngestSection = Field(default_factory=IngestSection, description="Ingest limits.")
+    alarms: AlarmsSection = Field(
+        default_factory=AlarmsSection, description="Alarm rules and their journal."
+    )
     simulator: SimulatorSection = Field(
         default_factory=SimulatorSection, description="In-process simulated factory."
     )

@@ -35,6 +35,7 @@ from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
+from shopfloor.server.rules.engine import AlarmEngine, rules_from_config
 from shopfloor.server.web.routes import router as web_router
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,10 @@ class Server:
             retry_after_s=config.ingest.retry_after_s,
             edges=EdgeRegistry(max_edges=config.ingest.max_edges),
         )
+        self.alarms = AlarmEngine(
+            rules_from_config(config.alarms), config.server.data_dir / config.alarms.journal
+        )
+        self._alarm_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -130,6 +135,7 @@ class Server:
             status=status,
             connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
+            alarms=self.alarms,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -163,6 +169,8 @@ class Server:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.historian.start()
         self._started = True
+        await self.alarms.start()
+        self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -231,6 +239,11 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
+        if self._alarm_task is not None:
+            self._alarm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._alarm_task
+        await self.alarms.close()
         if self._started:
             await self.historian.close()
 

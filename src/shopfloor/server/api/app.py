@@ -15,6 +15,7 @@ from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
+from shopfloor.server.api.routes import alarms as alarms_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
 from shopfloor.server.api.routes import storage as storage_routes
@@ -22,6 +23,7 @@ from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
+from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.wire import DEFAULT_MAX_BYTES
 
 __all__ = ["create_app"]
@@ -49,6 +51,7 @@ _TAGS_METADATA = [
     {"name": "history", "description": "Many tags' history as one flat table (Grafana)."},
     {"name": "ingest", "description": "Batches of points from edges and scripts."},
     {"name": "edges", "description": "Remote edges: their status, clock skew and delivery."},
+    {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -65,6 +68,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BYTES,
     ws_interval_s: float = 0.25,
     clock: Callable[[], int] = now_ns,
+    alarms: AlarmEngine | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -80,6 +84,7 @@ def create_app(
         max_body_bytes: the largest ingest body accepted (413 beyond).
         ws_interval_s: the shortest time between two websocket pushes to one client.
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
+        alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -97,10 +102,12 @@ def create_app(
         connectors=connectors,
         max_body_bytes=max_body_bytes,
         clock=clock,
+        alarms=alarms,
     )
     install_error_handlers(app)
     for router in (
         health.router,
+        alarms_routes.router,
         connectors_routes.router,
         tags.router,
         values.router,

@@ -16,6 +16,7 @@ from shopfloor.server.ingest import Ingestor
 
 if TYPE_CHECKING:
     from shopfloor.server.api.ws import LiveHub
+    from shopfloor.server.rules.engine import AlarmEngine
 
 __all__ = ["ApiContext", "Ctx", "get_context"]
 
@@ -34,6 +35,7 @@ class ApiContext:
         connectors: health rows of the connectors this process runs, if any.
         max_body_bytes: the largest ingest body accepted.
         clock: the wall clock in UTC nanoseconds ("now" in queries).
+        alarms: the alarm engine, if this server runs one.
     """
 
     historian: Historian
@@ -45,6 +47,7 @@ class ApiContext:
     connectors: Callable[[], list[dict[str, Any]]] | None
     max_body_bytes: int
     clock: Callable[[], int]
+    alarms: AlarmEngine | None = None
 
 
 def get_context(conn: HTTPConnection) -> ApiContext:

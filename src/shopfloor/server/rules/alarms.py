@@ -88,6 +88,7 @@ class AlarmStatus:
         out_of_service: out of service (H).
         since_ns: when the shown state began.
         seen_ns: the newest point timestamp taken; older ones are ignored.
+        value: the point value that last changed the condition.
     """
 
     base: AlarmState = AlarmState.NORMAL
@@ -97,6 +98,7 @@ class AlarmStatus:
     out_of_service: bool = False
     since_ns: int = 0
     seen_ns: int = -(2**63)
+    value: float | None = None
 
     @property
     def state(self) -> AlarmState:
@@ -219,7 +221,7 @@ class Alarm:
     def _condition(self, on: bool, ts_ns: int, value: float | None) -> list[Transition]:
         before = self.status
         if before.state in _HIDDEN:
-            self.status = replace(before, condition=on)
+            self.status = replace(before, condition=on, value=value)
             return [self._record(AlarmEvent.CONDITION, ts_ns, before, value=value)]
         base = before.base
         if on:
@@ -232,7 +234,7 @@ class Alarm:
                 else AlarmState.RETURNED_UNACKNOWLEDGED
             )
             event = AlarmEvent.CLEARED
-        self.status = replace(before, condition=on, base=base, since_ns=ts_ns)
+        self.status = replace(before, condition=on, base=base, since_ns=ts_ns, value=value)
         return [self._record(event, ts_ns, before, value=value)]
 
     # ------------------------------------------------------------------ operators

@@ -32,7 +32,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS alarm_status ("
     " alarm TEXT PRIMARY KEY, base TEXT NOT NULL, condition INTEGER NOT NULL,"
     " shelved_until_ns INTEGER, suppressed INTEGER NOT NULL, out_of_service INTEGER NOT NULL,"
-    " since_ns INTEGER NOT NULL, seen_ns INTEGER NOT NULL)",
+    " since_ns INTEGER NOT NULL, seen_ns INTEGER NOT NULL, value REAL)",
 )
 
 _COLUMNS = "seq, alarm, event, ts_ns, before, after, user, comment, value"
@@ -90,12 +90,13 @@ class AlarmJournal:
                 seqs = [self._insert(t) for t in transitions]
                 latest = {t.alarm: t.status for t in transitions}
                 self._con.executemany(
-                    "INSERT INTO alarm_status VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO alarm_status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (alarm) DO UPDATE SET base = excluded.base, "
                     "condition = excluded.condition, "
                     "shelved_until_ns = excluded.shelved_until_ns, "
                     "suppressed = excluded.suppressed, out_of_service = excluded.out_of_service, "
-                    "since_ns = excluded.since_ns, seen_ns = excluded.seen_ns",
+                    "since_ns = excluded.since_ns, seen_ns = excluded.seen_ns, "
+                    "value = excluded.value",
                     [_status_row(alarm, s) for alarm, s in latest.items()],
                 )
                 self._con.execute("COMMIT")
@@ -137,6 +138,7 @@ class AlarmJournal:
                 out_of_service=bool(row[5]),
                 since_ns=row[6],
                 seen_ns=row[7],
+                value=row[8],
             )
             for row in rows
         }
@@ -198,4 +200,5 @@ def _status_row(alarm: str, s: AlarmStatus) -> tuple[object, ...]:
         int(s.out_of_service),
         s.since_ns,
         s.seen_ns,
+        s.value,
     )

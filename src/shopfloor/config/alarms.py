@@ -1,0 +1,119 @@
+"""Alarm rules as written in the configuration (``[[alarms.rules]]``).
+
+Example::
+
+    [[alarms.rules]]
+    tag = "acme/plant-1/press/line-1/cell-1/press-1/oil_temp"
+    kind = "H"                 # HH, H, L, LL, state, bad_quality
+    limit = 80.0
+    deadband = 2.0             # off only at or below 78.0
+    on_delay = "5s"
+    priority = "high"          # critical, high, medium, low
+    message = "Oil temperature {value:.1f} above {limit}"
+
+Durations are kept as written and parsed by the properties, so an error quotes the
+user's own words with the key and line.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shopfloor.config.durations import parse_duration_s
+
+__all__ = ["AlarmRuleConfig", "AlarmsSection"]
+
+AlarmKind = Literal["HH", "H", "L", "LL", "state", "bad_quality"]
+Priority = Literal["critical", "high", "medium", "low"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlarmRuleConfig(_Section):
+    """One alarm on one tag."""
+
+    tag: str = Field(min_length=1, description="Path of the tag the rule watches.")
+    kind: AlarmKind = Field(
+        description="`HH`/`H`: above `limit`; `L`/`LL`: below it; `state`: equal to it (a "
+        "digital state); `bad_quality`: the tag's quality is Bad (communication lost)."
+    )
+    limit: float | None = Field(
+        None, description="The limit, or the state for `state`; not for `bad_quality`."
+    )
+    deadband: float = Field(
+        0.0,
+        ge=0,
+        description="Hysteresis of limit alarms: `H` goes off only at or below "
+        "`limit - deadband`, `L` at or above `limit + deadband`.",
+    )
+    on_delay: str = Field("0s", description="How long the condition must hold before the alarm.")
+    off_delay: str = Field(
+        "0s", description="How long the condition must be gone before the alarm clears."
+    )
+    priority: Priority = Field("medium", description="ISA-18.2 priority.")
+    name: str | None = Field(
+        None, description="The alarm's name; default: the tag path, a dot and the kind."
+    )
+    message: str = Field(
+        "{tag} {kind}: {value}",
+        description="Text of the alarm; `{tag}`, `{kind}`, `{value}`, `{limit}` are filled "
+        "in (Python format fields, e.g. `{value:.1f}`).",
+    )
+
+    @field_validator("on_delay", "off_delay")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        if parse_duration_s(value) > 86400:
+            raise ValueError(f"a delay of at most 1d, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _limit_fits_kind(self) -> AlarmRuleConfig:
+        if self.kind == "bad_quality" and self.limit is not None:
+            raise ValueError("kind bad_quality takes no limit")
+        if self.kind != "bad_quality" and self.limit is None:
+            raise ValueError(f"kind {self.kind} needs a limit")
+        return self
+
+    @property
+    def alarm_name(self) -> str:
+        """The alarm's name: given, or ``tag.kind``."""
+        return self.name or f"{self.tag}.{self.kind}"
+
+    @property
+    def on_delay_s(self) -> float:
+        """``on_delay`` in seconds."""
+        return parse_duration_s(self.on_delay)
+
+    @property
+    def off_delay_s(self) -> float:
+        """``off_delay`` in seconds."""
+        return parse_duration_s(self.off_delay)
+
+
+class AlarmsSection(_Section):
+    """Alarms: rules on tags, and where their journal lives."""
+
+    rules: list[AlarmRuleConfig] = Field(
+        default_factory=list,
+        description="`[[alarms.rules]]` tables: one alarm each (see the keys `alarms.rules.*`).",
+    )
+    journal: str = Field(
+        "alarms.sqlite",
+        min_length=1,
+        description="The alarm journal file (every transition, durable); relative to "
+        "server.data_dir.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlarmsSection:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.alarm_name in seen:
+                raise ValueError(f"two alarms are named {rule.alarm_name!r}; give one a name")
+            seen.add(rule.alarm_name)
+        return self

@@ -1,0 +1,238 @@
+"""Alarms: what stands now, the journal, and the operator's actions.
+
+``GET /api/v1/alarms`` lists alarms (by default those not normal, most urgent first);
+``GET /api/v1/alarms/journal`` reads the journal; ``POST /api/v1/alarms/{action}``
+acknowledges, shelves, unshelves, comments on, or takes out of (returns to) service one
+alarm. Every action is journaled with its user and comment before it is answered.
+
+Until users and roles exist, the acting user is named in the request body.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopfloor.server.api.context import ApiContext, Ctx
+from shopfloor.server.api.errors import ApiError
+from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
+from shopfloor.server.rules.alarms import AlarmState, Transition
+from shopfloor.server.rules.engine import ActiveAlarm, AlarmEngine
+from shopfloor.server.rules.journal import JournalEntry
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
+
+_PRIORITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorEnvelope},
+    404: {"model": ErrorEnvelope},
+    422: {"model": ErrorEnvelope},
+}
+
+
+class AlarmOut(BaseModel):
+    """One alarm and where it stands."""
+
+    name: str = Field(description="The alarm's name (its rule's).")
+    tag: str = Field(description="The tag it watches.")
+    kind: str = Field(description="HH, H, L, LL, state or bad_quality.")
+    priority: str = Field(description="critical, high, medium or low.")
+    limit: float | None = Field(description="The limit or state; null for bad_quality.")
+    state: AlarmState = Field(description="ISA-18.2 state.")
+    condition: bool = Field(description="Whether the condition stands (after delays).")
+    since: str = Field(description="When the state began (ISO 8601, UTC).")
+    shelved_until: str | None = Field(description="When a shelve ends.")
+    value: float | None = Field(description="The value that last changed its condition.")
+    message: str = Field(description="The alarm's text with that value.")
+
+
+class TransitionOut(BaseModel):
+    """A journal entry."""
+
+    seq: int | None = Field(description="Order of writing (null in an action's answer).")
+    alarm: str
+    event: str = Field(description="activated, cleared, acknowledged, shelved, ...")
+    time: str = Field(description="When it happened (ISO 8601, UTC).")
+    before: AlarmState
+    after: AlarmState
+    user: str
+    comment: str
+    value: float | None
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alarm: str = Field(min_length=1, description="The alarm's name.")
+    user: str = Field(min_length=1, max_length=200, description="Who acts.")
+    comment: str = Field("", max_length=2000, description="Why; kept in the journal.")
+
+
+class AcknowledgeIn(_Action):
+    """Acknowledge an alarm."""
+
+
+class ShelveIn(_Action):
+    """Shelve an alarm for a while."""
+
+    duration: str = Field(description="How long (`30m`, `8h`); at most 24 hours.")
+
+
+class CommentIn(_Action):
+    """A comment on an alarm."""
+
+    comment: str = Field(min_length=1, max_length=2000, description="The comment.")
+
+
+class ServiceIn(_Action):
+    """Take an alarm out of service, or return it."""
+
+    in_service: bool = Field(description="false: out of service (maintenance); true: back.")
+
+
+_MAX_SHELVE_NS = 24 * 3600 * 10**9
+
+
+def _engine(ctx: ApiContext) -> AlarmEngine:
+    if ctx.alarms is None:
+        raise ApiError(404, "not_found", None, "this server runs no alarm engine")
+    return ctx.alarms
+
+
+def _alarm_out(a: ActiveAlarm) -> AlarmOut:
+    s = a.status
+    return AlarmOut(
+        name=a.rule.name,
+        tag=a.rule.tag,
+        kind=a.rule.kind,
+        priority=a.rule.priority,
+        limit=a.rule.limit,
+        state=s.state,
+        condition=s.condition,
+        since=format_ns(s.since_ns),
+        shelved_until=None if s.shelved_until_ns is None else format_ns(s.shelved_until_ns),
+        value=a.value,
+        message=a.rule.text(a.value),
+    )
+
+
+def _transition_out(t: Transition | JournalEntry) -> TransitionOut:
+    return TransitionOut(
+        seq=t.seq if isinstance(t, JournalEntry) else None,
+        alarm=t.alarm,
+        event=t.event.value,
+        time=format_ns(t.ts_ns),
+        before=t.before,
+        after=t.after,
+        user=t.user,
+        comment=t.comment,
+        value=t.value,
+    )
+
+
+@router.get("", summary="Alarms and their states", response_model=list[AlarmOut])
+async def list_alarms(
+    ctx: Ctx,
+    state: Annotated[
+        Literal["standing", "all"],
+        Query(description="`standing`: every alarm not normal; `all`: every alarm."),
+    ] = "standing",
+) -> list[AlarmOut]:
+    """Unacknowledged first, then by priority, then the newest first."""
+    engine = _engine(ctx)
+    rows = engine.alarms(active_only=state == "standing")
+    rows.sort(
+        key=lambda a: (
+            a.state is not AlarmState.UNACKNOWLEDGED,
+            _PRIORITY_ORDER.get(a.rule.priority, 9),
+            -a.status.since_ns,
+        )
+    )
+    return [_alarm_out(a) for a in rows]
+
+
+@router.get(
+    "/journal",
+    summary="The alarm journal",
+    response_model=list[TransitionOut],
+    responses=_ERRORS,
+)
+async def journal(
+    ctx: Ctx,
+    *,
+    alarm: Annotated[str | None, Query(description="Only this alarm.")] = None,
+    start: Annotated[str | None, Query(description="From this time (ISO 8601, `-8h`).")] = None,
+    end: Annotated[str | None, Query(description="Before this time.")] = None,
+    after_seq: Annotated[int, Query(ge=0, description="Only entries after this seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="The most entries.")] = 1000,
+) -> list[TransitionOut]:
+    """Entries in order of writing; page with ``after_seq`` (the last ``seq`` seen)."""
+    engine = _engine(ctx)
+    now = ctx.clock()
+    entries = await engine.journal(
+        alarm=alarm,
+        start_ns=None if start is None else parse_time(start, now_ns=now, field="start"),
+        end_ns=None if end is None else parse_time(end, now_ns=now, field="end"),
+        after_seq=after_seq,
+        limit=limit,
+    )
+    return [_transition_out(e) for e in entries]
+
+
+@router.post(
+    "/acknowledge", summary="Acknowledge an alarm", response_model=TransitionOut, responses=_ERRORS
+)
+async def acknowledge(ctx: Ctx, body: AcknowledgeIn) -> TransitionOut:
+    """Unacknowledged → acknowledged, returned unacknowledged → normal."""
+    done = await _engine(ctx).acknowledge(body.alarm, user=body.user, comment=body.comment)
+    return _transition_out(done)
+
+
+@router.post("/shelve", summary="Shelve an alarm", response_model=TransitionOut, responses=_ERRORS)
+async def shelve(ctx: Ctx, body: ShelveIn) -> TransitionOut:
+    """Hide an alarm for ``duration``; it comes back by itself, unacknowledged if it stands."""
+    length = parse_duration(body.duration, field="duration")
+    if not 0 < length <= _MAX_SHELVE_NS:
+        raise ApiError(422, "invalid_parameter", "duration", "a shelve lasts up to 24 hours")
+    engine = _engine(ctx)
+    until = ctx.clock() + length
+    done = await engine.shelve(body.alarm, until_ns=until, user=body.user, comment=body.comment)
+    return _transition_out(done)
+
+
+@router.post(
+    "/unshelve", summary="End a shelve now", response_model=TransitionOut, responses=_ERRORS
+)
+async def unshelve(ctx: Ctx, body: AcknowledgeIn) -> TransitionOut:
+    """The alarm is shown again, unacknowledged if its condition stands."""
+    done = await _engine(ctx).unshelve(body.alarm, user=body.user, comment=body.comment)
+    return _transition_out(done)
+
+
+@router.post(
+    "/comment", summary="Comment on an alarm", response_model=TransitionOut, responses=_ERRORS
+)
+async def comment(ctx: Ctx, body: CommentIn) -> TransitionOut:
+    """A note in the journal; the state does not change."""
+    done = await _engine(ctx).comment(body.alarm, user=body.user, comment=body.comment)
+    return _transition_out(done)
+
+
+@router.post(
+    "/service",
+    summary="Take an alarm out of service or return it",
+    response_model=TransitionOut | None,
+    responses=_ERRORS,
+)
+async def service(ctx: Ctx, body: ServiceIn) -> TransitionOut | None:
+    """Out of service (maintenance) hides the alarm until it is returned; null when the
+    alarm already was where asked."""
+    done = await _engine(ctx).set_in_service(
+        body.alarm, in_service=body.in_service, user=body.user, comment=body.comment
+    )
+    return None if done is None else _transition_out(done)

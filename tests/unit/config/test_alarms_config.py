@@ -1,0 +1,54 @@
+"""``[[alarms.rules]]``: rules as written, errors by key and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from shopfloor.config import load_config_text
+from shopfloor.errors import ConfigError
+
+RULE = '[[alarms.rules]]\ntag = "a/b/temp"\n'
+
+
+def test_a_rule_with_its_defaults() -> None:
+    (rule,) = load_config_text(RULE + 'kind = "H"\nlimit = 80\non_delay = "5s"\n').alarms.rules
+    assert (rule.alarm_name, rule.limit, rule.deadband, rule.priority) == (
+        "a/b/temp.H",
+        80.0,
+        0.0,
+        "medium",
+    )
+    assert (rule.on_delay_s, rule.off_delay_s) == (5.0, 0.0)
+
+
+def _problem(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, source="plant.toml")
+    (problem,) = info.value.problems
+    return problem
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "words"),
+    [
+        ('kind = "HHH"\nlimit = 1', "alarms.rules.0.kind (line 3)", "'HH'"),
+        ('kind = "H"\nlimit = 1\non_delay = "2d"', "alarms.rules.0.on_delay (line 5)", "1d"),
+        (
+            'kind = "H"\nlimit = 1\ndeadband = -1',
+            "alarms.rules.0.deadband (line 5)",
+            "greater than or equal to 0",
+        ),
+        ('kind = "H"\nlimit = 1\npriority = "urgent"', "alarms.rules.0.priority", "critical"),
+        ('kind = "H"', "alarms.rules.0", "kind H needs a limit"),
+        ('kind = "bad_quality"\nlimit = 1', "alarms.rules.0", "kind bad_quality takes no limit"),
+    ],
+)
+def test_each_bad_rule_is_named(lines: str, key: str, words: str) -> None:
+    problem = _problem(RULE + lines + "\n")
+    assert key in problem
+    assert words in problem
+
+
+def test_two_alarms_with_one_name_are_refused() -> None:
+    problem = _problem(RULE + 'kind = "H"\nlimit = 1\n' + RULE + 'kind = "H"\nlimit = 2\n')
+    assert "two alarms are named 'a/b/temp.H'; give one a name" in problem
