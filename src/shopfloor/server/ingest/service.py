@@ -264,9 +264,16 @@ class Ingestor:
         seq: int | None,
         historical: bool,
     ) -> IngestResult:
-        """Flag, store and publish one checked batch (acknowledged when ``seq`` is given,
-        recorded in the ledger under ``stream``)."""
+        """Flag, publish and store one checked batch (acknowledged when ``seq`` is given,
+        recorded in the ledger under ``stream``).
+
+        Published before the historian commits: alarms and screens must not wait for
+        storage. A batch whose commit fails comes again and a duplicate is published
+        again; both are harmless, as live consumers take only points newer than they have.
+        """
         batch, future = self._flag_future(batch)
+        if len(batch):
+            self._live.publish(LiveBatch(batch, historical=historical, edge=edge))
         if stream is not None and seq is not None:
             receipt = await self._historian.write_acknowledged(batch, edge=stream, seq=seq)
             if receipt.duplicate:
@@ -274,8 +281,6 @@ class Ingestor:
                 return IngestResult(accepted=0, duplicate=True)
         elif len(batch):
             await self._historian.write(batch)
-        if len(batch):
-            self._live.publish(LiveBatch(batch, historical=historical, edge=edge))
         if future:
             self._future_points += future
             if edge is not None and _EDGE_ID.match(edge):

@@ -9,7 +9,9 @@ changed. The work is numpy over (point, rule) pairs; no Python object per point,
 Deadband (hysteresis) per limit: a high limit comes on above ``limit`` and goes off
 only at or below ``limit - deadband`` (a low limit mirrored), so a value hovering at
 the limit does not chatter. Points of Bad quality, and NaN values, leave limit and
-state conditions as they are (the Bad-quality rule is the one that sees them).
+state conditions as they are (the Bad-quality rule is the one that sees them). A point
+older than the newest a rule has taken is ignored (a resent batch, late data), as the
+alarm state machine ignores it.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class Conditions:
         if not np.isin(self.kind, [int(k) for k in ConditionKind]).all():
             raise ValueError("unknown condition kind")
         self.active: BoolArray = np.zeros(n, np.bool_)
+        self.seen: Int64Array = np.full(n, np.iinfo(np.int64).min, np.int64)
+        """Per rule, the newest point timestamp taken; older points are ignored."""
         self._by_tag = np.argsort(self.tag, kind="stable")
         self._sorted_tags = self.tag[self._by_tag]
 
@@ -101,9 +105,12 @@ class Conditions:
     ) -> ConditionChanges:
         """Take a batch (any order) and return where conditions changed; they stay changed."""
         point, rule = self._pairs(np.asarray(tag, np.int64))
+        t = ts[point]
+        newer = t >= self.seen[rule]  # a resent or late point never moves a rule back
+        point, rule, t = point[newer], rule[newer], t[newer]
         if not len(rule):
             return _no_changes()
-        t, v, q = ts[point], value[point], quality[point]
+        v, q = value[point], quality[point]
         decision = self._decide(rule, v, q)
         order = np.lexsort((t, rule))
         rule, t, v, decision = rule[order], t[order], v[order], decision[order]
@@ -120,6 +127,7 @@ class Conditions:
         changed = state != before
         ends = starts + sizes - 1
         self.active[rule[ends]] = state[ends]
+        self.seen[rule[ends]] = t[ends]
         return ConditionChanges(rule[changed], t[changed], state[changed], v[changed])
 
     def _pairs(self, tag: Int64Array) -> tuple[IntpArray, IntpArray]:

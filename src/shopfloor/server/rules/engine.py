@@ -151,6 +151,7 @@ class AlarmEngine:
             self._alarms.append(alarm)
             if status is not None:  # the condition as it was: no re-alarm on restart
                 self._conditions.active[i] = status.condition
+                self._conditions.seen[i] = status.seen_ns
 
     async def close(self) -> None:
         """Finish the work queued and close the journal. Idempotent."""

@@ -129,6 +129,14 @@ def test_random_batches_match_the_reference(seed: int) -> None:
         assert c.active.tolist() == active
 
 
+def test_a_resent_older_batch_never_moves_a_condition_back() -> None:
+    c = Conditions([1], [HIGH], [10.0], [0.0])
+    first = [(1, 0, 5.0, 0), (1, 1, 12.0, 0)]
+    assert changes(c, first) == [(0, 1, True, 12.0)]
+    assert changes(c, first) == []  # the same batch again: the 5.0 at 0 is old news
+    assert changes(c, [(1, 2, 4.0, 0)]) == [(0, 2, False, 4.0)]
+
+
 def test_bad_rule_tables_are_refused() -> None:
     with pytest.raises(ValueError, match="deadband must be >= 0"):
         Conditions([1], [HIGH], [1.0], [-1.0])
