@@ -115,4 +115,13 @@ def test_alarms_come_in_are_acknowledged_and_survive_a_restart(tmp_path: Path) -
             assert journal[0]["value"] == 84.5
             seqs = [e["seq"] for e in journal]
             assert seqs == sorted(seqs)
+            kpis = http.get("/api/v1/alarms/kpis", params={"start": "-1h"}).json()
+            assert kpis["activations"] == 2
+            assert sorted((b["alarm"], b["count"]) for b in kpis["bad_actors"]) == [
+                (f"{OIL}.H", 1),
+                (f"{PLC}.bad_quality", 1),
+            ]
+            assert (kpis["floods"], kpis["chattering"]) == ([], [])
+            backwards = http.get("/api/v1/alarms/kpis", params={"start": "now", "end": "-1h"})
+            assert (backwards.status_code, backwards.json()["error"]["field"]) == (422, "end")
         assert run.stop() == 0, run.log()

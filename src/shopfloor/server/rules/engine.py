@@ -32,6 +32,7 @@ from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.server.rules.alarms import Alarm, AlarmState, AlarmStatus, Transition
 from shopfloor.server.rules.conditions import ConditionKind, Conditions
 from shopfloor.server.rules.journal import AlarmJournal, JournalEntry
+from shopfloor.server.rules.kpis import AlarmKpis, alarm_kpis
 
 __all__ = ["ActiveAlarm", "AlarmEngine", "AlarmRule", "rules_from_config"]
 
@@ -301,6 +302,11 @@ class AlarmEngine:
                 alarm=alarm, start_ns=start_ns, end_ns=end_ns, after_seq=after_seq, limit=limit
             )
         )
+
+    async def kpis(self, *, start_ns: int, end_ns: int) -> AlarmKpis:
+        """Alarm system performance over ``[start_ns, end_ns)`` from the journal."""
+        names, ts = await self._run(lambda: self._opened().activations(start_ns, end_ns))
+        return alarm_kpis(names, ts, start_ns=start_ns, end_ns=end_ns)
 
     # ------------------------------------------------------------------ helpers
     def _journaled(self, transitions: list[Transition]) -> list[Transition]:

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shopfloor.errors import ShopfloorError
+from shopfloor.model.points import Int64Array
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
 
 __all__ = ["AlarmJournal", "JournalEntry", "JournalError"]
@@ -182,6 +185,15 @@ class AlarmJournal:
             )
             for r in rows
         ]
+
+    def activations(self, start_ns: int, end_ns: int) -> tuple[list[str], Int64Array]:
+        """Alarms that came in (``activated``) in ``[start_ns, end_ns)``: names, times."""
+        rows = self._query(
+            "SELECT alarm, ts_ns FROM journal WHERE event = 'activated' AND ts_ns >= ? "
+            "AND ts_ns < ? ORDER BY ts_ns",
+            (start_ns, end_ns),
+        )
+        return [r[0] for r in rows], np.array([r[1] for r in rows], np.int64)
 
     def _query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         try:

@@ -184,6 +184,78 @@ async def journal(
     return [_transition_out(e) for e in entries]
 
 
+class FloodOut(BaseModel):
+    """Adjacent 10-minute periods each with more than 10 alarms."""
+
+    start: str
+    end: str
+    alarms: int
+
+
+class BadActorOut(BaseModel):
+    """One of the most frequent alarms."""
+
+    alarm: str
+    count: int
+    share: float = Field(description="Its share of all activations (0..1).")
+
+
+class ChatterOut(BaseModel):
+    """An alarm that came in 3 or more times within 60 s."""
+
+    alarm: str
+    episodes: int = Field(description="How often it did.")
+    activations: int = Field(description="How often it came in at all.")
+
+
+class KpisOut(BaseModel):
+    """ISA-18.2 / EEMUA 191 alarm performance of a period."""
+
+    start: str
+    end: str
+    activations: int = Field(description="Alarms that came in.")
+    average_per_10min: float = Field(description="Target: about 1 per operator.")
+    peak_per_10min: int
+    share_over_manageable: float = Field(description="10-minute periods above 2 (0..1).")
+    floods: list[FloodOut] = Field(description="Periods of more than 10 in 10 minutes.")
+    share_in_flood: float = Field(description="Time in a flood (0..1); target below 0.01.")
+    bad_actors: list[BadActorOut] = Field(description="The 10 most frequent alarms.")
+    chattering: list[ChatterOut]
+
+
+@router.get("/kpis", summary="Alarm performance", response_model=KpisOut, responses=_ERRORS)
+async def kpis(
+    ctx: Ctx,
+    start: Annotated[str, Query(description="From (ISO 8601 or relative: `-24h`).")] = "-24h",
+    end: Annotated[str, Query(description="Until (default: now).")] = "now",
+) -> KpisOut:
+    """Alarm rate per 10 minutes, floods, bad actors and chattering, from the journal."""
+    now = ctx.clock()
+    lo = parse_time(start, now_ns=now, field="start")
+    hi = parse_time(end, now_ns=now, field="end")
+    if hi <= lo:
+        raise ApiError(422, "invalid_parameter", "end", "end must be after start")
+    k = await _engine(ctx).kpis(start_ns=lo, end_ns=hi)
+    return KpisOut(
+        start=format_ns(k.start_ns),
+        end=format_ns(k.end_ns),
+        activations=k.activations,
+        average_per_10min=k.average_per_10min,
+        peak_per_10min=k.peak_per_10min,
+        share_over_manageable=k.share_over_manageable,
+        floods=[
+            FloodOut(start=format_ns(f.start_ns), end=format_ns(f.end_ns), alarms=f.alarms)
+            for f in k.floods
+        ],
+        share_in_flood=k.share_in_flood,
+        bad_actors=[BadActorOut(alarm=b.alarm, count=b.count, share=b.share) for b in k.bad_actors],
+        chattering=[
+            ChatterOut(alarm=c.alarm, episodes=c.episodes, activations=c.activations)
+            for c in k.chattering
+        ],
+    )
+
+
 @router.post(
     "/acknowledge", summary="Acknowledge an alarm", response_model=TransitionOut, responses=_ERRORS
 )
