@@ -60,6 +60,20 @@ def test_demo_serves_history_and_commits_everything_on_ctrl_c(tmp_path: Path) ->
         assert sim["state"] == "active"
         assert sim["reads"] > 0
 
+        # the plant is described by the demo's templates, with their alarms
+        site = httpx.get(f"{demo.base_url}/api/v1/assets").json()["children"][0]
+        machines = [
+            eq
+            for area in site["children"]
+            for line in area["children"]
+            for cell in line["children"]
+            for eq in cell["children"]
+        ]
+        assert len(machines) == 10
+        assert {eq["template"] for eq in machines} >= {"cnc-mill", "injection-press"}
+        alarms = httpx.get(f"{demo.base_url}/api/v1/alarms", params={"state": "all"}).json()
+        assert sum(a["name"].endswith("/vibration_rms.HH") for a in alarms) == 5
+
         code = demo.stop(signal.SIGINT)
         assert code == 0, demo.log()
         log = demo.log()

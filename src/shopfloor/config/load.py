@@ -195,6 +195,11 @@ def _message(error: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def key_line(text: str, loc: Sequence[str]) -> int | None:
+    """The line of TOML ``text`` where the key path ``loc`` (or its nearest parent) is."""
+    return _KeyLines(text).find([str(part) for part in loc])
+
+
 class _KeyLines:
     """Maps dotted key paths to the 1-based line where they are written."""
 

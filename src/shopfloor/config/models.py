@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from shopfloor.config.alarms import AlarmsSection
+from shopfloor.config.assets import AssetsSection
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
@@ -473,6 +474,9 @@ class ShopfloorConfig(_Section):
     alarms: AlarmsSection = Field(
         default_factory=AlarmsSection, description="Alarm rules and their journal."
     )
+    assets: AssetsSection = Field(
+        default_factory=AssetsSection, description="The plant's ISA-95 asset model."
+    )
     simulator: SimulatorSection = Field(
         default_factory=SimulatorSection, description="In-process simulated factory."
     )
@@ -499,6 +503,7 @@ class ShopfloorConfig(_Section):
                 "server": server,
                 "historian": self.historian.resolved(data_dir=server.data_dir, base=base),
                 "ingest": self.ingest.relative_to(base),
+                "assets": self.assets.relative_to(base),
             }
         )
 

@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
 from typing import Any
 
 import uvicorn
@@ -27,6 +28,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
+from shopfloor.server.assets import AssetModel, load_asset_model
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.postgres import PostgresHistorian
@@ -95,6 +97,28 @@ def build_historian(config: ShopfloorConfig) -> Historian:
     )
 
 
+DEMO_PLANT = "demo_plant"
+"""The packaged demo plant (``plant.toml`` and ``templates/``), simulated by ``shopfloor demo``."""
+
+
+def load_assets(config: ShopfloorConfig) -> AssetModel | None:
+    """The asset model the configuration names; the demo plant's when the simulator runs
+    without one; None otherwise.
+
+    Raises:
+        ConfigError: the plant file or a template is invalid (file and line named).
+    """
+    section = config.assets
+    if section.plant is not None:
+        templates = section.templates_dir
+        assert templates is not None  # beside the plant file by default
+        return load_asset_model(section.plant, templates)
+    if config.simulator.enabled:
+        with resources.as_file(resources.files("shopfloor") / DEMO_PLANT) as folder:
+            return load_asset_model(folder / "plant.toml", folder / "templates")
+    return None
+
+
 class Server:
     """One platform process: ``await start()``, ``await serve(stop)``, ``await close()``.
 
@@ -122,9 +146,12 @@ class Server:
             retry_after_s=config.ingest.retry_after_s,
             edges=EdgeRegistry(max_edges=config.ingest.max_edges),
         )
-        self.alarms = AlarmEngine(
-            rules_from_config(config.alarms), config.server.data_dir / config.alarms.journal
-        )
+        self.assets = load_assets(config)
+        rules = [
+            *(self.assets.alarm_rules if self.assets else ()),
+            *rules_from_config(config.alarms),
+        ]
+        self.alarms = AlarmEngine(rules, config.server.data_dir / config.alarms.journal)
         self._alarm_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
@@ -136,6 +163,7 @@ class Server:
             connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
             alarms=self.alarms,
+            assets=self.assets,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)

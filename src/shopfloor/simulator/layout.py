@@ -1,9 +1,9 @@
 """Which machines a simulated plant has and where they sit in the ISA-95 tree.
 
 A layout is plain data: an enterprise, a site and a tuple of :class:`MachineSpec`. The
-default plant ships as ``default.toml`` next to this module; :func:`load_layout` reads
-the same format from any file, so a later asset-template system can hand the simulator
-its own description instead.
+demo plant is the asset model's ``shopfloor/demo_plant/plant.toml`` (its templates are
+named after the simulator's kinds, :func:`layout_of_plant_file`); :func:`load_layout`
+reads the format below from any file.
 
 Format::
 
@@ -197,9 +197,32 @@ def load_layout(path: str | Path) -> PlantLayout:
         raise ConfigError(f"invalid plant layout {path}", err.problems) from err
 
 
-def default_layout() -> PlantLayout:
-    """Return the shipped plant: two lines of ten machines with utilities (``default.toml``)."""
-    text = (
-        resources.files("shopfloor.simulator").joinpath("default.toml").read_text(encoding="utf-8")
+def layout_of_plant_file(data: dict[str, Any]) -> PlantLayout:
+    """The layout of an asset-model plant file (``[[equipment]]`` from templates) whose
+    template names are simulator kinds; ``rated_kw``, ``ideal_cycle_s`` and ``feeds``
+    come from an instance's ``attributes`` (otherwise the kind's profile decides).
+
+    Raises:
+        ConfigError: as :func:`parse_layout`, with ``machine[i]`` for ``equipment[i]``.
+    """
+    machines = []
+    for entry in data.get("equipment", []):
+        attributes = entry.get("attributes", {})
+        machine = {key: entry[key] for key in ("id", "area", "line", "cell") if key in entry}
+        machine["kind"] = entry.get("template")
+        machine.update(
+            {k: attributes[k] for k in ("rated_kw", "ideal_cycle_s", "feeds") if k in attributes}
+        )
+        machines.append(machine)
+    return parse_layout(
+        {"enterprise": data.get("enterprise"), "site": data.get("site"), "machine": machines}
     )
-    return parse_layout(tomllib.loads(text))
+
+
+def default_layout() -> PlantLayout:
+    """Return the demo plant: two lines of ten machines with utilities, as described for
+    the asset model in ``shopfloor/demo_plant/plant.toml``."""
+    text = (
+        resources.files("shopfloor").joinpath("demo_plant/plant.toml").read_text(encoding="utf-8")
+    )
+    return layout_of_plant_file(tomllib.loads(text))

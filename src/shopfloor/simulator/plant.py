@@ -105,7 +105,7 @@ class Plant:
 
     @classmethod
     def default(cls, *, seed: int = 0, start_ns: int | None = None) -> Plant:
-        """Return the shipped plant (see ``default.toml``)."""
+        """Return the demo plant (``shopfloor/demo_plant/plant.toml``)."""
         return cls(default_layout(), seed=seed, start_ns=start_ns)
 
     @property

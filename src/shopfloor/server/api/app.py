@@ -16,11 +16,13 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
+from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
 from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
+from shopfloor.server.assets import AssetModel
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
@@ -51,6 +53,7 @@ _TAGS_METADATA = [
     {"name": "history", "description": "Many tags' history as one flat table (Grafana)."},
     {"name": "ingest", "description": "Batches of points from edges and scripts."},
     {"name": "edges", "description": "Remote edges: their status, clock skew and delivery."},
+    {"name": "assets", "description": "The plant's ISA-95 asset tree from its templates."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
     {"name": "health", "description": "Liveness and counters."},
 ]
@@ -69,6 +72,7 @@ def create_app(
     ws_interval_s: float = 0.25,
     clock: Callable[[], int] = now_ns,
     alarms: AlarmEngine | None = None,
+    assets: AssetModel | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -85,6 +89,7 @@ def create_app(
         ws_interval_s: the shortest time between two websocket pushes to one client.
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
         alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
+        assets: the asset model, for ``/api/v1/assets``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -103,11 +108,13 @@ def create_app(
         max_body_bytes=max_body_bytes,
         clock=clock,
         alarms=alarms,
+        assets=assets,
     )
     install_error_handlers(app)
     for router in (
         health.router,
         alarms_routes.router,
+        assets_routes.router,
         connectors_routes.router,
         tags.router,
         values.router,

@@ -16,6 +16,7 @@ from shopfloor.server.ingest import Ingestor
 
 if TYPE_CHECKING:
     from shopfloor.server.api.ws import LiveHub
+    from shopfloor.server.assets import AssetModel
     from shopfloor.server.rules.engine import AlarmEngine
 
 __all__ = ["ApiContext", "Ctx", "get_context"]
@@ -36,6 +37,7 @@ class ApiContext:
         max_body_bytes: the largest ingest body accepted.
         clock: the wall clock in UTC nanoseconds ("now" in queries).
         alarms: the alarm engine, if this server runs one.
+        assets: the plant's asset model, if configured.
     """
 
     historian: Historian
@@ -48,6 +50,7 @@ class ApiContext:
     max_body_bytes: int
     clock: Callable[[], int]
     alarms: AlarmEngine | None = None
+    assets: AssetModel | None = None
 
 
 def get_context(conn: HTTPConnection) -> ApiContext:

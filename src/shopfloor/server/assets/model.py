@@ -1,0 +1,224 @@
+"""Build the asset model from a plant file and its templates, checking that it holds.
+
+Each equipment instance gets the tags (:class:`~shopfloor.model.TagMeta`) and alarm
+rules (:class:`~shopfloor.server.rules.engine.AlarmRule`) its template declares, under
+its own path ``enterprise/site/area/line/cell/equipment``. What cannot be checked by a
+file alone is checked here: every instance names an existing template, sets only
+attributes its template has, and no two equipment share a path. Problems are collected
+and raised together, each with the file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shopfloor.config.assets import (
+    Attribute,
+    EquipmentEntry,
+    MeasurementEntry,
+    PlantFile,
+    TemplateAlarm,
+    TemplateFile,
+)
+from shopfloor.config.durations import parse_duration_s
+from shopfloor.config.load import key_line, load_model
+from shopfloor.errors import ConfigError
+from shopfloor.model import DataType, TagMeta
+from shopfloor.server.rules.engine import AlarmRule
+
+__all__ = ["AssetModel", "Equipment", "build_asset_model", "load_asset_model", "load_templates"]
+
+
+@dataclass(frozen=True, slots=True)
+class Equipment:
+    """One machine of the plant."""
+
+    path: str
+    id: str
+    template: str
+    area: str
+    line: str
+    cell: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, Attribute] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AssetModel:
+    """The plant: its equipment, their tags and their alarm rules."""
+
+    enterprise: str
+    site: str
+    equipment: tuple[Equipment, ...]
+    tags: tuple[TagMeta, ...]
+    alarm_rules: tuple[AlarmRule, ...]
+    templates: dict[str, TemplateFile]
+
+    def tree(self) -> dict[str, Any]:
+        """The ISA-95 tree as nested nodes: ``{"name", "level", "path", "children"}``;
+        equipment carry their template, metadata, attributes and tag names."""
+        root: dict[str, Any] = {
+            "name": self.enterprise,
+            "level": "enterprise",
+            "path": self.enterprise,
+            "children": [],
+        }
+        site = _child(root, self.site, "site")
+        for eq in self.equipment:
+            area = _child(site, eq.area, "area")
+            line = _child(area, eq.line, "line")
+            cell = _child(line, eq.cell, "cell")
+            cell["children"].append(
+                {
+                    "name": eq.id,
+                    "level": "equipment",
+                    "path": eq.path,
+                    "template": eq.template,
+                    "metadata": eq.metadata,
+                    "attributes": eq.attributes,
+                    "tags": [m.name for m in self.templates[eq.template].measurements],
+                    "children": [],
+                }
+            )
+        return root
+
+
+def _child(node: dict[str, Any], name: str, level: str) -> dict[str, Any]:
+    for child in node["children"]:
+        if child["name"] == name:
+            return child  # type: ignore[no-any-return]
+    child = {"name": name, "level": level, "path": f"{node['path']}/{name}", "children": []}
+    node["children"].append(child)
+    return child
+
+
+def load_templates(folder: Path) -> dict[str, TemplateFile]:
+    """Every ``*.toml`` template in ``folder``, by type.
+
+    Raises:
+        ConfigError: the folder is missing, a file is invalid, or two files share a type.
+    """
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: the templates folder does not exist")
+    out: dict[str, TemplateFile] = {}
+    problems: list[str] = []
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            template = load_model(path, TemplateFile)
+        except ConfigError as err:
+            problems += [f"{path.name}: {p.strip()}" for p in err.problems]
+            continue
+        if template.type in out:
+            problems.append(f"{path.name}: type {template.type!r} is declared twice")
+        out[template.type] = template
+    if problems:
+        raise ConfigError(f"{folder}: {len(problems)} problem(s) in the templates", problems)
+    return out
+
+
+def load_asset_model(plant_path: Path, templates_dir: Path) -> AssetModel:
+    """Read the plant file and the templates it uses, and build the model.
+
+    Raises:
+        ConfigError: every problem, with its file and line.
+    """
+    templates = load_templates(templates_dir)
+    plant = load_model(plant_path, PlantFile)
+    text = plant_path.read_text(encoding="utf-8")
+    return build_asset_model(plant, templates, source=plant_path.name, text=text)
+
+
+def build_asset_model(
+    plant: PlantFile, templates: dict[str, TemplateFile], *, source: str = "plant", text: str = ""
+) -> AssetModel:
+    """The model of ``plant`` with ``templates``.
+
+    Raises:
+        ConfigError: an unknown template or attribute, or two equipment at one path.
+    """
+    problems: list[str] = []
+    equipment: list[Equipment] = []
+    tags: list[TagMeta] = []
+    rules: list[AlarmRule] = []
+    paths: set[str] = set()
+
+    def problem(i: int, key: str, message: str) -> None:
+        line = key_line(text, ["equipment", str(i), key]) if text else None
+        where = f" (line {line})" if line else ""
+        problems.append(f"{source}: equipment.{i}.{key}{where}: {message}")
+
+    for i, entry in enumerate(plant.equipment):
+        template = templates.get(entry.template)
+        if template is None:
+            known = ", ".join(sorted(templates)) or "none"
+            problem(i, "template", f"no template {entry.template!r} (known: {known})")
+            continue
+        unknown = sorted(set(entry.attributes) - set(template.attributes))
+        if unknown:
+            problem(i, "attributes", f"not attributes of {template.type}: {', '.join(unknown)}")
+            continue
+        path = "/".join(
+            (plant.enterprise, plant.site, entry.area, entry.line, entry.cell, entry.id)
+        )
+        if path in paths:
+            problem(i, "id", f"{path} is already another equipment's path")
+            continue
+        paths.add(path)
+        equipment.append(_equipment(entry, template, path))
+        tags += [_tag(path, m) for m in template.measurements]
+        rules += [_rule(path, a) for a in template.alarms]
+    if problems:
+        count = len(problems)
+        raise ConfigError(f"{source}: {count} problem{'s' if count > 1 else ''}", problems)
+    return AssetModel(
+        plant.enterprise, plant.site, tuple(equipment), tuple(tags), tuple(rules), templates
+    )
+
+
+def _equipment(entry: EquipmentEntry, template: TemplateFile, path: str) -> Equipment:
+    metadata = {
+        key: getattr(entry, key)
+        for key in ("description", "location", "manufacturer", "serial", "criticality")
+    }
+    if not metadata["description"]:
+        metadata["description"] = template.description
+    return Equipment(
+        path=path,
+        id=entry.id,
+        template=template.type,
+        area=entry.area,
+        line=entry.line,
+        cell=entry.cell,
+        metadata=metadata,
+        attributes={**template.attributes, **entry.attributes},
+    )
+
+
+def _tag(equipment_path: str, m: MeasurementEntry) -> TagMeta:
+    low, high = m.range if m.range is not None else (None, None)
+    return TagMeta(
+        path=f"{equipment_path}/{m.name}",
+        unit=m.unit,
+        description=m.description,
+        data_type=DataType(m.data_type),
+        eng_low=low,
+        eng_high=high,
+        states=tuple(sorted((int(k), v) for k, v in m.states.items())),
+    )
+
+
+def _rule(equipment_path: str, a: TemplateAlarm) -> AlarmRule:
+    tag = f"{equipment_path}/{a.measurement}"
+    return AlarmRule(
+        name=f"{tag}.{a.kind}",
+        tag=tag,
+        kind=a.kind,
+        limit=a.limit,
+        deadband=a.deadband,
+        on_delay_s=parse_duration_s(a.on_delay),
+        off_delay_s=parse_duration_s(a.off_delay),
+        priority=a.priority,
+        message=a.message,
+    )

@@ -1,0 +1,125 @@
+"""The asset model: templates and plant files, checked with file and line; the demo plant."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from shopfloor.errors import ConfigError
+from shopfloor.server.assets import load_asset_model
+from shopfloor.simulator import Plant
+
+DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
+
+TEMPLATE = """\
+type = "pump"
+description = "Centrifugal pump"
+
+[attributes]
+rated_kw = 5.5
+
+[[measurements]]
+name = "flow"
+unit = "m3/h"
+range = [0.0, 60.0]
+
+[[measurements]]
+name = "bearing_temp"
+unit = "degC"
+
+[[alarms]]
+measurement = "bearing_temp"
+kind = "H"
+limit = 80.0
+priority = "high"
+"""
+
+PLANT = """\
+enterprise = "acme"
+site = "plant-2"
+
+[[equipment]]
+id = "p-01"
+template = "pump"
+area = "water"
+line = "cooling"
+cell = "pumps"
+serial = "KSB-1"
+attributes = { rated_kw = 7.5 }
+"""
+
+
+def write(tmp_path: Path, plant: str = PLANT, **templates: str) -> Path:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    for name, text in (templates or {"pump": TEMPLATE}).items():
+        (folder / f"{name}.toml").write_text(text)
+    (tmp_path / "plant.toml").write_text(plant)
+    return tmp_path / "plant.toml"
+
+
+def test_an_instance_gets_its_templates_tags_alarms_and_metadata(tmp_path: Path) -> None:
+    model = load_asset_model(write(tmp_path), tmp_path / "templates")
+    (pump,) = model.equipment
+    assert pump.path == "acme/plant-2/water/cooling/pumps/p-01"
+    assert pump.attributes == {"rated_kw": 7.5}
+    assert (pump.metadata["serial"], pump.metadata["description"]) == ("KSB-1", "Centrifugal pump")
+    assert [(t.path, t.unit, t.eng_high) for t in model.tags] == [
+        (f"{pump.path}/flow", "m3/h", 60.0),
+        (f"{pump.path}/bearing_temp", "degC", None),
+    ]
+    (rule,) = model.alarm_rules
+    assert (rule.name, rule.limit, rule.priority) == (f"{pump.path}/bearing_temp.H", 80.0, "high")
+    tree = model.tree()
+    cell = tree["children"][0]["children"][0]["children"][0]["children"][0]
+    assert (cell["level"], cell["path"]) == ("cell", "acme/plant-2/water/cooling/pumps")
+    assert cell["children"][0]["tags"] == ["flow", "bearing_temp"]
+
+
+@pytest.mark.parametrize(
+    ("plant", "words"),
+    [
+        (PLANT.replace('"pump"', '"pumpp"'), "equipment.0.template (line 6): no template 'pumpp'"),
+        (PLANT.replace("rated_kw = 7.5", "rpm = 2"), "equipment.0.attributes (line 11)"),
+        (PLANT + PLANT.split("\n\n", 1)[1], "equipment ids used twice: p-01"),
+        (PLANT.replace('area = "water"', 'area = "Water Treatment"'), "equipment.0.area (line 7)"),
+    ],
+)
+def test_plant_problems_name_file_key_and_line(tmp_path: Path, plant: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_asset_model(write(tmp_path, plant), tmp_path / "templates")
+    assert any(words in p for p in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        (TEMPLATE.replace('"m3/h"', '"m3/hr"'), "measurements.0.unit (line 9): unknown unit"),
+        (TEMPLATE.replace('measurement = "bearing_temp"', 'measurement = "temp"'), "'temp'"),
+        (TEMPLATE.replace("limit = 80.0\n", ""), "kind H needs a limit"),
+        (TEMPLATE.replace("range = [0.0, 60.0]", "range = [60.0, 0.0]"), "low < high"),
+    ],
+)
+def test_template_problems_name_file_key_and_line(
+    tmp_path: Path, template: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_asset_model(write(tmp_path, pump=template), tmp_path / "templates")
+    assert any(p.startswith("pump.toml") and words in p for p in info.value.problems), (
+        info.value.problems
+    )
+
+
+def test_the_demo_plant_is_ten_machines_whose_templates_match_the_simulator() -> None:
+    model = load_asset_model(DEMO / "plant.toml", DEMO / "templates")
+    assert len(model.equipment) == 10
+    simulated = {t.path: t for t in Plant.default().tags()}
+    described = {t.path: t for t in model.tags}
+    assert set(described) == set(simulated)  # every simulated tag, and nothing else
+    for path, tag in described.items():
+        sim = simulated[path]
+        assert (tag.unit, tag.data_type, tag.states) == (sim.unit, sim.data_type, sim.states), path
+    vibration = [r for r in model.alarm_rules if r.tag.endswith("/vibration_rms")]
+    assert len(vibration) == 2 * 5  # H and HH on every mill and press
