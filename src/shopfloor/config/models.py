@@ -28,6 +28,7 @@ from shopfloor.config.assets import AssetsSection
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
+from shopfloor.config.notify import NotifySection
 from shopfloor.config.retention import RetentionSection
 from shopfloor.config.upkeep import CompactionSection, RollupsSection
 from shopfloor.errors import ConfigError
@@ -474,6 +475,9 @@ class ShopfloorConfig(_Section):
     alarms: AlarmsSection = Field(
         default_factory=AlarmsSection, description="Alarm rules and their journal."
     )
+    notify: NotifySection = Field(
+        default_factory=NotifySection, description="Alarm notifications: channels and routes."
+    )
     assets: AssetsSection = Field(
         default_factory=AssetsSection, description="The plant's ISA-95 asset model."
     )
@@ -504,6 +508,7 @@ class ShopfloorConfig(_Section):
                 "historian": self.historian.resolved(data_dir=server.data_dir, base=base),
                 "ingest": self.ingest.relative_to(base),
                 "assets": self.assets.relative_to(base),
+                "notify": self.notify.relative_to(base),
             }
         )
 

@@ -38,6 +38,7 @@ from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.rules.engine import AlarmEngine, rules_from_config
+from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.web.routes import router as web_router
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class Server:
         ]
         self.alarms = AlarmEngine(rules, config.server.data_dir / config.alarms.journal)
         self._alarm_task: asyncio.Task[None] | None = None
+        self.dispatcher = Dispatcher(self.alarms, config.notify) if config.notify.channels else None
+        self._notify_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -199,6 +202,8 @@ class Server:
         self._started = True
         await self.alarms.start()
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
+        if self.dispatcher is not None:
+            self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -267,10 +272,11 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
-        if self._alarm_task is not None:
-            self._alarm_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._alarm_task
+        for task in (self._notify_task, self._alarm_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.alarms.close()
         if self._started:
             await self.historian.close()

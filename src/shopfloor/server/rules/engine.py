@@ -31,7 +31,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.server.rules.alarms import Alarm, AlarmState, AlarmStatus, Transition
 from shopfloor.server.rules.conditions import ConditionKind, Conditions
-from shopfloor.server.rules.journal import AlarmJournal, JournalEntry
+from shopfloor.server.rules.journal import AlarmJournal, JournalEntry, SendAttempt
 from shopfloor.server.rules.kpis import AlarmKpis, alarm_kpis
 
 __all__ = ["ActiveAlarm", "AlarmEngine", "AlarmRule", "rules_from_config"]
@@ -307,6 +307,19 @@ class AlarmEngine:
         """Alarm system performance over ``[start_ns, end_ns)`` from the journal."""
         names, ts = await self._run(lambda: self._opened().activations(start_ns, end_ns))
         return alarm_kpis(names, ts, start_ns=start_ns, end_ns=end_ns)
+
+    async def log_attempt(self, attempt: SendAttempt) -> None:
+        """Journal one try to send a notification."""
+        await self._run(lambda: self._opened().log_attempt(attempt))
+
+    async def attempts(self, *, alarm: str | None = None, limit: int = 1000) -> list[SendAttempt]:
+        """Notification attempts, in order."""
+        return await self._run(lambda: self._opened().attempts(alarm=alarm, limit=limit))
+
+    def state_of(self, name: str) -> AlarmState | None:
+        """The state an alarm shows now (None: no such alarm)."""
+        i = self._index.get(name)
+        return None if i is None else self._alarms[i].state
 
     # ------------------------------------------------------------------ helpers
     def _journaled(self, transitions: list[Transition]) -> list[Transition]:

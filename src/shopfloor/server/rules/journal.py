@@ -23,7 +23,7 @@ from shopfloor.errors import ShopfloorError
 from shopfloor.model.points import Int64Array
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
 
-__all__ = ["AlarmJournal", "JournalEntry", "JournalError"]
+__all__ = ["AlarmJournal", "JournalEntry", "JournalError", "SendAttempt"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS journal ("
@@ -32,6 +32,11 @@ _SCHEMA = (
     " user TEXT NOT NULL, comment TEXT NOT NULL, value REAL)",
     "CREATE INDEX IF NOT EXISTS journal_alarm_ts ON journal (alarm, ts_ns)",
     "CREATE INDEX IF NOT EXISTS journal_ts ON journal (ts_ns)",
+    "CREATE TABLE IF NOT EXISTS notifications ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ns INTEGER NOT NULL, alarm TEXT NOT NULL,"
+    " event TEXT NOT NULL, channel TEXT NOT NULL, attempt INTEGER NOT NULL,"
+    " ok INTEGER NOT NULL, detail TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS notifications_alarm ON notifications (alarm, ts_ns)",
     "CREATE TABLE IF NOT EXISTS alarm_status ("
     " alarm TEXT PRIMARY KEY, base TEXT NOT NULL, condition INTEGER NOT NULL,"
     " shelved_until_ns INTEGER, suppressed INTEGER NOT NULL, out_of_service INTEGER NOT NULL,"
@@ -58,6 +63,19 @@ class JournalEntry:
     user: str
     comment: str
     value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendAttempt:
+    """One try to send a notification: to which channel, the how-many-th, and the outcome."""
+
+    ts_ns: int
+    alarm: str
+    event: str
+    channel: str
+    attempt: int
+    ok: bool
+    detail: str
 
 
 class AlarmJournal:
@@ -194,6 +212,35 @@ class AlarmJournal:
             (start_ns, end_ns),
         )
         return [r[0] for r in rows], np.array([r[1] for r in rows], np.int64)
+
+    def log_attempt(self, attempt: SendAttempt) -> None:
+        """Record one try to send a notification (each try, failed or not)."""
+        try:
+            self._con.execute(
+                "INSERT INTO notifications (ts_ns, alarm, event, channel, attempt, ok, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    attempt.ts_ns,
+                    attempt.alarm,
+                    attempt.event,
+                    attempt.channel,
+                    attempt.attempt,
+                    int(attempt.ok),
+                    attempt.detail,
+                ),
+            )
+        except sqlite3.Error as err:
+            raise JournalError(f"alarm journal {self.path}: cannot log a send: {err}") from err
+
+    def attempts(self, *, alarm: str | None = None, limit: int = 1000) -> list[SendAttempt]:
+        """Send attempts in order, optionally of one alarm."""
+        where, params = ("WHERE alarm = ?", [alarm]) if alarm is not None else ("", [])
+        rows = self._query(
+            "SELECT ts_ns, alarm, event, channel, attempt, ok, detail FROM notifications "
+            f"{where} ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
+        return [SendAttempt(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
 
     def _query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         try:

@@ -1,0 +1,1 @@
+"""Alarm notifications: robots of DingTalk, WeCom and Feishu, webhooks and e-mail."""

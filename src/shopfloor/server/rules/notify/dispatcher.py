@@ -1,0 +1,265 @@
+"""Sends alarm notifications: routing, a bounded queue per channel, rate limits, retries
+with backoff, escalation, and every attempt journaled.
+
+The dispatcher follows :attr:`AlarmEngine.events` (transitions already journaled), so a
+message is only ever about something on record. Each channel has its own bounded queue
+(drop-oldest, counted and logged once) and its own sender task: a dead mail server
+never delays a DingTalk robot. A failed send is tried again after 1, 2, 4 … s (with
+jitter, at most 60 s) up to ``attempts`` times; a robot's rate limit (20 a minute for
+DingTalk) is kept by spacing messages. An alarm still unacknowledged ``escalate_after``
+its activation is sent, marked as an escalation, to ``escalate_to`` as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+
+from shopfloor.config.notify import ChannelConfig, NotifySection, RouteConfig
+from shopfloor.errors import ConfigError
+from shopfloor.runtime.clock import Clock, SystemClock
+from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, Transition
+from shopfloor.server.rules.engine import AlarmEngine
+from shopfloor.server.rules.journal import SendAttempt
+from shopfloor.server.rules.notify.messages import (
+    Notice,
+    http_request,
+    robot_error,
+    text_of,
+)
+
+__all__ = ["Dispatcher", "SendFailed"]
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+
+
+class SendFailed(Exception):  # noqa: N818 - reads as what happened
+    """One try to send failed; the message says why."""
+
+
+@dataclass
+class _Channel:
+    config: ChannelConfig
+    queue: asyncio.Queue[Notice] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    dropped: int = 0
+    sent: int = 0
+    failed: int = 0
+    next_free: float = 0.0
+
+
+class Dispatcher:
+    """Notifications of ``engine``'s alarms as ``section`` routes them.
+
+    Args:
+        engine: the alarm engine (started); its events are followed, its journal logs.
+        section: channels and routes.
+        clock: wall time (escalations) and sleeping (retries, rate limits).
+        http: the HTTP client (tests hand in their own); made here by default.
+        backoff_s: the first retry's delay; doubled each time, at most 60 s.
+    """
+
+    def __init__(
+        self,
+        engine: AlarmEngine,
+        section: NotifySection,
+        *,
+        clock: Clock | None = None,
+        http: httpx.AsyncClient | None = None,
+        backoff_s: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._routes = section.routes
+        self._channels = {c.name: _Channel(c) for c in section.channels}
+        self._clock = clock or SystemClock()
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=10.0)
+        self._backoff_s = backoff_s
+        self._escalations: list[tuple[int, int, str, Notice]] = []
+        self._order = 0
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Per channel: sent, failed (gave up), dropped (queue full), waiting."""
+        return {
+            name: {
+                "sent": c.sent,
+                "failed": c.failed,
+                "dropped": c.dropped,
+                "waiting": c.queue.qsize(),
+            }
+            for name, c in self._channels.items()
+        }
+
+    async def run(self) -> None:
+        """Follow the engine's events and send until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for name, channel in self._channels.items():
+                    tasks.create_task(self._send_loop(channel), name=f"notify/{name}")
+                tasks.create_task(self._escalation_loop(), name="notify/escalations")
+                async with self._engine.events.subscribe("notify") as events:
+                    async for transition in events:
+                        self.route(transition)
+        finally:
+            if self._own_http:
+                await self._http.aclose()
+
+    # ------------------------------------------------------------------ routing
+    def route(self, transition: Transition) -> None:
+        """Queue ``transition`` for every channel a route sends it to."""
+        rule = self._engine.rule(transition.alarm)
+        if rule is None:
+            return
+        notice = Notice(transition, rule)
+        for route in self._routes:
+            if not _matches(route, transition, rule.priority, rule.tag):
+                continue
+            self._offer(route.channel, notice)
+            after = route.escalate_after_s
+            if after is not None and route.escalate_to and transition.event is AlarmEvent.ACTIVATED:
+                due = transition.ts_ns + int(after * 1e9)
+                self._order += 1
+                heapq.heappush(self._escalations, (due, self._order, route.escalate_to, notice))
+
+    def _offer(self, name: str, notice: Notice) -> None:
+        channel = self._channels[name]
+        if channel.queue.full():
+            channel.queue.get_nowait()
+            channel.dropped += 1
+            if channel.dropped == 1:
+                logger.warning("notify channel %s is behind: dropping the oldest messages", name)
+        channel.queue.put_nowait(notice)
+
+    async def _escalation_loop(self) -> None:
+        while True:
+            await self._clock.sleep(1.0)
+            now = self._clock.now_ns()
+            while self._escalations and self._escalations[0][0] <= now:
+                _, _, target, notice = heapq.heappop(self._escalations)
+                if self._engine.state_of(notice.transition.alarm) is AlarmState.UNACKNOWLEDGED:
+                    self._offer(target, Notice(notice.transition, notice.rule, escalation=True))
+
+    # ------------------------------------------------------------------ sending
+    async def _send_loop(self, channel: _Channel) -> None:
+        spacing = 60.0 / channel.config.rate_per_minute
+        while True:
+            notice = await channel.queue.get()
+            wait = channel.next_free - self._clock.monotonic()
+            if wait > 0:
+                await self._clock.sleep(wait)
+            channel.next_free = self._clock.monotonic() + spacing
+            await self._deliver(channel, notice)
+
+    async def _deliver(self, channel: _Channel, notice: Notice) -> None:
+        config = channel.config
+        delay = self._backoff_s
+        event = ("escalation:" if notice.escalation else "") + notice.transition.event.value
+        for attempt in range(1, config.attempts + 1):
+            try:
+                await self._send(config, notice)
+            except (SendFailed, ConfigError) as err:
+                await self._log(notice, config.name, event, attempt, ok=False, detail=str(err))
+                if attempt == config.attempts or isinstance(err, ConfigError):
+                    channel.failed += 1
+                    logger.error(
+                        "notify %s: gave up on %s after %d tries: %s",
+                        config.name,
+                        notice.transition.alarm,
+                        attempt,
+                        err,
+                    )
+                    return
+                await self._clock.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 60.0)
+                continue
+            await self._log(notice, config.name, event, attempt, ok=True, detail="sent")
+            channel.sent += 1
+            return
+
+    async def _log(
+        self, notice: Notice, channel: str, event: str, attempt: int, *, ok: bool, detail: str
+    ) -> None:
+        await self._engine.log_attempt(
+            SendAttempt(
+                self._clock.now_ns(),
+                notice.transition.alarm,
+                event,
+                channel,
+                attempt,
+                ok,
+                detail[:500],
+            )
+        )
+
+    async def _send(self, config: ChannelConfig, notice: Notice) -> None:
+        if config.kind == "email":
+            await asyncio.to_thread(_send_email, config, notice)
+            return
+        url, body = http_request(
+            config.kind,
+            config.resolved_url(),
+            notice,
+            secret=config.secret(),
+            now_ms=self._clock.now_ns() // 1_000_000,
+        )
+        try:
+            answer = await self._http.post(url, json=body)
+        except httpx.HTTPError as err:
+            raise SendFailed(f"{type(err).__name__}: {err}") from err
+        if answer.status_code >= 300:
+            raise SendFailed(f"HTTP {answer.status_code}: {answer.text[:200]}")
+        if config.kind != "webhook":
+            try:
+                parsed: Any = answer.json()
+            except ValueError as err:
+                raise SendFailed(f"not JSON: {answer.text[:200]}") from err
+            problem = robot_error(config.kind, parsed)
+            if problem is not None:
+                raise SendFailed(problem)
+
+
+def _matches(route: RouteConfig, t: Transition, priority: str, tag: str) -> bool:
+    if t.event.value not in route.events or priority not in route.priorities:
+        return False
+    return not route.prefixes or any(
+        tag == p or tag.startswith(p.rstrip("/") + "/") for p in route.prefixes
+    )
+
+
+def _send_email(config: ChannelConfig, notice: Notice) -> None:
+    """Send one e-mail (blocking: runs in a thread)."""
+    message = EmailMessage()
+    message["From"] = config.sender or ""
+    message["To"] = ", ".join(config.recipients)
+    first_line = text_of(notice).split("\n", 1)[0]
+    message["Subject"] = f"shopfloor {first_line}"[:200]
+    message.set_content(text_of(notice))
+    context = ssl.create_default_context(
+        cafile=str(config.ca_file) if config.ca_file is not None else None
+    )
+    host = config.smtp_host or ""
+    try:
+        smtp: smtplib.SMTP
+        if config.tls == "ssl":
+            smtp = smtplib.SMTP_SSL(host, config.smtp_port, timeout=15, context=context)
+        else:
+            smtp = smtplib.SMTP(host, config.smtp_port, timeout=15)
+        with smtp:
+            if config.tls == "starttls":
+                smtp.starttls(context=context)
+            password = config.password()
+            if config.username and password is not None:
+                smtp.login(config.username, password)
+            smtp.send_message(message)
+    except (OSError, smtplib.SMTPException, ssl.SSLError) as err:
+        raise SendFailed(f"SMTP {host}:{config.smtp_port}: {err}") from err
