@@ -17,13 +17,14 @@ user's own words with the key and line.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shopfloor.config.durations import parse_duration_s
 
-__all__ = ["AlarmRuleConfig", "AlarmsSection"]
+__all__ = ["AlarmRuleConfig", "AlarmSpec", "AlarmsSection", "repeated"]
 
 AlarmKind = Literal["HH", "H", "L", "LL", "state", "bad_quality"]
 Priority = Literal["critical", "high", "medium", "low"]
@@ -33,10 +34,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AlarmRuleConfig(_Section):
-    """One alarm on one tag."""
+class AlarmSpec(_Section):
+    """What an alarm does, wherever it is written (here on a tag, or in a template on a
+    measurement)."""
 
-    tag: str = Field(min_length=1, description="Path of the tag the rule watches.")
     kind: AlarmKind = Field(
         description="`HH`/`H`: above `limit`; `L`/`LL`: below it; `state`: equal to it (a "
         "digital state); `bad_quality`: the tag's quality is Bad (communication lost)."
@@ -55,9 +56,6 @@ class AlarmRuleConfig(_Section):
         "0s", description="How long the condition must be gone before the alarm clears."
     )
     priority: Priority = Field("medium", description="ISA-18.2 priority.")
-    name: str | None = Field(
-        None, description="The alarm's name; default: the tag path, a dot and the kind."
-    )
     message: str = Field(
         "{tag} {kind}: {value}",
         description="Text of the alarm; `{tag}`, `{kind}`, `{value}`, `{limit}` are filled "
@@ -72,17 +70,12 @@ class AlarmRuleConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _limit_fits_kind(self) -> AlarmRuleConfig:
+    def _limit_fits_kind(self) -> Self:
         if self.kind == "bad_quality" and self.limit is not None:
             raise ValueError("kind bad_quality takes no limit")
         if self.kind != "bad_quality" and self.limit is None:
             raise ValueError(f"kind {self.kind} needs a limit")
         return self
-
-    @property
-    def alarm_name(self) -> str:
-        """The alarm's name: given, or ``tag.kind``."""
-        return self.name or f"{self.tag}.{self.kind}"
 
     @property
     def on_delay_s(self) -> float:
@@ -93,6 +86,25 @@ class AlarmRuleConfig(_Section):
     def off_delay_s(self) -> float:
         """``off_delay`` in seconds."""
         return parse_duration_s(self.off_delay)
+
+
+class AlarmRuleConfig(AlarmSpec):
+    """One alarm on one tag."""
+
+    tag: str = Field(min_length=1, description="Path of the tag the rule watches.")
+    name: str | None = Field(
+        None, description="The alarm's name; default: the tag path, a dot and the kind."
+    )
+
+    @property
+    def alarm_name(self) -> str:
+        """The alarm's name: given, or ``tag.kind``."""
+        return self.name or f"{self.tag}.{self.kind}"
+
+
+def repeated(names: Sequence[str]) -> list[str]:
+    """The names that occur more than once, sorted (for "named twice" errors)."""
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 class AlarmsSection(_Section):

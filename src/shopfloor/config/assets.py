@@ -45,8 +45,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shopfloor.config.alarms import AlarmKind, Priority
-from shopfloor.config.durations import parse_duration_s
+from shopfloor.config.alarms import AlarmSpec, repeated
 from shopfloor.model.units import is_known_unit
 
 __all__ = [
@@ -115,32 +114,10 @@ class MeasurementEntry(_Section):
         return value
 
 
-class TemplateAlarm(_Section):
+class TemplateAlarm(AlarmSpec):
     """An alarm every machine of the type has, on one of its measurements."""
 
     measurement: str = Field(description="The measurement it watches.")
-    kind: AlarmKind
-    limit: float | None = None
-    deadband: float = Field(0.0, ge=0)
-    on_delay: str = "0s"
-    off_delay: str = "0s"
-    priority: Priority = "medium"
-    message: str = "{tag} {kind}: {value}"
-
-    @field_validator("on_delay", "off_delay")
-    @classmethod
-    def _delay(cls, value: str) -> str:
-        if parse_duration_s(value) > 86400:
-            raise ValueError(f"a delay of at most 1d, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _limit_fits_kind(self) -> TemplateAlarm:
-        if self.kind == "bad_quality" and self.limit is not None:
-            raise ValueError("kind bad_quality takes no limit")
-        if self.kind != "bad_quality" and self.limit is None:
-            raise ValueError(f"kind {self.kind} needs a limit")
-        return self
 
 
 class TemplateFile(_Section):
@@ -162,7 +139,7 @@ class TemplateFile(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> TemplateFile:
         names = [m.name for m in self.measurements]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"measurements named twice: {', '.join(dupes)}")
         for i, alarm in enumerate(self.alarms):
@@ -213,8 +190,7 @@ class PlantFile(_Section):
 
     @model_validator(mode="after")
     def _unique(self) -> PlantFile:
-        ids = [e.id for e in self.equipment]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        dupes = repeated([e.id for e in self.equipment])
         if dupes:
             raise ValueError(f"equipment ids used twice: {', '.join(dupes)}")
         return self

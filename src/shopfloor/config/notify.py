@@ -36,7 +36,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shopfloor.config.alarms import Priority
+from shopfloor.config.alarms import Priority, repeated
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.errors import ConfigError
 
@@ -180,7 +180,7 @@ class NotifySection(_Section):
     @model_validator(mode="after")
     def _names(self) -> NotifySection:
         names = [c.name for c in self.channels]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"channels named twice: {', '.join(dupes)}")
         for i, route in enumerate(self.routes):

@@ -22,11 +22,10 @@ from shopfloor.config.assets import (
     TemplateAlarm,
     TemplateFile,
 )
-from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.load import key_line, load_model
 from shopfloor.errors import ConfigError
 from shopfloor.model import DataType, TagMeta
-from shopfloor.server.rules.engine import AlarmRule
+from shopfloor.server.rules.engine import AlarmRule, rule_of
 
 __all__ = ["AssetModel", "Equipment", "build_asset_model", "load_asset_model", "load_templates"]
 
@@ -211,14 +210,4 @@ def _tag(equipment_path: str, m: MeasurementEntry) -> TagMeta:
 
 def _rule(equipment_path: str, a: TemplateAlarm) -> AlarmRule:
     tag = f"{equipment_path}/{a.measurement}"
-    return AlarmRule(
-        name=f"{tag}.{a.kind}",
-        tag=tag,
-        kind=a.kind,
-        limit=a.limit,
-        deadband=a.deadband,
-        on_delay_s=parse_duration_s(a.on_delay),
-        off_delay_s=parse_duration_s(a.off_delay),
-        priority=a.priority,
-        message=a.message,
-    )
+    return rule_of(a, name=f"{tag}.{a.kind}", tag=tag)

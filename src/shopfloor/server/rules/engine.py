@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from shopfloor.config.alarms import AlarmsSection
+from shopfloor.config.alarms import AlarmSpec, AlarmsSection
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel
@@ -34,7 +34,7 @@ from shopfloor.server.rules.conditions import ConditionKind, Conditions
 from shopfloor.server.rules.journal import AlarmJournal, JournalEntry, SendAttempt
 from shopfloor.server.rules.kpis import AlarmKpis, alarm_kpis
 
-__all__ = ["ActiveAlarm", "AlarmEngine", "AlarmRule", "rules_from_config"]
+__all__ = ["ActiveAlarm", "AlarmEngine", "AlarmRule", "rule_of", "rules_from_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -341,19 +341,21 @@ class AlarmEngine:
         return await self._loop.run_in_executor(self._worker, fn)
 
 
+def rule_of(spec: AlarmSpec, *, name: str, tag: str) -> AlarmRule:
+    """The engine's rule for an alarm as configured (on a tag, or from a template)."""
+    return AlarmRule(
+        name=name,
+        tag=tag,
+        kind=spec.kind,
+        limit=spec.limit,
+        deadband=spec.deadband,
+        on_delay_s=spec.on_delay_s,
+        off_delay_s=spec.off_delay_s,
+        priority=spec.priority,
+        message=spec.message,
+    )
+
+
 def rules_from_config(section: AlarmsSection) -> list[AlarmRule]:
     """The engine's rules from an ``[alarms]`` configuration section."""
-    return [
-        AlarmRule(
-            name=r.alarm_name,
-            tag=r.tag,
-            kind=r.kind,
-            limit=r.limit,
-            deadband=r.deadband,
-            on_delay_s=r.on_delay_s,
-            off_delay_s=r.off_delay_s,
-            priority=r.priority,
-            message=r.message,
-        )
-        for r in section.rules
-    ]
+    return [rule_of(r, name=r.alarm_name, tag=r.tag) for r in section.rules]
