@@ -26,7 +26,7 @@ from shopfloor.config.durations import parse_duration_s
 
 __all__ = ["AlarmRuleConfig", "AlarmSpec", "AlarmsSection", "repeated"]
 
-AlarmKind = Literal["HH", "H", "L", "LL", "state", "bad_quality"]
+AlarmKind = Literal["HH", "H", "L", "LL", "state", "bad_quality", "roc", "deviation"]
 Priority = Literal["critical", "high", "medium", "low"]
 
 
@@ -40,10 +40,17 @@ class AlarmSpec(_Section):
 
     kind: AlarmKind = Field(
         description="`HH`/`H`: above `limit`; `L`/`LL`: below it; `state`: equal to it (a "
-        "digital state); `bad_quality`: the tag's quality is Bad (communication lost)."
+        "digital state); `bad_quality`: the tag's quality is Bad (communication lost); "
+        "`roc`: changing faster than `limit` per second; `deviation`: further than "
+        "`limit` from the `setpoint` tag."
     )
     limit: float | None = Field(
         None, description="The limit, or the state for `state`; not for `bad_quality`."
+    )
+    setpoint: str | None = Field(
+        None,
+        description="`deviation` only: the setpoint's tag path (in a template: a measurement "
+        "of the same equipment).",
     )
     deadband: float = Field(
         0.0,
@@ -75,6 +82,10 @@ class AlarmSpec(_Section):
             raise ValueError("kind bad_quality takes no limit")
         if self.kind != "bad_quality" and self.limit is None:
             raise ValueError(f"kind {self.kind} needs a limit")
+        if (self.kind == "deviation") != (self.setpoint is not None):
+            raise ValueError("a setpoint goes with kind deviation, and only with it")
+        if self.kind in {"roc", "deviation"} and self.limit is not None and self.limit <= 0:
+            raise ValueError(f"kind {self.kind} needs a limit above 0")
         return self
 
     @property

@@ -147,6 +147,10 @@ class TemplateFile(_Section):
                 raise ValueError(
                     f"alarms[{i}] watches {alarm.measurement!r}, which is no measurement"
                 )
+            if alarm.setpoint is not None and alarm.setpoint not in names:
+                raise ValueError(
+                    f"alarms[{i}] deviates from {alarm.setpoint!r}, which is no measurement"
+                )
         keys = [(a.measurement, a.kind) for a in self.alarms]
         if len(set(keys)) != len(keys):
             raise ValueError("two alarms of one kind on one measurement")

@@ -130,3 +130,33 @@ async def test_a_restart_continues_from_the_journal_without_re_alarming(
         ]
     finally:
         await again.close()
+
+
+async def test_deviation_follows_its_setpoint_and_rate_of_change_its_slope(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    sp = "acme/p1/press/l1/c1/press-1/oil_setpoint"
+    rules = [
+        AlarmRule("oil.dev", OIL, "deviation", limit=5.0, deadband=1.0, setpoint=sp),
+        AlarmRule("oil.roc", OIL, "roc", limit=2.0),  # more than 2 K a second
+    ]
+    engine = AlarmEngine(rules, tmp_path / "alarms.sqlite", clock=clock)
+    await engine.start()
+    t0 = clock.now_ns()
+    try:
+        # setpoint 60; oil 63 is inside the band; the setpoint drops to 55: now 8 away
+        steps = await engine.process(live([(sp, t0, 60.0, 0), (OIL, t0 + S, 63.0, 0)]))
+        assert steps == []
+        moved = await engine.process(live([(sp, t0 + 2 * S, 55.0, 0), (OIL, t0 + 3 * S, 63.0, 0)]))
+        assert [(t.alarm, t.ts_ns) for t in moved] == [("oil.dev", t0 + 3 * S)]
+        # 63 -> 70 in one second: 7 K/s; then 70.5 a second later: 0.5 K/s, and 59 is back
+        # within 5 of 55 less the deadband
+        fast = await engine.process(live([(OIL, t0 + 4 * S, 70.0, 0), (OIL, t0 + 5 * S, 70.5, 0)]))
+        assert [(t.alarm, t.after.value) for t in fast] == [
+            ("oil.roc", "unacknowledged"),
+            ("oil.roc", "returned_unacknowledged"),
+        ]
+        back = await engine.process(live([(OIL, t0 + 6 * S, 58.9, 0)]))
+        assert ("oil.dev", "returned_unacknowledged") in [(t.alarm, t.after.value) for t in back]
+    finally:
+        await engine.close()

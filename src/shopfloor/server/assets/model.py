@@ -210,4 +210,5 @@ def _tag(equipment_path: str, m: MeasurementEntry) -> TagMeta:
 
 def _rule(equipment_path: str, a: TemplateAlarm) -> AlarmRule:
     tag = f"{equipment_path}/{a.measurement}"
-    return rule_of(a, name=f"{tag}.{a.kind}", tag=tag)
+    setpoint = None if a.setpoint is None else f"{equipment_path}/{a.setpoint}"
+    return rule_of(a, name=f"{tag}.{a.kind}", tag=tag, setpoint=setpoint)

@@ -8,8 +8,9 @@ changed. The work is numpy over (point, rule) pairs; no Python object per point,
 
 Deadband (hysteresis) per limit: a high limit comes on above ``limit`` and goes off
 only at or below ``limit - deadband`` (a low limit mirrored), so a value hovering at
-the limit does not chatter. Points of Bad quality, and NaN values, leave limit and
-state conditions as they are (the Bad-quality rule is the one that sees them). A point
+the limit does not chatter; rate-of-change and deviation rules are high limits on
+``|dv/dt|`` and ``|value - setpoint|``. Points of Bad quality, and NaN values, leave
+limit and state conditions as they are (the Bad-quality rule is the one that sees them). A point
 older than the newest a rule has taken is ignored (a resent batch, late data), as the
 alarm state machine ignores it.
 """
@@ -41,6 +42,10 @@ class ConditionKind(IntEnum):
     """value == limit (a digital state, e.g. 1 for "motor tripped")."""
     BAD_QUALITY = 4
     """the point's quality is Bad (communication lost, sensor failure)."""
+    RATE = 5
+    """|value change per second| > limit, between a tag's consecutive usable points."""
+    DEVIATION = 6
+    """|value - setpoint| > limit, the setpoint tag's value in force at the point's time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +74,10 @@ class Conditions:
     Args:
         tag: the tag id each rule watches.
         kind: :class:`ConditionKind` values.
-        limit: the limit (HIGH, LOW) or the state (STATE); ignored for BAD_QUALITY.
-        deadband: hysteresis of HIGH and LOW rules (>= 0).
+        limit: the limit (HIGH, LOW, RATE per second, DEVIATION) or the state (STATE);
+            ignored for BAD_QUALITY.
+        deadband: hysteresis of HIGH, LOW, RATE and DEVIATION rules (>= 0).
+        reference: per rule, the tag id of a DEVIATION rule's setpoint (-1: none).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Conditions:
         kind: npt.ArrayLike,
         limit: npt.ArrayLike,
         deadband: npt.ArrayLike,
+        reference: npt.ArrayLike | None = None,
     ) -> None:
         self.tag: Int64Array = np.asarray(tag, np.int64)
         self.kind = np.asarray(kind, np.int8)
@@ -91,7 +99,17 @@ class Conditions:
             raise ValueError("a deadband must be >= 0")
         if not np.isin(self.kind, [int(k) for k in ConditionKind]).all():
             raise ValueError("unknown condition kind")
+        self.reference: Int64Array = (
+            np.full(n, -1, np.int64) if reference is None else np.asarray(reference, np.int64)
+        )
+        if len(self.reference) != n:
+            raise ValueError("condition columns differ in length")
+        if np.any((self.kind == ConditionKind.DEVIATION) & (self.reference < 0)):
+            raise ValueError("a deviation rule needs a reference tag")
         self.active: BoolArray = np.zeros(n, np.bool_)
+        self._last_t: Int64Array = np.zeros(n, np.int64)
+        self._last_v: Float64Array = np.full(n, np.nan)
+        """Per rule: its tag's last usable point (RATE), or its setpoint's (DEVIATION)."""
         self.seen: Int64Array = np.full(n, np.iinfo(np.int64).min, np.int64)
         """Per rule, the newest point timestamp taken; older points are ignored."""
         self._by_tag = np.argsort(self.tag, kind="stable")
@@ -104,19 +122,34 @@ class Conditions:
         self, tag: Int64Array, ts: Int64Array, value: Float64Array, quality: UInt32Array
     ) -> ConditionChanges:
         """Take a batch (any order) and return where conditions changed; they stay changed."""
-        point, rule = self._pairs(np.asarray(tag, np.int64))
+        tag = np.asarray(tag, np.int64)
+        point, rule = self._pairs(tag)
         t = ts[point]
         newer = t >= self.seen[rule]  # a resent or late point never moves a rule back
         point, rule, t = point[newer], rule[newer], t[newer]
         if not len(rule):
+            self._follow_references(tag, ts, value, quality)
             return _no_changes()
-        v, q = value[point], quality[point]
-        decision = self._decide(rule, v, q)
         order = np.lexsort((t, rule))
-        rule, t, v, decision = rule[order], t[order], v[order], decision[order]
+        point, rule, t = point[order], rule[order], t[order]
+        v, q = value[point], quality[point]
         starts = np.flatnonzero(np.r_[True, rule[1:] != rule[:-1]])
         sizes = np.diff(np.r_[starts, len(rule)])
         first_of = np.repeat(starts, sizes)
+        usable = ~is_bad(q) & ~np.isnan(v)
+        kind = self.kind[rule]
+        measured = v
+        if np.any(kind == ConditionKind.RATE):
+            rate = self._rates(
+                rule, t, v=v, usable=usable, first_of=first_of, ends=starts + sizes - 1
+            )
+            measured = np.where(kind == ConditionKind.RATE, rate, measured)
+        if np.any(kind == ConditionKind.DEVIATION):
+            setpoint = self._references(rule, t, tag=tag, ts=ts, value=value, quality=quality)
+            off = np.abs(v - setpoint)
+            measured = np.where(kind == ConditionKind.DEVIATION, off, measured)
+        self._follow_references(tag, ts, value, quality)
+        decision = self._decide(rule, measured, q)
         at = np.arange(len(rule))
         latest = np.maximum.accumulate(np.where(decision >= 0, at, -1))
         decided = latest >= first_of
@@ -129,6 +162,78 @@ class Conditions:
         self.active[rule[ends]] = state[ends]
         self.seen[rule[ends]] = t[ends]
         return ConditionChanges(rule[changed], t[changed], state[changed], v[changed])
+
+    def _rates(
+        self,
+        rule: IntpArray,
+        t: Int64Array,
+        *,
+        v: Float64Array,
+        usable: BoolArray,
+        first_of: IntpArray,
+        ends: IntpArray,
+    ) -> Float64Array:
+        """Per pair (sorted by rule, time): |change per second| since the rule's previous
+        usable point (in the batch, else carried from the last); NaN where unknown."""
+        at = np.arange(len(rule))
+        latest = np.maximum.accumulate(np.where(usable, at, -1))
+        prev = np.r_[-1, latest[:-1]]
+        inside = prev >= first_of
+        pv = np.where(inside, v[np.maximum(prev, 0)], self._last_v[rule])
+        pt = np.where(inside, t[np.maximum(prev, 0)], self._last_t[rule])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.abs(v - pv) / ((t - pt) / 1e9)
+        rate = np.where(usable & (t > pt), rate, np.nan)
+        is_rate = self.kind[rule] == ConditionKind.RATE
+        last_usable = latest[ends]
+        carry = (last_usable >= first_of[ends]) & is_rate[ends]
+        self._last_v[rule[ends][carry]] = v[last_usable[carry]]
+        self._last_t[rule[ends][carry]] = t[last_usable[carry]]
+        return rate
+
+    def _references(
+        self,
+        rule: IntpArray,
+        t: Int64Array,
+        *,
+        tag: Int64Array,
+        ts: Int64Array,
+        value: Float64Array,
+        quality: UInt32Array,
+    ) -> Float64Array:
+        """Per pair: the setpoint in force at its time (the last usable setpoint point at
+        or before it in this batch, else the one carried); NaN for other rules."""
+        ref = self.reference[rule]
+        out = np.where(ref >= 0, self._last_v[rule], np.nan)
+        good = ~is_bad(quality) & ~np.isnan(value)
+        for r in np.unique(ref[ref >= 0]).tolist():  # a few setpoint tags
+            mine = np.flatnonzero((tag == r) & good)
+            if not len(mine):
+                continue
+            mine = mine[np.argsort(ts[mine], kind="stable")]
+            pairs = np.flatnonzero(ref == r)
+            at = np.searchsorted(ts[mine], t[pairs], side="right") - 1
+            found = at >= 0
+            out[pairs[found]] = value[mine[at[found]]]
+        return out
+
+    def _follow_references(
+        self, tag: Int64Array, ts: Int64Array, value: Float64Array, quality: UInt32Array
+    ) -> None:
+        """Carry each deviation rule's setpoint: the newest usable point of its tag."""
+        deviation = np.flatnonzero(self.kind == ConditionKind.DEVIATION)
+        if not len(deviation) or not len(tag):
+            return
+        good = ~is_bad(quality) & ~np.isnan(value)
+        for r in np.unique(self.reference[deviation]).tolist():
+            mine = np.flatnonzero((tag == r) & good)
+            if not len(mine):
+                continue
+            newest = mine[np.argsort(ts[mine], kind="stable")[-1]]  # of equal times: the last
+            rules = deviation[self.reference[deviation] == r]
+            fresher = rules[self._last_t[rules] <= ts[newest]]
+            self._last_v[fresher] = value[newest]
+            self._last_t[fresher] = ts[newest]
 
     def _pairs(self, tag: Int64Array) -> tuple[IntpArray, IntpArray]:
         """Every (point, rule) pair whose rule watches the point's tag."""
@@ -143,26 +248,20 @@ class Conditions:
 
     def _decide(self, rule: IntpArray, v: Float64Array, q: UInt32Array) -> npt.NDArray[np.int8]:
         """Per pair: 1 sets the condition, 0 clears it, -1 leaves it (inside the deadband,
-        or a point this rule cannot judge)."""
+        or a point this rule cannot judge). ``v`` is what the rule measures: the value, its
+        rate of change or its deviation."""
         kind, limit, band = self.kind[rule], self.limit[rule], self.deadband[rule]
         bad = is_bad(q)
         usable = ~bad & ~np.isnan(v)
+        high = np.isin(kind, [ConditionKind.HIGH, ConditionKind.RATE, ConditionKind.DEVIATION])
         with np.errstate(invalid="ignore"):
             on = np.select(
-                [
-                    kind == ConditionKind.HIGH,
-                    kind == ConditionKind.LOW,
-                    kind == ConditionKind.STATE,
-                ],
+                [high, kind == ConditionKind.LOW, kind == ConditionKind.STATE],
                 [v > limit, v < limit, v == limit],
                 bad,
             )
             off = np.select(
-                [
-                    kind == ConditionKind.HIGH,
-                    kind == ConditionKind.LOW,
-                    kind == ConditionKind.STATE,
-                ],
+                [high, kind == ConditionKind.LOW, kind == ConditionKind.STATE],
                 [v <= limit - band, v >= limit + band, v != limit],
                 ~bad,
             )

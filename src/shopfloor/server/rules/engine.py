@@ -47,6 +47,8 @@ _KINDS = {
     "LL": ConditionKind.LOW,
     "state": ConditionKind.STATE,
     "bad_quality": ConditionKind.BAD_QUALITY,
+    "roc": ConditionKind.RATE,
+    "deviation": ConditionKind.DEVIATION,
 }
 
 
@@ -63,6 +65,7 @@ class AlarmRule:
     off_delay_s: float = 0.0
     priority: str = "medium"
     message: str = "{tag} {kind}: {value}"
+    setpoint: str | None = None
 
     def text(self, value: float | None) -> str:
         """The message with its fields filled in (a broken template is shown as written)."""
@@ -117,12 +120,14 @@ class AlarmEngine:
         self._tick_s = tick_s
         self._journal_path = journal_path
         self._journal: AlarmJournal | None = None
-        self._tag_ids = {tag: i for i, tag in enumerate(dict.fromkeys(r.tag for r in rules))}
+        watched = [t for r in rules for t in (r.tag, r.setpoint) if t is not None]
+        self._tag_ids = {tag: i for i, tag in enumerate(dict.fromkeys(watched))}
         self._conditions = Conditions(
             [self._tag_ids[r.tag] for r in rules],
             [_KINDS[r.kind] for r in rules],
             [np.nan if r.limit is None else r.limit for r in rules],
             [r.deadband for r in rules],
+            [-1 if r.setpoint is None else self._tag_ids[r.setpoint] for r in rules],
         )
         self._alarms: list[Alarm] = []
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="alarm-engine")
@@ -341,7 +346,7 @@ class AlarmEngine:
         return await self._loop.run_in_executor(self._worker, fn)
 
 
-def rule_of(spec: AlarmSpec, *, name: str, tag: str) -> AlarmRule:
+def rule_of(spec: AlarmSpec, *, name: str, tag: str, setpoint: str | None = None) -> AlarmRule:
     """The engine's rule for an alarm as configured (on a tag, or from a template)."""
     return AlarmRule(
         name=name,
@@ -353,9 +358,10 @@ def rule_of(spec: AlarmSpec, *, name: str, tag: str) -> AlarmRule:
         off_delay_s=spec.off_delay_s,
         priority=spec.priority,
         message=spec.message,
+        setpoint=setpoint,
     )
 
 
 def rules_from_config(section: AlarmsSection) -> list[AlarmRule]:
     """The engine's rules from an ``[alarms]`` configuration section."""
-    return [rule_of(r, name=r.alarm_name, tag=r.tag) for r in section.rules]
+    return [rule_of(r, name=r.alarm_name, tag=r.tag, setpoint=r.setpoint) for r in section.rules]

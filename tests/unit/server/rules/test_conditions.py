@@ -10,35 +10,62 @@ import pytest
 from shopfloor.model import Quality
 from shopfloor.server.rules.conditions import ConditionKind, Conditions
 
-HIGH, LOW, STATE, BAD = (
+HIGH, LOW, STATE, BAD, RATE, DEVIATION = (
     ConditionKind.HIGH,
     ConditionKind.LOW,
     ConditionKind.STATE,
     ConditionKind.BAD_QUALITY,
+    ConditionKind.RATE,
+    ConditionKind.DEVIATION,
 )
 
 
 def reference(
-    rules: list[tuple[int, ConditionKind, float, float]],
+    rules: list[tuple[int, ConditionKind, float, float, int]],
     active: list[bool],
     points: list[tuple[int, int, float, int]],
+    carried: dict[int, tuple[int, float]],
+    setpoints: dict[int, list[tuple[int, float]]],
 ) -> list[tuple[int, int, bool, float]]:
-    """Per rule, its tag's points in time order (ties in arrival order), one at a time."""
+    """Per rule, its tag's points in time order (ties in arrival order), one at a time.
+
+    ``carried``: per RATE rule, its tag's last usable point; ``setpoints``: every usable
+    point of each tag seen so far, for DEVIATION rules (the last at or before a time).
+    """
+
+    def usable(q: int, v: float) -> bool:
+        return q & 0x80000000 == 0 and not math.isnan(v)
+
+    for tag, ts, v, q in points:
+        if usable(q, v):
+            setpoints.setdefault(tag, []).append((ts, v))
     out = []
-    for r, (tag, kind, limit, band) in enumerate(rules):
+    for r, (tag, kind, limit, band, ref) in enumerate(rules):
         mine = sorted((p for p in points if p[0] == tag), key=lambda p: p[1])
         for _, ts, v, q in mine:
             bad = q & 0x80000000 != 0
+            x = v
+            if kind is RATE and usable(q, v):
+                prev = carried.get(r)
+                carried[r] = (ts, v)
+                if prev is None or ts <= prev[0]:
+                    continue
+                x = abs(v - prev[1]) / ((ts - prev[0]) / 1e9)
+            if kind is DEVIATION and usable(q, v):
+                before = [s for s in setpoints.get(ref, []) if s[0] <= ts]
+                if not before:
+                    continue
+                x = abs(v - max(before, key=lambda s: s[0])[1])  # the last of equal times
             if kind is BAD:
                 new = bad
-            elif bad or math.isnan(v):
+            elif bad or math.isnan(x):
                 continue
-            elif kind is HIGH:
-                new = True if v > limit else False if v <= limit - band else active[r]
+            elif kind in (HIGH, RATE, DEVIATION):
+                new = True if x > limit else False if x <= limit - band else active[r]
             elif kind is LOW:
-                new = True if v < limit else False if v >= limit + band else active[r]
+                new = True if x < limit else False if x >= limit + band else active[r]
             else:
-                new = v == limit
+                new = x == limit
             if new != active[r]:
                 active[r] = new
                 out.append((r, ts, new, v))
@@ -98,31 +125,32 @@ def test_bad_points_leave_limits_alone_and_drive_the_bad_quality_rule() -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_random_batches_match_the_reference(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    kinds = [HIGH, LOW, STATE, BAD]
-    rules = [
-        (
-            int(rng.integers(0, 6)),
-            kinds[int(rng.integers(0, 4))],
-            float(rng.integers(-3, 4)),
-            float(rng.choice([0.0, 0.5, 2.0])),
+    kinds = [HIGH, LOW, STATE, BAD, RATE, DEVIATION]
+    rules = []
+    for _ in range(30):
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        limit = (
+            float(rng.integers(1, 4)) if kind in (RATE, DEVIATION) else float(rng.integers(-3, 4))
         )
-        for _ in range(25)
-    ]
+        ref = int(rng.integers(0, 8)) if kind is DEVIATION else -1
+        band = float(rng.choice([0.0, 0.5, 2.0]))
+        rules.append((int(rng.integers(0, 6)), kind, limit, band, ref))
     c = Conditions(*zip(*rules, strict=True))
     active = [False] * len(rules)
+    carried: dict[int, tuple[int, float]] = {}
+    setpoints: dict[int, list[tuple[int, float]]] = {}
     qualities = [0, int(Quality.UNCERTAIN), int(Quality.BAD_SENSOR_FAILURE)]
     for batch in range(5):
-        n = 200
         points = [
             (
-                int(rng.integers(0, 8)),  # tags 6 and 7 have no rules
-                int(batch * 1000 + rng.integers(0, 1000)),
+                int(rng.integers(0, 8)),  # tags 6 and 7 have no rules (some are setpoints)
+                int(batch * 10**10 + rng.integers(0, 10**10)),  # up to 10 s apart
                 float(rng.choice([math.nan, *np.round(rng.normal(0, 3, 9))])),
                 qualities[int(rng.choice(3, p=[0.85, 0.05, 0.1]))],
             )
-            for _ in range(n)
+            for _ in range(200)
         ]
-        want = reference(rules, active, points)
+        want = reference(rules, active, points, carried, setpoints)
         got = changes(c, points)
         assert [g[:3] for g in got] == [w[:3] for w in want]
         assert np.allclose([g[3] for g in got], [w[3] for w in want], equal_nan=True)
