@@ -100,6 +100,11 @@ def test_plant_problems_name_file_key_and_line(tmp_path: Path, plant: str, words
         (TEMPLATE.replace('measurement = "bearing_temp"', 'measurement = "temp"'), "'temp'"),
         (TEMPLATE.replace("limit = 80.0\n", ""), "kind H needs a limit"),
         (TEMPLATE.replace("range = [0.0, 60.0]", "range = [60.0, 0.0]"), "low < high"),
+        (
+            TEMPLATE.replace('kind = "H"', 'kind = "deviation"\nsetpoint = "flow_sp"'),
+            "deviates from 'flow_sp', which is no measurement",
+        ),
+        (TEMPLATE.replace('kind = "H"', 'kind = "deviation"'), "a setpoint goes with kind"),
     ],
 )
 def test_template_problems_name_file_key_and_line(
