@@ -30,6 +30,7 @@ from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.config.notify import NotifySection
 from shopfloor.config.retention import RetentionSection
+from shopfloor.config.uns import UnsSection
 from shopfloor.config.upkeep import CompactionSection, RollupsSection
 from shopfloor.errors import ConfigError
 
@@ -477,6 +478,9 @@ class ShopfloorConfig(_Section):
     )
     notify: NotifySection = Field(
         default_factory=NotifySection, description="Alarm notifications: channels and routes."
+    )
+    uns: UnsSection = Field(
+        default_factory=UnsSection, description="Publishing to a Unified Namespace on MQTT."
     )
     assets: AssetsSection = Field(
         default_factory=AssetsSection, description="The plant's ISA-95 asset model."

@@ -39,6 +39,7 @@ from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.rules.engine import AlarmEngine, rules_from_config
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
+from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,18 @@ class Server:
         self._alarm_task: asyncio.Task[None] | None = None
         self.dispatcher = Dispatcher(self.alarms, config.notify) if config.notify.channels else None
         self._notify_task: asyncio.Task[None] | None = None
+        self.uns = (
+            UnsPublisher(
+                config.uns,
+                self.live,
+                alarms=self.alarms.events,
+                alarm_tag=self._alarm_tag,
+                metadata=self.historian.tags,
+            )
+            if config.uns.enabled
+            else None
+        )
+        self._uns_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -189,6 +202,10 @@ class Server:
         self._started = False
         self._closed = False
 
+    def _alarm_tag(self, name: str) -> str | None:
+        rule = self.alarms.rule(name)
+        return None if rule is None else rule.tag
+
     async def start(self) -> None:
         """Read the edge credentials and open the historian.
 
@@ -204,6 +221,8 @@ class Server:
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
+        if self.uns is not None:
+            self._uns_task = asyncio.create_task(self.uns.run(), name="server/uns")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -272,7 +291,7 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
-        for task in (self._notify_task, self._alarm_task):
+        for task in (self._uns_task, self._notify_task, self._alarm_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
