@@ -23,10 +23,11 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shopfloor.config.durations import parse_duration_s
+from shopfloor.model.expressions import compile_expression
 
 __all__ = ["AlarmRuleConfig", "AlarmSpec", "AlarmsSection", "repeated"]
 
-AlarmKind = Literal["HH", "H", "L", "LL", "state", "bad_quality", "roc", "deviation"]
+AlarmKind = Literal["HH", "H", "L", "LL", "state", "bad_quality", "roc", "deviation", "expression"]
 Priority = Literal["critical", "high", "medium", "low"]
 
 
@@ -42,7 +43,7 @@ class AlarmSpec(_Section):
         description="`HH`/`H`: above `limit`; `L`/`LL`: below it; `state`: equal to it (a "
         "digital state); `bad_quality`: the tag's quality is Bad (communication lost); "
         "`roc`: changing faster than `limit` per second; `deviation`: further than "
-        "`limit` from the `setpoint` tag."
+        "`limit` from the `setpoint` tag; `expression`: `expression` over `inputs` is true."
     )
     limit: float | None = Field(
         None, description="The limit, or the state for `state`; not for `bad_quality`."
@@ -62,6 +63,15 @@ class AlarmSpec(_Section):
     off_delay: str = Field(
         "0s", description="How long the condition must be gone before the alarm clears."
     )
+    expression: str | None = Field(
+        None,
+        description="`expression` only: a condition over `inputs`, e.g. "
+        "`temp > 80 and state == 1` (and or not, comparisons, + - * /, abs min max).",
+    )
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="`expression` only: name → tag path (in a template: name → measurement).",
+    )
     priority: Priority = Field("medium", description="ISA-18.2 priority.")
     message: str = Field(
         "{tag} {kind}: {value}",
@@ -78,9 +88,18 @@ class AlarmSpec(_Section):
 
     @model_validator(mode="after")
     def _limit_fits_kind(self) -> Self:
-        if self.kind == "bad_quality" and self.limit is not None:
-            raise ValueError("kind bad_quality takes no limit")
-        if self.kind != "bad_quality" and self.limit is None:
+        if (self.kind == "expression") != (self.expression is not None) or (
+            self.kind != "expression" and self.inputs
+        ):
+            raise ValueError("expression and inputs go with kind expression, and only with it")
+        if self.expression is not None:
+            if not self.inputs:
+                raise ValueError("an expression needs inputs (name = tag)")
+            compile_expression(self.expression, set(self.inputs))  # names the fault
+        limitless = self.kind in {"bad_quality", "expression"}
+        if limitless and self.limit is not None:
+            raise ValueError(f"kind {self.kind} takes no limit")
+        if not limitless and self.limit is None:
             raise ValueError(f"kind {self.kind} needs a limit")
         if (self.kind == "deviation") != (self.setpoint is not None):
             raise ValueError("a setpoint goes with kind deviation, and only with it")

@@ -147,6 +147,9 @@ class TemplateFile(_Section):
                 raise ValueError(
                     f"alarms[{i}] watches {alarm.measurement!r}, which is no measurement"
                 )
+            unknown = sorted(set(alarm.inputs.values()) - set(names))
+            if unknown:
+                raise ValueError(f"alarms[{i}] reads {', '.join(unknown)}: no measurements")
             if alarm.setpoint is not None and alarm.setpoint not in names:
                 raise ValueError(
                     f"alarms[{i}] deviates from {alarm.setpoint!r}, which is no measurement"

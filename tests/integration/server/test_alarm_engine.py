@@ -160,3 +160,40 @@ async def test_deviation_follows_its_setpoint_and_rate_of_change_its_slope(
         assert ("oil.dev", "returned_unacknowledged") in [(t.alarm, t.after.value) for t in back]
     finally:
         await engine.close()
+
+
+async def test_an_expression_over_two_tags_and_its_restart(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    state = "acme/p1/press/l1/c1/press-1/state"
+    rule = AlarmRule(
+        "hot.running",
+        OIL,
+        "expression",
+        expression="oil > 80 and state == 1",
+        inputs=(("oil", OIL), ("state", state)),
+    )
+    path = tmp_path / "alarms.sqlite"
+    engine = AlarmEngine([rule, *RULES[:1]], path, clock=clock)
+    await engine.start()
+    t0 = clock.now_ns()
+    try:
+        # hot while stopped: no alarm; running: alarm; stopped again: it clears
+        assert await engine.process(live([(OIL, t0, 85.0, 0), (state, t0, 2.0, 0)])) == []
+        came = await engine.process(live([(state, t0 + S, 1.0, 0)]))
+        assert [(t.alarm, t.after.value, t.ts_ns) for t in came] == [
+            ("hot.running", "unacknowledged", t0 + S)
+        ]
+    finally:
+        await engine.close()
+    again = AlarmEngine([rule, *RULES[:1]], path, clock=clock)
+    await again.start()
+    try:  # after a restart the standing condition is no new alarm, and while an input
+        # has no value yet (state) nothing is decided
+        assert await again.process(live([(OIL, t0 + 2 * S, 86.0, 0)])) == []
+        gone = await again.process(live([(state, t0 + 3 * S, 2.0, 0)]))
+        assert [(t.alarm, t.after.value) for t in gone] == [
+            ("hot.running", "returned_unacknowledged")
+        ]
+    finally:
+        await again.close()

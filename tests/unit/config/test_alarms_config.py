@@ -52,3 +52,17 @@ def test_each_bad_rule_is_named(lines: str, key: str, words: str) -> None:
 def test_two_alarms_with_one_name_are_refused() -> None:
     problem = _problem(RULE + 'kind = "H"\nlimit = 1\n' + RULE + 'kind = "H"\nlimit = 2\n')
     assert "two alarms are named 'a/b/temp.H'; give one a name" in problem
+
+
+def test_an_expression_rule_is_compiled_when_loaded() -> None:
+    text = RULE + 'kind = "expression"\nexpression = "temp > 80 and run == 1"\n'
+    text += 'inputs = { temp = "a/b/temp", run = "a/b/state" }\n'
+    (rule,) = load_config_text(text).alarms.rules
+    assert rule.inputs == {"temp": "a/b/temp", "run": "a/b/state"}
+    problem = _problem(text.replace("run == 1", "running == 1"))
+    assert "alarms.rules.0 (line 1)" in problem
+    assert "unknown name 'running' at column 15 (inputs: run, temp)" in problem
+    assert "kind expression takes no limit" in _problem(text + "limit = 1\n")
+    assert "go with kind expression" in _problem(
+        RULE + 'kind = "H"\nlimit = 1\ninputs = { a = "x" }\n'
+    )

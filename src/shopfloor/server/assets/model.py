@@ -211,4 +211,5 @@ def _tag(equipment_path: str, m: MeasurementEntry) -> TagMeta:
 def _rule(equipment_path: str, a: TemplateAlarm) -> AlarmRule:
     tag = f"{equipment_path}/{a.measurement}"
     setpoint = None if a.setpoint is None else f"{equipment_path}/{a.setpoint}"
-    return rule_of(a, name=f"{tag}.{a.kind}", tag=tag, setpoint=setpoint)
+    inputs = {name: f"{equipment_path}/{m}" for name, m in a.inputs.items()}
+    return rule_of(a, name=f"{tag}.{a.kind}", tag=tag, setpoint=setpoint, inputs=inputs)

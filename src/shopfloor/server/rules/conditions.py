@@ -23,9 +23,10 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
+from shopfloor.model.expressions import Expression
 from shopfloor.model.points import Float64Array, Int64Array, UInt32Array, is_bad
 
-__all__ = ["ConditionChanges", "ConditionKind", "Conditions"]
+__all__ = ["ConditionChanges", "ConditionKind", "Conditions", "ExpressionConditions"]
 
 BoolArray = npt.NDArray[np.bool_]
 IntpArray = npt.NDArray[np.intp]
@@ -276,3 +277,71 @@ def _no_changes() -> ConditionChanges:
     return ConditionChanges(
         np.zeros(0, np.intp), np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0)
     )
+
+
+class ExpressionConditions:
+    """Rules whose condition is an expression over several tags (see
+    :mod:`shopfloor.model.expressions`): evaluated at every point of any input, in time
+    order, with each input's last value carried. While an input has no usable value (none
+    yet, after a restart, or a Bad point) the condition stays as it was: the Bad-quality
+    rule is the one that speaks of lost data.
+
+    Args:
+        expressions: per rule, the compiled expression and its inputs as name → tag id.
+    """
+
+    def __init__(self, expressions: list[tuple[Expression, dict[str, int]]]) -> None:
+        self._rules = expressions
+        n = len(expressions)
+        self.active: BoolArray = np.zeros(n, np.bool_)
+        self.seen: Int64Array = np.full(n, np.iinfo(np.int64).min, np.int64)
+        self._last = [dict.fromkeys(inputs, np.nan) for _, inputs in expressions]
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def evaluate(
+        self, tag: Int64Array, ts: Int64Array, value: Float64Array, quality: UInt32Array
+    ) -> ConditionChanges:
+        """Where the expressions' conditions changed (rule = position among these rules)."""
+        out: list[ConditionChanges] = []
+        usable_value = np.where(is_bad(quality), np.nan, value)
+        for r, (expression, inputs) in enumerate(self._rules):
+            ids = np.fromiter(inputs.values(), np.int64, len(inputs))
+            mine = np.flatnonzero(np.isin(tag, ids) & (ts >= self.seen[r]))
+            if not len(mine):
+                continue
+            mine = mine[np.argsort(ts[mine], kind="stable")]
+            t, v, k = ts[mine], usable_value[mine], tag[mine]
+            at = np.arange(len(mine))
+            columns = {}
+            for name, tag_id in inputs.items():
+                latest = np.maximum.accumulate(np.where(k == tag_id, at, -1))
+                column = np.where(latest >= 0, v[np.maximum(latest, 0)], self._last[r][name])
+                columns[name] = column
+                self._last[r][name] = float(column[-1])
+            known = np.logical_and.reduce([~np.isnan(col) for col in columns.values()])
+            decided = np.maximum.accumulate(np.where(known, at, -1))
+            state = np.where(
+                decided >= 0,
+                expression.evaluate(columns)[np.maximum(decided, 0)],
+                self.active[r],
+            )
+            before = np.r_[self.active[r], state[:-1]]
+            changed = np.flatnonzero(state != before)
+            if len(changed):
+                out.append(
+                    ConditionChanges(
+                        np.full(len(changed), r, np.intp), t[changed], state[changed], v[changed]
+                    )
+                )
+            self.active[r] = state[-1]
+            self.seen[r] = t[-1]
+        if not out:
+            return _no_changes()
+        return ConditionChanges(
+            np.concatenate([c.rule for c in out]),
+            np.concatenate([c.ts for c in out]),
+            np.concatenate([c.active for c in out]),
+            np.concatenate([c.value for c in out]),
+        )

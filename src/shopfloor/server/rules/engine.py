@@ -27,10 +27,11 @@ import numpy as np
 from shopfloor.config.alarms import AlarmSpec, AlarmsSection
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model import LiveBatch, PointBatch
+from shopfloor.model.expressions import compile_expression
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.server.rules.alarms import Alarm, AlarmState, AlarmStatus, Transition
-from shopfloor.server.rules.conditions import ConditionKind, Conditions
+from shopfloor.server.rules.conditions import ConditionKind, Conditions, ExpressionConditions
 from shopfloor.server.rules.journal import AlarmJournal, JournalEntry, SendAttempt
 from shopfloor.server.rules.kpis import AlarmKpis, alarm_kpis
 
@@ -66,6 +67,9 @@ class AlarmRule:
     priority: str = "medium"
     message: str = "{tag} {kind}: {value}"
     setpoint: str | None = None
+    expression: str | None = None
+    inputs: tuple[tuple[str, str], ...] = ()
+    """``expression`` rules: (name, tag path) of each input."""
 
     def text(self, value: float | None) -> str:
         """The message with its fields filled in (a broken template is shown as written)."""
@@ -120,14 +124,30 @@ class AlarmEngine:
         self._tick_s = tick_s
         self._journal_path = journal_path
         self._journal: AlarmJournal | None = None
-        watched = [t for r in rules for t in (r.tag, r.setpoint) if t is not None]
+        watched = [
+            t for r in rules for t in (r.tag, r.setpoint, *dict(r.inputs).values()) if t is not None
+        ]
         self._tag_ids = {tag: i for i, tag in enumerate(dict.fromkeys(watched))}
+        self._plain = np.array([i for i, r in enumerate(rules) if r.kind != "expression"], np.intp)
+        self._combined = np.array(
+            [i for i, r in enumerate(rules) if r.kind == "expression"], np.intp
+        )
+        plain = [rules[i] for i in self._plain]
         self._conditions = Conditions(
-            [self._tag_ids[r.tag] for r in rules],
-            [_KINDS[r.kind] for r in rules],
-            [np.nan if r.limit is None else r.limit for r in rules],
-            [r.deadband for r in rules],
-            [-1 if r.setpoint is None else self._tag_ids[r.setpoint] for r in rules],
+            [self._tag_ids[r.tag] for r in plain],
+            [_KINDS[r.kind] for r in plain],
+            [np.nan if r.limit is None else r.limit for r in plain],
+            [r.deadband for r in plain],
+            [-1 if r.setpoint is None else self._tag_ids[r.setpoint] for r in plain],
+        )
+        self._expressions = ExpressionConditions(
+            [
+                (
+                    compile_expression(rules[i].expression or "", set(dict(rules[i].inputs))),
+                    {name: self._tag_ids[tag] for name, tag in rules[i].inputs},
+                )
+                for i in self._combined
+            ]
         )
         self._alarms: list[Alarm] = []
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="alarm-engine")
@@ -146,7 +166,7 @@ class AlarmEngine:
         self._journal = AlarmJournal(self._journal_path)
         saved = self._journal.statuses()
         self._alarms = []
-        for i, rule in enumerate(self.rules):
+        for rule in self.rules:
             status = saved.get(rule.name)
             alarm = Alarm(
                 rule.name,
@@ -155,9 +175,15 @@ class AlarmEngine:
                 status=status,
             )
             self._alarms.append(alarm)
-            if status is not None:  # the condition as it was: no re-alarm on restart
-                self._conditions.active[i] = status.condition
-                self._conditions.seen[i] = status.seen_ns
+        for table, positions in (
+            (self._conditions, self._plain),
+            (self._expressions, self._combined),
+        ):
+            for k, i in enumerate(positions.tolist()):
+                status = saved.get(self.rules[i].name)
+                if status is not None:  # the condition as it was: no re-alarm on restart
+                    table.active[k] = status.condition
+                    table.seen[k] = status.seen_ns
 
     async def close(self) -> None:
         """Finish the work queued and close the journal. Idempotent."""
@@ -199,18 +225,21 @@ class AlarmEngine:
             return []
         tags = lookup[batch.tag_index]
         watched = tags >= 0
-        changes = self._conditions.evaluate(
-            tags[watched], batch.ts[watched], batch.value[watched], batch.quality[watched]
-        )
+        columns = (tags[watched], batch.ts[watched], batch.value[watched], batch.quality[watched])
         out: list[Transition] = []
-        for rule, ts, active, value in zip(
-            changes.rule.tolist(),
-            changes.ts.tolist(),
-            changes.active.tolist(),
-            changes.value.tolist(),
-            strict=True,
+        for table, positions in (
+            (self._conditions, self._plain),
+            (self._expressions, self._combined),
         ):
-            out += self._alarms[rule].observe(active, ts, value)
+            changes = table.evaluate(*columns)
+            for rule, ts, active, value in zip(
+                positions[changes.rule].tolist(),
+                changes.ts.tolist(),
+                changes.active.tolist(),
+                changes.value.tolist(),
+                strict=True,
+            ):
+                out += self._alarms[rule].observe(active, ts, value)
         return self._journaled(out)
 
     async def tick(self) -> list[Transition]:
@@ -346,7 +375,14 @@ class AlarmEngine:
         return await self._loop.run_in_executor(self._worker, fn)
 
 
-def rule_of(spec: AlarmSpec, *, name: str, tag: str, setpoint: str | None = None) -> AlarmRule:
+def rule_of(
+    spec: AlarmSpec,
+    *,
+    name: str,
+    tag: str,
+    setpoint: str | None = None,
+    inputs: dict[str, str] | None = None,
+) -> AlarmRule:
     """The engine's rule for an alarm as configured (on a tag, or from a template)."""
     return AlarmRule(
         name=name,
@@ -359,6 +395,8 @@ def rule_of(spec: AlarmSpec, *, name: str, tag: str, setpoint: str | None = None
         priority=spec.priority,
         message=spec.message,
         setpoint=setpoint,
+        expression=spec.expression,
+        inputs=tuple((inputs if inputs is not None else spec.inputs).items()),
     )
 
 

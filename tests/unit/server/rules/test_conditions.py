@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from shopfloor.model import Quality
-from shopfloor.server.rules.conditions import ConditionKind, Conditions
+from shopfloor.model.expressions import compile_expression
+from shopfloor.server.rules.conditions import ConditionKind, Conditions, ExpressionConditions
 
 HIGH, LOW, STATE, BAD, RATE, DEVIATION = (
     ConditionKind.HIGH,
@@ -172,3 +173,46 @@ def test_bad_rule_tables_are_refused() -> None:
         Conditions([1, 2], [HIGH], [1.0], [0.0])
     with pytest.raises(ValueError, match="unknown condition kind"):
         Conditions([1], [9], [1.0], [0.0])
+
+
+def test_expressions_over_several_tags_match_a_plain_loop() -> None:
+    rng = np.random.default_rng(4)
+    text = "temp > 2 and state == 1 or abs(flow - sp) > 3"
+    names = {"temp": 0, "state": 1, "flow": 2, "sp": 3}
+    c = ExpressionConditions([(compile_expression(text, set(names)), names)])
+    last = dict.fromkeys(names, math.nan)
+    active = False
+    for batch in range(6):
+        points = sorted(
+            (
+                (
+                    int(rng.integers(0, 5)),
+                    int(batch * 1000 + rng.integers(0, 1000)),
+                    float(rng.choice([math.nan, *np.round(rng.normal(1, 3, 7))])),
+                    int(rng.choice([0, int(Quality.BAD)], p=[0.9, 0.1])),
+                )
+                for _ in range(60)
+            ),
+            key=lambda p: p[1],
+        )
+        want = []
+        for tag, ts, v, q in points:
+            if tag == 4:  # no input
+                continue
+            name = next(n for n, i in names.items() if i == tag)
+            last[name] = math.nan if q & 0x80000000 else v
+            t, st, fl, sp = (last[n] for n in ("temp", "state", "flow", "sp"))
+            if any(math.isnan(x) for x in (t, st, fl, sp)):
+                continue  # an input without a usable value: the condition stays
+            now = bool((t > 2 and st == 1) or abs(fl - sp) > 3)
+            if now != active:
+                want.append((ts, now))
+                active = now
+        tag, ts, value, quality = (np.array(col) for col in zip(*points, strict=True))
+        got = c.evaluate(
+            tag.astype(np.int64),
+            ts.astype(np.int64),
+            value.astype(float),
+            quality.astype(np.uint32),
+        )
+        assert list(zip(got.ts.tolist(), got.active.tolist(), strict=True)) == want
