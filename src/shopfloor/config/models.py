@@ -30,6 +30,7 @@ from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.config.notify import NotifySection
 from shopfloor.config.retention import RetentionSection
+from shopfloor.config.sparkplug_node import SparkplugNodeSection
 from shopfloor.config.uns import UnsSection
 from shopfloor.config.upkeep import CompactionSection, RollupsSection
 from shopfloor.errors import ConfigError
@@ -478,6 +479,10 @@ class ShopfloorConfig(_Section):
     )
     notify: NotifySection = Field(
         default_factory=NotifySection, description="Alarm notifications: channels and routes."
+    )
+    sparkplug_node: SparkplugNodeSection = Field(
+        default_factory=SparkplugNodeSection,
+        description="The platform as a Sparkplug B edge node.",
     )
     uns: UnsSection = Field(
         default_factory=UnsSection, description="Publishing to a Unified Namespace on MQTT."

@@ -39,6 +39,7 @@ from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.rules.engine import AlarmEngine, rules_from_config
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
+from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
 
@@ -169,6 +170,12 @@ class Server:
             else None
         )
         self._uns_task: asyncio.Task[None] | None = None
+        self.sparkplug_node = (
+            PlatformSparkplugNode(config.sparkplug_node, self.live, self.historian.tags)
+            if config.sparkplug_node.enabled
+            else None
+        )
+        self._sparkplug_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -223,6 +230,10 @@ class Server:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
         if self.uns is not None:
             self._uns_task = asyncio.create_task(self.uns.run(), name="server/uns")
+        if self.sparkplug_node is not None:
+            self._sparkplug_task = asyncio.create_task(
+                self.sparkplug_node.run(), name="server/sparkplug-node"
+            )
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -291,7 +302,7 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
-        for task in (self._uns_task, self._notify_task, self._alarm_task):
+        for task in (self._sparkplug_task, self._uns_task, self._notify_task, self._alarm_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
