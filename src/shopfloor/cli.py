@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from shopfloor import __version__
+from shopfloor.cli_assets import register_assets_commands
 from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
 from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
@@ -36,6 +37,7 @@ opcua_app = typer.Typer(help="OPC UA tools.", no_args_is_help=True)
 app.add_typer(opcua_app, name="opcua")
 register_history_commands(app)  # export, import, backup, restore
 register_disk_commands(app)  # disk
+register_assets_commands(app)  # assets check, assets tags
 
 err_console = Console(stderr=True)
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -176,6 +176,22 @@ class EquipmentEntry(_Section):
     attributes: dict[str, Attribute] = Field(
         default_factory=dict, description="Values for the template's attributes."
     )
+    connector: str | None = Field(
+        None,
+        description="The edge connector that reads this machine (its `name` in the edge "
+        "configuration); then every measurement needs a binding.",
+    )
+    bindings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per measurement, the connector's tag settings: `address`, `data_type`, "
+        "`scale`, … (the keys of `[[connectors.tags]]`).",
+    )
+
+    @model_validator(mode="after")
+    def _bound_with_a_connector(self) -> EquipmentEntry:
+        if self.bindings and self.connector is None:
+            raise ValueError("bindings need the connector that reads them")
+        return self
 
     @field_validator("id", "template", "area", "line", "cell")
     @classmethod

@@ -228,7 +228,8 @@ class _KeyLines:
             assignment = _KEY.match(raw)
             if assignment and not raw.lstrip().startswith("#"):
                 names = tuple(_unquote(p) for p in assignment.group(1).split("."))
-                self._lines.setdefault((*table, *names), number)
+                for depth in range(1, len(names) + 1):  # `a.b = 1` also writes table `a`
+                    self._lines.setdefault((*table, *names[:depth]), number)
 
     @staticmethod
     def _indexed(parts: tuple[str, ...], counters: dict[tuple[str, ...], int]) -> tuple[str, ...]:

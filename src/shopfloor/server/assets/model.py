@@ -42,6 +42,8 @@ class Equipment:
     cell: str
     metadata: dict[str, str] = field(default_factory=dict)
     attributes: dict[str, Attribute] = field(default_factory=dict)
+    connector: str | None = None
+    bindings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,38 @@ class AssetModel:
     tags: tuple[TagMeta, ...]
     alarm_rules: tuple[AlarmRule, ...]
     templates: dict[str, TemplateFile]
+
+    def connector_tags(self, connector: str) -> list[dict[str, Any]]:
+        """The ``[[connectors.tags]]`` rows of ``connector``: each bound measurement of the
+        equipment it reads, with its path and the template's unit, range, description and
+        state labels, and the instance's binding (address, data type, scaling …).
+
+        Raises:
+            ConfigError: no equipment is read by ``connector``.
+        """
+        rows: list[dict[str, Any]] = []
+        for eq in self.equipment:
+            if eq.connector != connector:
+                continue
+            for m in self.templates[eq.template].measurements:
+                row: dict[str, Any] = {
+                    "name": m.name,
+                    "path": f"{eq.path}/{m.name}",
+                    "unit": m.unit,
+                    "description": m.description,
+                }
+                if m.range is not None:
+                    row["eng_low"], row["eng_high"] = m.range
+                if m.states:
+                    row["states"] = dict(m.states)
+                rows.append({**row, **eq.bindings[m.name]})
+        if not rows:
+            known = sorted({eq.connector for eq in self.equipment if eq.connector})
+            raise ConfigError(
+                f"no equipment is read by connector {connector!r} (connectors: "
+                f"{', '.join(known) or 'none'})"
+            )
+        return rows
 
     def tree(self) -> dict[str, Any]:
         """The ISA-95 tree as nested nodes: ``{"name", "level", "path", "children"}``;
@@ -158,6 +192,15 @@ def build_asset_model(
         if unknown:
             problem(i, "attributes", f"not attributes of {template.type}: {', '.join(unknown)}")
             continue
+        measured = [m.name for m in template.measurements]
+        stray = sorted(set(entry.bindings) - set(measured))
+        unbound = [m for m in measured if m not in entry.bindings]
+        if stray:
+            problem(i, "bindings", f"not measurements of {template.type}: {', '.join(stray)}")
+            continue
+        if entry.connector is not None and unbound:
+            problem(i, "bindings", f"measurements without a binding: {', '.join(unbound)}")
+            continue
         path = "/".join(
             (plant.enterprise, plant.site, entry.area, entry.line, entry.cell, entry.id)
         )
@@ -192,6 +235,8 @@ def _equipment(entry: EquipmentEntry, template: TemplateFile, path: str) -> Equi
         cell=entry.cell,
         metadata=metadata,
         attributes={**template.attributes, **entry.attributes},
+        connector=entry.connector,
+        bindings=entry.bindings,
     )
 
 
