@@ -566,3 +566,90 @@ async def test_connections_panel_speaks_simplified_chinese(demo_url: str, browse
     assert await page.text_content("#connectors-title") == "连接状态"
     await page.screenshot(path=str(ARTIFACTS / "connections-panel-zh-CN-1024x768.png"))
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+def _alarm(name: str, state: str, priority: str, message: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "tag": name.rsplit(".", 1)[0],
+        "kind": "H",
+        "priority": priority,
+        "limit": 4.5,
+        "state": state,
+        "condition": state != "returned_unacknowledged",
+        "since": "2026-11-29T05:00:00.000Z",
+        "shelved_until": None,
+        "value": 5.2,
+        "message": message,
+    }
+
+
+ALARM_ROWS_JS = """() => [...document.querySelectorAll('#alarms-table tr.alarm')].map((r) => ({
+  name: r.dataset.alarm, health: r.dataset.health, state: r.cells[2].textContent,
+  priority: r.cells[1].textContent, ack: Boolean(r.querySelector('button[data-ack]')),
+}))"""
+
+
+async def test_alarm_panel_lists_standing_alarms_and_acknowledges_with_the_operator_name(
+    demo_url: str, browser: Browser
+) -> None:
+    page, errors = await _new_page(browser, width=1280, height=800)
+    vib = "acme/plant-1/machining/line-1/cell-2/cnc-02/vibration_rms.HH"
+    air = "acme/plant-1/utilities/air/compressors/comp-01/pressure.L"
+    standing = [
+        _alarm(vib, "unacknowledged", "critical", "Vibration 7.4 mm/s above 7.1"),
+        _alarm(air, "acknowledged", "high", "Air pressure 5.8 bar, below 6.0"),
+    ]
+    posted: list[dict[str, object]] = []
+
+    async def alarms(route: Route) -> None:
+        await route.fulfill(json=standing)
+
+    async def acknowledge(route: Route) -> None:
+        body = route.request.post_data_json
+        posted.append(body)
+        standing[0] = {**standing[0], "state": "acknowledged"}
+        await route.fulfill(
+            json={"alarm": body["alarm"], "before": "unacknowledged", "after": "acknowledged"}
+        )
+
+    await page.route("**/api/v1/alarms", alarms)
+    await page.route("**/api/v1/alarms/acknowledge", acknowledge)
+    await page.goto(demo_url + "/")
+    await _wait(
+        page,
+        "() => document.getElementById('alarms-btn').dataset.health === 'bad'",
+        None,
+        "an unacknowledged critical alarm did not turn the indicator red",
+    )
+    assert await page.text_content("#alarms-count") == "2"
+    await page.click("#alarms-btn")
+    rows = await page.evaluate(ALARM_ROWS_JS)
+    assert [(r["name"], r["health"], r["state"], r["priority"], r["ack"]) for r in rows] == [
+        (vib, "bad", "Unacknowledged", "Critical", True),
+        (air, "ok", "Acknowledged", "High", False),
+    ]
+    # no name: nothing is sent, the operator is asked for one
+    await page.click(f"button[data-ack='{vib}']")
+    assert "Enter your name" in (await page.text_content("#alarms-sub") or "")
+    assert posted == []
+    await page.fill("#alarms-operator", "Li Wei")
+    await page.dispatch_event("#alarms-operator", "change")
+    await page.click(f"button[data-ack='{vib}']")
+    await _wait(
+        page,
+        "() => document.getElementById('alarms-btn').dataset.health === 'ok'",
+        None,
+        "the acknowledged alarm did not leave the indicator calm",
+    )
+    assert posted == [{"alarm": vib, "user": "Li Wei", "comment": ""}]
+    await page.screenshot(path=str(ARTIFACTS / "alarms-panel-1280x800.png"))
+
+    # the name is remembered, and the panel speaks Chinese
+    await page.goto(demo_url + "/?lang=zh-CN")
+    await page.click("#alarms-btn")
+    await _wait(page, "() => document.querySelector('#alarms-table tr.alarm')", None, "no rows")
+    assert await page.input_value("#alarms-operator") == "Li Wei"
+    assert await page.text_content("#alarms-btn .connectors-label") == "报警"
+    assert [r["state"] for r in await page.evaluate(ALARM_ROWS_JS)] == ["已确认", "已确认"]
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"

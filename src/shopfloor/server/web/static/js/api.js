@@ -59,6 +59,23 @@ export class ApiClient {
     return (await this.get("/api/v1/connectors")).connectors || [];
   }
 
+  /** Standing alarms (every alarm not normal), most urgent first. */
+  alarms() {
+    return this.get("/api/v1/alarms");
+  }
+
+  /** Acknowledge an alarm as `user`; the journal keeps who did it. */
+  async acknowledge(alarm, user, comment = "") {
+    const response = await fetch(new URL(`${this.base}/api/v1/alarms/acknowledge`, location.origin), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ alarm, user, comment }),
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    if (!response.ok) throw new ApiError(await errorText(response), { status: response.status });
+    return response.json();
+  }
+
   /**
    * A tag's history. `start` may be ISO or relative ("-15m"); with `bucket` the answer holds
    * the aggregates named in `agg` per bucket instead of raw values.

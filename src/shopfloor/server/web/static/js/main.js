@@ -4,6 +4,7 @@
 import { ApiClient } from "./api.js";
 import { nameOf } from "./assets.js";
 import { CardsView } from "./cards.js";
+import { AlarmsView } from "./alarms.js";
 import { ConnectionsView } from "./connections.js";
 import { humanize } from "./format.js";
 import { applyI18n, initLocale, t } from "./i18n.js";
@@ -44,6 +45,19 @@ const connections = new ConnectionsView(
     table: $("connectors-table"),
     sub: $("connectors-sub"),
     closeButton: $("connectors-close"),
+  },
+  api,
+);
+
+const alarms = new AlarmsView(
+  {
+    button: $("alarms-btn"),
+    count: $("alarms-count"),
+    panel: $("alarms-panel"),
+    table: $("alarms-table"),
+    sub: $("alarms-sub"),
+    closeButton: $("alarms-close"),
+    operator: $("alarms-operator"),
   },
   api,
 );
@@ -135,6 +149,7 @@ setScopeTitle(view.asset);
 cards.showEmpty(t("cards.loading"));
 status.start();
 connections.start();
+alarms.start();
 live.start();
 loadTags();
 
