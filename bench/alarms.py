@@ -14,8 +14,13 @@ transition comes out of ``AlarmEngine.events`` (after the journal's fsync);
 ``ingest→committed`` from the same call to its answer (the group commit that holds it).
 Medians and tails over ``--seconds`` after a 1 s warm-up.
 
+Then a flood (``--flood``, default 10,000): every rule crosses its limit in one batch,
+and back in the next: the time until all alarms are journaled and published, and the
+journal's size, beside a bare SQLite insert of as many journal rows in one transaction
+(WAL, ``synchronous=FULL``) in the same run; median of 3.
+
 Run: ``.venv/bin/python bench/alarms.py [--rules 10000] [--rate 10] [--seconds 15]
-[--crossings 20] [--flush-interval 1.0]``
+[--crossings 20] [--flush-interval 1.0] [--flood 10000]``
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -143,6 +149,74 @@ def report(
     print(f"alarm / commit, medians: {ratio:.2f}")
 
 
+async def flood(rules: int, tmp: Path) -> tuple[float, float, int]:
+    """Every rule crosses its limit in one batch: seconds until all are journaled and
+    published, seconds to clear them again, and the journal's bytes."""
+    tags = [f"acme/p1/area/line/cell/m{i // 10:04d}/t{i % 10}" for i in range(rules)]
+    engine = AlarmEngine(
+        [AlarmRule(f"{t}.H", t, "H", limit=LIMIT) for t in tags], tmp / "flood.sqlite"
+    )
+    await engine.start()
+    t0 = now_ns()
+    up = PointBatch.from_columns(
+        tags, np.arange(rules), np.full(rules, t0), np.full(rules, LIMIT + 1)
+    )
+    down = PointBatch.from_columns(
+        tags, np.arange(rules), np.full(rules, t0 + STEP_NS), np.full(rules, LIMIT - 1)
+    )
+    started = time.perf_counter()
+    came = await engine.process(LiveBatch(up))
+    raised = time.perf_counter() - started
+    started = time.perf_counter()
+    went = await engine.process(LiveBatch(down))
+    cleared = time.perf_counter() - started
+    await engine.close()
+    assert len(came) == len(went) == rules
+    return raised, cleared, journal_bytes(tmp)
+
+
+def journal_bytes(tmp: Path) -> int:
+    """The journal's files (database and WAL)."""
+    return sum(f.stat().st_size for f in tmp.glob("flood.sqlite*"))
+
+
+def bare_sqlite(rules: int, tmp: Path) -> float:
+    """The floor: the same number of journal rows in one SQLite transaction (WAL, FULL)."""
+    con = sqlite3.connect(tmp / "bare.sqlite", isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute(
+        "CREATE TABLE journal (seq INTEGER PRIMARY KEY, alarm TEXT, event TEXT, ts_ns INTEGER, "
+        "before TEXT, after TEXT, user TEXT, comment TEXT, value REAL)"
+    )
+    rows = [
+        (f"a{i}.H", "activated", i, "normal", "unacknowledged", "", "", 101.0) for i in range(rules)
+    ]
+    started = time.perf_counter()
+    con.execute("BEGIN")
+    con.executemany(
+        "INSERT INTO journal (alarm, event, ts_ns, before, after, user, comment, value) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    con.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    con.close()
+    return seconds
+
+
+def report_flood(rules: int, raised: float, cleared: float, size: int, bare: float) -> None:
+    print(f"\nflood: all {rules:,} rules cross in one batch (median of 3)")
+    print(f"{'':34}{'seconds':>10}{'per alarm':>12}")
+    print(f"{'raised, journaled, published':34}{raised:10.3f}{raised / rules * 1e6:10.1f} us")
+    print(f"{'cleared again':34}{cleared:10.3f}{cleared / rules * 1e6:10.1f} us")
+    print(f"{'bare SQLite insert (baseline)':34}{bare:10.3f}{bare / rules * 1e6:10.1f} us")
+    print(
+        f"journal: {size / 1e6:.1f} MB for {2 * rules:,} transitions "
+        f"({size / (2 * rules):.0f} B each); raised / bare: {raised / bare:.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rules", type=int, default=10_000)
@@ -150,10 +224,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--crossings", type=int, default=20)
     parser.add_argument("--flush-interval", type=float, default=1.0)
+    parser.add_argument("--flood", type=int, default=10_000, help="0: skip the flood")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shopfloor-bench-alarms-") as tmp:
         alarm_ms, commit_ms, seconds = asyncio.run(run(args, Path(tmp)))
     report(args, alarm_ms, commit_ms, seconds)
+    if args.flood:
+        runs = []
+        for _ in range(3):
+            with tempfile.TemporaryDirectory(prefix="shopfloor-bench-flood-") as tmp:
+                runs.append(
+                    (*asyncio.run(flood(args.flood, Path(tmp))), bare_sqlite(args.flood, Path(tmp)))
+                )
+        raised, cleared, size, bare = (statistics.median(r[i] for r in runs) for i in range(4))
+        report_flood(args.flood, raised, cleared, int(size), bare)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ class AlarmJournal:
         try:
             self._con.execute("BEGIN IMMEDIATE")
             try:
-                seqs = [self._insert(t) for t in transitions]
+                seqs = self._insert(transitions)
                 latest = {t.alarm: t.status for t in transitions}
                 self._con.executemany(
                     "INSERT INTO alarm_status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -128,24 +128,29 @@ class AlarmJournal:
             raise JournalError(f"alarm journal {self.path}: cannot append: {err}") from err
         return seqs
 
-    def _insert(self, t: Transition) -> int:
-        cur = self._con.execute(
-            "INSERT INTO journal (alarm, event, ts_ns, before, after, user, comment, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                t.alarm,
-                t.event.value,
-                t.ts_ns,
-                t.before.value,
-                t.after.value,
-                t.user,
-                t.comment,
-                t.value,
-            ),
+    def _insert(self, transitions: Sequence[Transition]) -> list[int]:
+        """Insert the rows in one statement; seqs follow the last (this is the one writer)."""
+        (last,) = self._con.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()
+        seqs = list(range(last + 1, last + 1 + len(transitions)))
+        self._con.executemany(
+            "INSERT INTO journal (seq, alarm, event, ts_ns, before, after, user, comment, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    seq,
+                    t.alarm,
+                    t.event.value,
+                    t.ts_ns,
+                    t.before.value,
+                    t.after.value,
+                    t.user,
+                    t.comment,
+                    t.value,
+                )
+                for seq, t in zip(seqs, transitions, strict=True)
+            ],
         )
-        seq = cur.lastrowid
-        assert seq is not None
-        return seq
+        return seqs
 
     def statuses(self) -> dict[str, AlarmStatus]:
         """Each journaled alarm's latest status (what a restart continues from)."""
