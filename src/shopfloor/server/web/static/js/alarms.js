@@ -4,6 +4,8 @@
 
 import { formatTime } from "./format.js";
 import { t } from "./i18n.js";
+import { Poller } from "./poller.js";
+import { storageGet, storageSet } from "./storage.js";
 
 const POLL_MS = 2000;
 const NAME_KEY = "shopfloor.operator";
@@ -37,12 +39,11 @@ export class AlarmsView {
   constructor(elements, api) {
     this.el = elements;
     this.api = api;
-    this.timer = null;
-    this.busy = false;
+    this.poller = new Poller(() => this.poll(), POLL_MS);
     elements.button.addEventListener("click", () => (this.isOpen ? this.close() : this.open()));
     elements.closeButton.addEventListener("click", () => this.close());
-    elements.operator.value = safeGet(NAME_KEY) || "";
-    elements.operator.addEventListener("change", () => safeSet(NAME_KEY, elements.operator.value));
+    elements.operator.value = storageGet(NAME_KEY) || "";
+    elements.operator.addEventListener("change", () => storageSet(NAME_KEY, elements.operator.value));
     elements.table.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-ack]");
       if (button) this.acknowledge(button.dataset.ack, button);
@@ -54,25 +55,15 @@ export class AlarmsView {
   }
 
   start() {
-    this.schedule(0);
+    this.poller.start();
   }
 
-  schedule(ms) {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.tick(), ms);
-  }
-
-  async tick() {
-    if (this.busy) return;
-    this.busy = true;
+  async poll() {
     try {
       this.show(await this.api.alarms());
     } catch (err) {
       if (err.status === 404) this.show(null); // a server without an alarm engine
       else this.el.sub.textContent = t("alarms.stale", { error: err.message });
-    } finally {
-      this.busy = false;
-      this.schedule(POLL_MS);
     }
   }
 
@@ -80,7 +71,7 @@ export class AlarmsView {
     this.el.panel.hidden = false;
     this.el.button.setAttribute("aria-expanded", "true");
     this.el.panel.focus({ preventScroll: true });
-    this.schedule(0);
+    this.poller.now();
   }
 
   close() {
@@ -98,7 +89,7 @@ export class AlarmsView {
     button.disabled = true;
     try {
       await this.api.acknowledge(name, user);
-      this.schedule(0);
+      this.poller.now();
     } catch (err) {
       this.el.sub.textContent = t("alarms.failed", { error: err.message });
       button.disabled = false;
@@ -177,20 +168,4 @@ export class AlarmsView {
 
 function rank(health) {
   return { bad: 0, warn: 1, ok: 2 }[health];
-}
-
-function safeGet(key) {
-  try {
-    return localStorage.getItem(key);
-  } catch {
-    return null;
-  }
-}
-
-function safeSet(key, value) {
-  try {
-    localStorage.setItem(key, value);
-  } catch {
-    // private mode: the name is asked again next time
-  }
 }

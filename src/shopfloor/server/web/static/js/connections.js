@@ -4,6 +4,7 @@
 
 import { formatCount, formatMs, formatRate, formatTime } from "./format.js";
 import { t } from "./i18n.js";
+import { Poller } from "./poller.js";
 
 const POLL_MS = 5000;
 
@@ -59,8 +60,7 @@ export class ConnectionsView {
   constructor(elements, api) {
     this.el = elements;
     this.api = api;
-    this.timer = null;
-    this.busy = false;
+    this.poller = new Poller(() => this.poll(), POLL_MS);
     this.rows = new Map(); // connector key -> {body, cells}
     this.summary = "";
     this.hasData = false;
@@ -102,23 +102,7 @@ export class ConnectionsView {
   }
 
   start() {
-    this.schedule(0);
-  }
-
-  schedule(ms) {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.tick(), ms);
-  }
-
-  async tick() {
-    if (this.busy) return; // the poll in flight schedules the next one
-    this.busy = true;
-    try {
-      await this.poll();
-    } finally {
-      this.busy = false;
-      this.schedule(POLL_MS);
-    }
+    this.poller.start();
   }
 
   async poll() {
@@ -140,7 +124,7 @@ export class ConnectionsView {
     this.el.button.setAttribute("aria-expanded", "true");
     this.place();
     this.el.panel.focus({ preventScroll: true });
-    this.schedule(0); // show fresh figures, not ones up to 5 s old
+    this.poller.now(); // show fresh figures, not ones up to 5 s old
   }
 
   close({ restoreFocus = true } = {}) {

@@ -2,6 +2,8 @@
 // with the same keys (a missing key falls back to English, then to the key itself).
 // State labels are not here: they come from each tag's `states` in the API.
 
+import { storageGet } from "./storage.js";
+
 const STRINGS = {
   en: {
     "app.subtitle": "Live plant",
@@ -212,7 +214,7 @@ let current = FALLBACK;
 export function initLocale() {
   const wanted = [
     new URLSearchParams(location.search).get("lang"),
-    safeStorageGet("shopfloor.lang"),
+    storageGet("shopfloor.lang"),
     ...(navigator.languages || [navigator.language]),
   ];
   for (const tag of wanted) {
@@ -234,14 +236,6 @@ function matchLocale(tag) {
   if (lower === "zh" || lower.startsWith("zh-hans") || lower === "zh-sg") return "zh-CN";
   const base = lower.split("-")[0];
   return Object.keys(STRINGS).find((key) => key.toLowerCase() === base) || null;
-}
-
-function safeStorageGet(key) {
-  try {
-    return localStorage.getItem(key);
-  } catch {
-    return null;
-  }
 }
 
 export function locale() {
