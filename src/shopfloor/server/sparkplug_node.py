@@ -20,6 +20,7 @@ import numpy as np
 
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.sparkplug_node import SparkplugNodeSection
+from shopfloor.errors import ShopfloorError
 from shopfloor.model import LiveBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.sparkplug.node import SP_TYPES, EdgeNode, MetricEntry
@@ -119,7 +120,7 @@ class PlatformSparkplugNode(EdgeNode):
             self._unknown.update(t for t, p in zip(batch.tags, positions, strict=True) if p < 0)
             if time.monotonic() - self._reborn_at >= REBIRTH_EVERY_S:
                 self._reborn_at = time.monotonic()
-                with contextlib.suppress(Exception):  # metadata is best effort here
+                with contextlib.suppress(ShopfloorError):  # metadata is best effort here
                     await self._load(await self._metadata())
                 await self.rebirth()
                 positions = np.array([self._positions.get(t, -1) for t in batch.tags], np.intp)

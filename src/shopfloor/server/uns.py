@@ -26,12 +26,13 @@ import numpy as np
 
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.uns import UnsSection
+from shopfloor.errors import ShopfloorError
 from shopfloor.model import LiveBatch, TagMeta
 from shopfloor.model.points import is_good
+from shopfloor.model.timefmt import format_ns
 from shopfloor.runtime.backoff import Backoff
 from shopfloor.runtime.channels import Channel, Subscription
 from shopfloor.server.rules.alarms import Transition
-from shopfloor.server.rules.notify.messages import format_ns
 
 __all__ = ["UnsPublisher", "UnsStats"]
 
@@ -125,7 +126,7 @@ class UnsPublisher:
 
     async def _refresh_units(self) -> None:
         while self._metadata is not None:
-            with contextlib.suppress(Exception):  # metadata is a nicety, never fatal
+            with contextlib.suppress(ShopfloorError):  # metadata is a nicety, never fatal
                 self._units = {m.path: m.unit for m in await self._metadata()}
             await asyncio.sleep(METADATA_REFRESH_S)
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Literal
-
-import numpy as np
 
 from shopfloor.errors import PayloadError
-from shopfloor.model.points import Int64Array
 
 __all__ = ["format_ns", "iso_strings", "parse_duration", "parse_time"]
+
+# the formatting is pure and shared beyond the API (alarm messages, the UNS): it lives in model
+from shopfloor.model.timefmt import format_ns, iso_strings
 
 _UNIT_NS = {
     "ms": 1_000_000,
@@ -83,28 +82,6 @@ def _parse_iso(text: str, *, field: str) -> int:
     fraction = _FRACTION.search(text)
     extra_ns = int(fraction.group(1)[6:9].ljust(3, "0")) if fraction else 0
     return int(micros) * 1000 + extra_ns
-
-
-def iso_strings(ts_ns: Int64Array) -> list[str]:
-    """Format UTC nanoseconds as ISO 8601 strings ending in ``Z``, in one numpy call.
-
-    Millisecond precision when every time is a whole millisecond (what browsers parse
-    best), else micro- or nanoseconds so that distinct times stay distinct.
-    """
-    ts = np.asarray(ts_ns, dtype=np.int64)
-    if not len(ts):
-        return []
-    unit: Literal["ms", "us", "ns"] = "ms"
-    if (ts % 1_000_000).any():
-        unit = "ns" if (ts % 1000).any() else "us"
-    moments = ts.view(np.dtype("datetime64[ns]")).astype(np.datetime64)
-    strings: list[str] = np.datetime_as_string(moments, unit=unit, timezone="UTC").tolist()
-    return strings
-
-
-def format_ns(ns: int) -> str:
-    """Format one UTC nanosecond time as ISO 8601 with ``Z``."""
-    return iso_strings(np.array([ns], dtype=np.int64))[0]
 
 
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH

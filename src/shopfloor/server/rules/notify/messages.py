@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from shopfloor.model.timefmt import format_ns
 from shopfloor.server.rules.alarms import Transition
 from shopfloor.server.rules.engine import AlarmRule
 
@@ -114,12 +114,6 @@ def robot_error(kind: str, answer: Any) -> str | None:
         code = answer.get("code", answer.get("StatusCode")) if isinstance(answer, dict) else None
         return None if code == 0 else f"code {code}: {answer.get('msg', '')}"
     return None
-
-
-def format_ns(ts_ns: int) -> str:
-    """ISO 8601 UTC with milliseconds: ``2026-11-29T08:00:00.000Z``."""
-    moment = dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _b64_hmac(key: bytes, message: bytes) -> str:
