@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,6 +44,12 @@ import pyarrow as pa
 from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
 from shopfloor.model import PointBatch, TagMeta, now_ns
 from shopfloor.server.historian import duckdb_disk_usage, duckdb_fetch, query, schema
+from shopfloor.server.historian.admission import (
+    Admission,
+    State,
+    check_ack_key,
+    require_running,
+)
 from shopfloor.server.historian.base import (
     Aggregate,
     BucketSize,
@@ -53,6 +58,7 @@ from shopfloor.server.historian.base import (
     Interpolation,
     WriteReceipt,
 )
+from shopfloor.server.historian.commit_plan import WriteBatch
 from shopfloor.server.historian.compaction import CompactionReport
 from shopfloor.server.historian.disk_usage import StorageReport, retention_summary
 from shopfloor.server.historian.ledger import Ledger
@@ -68,7 +74,6 @@ from shopfloor.server.historian.writer import (
     PruneLedger,
     Register,
     Stop,
-    WriteBatch,
     Writer,
 )
 
@@ -83,14 +88,6 @@ T = TypeVar("T")
 
 _READ_THREADS = 2
 """Reader threads; more would only fight the writer for the same cores."""
-
-
-class _State(Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 class DuckDBHistorian:
@@ -156,7 +153,6 @@ class DuckDBHistorian:
         if ack_delay_s < 0 or ledger_retention_s <= 0 or ledger_prune_interval_s <= 0:
             raise ValueError("ack_delay_s must be >= 0, the ledger's times > 0")
         self._path = path
-        self._max_pending = max_pending_rows
         self._writer = Writer(
             path,
             flush_interval_s=flush_interval_s,
@@ -175,7 +171,7 @@ class DuckDBHistorian:
         self.rollup_use = RollupUse()
         """How many queries rollups answered."""
         self._rollups = self.rollup_use if rollups is None or rollups.enabled else None
-        self._state = _State.NEW
+        self._state = State.NEW
         self._retention = DuckDBRetention(
             retention or RetentionPolicy(),
             new_cursor=self._writer.new_cursor,
@@ -185,10 +181,7 @@ class DuckDBHistorian:
         )
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending = 0
-        self._space_waiters: list[asyncio.Future[None]] = []
-        self._backpressure_logged = False
-        self.backpressure_waits = 0
+        self._admission = Admission(max_pending_rows, state=lambda: self._state)
         self._readers: ThreadPoolExecutor | None = None
         self._idle_cursors: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -210,27 +203,27 @@ class DuckDBHistorian:
             HistorianError: the database cannot be opened.
             ShutdownError: the historian was already closed.
         """
-        if self._state is _State.STARTING:
+        if self._state is State.STARTING:
             await self._started.wait()
-        if self._state is _State.RUNNING:
+        if self._state is State.RUNNING:
             return
-        if self._state is not _State.NEW:
+        if self._state is not State.NEW:
             raise ShutdownError("the historian is closed")
-        self._state = _State.STARTING
+        self._state = State.STARTING
         self._loop = asyncio.get_running_loop()
         self._writer.start()
         try:
             await asyncio.wrap_future(self._writer.ready)
         except (HistorianError, asyncio.CancelledError):
             # failed to open, or cancelled (then the writer closes the database itself)
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             await self._join_writer()
             raise
         finally:
             self._started.set()
         self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="historian-read")
         self._retention.start()
-        self._state = _State.RUNNING
+        self._state = State.RUNNING
 
     async def close(self) -> None:
         """Commit everything accepted, then close the database and join every thread.
@@ -240,16 +233,16 @@ class DuckDBHistorian:
         Raises:
             HistorianError: accepted points could not be committed.
         """
-        if self._state is _State.STARTING:
+        if self._state is State.STARTING:
             await self._started.wait()
-        if self._state is _State.CLOSING:
+        if self._state is State.CLOSING:
             await self._closed.wait()
             return
-        if self._state is not _State.RUNNING:
-            self._state = _State.CLOSED
+        if self._state is not State.RUNNING:
+            self._state = State.CLOSED
             return
-        self._state = _State.CLOSING
-        self._wake_writers()
+        self._state = State.CLOSING
+        self._admission.wake_all()
         try:
             await self._retention.close()
             await self._stop_readers()
@@ -258,7 +251,7 @@ class DuckDBHistorian:
                 self._writer.submit(Stop())
             await self._join_writer()
         finally:
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             self._closed.set()
 
     async def _stop_readers(self) -> None:
@@ -287,6 +280,11 @@ class DuckDBHistorian:
                 thread.join()  # resolving `stopped` was its last act: this is immediate
 
     # ---------------------------------------------------------------------- writing
+    @property
+    def backpressure_waits(self) -> int:
+        """How often a writer waited for room under ``max_pending_rows``."""
+        return self._admission.waits
+
     async def write(self, batch: PointBatch) -> None:
         """Accept ``batch``; wait while the pending-row bound would be exceeded.
 
@@ -297,11 +295,11 @@ class DuckDBHistorian:
         n = len(batch)
         if n == 0:
             return
-        await self._reserve(n)
+        await self._admission.reserve(n)
         try:
             self._submit(WriteBatch(batch, time.monotonic()))
         except HistorianError:
-            self._pending -= n
+            self._admission.unreserve(n)
             raise
 
     async def write_acknowledged(self, batch: PointBatch, *, edge: str, seq: int) -> WriteReceipt:
@@ -318,17 +316,14 @@ class DuckDBHistorian:
             PayloadError: ``seq`` is below 1 or ``edge`` is empty.
         """
         self._require_running()
-        if not edge:
-            raise PayloadError("edge", "must not be empty")
-        if seq < 1:
-            raise PayloadError("seq", f"must be 1 or more, got {seq}")
+        check_ack_key(edge, seq)
         n = len(batch)
-        await self._reserve(n)
+        await self._admission.reserve(n)
         message = AckWrite(batch, edge, seq, time.monotonic())
         try:
             self._submit(message)
         except HistorianError:
-            self._pending -= n
+            self._admission.unreserve(n)
             raise
         return await asyncio.wrap_future(message.done)
 
@@ -392,22 +387,6 @@ class DuckDBHistorian:
             )
         )
 
-    async def _reserve(self, n: int) -> None:
-        """Wait until ``n`` more rows fit under the pending bound, then count them in."""
-        while self._pending and self._pending + n > self._max_pending:
-            self.backpressure_waits += 1
-            if not self._backpressure_logged:
-                self._backpressure_logged = True
-                logger.warning(
-                    "historian write queue full (%d points pending): writers wait",
-                    self._pending,
-                )
-            waiter = asyncio.get_running_loop().create_future()
-            self._space_waiters.append(waiter)
-            await waiter
-            self._require_running()
-        self._pending += n
-
     def _submit(
         self, message: Flush | Register | WriteBatch | AckWrite | PruneLedger | Compact
     ) -> None:
@@ -424,10 +403,10 @@ class DuckDBHistorian:
         Raises:
             HistorianError: some accepted points could not be committed.
         """
-        if self._state is _State.CLOSING:
+        if self._state is State.CLOSING:
             await self._closed.wait()  # close commits everything
             return
-        if self._state is not _State.RUNNING:
+        if self._state is not State.RUNNING:
             return
         message = Flush()
         self._submit(message)
@@ -454,20 +433,7 @@ class DuckDBHistorian:
             return
         # RuntimeError: the loop is closed, so nobody is left waiting for space
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._released, rows)
-
-    def _released(self, rows: int) -> None:
-        self._pending -= rows
-        if self._pending == 0 and self._backpressure_logged:
-            self._backpressure_logged = False
-            logger.info("historian write queue drained")
-        self._wake_writers()
-
-    def _wake_writers(self) -> None:
-        waiters, self._space_waiters = self._space_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            loop.call_soon_threadsafe(self._admission.release, rows)
 
     # ---------------------------------------------------------------------- reading
     async def tags(self) -> list[TagMeta]:
@@ -613,7 +579,7 @@ class DuckDBHistorian:
         done = self._writer.compaction_totals
         return HistorianStats(
             points_written=w.points_written,
-            points_pending=self._pending,
+            points_pending=self._admission.pending,
             tags=len(w.snapshot.catalog.ids),
             flushes=w.flushes,
             last_flush_ms=w.last_flush_ms,
@@ -665,11 +631,7 @@ class DuckDBHistorian:
             self._idle_cursors.put(cursor)
 
     def _require_running(self) -> None:
-        if self._state is _State.RUNNING:
-            return
-        if self._state is _State.NEW:
-            raise HistorianError("the historian is not started")
-        raise ShutdownError("the historian is closed")
+        require_running(self._state)
 
 
 if TYPE_CHECKING:

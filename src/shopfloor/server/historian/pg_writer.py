@@ -42,6 +42,13 @@ from shopfloor.model import PointBatch, TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian import pg_blocks, pg_schema, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
+from shopfloor.server.historian.commit_plan import (
+    CommitPlan,
+    PendingWrites,
+    WriteBatch,
+    answer,
+    plan_commit,
+)
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
 from shopfloor.server.historian.writer import sort_order
@@ -50,14 +57,6 @@ logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- messages
-@dataclass(slots=True)
-class WriteBatch:
-    """Points accepted by ``write``, with the monotonic time accepted."""
-
-    batch: PointBatch
-    accepted: float
-
-
 @dataclass(slots=True)
 class AckWrite:
     """A batch from an edge, stored once per ``(edge, seq)``; ``done`` resolves after commit."""
@@ -126,18 +125,6 @@ class _Rows:
     new_ids: dict[str, int]
 
 
-@dataclass(slots=True)
-class _Plan:
-    """One commit decided: what to store, what goes into the ledger, what to answer."""
-
-    batches: list[PointBatch]
-    stored_rows: int
-    plain_rows: int
-    applied: list[tuple[str, int, int]]
-    answers: list[tuple[AckWrite, WriteReceipt, bool]]
-    commit_ns: int
-
-
 def _resolve(
     done: asyncio.Future[Any], result: Any = None, error: BaseException | None = None
 ) -> None:
@@ -148,6 +135,14 @@ def _resolve(
         done.set_exception(error)
     else:
         done.set_result(result)
+
+
+def _resolve_ack(ack: AckWrite, outcome: WriteReceipt | BaseException) -> None:
+    """Answer a waiting edge batch, unless its caller gave up."""
+    if isinstance(outcome, BaseException):
+        _resolve(ack.done, error=outcome)
+    else:
+        _resolve(ack.done, outcome)
 
 
 class PgWriter:
@@ -184,11 +179,8 @@ class PgWriter:
         self._timescale = timescale
         self.layout: pg_schema.Layout = "partitioned"
         self._schema = schema_name
-        self._flush_interval_s = flush_interval_s
-        self._flush_rows = flush_rows
         self._on_released = on_released
         self._ledger = ledger
-        self._ack_delay_s = ack_delay_s
         self._prune_interval_s = prune_interval_s
         self._next_prune = 0.0
         self._clock = clock
@@ -196,10 +188,9 @@ class PgWriter:
         self._accepting = False
         self._con: psycopg.AsyncConnection[Any] | None = None
         self._partitions: set[int] | None = None
-        self._pending: list[Write] = []
-        self._pending_rows = 0
-        self._oldest = 0.0
-        self._first_ack: float | None = None
+        self._pending: PendingWrites[AckWrite] = PendingWrites(
+            flush_interval_s=flush_interval_s, flush_rows=flush_rows, ack_delay_s=ack_delay_s
+        )
         self._held: Message | None = None
         self._failure: BaseException | None = None
         self._failing = False
@@ -344,15 +335,15 @@ class PgWriter:
             message = self._held
             self._held = None
             if message is None:
-                message = await self._next(self._wait_s())
+                message = await self._next(self._pending.wait_s())
                 if message is None:
                     await self._commit_pending()
                     continue
             if isinstance(message, WriteBatch | AckWrite):
-                self._add(message)
-                if self._pending_rows >= self._flush_rows:
+                self._pending.add(message)
+                if self._pending.full:
                     await self._commit_pending()
-                elif self._wait_s() == 0.0:
+                elif self._pending.wait_s() == 0.0:
                     self._take_queued()
                     await self._commit_pending()
             elif isinstance(message, Flush):
@@ -383,29 +374,12 @@ class PgWriter:
         except asyncio.QueueEmpty:
             return None
 
-    def _wait_s(self) -> float | None:
-        """How long the pending writes may still wait for company; None if there are none."""
-        if not self._pending:
-            return None
-        due = self._oldest + self._flush_interval_s
-        if self._first_ack is not None:
-            due = min(due, self._first_ack + self._ack_delay_s)
-        return max(0.0, due - time.monotonic())
-
-    def _add(self, message: Write) -> None:
-        if not self._pending:
-            self._oldest = message.accepted
-        if isinstance(message, AckWrite) and self._first_ack is None:
-            self._first_ack = message.accepted
-        self._pending.append(message)
-        self._pending_rows += len(message.batch)
-
     def _take_queued(self) -> None:
         """Move writes already queued into the pending commit, up to ``flush_rows``.
 
         Stops at the first other message, which is kept to be handled next.
         """
-        while self._pending_rows < self._flush_rows:
+        while not self._pending.full:
             try:
                 message = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -413,7 +387,7 @@ class PgWriter:
             if not isinstance(message, WriteBatch | AckWrite):
                 self._held = message
                 return
-            self._add(message)
+            self._pending.add(message)
 
     def _report(self, done: asyncio.Future[None]) -> None:
         """Resolve a flush: fail it if a commit failed since the previous flush."""
@@ -430,11 +404,8 @@ class PgWriter:
         if self._held is not None:
             self._queue.put_nowait(self._held)
             self._held = None
-        lost = self._pending_rows
-        leftover: list[Message] = list(self._pending)
-        self._pending.clear()
-        self._pending_rows = 0
-        self._first_ack = None
+        pending, lost = self._pending.take()
+        leftover: list[Message] = list(pending)
         while not self._queue.empty():
             message = self._queue.get_nowait()
             if isinstance(message, WriteBatch | AckWrite):
@@ -516,10 +487,9 @@ class PgWriter:
     async def _commit_pending(self) -> None:
         if not self._pending:
             return
-        writes, rows = self._pending, self._pending_rows
-        self._pending, self._pending_rows, self._first_ack = [], 0, None
+        writes, rows = self._pending.take()
         started = time.perf_counter()
-        plan: _Plan | None = None
+        plan: CommitPlan[AckWrite] | None = None
         try:
             for attempt in (1, 2):
                 try:
@@ -554,55 +524,13 @@ class PgWriter:
         finally:
             self._on_released(rows)
 
-    def _plan(self, writes: list[Write]) -> _Plan:
-        """Decide which writes store points: every plain one, acknowledged ones once each."""
-        batches: list[PointBatch] = []
-        applied: list[tuple[str, int, int]] = []
-        answers: list[tuple[AckWrite, WriteReceipt, bool]] = []
-        in_commit: set[tuple[str, int]] = set()
-        for write in writes:
-            if isinstance(write, WriteBatch):
-                batches.append(write.batch)
-                continue
-            key = (write.edge, write.seq)
-            if key in in_commit:
-                answers.append((write, WriteReceipt(0, duplicate=True), True))
-            elif self._ledger.seen(write.edge, write.seq):
-                answers.append((write, WriteReceipt(0, duplicate=True), False))
-            else:
-                in_commit.add(key)
-                batches.append(write.batch)
-                applied.append((write.edge, write.seq, len(write.batch)))
-                answers.append((write, WriteReceipt(len(write.batch), duplicate=False), True))
-        stored = sum(len(b) for b in batches)
-        return _Plan(
-            batches=batches,
-            stored_rows=stored,
-            plain_rows=stored - sum(points for _, _, points in applied),
-            applied=applied,
-            answers=answers,
-            commit_ns=self._clock(),
-        )
+    def _plan(self, writes: list[Write]) -> CommitPlan[AckWrite]:
+        return plan_commit(writes, self._ledger, self._clock())
 
-    def _answer(self, plan: _Plan, failure: BaseException | None) -> None:
-        """Record a commit in the ledger's index, then resolve the writes that waited on it."""
-        duplicates = [
-            ack.edge
-            for ack, receipt, tied in plan.answers
-            if receipt.duplicate and (failure is None or not tied)
-        ]
-        self._ledger.record(plan.commit_ns, plan.applied if failure is None else (), duplicates)
-        for ack, receipt, tied in plan.answers:
-            if failure is not None and tied:
-                err = HistorianError(
-                    f"batch {ack.seq} of edge {ack.edge} was not committed: {failure}"
-                )
-                err.__cause__ = failure
-                _resolve(ack.done, error=err)
-            else:
-                _resolve(ack.done, receipt)
+    def _answer(self, plan: CommitPlan[AckWrite], failure: BaseException | None) -> None:
+        answer(plan, failure, self._ledger, _resolve_ack)
 
-    async def _commit(self, con: psycopg.AsyncConnection[Any], plan: _Plan) -> None:
+    async def _commit(self, con: psycopg.AsyncConnection[Any], plan: CommitPlan[AckWrite]) -> None:
         """Store the points, their tags, the last values and the ledger rows in one transaction."""
         self._commit_sent = False
         rows = self._coalesce(plan.batches) if plan.batches else None

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +51,12 @@ from shopfloor.server.historian import (
     query,
     schema,
 )
+from shopfloor.server.historian.admission import (
+    Admission,
+    State,
+    check_ack_key,
+    require_running,
+)
 from shopfloor.server.historian.aggregate import Points
 from shopfloor.server.historian.base import (
     Aggregate,
@@ -61,6 +66,7 @@ from shopfloor.server.historian.base import (
     Interpolation,
     WriteReceipt,
 )
+from shopfloor.server.historian.commit_plan import WriteBatch
 from shopfloor.server.historian.compaction import CompactionReport
 from shopfloor.server.historian.disk_usage import StorageReport, retention_summary
 from shopfloor.server.historian.ledger import Ledger
@@ -73,7 +79,6 @@ from shopfloor.server.historian.pg_writer import (
     PruneLedger,
     Register,
     Stop,
-    WriteBatch,
 )
 from shopfloor.server.historian.planner import RollupUse
 from shopfloor.server.historian.retention_loop import RetentionReport
@@ -86,14 +91,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresHistorian"]
 
 logger = logging.getLogger(__name__)
-
-
-class _State(Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 class _ReadPool:
@@ -250,13 +247,13 @@ class PostgresHistorian:
             self._extra["connect_timeout"] = 10
         self._dsn = dsn
         self._schema = schema
-        self._max_pending = max_pending_rows
+        self._admission = Admission(max_pending_rows, state=lambda: self._state)
         self._writer = PgWriter(
             self._connect,
             schema_name=schema,
             flush_interval_s=flush_interval_s,
             flush_rows=flush_rows,
-            on_released=self._released,
+            on_released=self._admission.release,
             ledger=Ledger(retention_ns=int(ledger_retention_s * 1e9), max_gaps=ledger_max_gaps),
             ack_delay_s=ack_delay_s,
             prune_interval_s=ledger_prune_interval_s,
@@ -286,11 +283,7 @@ class PostgresHistorian:
             clock=clock,
         )
         self._clock = clock
-        self._state = _State.NEW
-        self._pending = 0
-        self._space_waiters: list[asyncio.Future[None]] = []
-        self._backpressure_logged = False
-        self.backpressure_waits = 0
+        self._state = State.NEW
         self._started = asyncio.Event()
         self._closed = asyncio.Event()
 
@@ -330,17 +323,17 @@ class PostgresHistorian:
                 historian writes to the same schema.
             ShutdownError: the historian was already closed.
         """
-        if self._state is _State.STARTING:
+        if self._state is State.STARTING:
             await self._started.wait()
-        if self._state is _State.RUNNING:
+        if self._state is State.RUNNING:
             return
-        if self._state is not _State.NEW:
+        if self._state is not State.NEW:
             raise ShutdownError("the historian is closed")
-        self._state = _State.STARTING
+        self._state = State.STARTING
         try:
             await self._writer.open()
         except BaseException:
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             raise
         finally:
             self._started.set()
@@ -350,7 +343,7 @@ class PostgresHistorian:
                 self._compactor.run(), name="historian-pg-compaction"
             )
         self._retention.start()
-        self._state = _State.RUNNING
+        self._state = State.RUNNING
 
     async def close(self) -> None:
         """Commit everything accepted, then close every connection. Idempotent.
@@ -358,16 +351,16 @@ class PostgresHistorian:
         Raises:
             HistorianError: accepted points could not be committed.
         """
-        if self._state is _State.STARTING:
+        if self._state is State.STARTING:
             await self._started.wait()
-        if self._state is _State.CLOSING:
+        if self._state is State.CLOSING:
             await self._closed.wait()
             return
-        if self._state is not _State.RUNNING:
-            self._state = _State.CLOSED
+        if self._state is not State.RUNNING:
+            self._state = State.CLOSED
             return
-        self._state = _State.CLOSING
-        self._wake_writers()
+        self._state = State.CLOSING
+        self._admission.wake_all()
         try:
             await self._retention.close()
             if self._compaction is not None:  # a statement in flight is rolled back
@@ -386,10 +379,15 @@ class PostgresHistorian:
             if failure is not None:
                 raise failure
         finally:
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             self._closed.set()
 
     # ---------------------------------------------------------------------- writing
+    @property
+    def backpressure_waits(self) -> int:
+        """How often a writer waited for room under ``max_pending_rows``."""
+        return self._admission.waits
+
     async def write(self, batch: PointBatch) -> None:
         """Accept ``batch``; wait while the pending-row bound would be exceeded.
 
@@ -400,11 +398,11 @@ class PostgresHistorian:
         n = len(batch)
         if n == 0:
             return
-        await self._reserve(n)
+        await self._admission.reserve(n)
         try:
             self._submit(WriteBatch(batch, time.monotonic()))
         except HistorianError:
-            self._pending -= n
+            self._admission.unreserve(n)
             raise
 
     async def write_acknowledged(self, batch: PointBatch, *, edge: str, seq: int) -> WriteReceipt:
@@ -419,17 +417,14 @@ class PostgresHistorian:
             PayloadError: ``seq`` is below 1 or ``edge`` is empty.
         """
         self._require_running()
-        if not edge:
-            raise PayloadError("edge", "must not be empty")
-        if seq < 1:
-            raise PayloadError("seq", f"must be 1 or more, got {seq}")
+        check_ack_key(edge, seq)
         n = len(batch)
-        await self._reserve(n)
+        await self._admission.reserve(n)
         message = AckWrite(batch, edge, seq, time.monotonic())
         try:
             self._submit(message)
         except HistorianError:
-            self._pending -= n
+            self._admission.unreserve(n)
             raise
         return await asyncio.shield(message.done)
 
@@ -504,22 +499,6 @@ class PostgresHistorian:
         if partitions is not None:
             partitions.discard(day)
 
-    async def _reserve(self, n: int) -> None:
-        """Wait until ``n`` more rows fit under the pending bound, then count them in."""
-        while self._pending and self._pending + n > self._max_pending:
-            self.backpressure_waits += 1
-            if not self._backpressure_logged:
-                self._backpressure_logged = True
-                logger.warning(
-                    "historian write queue full (%d points pending): writers wait",
-                    self._pending,
-                )
-            waiter = asyncio.get_running_loop().create_future()
-            self._space_waiters.append(waiter)
-            await waiter
-            self._require_running()
-        self._pending += n
-
     def _submit(self, message: Flush | Register | WriteBatch | AckWrite | PruneLedger) -> None:
         try:
             self._writer.submit(message)
@@ -532,10 +511,10 @@ class PostgresHistorian:
         Raises:
             HistorianError: some accepted points could not be committed.
         """
-        if self._state is _State.CLOSING:
+        if self._state is State.CLOSING:
             await self._closed.wait()
             return
-        if self._state is not _State.RUNNING:
+        if self._state is not State.RUNNING:
             return
         message = Flush()
         self._submit(message)
@@ -554,20 +533,6 @@ class PostgresHistorian:
         message = Register(tuple(metas))
         self._submit(message)
         await message.done
-
-    def _released(self, rows: int) -> None:
-        """Called by the writer task when rows stop being pending."""
-        self._pending -= rows
-        if self._pending == 0 and self._backpressure_logged:
-            self._backpressure_logged = False
-            logger.info("historian write queue drained")
-        self._wake_writers()
-
-    def _wake_writers(self) -> None:
-        waiters, self._space_waiters = self._space_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     # ---------------------------------------------------------------------- reading
     async def tags(self) -> list[TagMeta]:
@@ -731,7 +696,7 @@ class PostgresHistorian:
         done = self._compactor.totals
         return HistorianStats(
             points_written=w.points_written,
-            points_pending=self._pending,
+            points_pending=self._admission.pending,
             tags=len(w.snapshot.catalog.ids),
             flushes=w.flushes,
             last_flush_ms=w.last_flush_ms,
@@ -768,11 +733,7 @@ class PostgresHistorian:
             raise HistorianError(f"historian read failed: {err}") from err
 
     def _require_running(self) -> None:
-        if self._state is _State.RUNNING:
-            return
-        if self._state is _State.NEW:
-            raise HistorianError("the historian is not started")
-        raise ShutdownError("the historian is closed")
+        require_running(self._state)
 
 
 if TYPE_CHECKING:

@@ -47,6 +47,13 @@ from shopfloor.model import PointBatch, TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian import compaction, duckdb_rollup, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
+from shopfloor.server.historian.commit_plan import (
+    CommitPlan,
+    PendingWrites,
+    WriteBatch,
+    answer,
+    plan_commit,
+)
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
 from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
@@ -55,14 +62,6 @@ logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- messages
-@dataclass(slots=True)
-class WriteBatch:
-    """Points accepted by :meth:`DuckDBHistorian.write`, with the monotonic time accepted."""
-
-    batch: PointBatch
-    accepted: float
-
-
 @dataclass(slots=True)
 class AckWrite:
     """A batch from an edge, stored once per ``(edge, seq)``; ``done`` resolves after commit."""
@@ -134,20 +133,14 @@ class _Sorted:
     new_ids: dict[str, int]
 
 
-@dataclass(slots=True)
-class _Plan:
-    """One commit decided: what to store, what goes into the ledger, what to answer.
-
-    ``answers`` pairs each acknowledged write with its receipt and whether that receipt
-    depends on this commit (a duplicate of a batch committed earlier does not).
-    """
-
-    batches: list[PointBatch]
-    stored_rows: int
-    plain_rows: int
-    applied: list[tuple[str, int, int]]
-    answers: list[tuple[AckWrite, WriteReceipt, bool]]
-    commit_ns: int
+def _resolve_ack(ack: AckWrite, outcome: WriteReceipt | BaseException) -> None:
+    """Answer a waiting edge batch, unless its caller gave up (the ledger still has it)."""
+    if not ack.done.set_running_or_notify_cancel():
+        return
+    if isinstance(outcome, BaseException):
+        ack.done.set_exception(outcome)
+    else:
+        ack.done.set_result(outcome)
 
 
 # ---------------------------------------------------------------------------- writer
@@ -190,12 +183,9 @@ class Writer:
         rollups: RollupSettings | None = None,
     ) -> None:
         self._path = path
-        self._flush_interval_s = flush_interval_s
-        self._flush_rows = flush_rows
         self._memory_limit = memory_limit
         self._on_released = on_released
         self._ledger = ledger
-        self._ack_delay_s = ack_delay_s
         self._prune_interval_s = prune_interval_s
         self._next_prune = 0.0
         self._clock = clock
@@ -218,10 +208,9 @@ class Writer:
         self._cursor_lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._read_root: duckdb.DuckDBPyConnection | None = None
-        self._pending: list[Write] = []
-        self._pending_rows = 0
-        self._oldest = 0.0
-        self._first_ack: float | None = None  # when the oldest pending AckWrite arrived
+        self._pending: PendingWrites[AckWrite] = PendingWrites(
+            flush_interval_s=flush_interval_s, flush_rows=flush_rows, ack_delay_s=ack_delay_s
+        )
         self._held: Message | None = None
         self._failure: BaseException | None = None  # reported by the next flush
         self._failing = False  # for logging the transitions only
@@ -359,10 +348,10 @@ class Writer:
                     self._idle()
                     continue
             if isinstance(message, WriteBatch | AckWrite):
-                self._add(message)
-                if self._pending_rows >= self._flush_rows:
+                self._pending.add(message)
+                if self._pending.full:
                     self._commit_pending()
-                elif self._wait_s() == 0.0:
+                elif self._pending.wait_s() == 0.0:
                     # due (behind schedule, or an edge waits for its answer): take what is
                     # already queued into this commit rather than committing each batch
                     self._take_queued()
@@ -392,7 +381,7 @@ class Writer:
 
     def _idle_wait_s(self) -> float | None:
         """How long to wait for a message: until pending writes are due, or compaction."""
-        wait, compact = self._wait_s(), self._compactor.wait_s()
+        wait, compact = self._pending.wait_s(), self._compactor.wait_s()
         if compact is None:
             return wait
         return compact if wait is None else min(wait, compact)
@@ -400,25 +389,8 @@ class Writer:
     def _idle(self) -> None:
         """No message came in time: commit what is due, start compaction if it is time."""
         self._compactor.tick()
-        if self._wait_s() == 0.0:
+        if self._pending.wait_s() == 0.0:
             self._commit_pending()
-
-    def _wait_s(self) -> float | None:
-        """How long the pending writes may still wait for company; None if there are none."""
-        if not self._pending:
-            return None
-        due = self._oldest + self._flush_interval_s
-        if self._first_ack is not None:
-            due = min(due, self._first_ack + self._ack_delay_s)
-        return max(0.0, due - time.monotonic())
-
-    def _add(self, message: Write) -> None:
-        if not self._pending:
-            self._oldest = message.accepted
-        if isinstance(message, AckWrite) and self._first_ack is None:
-            self._first_ack = message.accepted
-        self._pending.append(message)
-        self._pending_rows += len(message.batch)
 
     def _take_queued(self) -> None:
         """Move batches already queued into the pending commit, up to ``flush_rows``.
@@ -426,7 +398,7 @@ class Writer:
         Stops at the first other message, which is kept to be handled next, so the
         order of messages is preserved.
         """
-        while self._pending_rows < self._flush_rows:
+        while not self._pending.full:
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
@@ -434,7 +406,7 @@ class Writer:
             if not isinstance(message, WriteBatch | AckWrite):
                 self._held = message
                 return
-            self._add(message)
+            self._pending.add(message)
 
     def _report(self, done: Future[None]) -> None:
         """Resolve a flush: fail it if a commit failed since the previous flush."""
@@ -462,11 +434,8 @@ class Writer:
         if self._held is not None:
             self._queue.put(self._held)  # fail it below with the rest (order is moot now)
             self._held = None
-        lost = self._pending_rows
-        leftover: list[Message] = list(self._pending)
-        self._pending.clear()
-        self._pending_rows = 0
-        self._first_ack = None
+        pending, lost = self._pending.take()
+        leftover: list[Message] = list(pending)
         while True:
             try:
                 message = self._queue.get_nowait()
@@ -517,8 +486,7 @@ class Writer:
     def _commit_pending(self) -> None:
         if not self._pending:
             return
-        writes, rows = self._pending, self._pending_rows
-        self._pending, self._pending_rows, self._first_ack = [], 0, None
+        writes, rows = self._pending.take()
         started = time.perf_counter()
         plan = self._plan(writes)
         try:
@@ -544,55 +512,11 @@ class Writer:
         finally:
             self._on_released(rows)
 
-    def _plan(self, writes: list[Write]) -> _Plan:
-        """Decide which writes store points: every plain one, acknowledged ones once each."""
-        batches: list[PointBatch] = []
-        applied: list[tuple[str, int, int]] = []
-        answers: list[tuple[AckWrite, WriteReceipt, bool]] = []
-        in_commit: set[tuple[str, int]] = set()
-        for write in writes:
-            if isinstance(write, WriteBatch):
-                batches.append(write.batch)
-                continue
-            key = (write.edge, write.seq)
-            if key in in_commit:  # stands or falls with its twin in this commit
-                answers.append((write, WriteReceipt(0, duplicate=True), True))
-            elif self._ledger.seen(write.edge, write.seq):
-                answers.append((write, WriteReceipt(0, duplicate=True), False))
-            else:
-                in_commit.add(key)
-                batches.append(write.batch)
-                applied.append((write.edge, write.seq, len(write.batch)))
-                answers.append((write, WriteReceipt(len(write.batch), duplicate=False), True))
-        stored = sum(len(b) for b in batches)
-        return _Plan(
-            batches=batches,
-            stored_rows=stored,
-            plain_rows=stored - sum(points for _, _, points in applied),
-            applied=applied,
-            answers=answers,
-            commit_ns=self._clock(),
-        )
+    def _plan(self, writes: list[Write]) -> CommitPlan[AckWrite]:
+        return plan_commit(writes, self._ledger, self._clock())
 
-    def _answer(self, plan: _Plan, failure: BaseException | None) -> None:
-        """Record a commit in the ledger's index, then resolve the writes that waited on it."""
-        duplicates = [
-            ack.edge
-            for ack, receipt, tied in plan.answers
-            if receipt.duplicate and (failure is None or not tied)
-        ]
-        self._ledger.record(plan.commit_ns, plan.applied if failure is None else (), duplicates)
-        for ack, receipt, tied in plan.answers:
-            if not ack.done.set_running_or_notify_cancel():
-                continue  # nobody waits any more; the ledger still has it right
-            if failure is not None and tied:
-                err = HistorianError(
-                    f"batch {ack.seq} of edge {ack.edge} was not committed: {failure}"
-                )
-                err.__cause__ = failure
-                ack.done.set_exception(err)
-            else:
-                ack.done.set_result(receipt)
+    def _answer(self, plan: CommitPlan[AckWrite], failure: BaseException | None) -> None:
+        answer(plan, failure, self._ledger, _resolve_ack)
 
     def _prune_now(self) -> None:
         """Age the ledger's marks and delete old rows; a failure is logged, not fatal."""
@@ -664,7 +588,7 @@ class Writer:
             new_ids=new_ids,
         )
 
-    def _commit(self, plan: _Plan) -> None:
+    def _commit(self, plan: CommitPlan[AckWrite]) -> None:
         """Insert the points, update ``latest`` and add the ledger rows in one transaction."""
         con = self._con
         assert con is not None

@@ -1,0 +1,171 @@
+"""The backend-neutral half of a historian writer: which writes wait, when they are due,
+which of them store points, and how their waiters are answered.
+
+Both writers (DuckDB's thread in :mod:`.writer`, PostgreSQL's task in :mod:`.pg_writer`)
+gather writes into one commit, and both must store an edge's batch once per
+``(edge, seq)``: a batch applied before, or twice in one commit, stores nothing and is
+answered ``duplicate``. That decision, and the answers after the commit, live here once,
+so the exactly-once rules cannot drift apart between the backends. What differs (the
+future type of a waiter, the queue, the transaction) stays in each writer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from shopfloor.errors import HistorianError
+from shopfloor.model import PointBatch
+from shopfloor.server.historian.base import WriteReceipt
+from shopfloor.server.historian.ledger import Ledger
+
+__all__ = ["Acked", "CommitPlan", "PendingWrites", "WriteBatch", "answer", "plan_commit"]
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Points accepted by a historian's ``write``, with the monotonic time accepted."""
+
+    batch: PointBatch
+    accepted: float
+
+
+class Acked(Protocol):
+    """A batch from an edge whose caller waits for its commit (each writer's ``AckWrite``)."""
+
+    @property
+    def batch(self) -> PointBatch: ...
+    @property
+    def edge(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def accepted(self) -> float: ...
+
+
+A = TypeVar("A", bound=Acked)
+
+
+@dataclass(slots=True)
+class CommitPlan(Generic[A]):
+    """One commit decided: what to store, what goes into the ledger, what to answer.
+
+    ``answers`` pairs each acknowledged write with its receipt and whether that receipt
+    depends on this commit (a duplicate of a batch committed earlier does not).
+    """
+
+    batches: list[PointBatch]
+    stored_rows: int
+    plain_rows: int
+    applied: list[tuple[str, int, int]]
+    answers: list[tuple[A, WriteReceipt, bool]]
+    commit_ns: int
+
+
+class PendingWrites(Generic[A]):
+    """Writes gathered for the next commit and when that commit is due.
+
+    A commit is due ``flush_interval_s`` after its oldest write, or ``ack_delay_s`` after
+    its oldest acknowledged write (someone waits on that one), or at once when
+    ``flush_rows`` points are gathered.
+    """
+
+    def __init__(self, *, flush_interval_s: float, flush_rows: int, ack_delay_s: float) -> None:
+        self._flush_interval_s = flush_interval_s
+        self._flush_rows = flush_rows
+        self._ack_delay_s = ack_delay_s
+        self.writes: list[WriteBatch | A] = []
+        self.rows = 0
+        self._oldest = 0.0
+        self._first_ack: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.writes)
+
+    @property
+    def full(self) -> bool:
+        """Whether the commit should happen now, without waiting for company."""
+        return self.rows >= self._flush_rows
+
+    def add(self, write: WriteBatch | A) -> None:
+        if not self.writes:
+            self._oldest = write.accepted
+        if not isinstance(write, WriteBatch) and self._first_ack is None:
+            self._first_ack = write.accepted
+        self.writes.append(write)
+        self.rows += len(write.batch)
+
+    def wait_s(self) -> float | None:
+        """How long the pending writes may still wait for company; None if there are none."""
+        if not self.writes:
+            return None
+        due = self._oldest + self._flush_interval_s
+        if self._first_ack is not None:
+            due = min(due, self._first_ack + self._ack_delay_s)
+        return max(0.0, due - time.monotonic())
+
+    def take(self) -> tuple[list[WriteBatch | A], int]:
+        """Hand over every pending write and its point count, and start afresh."""
+        writes, rows = self.writes, self.rows
+        self.writes, self.rows, self._first_ack = [], 0, None
+        return writes, rows
+
+
+def plan_commit(writes: Sequence[WriteBatch | A], ledger: Ledger, commit_ns: int) -> CommitPlan[A]:
+    """Decide which writes store points: every plain one, acknowledged ones once each."""
+    batches: list[PointBatch] = []
+    applied: list[tuple[str, int, int]] = []
+    answers: list[tuple[A, WriteReceipt, bool]] = []
+    in_commit: set[tuple[str, int]] = set()
+    for write in writes:
+        if isinstance(write, WriteBatch):
+            batches.append(write.batch)
+            continue
+        key = (write.edge, write.seq)
+        if key in in_commit:  # stands or falls with its twin in this commit
+            answers.append((write, WriteReceipt(0, duplicate=True), True))
+        elif ledger.seen(write.edge, write.seq):
+            answers.append((write, WriteReceipt(0, duplicate=True), False))
+        else:
+            in_commit.add(key)
+            batches.append(write.batch)
+            applied.append((write.edge, write.seq, len(write.batch)))
+            answers.append((write, WriteReceipt(len(write.batch), duplicate=False), True))
+    stored = sum(len(b) for b in batches)
+    return CommitPlan(
+        batches=batches,
+        stored_rows=stored,
+        plain_rows=stored - sum(points for _, _, points in applied),
+        applied=applied,
+        answers=answers,
+        commit_ns=commit_ns,
+    )
+
+
+def answer(
+    plan: CommitPlan[A],
+    failure: BaseException | None,
+    ledger: Ledger,
+    resolve: Callable[[A, WriteReceipt | BaseException], None],
+) -> None:
+    """Record a commit in the ledger's index, then answer the writes that waited on it.
+
+    Args:
+        failure: why the commit failed, or None if it succeeded.
+        resolve: hands one waiter its receipt or its error (each writer knows its futures).
+    """
+    duplicates = [
+        ack.edge
+        for ack, receipt, tied in plan.answers
+        if receipt.duplicate and (failure is None or not tied)
+    ]
+    ledger.record(plan.commit_ns, plan.applied if failure is None else (), duplicates)
+    for ack, receipt, tied in plan.answers:
+        if failure is not None and tied:
+            err = HistorianError(f"batch {ack.seq} of edge {ack.edge} was not committed: {failure}")
+            err.__cause__ = failure
+            resolve(ack, err)
+        else:
+            resolve(ack, receipt)
