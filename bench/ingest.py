@@ -33,9 +33,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from shopfloor.model import PointBatch, Quality
+from shopfloor.server.historian.commit_plan import sort_order
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.schema import POINTS_DDL
-from shopfloor.server.historian.writer import sort_order
 
 T0 = 1_700_000_000 * 10**9
 FLUSH_ROWS = 100_000

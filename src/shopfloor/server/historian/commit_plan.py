@@ -12,16 +12,32 @@ future type of a waiter, the queue, the transaction) stays in each writer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
 from shopfloor.errors import HistorianError
 from shopfloor.model import PointBatch
+from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian.base import WriteReceipt
 from shopfloor.server.historian.ledger import Ledger
+from shopfloor.server.historian.snapshot import TagCatalog
 
-__all__ = ["Acked", "CommitPlan", "PendingWrites", "WriteBatch", "answer", "plan_commit"]
+__all__ = [
+    "Acked",
+    "CommitPlan",
+    "PendingWrites",
+    "SortedRows",
+    "WriteBatch",
+    "answer",
+    "coalesce",
+    "plan_commit",
+    "sort_order",
+]
 
 
 @dataclass(slots=True)
@@ -169,3 +185,69 @@ def answer(
             resolve(ack, err)
         else:
             resolve(ack, receipt)
+
+
+@dataclass(slots=True)
+class SortedRows:
+    """A coalesced commit: rows sorted by (tag_id, ts), plus tags first seen in it."""
+
+    tag_id: Int32Array
+    ts: Int64Array
+    value: Float64Array
+    quality: UInt32Array
+    text: pa.Array | None
+    new_ids: dict[str, int]
+
+
+def coalesce(batches: Iterable[PointBatch], catalog: TagCatalog) -> SortedRows:
+    """Map paths to ids once per batch (new tags get the catalog's next ids), join the
+    batches and sort by (tag_id, ts): the rows of one commit, as both backends store them."""
+    new_ids: dict[str, int] = {}
+    next_id = catalog.next_id
+    ids, ts, value, quality, text = [], [], [], [], []
+    has_text = False
+    for b in batches:
+        lookup = np.empty(len(b.tags), dtype=np.int32)
+        for i, path in enumerate(b.tags):
+            tag_id = catalog.ids.get(path)
+            if tag_id is None:
+                tag_id = new_ids.get(path)
+                if tag_id is None:
+                    tag_id = new_ids[path] = next_id
+                    next_id += 1
+            lookup[i] = tag_id
+        ids.append(lookup[b.tag_index])
+        ts.append(b.ts)
+        value.append(b.value)
+        quality.append(b.quality)
+        text.append(b.text if b.text is not None else pa.nulls(len(b), pa.string()))
+        has_text = has_text or b.text is not None
+    all_ids = np.concatenate(ids)
+    all_ts = np.concatenate(ts)
+    order = sort_order(all_ids, all_ts)
+    sorted_text = pa.concat_arrays(text).take(order) if has_text else None
+    return SortedRows(
+        tag_id=all_ids[order],
+        ts=all_ts[order],
+        value=np.concatenate(value)[order],
+        quality=np.concatenate(quality)[order],
+        text=sorted_text,
+        new_ids=new_ids,
+    )
+
+
+def sort_order(tag_id: Int32Array, ts: Int64Array) -> npt.NDArray[np.intp]:
+    """Return the stable order by (tag_id, ts), like ``np.lexsort((ts, tag_id))``.
+
+    When tag id and the time offset within the commit fit together in 62 bits (a commit
+    spanning up to ~35 years with a million tags), one stable argsort of a combined int64
+    key does the job about ten times faster than lexsort's two passes (bench/ingest.py).
+    """
+    if not len(ts):
+        return np.arange(0, dtype=np.intp)
+    low = int(ts.min())
+    shift = max(1, (int(ts.max()) - low).bit_length())
+    if int(tag_id.min()) < 0 or int(tag_id.max()).bit_length() + shift > 62:
+        return np.lexsort((ts, tag_id))
+    key = (tag_id.astype(np.int64) << shift) | (ts - low)
+    return np.argsort(key, kind="stable")

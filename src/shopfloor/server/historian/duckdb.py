@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
+from shopfloor.errors import HistorianError, PayloadError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta, now_ns
 from shopfloor.server.historian import duckdb_disk_usage, duckdb_fetch, query, schema
 from shopfloor.server.historian.admission import (
@@ -549,28 +549,7 @@ class DuckDBHistorian:
             UnknownTagError: one of ``paths`` names no committed tag.
         """
         self._require_running()
-        snap = self._writer.snapshot
-        catalog, values = snap.catalog, snap.latest
-        if paths is None:
-            ids = catalog.sorted_ids
-            names = catalog.sorted_paths_arrow
-        else:
-            ids = np.fromiter(
-                (self._tag_id(p, catalog.ids) for p in paths), dtype=np.int64, count=len(paths)
-            )
-            names = pa.array(paths, type=pa.string())
-        keep = values.has[ids]
-        ids = ids[keep]
-        return pa.Table.from_arrays(
-            [
-                names.filter(pa.array(keep)),
-                pa.array(values.ts[ids], type=pa.int64()).view(schema.TS_TYPE),
-                pa.array(values.value[ids], type=pa.float64()),
-                pa.array(values.quality[ids], type=pa.uint32()),
-                pa.array(values.text[ids], type=pa.string()),
-            ],
-            schema=schema.LATEST_SCHEMA,
-        )
+        return self._writer.snapshot.latest_table(paths)
 
     def stats(self) -> HistorianStats:
         """Counters for status lines; cheap, never blocks."""
@@ -591,17 +570,10 @@ class DuckDBHistorian:
         )
 
     def _tag_ids(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:
-        lookup = self._writer.snapshot.catalog.ids
-        return np.fromiter(
-            (self._tag_id(p, lookup) for p in paths), dtype=np.int64, count=len(paths)
-        )
+        return self._writer.snapshot.catalog.ids_of(paths)
 
-    def _tag_id(self, path: str, ids: Mapping[str, int] | None = None) -> int:
-        lookup = self._writer.snapshot.catalog.ids if ids is None else ids
-        try:
-            return int(lookup[path])
-        except KeyError:
-            raise UnknownTagError(path) from None
+    def _tag_id(self, path: str) -> int:
+        return self._writer.snapshot.catalog.id_of(path)
 
     async def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         assert self._readers is not None

@@ -46,10 +46,10 @@ import pyarrow as pa
 from shopfloor.errors import HistorianError
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian import pg_blocks, pg_rollup, pg_schema
+from shopfloor.server.historian.commit_plan import sort_order
 from shopfloor.server.historian.compaction import CompactionReport, CompactionTotals
 from shopfloor.server.historian.pg_blocks import BLOCK_NS
 from shopfloor.server.historian.rollup import RollupSettings
-from shopfloor.server.historian.writer import sort_order
 
 __all__ = ["PgCompactor", "closed_before"]
 

@@ -39,19 +39,19 @@ import pyarrow as pa
 
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta
-from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian import pg_blocks, pg_schema, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
 from shopfloor.server.historian.commit_plan import (
     CommitPlan,
     PendingWrites,
+    SortedRows,
     WriteBatch,
     answer,
+    coalesce,
     plan_commit,
 )
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
-from shopfloor.server.historian.writer import sort_order
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +111,6 @@ _COMMIT_ERRORS = (psycopg.Error, HistorianError, pa.ArrowException, ValueError)
 _LOCK_RETRIES, _LOCK_RETRY_S = 20, 0.1
 """A writer lock still held at open is tried again for up to 2 s before it is refused."""
 """What a failed commit raises; it fails the commit's writes, never the writer."""
-
-
-@dataclass(slots=True)
-class _Rows:
-    """A coalesced commit: rows sorted by (tag_id, ts), plus tags first seen in it."""
-
-    tag_id: Int32Array
-    ts: Int64Array
-    value: Float64Array
-    quality: UInt32Array
-    text: pa.Array | None
-    new_ids: dict[str, int]
 
 
 def _resolve(
@@ -549,7 +537,7 @@ class PgWriter:
         if snapshot is not None:
             self.snapshot = snapshot
 
-    async def _store_points(self, con: psycopg.AsyncConnection[Any], rows: _Rows) -> Snapshot:
+    async def _store_points(self, con: psycopg.AsyncConnection[Any], rows: SortedRows) -> Snapshot:
         """Run the statements that store ``rows``; return the snapshot after them."""
         snap = self.snapshot
         new_metas = {path: TagMeta(path) for path in rows.new_ids}
@@ -599,40 +587,8 @@ class PgWriter:
         latest.text[ids] = np.asarray(texts, dtype=object)
         return Snapshot(catalog, latest)
 
-    def _coalesce(self, batches: Iterable[PointBatch]) -> _Rows:
-        """Map paths to ids once per batch, join the batches and sort by (tag_id, ts)."""
-        catalog = self.snapshot.catalog
-        new_ids: dict[str, int] = {}
-        next_id = catalog.next_id
-        ids, ts, value, quality, text = [], [], [], [], []
-        has_text = False
-        for b in batches:
-            lookup = np.empty(len(b.tags), dtype=np.int32)
-            for i, path in enumerate(b.tags):
-                tag_id = catalog.ids.get(path)
-                if tag_id is None:
-                    tag_id = new_ids.get(path)
-                    if tag_id is None:
-                        tag_id = new_ids[path] = next_id
-                        next_id += 1
-                lookup[i] = tag_id
-            ids.append(lookup[b.tag_index])
-            ts.append(b.ts)
-            value.append(b.value)
-            quality.append(b.quality)
-            text.append(b.text if b.text is not None else pa.nulls(len(b), pa.string()))
-            has_text = has_text or b.text is not None
-        all_ids = np.concatenate(ids)
-        all_ts = np.concatenate(ts)
-        order = sort_order(all_ids, all_ts)
-        return _Rows(
-            tag_id=all_ids[order],
-            ts=all_ts[order],
-            value=np.concatenate(value)[order],
-            quality=np.concatenate(quality)[order],
-            text=pa.concat_arrays(text).take(order) if has_text else None,
-            new_ids=new_ids,
-        )
+    def _coalesce(self, batches: Iterable[PointBatch]) -> SortedRows:
+        return coalesce(batches, self.snapshot.catalog)
 
     # -------------------------------------------------------------- tags and ledger
     async def _register_or_report(self, message: Register) -> None:

@@ -41,7 +41,7 @@ import psycopg
 import pyarrow as pa
 from psycopg.conninfo import conninfo_to_dict
 
-from shopfloor.errors import HistorianError, PayloadError, ShutdownError, UnknownTagError
+from shopfloor.errors import HistorianError, PayloadError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta, now_ns
 from shopfloor.server.historian import (
     pg_disk_usage,
@@ -49,7 +49,6 @@ from shopfloor.server.historian import (
     pg_rollup,
     pg_schema,
     query,
-    schema,
 )
 from shopfloor.server.historian.admission import (
     Admission,
@@ -666,28 +665,7 @@ class PostgresHistorian:
             UnknownTagError: one of ``paths`` names no committed tag.
         """
         self._require_running()
-        snap = self._writer.snapshot
-        catalog, values = snap.catalog, snap.latest
-        if paths is None:
-            ids = catalog.sorted_ids
-            names = catalog.sorted_paths_arrow
-        else:
-            ids = np.fromiter(
-                (self._tag_id(p, catalog.ids) for p in paths), dtype=np.int64, count=len(paths)
-            )
-            names = pa.array(paths, type=pa.string())
-        keep = values.has[ids]
-        ids = ids[keep]
-        return pa.Table.from_arrays(
-            [
-                names.filter(pa.array(keep)),
-                pg_schema.ts_array(values.ts[ids]),
-                pa.array(values.value[ids], type=pa.float64()),
-                pa.array(values.quality[ids], type=pa.uint32()),
-                pa.array(values.text[ids], type=pa.string()),
-            ],
-            schema=schema.LATEST_SCHEMA,
-        )
+        return self._writer.snapshot.latest_table(paths)
 
     def stats(self) -> HistorianStats:
         """Counters for status lines; cheap, never blocks."""
@@ -708,17 +686,10 @@ class PostgresHistorian:
         )
 
     def _tag_ids(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:
-        lookup = self._writer.snapshot.catalog.ids
-        return np.fromiter(
-            (self._tag_id(p, lookup) for p in paths), dtype=np.int64, count=len(paths)
-        )
+        return self._writer.snapshot.catalog.ids_of(paths)
 
-    def _tag_id(self, path: str, ids: Mapping[str, int] | None = None) -> int:
-        lookup = self._writer.snapshot.catalog.ids if ids is None else ids
-        try:
-            return int(lookup[path])
-        except KeyError:
-            raise UnknownTagError(path) from None
+    def _tag_id(self, path: str) -> int:
+        return self._writer.snapshot.catalog.id_of(path)
 
     async def _query(self, query: str, params: Mapping[str, Any]) -> list[bytes | None]:
         """Run a one-row query on a read connection; return its cells as binary values."""

@@ -7,7 +7,7 @@ values and never a half-updated snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -15,8 +15,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from shopfloor.errors import UnknownTagError
 from shopfloor.model import TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
+from shopfloor.server.historian import schema
 
 __all__ = ["LatestValues", "ObjectArray", "Snapshot", "TagCatalog"]
 
@@ -45,6 +47,25 @@ class TagCatalog:
     def sorted_paths_arrow(self) -> pa.StringArray:
         """:attr:`sorted_paths` as an Arrow array, so latest() need not rebuild it."""
         return pa.array(self.sorted_paths, type=pa.string())
+
+    def id_of(self, path: str) -> int:
+        """The id of ``path``.
+
+        Raises:
+            UnknownTagError: no such tag.
+        """
+        try:
+            return int(self.ids[path])
+        except KeyError:
+            raise UnknownTagError(path) from None
+
+    def ids_of(self, paths: Sequence[str]) -> npt.NDArray[np.int64]:
+        """The ids of ``paths``, in their order.
+
+        Raises:
+            UnknownTagError: the first path that is no tag.
+        """
+        return np.fromiter((self.id_of(p) for p in paths), dtype=np.int64, count=len(paths))
 
     def with_tags(self, ids: Mapping[str, int], metas: Mapping[str, TagMeta]) -> TagCatalog:
         """Return a catalog with ``ids`` and ``metas`` added or replaced."""
@@ -103,3 +124,30 @@ class Snapshot:
 
     catalog: TagCatalog
     latest: LatestValues
+
+    def latest_table(self, paths: Sequence[str] | None = None) -> pa.Table:
+        """The last committed point of every tag, or of ``paths`` in the order given, as
+        :data:`~.schema.LATEST_SCHEMA`; tags without points are left out.
+
+        Raises:
+            UnknownTagError: one of ``paths`` names no committed tag.
+        """
+        catalog, values = self.catalog, self.latest
+        if paths is None:
+            ids = catalog.sorted_ids
+            names = catalog.sorted_paths_arrow
+        else:
+            ids = catalog.ids_of(paths)
+            names = pa.array(paths, type=pa.string())
+        keep = values.has[ids]
+        ids = ids[keep]
+        return pa.Table.from_arrays(
+            [
+                names.filter(pa.array(keep)),
+                pa.array(values.ts[ids], type=pa.int64()).view(schema.TS_TYPE),
+                pa.array(values.value[ids], type=pa.float64()),
+                pa.array(values.quality[ids], type=pa.uint32()),
+                pa.array(values.text[ids], type=pa.string()),
+            ],
+            schema=schema.LATEST_SCHEMA,
+        )

@@ -22,8 +22,8 @@ import pytest
 
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, Quality
+from shopfloor.server.historian.commit_plan import sort_order
 from shopfloor.server.historian.duckdb import DuckDBHistorian
-from shopfloor.server.historian.writer import sort_order
 
 T0 = 1_700_000_000 * 10**9
 
