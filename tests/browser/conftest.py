@@ -79,8 +79,8 @@ def _tail(path: Path, lines: int = 40) -> str:
 def demo_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Run the demo as a subprocess; yield its base URL once /healthz answers; stop it.
 
-    One demo serves every browser test: the pages only read from it (actions that would
-    change it are answered by routes the tests fake).
+    One demo serves every browser test. The pages only read from it, but for journal
+    comments: an action that would change an alarm is answered by a route the test fakes.
     """
     port = free_port()
     tmp_path = tmp_path_factory.mktemp("demo")

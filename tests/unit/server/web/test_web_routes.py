@@ -285,6 +285,7 @@ async def test_every_string_the_page_asks_for_exists(client: httpx.AsyncClient) 
             if literal.split(".")[0] in namespaces:
                 wanted.add(literal)
     assert {"connectors.label", "connectors.state.degraded", "unit.millis"} <= wanted
+    assert {"alarms.label", "alarms.action.shelve", "journal.event.shelveExpired"} <= wanted
     missing = sorted(wanted - set(english))
     assert not missing, f"strings without a translation (the page would show the key): {missing}"
 
