@@ -532,6 +532,29 @@ async def test_journal_lists_entries_newest_first_and_filters(
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 
+async def test_an_alarm_name_opens_its_journal(
+    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+) -> None:
+    page, errors = await open_page(browser, width=1280, height=800)
+    api = FakeAlarmApi([_alarm(VIB, "acknowledged", "critical", "Vibration 7.4 mm/s above 7.1")])
+    api.journal = _journal_entries()[-5:]
+    await api.install(page)
+    await page.goto(demo_url + "/")
+    await _open_alarms(page, wait_for)
+    await page.click(f"#alarms-table button[data-history='{VIB}']")
+    await wait_for(
+        page,
+        "() => document.querySelectorAll('#journal-table tr.journal-entry').length === 3",
+        None,
+        "the alarm's name did not open its journal",
+    )
+    assert await page.get_attribute("#alarm-tab-journal", "aria-selected") == "true"
+    assert await page.input_value("#journal-alarm") == VIB
+    assert api.journal_queries == [{"alarm": VIB, "start": "-8h", "limit": "1000"}]
+    assert {r["alarm"] for r in await page.evaluate(JOURNAL_ROWS_JS)} == {VIB}
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
 KPIS_ANSWER: dict[str, Any] = {
     "start": "2026-11-28T07:00:00.000Z",
     "end": "2026-11-29T07:00:00.000Z",

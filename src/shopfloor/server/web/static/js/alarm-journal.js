@@ -99,6 +99,12 @@ export class JournalView {
     if (!this.loaded) this.load();
   }
 
+  /** Show the journal of one alarm (over the chosen range) the next time the tab opens. */
+  filterTo(name) {
+    this.el.alarm.value = name;
+    this.loaded = false;
+  }
+
   /** The query of the filter form, or an error text when the custom range is not valid. */
   query() {
     const alarm = this.el.alarm.value.trim() || null;

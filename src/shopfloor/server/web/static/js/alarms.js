@@ -66,6 +66,12 @@ export class AlarmsView {
       storageSet(NAME_KEY, elements.operator.value.trim()),
     );
     elements.table.addEventListener("click", (event) => {
+      const history = event.target.closest("button[data-history]");
+      if (history) {
+        this.journal.filterTo(history.dataset.history);
+        this.showTab("journal");
+        return;
+      }
       const button = event.target.closest("button[data-action]");
       if (!button) return;
       const alarm = this.alarms.find((a) => a.name === button.dataset.alarm);
@@ -244,8 +250,12 @@ export class AlarmsView {
     const message = document.createElement("span");
     message.className = "connector-name";
     message.textContent = alarm.message;
-    const name = document.createElement("span");
-    name.className = "connector-kind";
+    // The name opens the alarm's journal (Ignition's "show history").
+    const name = document.createElement("button");
+    name.type = "button";
+    name.className = "connector-kind alarm-history";
+    name.dataset.history = alarm.name;
+    name.title = t("alarms.history");
     name.textContent = alarm.name;
     head.append(message, name);
     row.append(head);
