@@ -64,16 +64,63 @@ export class ApiClient {
     return this.get("/api/v1/alarms");
   }
 
-  /** Acknowledge an alarm as `user`; the journal keeps who did it. */
-  async acknowledge(alarm, user, comment = "") {
-    const response = await fetch(new URL(`${this.base}/api/v1/alarms/acknowledge`, location.origin), {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ alarm, user, comment }),
-      signal: AbortSignal.timeout(this.timeoutMs),
-    });
-    if (!response.ok) throw new ApiError(await errorText(response), { status: response.status });
+  /** POST `body` as JSON; an error answer becomes an ApiError naming the problem. */
+  async post(path, body) {
+    const url = new URL(this.base + path, location.origin);
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      throw new ApiError(err.name === "TimeoutError" ? "timed out" : "network error", {
+        url: url.pathname,
+      });
+    }
+    if (!response.ok) {
+      throw new ApiError(await errorText(response), { status: response.status, url: url.pathname });
+    }
     return response.json();
+  }
+
+  /** Acknowledge an alarm as `user`; the journal keeps who did it. */
+  acknowledge(alarm, user, comment = "") {
+    return this.post("/api/v1/alarms/acknowledge", { alarm, user, comment });
+  }
+
+  /** Shelve an alarm for `duration` ("15m", "1h", "8h"; at most 24 h), with the reason. */
+  shelve(alarm, user, duration, comment = "") {
+    return this.post("/api/v1/alarms/shelve", { alarm, user, duration, comment });
+  }
+
+  /** End a shelve now. */
+  unshelve(alarm, user, comment = "") {
+    return this.post("/api/v1/alarms/unshelve", { alarm, user, comment });
+  }
+
+  /** A note on an alarm in the journal (the comment is required). */
+  comment(alarm, user, comment) {
+    return this.post("/api/v1/alarms/comment", { alarm, user, comment });
+  }
+
+  /**
+   * Journal entries in order of writing, filtered by `alarm` (its exact name) and time
+   * (`start`/`end`: ISO or relative, "-8h"); page on with `after_seq`, the last `seq` seen.
+   */
+  alarmJournal({ alarm, start, end, afterSeq, limit, signal } = {}) {
+    return this.get(
+      "/api/v1/alarms/journal",
+      { alarm, start, end, after_seq: afterSeq, limit },
+      { signal },
+    );
+  }
+
+  /** Alarm performance of a period: rate per 10 minutes, floods, bad actors, chattering. */
+  alarmKpis({ start, end, signal } = {}) {
+    return this.get("/api/v1/alarms/kpis", { start, end }, { signal });
   }
 
   /**
@@ -112,7 +159,12 @@ async function errorText(response) {
   try {
     const body = await response.json();
     const message = body?.error?.message ?? body?.detail ?? body?.message;
-    if (typeof message === "string") return `${response.status}: ${message}`;
+    const field = body?.error?.field;
+    if (typeof message === "string") {
+      // The envelope names the field at fault; say it unless the sentence already does.
+      const where = typeof field === "string" && field && !message.includes(field) ? ` (${field})` : "";
+      return `${response.status}: ${message}${where}`;
+    }
   } catch {
     // not JSON: fall through to the status line
   }

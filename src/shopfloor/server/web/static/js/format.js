@@ -150,3 +150,28 @@ export function formatDateTime(ms) {
 export function humanize(name) {
   return String(name).replace(/[_]+/g, " ");
 }
+
+/** A process value as reported (up to 3 decimals, locale grouping); "—" when there is none. */
+export function formatNumber(value) {
+  if (value === null || value === undefined || !Number.isFinite(Number(value))) {
+    return t("value.none");
+  }
+  const n = Number(value);
+  const decimals = Number.isInteger(n) ? 0 : Math.abs(n) >= 100 ? 1 : Math.abs(n) >= 1 ? 2 : 3;
+  return numberFormat(decimals).format(n);
+}
+
+/** A share 0..1 as a percentage ("12.5 %" in the page's locale). */
+export function formatShare(share) {
+  if (share === null || share === undefined || !Number.isFinite(Number(share))) return "–";
+  return new Intl.NumberFormat(locale(), { style: "percent", maximumFractionDigits: 1 }).format(
+    Number(share),
+  );
+}
+
+/** A time of day, with the date in front when it is not today. */
+export function formatWhen(ms) {
+  if (!Number.isFinite(ms)) return "";
+  const today = new Date().toDateString() === new Date(ms).toDateString();
+  return today ? formatTime(ms) : formatDateTime(ms);
+}
