@@ -134,9 +134,11 @@ class FakeAlarmApi:
     async def _journal(self, route: Route) -> None:
         query = {k: v[-1] for k, v in parse_qs(urlsplit(route.request.url).query).items()}
         self.journal_queries.append(query)
-        after = int(query.get("after_seq", "0"))
+        before = int(query.get("before_seq", "1000000000"))
         limit = int(query.get("limit", "1000"))
-        rows = [e for e in self.journal if e["seq"] > after]
+        rows = [e for e in self.journal if e["seq"] < before]
+        if query.get("order") == "desc":
+            rows.reverse()
         if "alarm" in query:
             rows = [e for e in rows if e["alarm"] == query["alarm"]]
         await route.fulfill(json=rows[:limit])
@@ -428,11 +430,11 @@ async def test_journal_lists_entries_newest_first_and_filters(
         None,
         "the journal did not list its first 100 entries",
     )
-    # Read in two pages (1,000 then the rest after seq 1000), shown newest first.
-    assert [(q.get("after_seq"), q.get("limit"), q.get("start")) for q in api.journal_queries] == [
-        (None, "1000", "-8h"),
-        ("1000", "1000", "-8h"),
-    ]
+    # The newest page first (500 entries, 100 drawn); older pages only on request.
+    assert [
+        (q.get("before_seq"), q.get("order"), q.get("limit"), q.get("start"))
+        for q in api.journal_queries
+    ] == [(None, "desc", "500", "-8h")]
     rows = await page.evaluate(JOURNAL_ROWS_JS)
     assert [r["seq"] for r in rows[:5]] == [1005, 1004, 1003, 1002, 1001]
     newest = rows[0]
@@ -454,8 +456,9 @@ async def test_journal_lists_entries_newest_first_and_filters(
         "(iso) => new Date(iso).toLocaleString('en', {hour12: false})", api.journal[-1]["time"]
     )
     assert newest["time"] == expected_time
-    assert await page.text_content("#journal-status") == "1005 entries, newest first"
-    # Older entries page in, 100 at a time.
+    assert await page.text_content("#journal-status") == (
+        "The newest 500 entries; older ones load as you ask for them"
+    )
     await page.click("#journal-more")
     assert len(await page.evaluate(JOURNAL_ROWS_JS)) == 200
     await page.screenshot(path=str(ARTIFACTS / "alarms-journal-1280x900.png"))
@@ -474,7 +477,12 @@ async def test_journal_lists_entries_newest_first_and_filters(
         None,
         "the journal was not filtered to the vibration alarm",
     )
-    assert api.journal_queries[-1] == {"alarm": VIB, "start": "-24h", "limit": "1000"}
+    assert api.journal_queries[-1] == {
+        "alarm": VIB,
+        "start": "-24h",
+        "order": "desc",
+        "limit": "500",
+    }
     rows = await page.evaluate(JOURNAL_ROWS_JS)
     assert [(r["seq"], r["event"]) for r in rows] == [
         (1004, "Cleared"),
@@ -503,7 +511,13 @@ async def test_journal_lists_entries_newest_first_and_filters(
         "() => [new Date('2026-11-29T06:00:00').toISOString(),"
         " new Date('2026-11-29T07:30:00').toISOString()]"
     )
-    assert api.journal_queries[-1] == {"alarm": VIB, "start": start, "end": end, "limit": "1000"}
+    assert api.journal_queries[-1] == {
+        "alarm": VIB,
+        "start": start,
+        "end": end,
+        "order": "desc",
+        "limit": "500",
+    }
 
     # An error answer is shown, never swallowed.
     await page.route(
@@ -532,6 +546,42 @@ async def test_journal_lists_entries_newest_first_and_filters(
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 
+async def test_journal_pages_back_to_older_entries_on_request(
+    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+) -> None:
+    page, errors = await open_page(browser, width=1280, height=900)
+    api = FakeAlarmApi([_alarm(VIB, "acknowledged", "critical", "Vibration 7.4 mm/s above 7.1")])
+    api.journal = _journal_entries()
+    await api.install(page)
+    await page.goto(demo_url + "/")
+    await _open_alarms(page, wait_for)
+    await page.click("#alarm-tab-journal")
+    await wait_for(
+        page,
+        "() => document.querySelectorAll('#journal-table tr.journal-entry').length === 100",
+        None,
+        "the journal did not list its first 100 entries",
+    )
+    # Older entries are drawn 100 at a time; past the loaded 500, the next page is asked for.
+    for _ in range(5):
+        await page.click("#journal-more")
+    await wait_for(
+        page,
+        "() => document.querySelectorAll('#journal-table tr.journal-entry').length === 600",
+        None,
+        "the next older page was not loaded",
+    )
+    assert [(q.get("before_seq"), q.get("limit")) for q in api.journal_queries[1:]] == [
+        ("506", "500")
+    ]
+    rows = await page.evaluate(JOURNAL_ROWS_JS)
+    assert [r["seq"] for r in rows[499:501]] == [506, 505]
+    assert await page.text_content("#journal-status") == (
+        "The newest 1000 entries; older ones load as you ask for them"
+    )
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
 async def test_an_alarm_name_opens_its_journal(
     demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
@@ -550,7 +600,7 @@ async def test_an_alarm_name_opens_its_journal(
     )
     assert await page.get_attribute("#alarm-tab-journal", "aria-selected") == "true"
     assert await page.input_value("#journal-alarm") == VIB
-    assert api.journal_queries == [{"alarm": VIB, "start": "-8h", "limit": "1000"}]
+    assert api.journal_queries == [{"alarm": VIB, "start": "-8h", "order": "desc", "limit": "500"}]
     assert {r["alarm"] for r in await page.evaluate(JOURNAL_ROWS_JS)} == {VIB}
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 

@@ -328,12 +328,20 @@ class AlarmEngine:
         start_ns: int | None = None,
         end_ns: int | None = None,
         after_seq: int = 0,
+        before_seq: int | None = None,
+        newest_first: bool = False,
         limit: int = 1000,
     ) -> list[JournalEntry]:
-        """Journal entries in order of writing (see :meth:`AlarmJournal.entries`)."""
+        """Journal entries (see :meth:`AlarmJournal.entries`)."""
         return await self._run(
             lambda: self._opened().entries(
-                alarm=alarm, start_ns=start_ns, end_ns=end_ns, after_seq=after_seq, limit=limit
+                alarm=alarm,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                after_seq=after_seq,
+                before_seq=before_seq,
+                newest_first=newest_first,
+                limit=limit,
             )
         )
 

@@ -176,11 +176,18 @@ class AlarmJournal:
         start_ns: int | None = None,
         end_ns: int | None = None,
         after_seq: int = 0,
+        before_seq: int | None = None,
+        newest_first: bool = False,
         limit: int = 1000,
     ) -> list[JournalEntry]:
-        """Journal entries in order of writing, filtered by alarm and ``[start, end)``."""
+        """Journal entries filtered by alarm, ``[start, end)`` and ``after_seq < seq <
+        before_seq``, in order of writing or, with ``newest_first``, the latest first (an
+        operator's view pages back with ``before_seq``, the oldest ``seq`` seen)."""
         where = ["seq > ?"]
         params: list[object] = [after_seq]
+        if before_seq is not None:
+            where.append("seq < ?")
+            params.append(before_seq)
         if alarm is not None:
             where.append("alarm = ?")
             params.append(alarm)
@@ -191,7 +198,8 @@ class AlarmJournal:
             where.append("ts_ns < ?")
             params.append(end_ns)
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM journal WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM journal WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?",
             (*params, limit),
         )
         return [

@@ -208,4 +208,10 @@ def test_the_journal_survives_a_restart_and_the_alarm_continues(tmp_path: Path) 
     assert entries[0].value == 90.0
     assert [e.alarm for e in journal.entries(start_ns=3 * S, end_ns=5 * S)] == ["a", "b"]
     assert Alarm.restore("b", journal.statuses()["b"]).state is B
+    # an operator's view: newest first, paged back by the oldest seq seen
+    newest = journal.entries(newest_first=True, limit=2)
+    assert [e.event.value for e in newest] == ["shelve_expired", "activated"]
+    older = journal.entries(newest_first=True, before_seq=newest[-1].seq, limit=2)
+    assert [(e.alarm, e.event.value) for e in older] == [("a", "shelved"), ("a", "acknowledged")]
+    assert [e.seq for e in journal.entries(before_seq=older[-1].seq)] == [entries[0].seq]
     journal.close()

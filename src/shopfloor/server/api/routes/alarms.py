@@ -169,9 +169,17 @@ async def journal(
     start: Annotated[str | None, Query(description="From this time (ISO 8601, `-8h`).")] = None,
     end: Annotated[str | None, Query(description="Before this time.")] = None,
     after_seq: Annotated[int, Query(ge=0, description="Only entries after this seq.")] = 0,
+    before_seq: Annotated[
+        int | None, Query(ge=1, description="Only entries before this seq.")
+    ] = None,
+    order: Annotated[
+        Literal["asc", "desc"],
+        Query(description="`asc`: in order of writing; `desc`: newest first."),
+    ] = "asc",
     limit: Annotated[int, Query(ge=1, le=10_000, description="The most entries.")] = 1000,
 ) -> list[TransitionOut]:
-    """Entries in order of writing; page with ``after_seq`` (the last ``seq`` seen)."""
+    """Entries in order of writing, paged with ``after_seq`` (the last ``seq`` seen); or,
+    with ``order=desc``, newest first, paged back with ``before_seq`` (the oldest seen)."""
     engine = _engine(ctx)
     now = ctx.clock()
     entries = await engine.journal(
@@ -179,6 +187,8 @@ async def journal(
         start_ns=None if start is None else parse_time(start, now_ns=now, field="start"),
         end_ns=None if end is None else parse_time(end, now_ns=now, field="end"),
         after_seq=after_seq,
+        before_seq=before_seq,
+        newest_first=order == "desc",
         limit=limit,
     )
     return [_transition_out(e) for e in entries]

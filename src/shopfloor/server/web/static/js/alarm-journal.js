@@ -1,17 +1,15 @@
 // The alarm journal, newest first: every transition with its time, alarm, event, states,
 // value, user and comment, filtered by alarm and time range.
 //
-// The API reads the journal in order of writing (oldest first, paged by `after_seq`), so
-// this view reads the range forward in pages and keeps the newest KEEP entries. A range
-// holding more than MAX_PAGES pages is cut there and says so: narrowing it shows the rest.
+// The API answers newest first and pages back with `before_seq`, so a range of any size
+// opens at once with its latest entries; "Show older entries" draws more of what is loaded
+// and, once that is all drawn, asks for the next older page.
 
 import { STATE_KEYS, stateLabel } from "./alarm-labels.js";
 import { formatDateTime, formatNumber } from "./format.js";
 import { t } from "./i18n.js";
 
-const PAGE = 1000; // entries per request
-const MAX_PAGES = 20; // read at most this many entries per view: 20,000
-const KEEP = 2000; // kept in the browser, newest first
+const PAGE = 500; // entries per request
 const SHOW = 100; // rows drawn at a time ("Show older entries" adds as many again)
 
 // Literal keys, so that a search of the source finds every string the page can show.
@@ -60,6 +58,8 @@ export class JournalView {
     };
     this.entries = []; // newest first
     this.shown = 0;
+    this.complete = true; // no older page to ask for
+    this.current = null; // the query of the entries shown
     this.loaded = false;
     this.controller = null;
     this.known = new Set();
@@ -73,7 +73,7 @@ export class JournalView {
       this.el.toField.hidden = !custom;
       if (!custom) this.load();
     });
-    this.el.more.addEventListener("click", () => this.render(this.shown + SHOW));
+    this.el.more.addEventListener("click", () => this.more());
   }
 
   /** Offer these alarm names in the filter's list (with the ones seen in the journal). */
@@ -122,44 +122,46 @@ export class JournalView {
       this.setStatus(query.error, "error");
       return;
     }
+    this.loaded = true;
+    this.current = query;
+    this.entries = [];
+    this.complete = false;
+    if (await this.fetchOlder()) this.render(SHOW);
+  }
+
+  /** Draw SHOW more rows, fetching the next older page when everything loaded is drawn. */
+  async more() {
+    if (this.shown >= this.entries.length && !this.complete && !(await this.fetchOlder())) return;
+    this.render(this.shown + SHOW);
+  }
+
+  /** Append the page before the oldest entry loaded; false when it failed or was replaced. */
+  async fetchOlder() {
     this.controller?.abort();
     const controller = new AbortController();
     this.controller = controller;
-    this.loaded = true;
     this.setStatus(t("journal.loading"), "busy");
-    let entries = [];
-    let afterSeq = 0;
-    let cut = false;
+    const oldest = this.entries[this.entries.length - 1];
+    let batch;
     try {
-      for (let page = 0; ; page += 1) {
-        const batch = await this.api.alarmJournal({
-          ...query,
-          afterSeq: afterSeq || null, // the first page: from the range's start
-          limit: PAGE,
-          signal: controller.signal,
-        });
-        entries = entries.concat(batch);
-        if (entries.length > KEEP) entries = entries.slice(entries.length - KEEP);
-        if (batch.length < PAGE) break;
-        if (page + 1 >= MAX_PAGES) {
-          cut = true;
-          break;
-        }
-        afterSeq = batch[batch.length - 1].seq;
-      }
+      batch = await this.api.alarmJournal({
+        ...this.current,
+        beforeSeq: oldest ? oldest.seq : null,
+        limit: PAGE,
+        signal: controller.signal,
+      });
     } catch (err) {
-      if (controller.signal.aborted) return; // a newer query replaced this one
+      if (controller.signal.aborted) return false; // a newer query replaced this one
       this.setStatus(t("journal.failed", { error: err.message }), "error");
-      return;
+      return false;
     }
-    entries.reverse();
-    this.entries = entries;
-    this.suggest(entries.map((e) => e.alarm));
-    this.render(SHOW);
-    const total = entries.length;
-    let text = total ? t("journal.count", { n: total }) : t("journal.none");
-    if (cut) text = t("journal.cut", { n: PAGE * MAX_PAGES });
-    this.setStatus(text, cut ? "warn" : "");
+    this.entries = this.entries.concat(batch);
+    this.complete = batch.length < PAGE;
+    this.suggest(batch.map((e) => e.alarm));
+    const total = this.entries.length;
+    const key = total ? (this.complete ? "journal.count" : "journal.countMore") : "journal.none";
+    this.setStatus(t(key, { n: total }), "");
+    return true;
   }
 
   setStatus(text, kind) {
@@ -175,7 +177,7 @@ export class JournalView {
     this.shown = Math.min(count, this.entries.length);
     for (const entry of this.entries.slice(0, this.shown)) body.append(row(entry));
     table.append(body);
-    this.el.more.hidden = this.shown >= this.entries.length;
+    this.el.more.hidden = this.shown >= this.entries.length && this.complete;
   }
 }
 

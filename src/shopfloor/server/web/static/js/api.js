@@ -107,13 +107,13 @@ export class ApiClient {
   }
 
   /**
-   * Journal entries in order of writing, filtered by `alarm` (its exact name) and time
-   * (`start`/`end`: ISO or relative, "-8h"); page on with `after_seq`, the last `seq` seen.
+   * Journal entries newest first, filtered by `alarm` (its exact name) and time
+   * (`start`/`end`: ISO or relative, "-8h"); page back with `beforeSeq`, the oldest `seq` seen.
    */
-  alarmJournal({ alarm, start, end, afterSeq, limit, signal } = {}) {
+  alarmJournal({ alarm, start, end, beforeSeq, limit, signal } = {}) {
     return this.get(
       "/api/v1/alarms/journal",
-      { alarm, start, end, after_seq: afterSeq, limit },
+      { alarm, start, end, before_seq: beforeSeq, order: "desc", limit },
       { signal },
     );
   }
