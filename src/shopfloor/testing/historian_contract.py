@@ -69,8 +69,10 @@ NUMPY_CHECKED = [a for a in Aggregate if a not in (Aggregate.TWA, Aggregate.DELT
 class ContractHistorian(Historian, Protocol):
     """A historian as the contract drives it: the protocol plus ledger pruning and a counter."""
 
-    backpressure_waits: int
-    """How often a writer waited for room in the write queue."""
+    @property
+    def backpressure_waits(self) -> int:
+        """How often a writer waited for room in the write queue."""
+        ...
 
     async def prune_ledger(self) -> int:
         """Delete ingest-ledger rows past retention now; return how many."""
