@@ -55,7 +55,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shopfloor.config.alarms import AlarmSpec, repeated
 from shopfloor.config.durations import parse_duration_s
@@ -167,28 +174,30 @@ class CalculationEntry(_Derived):
     its inputs, from the last value of each, and stored and published like a measured one.
     """
 
-    expression: str = Field(
-        description="A number from the inputs: `power_kw * cycle_time / 3600` (+ - * / **, "
-        "abs min max sqrt, comparisons give 1 or 0)."
-    )
     inputs: dict[str, str] = Field(
         default_factory=dict,
         description="Name in the expression → measurement or calculation of the same "
         "equipment; empty: the expression names them directly.",
     )
+    expression: str = Field(
+        description="A number from the inputs: `power_kw * cycle_time / 3600` (+ - * /, "
+        "abs min max sqrt, comparisons give 1 or 0)."
+    )
 
-    @model_validator(mode="after")
-    def _expression(self) -> CalculationEntry:
-        names = expression_names(self.expression)
-        if self.inputs:
-            unused = sorted(set(self.inputs) - names)
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str, info: ValidationInfo) -> str:
+        inputs: dict[str, str] = info.data.get("inputs") or {}
+        names = expression_names(value)
+        if inputs:
+            unused = sorted(set(inputs) - names)
             if unused:
                 raise ValueError(f"inputs not used by the expression: {', '.join(unused)}")
-            names = set(self.inputs)
-        compile_expression(self.expression, names)  # names the fault and its column
+            names = set(inputs)
+        compile_expression(value, names)  # names the fault and its column
         if not names:
             raise ValueError("a calculation reads at least one tag")
-        return self
+        return value
 
     @property
     def tag_inputs(self) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 ``oil_temp > 80 and state == 1``, ``abs(flow - flow_sp) > 5 or not pump_ok``: names are
 the rule's inputs (tags), numbers and ``true``/``false`` are constants; the operators
-are ``and or not``, comparisons (chained as in Python), ``+ - * / **`` and the functions
+are ``and or not``, comparisons (chained as in Python), ``+ - * /`` and the functions
 ``abs``, ``min``, ``max``, ``sqrt``. The text is parsed by Python's own parser into a
 tree and only these node kinds are accepted; it is never handed to ``eval``. A compiled
 expression evaluates whole numpy columns at once (one value per input per moment):
@@ -52,7 +52,6 @@ _ARITH: dict[type[ast.operator], Callable[[Array, Array], Array]] = {
     ast.Sub: np.subtract,
     ast.Mult: np.multiply,
     ast.Div: np.divide,
-    ast.Pow: np.power,
 }
 _FUNCTIONS: dict[str, tuple[int, int, Callable[..., Array]]] = {
     "abs": (1, 1, np.abs),
@@ -169,14 +168,14 @@ def compile_window_expression(text: str, tags: set[str]) -> WindowExpression:
 
     body = _Terms().visit(tree.body)
     aliases = set(terms.values())
+    used: set[str] = set()
+    fn = _compile(body, aliases | tags, used)  # names a construct the language lacks
     for node in ast.walk(body):
-        if isinstance(node, ast.Name) and node.id in tags and node.id not in aliases:
+        if isinstance(node, ast.Name) and node.id in used - aliases:
             raise ValueError(
                 f"{node.id!r} at column {node.col_offset + 1} needs an aggregate: "
                 f"{', '.join(WINDOW_AGGREGATES)}, e.g. avg({node.id})"
             )
-    used: set[str] = set()
-    fn = _compile(body, aliases, used)
     if not used:
         raise ValueError("a metric reads at least one aggregate, e.g. avg(power_kw)")
     expression = Expression(text, frozenset(used), fn)
