@@ -1,0 +1,189 @@
+"""Calculated tags: the columnar Calculator against a plain point-by-point loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from shopfloor.errors import ConfigError
+from shopfloor.model import PointBatch, Quality
+from shopfloor.server.analytics.calc import Calculation, Calculator
+
+S = 10**9
+T0 = 1_750_000_000 * S
+M = "acme/site/area/line/cell/m-1"
+GOOD, UNCERTAIN, BAD = 0, int(Quality.UNCERTAIN), int(Quality.BAD_SENSOR_FAILURE)
+
+
+def _ratio(a: float, b: float, c: float) -> float:
+    try:
+        return a * b - c / 2 + max(a, c) / b
+    except ZeroDivisionError:
+        return math.inf
+
+
+def reference(
+    batches: list[list[tuple[str, int, float, int]]],
+    names: dict[str, str],
+    fn: Callable[..., float],
+) -> list[tuple[int, float, int]]:
+    """Point by point: apply every point of a moment in arrival order, then evaluate once."""
+    last: dict[str, tuple[float, int]] = {}
+    out: list[tuple[int, float, int]] = []
+    for batch in batches:
+        by_name = {path: name for name, path in names.items()}
+        rows = [
+            (ts, order, by_name[path], value, quality)
+            for order, (path, ts, value, quality) in enumerate(batch)
+            if path in by_name
+        ]
+        # the Calculator orders a moment's points by input, then by arrival
+        rows.sort(key=lambda r: (r[0], list(names).index(r[2]), r[1]))
+        for i, (ts, _, name, value, quality) in enumerate(rows):
+            last[name] = (value, quality)
+            if i + 1 < len(rows) and rows[i + 1][0] == ts:
+                continue
+            if len(last) < len(names):
+                continue
+            qualities = [q for _, q in last.values()]
+            if any(q & 0x80000000 for q in qualities):
+                out.append((ts, math.nan, 0x80000000))
+                continue
+            result = fn(*(last[n][0] for n in names))
+            if not math.isfinite(result):
+                out.append((ts, math.nan, 0x80000000))
+                continue
+            uncertain = any(q & 0xC0000000 == 0x40000000 for q in qualities)
+            out.append((ts, result, 0x40000000 if uncertain else 0))
+    return out
+
+
+def random_batches(
+    rng: np.random.Generator, tags: list[str], count: int
+) -> list[list[tuple[str, int, float, int]]]:
+    """Batches of points in consecutive time ranges; inputs share moments at random."""
+    batches = []
+    start = T0
+    for _ in range(count):
+        rows = []
+        for tag in tags:
+            n = int(rng.integers(0, 12))
+            times = start + rng.choice(30, size=n, replace=False) * S
+            for t in times:
+                value = float(rng.choice([0.0, 1.5, -2.0, float(rng.normal(10, 5))]))
+                quality = int(rng.choice([GOOD, GOOD, GOOD, UNCERTAIN, BAD]))
+                rows.append((tag, int(t), value, quality))
+        order = rng.permutation(len(rows))
+        batches.append([rows[i] for i in order])
+        start += 30 * S
+    return batches
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_calculator_matches_a_point_by_point_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    names = {"a": f"{M}/a", "b": f"{M}/b", "c": f"{M}/c"}
+    calc = Calculator([Calculation(f"{M}/r", "a * b - c / 2 + max(a, c) / b", names)])
+    batches = random_batches(rng, [*names.values(), f"{M}/other"], 6)
+    got: list[tuple[int, float, int]] = []
+    for rows in batches:
+        derived = calc.derive(PointBatch.from_points(rows))
+        assert set(derived.tags) <= {f"{M}/r"}
+        got += zip(
+            derived.ts.tolist(), derived.value.tolist(), derived.quality.tolist(), strict=True
+        )
+    want = reference(batches, names, _ratio)
+    assert [(t, q) for t, _, q in got] == [(t, q) for t, _, q in want]
+    np.testing.assert_allclose([v for _, v, _ in got], [v for _, v, _ in want], equal_nan=True)
+    assert any(q == 0 for _, _, q in want)
+    assert any(q == 0x80000000 for _, _, q in want)
+
+
+def test_nothing_until_every_input_has_a_value_then_the_last_is_carried() -> None:
+    calc = Calculator([Calculation(f"{M}/sum", "x + y", {"x": f"{M}/x", "y": f"{M}/y"})])
+    assert not len(calc.derive(PointBatch.from_points([(f"{M}/x", T0, 1.0, GOOD)])))
+    out = calc.derive(PointBatch.from_points([(f"{M}/y", T0 + S, 2.0, GOOD)]))
+    assert (out.ts.tolist(), out.value.tolist()) == ([T0 + S], [3.0])
+    out = calc.derive(PointBatch.from_points([(f"{M}/x", T0 + 2 * S, 10.0, GOOD)]))
+    assert out.value.tolist() == [12.0]  # y = 2 carried from the batch before
+
+
+def test_a_calculation_reads_another_in_the_same_pass_and_quality_follows() -> None:
+    calc = Calculator(
+        [
+            Calculation(f"{M}/double", "2 * total", {"total": f"{M}/total"}),
+            Calculation(f"{M}/total", "x + y", {"x": f"{M}/x", "y": f"{M}/y"}),
+        ]
+    )
+    out = calc.derive(
+        PointBatch.from_points(
+            [
+                (f"{M}/x", T0, 1.0, GOOD),
+                (f"{M}/y", T0, 2.0, GOOD),
+                (f"{M}/x", T0 + S, 5.0, BAD),
+                (f"{M}/x", T0 + 2 * S, 5.0, UNCERTAIN),
+            ]
+        )
+    )
+    rows = sorted(
+        zip(
+            [out.tags[i] for i in out.tag_index],
+            out.ts.tolist(),
+            out.value.tolist(),
+            out.quality.tolist(),
+            strict=True,
+        )
+    )
+    assert [(p.rsplit("/", 1)[1], (t - T0) // S, q) for p, t, _, q in rows] == [
+        ("double", 0, 0),
+        ("double", 1, 0x80000000),
+        ("double", 2, 0x40000000),
+        ("total", 0, 0),
+        ("total", 1, 0x80000000),
+        ("total", 2, 0x40000000),
+    ]
+    values = {(p.rsplit("/", 1)[1], (t - T0) // S): v for p, t, v, _ in rows}
+    assert (values["total", 0], values["double", 0], values["double", 2]) == (3.0, 6.0, 14.0)
+    assert math.isnan(values["double", 1])
+
+
+def test_late_points_are_computed_among_themselves_and_do_not_move_the_carry() -> None:
+    calc = Calculator([Calculation(f"{M}/d", "x - y", {"x": f"{M}/x", "y": f"{M}/y"})])
+    calc.derive(
+        PointBatch.from_points(
+            [(f"{M}/x", T0 + 100 * S, 50.0, GOOD), (f"{M}/y", T0 + 100 * S, 1.0, GOOD)]
+        )
+    )
+    backlog = calc.derive(
+        PointBatch.from_points(
+            [
+                (f"{M}/x", T0, 7.0, GOOD),
+                (f"{M}/x", T0 + S, 8.0, GOOD),
+                (f"{M}/y", T0 + S, 3.0, GOOD),
+            ]
+        )
+    )
+    assert (backlog.ts.tolist(), backlog.value.tolist()) == ([T0 + S], [5.0])
+    out = calc.derive(PointBatch.from_points([(f"{M}/y", T0 + 101 * S, 10.0, GOOD)]))
+    assert out.value.tolist() == [40.0]  # x = 50 still carried, not the backlog's 8
+
+
+def test_cycles_and_bad_expressions_are_refused() -> None:
+    with pytest.raises(ConfigError, match="cycle"):
+        Calculator(
+            [
+                Calculation(f"{M}/a", "b + 1", {"b": f"{M}/b"}),
+                Calculation(f"{M}/b", "a + 1", {"a": f"{M}/a"}),
+            ]
+        )
+    with pytest.raises(ConfigError, match="unknown name"):
+        Calculator([Calculation(f"{M}/a", "b + z", {"b": f"{M}/b"})])
+
+
+def test_a_batch_without_inputs_gives_nothing() -> None:
+    calc = Calculator([Calculation(f"{M}/a", "b + 1", {"b": f"{M}/b"})])
+    assert not len(calc.derive(PointBatch.from_points([(f"{M}/other", T0, 1.0, GOOD)])))
+    assert not len(calc.derive(PointBatch.empty()))
