@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shopfloor.errors import ConfigError
 from shopfloor.model import PointBatch, Quality
+from shopfloor.model.points import is_good
 from shopfloor.server.analytics.calc import Calculation, Calculator
+from shopfloor.server.assets import load_asset_model
+from shopfloor.simulator import Plant
 
 S = 10**9
 T0 = 1_750_000_000 * S
@@ -187,3 +192,18 @@ def test_a_batch_without_inputs_gives_nothing() -> None:
     calc = Calculator([Calculation(f"{M}/a", "b + 1", {"b": f"{M}/b"})])
     assert not len(calc.derive(PointBatch.from_points([(f"{M}/other", T0, 1.0, GOOD)])))
     assert not len(calc.derive(PointBatch.empty()))
+
+
+def test_the_demo_plants_calculations_give_good_values_from_the_simulator() -> None:
+    demo = Path(str(resources.files("shopfloor") / "demo_plant"))
+    model = load_asset_model(demo / "plant.toml", demo / "templates")
+    calc = Calculator(model.calculations)
+    plant = Plant.default(seed=1)
+    plant.advance(start_ns=T0, steps=1)
+    derived = PointBatch.concat([calc.derive(plant.advance(steps=60)) for _ in range(5)])
+    assert set(derived.tags) == {c.path for c in model.calculations}
+    assert is_good(derived.quality).mean() > 0.9
+    energy = derived.value[
+        np.char.endswith(np.array(derived.tags)[derived.tag_index], "specific_energy")
+    ]
+    assert 0 < np.nanmedian(energy) < 2  # kWh per part of a mill or a press

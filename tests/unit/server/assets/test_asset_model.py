@@ -12,6 +12,7 @@ from shopfloor.server.assets import load_asset_model
 from shopfloor.simulator import Plant
 
 DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
+MILL = "acme/plant-1/machining/line-1/cell-1/cnc-01"
 
 TEMPLATE = """\
 type = "pump"
@@ -121,13 +122,17 @@ def test_the_demo_plant_is_ten_machines_whose_templates_match_the_simulator() ->
     model = load_asset_model(DEMO / "plant.toml", DEMO / "templates")
     assert len(model.equipment) == 10
     simulated = {t.path: t for t in Plant.default().tags()}
-    described = {t.path: t for t in model.tags}
+    derived = {c.path for c in model.calculations} | {m.path for m in model.metrics}
+    described = {t.path: t for t in model.tags if t.path not in derived}  # the measurements
     assert set(described) == set(simulated)  # every simulated tag, and nothing else
     for path, tag in described.items():
         sim = simulated[path]
         assert (tag.unit, tag.data_type, tag.states) == (sim.unit, sim.data_type, sim.states), path
     vibration = [r for r in model.alarm_rules if r.tag.endswith("/vibration_rms")]
     assert len(vibration) == 2 * 5  # H and HH on every mill and press
+    assert not derived & set(simulated)  # calculations and metrics are the platform's own
+    assert f"{MILL}/specific_energy" in derived
+    assert f"{MILL}/parts_per_window" in derived
 
 
 DERIVED = (
