@@ -8,6 +8,10 @@ of: ``derive`` (the calculated points of the batch), and as baselines the concat
 the batch with the derived points (which ingest does when there are any) and its
 conversion to Arrow (which every write does).
 
+Measured on the 2-core machine (1000 machines, 10 points per tag): derive 26 ms per
+100,000-point batch (3.9 M points/s), concat 6 ms, Arrow 0.7 ms; a loop per calculation
+had taken 372 ms.
+
 Run: ``.venv/bin/python bench/calc.py [--machines 1000] [--points 10] [--repeat 20]``
 """
 

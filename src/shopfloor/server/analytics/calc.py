@@ -23,13 +23,18 @@ number (a division by zero) is stored Bad, as a value no one can use.
 arriving after a restart) are evaluated among themselves, with no carried values from
 the future, and do not change the carried state; results that would need an earlier
 value of an input are not computed.
+
+**Columns, not calculations.** The machines of one template share their calculations'
+expressions, so the calculations are grouped by expression (and by depth in the
+dependency order) and each group is evaluated for all its machines at once: one pass of
+numpy per group and batch, whatever the number of machines, with the carried values in
+one array per group (machines x inputs).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -39,12 +44,13 @@ from shopfloor.model import PointBatch, Quality
 from shopfloor.model.expressions import Expression, compile_expression
 from shopfloor.model.points import Float64Array, Int64Array, UInt32Array
 
-__all__ = ["Calculation", "Calculator", "Carry", "Series", "evaluate"]
+__all__ = ["Calculation", "Calculator", "Carry", "Rows", "evaluate"]
 
 _SEVERITY = np.uint32(0xC0000000)
 _BAD = np.uint32(0x80000000)
 _UNCERTAIN = np.uint32(0x40000000)
 _MIN_TS = np.iinfo(np.int64).min
+IntpArray = npt.NDArray[np.intp]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +63,17 @@ class Calculation:
 
 
 @dataclass(frozen=True, slots=True)
-class Series:
-    """Points of one tag (or one calculation's results) as columns, oldest first."""
+class Rows:
+    """Input points of one group of calculations, as columns.
 
+    Attributes:
+        machine: per point, the calculation it feeds (its index in the group).
+        input: per point, which input it is (index into the group's names).
+        ts, value, quality: the point.
+    """
+
+    machine: IntpArray
+    input: IntpArray
     ts: Int64Array
     value: Float64Array
     quality: UInt32Array
@@ -67,82 +81,105 @@ class Series:
     def __len__(self) -> int:
         return len(self.ts)
 
-
-@dataclass(slots=True)
-class Carry:
-    """The last value and quality of each input, and whether it has had one yet."""
-
-    value: Float64Array
-    quality: UInt32Array
-    known: npt.NDArray[np.bool_]
-
-    @classmethod
-    def empty(cls, inputs: int) -> Carry:
-        """No input has had a value."""
-        return cls(
-            np.full(inputs, np.nan),
-            np.full(inputs, int(Quality.BAD_WAITING_FOR_INITIAL_DATA), np.uint32),
-            np.zeros(inputs, np.bool_),
+    def where(self, mask: npt.NDArray[np.bool_]) -> Rows:
+        """The rows where ``mask`` holds."""
+        return Rows(
+            self.machine[mask],
+            self.input[mask],
+            self.ts[mask],
+            self.value[mask],
+            self.quality[mask],
         )
 
 
-def evaluate(
-    expression: Expression,
-    names: Sequence[str],
-    inputs: Sequence[Series],
-    carry: Carry,
-) -> tuple[Series, Carry]:
-    """The results of ``expression`` at the points of ``inputs`` (one series per name, in
-    the order of ``names``), carrying ``carry`` in; returns them and the carry out.
+@dataclass(slots=True)
+class Carry:
+    """Per calculation of a group and input: the last value and quality, and whether the
+    input has had one yet (arrays of shape calculations x inputs)."""
 
-    A pure function: ``carry`` is not changed.
+    value: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.uint32]
+    known: npt.NDArray[np.bool_]
+
+    @classmethod
+    def empty(cls, calculations: int, inputs: int) -> Carry:
+        """No input has had a value."""
+        shape = (calculations, inputs)
+        return cls(
+            np.full(shape, np.nan),
+            np.full(shape, int(Quality.BAD_WAITING_FOR_INITIAL_DATA), np.uint32),
+            np.zeros(shape, np.bool_),
+        )
+
+    def copy(self) -> Carry:
+        """An independent copy."""
+        return Carry(self.value.copy(), self.quality.copy(), self.known.copy())
+
+
+def evaluate(
+    expression: Expression, names: Sequence[str], rows: Rows, carry: Carry
+) -> tuple[Rows, Carry]:
+    """The results of ``expression`` at the points of ``rows``, each calculation carrying
+    its inputs' last values from ``carry``; returns them (``input`` is 0) and the carry out.
+
+    A pure function: ``carry`` is not changed. Points of one calculation and moment are
+    applied in the order given (a later one of the same input wins), then evaluated once.
     """
-    k = np.concatenate([np.full(len(s), j, np.int32) for j, s in enumerate(inputs)])
-    if not len(k):
-        return Series(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint32)), carry
-    ts = np.concatenate([s.ts for s in inputs])
-    value = np.concatenate([s.value for s in inputs])
-    quality = np.concatenate([s.quality for s in inputs])
-    order = np.argsort(ts, kind="stable")
-    k, ts, value, quality = k[order], ts[order], value[order], quality[order]
-    at = np.arange(len(k))
+    out = carry.copy()
+    if not len(rows):
+        return rows, out
+    order = np.lexsort((rows.ts, rows.machine))  # stable: a moment keeps the given order
+    machine, k = rows.machine[order], rows.input[order]
+    ts, value, quality = rows.ts[order], rows.value[order], rows.quality[order]
+    n = len(ts)
+    at = np.arange(n)
+    first = np.r_[True, machine[1:] != machine[:-1]]
+    last = np.r_[machine[1:] != machine[:-1], True]
+    segment = np.maximum.accumulate(np.where(first, at, 0))  # first row of each row's machine
     columns: dict[str, Float64Array] = {}
-    known = np.ones(len(k), np.bool_)
-    bad = np.zeros(len(k), np.bool_)
-    uncertain = np.zeros(len(k), np.bool_)
-    out = Carry(carry.value.copy(), carry.quality.copy(), carry.known.copy())
+    known = np.ones(n, np.bool_)
+    bad = np.zeros(n, np.bool_)
+    uncertain = np.zeros(n, np.bool_)
+    ends = np.flatnonzero(last)
     for j, name in enumerate(names):
         latest = np.maximum.accumulate(np.where(k == j, at, -1))
-        has = latest >= 0
+        has = latest >= segment  # a point of this input earlier in the same machine's rows
         row = np.maximum(latest, 0)
-        columns[name] = np.where(has, value[row], carry.value[j])
-        q = np.where(has, quality[row], carry.quality[j])
-        known &= has | carry.known[j]
+        columns[name] = np.where(has, value[row], carry.value[machine, j])
+        q = np.where(has, quality[row], carry.quality[machine, j])
+        known &= has | carry.known[machine, j]
         severity = q & _SEVERITY
         bad |= (severity & _BAD) != 0
         uncertain |= severity == _UNCERTAIN
-        if has[-1]:
-            out.value[j], out.quality[j], out.known[j] = value[row[-1]], q[-1], True
-    # one result per moment: the last row of each timestamp, once all of it is applied
-    emit = known & np.r_[ts[1:] != ts[:-1], True]
+        moved = ends[has[ends]]
+        out.value[machine[moved], j] = value[row[moved]]
+        out.quality[machine[moved], j] = quality[row[moved]]
+        out.known[machine[moved], j] = True
+    # one result per calculation and moment, once all of the moment is applied
+    emit = known & (last | np.r_[ts[1:] != ts[:-1], True])
     result = expression.values(columns)
     bad |= ~np.isfinite(result)
     code = np.where(bad, _BAD, np.where(uncertain, _UNCERTAIN, np.uint32(0))).astype(np.uint32)
-    return (
-        Series(ts[emit], np.where(bad, np.nan, result)[emit], code[emit]),
-        out,
+    results = Rows(
+        machine[emit],
+        np.zeros(int(emit.sum()), np.intp),
+        ts[emit],
+        np.where(bad, np.nan, result)[emit],
+        code[emit],
     )
+    return results, out
 
 
 @dataclass(slots=True)
-class _State:
-    calc: Calculation
+class _Group:
+    """Calculations with one expression and depth: one per machine of a template."""
+
+    depth: int
     expression: Expression
     names: tuple[str, ...]
-    paths: tuple[str, ...]
+    paths: list[str]
     carry: Carry
-    seen: int = _MIN_TS
-    dependents: list[int] = field(default_factory=list)
+    seen: Int64Array
 
 
 class Calculator:
@@ -157,110 +194,146 @@ class Calculator:
     """
 
     def __init__(self, calculations: Sequence[Calculation]) -> None:
-        ordered = _dependency_order(calculations)
-        rank = {c.path: i for i, c in enumerate(ordered)}
-        self._states: list[_State] = []
-        self._by_input: dict[str, list[int]] = {}
-        for i, calc in enumerate(ordered):
+        depth = _depths(calculations)
+        groups: dict[tuple[int, str, tuple[str, ...]], list[Calculation]] = {}
+        for calc in calculations:
+            names = tuple(sorted(calc.inputs))
+            groups.setdefault((depth[calc.path], calc.expression, names), []).append(calc)
+        self._groups: list[_Group] = []
+        self._feeds: dict[str, list[tuple[int, int, int]]] = {}
+        """Input path → every (group, calculation in it, input) it feeds."""
+        for (level, text, names), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
             try:
-                expression = compile_expression(calc.expression, set(calc.inputs))
+                expression = compile_expression(text, set(names))
             except ValueError as err:
-                raise ConfigError(f"calculation {calc.path}: {err}") from err
-            names = tuple(calc.inputs)
-            paths = tuple(calc.inputs[n] for n in names)
-            self._states.append(_State(calc, expression, names, paths, Carry.empty(len(names))))
-            for path in set(calc.inputs.values()):
-                self._by_input.setdefault(path, []).append(i)
-                if path in rank:
-                    self._states[rank[path]].dependents.append(i)
-        self.paths = frozenset(rank)
+                raise ConfigError(f"calculation {members[0].path}: {err}") from err
+            g = len(self._groups)
+            self._groups.append(
+                _Group(
+                    level,
+                    expression,
+                    names,
+                    [c.path for c in members],
+                    Carry.empty(len(members), len(names)),
+                    np.full(len(members), _MIN_TS, np.int64),
+                )
+            )
+            for i, calc in enumerate(members):
+                for j, name in enumerate(names):
+                    self._feeds.setdefault(calc.inputs[name], []).append((g, i, j))
+        self.paths = frozenset(c.path for c in calculations)
         """The calculated tags' paths."""
 
     def __len__(self) -> int:
-        return len(self._states)
+        return sum(len(g.paths) for g in self._groups)
 
     def derive(self, batch: PointBatch) -> PointBatch:
         """The calculated points that ``batch``'s points give (an empty batch if none),
         updating the carried state."""
-        watched = [i for i, tag in enumerate(batch.tags) if tag in self._by_input]
-        if not watched or not len(batch):
+        if not len(batch) or not any(tag in self._feeds for tag in batch.tags):
             return PointBatch.empty()
-        series = _split(batch, watched)
-        pending = sorted({c for tag in series for c in self._by_input[tag]})
-        queued = set(pending)
-        results: dict[str, Series] = {}
-        while pending:
-            i = heapq.heappop(pending)
-            state = self._states[i]
-            out = self._step(state, series)
-            if not len(out):
+        sources = [(batch, _fed(batch, self._feeds))]
+        derived: list[PointBatch] = []
+        depth, taken = 0, 0
+        for g, group in enumerate(self._groups):
+            if group.depth != depth:  # what the groups before computed feeds the next ones
+                depth = group.depth
+                fresh = PointBatch.concat(derived[taken:])
+                taken = len(derived)
+                sources.append((fresh, _fed(fresh, self._feeds)))
+            rows = _gather(g, sources)
+            if not len(rows):
                 continue
-            series[state.calc.path] = results[state.calc.path] = out
-            for d in state.dependents:
-                if d not in queued:
-                    queued.add(d)
-                    heapq.heappush(pending, d)
-        return _batch(results)
+            out = self._step(group, rows)
+            if len(out):
+                derived.append(_batch(group.paths, out))
+        return PointBatch.concat(derived)
 
-    def _step(self, state: _State, series: Mapping[str, Series]) -> Series:
-        """Evaluate one calculation over the points of its inputs in ``series``."""
-        empty = Series(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint32))
-        inputs = [series.get(p, empty) for p in state.paths]
-        current = [_where(s, s.ts >= state.seen) for s in inputs]
-        late = [_where(s, s.ts < state.seen) for s in inputs]
-        parts: list[Series] = []
-        if any(len(s) for s in late):
-            old, _ = evaluate(state.expression, state.names, late, Carry.empty(len(inputs)))
+    @staticmethod
+    def _step(group: _Group, rows: Rows) -> Rows:
+        """Evaluate one group over its input points, late points apart."""
+        late = rows.ts < group.seen[rows.machine]
+        parts: list[Rows] = []
+        if late.any():
+            empty = Carry.empty(*group.carry.value.shape)
+            old, _ = evaluate(group.expression, group.names, rows.where(late), empty)
             parts.append(old)
-        if any(len(s) for s in current):
-            new, state.carry = evaluate(state.expression, state.names, current, state.carry)
-            state.seen = max(state.seen, *(int(s.ts[-1]) for s in current if len(s)))
+            rows = rows.where(~late)
+        if len(rows):
+            new, group.carry = evaluate(group.expression, group.names, rows, group.carry)
+            np.maximum.at(group.seen, rows.machine, rows.ts)
             parts.append(new)
         if len(parts) == 1:
             return parts[0]
-        return Series(
-            np.concatenate([p.ts for p in parts]),
-            np.concatenate([p.value for p in parts]),
-            np.concatenate([p.quality for p in parts]),
-        )
+        return Rows(*(np.concatenate([getattr(p, c) for p in parts]) for c in _COLUMNS))
 
 
-def _where(s: Series, mask: npt.NDArray[np.bool_]) -> Series:
-    if mask.all():
-        return s
-    return Series(s.ts[mask], s.value[mask], s.quality[mask])
+_COLUMNS = ("machine", "input", "ts", "value", "quality")
 
 
-def _split(batch: PointBatch, tags: Sequence[int]) -> dict[str, Series]:
-    """The points of the tags ``tags`` (indices into ``batch.tags``), per path, in time order."""
-    order = np.argsort(batch.tag_index, kind="stable")
-    counts = np.bincount(batch.tag_index, minlength=len(batch.tags))
-    starts = np.r_[0, np.cumsum(counts)]
-    out: dict[str, Series] = {}
-    for t in tags:
-        rows = order[starts[t] : starts[t + 1]]
-        if not len(rows):
-            continue
-        rows = rows[np.argsort(batch.ts[rows], kind="stable")]
-        out[batch.tags[t]] = Series(batch.ts[rows], batch.value[rows], batch.quality[rows])
+_Fed = dict[int, tuple[list[int], list[int], list[int]]]
+"""Per group: the tags of a batch that feed it (indices into its ``tags``), and for each
+the calculation and input it feeds."""
+
+
+def _fed(source: PointBatch, feeds: Mapping[str, list[tuple[int, int, int]]]) -> _Fed:
+    """Which groups the tags of ``source`` feed (one pass over its distinct tags)."""
+    out: _Fed = {}
+    for t, path in enumerate(source.tags):
+        for g, i, j in feeds.get(path, ()):
+            tags, machines, inputs = out.setdefault(g, ([], [], []))
+            tags.append(t)
+            machines.append(i)
+            inputs.append(j)
     return out
 
 
-def _batch(results: Mapping[str, Series]) -> PointBatch:
-    if not results:
-        return PointBatch.empty()
-    paths = list(results)
+def _gather(g: int, sources: Sequence[tuple[PointBatch, _Fed]]) -> Rows:
+    """The points of ``sources`` that feed group ``g``, with their calculation and input."""
+    parts: list[Rows] = []
+    for source, fed in sources:
+        if g not in fed:
+            continue
+        tag, machine, inp = fed[g]
+        # every row of each fed tag, once per (calculation, input) the tag feeds
+        order = np.argsort(source.tag_index, kind="stable")
+        counts = np.bincount(source.tag_index, minlength=len(source.tags))
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        tags = np.asarray(tag, np.intp)
+        n = counts[tags]
+        offsets = np.r_[0, np.cumsum(n)[:-1]]
+        picked = order[np.repeat(starts[tags] - offsets, n) + np.arange(int(n.sum()))]
+        parts.append(
+            Rows(
+                np.repeat(np.asarray(machine, np.intp), n),
+                np.repeat(np.asarray(inp, np.intp), n),
+                source.ts[picked],
+                source.value[picked],
+                source.quality[picked],
+            )
+        )
+    if not parts:
+        z = np.zeros(0, np.intp)
+        return Rows(z, z, np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint32))
+    if len(parts) == 1:
+        return parts[0]
+    return Rows(*(np.concatenate([getattr(p, c) for p in parts]) for c in _COLUMNS))
+
+
+def _batch(paths: Sequence[str], rows: Rows) -> PointBatch:
+    """Results as a batch whose dictionary holds only the calculations that gave points."""
+    used, index = np.unique(rows.machine, return_inverse=True)
     return PointBatch.from_columns(
-        paths,
-        np.concatenate([np.full(len(results[p]), i, np.int32) for i, p in enumerate(paths)]),
-        np.concatenate([results[p].ts for p in paths]),
-        np.concatenate([results[p].value for p in paths]),
-        np.concatenate([results[p].quality for p in paths]),
+        [paths[i] for i in used], index, rows.ts, rows.value, rows.quality
     )
 
 
-def _dependency_order(calculations: Sequence[Calculation]) -> list[Calculation]:
-    """``calculations`` with each after the calculations it reads (Kahn's algorithm)."""
+def _depths(calculations: Sequence[Calculation]) -> dict[str, int]:
+    """Per calculation, how many calculations lie below it (0: it reads only measurements).
+
+    Raises:
+        ConfigError: two calculations share a path, or some feed each other in a cycle.
+    """
     by_path = {c.path: c for c in calculations}
     if len(by_path) != len(calculations):
         raise ConfigError("two calculations have one path")
@@ -269,16 +342,17 @@ def _dependency_order(calculations: Sequence[Calculation]) -> list[Calculation]:
     for path, deps in waiting.items():
         for dep in deps:
             readers.setdefault(dep, []).append(path)
-    ready = [p for p, deps in waiting.items() if not deps]
-    ordered: list[Calculation] = []
+    depth = {p: 0 for p, deps in waiting.items() if not deps}
+    ready = list(depth)
     while ready:
         path = ready.pop()
-        ordered.append(by_path[path])
         for other in readers.get(path, ()):
             waiting[other].discard(path)
             if not waiting[other]:
+                reads = by_path[other].inputs.values()
+                depth[other] = 1 + max(depth[p] for p in reads if p in by_path)
                 ready.append(other)
-    if len(ordered) != len(calculations):
-        stuck = sorted(p for p, deps in waiting.items() if deps)
+    if len(depth) != len(calculations):
+        stuck = sorted(p for p in by_path if p not in depth)
         raise ConfigError(f"calculations feed each other in a cycle: {', '.join(stuck)}")
-    return ordered
+    return depth

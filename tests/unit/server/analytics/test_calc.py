@@ -45,8 +45,7 @@ def reference(
             for order, (path, ts, value, quality) in enumerate(batch)
             if path in by_name
         ]
-        # the Calculator orders a moment's points by input, then by arrival
-        rows.sort(key=lambda r: (r[0], list(names).index(r[2]), r[1]))
+        rows.sort(key=lambda r: (r[0], r[1]))  # by time, then by arrival
         for i, (ts, _, name, value, quality) in enumerate(rows):
             last[name] = (value, quality)
             if i + 1 < len(rows) and rows[i + 1][0] == ts:
@@ -75,8 +74,8 @@ def random_batches(
     for _ in range(count):
         rows = []
         for tag in tags:
-            n = int(rng.integers(0, 12))
-            times = start + rng.choice(30, size=n, replace=False) * S
+            n = int(rng.choice([0, 1, 3, 8, 12]))
+            times = start + rng.choice(30, size=n) * S  # repeats: the later point wins
             for t in times:
                 value = float(rng.choice([0.0, 1.5, -2.0, float(rng.normal(10, 5))]))
                 quality = int(rng.choice([GOOD, GOOD, GOOD, UNCERTAIN, BAD]))
@@ -89,22 +88,36 @@ def random_batches(
 
 @pytest.mark.parametrize("seed", range(8))
 def test_the_calculator_matches_a_point_by_point_loop(seed: int) -> None:
+    """Three machines of one template in every batch, each input of each machine present
+    or not at random: each machine against its own loop."""
     rng = np.random.default_rng(seed)
-    names = {"a": f"{M}/a", "b": f"{M}/b", "c": f"{M}/c"}
-    calc = Calculator([Calculation(f"{M}/r", "a * b - c / 2 + max(a, c) / b", names)])
-    batches = random_batches(rng, [*names.values(), f"{M}/other"], 6)
-    got: list[tuple[int, float, int]] = []
+    machines = [f"{M}{i}" for i in range(3)]
+    names = {m: {"a": f"{m}/a", "b": f"{m}/b", "c": f"{m}/c"} for m in machines}
+    expression = "a * b - c / 2 + max(a, c) / b"
+    calc = Calculator([Calculation(f"{m}/r", expression, names[m]) for m in machines])
+    tags = [p for m in machines for p in names[m].values()] + [f"{M}/other"]
+    batches = random_batches(rng, tags, 6)
+    got: dict[str, list[tuple[int, float, int]]] = {m: [] for m in machines}
     for rows in batches:
         derived = calc.derive(PointBatch.from_points(rows))
-        assert set(derived.tags) <= {f"{M}/r"}
-        got += zip(
-            derived.ts.tolist(), derived.value.tolist(), derived.quality.tolist(), strict=True
-        )
-    want = reference(batches, names, _ratio)
-    assert [(t, q) for t, _, q in got] == [(t, q) for t, _, q in want]
-    np.testing.assert_allclose([v for _, v, _ in got], [v for _, v, _ in want], equal_nan=True)
-    assert any(q == 0 for _, _, q in want)
-    assert any(q == 0x80000000 for _, _, q in want)
+        assert set(derived.tags) <= {f"{m}/r" for m in machines}
+        for t, ts, v, q in zip(
+            derived.tag_index,
+            derived.ts.tolist(),
+            derived.value.tolist(),
+            derived.quality.tolist(),
+            strict=True,
+        ):
+            got[derived.tags[t].rsplit("/", 1)[0]].append((ts, v, q))
+    qualities: set[int] = set()
+    for m in machines:
+        want = reference(batches, names[m], _ratio)
+        qualities |= {q for _, _, q in want}
+        mine = sorted(got[m], key=lambda r: r[0])  # one calculation's points are in time order
+        assert mine == got[m]
+        assert [(t, q) for t, _, q in mine] == [(t, q) for t, _, q in want]
+        np.testing.assert_allclose([v for _, v, _ in mine], [v for _, v, _ in want], equal_nan=True)
+    assert qualities == {0, 0x40000000, 0x80000000}  # the data reached every case
 
 
 def test_nothing_until_every_input_has_a_value_then_the_last_is_carried() -> None:
@@ -207,3 +220,38 @@ def test_the_demo_plants_calculations_give_good_values_from_the_simulator() -> N
         np.char.endswith(np.array(derived.tags)[derived.tag_index], "specific_energy")
     ]
     assert 0 < np.nanmedian(energy) < 2  # kWh per part of a mill or a press
+
+
+def test_three_levels_of_calculations_over_many_machines_in_one_batch() -> None:
+    machines = [f"{M[:-2]}-{i}" for i in range(5)]
+    calcs = []
+    for m in machines:
+        calcs += [
+            Calculation(f"{m}/c", "b + 1", {"b": f"{m}/b"}),
+            Calculation(f"{m}/a", "x * 2", {"x": f"{m}/x"}),
+            Calculation(f"{m}/b", "a * 10", {"a": f"{m}/a"}),
+        ]
+    calc = Calculator(calcs)
+    rows = [
+        (f"{m}/x", T0 + k * S, float(i + k), GOOD) for i, m in enumerate(machines) for k in range(3)
+    ]
+    out = calc.derive(PointBatch.from_points(rows))
+    got = {
+        (out.tags[t], int(ts)): v
+        for t, ts, v in zip(out.tag_index, out.ts, out.value.tolist(), strict=True)
+    }
+    assert len(got) == len(out) == 3 * len(machines) * 3
+    for i, m in enumerate(machines):
+        for k in range(3):
+            x = i + k
+            assert got[f"{m}/c", T0 + k * S] == x * 2 * 10 + 1
+
+
+def test_machines_at_one_moment_each_get_their_result() -> None:
+    machines = [f"{M}{i}" for i in range(4)]
+    calc = Calculator([Calculation(f"{m}/y", "x + 1", {"x": f"{m}/x"}) for m in machines])
+    out = calc.derive(
+        PointBatch.from_points([(f"{m}/x", T0, float(i), GOOD) for i, m in enumerate(machines)])
+    )
+    got = {out.tags[t]: v for t, v in zip(out.tag_index, out.value.tolist(), strict=True)}
+    assert got == {f"{m}/y": i + 1.0 for i, m in enumerate(machines)}
