@@ -176,8 +176,8 @@ class CalculationEntry(_Derived):
 
     inputs: dict[str, str] = Field(
         default_factory=dict,
-        description="Name in the expression → measurement or calculation of the same "
-        "equipment; empty: the expression names them directly.",
+        description="Name in the expression → measurement, calculation or numeric attribute "
+        "of the same equipment; empty: the expression names them directly.",
     )
     expression: str = Field(
         description="A number from the inputs: `power_kw * cycle_time / 3600` (+ - * /, "
@@ -201,7 +201,8 @@ class CalculationEntry(_Derived):
 
     @property
     def tag_inputs(self) -> dict[str, str]:
-        """Name in the expression → tag name of the same equipment."""
+        """Name in the expression → what it reads: a tag (measurement or calculation) of
+        the same equipment, or a numeric attribute (a tag of that name wins)."""
         return dict(self.inputs) or {n: n for n in sorted(expression_names(self.expression))}
 
 
@@ -309,18 +310,37 @@ class TemplateFile(_Section):
             raise ValueError("two alarms of one kind on one measurement")
         return self
 
+    @property
+    def numeric_attributes(self) -> dict[str, float]:
+        """The attributes a calculation may read as constants (numbers, not booleans)."""
+        return {
+            name: float(value)
+            for name, value in self.attributes.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+
     def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
         """What the calculations and metrics read that the template does not have, and
         calculations that feed themselves (directly or around a cycle), each with its key
         path (``load_model`` adds the line)."""
         measured = {m.name for m in self.measurements}
         calculated = {c.name: c.tag_inputs for c in self.calculations}
+        numeric = set(self.numeric_attributes)
         problems: list[tuple[tuple[str, ...], str]] = []
         for i, calc in enumerate(self.calculations):
             key = ("calculations", str(i), "inputs" if calc.inputs else "expression")
-            unknown = sorted(set(calc.tag_inputs.values()) - measured - set(calculated))
+            read = set(calc.tag_inputs.values())
+            unknown = sorted(read - measured - set(calculated) - numeric)
             if unknown:
-                problems.append((key, f"reads {', '.join(unknown)}: no measurement or calculation"))
+                problems.append(
+                    (
+                        key,
+                        f"reads {', '.join(unknown)}: no measurement, calculation or "
+                        "numeric attribute",
+                    )
+                )
+            elif not read & (measured | set(calculated)):
+                problems.append((key, "reads no tag, only attributes: it would never change"))
             cycle = _cycle(calc.name, calculated)
             if cycle:
                 problems.append((key, f"feeds itself: {' → '.join(cycle)}"))

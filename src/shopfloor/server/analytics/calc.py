@@ -34,7 +34,7 @@ one array per group (machines x inputs).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -55,11 +55,19 @@ IntpArray = npt.NDArray[np.intp]
 
 @dataclass(frozen=True, slots=True)
 class Calculation:
-    """One machine's calculated tag: its path, expression and inputs (name → tag path)."""
+    """One machine's calculated tag.
+
+    Attributes:
+        path: the tag's path.
+        expression: what it computes.
+        inputs: name in the expression → tag path.
+        constants: name in the expression → a number of this machine (an attribute).
+    """
 
     path: str
     expression: str
     inputs: Mapping[str, str]
+    constants: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +125,15 @@ class Carry:
 
 
 def evaluate(
-    expression: Expression, names: Sequence[str], rows: Rows, carry: Carry
+    expression: Expression,
+    names: Sequence[str],
+    rows: Rows,
+    carry: Carry,
+    constants: Mapping[str, Float64Array] | None = None,
 ) -> tuple[Rows, Carry]:
     """The results of ``expression`` at the points of ``rows``, each calculation carrying
     its inputs' last values from ``carry``; returns them (``input`` is 0) and the carry out.
+    ``constants`` holds the other names of the expression, one value per calculation.
 
     A pure function: ``carry`` is not changed. Points of one calculation and moment are
     applied in the order given (a later one of the same input wins), then evaluated once.
@@ -136,7 +149,9 @@ def evaluate(
     first = np.r_[True, machine[1:] != machine[:-1]]
     last = np.r_[machine[1:] != machine[:-1], True]
     segment = np.maximum.accumulate(np.where(first, at, 0))  # first row of each row's machine
-    columns: dict[str, Float64Array] = {}
+    columns: dict[str, Float64Array] = {
+        name: per_machine[machine] for name, per_machine in (constants or {}).items()
+    }
     known = np.ones(n, np.bool_)
     bad = np.zeros(n, np.bool_)
     uncertain = np.zeros(n, np.bool_)
@@ -170,6 +185,10 @@ def evaluate(
     return results, out
 
 
+_GroupKey = tuple[int, str, tuple[str, ...], tuple[str, ...]]
+"""Depth, expression, input names, constant names: calculations evaluated together."""
+
+
 @dataclass(slots=True)
 class _Group:
     """Calculations with one expression and depth: one per machine of a template."""
@@ -180,6 +199,7 @@ class _Group:
     paths: list[str]
     carry: Carry
     seen: Int64Array
+    constants: dict[str, Float64Array]
 
 
 class Calculator:
@@ -195,16 +215,21 @@ class Calculator:
 
     def __init__(self, calculations: Sequence[Calculation]) -> None:
         depth = _depths(calculations)
-        groups: dict[tuple[int, str, tuple[str, ...]], list[Calculation]] = {}
+        groups: dict[_GroupKey, list[Calculation]] = {}
         for calc in calculations:
-            names = tuple(sorted(calc.inputs))
-            groups.setdefault((depth[calc.path], calc.expression, names), []).append(calc)
+            key = (
+                depth[calc.path],
+                calc.expression,
+                tuple(sorted(calc.inputs)),
+                tuple(sorted(calc.constants)),
+            )
+            groups.setdefault(key, []).append(calc)
         self._groups: list[_Group] = []
         self._feeds: dict[str, list[tuple[int, int, int]]] = {}
         """Input path → every (group, calculation in it, input) it feeds."""
-        for (level, text, names), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        for (level, text, names, fixed), members in sorted(groups.items(), key=lambda kv: kv[0][0]):
             try:
-                expression = compile_expression(text, set(names))
+                expression = compile_expression(text, {*names, *fixed})
             except ValueError as err:
                 raise ConfigError(f"calculation {members[0].path}: {err}") from err
             g = len(self._groups)
@@ -216,6 +241,7 @@ class Calculator:
                     [c.path for c in members],
                     Carry.empty(len(members), len(names)),
                     np.full(len(members), _MIN_TS, np.int64),
+                    {n: np.array([c.constants[n] for c in members]) for n in fixed},
                 )
             )
             for i, calc in enumerate(members):
@@ -256,11 +282,15 @@ class Calculator:
         parts: list[Rows] = []
         if late.any():
             empty = Carry.empty(*group.carry.value.shape)
-            old, _ = evaluate(group.expression, group.names, rows.where(late), empty)
+            old, _ = evaluate(
+                group.expression, group.names, rows.where(late), empty, group.constants
+            )
             parts.append(old)
             rows = rows.where(~late)
         if len(rows):
-            new, group.carry = evaluate(group.expression, group.names, rows, group.carry)
+            new, group.carry = evaluate(
+                group.expression, group.names, rows, group.carry, group.constants
+            )
             np.maximum.at(group.seen, rows.machine, rows.ts)
             parts.append(new)
         if len(parts) == 1:

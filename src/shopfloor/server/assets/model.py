@@ -212,6 +212,11 @@ def build_asset_model(
         if unknown:
             problem(i, "attributes", f"not attributes of {template.type}: {', '.join(unknown)}")
             continue
+        attributes = {**template.attributes, **entry.attributes}
+        wrong = _non_numeric(template, attributes)
+        if wrong:
+            problem(i, "attributes", f"read by calculations, so numbers: {', '.join(wrong)}")
+            continue
         measured = [m.name for m in template.measurements]
         stray = sorted(set(entry.bindings) - set(measured))
         unbound = [m for m in measured if m not in entry.bindings]
@@ -232,7 +237,7 @@ def build_asset_model(
         tags += [_tag(path, m) for m in template.measurements]
         tags += [_derived_tag(path, c) for c in template.calculations]
         tags += [_derived_tag(path, m) for m in template.metrics]
-        calculations += [_calculation(path, c) for c in template.calculations]
+        calculations += [_calculation(path, c, template, attributes) for c in template.calculations]
         metrics += [_metric(path, m, template) for m in template.metrics]
         rules += [_rule(path, a) for a in template.alarms]
     if problems:
@@ -296,9 +301,25 @@ def _derived_tag(equipment_path: str, entry: CalculationEntry | MetricEntry) -> 
     )
 
 
-def _calculation(equipment_path: str, c: CalculationEntry) -> Calculation:
-    inputs = {name: f"{equipment_path}/{tag}" for name, tag in c.tag_inputs.items()}
-    return Calculation(f"{equipment_path}/{c.name}", c.expression, inputs)
+def _calculation(
+    equipment_path: str, c: CalculationEntry, template: TemplateFile, attributes: dict[str, Any]
+) -> Calculation:
+    """``c`` on one machine: tags as paths, attributes as the machine's values."""
+    tags = {t.name for t in template.measurements} | {t.name for t in template.calculations}
+    inputs = {n: f"{equipment_path}/{ref}" for n, ref in c.tag_inputs.items() if ref in tags}
+    constants = {n: float(attributes[ref]) for n, ref in c.tag_inputs.items() if ref not in tags}
+    return Calculation(f"{equipment_path}/{c.name}", c.expression, inputs, constants)
+
+
+def _non_numeric(template: TemplateFile, attributes: dict[str, Any]) -> list[str]:
+    """Attributes the template's calculations read whose value on a machine is no number."""
+    tags = {t.name for t in template.measurements} | {t.name for t in template.calculations}
+    read = {ref for c in template.calculations for ref in c.tag_inputs.values()} - tags
+    return sorted(
+        name
+        for name in read
+        if not isinstance(attributes.get(name), int | float) or isinstance(attributes[name], bool)
+    )
 
 
 def _metric(equipment_path: str, m: MetricEntry, template: TemplateFile) -> Metric:

@@ -255,3 +255,15 @@ def test_machines_at_one_moment_each_get_their_result() -> None:
     )
     got = {out.tags[t]: v for t, v in zip(out.tag_index, out.value.tolist(), strict=True)}
     assert got == {f"{m}/y": i + 1.0 for i, m in enumerate(machines)}
+
+
+def test_attributes_are_constants_of_each_machine() -> None:
+    calc = Calculator(
+        [
+            Calculation(f"{M}{i}/load_pct", "100 * p / rated", {"p": f"{M}{i}/p"}, {"rated": r})
+            for i, r in enumerate([10.0, 40.0])
+        ]
+    )
+    out = calc.derive(PointBatch.from_points([(f"{M}{i}/p", T0, 8.0, GOOD) for i in range(2)]))
+    got = {out.tags[t]: v for t, v in zip(out.tag_index, out.value.tolist(), strict=True)}
+    assert got == {f"{M}0/load_pct": 80.0, f"{M}1/load_pct": 20.0}

@@ -151,6 +151,11 @@ name = "hot_flow"
 unit = ""
 expression = "hydraulic_kw * (bearing_temp > 60)"
 
+[[calculations]]
+name = "load_pct"
+unit = "%"
+expression = "100 * hydraulic_kw / rated_kw"
+
 [[metrics]]
 name = "avg_flow"
 unit = "m3/h"
@@ -182,7 +187,11 @@ def test_calculations_and_metrics_are_tags_of_every_instance(tmp_path: Path) -> 
     tags = {t.path: t for t in model.tags}
     assert (tags[f"{p}/hydraulic_kw"].unit, tags[f"{p}/hydraulic_kw"].eng_high) == ("kW", 50.0)
     assert tags[f"{p}/avg_flow"].unit == "m3/h"
-    hydraulic, hot = model.calculations
+    hydraulic, hot, load = model.calculations
+    assert (dict(load.inputs), dict(load.constants)) == (
+        {"hydraulic_kw": f"{p}/hydraulic_kw"},
+        {"rated_kw": 7.5},  # the instance's value, not the template's 5.5
+    )
     assert (hydraulic.path, dict(hydraulic.inputs)) == (
         f"{p}/hydraulic_kw",
         {"q": f"{p}/flow", "dp": f"{p}/head_bar"},
@@ -212,7 +221,8 @@ def test_calculations_and_metrics_are_tags_of_every_instance(tmp_path: Path) -> 
         (
             '"hydraulic_kw * (bearing_temp > 60)"',
             '"hydraulic_kw * (bearing > 60)"',
-            "calculations.1.expression (line 37): reads bearing: no measurement or calculation",
+            "calculations.1.expression (line 37): reads bearing: no measurement, calculation or "
+            "numeric attribute",
         ),
         (
             'dp = "head_bar"',
@@ -225,10 +235,21 @@ def test_calculations_and_metrics_are_tags_of_every_instance(tmp_path: Path) -> 
             "q * dp / 36 * z",
             "calculations.0.expression (line 31): unknown name 'z' at column 15",
         ),
-        ('"avg(flow)"', '"avg(flows)"', "metrics.0.expression (line 42): unknown tag 'flows'"),
-        ('"avg(flow)"', '"flow * 2"', "metrics.0.expression (line 42): 'flow' at column 1 needs"),
-        ('window = "5m"\n\n', 'window = "0.5s"\n\n', "metrics.0.window (line 43): a window of 1s"),
+        ('"avg(flow)"', '"avg(flows)"', "metrics.0.expression (line 47): unknown tag 'flows'"),
+        ('"avg(flow)"', '"flow * 2"', "metrics.0.expression (line 47): 'flow' at column 1 needs"),
+        ('window = "5m"\n\n', 'window = "0.5s"\n\n', "metrics.0.window (line 48): a window of 1s"),
         ('name = "avg_flow"', 'name = "flow"', "tags named twice"),
+        (
+            '"100 * hydraulic_kw / rated_kw"',
+            '"100 * rated_kw"',
+            "calculations.2.expression (line 42): reads no tag, only attributes",
+        ),
+        (
+            "rated_kw = 5.5",
+            'rated_kw = "big"',
+            "calculations.2.expression (line 42): reads rated_kw: no measurement, calculation "
+            "or numeric attribute",
+        ),
     ],
 )
 def test_calculation_and_metric_problems_name_file_key_and_line(
@@ -240,3 +261,15 @@ def test_calculation_and_metric_problems_name_file_key_and_line(
     assert any(p.startswith("pump.toml") and words in p for p in info.value.problems), (
         info.value.problems
     )
+
+
+def test_an_instance_gives_numbers_to_the_attributes_its_calculations_read(
+    tmp_path: Path,
+) -> None:
+    plant = write(tmp_path, PLANT.replace("rated_kw = 7.5", 'rated_kw = "big"'), pump=DERIVED)
+    with pytest.raises(ConfigError) as info:
+        load_asset_model(plant, tmp_path / "templates")
+    assert any(
+        "equipment.0.attributes (line 11): read by calculations, so numbers: rated_kw" in p
+        for p in info.value.problems
+    ), info.value.problems
