@@ -5,9 +5,9 @@ rules (:class:`~shopfloor.server.rules.engine.AlarmRule`) its template declares,
 its own path ``enterprise/site/area/line/cell/equipment``. Calculated tags and metrics
 are tags too (their metadata is in ``tags``); what computes them is listed apart
 (``calculations``, ``metrics``) with their inputs resolved to full paths, for
-:mod:`shopfloor.server.analytics`. What cannot be checked by a
-file alone is checked here: every instance names an existing template, sets only
-attributes its template has, and no two equipment share a path. Problems are collected
+:mod:`shopfloor.server.analytics`. What cannot be checked by a file alone is checked
+here: every instance names an existing template, sets only attributes its template has
+(numbers where a calculation reads them), and no two equipment share a path. Problems are collected
 and raised together, each with the file and line.
 """
 
@@ -35,13 +35,7 @@ from shopfloor.server.analytics.calc import Calculation
 from shopfloor.server.analytics.metrics import Metric
 from shopfloor.server.rules.engine import AlarmRule, rule_of
 
-__all__ = [
-    "AssetModel",
-    "Equipment",
-    "build_asset_model",
-    "load_asset_model",
-    "load_templates",
-]
+__all__ = ["AssetModel", "Equipment", "build_asset_model", "load_asset_model", "load_templates"]
 
 
 @dataclass(frozen=True, slots=True)
