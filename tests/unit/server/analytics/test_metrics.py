@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from shopfloor.model import PointBatch, Quality
-from shopfloor.server.analytics.metrics import Metric, MetricJob
+from shopfloor.server.analytics.metrics import MAX_CATCH_UP, Metric, MetricJob
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 
 S = 10**9
@@ -91,3 +93,43 @@ async def test_a_window_without_data_gives_no_point_and_unknown_tags_are_no_erro
 
 async def _noop() -> None:
     return None
+
+
+async def test_after_a_stall_only_the_last_windows_are_caught_up(
+    historian: DuckDBHistorian,
+) -> None:
+    await historian.write(
+        PointBatch.from_columns(
+            [f"{M}/power_kw"], np.zeros(20), T0 + np.arange(80, 100) * WINDOW + S, np.arange(20.0)
+        )
+    )
+    now = [T0 + WINDOW // 2]  # at start: the first window is under way
+    readings = iter(range(10**6))
+
+    def clock() -> int:
+        if next(readings) == 1:  # then its end has come
+            now[0] = T0 + WINDOW
+        return now[0]
+
+    sent: list[int] = []
+    done = asyncio.Event()
+
+    async def sink(batch: PointBatch) -> None:
+        sent.extend(((batch.ts - T0) // WINDOW).tolist())
+        now[0] = T0 + 100 * WINDOW + WINDOW // 2  # and the server stalls for 100 windows
+        if len(sent) == 1 + MAX_CATCH_UP:
+            done.set()
+
+    await historian.write(PointBatch.from_points([(f"{M}/power_kw", T0 + S, 1.0, 0)]))
+    job = MetricJob(
+        [metric("avg_power", "avg(power_kw)", "power_kw")], historian, sink, clock=clock
+    )
+    task = asyncio.create_task(job.run(), name="test/metrics")
+    try:
+        async with asyncio.timeout(10):
+            await done.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sent == [0, *range(100 - MAX_CATCH_UP, 100)]
