@@ -1,7 +1,8 @@
 """The files that describe a plant: equipment templates and the plant itself (ISA-95).
 
 A **template** (one TOML file per equipment type) declares what every machine of the
-type has: attributes with defaults, measured tags with unit and range, and alarm rules::
+type has: attributes with defaults, measured tags with unit and range, calculated tags,
+metrics and alarm rules (the property kinds of an AWS IoT SiteWise asset model)::
 
     type = "cnc-mill"
     description = "3-axis CNC machining centre"
@@ -14,6 +15,17 @@ type has: attributes with defaults, measured tags with unit and range, and alarm
     unit = "mm/s"
     description = "Vibration velocity RMS"
     range = [0.0, 20.0]
+
+    [[calculations]]                       # a tag computed from the machine's others
+    name = "specific_energy"
+    unit = "kWh/part"
+    expression = "power_kw * cycle_time / 3600"
+
+    [[metrics]]                            # one value per window from aggregates
+    name = "parts_per_window"
+    unit = "parts"
+    expression = "last(part_count) - first(part_count)"
+    window = "5m"
 
     [[alarms]]
     measurement = "vibration_rms"
@@ -43,15 +55,30 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shopfloor.config.alarms import AlarmSpec, repeated
+from shopfloor.config.durations import parse_duration_s
+from shopfloor.model.expressions import (
+    compile_expression,
+    compile_window_expression,
+    expression_names,
+)
 from shopfloor.model.units import is_known_unit
 
 __all__ = [
     "AssetsSection",
+    "CalculationEntry",
     "EquipmentEntry",
     "MeasurementEntry",
+    "MetricEntry",
     "PlantFile",
     "TemplateAlarm",
     "TemplateFile",
@@ -114,10 +141,122 @@ class MeasurementEntry(_Section):
         return value
 
 
+class _Derived(_Section):
+    """What a calculated tag and a metric share with a measurement: a name, a unit, a range."""
+
+    name: str = Field(description="The tag's name, the last segment of its path.")
+    unit: str = Field("", description="Engineering unit (`kW`, `kWh/part`; `` for none).")
+    description: str = Field("", description="What it is, for people.")
+    range: tuple[float, float] | None = Field(None, description="Engineering range [low, high].")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _segment(value)
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, value: str) -> str:
+        if not is_known_unit(value):
+            raise ValueError(f"unknown unit {value!r} (units are case-sensitive: kW, degC)")
+        return value
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError("a range is [low, high] with low < high")
+        return value
+
+
+class CalculationEntry(_Derived):
+    """A calculated tag (SiteWise's transform): a value computed at every change of one of
+    its inputs, from the last value of each, and stored and published like a measured one.
+    """
+
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Name in the expression → measurement, calculation or numeric attribute "
+        "of the same equipment; empty: the expression names them directly.",
+    )
+    expression: str = Field(
+        description="A number from the inputs: `power_kw * cycle_time / 3600` (+ - * /, "
+        "abs min max sqrt, comparisons give 1 or 0)."
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str, info: ValidationInfo) -> str:
+        inputs: dict[str, str] = info.data.get("inputs") or {}
+        names = expression_names(value)
+        if inputs:
+            unused = sorted(set(inputs) - names)
+            if unused:
+                raise ValueError(f"inputs not used by the expression: {', '.join(unused)}")
+            names = set(inputs)
+        compile_expression(value, names)  # names the fault and its column
+        if not names:
+            raise ValueError("a calculation reads at least one tag")
+        return value
+
+    @property
+    def tag_inputs(self) -> dict[str, str]:
+        """Name in the expression → what it reads: a tag (measurement or calculation) of
+        the same equipment, or a numeric attribute (a tag of that name wins)."""
+        return dict(self.inputs) or {n: n for n in sorted(expression_names(self.expression))}
+
+
+class MetricEntry(_Derived):
+    """A metric: one value per tumbling window (aligned to the epoch) from aggregates of the
+    equipment's tags, computed once the window is over."""
+
+    expression: str = Field(
+        description="Over aggregates of measurements and calculations: `avg(power_kw)`, "
+        "`last(part_count) - first(part_count)` (avg min max sum count first last delta twa)."
+    )
+    window: str = Field("5m", description="The window: `1m`, `5m`, `1h`, `1d` (1s to 1d).")
+    grace: str = Field(
+        "10s",
+        description="How long after a window closes it is computed, for late points (at most 1h).",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if not 1 <= parse_duration_s(value) <= 86400:
+            raise ValueError(f"a window of 1s to 1d, got {value!r}")
+        return value
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        if parse_duration_s(value) > 3600:
+            raise ValueError(f"a grace of at most 1h, got {value!r}")
+        return value
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        compile_window_expression(value, expression_names(value))  # the form, not the tags
+        return value
+
+    @property
+    def window_ns(self) -> int:
+        """``window`` in nanoseconds."""
+        return round(parse_duration_s(self.window) * 1e9)
+
+    @property
+    def grace_ns(self) -> int:
+        """``grace`` in nanoseconds."""
+        return round(parse_duration_s(self.grace) * 1e9)
+
+
 class TemplateAlarm(AlarmSpec):
     """An alarm every machine of the type has, on one of its measurements."""
 
-    measurement: str = Field(description="The measurement it watches.")
+    measurement: str = Field(
+        description="The measurement (or calculated tag, or metric) it watches."
+    )
 
 
 class TemplateFile(_Section):
@@ -129,6 +268,12 @@ class TemplateFile(_Section):
         default_factory=dict, description="Static properties with their defaults."
     )
     measurements: list[MeasurementEntry] = Field(default_factory=list)
+    calculations: list[CalculationEntry] = Field(
+        default_factory=list, description="Calculated tags (`[[calculations]]`)."
+    )
+    metrics: list[MetricEntry] = Field(
+        default_factory=list, description="Metrics per window (`[[metrics]]`)."
+    )
     alarms: list[TemplateAlarm] = Field(default_factory=list)
 
     @field_validator("type")
@@ -138,10 +283,16 @@ class TemplateFile(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TemplateFile:
-        names = [m.name for m in self.measurements]
+        names = [
+            *(m.name for m in self.measurements),
+            *(c.name for c in self.calculations),
+            *(m.name for m in self.metrics),
+        ]
         dupes = repeated(names)
         if dupes:
-            raise ValueError(f"measurements named twice: {', '.join(dupes)}")
+            raise ValueError(
+                f"tags named twice (measurements, calculations, metrics): {', '.join(dupes)}"
+            )
         for i, alarm in enumerate(self.alarms):
             if alarm.measurement not in names:
                 raise ValueError(
@@ -158,6 +309,62 @@ class TemplateFile(_Section):
         if len(set(keys)) != len(keys):
             raise ValueError("two alarms of one kind on one measurement")
         return self
+
+    @property
+    def numeric_attributes(self) -> dict[str, float]:
+        """The attributes a calculation may read as constants (numbers, not booleans)."""
+        return {
+            name: float(value)
+            for name, value in self.attributes.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+
+    def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """What the calculations and metrics read that the template does not have, and
+        calculations that feed themselves (directly or around a cycle), each with its key
+        path (``load_model`` adds the line)."""
+        measured = {m.name for m in self.measurements}
+        calculated = {c.name: c.tag_inputs for c in self.calculations}
+        numeric = set(self.numeric_attributes)
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for i, calc in enumerate(self.calculations):
+            key = ("calculations", str(i), "inputs" if calc.inputs else "expression")
+            read = set(calc.tag_inputs.values())
+            unknown = sorted(read - measured - set(calculated) - numeric)
+            if unknown:
+                problems.append(
+                    (
+                        key,
+                        f"reads {', '.join(unknown)}: no measurement, calculation or "
+                        "numeric attribute",
+                    )
+                )
+            elif not read & (measured | set(calculated)):
+                problems.append((key, "reads no tag, only attributes: it would never change"))
+            cycle = _cycle(calc.name, calculated)
+            if cycle:
+                problems.append((key, f"feeds itself: {' → '.join(cycle)}"))
+        for i, metric in enumerate(self.metrics):
+            try:
+                compile_window_expression(metric.expression, measured | set(calculated))
+            except ValueError as err:
+                problems.append((("metrics", str(i), "expression"), str(err)))
+        return problems
+
+
+def _cycle(start: str, graph: dict[str, dict[str, str]]) -> list[str]:
+    """A path of calculations from ``start`` back to itself, or [] if there is none."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in graph.get(node, {}).values():
+            if nxt == start:
+                return [*path, start]
+            if nxt in graph and nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return []
 
 
 class EquipmentEntry(_Section):

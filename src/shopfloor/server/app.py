@@ -25,6 +25,7 @@ from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics import Calculator, MetricJob
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
@@ -141,6 +142,9 @@ class Server:
         self.config = config
         self.historian = build_historian(config)
         self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
+        self.assets = load_assets(config)
+        calculations = self.assets.calculations if self.assets else ()
+        self.calculator = Calculator(calculations) if calculations else None
         self.ingestor = Ingestor(
             self.historian,
             self.live,
@@ -148,8 +152,11 @@ class Server:
             max_pending_points=config.ingest.max_pending_points,
             retry_after_s=config.ingest.retry_after_s,
             edges=EdgeRegistry(max_edges=config.ingest.max_edges),
+            derive=None if self.calculator is None else self.calculator.derive,
         )
-        self.assets = load_assets(config)
+        metrics = self.assets.metrics if self.assets else ()
+        self.metrics = MetricJob(metrics, self.historian, self._ingest_metrics) if metrics else None
+        self._metrics_task: asyncio.Task[None] | None = None
         rules = [
             *(self.assets.alarm_rules if self.assets else ()),
             *rules_from_config(config.alarms),
@@ -209,6 +216,9 @@ class Server:
         self._started = False
         self._closed = False
 
+    async def _ingest_metrics(self, batch: PointBatch) -> None:
+        await self.ingestor.ingest(batch, source="metrics")
+
     def _alarm_tag(self, name: str) -> str | None:
         rule = self.alarms.rule(name)
         return None if rule is None else rule.tag
@@ -224,6 +234,13 @@ class Server:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.historian.start()
         self._started = True
+        if self.assets is not None:
+            # no edge reads calculated tags and metrics: their metadata comes from here
+            derived = {c.path for c in self.assets.calculations}
+            derived |= {m.path for m in self.assets.metrics}
+            metas = [t for t in self.assets.tags if t.path in derived]
+            if metas:
+                await self.historian.register_tags(metas)
         await self.alarms.start()
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.dispatcher is not None:
@@ -234,6 +251,8 @@ class Server:
             self._sparkplug_task = asyncio.create_task(
                 self.sparkplug_node.run(), name="server/sparkplug-node"
             )
+        if self.metrics is not None:
+            self._metrics_task = asyncio.create_task(self.metrics.run(), name="server/metrics")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -302,7 +321,14 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
-        for task in (self._sparkplug_task, self._uns_task, self._notify_task, self._alarm_task):
+        tasks = (
+            self._metrics_task,
+            self._sparkplug_task,
+            self._uns_task,
+            self._notify_task,
+            self._alarm_task,
+        )
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -2,9 +2,12 @@
 
 Each equipment instance gets the tags (:class:`~shopfloor.model.TagMeta`) and alarm
 rules (:class:`~shopfloor.server.rules.engine.AlarmRule`) its template declares, under
-its own path ``enterprise/site/area/line/cell/equipment``. What cannot be checked by a
-file alone is checked here: every instance names an existing template, sets only
-attributes its template has, and no two equipment share a path. Problems are collected
+its own path ``enterprise/site/area/line/cell/equipment``. Calculated tags and metrics
+are tags too (their metadata is in ``tags``); what computes them is listed apart
+(``calculations``, ``metrics``) with their inputs resolved to full paths, for
+:mod:`shopfloor.server.analytics`. What cannot be checked by a file alone is checked
+here: every instance names an existing template, sets only attributes its template has
+(numbers where a calculation reads them), and no two equipment share a path. Problems are collected
 and raised together, each with the file and line.
 """
 
@@ -16,8 +19,10 @@ from typing import Any
 
 from shopfloor.config.assets import (
     Attribute,
+    CalculationEntry,
     EquipmentEntry,
     MeasurementEntry,
+    MetricEntry,
     PlantFile,
     TemplateAlarm,
     TemplateFile,
@@ -25,6 +30,9 @@ from shopfloor.config.assets import (
 from shopfloor.config.load import key_line, load_model
 from shopfloor.errors import ConfigError
 from shopfloor.model import DataType, TagMeta
+from shopfloor.model.expressions import compile_window_expression
+from shopfloor.server.analytics.calc import Calculation
+from shopfloor.server.analytics.metrics import Metric
 from shopfloor.server.rules.engine import AlarmRule, rule_of
 
 __all__ = ["AssetModel", "Equipment", "build_asset_model", "load_asset_model", "load_templates"]
@@ -56,6 +64,10 @@ class AssetModel:
     tags: tuple[TagMeta, ...]
     alarm_rules: tuple[AlarmRule, ...]
     templates: dict[str, TemplateFile]
+    calculations: tuple[Calculation, ...] = ()
+    """Every machine's calculated tags, inputs resolved to paths."""
+    metrics: tuple[Metric, ...] = ()
+    """Every machine's metrics, inputs resolved to paths."""
 
     def connector_tags(self, connector: str) -> list[dict[str, Any]]:
         """The ``[[connectors.tags]]`` rows of ``connector``: each bound measurement of the
@@ -175,6 +187,8 @@ def build_asset_model(
     equipment: list[Equipment] = []
     tags: list[TagMeta] = []
     rules: list[AlarmRule] = []
+    calculations: list[Calculation] = []
+    metrics: list[Metric] = []
     paths: set[str] = set()
 
     def problem(i: int, key: str, message: str) -> None:
@@ -191,6 +205,11 @@ def build_asset_model(
         unknown = sorted(set(entry.attributes) - set(template.attributes))
         if unknown:
             problem(i, "attributes", f"not attributes of {template.type}: {', '.join(unknown)}")
+            continue
+        attributes = {**template.attributes, **entry.attributes}
+        wrong = _non_numeric(template, attributes)
+        if wrong:
+            problem(i, "attributes", f"read by calculations, so numbers: {', '.join(wrong)}")
             continue
         measured = [m.name for m in template.measurements]
         stray = sorted(set(entry.bindings) - set(measured))
@@ -210,12 +229,23 @@ def build_asset_model(
         paths.add(path)
         equipment.append(_equipment(entry, template, path))
         tags += [_tag(path, m) for m in template.measurements]
+        tags += [_derived_tag(path, c) for c in template.calculations]
+        tags += [_derived_tag(path, m) for m in template.metrics]
+        calculations += [_calculation(path, c, template, attributes) for c in template.calculations]
+        metrics += [_metric(path, m, template) for m in template.metrics]
         rules += [_rule(path, a) for a in template.alarms]
     if problems:
         count = len(problems)
         raise ConfigError(f"{source}: {count} problem{'s' if count > 1 else ''}", problems)
     return AssetModel(
-        plant.enterprise, plant.site, tuple(equipment), tuple(tags), tuple(rules), templates
+        plant.enterprise,
+        plant.site,
+        tuple(equipment),
+        tuple(tags),
+        tuple(rules),
+        templates,
+        calculations=tuple(calculations),
+        metrics=tuple(metrics),
     )
 
 
@@ -251,6 +281,46 @@ def _tag(equipment_path: str, m: MeasurementEntry) -> TagMeta:
         eng_high=high,
         states=tuple(sorted((int(k), v) for k, v in m.states.items())),
     )
+
+
+def _derived_tag(equipment_path: str, entry: CalculationEntry | MetricEntry) -> TagMeta:
+    low, high = entry.range if entry.range is not None else (None, None)
+    return TagMeta(
+        path=f"{equipment_path}/{entry.name}",
+        unit=entry.unit,
+        description=entry.description,
+        data_type=DataType.FLOAT,
+        eng_low=low,
+        eng_high=high,
+    )
+
+
+def _calculation(
+    equipment_path: str, c: CalculationEntry, template: TemplateFile, attributes: dict[str, Any]
+) -> Calculation:
+    """``c`` on one machine: tags as paths, attributes as the machine's values."""
+    tags = {t.name for t in template.measurements} | {t.name for t in template.calculations}
+    inputs = {n: f"{equipment_path}/{ref}" for n, ref in c.tag_inputs.items() if ref in tags}
+    constants = {n: float(attributes[ref]) for n, ref in c.tag_inputs.items() if ref not in tags}
+    return Calculation(f"{equipment_path}/{c.name}", c.expression, inputs, constants)
+
+
+def _non_numeric(template: TemplateFile, attributes: dict[str, Any]) -> list[str]:
+    """Attributes the template's calculations read whose value on a machine is no number."""
+    tags = {t.name for t in template.measurements} | {t.name for t in template.calculations}
+    read = {ref for c in template.calculations for ref in c.tag_inputs.values()} - tags
+    return sorted(
+        name
+        for name in read
+        if not isinstance(attributes.get(name), int | float) or isinstance(attributes[name], bool)
+    )
+
+
+def _metric(equipment_path: str, m: MetricEntry, template: TemplateFile) -> Metric:
+    names = {t.name for t in template.measurements} | {c.name for c in template.calculations}
+    read = compile_window_expression(m.expression, names).terms  # checked by the template
+    inputs = {tag: f"{equipment_path}/{tag}" for _alias, _aggregate, tag in read}
+    return Metric(f"{equipment_path}/{m.name}", m.expression, inputs, m.window_ns, m.grace_ns)
 
 
 def _rule(equipment_path: str, a: TemplateAlarm) -> AlarmRule:

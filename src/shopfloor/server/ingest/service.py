@@ -16,6 +16,11 @@ own timestamp, never "now", and, if its quality was Good, with quality Uncertain
 (``0x40000000``, OPC UA's Uncertain without a specific reason); it is counted per edge.
 Refusing such a batch would quarantine the good points beside it because of one wrong
 device clock. Uncertain and Bad points keep their code: it says more than the flag.
+
+**Derived points.** An optional ``derive`` step (the server's calculated tags, see
+:mod:`shopfloor.server.analytics.calc`) adds the points a checked batch gives to that
+batch before it is published and stored: they share its commit and its ledger entry, so
+they are stored exactly when the batch is, and published once with it.
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ class IngestStats:
         duplicates: batches from edges that were stored before and not again.
         future_points: points stored Uncertain for a time too far ahead.
         busy_refusals: requests answered "busy, retry later".
+        derived_points: calculated points added to accepted batches (not in
+            ``points_accepted``).
     """
 
     batches: int
@@ -97,6 +104,7 @@ class IngestStats:
     duplicates: int = 0
     future_points: int = 0
     busy_refusals: int = 0
+    derived_points: int = 0
 
 
 class Ingestor:
@@ -113,6 +121,8 @@ class Ingestor:
         retry_after_s: what that answer tells them to wait.
         edges: the registry of remote edges (a new one if not given).
         clock: the wall clock in UTC nanoseconds (injected so tests control "now").
+        derive: the points a checked batch gives (calculated tags), stored and published
+            with it; called once per stored batch, in arrival order.
     """
 
     def __init__(
@@ -125,6 +135,7 @@ class Ingestor:
         retry_after_s: float = 1.0,
         edges: EdgeRegistry | None = None,
         clock: Callable[[], int] = now_ns,
+        derive: Callable[[PointBatch], PointBatch] | None = None,
     ) -> None:
         if max_pending_points <= 0 or retry_after_s <= 0:
             raise ValueError("max_pending_points and retry_after_s must be > 0")
@@ -135,6 +146,8 @@ class Ingestor:
         self._max_pending = max_pending_points
         self._retry_after_s = retry_after_s
         self._clock = clock
+        self._derive = derive
+        self._derived = 0
         self.edges = edges if edges is not None else EdgeRegistry(clock=clock)
         self._batches = 0
         self._points = 0
@@ -272,6 +285,12 @@ class Ingestor:
         again; both are harmless, as live consumers take only points newer than they have.
         """
         batch, future = self._flag_future(batch)
+        accepted = len(batch)
+        if self._derive is not None and accepted:
+            derived = self._derive(batch)
+            if len(derived):
+                batch = PointBatch.concat([batch, derived])
+                self._derived += len(derived)
         if len(batch):
             self._live.publish(LiveBatch(batch, historical=historical, edge=edge))
         if stream is not None and seq is not None:
@@ -286,8 +305,8 @@ class Ingestor:
             if edge is not None and _EDGE_ID.match(edge):
                 self.edges.count_future(edge, future, limit_s=self._max_future_s)
         self._batches += 1
-        self._points += len(batch)
-        return IngestResult(accepted=len(batch), future_points=future)
+        self._points += accepted
+        return IngestResult(accepted=accepted, future_points=future)
 
     def stats(self) -> IngestStats:
         """Return the counters; cheap."""
@@ -299,6 +318,7 @@ class Ingestor:
             duplicates=self._duplicates,
             future_points=self._future_points,
             busy_refusals=self._busy,
+            derived_points=self._derived,
         )
 
     @staticmethod

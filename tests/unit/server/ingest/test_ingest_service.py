@@ -13,6 +13,7 @@ import pytest
 from shopfloor.errors import IngestBusy, PayloadError, UnknownTagError
 from shopfloor.model import LiveBatch, PointBatch, Quality
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.calc import Calculation, Calculator
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import service
 from shopfloor.server.ingest.service import Ingestor
@@ -258,3 +259,26 @@ async def test_empty_batch_is_accepted_and_not_published(
 ) -> None:
     assert (await ingestor.ingest(PointBatch.empty(), source="e")).accepted == 0
     assert live.published == 0
+
+
+async def test_derived_points_join_their_batch_published_and_stored_once(
+    historian: DuckDBHistorian, live: Channel[LiveBatch]
+) -> None:
+    calculator = Calculator([Calculation("a/double", "2 * x", {"x": "a/x"})])
+    ingestor = Ingestor(historian, live, clock=lambda: NOW, derive=calculator.derive)
+    batch = PointBatch.from_columns(
+        ["a/x", "a/y"], [0, 1, 0], [NOW - SEC, NOW - SEC, NOW], [1.0, 5.0, 3.0]
+    )
+    async with live.subscribe("test") as sub:
+        result = await ingestor.ingest(batch, source="edge-1", edge="edge-1", seq=1)
+        again = await ingestor.ingest(batch, source="edge-1", edge="edge-1", seq=1)
+        first, second = sub.drain()
+    assert (result.accepted, again.duplicate) == (3, True)  # what the edge sent
+    assert ingestor.stats().points_accepted == 3
+    assert ingestor.stats().derived_points == 4  # 2 per send: the resend derives again
+    published = first.batch
+    doubled = published.value[published.tag_index == published.tags.index("a/double")]
+    assert doubled.tolist() == [2.0, 6.0]
+    assert len(second.batch) == 5
+    table = await historian.read_raw("a/double", 0, NOW + 1)
+    assert table.column("value").to_pylist() == [2.0, 6.0]  # the duplicate stored nothing
