@@ -10,6 +10,7 @@ and raised together, each with the file and line.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from shopfloor.config.assets import (
     TemplateAlarm,
     TemplateFile,
 )
-from shopfloor.config.load import key_line, load_model
+from shopfloor.config.load import key_line
 from shopfloor.errors import ConfigError
 from shopfloor.model import DataType, TagMeta
+from shopfloor.server.assets.files import SUFFIXES, load_file, read_document
 from shopfloor.server.rules.engine import AlarmRule, rule_of
 
 __all__ = ["AssetModel", "Equipment", "build_asset_model", "load_asset_model", "load_templates"]
@@ -128,7 +130,7 @@ def _child(node: dict[str, Any], name: str, level: str) -> dict[str, Any]:
 
 
 def load_templates(folder: Path) -> dict[str, TemplateFile]:
-    """Every ``*.toml`` template in ``folder``, by type.
+    """Every template in ``folder`` (``*.toml``, ``*.yaml``, ``*.yml``), by type.
 
     Raises:
         ConfigError: the folder is missing, a file is invalid, or two files share a type.
@@ -137,9 +139,9 @@ def load_templates(folder: Path) -> dict[str, TemplateFile]:
         raise ConfigError(f"{folder}: the templates folder does not exist")
     out: dict[str, TemplateFile] = {}
     problems: list[str] = []
-    for path in sorted(folder.glob("*.toml")):
+    for path in template_files(folder):
         try:
-            template = load_model(path, TemplateFile)
+            template = load_file(path, TemplateFile)
         except ConfigError as err:
             problems += [f"{path.name}: {p.strip()}" for p in err.problems]
             continue
@@ -158,15 +160,28 @@ def load_asset_model(plant_path: Path, templates_dir: Path) -> AssetModel:
         ConfigError: every problem, with its file and line.
     """
     templates = load_templates(templates_dir)
-    plant = load_model(plant_path, PlantFile)
-    text = plant_path.read_text(encoding="utf-8")
-    return build_asset_model(plant, templates, source=plant_path.name, text=text)
+    plant = load_file(plant_path, PlantFile)
+    document = read_document(plant_path)
+    return build_asset_model(
+        plant, templates, source=plant_path.name, text=document.text, locate=document.locate
+    )
+
+
+def template_files(folder: Path) -> list[Path]:
+    """The template files of ``folder`` (TOML or YAML), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
 
 
 def build_asset_model(
-    plant: PlantFile, templates: dict[str, TemplateFile], *, source: str = "plant", text: str = ""
+    plant: PlantFile,
+    templates: dict[str, TemplateFile],
+    *,
+    source: str = "plant",
+    text: str = "",
+    locate: Callable[[Sequence[str]], int | None] | None = None,
 ) -> AssetModel:
-    """The model of ``plant`` with ``templates``.
+    """The model of ``plant`` with ``templates``; ``locate`` finds a key's line in the
+    plant's ``text`` when it is not TOML.
 
     Raises:
         ConfigError: an unknown template or attribute, or two equipment at one path.
@@ -178,7 +193,8 @@ def build_asset_model(
     paths: set[str] = set()
 
     def problem(i: int, key: str, message: str) -> None:
-        line = key_line(text, ["equipment", str(i), key]) if text else None
+        loc = ["equipment", str(i), key]
+        line = locate(loc) if locate else key_line(text, loc) if text else None
         where = f" (line {line})" if line else ""
         problems.append(f"{source}: equipment.{i}.{key}{where}: {message}")
 
