@@ -1,0 +1,98 @@
+"""Edits of a reviewed plant file touch only what changed: comments, blank lines, dotted
+keys and inline tables stay as written."""
+
+from __future__ import annotations
+
+import tomllib
+
+import tomlkit
+
+from shopfloor.server.assets.editor import merge_patch
+from shopfloor.server.assets.toml_edit import add_row, remove_row, sync_row
+
+PLANT = """\
+# Site 2, reviewed 2026-11-02.
+enterprise = "acme"
+site = "plant-2"
+
+# Cooling water.
+[[equipment]]
+id = "p-01"   # the old one
+template = "pump"
+area = "water"
+line = "cooling"
+cell = "pumps"
+connector = "plc-1"
+bindings.flow = { address = "hr:100", data_type = "int16", scale = 0.1 }
+bindings.state = { address = "hr:101" }
+
+# The spare, installed 2025.
+[[equipment]]
+id = "p-02"
+template = "pump"
+area = "water"
+line = "cooling"
+cell = "pumps"
+attributes = { rated_kw = 7.5 }
+
+# Last one.
+[[equipment]]
+id = "p-03"
+template = "pump"
+area = "water"
+line = "cooling"
+cell = "pumps"
+"""
+
+
+def rows(text: str) -> list[dict[str, object]]:
+    return list(tomllib.loads(text)["equipment"])
+
+
+def test_changing_keys_keeps_comments_dotted_keys_and_inline_style() -> None:
+    doc = tomlkit.parse(PLANT)
+    first = rows(PLANT)[0]
+    wanted = merge_patch(first, {"bindings": {"flow": {"scale": 0.01}, "state": None}})
+    sync_row(doc["equipment"][0], {**wanted, "location": "hall B"})
+    second = rows(PLANT)[1]
+    sync_row(doc["equipment"][1], merge_patch(second, {"attributes": {"rated_kw": 9.0}}))
+    text = doc.as_string()
+    assert 'id = "p-01"   # the old one' in text
+    assert 'bindings.flow = { address = "hr:100", data_type = "int16", scale = 0.01 }' in text
+    assert "bindings.state" not in text
+    assert 'location = "hall B"\n\n# The spare, installed 2025.\n[[equipment]]' in text
+    assert "attributes = { rated_kw = 9.0 }" in text
+    assert rows(text)[0]["location"] == "hall B"
+
+
+def test_removing_a_row_keeps_the_comment_that_introduces_the_next() -> None:
+    for index, gone in ((1, "p-02"), (0, "p-01")):
+        doc = tomlkit.parse(PLANT)
+        remove_row(doc, "equipment", index)
+        text = doc.as_string()
+        assert f'id = "{gone}"' not in text
+        assert "# Last one." in text
+        assert "# Site 2, reviewed 2026-11-02." in text
+        if index == 1:
+            assert "# The spare, installed 2025." in text  # it stays above the row it opened
+        assert len(rows(text)) == 2
+
+
+def test_a_new_row_goes_at_the_end_after_a_blank_line() -> None:
+    doc = tomlkit.parse(PLANT)
+    add_row(
+        doc,
+        "equipment",
+        {
+            "id": "p-04",
+            "template": "pump",
+            "area": "water",
+            "line": "cooling",
+            "cell": "pumps",
+            "attributes": {"rated_kw": 3.0},
+        },
+    )
+    text = doc.as_string()
+    assert text.startswith(PLANT)
+    assert text[len(PLANT) :].startswith('\n[[equipment]]\nid = "p-04"')
+    assert rows(text)[-1]["attributes"] == {"rated_kw": 3.0}
