@@ -5,7 +5,9 @@ same after a restart."""
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -320,3 +322,73 @@ async def test_the_packaged_demo_plant_is_refused_but_exported(tmp_path: Path) -
         assert exported["files"]["plant.toml"] == (DEMO / "plant.toml").read_text()
         (entry,) = await audit(client)
         assert (entry["outcome"], entry["detail"]["status"]) == ("rejected", 409)
+
+
+async def test_concurrent_edits_are_serialised_and_a_move_renames_tags_and_alarms(
+    tmp_path: Path,
+) -> None:
+    plant = copy_demo_plant(tmp_path / "site")
+    async with running(tmp_path / "data", plant) as (server, client):
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/v1/assets/equipment",
+                    json={**PUMP, "id": f"cnc-1{i}", "cell": f"cell-1{i}"},
+                    headers=USER,
+                )
+                for i in range(6)
+            )
+        )
+        assert [a.status_code for a in answers] == [201] * 6
+        assert len({a.json()["version"] for a in answers}) == 6  # one after the other
+        row = (await client.get("/api/v1/assets/equipment/cnc-03")).json()["equipment"]
+        moved = await client.put(
+            "/api/v1/assets/equipment/cnc-03",
+            json={**row, "area": "finishing", "line": "line-9"},
+            headers=USER,
+        )
+        assert moved.status_code == 200, moved.text
+        new = "acme/plant-1/finishing/line-9/cell-3/cnc-03"
+        assert moved.json()["path"] == new
+        assert server.alarms.rule(f"{new}/vibration_rms.H") is not None
+        assert server.alarms.rule(f"{MILL}/vibration_rms.H") is None
+        tags = (await client.get("/api/v1/tags", params={"prefix": new})).json()["tags"]
+        assert len(tags) == 11
+        (entry,) = await audit(client, action="assets.equipment.replace")
+        assert entry["target"] == new
+        assert entry["detail"]["before"]["area"] == "machining"
+
+        # the export is what a restart would load: both formats give the served model
+        for fmt in ("toml", "yaml"):
+            exported = (await client.get("/api/v1/assets/export", params={"format": fmt})).json()
+            out = tmp_path / f"export-{fmt}"
+            for name, text in exported["files"].items():
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                (out / name).write_text(text)
+            assert load_asset_model(out / f"plant.{fmt}", out / "templates") == server.plant.model
+        archive = await client.get("/api/v1/assets/export.zip")
+        assert archive.headers["content-type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as files:
+            assert "plant.toml" in files.namelist()
+            assert files.read("plant.toml").decode() == plant.read_text()
+    assert len(load_asset_model(plant, plant.parent / "templates").equipment) == 16
+
+
+def test_every_write_route_is_audited_or_machine_traffic() -> None:
+    import importlib
+    import pkgutil
+
+    from fastapi.routing import APIRoute
+
+    from shopfloor.server.api import routes
+    from shopfloor.server.api.audit_trail import AUDIT_KEY
+
+    machine = {"/api/v1/ingest", "/api/v1/tags", "/api/v1/edges/{edge_id}/status"}
+    for info in pkgutil.iter_modules(routes.__path__):
+        module = importlib.import_module(f"{routes.__name__}.{info.name}")
+        router = getattr(module, "router", None)
+        for route in [] if router is None else router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            if route.methods & {"POST", "PUT", "PATCH", "DELETE"} and route.path not in machine:
+                assert AUDIT_KEY in (route.openapi_extra or {}), route.path
