@@ -153,7 +153,8 @@ class PlantEditor:
         Raises:
             AssetEditError: no equipment has that id (``not_found``).
         """
-        return self.rows()[self._index(self.rows(), equipment_id)]
+        rows = self.rows()
+        return rows[self._index(rows, equipment_id)]
 
     def path_of(self, equipment_id: str) -> str:
         """The ISA-95 path of an equipment in the model now served ('' if none)."""

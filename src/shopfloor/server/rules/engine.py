@@ -178,14 +178,17 @@ class AlarmEngine:
     def _restore(self, saved: dict[str, AlarmStatus], kept: dict[str, Alarm] | None = None) -> None:
         """Give every rule its alarm in the state ``saved`` holds (normal without one), and
         its condition as it was: no re-alarm on a restart or an edit of the rules."""
+        kept = kept or {}
         alarms = []
         for rule in self.rules:
-            status = saved.get(rule.name)
-            alarm = (kept or {}).get(rule.name) or Alarm(
+            if rule.name in kept:  # its state, pending delays and shelve go on
+                alarms.append(kept[rule.name])
+                continue
+            alarm = Alarm(
                 rule.name,
                 on_delay_ns=int(rule.on_delay_s * 1e9),
                 off_delay_ns=int(rule.off_delay_s * 1e9),
-                status=status,
+                status=saved.get(rule.name),
             )
             alarms.append(alarm)
         for table, positions in (
