@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from shopfloor.cli_assets import export_plant
 from shopfloor.config import ShopfloorConfig
 from shopfloor.server.app import Server
 from shopfloor.server.assets import load_asset_model
@@ -392,3 +393,29 @@ def test_every_write_route_is_audited_or_machine_traffic() -> None:
                 continue
             if route.methods & {"POST", "PUT", "PATCH", "DELETE"} and route.path not in machine:
                 assert AUDIT_KEY in (route.openapi_extra or {}), route.path
+
+
+async def test_a_hand_edited_or_yaml_plant_is_not_overwritten(tmp_path: Path) -> None:
+    plant = copy_demo_plant(tmp_path / "site")
+    async with running(tmp_path / "data", plant) as (_, client):
+        by_hand = plant.read_text().replace('serial = "HA-2021-7781"', 'serial = "HA-NEW"')
+        plant.write_text(by_hand)
+        answer = await client.patch(
+            "/api/v1/assets/equipment/cnc-01", json={"serial": "X"}, headers=USER
+        )
+        assert answer.status_code == 409
+        assert "changed on disk" in answer.json()["error"]["message"]
+        assert plant.read_text() == by_hand
+
+    yaml_dir = tmp_path / "yaml"
+    export_plant(plant, plant.parent / "templates", yaml_dir, fmt="yaml")
+    yaml_plant = yaml_dir / "plant.yaml"
+    async with running(tmp_path / "data-yaml", yaml_plant) as (server, client):
+        assert server.plant is not None
+        assert len(server.plant.model.equipment) == 10
+        answer = await client.delete("/api/v1/assets/equipment/cnc-01", headers=USER)
+        assert answer.status_code == 409
+        assert "YAML" in answer.json()["error"]["message"]
+        files = (await client.get("/api/v1/assets/export")).json()["files"]
+        assert 'id = "cnc-01"' in files["plant.toml"]  # converted to TOML, to edit that
+    assert "cnc-01" in yaml_plant.read_text()

@@ -4,10 +4,12 @@ keys and inline tables stay as written."""
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
+import pytest
 import tomlkit
 
-from shopfloor.server.assets.editor import merge_patch
+from shopfloor.server.assets.editor import atomic_write, merge_patch
 from shopfloor.server.assets.toml_edit import add_row, remove_row, sync_row
 
 PLANT = """\
@@ -96,3 +98,16 @@ def test_a_new_row_goes_at_the_end_after_a_blank_line() -> None:
     assert text.startswith(PLANT)
     assert text[len(PLANT) :].startswith('\n[[equipment]]\nid = "p-04"')
     assert rows(text)[-1]["attributes"] == {"rated_kw": 3.0}
+
+
+def test_the_plant_file_is_replaced_whole_with_its_mode(tmp_path: Path) -> None:
+    plant = tmp_path / "plant.toml"
+    plant.write_text(PLANT)
+    plant.chmod(0o640)
+    atomic_write(plant, PLANT + "# more\n")
+    assert plant.read_text().endswith("# more\n")
+    assert plant.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["plant.toml"]  # no temporary left
+    missing = tmp_path / "gone" / "plant.toml"
+    with pytest.raises(FileNotFoundError):
+        atomic_write(missing, PLANT)
