@@ -67,24 +67,20 @@ def sync_row(table: Table | Container | Any, wanted: dict[str, Any]) -> None:
     current: dict[str, Any] = table.unwrap() if hasattr(table, "unwrap") else dict(table)
     for name in [k for k in current if k not in wanted]:
         del table[name]
-    last = _last_key(table)
     for name, value in wanted.items():
         if name in current and current[name] == value:
-            last = name
             continue
         existing = table.get(name) if name in current else None
         if isinstance(value, dict) and isinstance(getattr(existing, "unwrap", _none)(), dict):
             sync_row(existing, value)  # keep its style: inline, dotted or a sub-table
-            last = name
             continue
         item = _item(value)
-        if name in current:
-            table[name] = item
-        elif isinstance(table, Table) and last is not None:
-            table.value._insert_after(last, name, item)  # before the trailing comments
+        last = _last_key(table)
+        if name not in current and isinstance(table, Table) and last is not None:
+            # after the last key: before the trailing comments and any [sub.table]
+            table.value._insert_after(last, name, item)
         else:
             table[name] = item
-        last = name
 
 
 def _none() -> None:
@@ -102,21 +98,40 @@ def _item(value: Any) -> Item:
 
 
 def _last_key(table: Any) -> str | None:
+    """The key after which a new key of ``table`` goes: its last key written before any
+    sub-table with a header (``[equipment.attributes]``), whose section would otherwise
+    swallow it; dotted keys (``bindings.flow = …``) are keys like any other."""
     container = table.value if isinstance(table, Table) else None
     if not isinstance(container, Container):
         return None
-    keys = [k for k, _ in container.body if k is not None]
-    return None if not keys else str(keys[-1].key)
+    last = None
+    for key, item in container.body:
+        if key is None:
+            continue
+        if _has_header(item):
+            break
+        last = str(key.key)
+    return last
+
+
+def _has_header(item: Item) -> bool:
+    """Whether ``item`` is written as a ``[section]`` (itself or a table under it)."""
+    if not isinstance(item, Table):
+        return False
+    if not item.is_super_table():
+        return True
+    return any(_has_header(child) for key, child in item.value.body if key is not None)
 
 
 def _trailing_trivia(container: Container) -> list[Item]:
-    """The blank lines and comments after a row's last key (they introduce the next row)."""
-    out: list[Item] = []
-    for key, item in reversed(container.body):
-        if key is not None or not isinstance(item, Whitespace | Comment):
-            break
-        out.append(item)
-    out.reverse()
+    """The comments (and blank lines between them) after a row's last key: they introduce
+    the next row. They sit in the row's last sub-table if it ends with one."""
+    last = next((item for key, item in reversed(container.body) if key is not None), None)
+    keyed_last = [i for i, (key, _) in enumerate(container.body) if key is not None]
+    tail = container.body[keyed_last[-1] + 1 :] if keyed_last else container.body
+    if not any(isinstance(item, Comment) for _, item in tail) and isinstance(last, Table):
+        return _trailing_trivia(last.value)
+    out: list[Item] = [item for _, item in tail if isinstance(item, Whitespace | Comment)]
     while out and not isinstance(out[0], Comment):  # the blank line stays with the row above
         out.pop(0)
     return out

@@ -111,3 +111,41 @@ def test_the_plant_file_is_replaced_whole_with_its_mode(tmp_path: Path) -> None:
     missing = tmp_path / "gone" / "plant.toml"
     with pytest.raises(FileNotFoundError):
         atomic_write(missing, PLANT)
+
+
+SECTIONS = """\
+enterprise = "acme"
+site = "plant-2"
+
+[[equipment]]
+id = "p-01"
+template = "pump"
+
+[equipment.attributes]
+rated_kw = 5.0
+
+# The spare.
+[[equipment]]
+id = "p-02"
+template = "pump"
+
+[equipment.bindings.flow]
+address = "hr:1"
+"""
+
+
+def test_rows_written_with_sub_table_sections_get_new_keys_in_the_right_section() -> None:
+    doc = tomlkit.parse(SECTIONS)
+    first, second = rows(SECTIONS)
+    sync_row(doc["equipment"][0], {**first, "location": "x", "attributes": {"rated_kw": 6.0}})
+    bindings = {"flow": {"address": "hr:1"}, "state": {"address": "hr:2"}}
+    sync_row(doc["equipment"][1], {**second, "serial": "y", "bindings": bindings})
+    text = doc.as_string()
+    assert rows(text) == [
+        {**first, "location": "x", "attributes": {"rated_kw": 6.0}},
+        {**second, "serial": "y", "bindings": bindings},
+    ]
+    assert "rated_kw = 6.0\n\n# The spare.\n[[equipment]]" in text
+    doc = tomlkit.parse(SECTIONS)
+    remove_row(doc, "equipment", 0)  # the comment sat in the removed row's last section
+    assert doc.as_string().count("# The spare.") == 1
