@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -50,6 +51,8 @@ __all__ = [
     "export_files",
     "merge_patch",
 ]
+
+logger = logging.getLogger(__name__)
 
 OnChange = Callable[[AssetModel, AssetModel], Awaitable[None]]
 Kind = Literal["invalid", "not_found", "conflict", "stale"]
@@ -219,7 +222,7 @@ class PlantEditor:
                     "invalid", "a plant has at least one equipment: this is the last"
                 )
             remove_row(doc, "equipment", i)
-            return -1, rows[i], None
+            return i, rows[i], None
 
         return await self._edit(change, if_match)
 
@@ -262,9 +265,23 @@ class PlantEditor:
                 "the server to take that change first (an edit now would overwrite it)",
             )
         doc = tomlkit.parse(self._text)
-        index, before, after = change(self.rows(), doc)
+        rows = self.rows()
+        index, before, after = change(rows, doc)
         text = doc.as_string()
         name = self.plant_path.name
+        expected = tomllib.loads(self._text)
+        expected["equipment"] = (
+            [*rows[:index], *([] if after is None else [after]), *rows[index + 1 :]]
+            if before is not None
+            else [*rows, after]
+        )
+        if tomllib.loads(text) != expected:  # the file must say exactly what was asked
+            logger.error("editing %s in place would change more than asked: refused", name)
+            raise AssetEditError(
+                "conflict",
+                f"{name} is laid out in a way this edit cannot be written into without "
+                "changing other keys: make the change by hand and restart",
+            )
         try:
             plant = validate_data(tomllib.loads(text), PlantFile, source=name, text=text)
             model = build_asset_model(plant, self._model.templates, source=name, text=text)
