@@ -7,6 +7,8 @@ validated exactly as a restart would read it (the plant file's model, then
 then written atomically (temporary file, fsync, rename, fsync of the folder) and applied
 live through ``on_change`` (the composition root registers the new tags with the
 historian and hands the new alarm rules to the engine). A refused edit changes nothing.
+As a guard against a layout tomlkit cannot edit in place, the written text must parse to
+exactly the old plant with the one change asked, or the edit is refused.
 
 Edits are serialised by one lock. Each version of the file has a tag (:attr:`version`, a
 hash of its text) that the API sends as its ETag; an edit based on another version is
