@@ -431,13 +431,14 @@ class AssetsSection(_Section):
 
     plant: Path | None = Field(
         None,
-        description="The plant file (ISA-95 equipment from templates); relative to the "
-        "configuration file. None: no asset model (the demo uses its own plant).",
+        description="The plant file (ISA-95 equipment from templates; TOML, or YAML as "
+        "`.yaml`/`.yml`); relative to the configuration file. Edits through the API are "
+        "written back to it. None: no asset model (the demo uses its own plant).",
     )
     templates: Path | None = Field(
         None,
-        description="Folder of equipment templates (`*.toml`); default: `templates` beside "
-        "the plant file.",
+        description="Folder of equipment templates (`*.toml`, `*.yaml`, `*.yml`); default: "
+        "`templates` beside the plant file.",
     )
 
     def relative_to(self, base: Path) -> AssetsSection:

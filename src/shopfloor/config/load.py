@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -120,12 +120,16 @@ def validate_data(
     source: str,
     text: str = "",
     imported: dict[tuple[int, int], tuple[Path, int]] | None = None,
+    locate: Callable[[Sequence[str]], int | None] | None = None,
 ) -> M:
-    """Validate already-parsed settings, raising one ConfigError that names every problem."""
+    """Validate already-parsed settings, raising one ConfigError that names every problem.
+
+    ``locate`` finds a key path's line in a text that is not TOML (a YAML file's).
+    """
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        lines = _KeyLines(text)
+        lines = _KeyLines(text) if locate is None else _Located(locate)
         problems = [_describe(e, lines, imported or {}) for e in err.errors()]
         count = len(problems)
         raise ConfigError(
@@ -250,6 +254,17 @@ class _KeyLines:
                 return self._lines[path]
             path = path[:-1]
         return None
+
+
+class _Located(_KeyLines):
+    """Lines found by a format's own locator (YAML's node marks) instead of TOML's."""
+
+    def __init__(self, locate: Callable[[Sequence[str]], int | None]) -> None:
+        self._locate = locate
+
+    def find(self, loc: Sequence[str]) -> int | None:
+        """Return the line of ``loc`` or of its nearest written parent."""
+        return self._locate(loc)
 
 
 def _unquote(part: str) -> str:

@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -25,11 +26,12 @@ from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
-from shopfloor.server.analytics import Calculator, MetricJob
+from shopfloor.server.analytics import Calculator, Metric, MetricJob
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
 from shopfloor.server.assets import AssetModel, load_asset_model
+from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.historian.postgres import PostgresHistorian
@@ -40,6 +42,7 @@ from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.rules.engine import AlarmEngine, rules_from_config
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
+from shopfloor.server.security import AuditLog
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
@@ -101,8 +104,34 @@ def build_historian(config: ShopfloorConfig) -> Historian:
     )
 
 
+AUDIT_FILE = "audit.sqlite"
+"""The audit log of writes through the API, in ``server.data_dir``."""
+
 DEMO_PLANT = "demo_plant"
 """The packaged demo plant (``plant.toml`` and ``templates/``), simulated by ``shopfloor demo``."""
+
+
+def asset_files(config: ShopfloorConfig) -> tuple[Path, Path, str | None] | None:
+    """The plant file and template folder the server serves, and why they cannot be edited
+    through the API (None: they can): the configured plant; the packaged demo plant when
+    the simulator runs without one (read-only: it is part of the installed package); None
+    without either."""
+    section = config.assets
+    if section.plant is not None:
+        templates = section.templates_dir
+        assert templates is not None  # beside the plant file by default
+        return section.plant, templates, None
+    if config.simulator.enabled:
+        with resources.as_file(resources.files("shopfloor") / DEMO_PLANT) as folder:
+            return folder / "plant.toml", folder / "templates", DEMO_READ_ONLY
+    return None
+
+
+DEMO_READ_ONLY = (
+    "the server runs the packaged demo plant, which is part of the installed software and "
+    "not edited: export it (GET /api/v1/assets/export or `shopfloor assets export --out "
+    "DIR`), set [assets] plant to the exported plant.toml and restart to edit it"
+)
 
 
 def load_assets(config: ShopfloorConfig) -> AssetModel | None:
@@ -112,15 +141,8 @@ def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     Raises:
         ConfigError: the plant file or a template is invalid (file and line named).
     """
-    section = config.assets
-    if section.plant is not None:
-        templates = section.templates_dir
-        assert templates is not None  # beside the plant file by default
-        return load_asset_model(section.plant, templates)
-    if config.simulator.enabled:
-        with resources.as_file(resources.files("shopfloor") / DEMO_PLANT) as folder:
-            return load_asset_model(folder / "plant.toml", folder / "templates")
-    return None
+    files = asset_files(config)
+    return None if files is None else load_asset_model(files[0], files[1])
 
 
 class Server:
@@ -152,11 +174,24 @@ class Server:
             max_pending_points=config.ingest.max_pending_points,
             retry_after_s=config.ingest.retry_after_s,
             edges=EdgeRegistry(max_edges=config.ingest.max_edges),
-            derive=None if self.calculator is None else self.calculator.derive,
+            derive=self._derive,
         )
         metrics = self.assets.metrics if self.assets else ()
         self.metrics = MetricJob(metrics, self.historian, self._ingest_metrics) if metrics else None
         self._metrics_task: asyncio.Task[None] | None = None
+        files = asset_files(config)
+        self.plant = (
+            None
+            if self.assets is None or files is None
+            else PlantEditor(
+                files[0],
+                files[1],
+                self.assets,
+                read_only=files[2],
+                on_change=self._assets_changed,
+            )
+        )
+        self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
         rules = [
             *(self.assets.alarm_rules if self.assets else ()),
             *rules_from_config(config.alarms),
@@ -194,6 +229,8 @@ class Server:
             max_body_bytes=config.ingest.max_body_bytes,
             alarms=self.alarms,
             assets=self.assets,
+            plant=self.plant,
+            audit=self.audit,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -216,8 +253,38 @@ class Server:
         self._started = False
         self._closed = False
 
+    def _derive(self, batch: PointBatch) -> PointBatch:
+        """The calculated points of ``batch`` (the calculator may be replaced by an edit)."""
+        calculator = self.calculator
+        return PointBatch.empty() if calculator is None else calculator.derive(batch)
+
     async def _ingest_metrics(self, batch: PointBatch) -> None:
         await self.ingestor.ingest(batch, source="metrics")
+
+    async def _replace_metrics(self, metrics: Sequence[Metric]) -> None:
+        """Run ``metrics`` from now on instead of the metrics job's current set."""
+        task, self._metrics_task = self._metrics_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.metrics = MetricJob(metrics, self.historian, self._ingest_metrics) if metrics else None
+        if self.metrics is not None and self._started and not self._closed:
+            self._metrics_task = asyncio.create_task(self.metrics.run(), name="server/metrics")
+
+    async def _assets_changed(self, new: AssetModel, old: AssetModel) -> None:
+        """An edit of the plant was accepted: register its new tags with the historian and
+        evaluate its alarm rules (beside those of ``[alarms]``) from now on."""
+        known = set(old.tags)
+        added = [t for t in new.tags if t not in known]
+        if added:
+            await self.historian.register_tags(added)
+        await self.alarms.replace_rules([*new.alarm_rules, *rules_from_config(self.config.alarms)])
+        if new.calculations != old.calculations:
+            # carried inputs start afresh: a calculation waits for its inputs' next values
+            self.calculator = Calculator(new.calculations) if new.calculations else None
+        if new.metrics != old.metrics:
+            await self._replace_metrics(new.metrics)
 
     def _alarm_tag(self, name: str) -> str | None:
         rule = self.alarms.rule(name)
@@ -242,6 +309,7 @@ class Server:
             if metas:
                 await self.historian.register_tags(metas)
         await self.alarms.start()
+        await self.audit.start()
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
@@ -334,6 +402,7 @@ class Server:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.alarms.close()
+        await self.audit.close()
         if self._started:
             await self.historian.close()
 

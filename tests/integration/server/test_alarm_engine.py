@@ -197,3 +197,34 @@ async def test_an_expression_over_two_tags_and_its_restart(
         ]
     finally:
         await again.close()
+
+
+async def test_replacing_the_rules_keeps_standing_alarms_and_stops_removed_ones(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    engine = AlarmEngine(RULES, tmp_path / "alarms.sqlite", clock=clock)
+    await engine.start()
+    t0 = clock.now_ns()
+    try:
+        await engine.process(live([(OIL, t0, 97.0, 0), (LINK, t0, 1.0, Quality.BAD)]))
+        assert engine.state_of("oil.HH") is AlarmState.UNACKNOWLEDGED
+        await engine.acknowledge("plc.bad", user="ada")
+        gas = "acme/p1/press/l1/c1/press-1/gas"
+        await engine.replace_rules([RULES[0], AlarmRule("gas.H", gas, "H", limit=5.0)])
+        # kept: its state (and it needs no new activation); removed: gone; new: normal
+        assert engine.state_of("oil.HH") is AlarmState.UNACKNOWLEDGED
+        assert engine.state_of("plc.bad") is None
+        assert engine.state_of("gas.H") is AlarmState.NORMAL
+        assert [a.rule.name for a in engine.alarms()] == ["oil.HH", "gas.H"]
+        with pytest.raises(UnknownTagError):
+            await engine.acknowledge("plc.bad", user="ada")
+        came = await engine.process(
+            live([(OIL, t0 + S, 98.0, 0), (gas, t0 + S, 6.0, 0), (LINK, t0 + S, 0, 0)])
+        )
+        assert [t.alarm for t in came] == ["gas.H"]  # no re-alarm of the kept HH
+        # a rule that comes back starts where the journal left it (as after a restart)
+        await engine.replace_rules(RULES)
+        assert engine.state_of("plc.bad") is AlarmState.ACKNOWLEDGED
+        assert [e.alarm for e in await engine.journal(alarm="plc.bad")] == ["plc.bad"] * 2
+    finally:
+        await engine.close()

@@ -13,19 +13,23 @@ from fastapi import APIRouter, FastAPI
 
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.api.audit_trail import AuditMiddleware
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
 from shopfloor.server.api.routes import assets as assets_routes
+from shopfloor.server.api.routes import audit as audit_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
 from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.assets import AssetModel
+from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
+from shopfloor.server.security import AuditLog
 from shopfloor.wire import DEFAULT_MAX_BYTES
 
 __all__ = ["create_app"]
@@ -53,7 +57,12 @@ _TAGS_METADATA = [
     {"name": "history", "description": "Many tags' history as one flat table (Grafana)."},
     {"name": "ingest", "description": "Batches of points from edges and scripts."},
     {"name": "edges", "description": "Remote edges: their status, clock skew and delivery."},
-    {"name": "assets", "description": "The plant's ISA-95 asset tree from its templates."},
+    {
+        "name": "assets",
+        "description": "The plant's ISA-95 asset tree from its templates: edits written back "
+        "to the plant file, export as files.",
+    },
+    {"name": "audit", "description": "Every operator and engineering write, accepted or not."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
     {"name": "health", "description": "Liveness and counters."},
 ]
@@ -73,6 +82,8 @@ def create_app(
     clock: Callable[[], int] = now_ns,
     alarms: AlarmEngine | None = None,
     assets: AssetModel | None = None,
+    plant: PlantEditor | None = None,
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -89,7 +100,10 @@ def create_app(
         ws_interval_s: the shortest time between two websocket pushes to one client.
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
         alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
-        assets: the asset model, for ``/api/v1/assets``.
+        assets: the asset model, for ``/api/v1/assets`` (without ``plant``: read-only).
+        plant: the plant's editor, for edits and export under ``/api/v1/assets``.
+        audit: the audit log (started by the caller): every audited write is recorded in
+            it, and ``/api/v1/audit`` reads it.
     """
     app = FastAPI(
         title="shopfloor",
@@ -109,12 +123,17 @@ def create_app(
         clock=clock,
         alarms=alarms,
         assets=assets,
+        plant=plant,
+        audit=audit,
     )
     install_error_handlers(app)
+    if audit is not None:  # outermost: it sees the envelope of every failure
+        app.add_middleware(AuditMiddleware, log=audit)
     for router in (
         health.router,
         alarms_routes.router,
         assets_routes.router,
+        audit_routes.router,
         connectors_routes.router,
         tags.router,
         values.router,

@@ -17,7 +17,9 @@ from shopfloor.server.ingest import Ingestor
 if TYPE_CHECKING:
     from shopfloor.server.api.ws import LiveHub
     from shopfloor.server.assets import AssetModel
+    from shopfloor.server.assets.editor import PlantEditor
     from shopfloor.server.rules.engine import AlarmEngine
+    from shopfloor.server.security import AuditLog
 
 __all__ = ["ApiContext", "Ctx", "get_context"]
 
@@ -37,7 +39,10 @@ class ApiContext:
         max_body_bytes: the largest ingest body accepted.
         clock: the wall clock in UTC nanoseconds ("now" in queries).
         alarms: the alarm engine, if this server runs one.
-        assets: the plant's asset model, if configured.
+        assets: the plant's asset model, if configured, as loaded at start (the edited
+            one is ``plant.model``).
+        plant: the plant's editor (model now served, edits, export), if configured.
+        audit: the audit log of writes, if kept.
     """
 
     historian: Historian
@@ -51,6 +56,8 @@ class ApiContext:
     clock: Callable[[], int]
     alarms: AlarmEngine | None = None
     assets: AssetModel | None = None
+    plant: PlantEditor | None = None
+    audit: AuditLog | None = None
 
 
 def get_context(conn: HTTPConnection) -> ApiContext:

@@ -13,6 +13,7 @@ and raised together, each with the file and line.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ from shopfloor.config.assets import (
     TemplateAlarm,
     TemplateFile,
 )
-from shopfloor.config.load import key_line, load_model
+from shopfloor.config.load import key_line
 from shopfloor.errors import ConfigError
 from shopfloor.model import DataType, TagMeta
 from shopfloor.model.expressions import compile_window_expression
 from shopfloor.server.analytics.calc import Calculation
 from shopfloor.server.analytics.metrics import Metric
+from shopfloor.server.assets.files import SUFFIXES, load_file, read_document
 from shopfloor.server.rules.engine import AlarmRule, rule_of
 
 __all__ = ["AssetModel", "Equipment", "build_asset_model", "load_asset_model", "load_templates"]
@@ -140,7 +142,7 @@ def _child(node: dict[str, Any], name: str, level: str) -> dict[str, Any]:
 
 
 def load_templates(folder: Path) -> dict[str, TemplateFile]:
-    """Every ``*.toml`` template in ``folder``, by type.
+    """Every template in ``folder`` (``*.toml``, ``*.yaml``, ``*.yml``), by type.
 
     Raises:
         ConfigError: the folder is missing, a file is invalid, or two files share a type.
@@ -149,9 +151,9 @@ def load_templates(folder: Path) -> dict[str, TemplateFile]:
         raise ConfigError(f"{folder}: the templates folder does not exist")
     out: dict[str, TemplateFile] = {}
     problems: list[str] = []
-    for path in sorted(folder.glob("*.toml")):
+    for path in template_files(folder):
         try:
-            template = load_model(path, TemplateFile)
+            template = load_file(path, TemplateFile)
         except ConfigError as err:
             problems += [f"{path.name}: {p.strip()}" for p in err.problems]
             continue
@@ -170,15 +172,28 @@ def load_asset_model(plant_path: Path, templates_dir: Path) -> AssetModel:
         ConfigError: every problem, with its file and line.
     """
     templates = load_templates(templates_dir)
-    plant = load_model(plant_path, PlantFile)
-    text = plant_path.read_text(encoding="utf-8")
-    return build_asset_model(plant, templates, source=plant_path.name, text=text)
+    plant = load_file(plant_path, PlantFile)
+    document = read_document(plant_path)
+    return build_asset_model(
+        plant, templates, source=plant_path.name, text=document.text, locate=document.locate
+    )
+
+
+def template_files(folder: Path) -> list[Path]:
+    """The template files of ``folder`` (TOML or YAML), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
 
 
 def build_asset_model(
-    plant: PlantFile, templates: dict[str, TemplateFile], *, source: str = "plant", text: str = ""
+    plant: PlantFile,
+    templates: dict[str, TemplateFile],
+    *,
+    source: str = "plant",
+    text: str = "",
+    locate: Callable[[Sequence[str]], int | None] | None = None,
 ) -> AssetModel:
-    """The model of ``plant`` with ``templates``.
+    """The model of ``plant`` with ``templates``; ``locate`` finds a key's line in the
+    plant's ``text`` when it is not TOML.
 
     Raises:
         ConfigError: an unknown template or attribute, or two equipment at one path.
@@ -192,7 +207,8 @@ def build_asset_model(
     paths: set[str] = set()
 
     def problem(i: int, key: str, message: str) -> None:
-        line = key_line(text, ["equipment", str(i), key]) if text else None
+        loc = ["equipment", str(i), key]
+        line = locate(loc) if locate else key_line(text, loc) if text else None
         where = f" (line {line})" if line else ""
         problems.append(f"{source}: equipment.{i}.{key}{where}: {message}")
 
@@ -202,24 +218,11 @@ def build_asset_model(
             known = ", ".join(sorted(templates)) or "none"
             problem(i, "template", f"no template {entry.template!r} (known: {known})")
             continue
-        unknown = sorted(set(entry.attributes) - set(template.attributes))
-        if unknown:
-            problem(i, "attributes", f"not attributes of {template.type}: {', '.join(unknown)}")
+        mismatch = _mismatch(entry, template)
+        if mismatch is not None:
+            problem(i, *mismatch)
             continue
         attributes = {**template.attributes, **entry.attributes}
-        wrong = _non_numeric(template, attributes)
-        if wrong:
-            problem(i, "attributes", f"read by calculations, so numbers: {', '.join(wrong)}")
-            continue
-        measured = [m.name for m in template.measurements]
-        stray = sorted(set(entry.bindings) - set(measured))
-        unbound = [m for m in measured if m not in entry.bindings]
-        if stray:
-            problem(i, "bindings", f"not measurements of {template.type}: {', '.join(stray)}")
-            continue
-        if entry.connector is not None and unbound:
-            problem(i, "bindings", f"measurements without a binding: {', '.join(unbound)}")
-            continue
         path = "/".join(
             (plant.enterprise, plant.site, entry.area, entry.line, entry.cell, entry.id)
         )
@@ -247,6 +250,24 @@ def build_asset_model(
         calculations=tuple(calculations),
         metrics=tuple(metrics),
     )
+
+
+def _mismatch(entry: EquipmentEntry, template: TemplateFile) -> tuple[str, str] | None:
+    """The first way ``entry`` does not fit its template, as (key, message); None if it fits."""
+    unknown = sorted(set(entry.attributes) - set(template.attributes))
+    if unknown:
+        return "attributes", f"not attributes of {template.type}: {', '.join(unknown)}"
+    wrong = _non_numeric(template, {**template.attributes, **entry.attributes})
+    if wrong:
+        return "attributes", f"read by calculations, so numbers: {', '.join(wrong)}"
+    measured = [m.name for m in template.measurements]
+    stray = sorted(set(entry.bindings) - set(measured))
+    if stray:
+        return "bindings", f"not measurements of {template.type}: {', '.join(stray)}"
+    unbound = [m for m in measured if m not in entry.bindings]
+    if entry.connector is not None and unbound:
+        return "bindings", f"measurements without a binding: {', '.join(unbound)}"
+    return None
 
 
 def _equipment(entry: EquipmentEntry, template: TemplateFile, path: str) -> Equipment:

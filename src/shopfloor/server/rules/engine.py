@@ -115,15 +115,31 @@ class AlarmEngine:
         clock: Clock | None = None,
         tick_s: float = 1.0,
     ) -> None:
+        self._clock = clock or SystemClock()
+        self._tick_s = tick_s
+        self._journal_path = journal_path
+        self._journal: AlarmJournal | None = None
+        self._compile(rules)
+        self._alarms: list[Alarm] = []
+        self._view: tuple[tuple[AlarmRule, ...], dict[str, int], tuple[Alarm, ...]] = (
+            self.rules,
+            self._index,
+            (),
+        )
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="alarm-engine")
+        self.events: Channel[Transition] = Channel("alarm-events", maxsize=4096)
+        """Every journaled transition, in order."""
+        self.batches = 0
+        self.historical_skipped = 0
+        self._closed = False
+
+    def _compile(self, rules: Sequence[AlarmRule]) -> None:
+        """Set the rules and the condition tables evaluating them (no alarm states)."""
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
             raise ValueError("alarm names must be unique")
         self.rules = tuple(rules)
         self._index = {r.name: i for i, r in enumerate(self.rules)}
-        self._clock = clock or SystemClock()
-        self._tick_s = tick_s
-        self._journal_path = journal_path
-        self._journal: AlarmJournal | None = None
         watched = [
             t for r in rules for t in (r.tag, r.setpoint, *dict(r.inputs).values()) if t is not None
         ]
@@ -149,13 +165,6 @@ class AlarmEngine:
                 for i in self._combined
             ]
         )
-        self._alarms: list[Alarm] = []
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="alarm-engine")
-        self.events: Channel[Transition] = Channel("alarm-events", maxsize=4096)
-        """Every journaled transition, in order."""
-        self.batches = 0
-        self.historical_skipped = 0
-        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -164,26 +173,63 @@ class AlarmEngine:
 
     def _open(self) -> None:
         self._journal = AlarmJournal(self._journal_path)
-        saved = self._journal.statuses()
-        self._alarms = []
+        self._restore(self._journal.statuses())
+
+    def _restore(self, saved: dict[str, AlarmStatus], kept: dict[str, Alarm] | None = None) -> None:
+        """Give every rule its alarm in the state ``saved`` holds (normal without one), and
+        its condition as it was: no re-alarm on a restart or an edit of the rules."""
+        kept = kept or {}
+        alarms = []
         for rule in self.rules:
-            status = saved.get(rule.name)
+            if rule.name in kept:  # its state, pending delays and shelve go on
+                alarms.append(kept[rule.name])
+                continue
             alarm = Alarm(
                 rule.name,
                 on_delay_ns=int(rule.on_delay_s * 1e9),
                 off_delay_ns=int(rule.off_delay_s * 1e9),
-                status=status,
+                status=saved.get(rule.name),
             )
-            self._alarms.append(alarm)
+            alarms.append(alarm)
         for table, positions in (
             (self._conditions, self._plain),
             (self._expressions, self._combined),
         ):
             for k, i in enumerate(positions.tolist()):
                 status = saved.get(self.rules[i].name)
-                if status is not None:  # the condition as it was: no re-alarm on restart
+                if status is not None:
                     table.active[k] = status.condition
                     table.seen[k] = status.seen_ns
+        self._alarms = alarms
+        # What the event loop reads (alarms(), rule(), state_of()), swapped in one store so
+        # a reader never pairs the new rules with the old alarms.
+        self._view = (self.rules, self._index, tuple(alarms))
+
+    async def replace_rules(self, rules: Sequence[AlarmRule]) -> None:
+        """Evaluate ``rules`` from now on (the asset model was edited).
+
+        An alarm whose rule stays (same name and definition) keeps its state, delays and
+        shelve; a new one starts where the journal last left an alarm of that name (as after
+        a restart); an alarm whose rule is gone stops, its journal history is kept. Runs on
+        the engine's thread, between two batches.
+
+        Raises:
+            ValueError: two rules share a name.
+        """
+        await self._run(lambda: self._replace(rules))
+
+    def _replace(self, rules: Sequence[AlarmRule]) -> None:
+        wanted = set(rules)
+        kept = {
+            rule.name: alarm
+            for rule, alarm in zip(self.rules, self._alarms, strict=True)
+            if rule in wanted
+        }
+        saved = self._opened().statuses()
+        saved.update({name: alarm.status for name, alarm in kept.items()})
+        self._compile(rules)
+        self._restore(saved, kept)
+        logger.info("alarm rules replaced: %d rules, %d kept", len(self.rules), len(kept))
 
     async def close(self) -> None:
         """Finish the work queued and close the journal. Idempotent."""
@@ -295,11 +341,10 @@ class AlarmEngine:
         *,
         allow_none: bool = False,
     ) -> Transition | None:
-        i = self._index.get(name)
-        if i is None:
+        if name not in self._view[1]:
             raise UnknownTagError(f"no alarm named {name!r}")
         now = self._clock.now_ns()
-        done = await self._run(lambda: self._journaled(action(self._alarms[i], now)))
+        done = await self._run(lambda: self._journaled(action(self._alarm_named(name), now)))
         if not done:
             if allow_none:
                 return None
@@ -310,7 +355,8 @@ class AlarmEngine:
     def alarms(self, *, active_only: bool = False) -> list[ActiveAlarm]:
         """Every alarm (or only those not normal) with its status and last value."""
         out = []
-        for rule, alarm in zip(self.rules, self._alarms, strict=True):
+        rules, _, alarms = self._view
+        for rule, alarm in zip(rules, alarms, strict=True):
             if active_only and alarm.state is AlarmState.NORMAL:
                 continue
             out.append(ActiveAlarm(rule, alarm.status))
@@ -318,8 +364,9 @@ class AlarmEngine:
 
     def rule(self, name: str) -> AlarmRule | None:
         """The rule of an alarm, by name."""
-        i = self._index.get(name)
-        return None if i is None else self.rules[i]
+        rules, index, _ = self._view
+        i = index.get(name)
+        return None if i is None else rules[i]
 
     async def journal(
         self,
@@ -360,10 +407,18 @@ class AlarmEngine:
 
     def state_of(self, name: str) -> AlarmState | None:
         """The state an alarm shows now (None: no such alarm)."""
-        i = self._index.get(name)
-        return None if i is None else self._alarms[i].state
+        _, index, alarms = self._view
+        i = index.get(name)
+        return None if i is None or i >= len(alarms) else alarms[i].state
 
     # ------------------------------------------------------------------ helpers
+    def _alarm_named(self, name: str) -> Alarm:
+        """On the worker: the alarm called ``name`` now (its rule may have gone meanwhile)."""
+        i = self._index.get(name)
+        if i is None:
+            raise UnknownTagError(f"no alarm named {name!r}")
+        return self._alarms[i]
+
     def _journaled(self, transitions: list[Transition]) -> list[Transition]:
         """Journal (on disk), then publish; on the worker thread."""
         if transitions:

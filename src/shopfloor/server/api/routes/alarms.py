@@ -5,16 +5,19 @@
 acknowledges, shelves, unshelves, comments on, or takes out of (returns to) service one
 alarm. Every action is journaled with its user and comment before it is answered.
 
-Until users and roles exist, the acting user is named in the request body.
+Until users and roles exist, the acting user is named in the request body (see
+:mod:`shopfloor.server.security.actor`). Every action is also audited, refused ones too
+(:mod:`shopfloor.server.api.audit_trail`).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from shopfloor.server.api.audit_trail import audited, note
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
@@ -22,6 +25,7 @@ from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
 from shopfloor.server.rules.alarms import AlarmState, Transition
 from shopfloor.server.rules.engine import ActiveAlarm, AlarmEngine
 from shopfloor.server.rules.journal import JournalEntry
+from shopfloor.server.security import acting_user
 
 __all__ = ["router"]
 
@@ -102,6 +106,18 @@ def _engine(ctx: ApiContext) -> AlarmEngine:
     if ctx.alarms is None:
         raise ApiError(404, "not_found", None, "this server runs no alarm engine")
     return ctx.alarms
+
+
+def _user(request: Request, body: _Action) -> str:
+    """The acting user (the one place: :func:`~shopfloor.server.security.acting_user`)."""
+    return acting_user(request.headers, body.user) or body.user
+
+
+def _done(request: Request, body: _Action, done: Transition | None, **detail: object) -> None:
+    """Tell the audit which alarm was acted on and how."""
+    if done is not None:
+        detail.update(event=done.event.value, before=done.before, after=done.after)
+    note(request, target=body.alarm, detail={"comment": body.comment, **detail})
 
 
 def _alarm_out(a: ActiveAlarm) -> AlarmOut:
@@ -267,54 +283,82 @@ async def kpis(
 
 
 @router.post(
-    "/acknowledge", summary="Acknowledge an alarm", response_model=TransitionOut, responses=_ERRORS
+    "/acknowledge",
+    openapi_extra=audited("alarm.acknowledge"),
+    summary="Acknowledge an alarm",
+    response_model=TransitionOut,
+    responses=_ERRORS,
 )
-async def acknowledge(ctx: Ctx, body: AcknowledgeIn) -> TransitionOut:
+async def acknowledge(ctx: Ctx, request: Request, body: AcknowledgeIn) -> TransitionOut:
     """Unacknowledged → acknowledged, returned unacknowledged → normal."""
-    done = await _engine(ctx).acknowledge(body.alarm, user=body.user, comment=body.comment)
+    user = _user(request, body)
+    done = await _engine(ctx).acknowledge(body.alarm, user=user, comment=body.comment)
+    _done(request, body, done)
     return _transition_out(done)
 
 
-@router.post("/shelve", summary="Shelve an alarm", response_model=TransitionOut, responses=_ERRORS)
-async def shelve(ctx: Ctx, body: ShelveIn) -> TransitionOut:
+@router.post(
+    "/shelve",
+    openapi_extra=audited("alarm.shelve"),
+    summary="Shelve an alarm",
+    response_model=TransitionOut,
+    responses=_ERRORS,
+)
+async def shelve(ctx: Ctx, request: Request, body: ShelveIn) -> TransitionOut:
     """Hide an alarm for ``duration``; it comes back by itself, unacknowledged if it stands."""
     length = parse_duration(body.duration, field="duration")
     if not 0 < length <= _MAX_SHELVE_NS:
         raise ApiError(422, "invalid_parameter", "duration", "a shelve lasts up to 24 hours")
     engine = _engine(ctx)
     until = ctx.clock() + length
-    done = await engine.shelve(body.alarm, until_ns=until, user=body.user, comment=body.comment)
+    done = await engine.shelve(
+        body.alarm, until_ns=until, user=_user(request, body), comment=body.comment
+    )
+    _done(request, body, done, duration=body.duration)
     return _transition_out(done)
 
 
 @router.post(
-    "/unshelve", summary="End a shelve now", response_model=TransitionOut, responses=_ERRORS
+    "/unshelve",
+    openapi_extra=audited("alarm.unshelve"),
+    summary="End a shelve now",
+    response_model=TransitionOut,
+    responses=_ERRORS,
 )
-async def unshelve(ctx: Ctx, body: AcknowledgeIn) -> TransitionOut:
+async def unshelve(ctx: Ctx, request: Request, body: AcknowledgeIn) -> TransitionOut:
     """The alarm is shown again, unacknowledged if its condition stands."""
-    done = await _engine(ctx).unshelve(body.alarm, user=body.user, comment=body.comment)
+    user = _user(request, body)
+    done = await _engine(ctx).unshelve(body.alarm, user=user, comment=body.comment)
+    _done(request, body, done)
     return _transition_out(done)
 
 
 @router.post(
-    "/comment", summary="Comment on an alarm", response_model=TransitionOut, responses=_ERRORS
+    "/comment",
+    openapi_extra=audited("alarm.comment"),
+    summary="Comment on an alarm",
+    response_model=TransitionOut,
+    responses=_ERRORS,
 )
-async def comment(ctx: Ctx, body: CommentIn) -> TransitionOut:
+async def comment(ctx: Ctx, request: Request, body: CommentIn) -> TransitionOut:
     """A note in the journal; the state does not change."""
-    done = await _engine(ctx).comment(body.alarm, user=body.user, comment=body.comment)
+    done = await _engine(ctx).comment(body.alarm, user=_user(request, body), comment=body.comment)
+    _done(request, body, done)
     return _transition_out(done)
 
 
 @router.post(
     "/service",
+    openapi_extra=audited("alarm.service"),
     summary="Take an alarm out of service or return it",
     response_model=TransitionOut | None,
     responses=_ERRORS,
 )
-async def service(ctx: Ctx, body: ServiceIn) -> TransitionOut | None:
+async def service(ctx: Ctx, request: Request, body: ServiceIn) -> TransitionOut | None:
     """Out of service (maintenance) hides the alarm until it is returned; null when the
     alarm already was where asked."""
     done = await _engine(ctx).set_in_service(
-        body.alarm, in_service=body.in_service, user=body.user, comment=body.comment
+        body.alarm, in_service=body.in_service, user=_user(request, body), comment=body.comment
     )
+    _done(request, body, done, in_service=body.in_service)
     return None if done is None else _transition_out(done)

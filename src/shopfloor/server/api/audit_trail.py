@@ -1,0 +1,165 @@
+"""Every audited write leaves exactly one entry in the audit log, accepted or not.
+
+A route is audited when it is declared with ``openapi_extra=audited("alarm.acknowledge")``
+(the action name also shows in the OpenAPI document). :class:`AuditMiddleware` wraps
+every write request (``POST``, ``PUT``, ``PATCH``, ``DELETE``) and, once routing has
+named the route, holds an audited route's answer until its entry is written, so the
+entry is written however the request ends: done (``ok``); refused by the route, by
+body validation before the route ran, or as malformed JSON (``rejected``, with the error
+envelope and what was sent); or failed by a bug (``error``).
+It is written before the answer leaves: a client that was told "done" can rely on the
+entry being on disk.
+
+The route adds what only it knows with :func:`note`: the target's canonical name (an
+equipment's ISA-95 path, an alarm's name) and the detail (an edit's before and after).
+Without a note (the route never ran) the target is taken from the request: the ``alarm``
+or ``id`` field of the body, or the path's id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shopfloor.server.api.errors import error_response
+from shopfloor.server.security import AuditError, AuditLog, Outcome, acting_user
+
+__all__ = ["AUDIT_KEY", "AuditMiddleware", "audited", "note"]
+
+logger = logging.getLogger(__name__)
+
+AUDIT_KEY = "x-audit-action"
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_KEEP_BODY = 64 * 1024
+"""The most of a request body kept for the entry of a rejected write."""
+_STATE_KEY = "audit_note"
+UNNAMED = "(unnamed)"
+
+
+def audited(action: str) -> dict[str, Any]:
+    """``openapi_extra`` of a route whose every call is audited as ``action``."""
+    return {AUDIT_KEY: action}
+
+
+@dataclass(slots=True)
+class _Note:
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def note(request: Request, *, target: str, detail: dict[str, Any] | None = None) -> None:
+    """Tell the audit what a route acts on and how (called by audited routes)."""
+    setattr(request.state, _STATE_KEY, _Note(target, dict(detail or {})))
+
+
+class AuditMiddleware:
+    """Audit each call of an audited route in ``log`` (pure ASGI, outermost middleware)."""
+
+    def __init__(self, app: ASGIApp, log: AuditLog) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in _WRITES:
+            await self.app(scope, receive, send)
+            return
+        sent = bytearray()  # kept for the entry of a rejected write
+
+        async def receive_copy() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(sent) < _KEEP_BODY:
+                sent.extend(message.get("body", b"")[: _KEEP_BODY - len(sent)])
+            return message
+
+        # The route is known once routing is done, so at the answer's first message: an
+        # audited route's answer (a small envelope) is held until its entry is on disk.
+        action: str | None = None
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            nonlocal action
+            if message["type"] == "http.response.start":
+                action = _action_of(scope)
+            if action is None:
+                await send(message)
+            else:
+                held.append(message)
+
+        try:
+            await self.app(scope, receive_copy, hold)
+        except Exception:
+            action = action or _action_of(scope)
+            if action is not None:
+                await self._record(scope, action, bytes(sent), 500, b"")
+            raise
+        if action is None:
+            return
+        start = next((m for m in held if m["type"] == "http.response.start"), None)
+        status = 500 if start is None else int(start["status"])
+        answer = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
+        try:
+            await self._record(scope, action, bytes(sent), status, answer)
+        except AuditError:
+            logger.exception("%s was answered %d but could not be audited", action, status)
+            response = error_response(
+                500, "internal_error", None, "the audit log cannot be written: see the server log"
+            )
+            await response(scope, receive, send)
+            return
+        for message in held:
+            await send(message)
+
+    async def _record(
+        self, scope: Scope, action: str, sent: bytes, status: int, answer: bytes
+    ) -> None:
+        body = _json(sent)
+        fields = body if isinstance(body, dict) else {}
+        outcome = (
+            Outcome.OK if status < 400 else Outcome.REJECTED if status < 500 else Outcome.ERROR
+        )
+        state = scope.get("state") or {}
+        found = state.get(_STATE_KEY)
+        if isinstance(found, _Note):
+            target, detail = found.target, dict(found.detail)
+        else:
+            params = scope.get("path_params") or {}
+            named = fields.get("alarm") or fields.get("id") or next(iter(params.values()), "")
+            target = named if isinstance(named, str) else ""
+            detail = {} if outcome is Outcome.OK or body is None else {"request": body}
+        detail["status"] = status
+        if outcome is not Outcome.OK:
+            error = _json(answer)
+            if isinstance(error, dict) and "error" in error:
+                detail["error"] = error["error"]
+        client = scope.get("client")
+        await self.log.record(
+            user=acting_user(Headers(scope=scope), fields.get("user")) or UNNAMED,
+            action=action,
+            target=target,
+            outcome=outcome,
+            client=client[0] if client else "",
+            detail=detail,
+        )
+
+
+def _action_of(scope: Scope) -> str | None:
+    """The audit action of the route that answered (None: not audited, or no route)."""
+    route = scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    action = extra.get(AUDIT_KEY)
+    return action if isinstance(action, str) else None
+
+
+def _json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw[:2000].decode("utf-8", "replace")

@@ -1,0 +1,84 @@
+"""The audit log: ``GET /api/v1/audit``, every audited write in order, filtered."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from shopfloor.server.api.context import Ctx
+from shopfloor.server.api.errors import ApiError
+from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.timeparse import format_ns, parse_time
+from shopfloor.server.security import AuditEntry, Outcome
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+
+class AuditEntryOut(BaseModel):
+    """One audited write."""
+
+    seq: int = Field(description="Order of writing; page with `after_seq`.")
+    time: str = Field(description="When (ISO 8601, UTC).")
+    user: str = Field(description="Who (as the request named them until users exist).")
+    action: str = Field(description="`alarm.acknowledge`, `assets.equipment.update`, …")
+    target: str = Field(description="What: an alarm's name, an equipment's ISA-95 path.")
+    outcome: Outcome = Field(description="ok, rejected (4xx) or error (5xx).")
+    client: str = Field(description="The client's address as the server saw it.")
+    detail: dict[str, Any] = Field(
+        description="Before and after of an edit, an action's comment, a rejection's error "
+        "and what was sent, the HTTP status."
+    )
+
+
+def _out(e: AuditEntry) -> AuditEntryOut:
+    return AuditEntryOut(
+        seq=e.seq,
+        time=format_ns(e.ts_ns),
+        user=e.user,
+        action=e.action,
+        target=e.target,
+        outcome=e.outcome,
+        client=e.client,
+        detail=dict(e.detail),
+    )
+
+
+@router.get(
+    "/audit",
+    summary="The audit log",
+    response_model=list[AuditEntryOut],
+    responses={404: {"model": ErrorEnvelope}, 422: {"model": ErrorEnvelope}},
+)
+async def audit_log(
+    ctx: Ctx,
+    *,
+    since: Annotated[str | None, Query(description="From this time (ISO 8601, `-8h`).")] = None,
+    until: Annotated[str | None, Query(description="Before this time.")] = None,
+    user: Annotated[str | None, Query(description="Only this user's writes.")] = None,
+    action: Annotated[str | None, Query(description="Only this action.")] = None,
+    target: Annotated[
+        str | None, Query(description="Only targets starting with this (an area's path).")
+    ] = None,
+    outcome: Annotated[Outcome | None, Query(description="Only this outcome.")] = None,
+    after_seq: Annotated[int, Query(ge=0, description="Only entries after this seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="The most entries.")] = 1000,
+) -> list[AuditEntryOut]:
+    """Entries in order of writing, oldest first; page with ``after_seq``."""
+    if ctx.audit is None:
+        raise ApiError(404, "not_found", None, "this server keeps no audit log")
+    now = ctx.clock()
+    entries = await ctx.audit.entries(
+        since_ns=None if since is None else parse_time(since, now_ns=now, field="since"),
+        until_ns=None if until is None else parse_time(until, now_ns=now, field="until"),
+        user=user,
+        action=action,
+        target_prefix=target,
+        outcome=outcome,
+        after_seq=after_seq,
+        limit=limit,
+    )
+    return [_out(e) for e in entries]

@@ -1,0 +1,251 @@
+"""The audit log: who changed what, when, from where, and whether it was accepted.
+
+Every write an operator or engineer makes through the API (alarm actions, edits of the
+asset model) is one row, accepted or rejected: time (UTC nanoseconds), user, action,
+target, detail (JSON: the before and after of an edit, the comment of an alarm action,
+the error of a rejected request), client address and outcome.
+
+One SQLite file in WAL mode with ``synchronous=FULL``, like the alarm journal: an entry
+is on disk when :meth:`AuditLog.record` returns, which is before the request is answered.
+The file is append-only by construction: triggers abort every ``UPDATE`` and ``DELETE``,
+so a bug (or a hand with the ``sqlite3`` shell that does not drop the triggers first)
+cannot quietly rewrite history.
+
+SQLite runs on one worker thread behind the async methods, so the event loop never
+waits on a disk flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shopfloor.errors import ShopfloorError
+from shopfloor.model import now_ns
+
+__all__ = ["AuditEntry", "AuditError", "AuditLog", "AuditStore", "Outcome"]
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS audit ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, ts_ns INTEGER NOT NULL, user TEXT NOT NULL,"
+    " action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL,"
+    " client TEXT NOT NULL, outcome TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ns)",
+    "CREATE INDEX IF NOT EXISTS audit_target ON audit (target)",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+)
+_COLUMNS = "seq, ts_ns, user, action, target, detail, client, outcome"
+
+
+class AuditError(ShopfloorError):
+    """The audit log cannot be written or read (disk full, damaged file)."""
+
+
+class Outcome(StrEnum):
+    """How a write ended."""
+
+    OK = "ok"
+    """Accepted and done."""
+    REJECTED = "rejected"
+    """Refused: invalid, conflicting, unknown target, stale version (a 4xx answer)."""
+    ERROR = "error"
+    """The server failed while doing it (a 5xx answer); it may be half done."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audited write. ``seq`` orders the log (timestamps may tie); it is 0 before
+    the entry is stored."""
+
+    ts_ns: int
+    user: str
+    action: str
+    target: str
+    outcome: Outcome
+    client: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+
+class AuditStore:
+    """The audit file at ``path`` (created with its folder). Blocking: one thread only.
+
+    Raises:
+        AuditError: the file cannot be opened or created.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=FULL")
+            for statement in _SCHEMA:
+                self._con.execute(statement)
+        except (OSError, sqlite3.Error) as err:
+            raise AuditError(f"audit log {path}: {err}") from err
+
+    def close(self) -> None:
+        """Close the file."""
+        self._con.close()
+
+    def append(self, entry: AuditEntry) -> int:
+        """Store ``entry``; its sequence number.
+
+        Raises:
+            AuditError: nothing was stored.
+        """
+        detail = json.dumps(dict(entry.detail), ensure_ascii=False, default=str)
+        try:
+            cursor = self._con.execute(
+                "INSERT INTO audit (ts_ns, user, action, target, detail, client, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.ts_ns,
+                    entry.user,
+                    entry.action,
+                    entry.target,
+                    detail,
+                    entry.client,
+                    entry.outcome.value,
+                ),
+            )
+        except sqlite3.Error as err:
+            raise AuditError(f"audit log {self.path}: cannot append: {err}") from err
+        return int(cursor.lastrowid or 0)
+
+    def entries(
+        self,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        user: str | None = None,
+        action: str | None = None,
+        target_prefix: str | None = None,
+        outcome: Outcome | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        """Entries in order of writing, in ``[since, until)``, filtered by the rest."""
+        where = ["seq > ?"]
+        params: list[object] = [after_seq]
+        for column, op, value in (
+            ("ts_ns", ">=", since_ns),
+            ("ts_ns", "<", until_ns),
+            ("user", "=", user),
+            ("action", "=", action),
+            ("outcome", "=", None if outcome is None else outcome.value),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                params.append(value)
+        if target_prefix:
+            # substr instead of LIKE: a prefix may hold % and _ (alarm names do).
+            where.append("substr(target, 1, ?) = ?")
+            params += [len(target_prefix), target_prefix]
+        sql = f"SELECT {_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        try:
+            rows = self._con.execute(sql, (*params, limit)).fetchall()
+        except sqlite3.Error as err:
+            raise AuditError(f"audit log {self.path}: cannot read: {err}") from err
+        return [
+            AuditEntry(
+                seq=r[0],
+                ts_ns=r[1],
+                user=r[2],
+                action=r[3],
+                target=r[4],
+                detail=json.loads(r[5]),
+                client=r[6],
+                outcome=Outcome(r[7]),
+            )
+            for r in rows
+        ]
+
+
+class AuditLog:
+    """The async façade of :class:`AuditStore`: ``await start()``, ``await record(...)``,
+    ``await entries(...)``, ``await close()``.
+
+    Args:
+        path: the SQLite file (``audit.sqlite`` in the server's data folder).
+        clock: wall time in UTC nanoseconds, stamped on each entry.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], int] = now_ns) -> None:
+        self.path = path
+        self._clock = clock
+        self._store: AuditStore | None = None
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="audit-log")
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open (or create) the file.
+
+        Raises:
+            AuditError: it cannot be opened.
+        """
+        self._store = await self._run(lambda: AuditStore(self.path))
+
+    async def close(self) -> None:
+        """Close the file and stop the worker. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        store, self._store = self._store, None
+        if store is not None:
+            await self._run(store.close)
+        self._worker.shutdown(wait=True)
+
+    async def record(
+        self,
+        *,
+        user: str,
+        action: str,
+        target: str,
+        outcome: Outcome,
+        client: str = "",
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        """Store one entry stamped now, durably; the entry with its ``seq``.
+
+        Raises:
+            AuditError: it could not be stored (the caller must not claim success).
+        """
+        entry = AuditEntry(
+            ts_ns=self._clock(),
+            user=user,
+            action=action,
+            target=target,
+            outcome=outcome,
+            client=client,
+            detail=dict(detail or {}),
+        )
+        seq = await self._run(lambda: self._opened().append(entry))
+        return dataclasses.replace(entry, seq=seq)
+
+    async def entries(self, **filters: Any) -> list[AuditEntry]:
+        """Entries in order of writing (the filters of :meth:`AuditStore.entries`)."""
+        return await self._run(lambda: self._opened().entries(**filters))
+
+    def _opened(self) -> AuditStore:
+        if self._store is None:
+            raise AuditError(f"audit log {self.path}: not open")
+        return self._store
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
