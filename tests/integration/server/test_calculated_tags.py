@@ -210,3 +210,38 @@ async def test_a_metric_is_written_for_each_window_after_it_closes(tmp_path: Pat
         assert await series_values(client, f"{M}/avg_p") == [
             14.0
         ]  # one point: windows without data give none
+
+
+async def test_a_machine_added_through_the_api_is_calculated_from_its_next_batch(
+    tmp_path: Path,
+) -> None:
+    new = "acme/plant-9/utilities/main/incomer/meter-2"
+    n = 5
+    ts = now_ns() - 60 * S + np.arange(n) * S
+    p, q = np.full(n, 6.0), np.full(n, 8.0)  # a power factor of 0.6
+    batch = PointBatch.from_columns(
+        [f"{new}/p", f"{new}/q"], np.r_[np.zeros(n), np.ones(n)], np.r_[ts, ts], np.r_[p, q]
+    )
+    async with running(tmp_path) as (server, client):
+        added = await client.post(
+            "/api/v1/assets/equipment",
+            json={
+                "id": "meter-2",
+                "template": "meter",
+                "area": "utilities",
+                "line": "main",
+                "cell": "incomer",
+            },
+            headers={"X-Shopfloor-User": "ada"},
+        )
+        assert added.status_code == 201, added.text
+        response = await client.post(
+            "/api/v1/ingest",
+            content=encode_arrow(batch, edge="edge-2", seq=1),
+            headers={"content-type": ARROW_MEDIA_TYPE},
+        )
+        assert response.status_code == 200, response.text
+        await server.historian.flush()
+        pf = await server.historian.read_raw(f"{new}/pf", 0, 2**62)
+        np.testing.assert_allclose(pf.column("value").to_numpy(zero_copy_only=False), [0.6] * n)
+        assert server.metrics is not None and len(server.metrics) == 4  # two per meter
