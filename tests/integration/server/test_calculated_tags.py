@@ -244,4 +244,5 @@ async def test_a_machine_added_through_the_api_is_calculated_from_its_next_batch
         await server.historian.flush()
         pf = await server.historian.read_raw(f"{new}/pf", 0, 2**62)
         np.testing.assert_allclose(pf.column("value").to_numpy(zero_copy_only=False), [0.6] * n)
-        assert server.metrics is not None and len(server.metrics) == 4  # two per meter
+        assert server.metrics is not None
+        assert len(server.metrics) == 4  # two per meter
