@@ -9,7 +9,12 @@ One SQLite file in WAL mode with ``synchronous=FULL``, like the alarm journal: a
 is on disk when :meth:`AuditLog.record` returns, which is before the request is answered.
 The file is append-only by construction: triggers abort every ``UPDATE`` and ``DELETE``,
 so a bug (or a hand with the ``sqlite3`` shell that does not drop the triggers first)
-cannot quietly rewrite history.
+cannot quietly rewrite history. And the rows are hash-chained: each stores the SHA-256
+of the previous row's hash and its own fields, so a row edited, inserted or deleted in
+the middle by someone who did drop the triggers breaks the chain from there on, and
+:meth:`AuditStore.verify` (``GET /api/v1/audit/verify``) names the first broken row.
+Cutting rows off the end leaves a shorter valid chain: keep the head (``seq`` and hash,
+in every verify answer) somewhere else, an export or a backup, to detect that too.
 
 SQLite runs on one worker thread behind the async methods, so the event loop never
 waits on a disk flush.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -31,7 +37,15 @@ from typing import Any, TypeVar
 from shopfloor.errors import ShopfloorError
 from shopfloor.model import now_ns
 
-__all__ = ["AuditEntry", "AuditError", "AuditLog", "AuditStore", "Outcome"]
+__all__ = [
+    "AuditEntry",
+    "AuditError",
+    "AuditLog",
+    "AuditStore",
+    "ChainReport",
+    "Outcome",
+    "chain_hash",
+]
 
 T = TypeVar("T")
 
@@ -39,7 +53,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS audit ("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT, ts_ns INTEGER NOT NULL, user TEXT NOT NULL,"
     " action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL,"
-    " client TEXT NOT NULL, outcome TEXT NOT NULL)",
+    " client TEXT NOT NULL, outcome TEXT NOT NULL, hash TEXT NOT NULL DEFAULT '')",
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ns)",
     "CREATE INDEX IF NOT EXISTS audit_target ON audit (target)",
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
@@ -47,7 +61,36 @@ _SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
 )
-_COLUMNS = "seq, ts_ns, user, action, target, detail, client, outcome"
+_COLUMNS = "seq, ts_ns, user, action, target, detail, client, outcome, hash"
+_GENESIS = "0" * 64
+"""The "previous hash" of the first row."""
+
+
+def chain_hash(previous: str, row: tuple[Any, ...]) -> str:
+    """The hash of a row: SHA-256 over the previous row's hash and the row's fields
+    (``seq, ts_ns, user, action, target, detail, client, outcome``) as canonical JSON."""
+    text = json.dumps([previous, *row], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What :meth:`AuditStore.verify` found.
+
+    Attributes:
+        rows: rows checked.
+        head_seq: the last row's ``seq`` (0 for an empty log).
+        head_hash: the last row's hash: kept elsewhere, it also detects rows cut off the end.
+        broken_seq: the first row whose hash does not follow from the rows before it, or
+            None when the chain holds.
+        unchained: rows written before the log was chained (an older version), not checked.
+    """
+
+    rows: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None
+    unchained: int = 0
 
 
 class AuditError(ShopfloorError):
@@ -78,6 +121,8 @@ class AuditEntry:
     client: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
     seq: int = 0
+    hash: str = ""
+    """The row's link in the hash chain (see :func:`chain_hash`); empty before it is stored."""
 
 
 class AuditStore:
@@ -96,37 +141,71 @@ class AuditStore:
             self._con.execute("PRAGMA synchronous=FULL")
             for statement in _SCHEMA:
                 self._con.execute(statement)
+            columns = {row[1] for row in self._con.execute("PRAGMA table_info(audit)")}
+            if "hash" not in columns:  # a log written before the chain: rows stay unchained
+                self._con.execute("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
+            head = self._con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            row = head.fetchone()
         except (OSError, sqlite3.Error) as err:
             raise AuditError(f"audit log {path}: {err}") from err
+        self._head_seq: int = 0 if row is None else row[0]
+        self._head_hash: str = _GENESIS if row is None or not row[1] else row[1]
 
     def close(self) -> None:
         """Close the file."""
         self._con.close()
 
-    def append(self, entry: AuditEntry) -> int:
-        """Store ``entry``; its sequence number.
+    def append(self, entry: AuditEntry) -> tuple[int, str]:
+        """Store ``entry``; its sequence number and hash.
 
         Raises:
             AuditError: nothing was stored.
         """
         detail = json.dumps(dict(entry.detail), ensure_ascii=False, default=str)
+        row = (
+            self._head_seq + 1,  # the one writer thread numbers the rows itself
+            entry.ts_ns,
+            entry.user,
+            entry.action,
+            entry.target,
+            detail,
+            entry.client,
+            entry.outcome.value,
+        )
+        digest = chain_hash(self._head_hash, row)
         try:
-            cursor = self._con.execute(
-                "INSERT INTO audit (ts_ns, user, action, target, detail, client, outcome) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.ts_ns,
-                    entry.user,
-                    entry.action,
-                    entry.target,
-                    detail,
-                    entry.client,
-                    entry.outcome.value,
-                ),
+            self._con.execute(
+                "INSERT INTO audit (seq, ts_ns, user, action, target, detail, client, outcome,"
+                " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, digest),
             )
         except sqlite3.Error as err:
             raise AuditError(f"audit log {self.path}: cannot append: {err}") from err
-        return int(cursor.lastrowid or 0)
+        self._head_seq, self._head_hash = row[0], digest
+        return row[0], digest
+
+    def verify(self, *, batch: int = 10_000) -> ChainReport:
+        """Recompute the hash chain over every row; the first row that does not follow.
+
+        Raises:
+            AuditError: the file cannot be read.
+        """
+        previous, rows, unchained, last_seq = _GENESIS, 0, 0, 0
+        try:
+            cursor = self._con.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
+            while chunk := cursor.fetchmany(batch):
+                for r in chunk:
+                    rows += 1
+                    last_seq = r[0]
+                    if not r[8] and previous == _GENESIS:
+                        unchained += 1  # written before the chain existed
+                        continue
+                    if r[8] != chain_hash(previous, tuple(r[:8])):
+                        return ChainReport(rows, last_seq, r[8], r[0], unchained)
+                    previous = r[8]
+        except sqlite3.Error as err:
+            raise AuditError(f"audit log {self.path}: cannot read: {err}") from err
+        return ChainReport(rows, last_seq, previous, None, unchained)
 
     def entries(
         self,
@@ -172,6 +251,7 @@ class AuditStore:
                 detail=json.loads(r[5]),
                 client=r[6],
                 outcome=Outcome(r[7]),
+                hash=r[8],
             )
             for r in rows
         ]
@@ -235,8 +315,12 @@ class AuditLog:
             client=client,
             detail=dict(detail or {}),
         )
-        seq = await self._run(lambda: self._opened().append(entry))
-        return dataclasses.replace(entry, seq=seq)
+        seq, digest = await self._run(lambda: self._opened().append(entry))
+        return dataclasses.replace(entry, seq=seq, hash=digest)
+
+    async def verify(self) -> ChainReport:
+        """Recompute the hash chain (see :meth:`AuditStore.verify`)."""
+        return await self._run(lambda: self._opened().verify())
 
     async def entries(self, **filters: Any) -> list[AuditEntry]:
         """Entries in order of writing (the filters of :meth:`AuditStore.entries`)."""

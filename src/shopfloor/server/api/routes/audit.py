@@ -11,7 +11,7 @@ from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
 from shopfloor.server.api.timeparse import format_ns, parse_time
-from shopfloor.server.security import AuditEntry, Outcome
+from shopfloor.server.security import AuditEntry, AuditLog, Outcome
 
 __all__ = ["router"]
 
@@ -32,6 +32,22 @@ class AuditEntryOut(BaseModel):
         description="Before and after of an edit, an action's comment, a rejection's error "
         "and what was sent, the HTTP status."
     )
+    hash: str = Field(description="The entry's link in the hash chain (SHA-256, hex).")
+
+
+class ChainOut(BaseModel):
+    """Whether the audit log's hash chain holds."""
+
+    intact: bool = Field(description="True when every row follows from the rows before it.")
+    rows: int = Field(description="Rows checked.")
+    head_seq: int = Field(description="The last row's seq.")
+    head_hash: str = Field(
+        description="The last row's hash: kept elsewhere, it also shows rows cut off the end."
+    )
+    broken_seq: int | None = Field(
+        description="The first row that does not follow (edited, inserted or deleted before it)."
+    )
+    unchained: int = Field(description="Rows written before the log was chained: not checked.")
 
 
 def _out(e: AuditEntry) -> AuditEntryOut:
@@ -44,6 +60,7 @@ def _out(e: AuditEntry) -> AuditEntryOut:
         outcome=e.outcome,
         client=e.client,
         detail=dict(e.detail),
+        hash=e.hash,
     )
 
 
@@ -68,10 +85,9 @@ async def audit_log(
     limit: Annotated[int, Query(ge=1, le=10_000, description="The most entries.")] = 1000,
 ) -> list[AuditEntryOut]:
     """Entries in order of writing, oldest first; page with ``after_seq``."""
-    if ctx.audit is None:
-        raise ApiError(404, "not_found", None, "this server keeps no audit log")
+    audit = _audit(ctx)
     now = ctx.clock()
-    entries = await ctx.audit.entries(
+    entries = await audit.entries(
         since_ns=None if since is None else parse_time(since, now_ns=now, field="since"),
         until_ns=None if until is None else parse_time(until, now_ns=now, field="until"),
         user=user,
@@ -82,3 +98,29 @@ async def audit_log(
         limit=limit,
     )
     return [_out(e) for e in entries]
+
+
+@router.get(
+    "/audit/verify",
+    summary="Check the audit log's hash chain",
+    response_model=ChainOut,
+    responses={404: {"model": ErrorEnvelope}},
+)
+async def verify_audit_log(ctx: Ctx) -> ChainOut:
+    """Recompute every row's hash: ``broken_seq`` names the first row edited, inserted or
+    deleted behind the log's back (its triggers dropped)."""
+    report = await _audit(ctx).verify()
+    return ChainOut(
+        intact=report.broken_seq is None,
+        rows=report.rows,
+        head_seq=report.head_seq,
+        head_hash=report.head_hash,
+        broken_seq=report.broken_seq,
+        unchained=report.unchained,
+    )
+
+
+def _audit(ctx: Ctx) -> AuditLog:
+    if ctx.audit is None:
+        raise ApiError(404, "not_found", None, "this server keeps no audit log")
+    return ctx.audit
