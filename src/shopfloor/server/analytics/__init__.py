@@ -1,0 +1,1 @@
+"""Analytics over stored history: pure functions and the jobs that run them."""
