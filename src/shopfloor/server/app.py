@@ -187,6 +187,7 @@ class Server:
             max_body_bytes=config.ingest.max_body_bytes,
             alarms=self.alarms,
             assets=self.assets,
+            spc_charts=config.analytics.spc,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from shopfloor.config.spc import SpcChartConfig
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.context import ApiContext
@@ -19,6 +20,7 @@ from shopfloor.server.api.routes import alarms as alarms_routes
 from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
+from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
@@ -55,6 +57,7 @@ _TAGS_METADATA = [
     {"name": "edges", "description": "Remote edges: their status, clock skew and delivery."},
     {"name": "assets", "description": "The plant's ISA-95 asset tree from its templates."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
+    {"name": "spc", "description": "Control charts, run rules and process capability."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -73,6 +76,7 @@ def create_app(
     clock: Callable[[], int] = now_ns,
     alarms: AlarmEngine | None = None,
     assets: AssetModel | None = None,
+    spc_charts: Sequence[SpcChartConfig] = (),
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -90,6 +94,7 @@ def create_app(
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
         alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
         assets: the asset model, for ``/api/v1/assets``.
+        spc_charts: the configured control charts, for ``/api/v1/spc/{chart}``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -110,6 +115,7 @@ def create_app(
         alarms=alarms,
         assets=assets,
     )
+    app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     install_error_handlers(app)
     for router in (
         health.router,
@@ -123,6 +129,7 @@ def create_app(
         ingest.router,
         edges.router,
         storage_routes.router,
+        spc_routes.router,
         ws_router,
     ):
         app.include_router(router)
