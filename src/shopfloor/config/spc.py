@@ -91,8 +91,9 @@ class SpcChartConfig(BaseModel):
     )
     alarm: bool = Field(
         False,
-        description="Reserved: raise an alarm on a violation (not yet implemented; "
-        "violations are flagged in the API).",
+        description="Raise the alarm `spc.<name>` while the latest subgroup breaks a rule "
+        "(needs `baseline_start`: charts are judged as data arrives only against a fixed "
+        "baseline).",
     )
     priority: Priority = Field("medium", description="Priority of the alarm (with `alarm`).")
 

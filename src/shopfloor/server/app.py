@@ -25,6 +25,7 @@ from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
@@ -153,6 +154,7 @@ class Server:
         rules = [
             *(self.assets.alarm_rules if self.assets else ()),
             *rules_from_config(config.alarms),
+            *spc_alarm_rules(config.analytics.spc),
         ]
         self.alarms = AlarmEngine(rules, config.server.data_dir / config.alarms.journal)
         self._alarm_task: asyncio.Task[None] | None = None
@@ -176,6 +178,17 @@ class Server:
             else None
         )
         self._sparkplug_task: asyncio.Task[None] | None = None
+        self.spc = (
+            SpcMonitor(
+                config.analytics.spc,
+                self.historian,
+                publish=self._publish_spc,
+                register_tags=self.historian.register_tags,
+            )
+            if config.analytics.spc
+            else None
+        )
+        self._spc_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -210,6 +223,9 @@ class Server:
         self._started = False
         self._closed = False
 
+    async def _publish_spc(self, batch: PointBatch) -> None:
+        await self.ingestor.ingest(batch, source="spc")
+
     def _alarm_tag(self, name: str) -> str | None:
         rule = self.alarms.rule(name)
         return None if rule is None else rule.tag
@@ -235,6 +251,9 @@ class Server:
             self._sparkplug_task = asyncio.create_task(
                 self.sparkplug_node.run(), name="server/sparkplug-node"
             )
+        if self.spc is not None:
+            await self.spc.start()
+            self._spc_task = asyncio.create_task(self.spc.run(self.live), name="server/spc")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -303,7 +322,8 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
-        for task in (self._sparkplug_task, self._uns_task, self._notify_task, self._alarm_task):
+        tasks = (self._spc_task, self._sparkplug_task, self._uns_task, self._notify_task)
+        for task in (*tasks, self._alarm_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -4,7 +4,9 @@ over HTTP, the charts read back from ``/api/v1/spc`` with the published limits.
 Data: the piston-ring inside diameters of Montgomery, *Introduction to Statistical
 Quality Control*, 6th ed., Example 6.1, Table 6.3 (the digits of R's qcc
 ``pistonrings``), 25 subgroups of 5: X̄̄ = 74.001, X̄ chart 73.988 / 74.014, R̄ = 0.02276;
-then 10 subgroups shifted by +0.02 (phase II) which the baseline's limits must flag.
+then 10 subgroups shifted by +0.02 (phase II) which the baseline's limits must flag, as
+the API's violations and, judged live, as the alarm ``spc.rings`` and the derived tag
+``<tag>.spc.rings``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ baseline_subgroups = 25
 lsl = 73.95
 usl = 74.05
 rules = ["WE1", "WE2", "WE3", "WE4"]
+alarm = true
+priority = "high"
 
 [[analytics.spc]]
 name = "rings-i"
@@ -89,7 +93,12 @@ async def test_configured_charts_answer_the_textbook_limits_and_flag_the_shift(
     shifted = values[:50] + 0.02
     series = np.concatenate([values, shifted])
     points = [{"tag": TAG, "ts": _iso(i), "value": float(v)} for i, v in enumerate(series.tolist())]
-    sent = await client.post("/api/v1/ingest", json={"points": points})
+    assert server.spc is not None
+    server.spc.retry_s = 0.0  # try the baseline again as soon as it is stored
+    sent = await client.post("/api/v1/ingest", json={"points": points[:125]})
+    assert sent.status_code in (200, 202), sent.text
+    await server.historian.flush()
+    sent = await client.post("/api/v1/ingest", json={"points": points[125:]})
     assert sent.status_code in (200, 202), sent.text
     await server.historian.flush()
 
@@ -118,3 +127,23 @@ async def test_configured_charts_answer_the_textbook_limits_and_flag_the_shift(
     unknown = await client.get("/api/v1/spc/nope")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["field"] == "chart"
+
+    async with asyncio.timeout(10):  # the monitor and the alarm engine follow the live channel
+        while not (alarms := (await client.get("/api/v1/alarms")).json()):  # noqa: ASYNC110 - HTTP
+            await asyncio.sleep(0.05)
+        (alarm,) = alarms
+        assert (alarm["name"], alarm["priority"], alarm["state"]) == (
+            "spc.rings",
+            "high",
+            "unacknowledged",
+        )
+        assert alarm["tag"] == f"{TAG}.spc.rings"
+        await server.historian.flush()
+    derived = await client.get(
+        f"/api/v1/tags/{TAG}.spc.rings/series", params={"start": T0, "end": _iso(175)}
+    )
+    assert derived.status_code == 200, derived.text
+    counts = derived.json()["columns"]["value"]
+    assert len(counts) == 10  # one per phase II subgroup: the baseline was not judged live
+    live_flagged = {25 + i for i, c in enumerate(counts) if c > 0}
+    assert live_flagged == flagged

@@ -47,7 +47,14 @@ from shopfloor.server.analytics.spc import (
 from shopfloor.server.analytics.spc_rules import RULE_TEXT, Violation, evaluate_rules
 from shopfloor.server.historian.base import Historian
 
-__all__ = ["MAX_POINTS", "ChartSpec", "chart_from_points", "compute_chart", "spec_from_config"]
+__all__ = [
+    "MAX_POINTS",
+    "ChartSpec",
+    "baseline_limits",
+    "chart_from_points",
+    "compute_chart",
+    "spec_from_config",
+]
 
 MAX_POINTS: Final = 1_000_000
 """The most raw points one chart reads for its range, and again for its baseline."""
@@ -109,6 +116,34 @@ async def compute_chart(
     return await asyncio.to_thread(
         chart_from_points, spec, ts, values, baseline, start_ns=start_ns, end_ns=end_ns
     )
+
+
+async def baseline_limits(historian: Historian, spec: ChartSpec, *, now_ns: int) -> Limits:
+    """The limits of ``spec``'s fixed baseline (it must name ``baseline_start``).
+
+    Raises:
+        UnknownTagError: the tag does not exist (yet).
+        PayloadError: no ``baseline_start``, or the baseline is not complete yet.
+    """
+    if spec.baseline_start_ns is None:
+        raise PayloadError("baseline_start", "a fixed baseline needs baseline_start")
+    end_ns = spec.baseline_end_ns if spec.baseline_end_ns is not None else now_ns
+    points = await _good_points(
+        historian, spec.tag, spec.baseline_start_ns, end_ns, field_name="baseline_start"
+    )
+    return await asyncio.to_thread(_limits_of, spec, *points)
+
+
+def _limits_of(spec: ChartSpec, ts: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> Limits:
+    base = _groups(spec, ts, values)
+    if spec.baseline_subgroups is not None:
+        if len(base) < spec.baseline_subgroups:
+            raise PayloadError(
+                "baseline_subgroups",
+                f"the baseline has {len(base)} of its {spec.baseline_subgroups} subgroups so far",
+            )
+        base = _first(base, spec.baseline_subgroups)
+    return estimate_limits(spec.kind, base)
 
 
 async def _good_points(
