@@ -109,7 +109,8 @@ async def compute_chart(
     if spec.baseline_start_ns is not None:
         b_end = spec.baseline_end_ns if spec.baseline_end_ns is not None else end_ns
         if b_end <= spec.baseline_start_ns:
-            raise PayloadError("baseline_end", "the baseline must end after it starts")
+            at_fault = "baseline_end" if spec.baseline_end_ns is not None else "baseline_start"
+            raise PayloadError(at_fault, "the baseline must end after it starts")
         baseline = await _good_points(
             historian, spec.tag, spec.baseline_start_ns, b_end, field_name="baseline_start"
         )
