@@ -183,12 +183,12 @@ def rule_hits(rule: str, x: FloatArray, z: FloatArray) -> tuple[BoolArray, _Wind
         return _count_ending(above, n, n) | _count_ending(below, n, n), _Windows(n)
     if rule == "N3":  # 6 points: 5 differences all of one sign
         diff = np.diff(x)
-        up = np.concatenate([[False], diff > 0])
-        down = np.concatenate([[False], diff < 0])
+        up = np.concatenate([[False], diff > 0])[: x.size]
+        down = np.concatenate([[False], diff < 0])[: x.size]
         return _count_ending(up, 5, 5) | _count_ending(down, 5, 5), _Windows(6)
     if rule == "N4":  # 14 points: 13 differences, each of the other sign to the last
         sign = np.sign(np.diff(x))
-        flips = np.concatenate([[False, False], (sign[1:] * sign[:-1]) < 0])
+        flips = np.concatenate([[False, False], (sign[1:] * sign[:-1]) < 0])[: x.size]
         return _count_ending(flips, 12, 12), _Windows(14)
     if rule == "N7":
         within = np.abs(z) < 1.0

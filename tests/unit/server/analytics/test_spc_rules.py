@@ -21,6 +21,7 @@ from shopfloor.server.analytics.spc_rules import (
     WESTERN_ELECTRIC,
     Violation,
     evaluate_rules,
+    rule_hits,
 )
 
 
@@ -169,3 +170,12 @@ def test_per_point_centre_and_sigma_and_gaps() -> None:
 def test_unknown_rule_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown rule 'N9'"):
         evaluate_rules([1.0], 0.0, 1.0, ["N9"])
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_short_series_give_one_flag_per_point(n: int) -> None:
+    x = np.arange(float(n))
+    for rule in ALL_RULES:
+        hits, _ = rule_hits(rule, x, x)
+        assert hits.shape == x.shape
+        assert not hits.any() or rule in {"WE1", "N1"}
