@@ -4,16 +4,19 @@ Sources (the data below are typed in by hand):
 
 - Piston rings: Montgomery, D. C., *Introduction to Statistical Quality Control*, 6th ed.
   (Wiley, 2009), Example 6.1, Table 6.3 (inside diameter of forged automobile engine
-  piston rings, 25 preliminary subgroups of 5, p. 238-241): X̄̄ = 74.001, R̄ = 0.023,
-  X̄ chart 73.988 / 74.014, R chart 0 / 0.049. The digits of the table are those of the
-  ``pistonrings`` data set of the R package qcc (Scrucca, L. (2004) "qcc: an R package
-  for quality control charting and statistical process monitoring", *R News* 4(1),
-  11-17), whose published output for the first 25 samples is: centre 74.00118, standard
-  deviation 0.009785039, limits 73.98805 / 74.01431, and with specification limits
-  73.95 / 74.05: Cp 1.703, Cp_l 1.743, Cp_u 1.663, Cp_k 1.663. These data reproduce every
-  digit of qcc's output; against the book they give R̄ = 0.02276, which the book rounds to
-  0.023 *before* computing D4·R̄ = 2.114 × 0.023 = 0.049 (from 0.02276: 0.048), so the R
-  chart's upper limit is checked as the book computes it and to qcc's digits.
+  piston rings, 25 preliminary subgroups of 5; page not checked against a copy): X̄̄ =
+  74.001, R̄ = 0.023, X̄ chart 73.988 / 74.014, R chart 0 / 0.049. The digits below are
+  those of the ``pistonrings`` data set of the R package qcc (Scrucca, L. (2004) "qcc: an
+  R package for quality control charting and statistical process monitoring", *R News*
+  4(1), 11-17), whose published output for the first 25 samples they reproduce to every
+  digit: centre 74.00118, standard deviation 0.009785039, limits 73.98805 / 74.01431, and
+  against 73.95 / 74.05: Cp 1.703, Cp_l 1.743, Cp_u 1.663, Cp_k 1.663. Against the book
+  they reproduce X̄̄ and the X̄ limits to its three decimals but give R̄ = 0.02276 (the
+  book's table sums to ΣR = 0.581, these to 0.569: a few digits of the printed table
+  differ from qcc's copy), so D4·R̄ is 0.048 here; the book's 0.049 is 2.114 × 0.023 from
+  its own R̄, asserted as that arithmetic. X̄-S is checked against a direct computation,
+  not the book's Example 6.3 (its S̄ = 0.0094 comes from the book's digits; these give
+  0.00924).
 - Individuals: NIST/SEMATECH e-Handbook of Statistical Methods, section 6.3.2.2
   ("Individuals Control Charts"), the flow-rate example of 10 batches: x̄ = 50.81,
   MR̄ = 1.8778, I chart 45.8159 / 55.8041, MR chart UCL = 3.267 × MR̄ ≈ 6.13.
