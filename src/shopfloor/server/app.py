@@ -27,6 +27,7 @@ from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
+from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
@@ -40,7 +41,7 @@ from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
-from shopfloor.server.rules.engine import AlarmEngine, rules_from_config
+from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.security import AuditLog
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
@@ -192,11 +193,9 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
-        rules = [
-            *(self.assets.alarm_rules if self.assets else ()),
-            *rules_from_config(config.alarms),
-        ]
-        self.alarms = AlarmEngine(rules, config.server.data_dir / config.alarms.journal)
+        self.alarms = AlarmEngine(
+            self._alarm_rules(self.assets), config.server.data_dir / config.alarms.journal
+        )
         self._alarm_task: asyncio.Task[None] | None = None
         self.dispatcher = Dispatcher(self.alarms, config.notify) if config.notify.channels else None
         self._notify_task: asyncio.Task[None] | None = None
@@ -218,6 +217,17 @@ class Server:
             else None
         )
         self._sparkplug_task: asyncio.Task[None] | None = None
+        self.spc = (
+            SpcMonitor(
+                config.analytics.spc,
+                self.historian,
+                publish=self._publish_spc,
+                register_tags=self.historian.register_tags,
+            )
+            if config.analytics.spc
+            else None
+        )
+        self._spc_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -231,6 +241,7 @@ class Server:
             assets=self.assets,
             plant=self.plant,
             audit=self.audit,
+            spc_charts=config.analytics.spc,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -279,12 +290,24 @@ class Server:
         added = [t for t in new.tags if t not in known]
         if added:
             await self.historian.register_tags(added)
-        await self.alarms.replace_rules([*new.alarm_rules, *rules_from_config(self.config.alarms)])
+        await self.alarms.replace_rules(self._alarm_rules(new))
         if new.calculations != old.calculations:
             # carried inputs start afresh: a calculation waits for its inputs' next values
             self.calculator = Calculator(new.calculations) if new.calculations else None
         if new.metrics != old.metrics:
             await self._replace_metrics(new.metrics)
+
+    def _alarm_rules(self, assets: AssetModel | None) -> list[AlarmRule]:
+        """Every alarm rule in force: the plant's templates', ``[alarms]``' and the SPC
+        charts' (rebuilt whole when the plant is edited)."""
+        return [
+            *(assets.alarm_rules if assets else ()),
+            *rules_from_config(self.config.alarms),
+            *spc_alarm_rules(self.config.analytics.spc),
+        ]
+
+    async def _publish_spc(self, batch: PointBatch) -> None:
+        await self.ingestor.ingest(batch, source="spc")
 
     def _alarm_tag(self, name: str) -> str | None:
         rule = self.alarms.rule(name)
@@ -321,6 +344,9 @@ class Server:
             )
         if self.metrics is not None:
             self._metrics_task = asyncio.create_task(self.metrics.run(), name="server/metrics")
+        if self.spc is not None:
+            await self.spc.start()
+            self._spc_task = asyncio.create_task(self.spc.run(self.live), name="server/spc")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -391,6 +417,7 @@ class Server:
             await self.mqtt_ingest.stop()
         tasks = (
             self._metrics_task,
+            self._spc_task,
             self._sparkplug_task,
             self._uns_task,
             self._notify_task,

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from shopfloor.config.spc import SpcChartConfig
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.api.audit_trail import AuditMiddleware
@@ -21,6 +22,7 @@ from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import audit as audit_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
+from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
@@ -64,6 +66,7 @@ _TAGS_METADATA = [
     },
     {"name": "audit", "description": "Every operator and engineering write, accepted or not."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
+    {"name": "spc", "description": "Control charts, run rules and process capability."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -84,6 +87,7 @@ def create_app(
     assets: AssetModel | None = None,
     plant: PlantEditor | None = None,
     audit: AuditLog | None = None,
+    spc_charts: Sequence[SpcChartConfig] = (),
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -104,6 +108,7 @@ def create_app(
         plant: the plant's editor, for edits and export under ``/api/v1/assets``.
         audit: the audit log (started by the caller): every audited write is recorded in
             it, and ``/api/v1/audit`` reads it.
+        spc_charts: the configured control charts, for ``/api/v1/spc/{chart}``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -126,6 +131,7 @@ def create_app(
         plant=plant,
         audit=audit,
     )
+    app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     install_error_handlers(app)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
@@ -142,6 +148,7 @@ def create_app(
         ingest.router,
         edges.router,
         storage_routes.router,
+        spc_routes.router,
         ws_router,
     ):
         app.include_router(router)
