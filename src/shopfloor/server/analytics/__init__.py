@@ -1,0 +1,1 @@
+"""Production analytics over the historian: shift calendar, downtime, OEE."""
