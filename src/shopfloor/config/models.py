@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from shopfloor.config.alarms import AlarmsSection
+from shopfloor.config.analytics import AnalyticsSection
 from shopfloor.config.assets import AssetsSection
 from shopfloor.config.connectors import ConnectorConfig
 from shopfloor.config.durations import parse_duration_s
@@ -489,6 +490,10 @@ class ShopfloorConfig(_Section):
     )
     assets: AssetsSection = Field(
         default_factory=AssetsSection, description="The plant's ISA-95 asset model."
+    )
+    analytics: AnalyticsSection = Field(
+        default_factory=AnalyticsSection,
+        description="OEE and downtime: shift calendar, stop reasons, the stored OEE job.",
     )
     simulator: SimulatorSection = Field(
         default_factory=SimulatorSection, description="In-process simulated factory."

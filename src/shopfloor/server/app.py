@@ -25,6 +25,9 @@ from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.job import OeeJob
+from shopfloor.server.analytics.machines import machines_of
+from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
@@ -176,6 +179,18 @@ class Server:
             else None
         )
         self._sparkplug_task: asyncio.Task[None] | None = None
+        machines = machines_of(self.assets) if self.assets is not None else []
+        self.analytics = (
+            Analytics(self.historian, machines, config.analytics, config.server.data_dir)
+            if machines
+            else None
+        )
+        self.oee_job = (
+            OeeJob(self.analytics, config.analytics.oee)
+            if self.analytics is not None and config.analytics.oee.enabled
+            else None
+        )
+        self._oee_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -187,6 +202,7 @@ class Server:
             max_body_bytes=config.ingest.max_body_bytes,
             alarms=self.alarms,
             assets=self.assets,
+            analytics=self.analytics,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -226,6 +242,10 @@ class Server:
         self._started = True
         await self.alarms.start()
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
+        if self.analytics is not None:
+            await self.analytics.start()
+        if self.oee_job is not None:
+            self._oee_task = asyncio.create_task(self.oee_job.run(), name="server/oee")
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
         if self.uns is not None:
@@ -302,12 +322,21 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
-        for task in (self._sparkplug_task, self._uns_task, self._notify_task, self._alarm_task):
+        tasks = (
+            self._oee_task,
+            self._sparkplug_task,
+            self._uns_task,
+            self._notify_task,
+            self._alarm_task,
+        )
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.alarms.close()
+        if self.analytics is not None:
+            await self.analytics.close()
         if self._started:
             await self.historian.close()
 

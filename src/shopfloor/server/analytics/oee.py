@@ -138,6 +138,11 @@ class MachineSeries:
     overrides: Mapping[int, int] = field(default_factory=dict)
 
     @property
+    def state_known(self) -> bool:
+        """Whether the state is known at any time of the window (else: not monitored)."""
+        return bool((~np.isnan(self.state.value)).any())
+
+    @property
     def read_start(self) -> int:
         """Where the data read starts."""
         return int(self.state.ts[0])
@@ -169,6 +174,12 @@ class Slices:
 
     def __len__(self) -> int:
         return len(self.start)
+
+    @classmethod
+    def empty(cls) -> Slices:
+        """No slices (a machine that never reported its state)."""
+        none = np.empty(0, dtype=np.int64)
+        return cls(none, none, none, none, {c: np.empty(0) for c in COMPONENTS})
 
 
 def _increments_by_slice(

@@ -13,9 +13,11 @@ from fastapi import APIRouter, FastAPI
 
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
+from shopfloor.server.api.routes import analytics as analytics_routes
 from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
@@ -55,6 +57,7 @@ _TAGS_METADATA = [
     {"name": "edges", "description": "Remote edges: their status, clock skew and delivery."},
     {"name": "assets", "description": "The plant's ISA-95 asset tree from its templates."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
+    {"name": "analytics", "description": "OEE, stop events, downtime Pareto, stop reasons."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -73,6 +76,7 @@ def create_app(
     clock: Callable[[], int] = now_ns,
     alarms: AlarmEngine | None = None,
     assets: AssetModel | None = None,
+    analytics: Analytics | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -90,6 +94,8 @@ def create_app(
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
         alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
         assets: the asset model, for ``/api/v1/assets``.
+        analytics: OEE and downtime (started by the caller), for ``/api/v1/oee`` and
+            ``/api/v1/downtime``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -109,11 +115,13 @@ def create_app(
         clock=clock,
         alarms=alarms,
         assets=assets,
+        analytics=analytics,
     )
     install_error_handlers(app)
     for router in (
         health.router,
         alarms_routes.router,
+        analytics_routes.router,
         assets_routes.router,
         connectors_routes.router,
         tags.router,

@@ -15,6 +15,7 @@ from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 
 if TYPE_CHECKING:
+    from shopfloor.server.analytics.service import Analytics
     from shopfloor.server.api.ws import LiveHub
     from shopfloor.server.assets import AssetModel
     from shopfloor.server.rules.engine import AlarmEngine
@@ -38,6 +39,7 @@ class ApiContext:
         clock: the wall clock in UTC nanoseconds ("now" in queries).
         alarms: the alarm engine, if this server runs one.
         assets: the plant's asset model, if configured.
+        analytics: OEE and downtime, if the plant has machines with states.
     """
 
     historian: Historian
@@ -51,6 +53,7 @@ class ApiContext:
     clock: Callable[[], int]
     alarms: AlarmEngine | None = None
     assets: AssetModel | None = None
+    analytics: Analytics | None = None
 
 
 def get_context(conn: HTTPConnection) -> ApiContext:
