@@ -5,7 +5,8 @@ had time to arrive, and a stop crossing its end is known to be a micro-stop or n
 job looks for hours *missing* from the store rather than continuing from a mark, so the
 same loop catches up after a restart, fills hours a reason change invalidated, and
 backfills up to ``backfill`` on its first start (never before a machine's first point).
-Contiguous missing hours are computed a day at a time: one read and one vectorized pass.
+Contiguous missing hours are computed up to a week at a time: one read and one vectorized
+pass per machine.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from shopfloor.config.analytics import OeeSection
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.model import now_ns
 from shopfloor.server.analytics.machines import STATE, Machine
-from shopfloor.server.analytics.oee import HOUR_NS
+from shopfloor.server.analytics.oee import HOUR_NS, read_window
 from shopfloor.server.analytics.service import Analytics
 
 __all__ = ["OeeJob"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK_HOURS = 24
+_CHUNK_HOURS = 7 * 24
 
 
 class OeeJob:
@@ -78,7 +79,7 @@ class OeeJob:
         closed = (now - self.settle_ns) // HOUR_NS * HOUR_NS
         origin = (now - self.backfill_ns) // HOUR_NS * HOUR_NS
         known = {t.path for t in await self.analytics.historian.tags()}
-        done = 0
+        todo: dict[tuple[int, int], list[Machine]] = {}
         for m in self.analytics.machines:
             if not m.oee:
                 continue
@@ -90,14 +91,21 @@ class OeeJob:
                 continue
             have = (await self.analytics.stored_hours([m], lo, closed))[m.path]
             missing = [h for h in range(lo, closed, HOUR_NS) if h not in have]
-            for a, b in _chunks(missing):
-                await self.analytics.store_hours(m, a, b, known=known)
+            for chunk in _chunks(missing):
+                todo.setdefault(chunk, []).append(m)
+        done = 0
+        for (a, b), group in sorted(todo.items()):
+            # machines missing the same hours share one read of the values in force
+            lo = read_window(self.analytics.calendar, self.analytics.settings, a, b)[0]
+            before = await self.analytics.values_before(group, lo, known)
+            for m in group:
+                await self.analytics.store_hours(m, a, b, known=known, before=before)
                 done += (b - a) // HOUR_NS
         return done
 
 
 def _chunks(hours: list[int]) -> list[tuple[int, int]]:
-    """Contiguous runs of hours, at most a day each, as ``[start, end)``."""
+    """Contiguous runs of hours, at most a week each, as ``[start, end)``."""
     out: list[tuple[int, int]] = []
     for h in hours:
         if out and out[-1][1] == h and out[-1][1] - out[-1][0] < _CHUNK_HOURS * HOUR_NS:

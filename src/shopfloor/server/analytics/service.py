@@ -47,6 +47,7 @@ __all__ = ["GROUPS", "Analytics", "StopEvent"]
 T = TypeVar("T")
 GROUPS = ("hour", "shift", "day", "none")
 _PAGE = 100_000
+_NAMES = (STATE, REASON, PARTS, GOOD, SCRAP)
 _EVENT_LOOKBACK_NS = 24 * HOUR_NS  # how far back a stop's start is looked for
 
 
@@ -183,24 +184,46 @@ class Analytics:
             pages.append(await self.historian.read_raw(path, last + 1, hi, limit=_PAGE))
         return pa.concat_tables(pages)
 
-    async def series(
-        self, m: Machine, lo: int, hi: int, *, known: set[str] | None = None
-    ) -> MachineSeries:
-        """The machine's points over ``[lo, hi)`` (``hi`` no later than now)."""
-        hi = min(hi, self.clock())
-        if known is None:
-            known = {t.path for t in await self.historian.tags()}
-        names = (STATE, REASON, PARTS, GOOD, SCRAP)
-        paths = [m.tag(n) for n in names if m.tag(n) in known]
+    async def values_before(
+        self, machines: Sequence[Machine], t: int, known: set[str]
+    ) -> dict[str, float]:
+        """The value of every analytics tag of the machines in force at ``t - 1``: one
+        ``read_at`` for all of them (it costs about as much for one tag as for many)."""
+        paths = [m.tag(n) for m in machines for n in _NAMES if m.tag(n) in known]
         before: dict[str, float] = {}
         if paths:
-            at = await self.historian.read_at(paths, [lo - 1])
+            at = await self.historian.read_at(paths, [t - 1])
             for p, v in zip(
                 at.column("path").to_pylist(), at.column("value").to_pylist(), strict=True
             ):
                 if v is not None:
                     before[str(p)] = float(v)
-        tables = {n: await self._read(m.tag(n), known, lo, hi) for n in names}
+        return before
+
+    async def series(
+        self,
+        m: Machine,
+        lo: int,
+        hi: int,
+        *,
+        known: set[str] | None = None,
+        before: dict[str, float] | None = None,
+    ) -> MachineSeries:
+        """The machine's points over ``[lo, hi)`` (``hi`` no later than now).
+
+        Args:
+            m: the machine.
+            lo: read start.
+            hi: read end.
+            known: the historian's tag paths (read if not given).
+            before: :meth:`values_before` at ``lo`` (read if not given).
+        """
+        hi = min(hi, self.clock())
+        if known is None:
+            known = {t.path for t in await self.historian.tags()}
+        if before is None:
+            before = await self.values_before([m], lo, known)
+        tables = {n: await self._read(m.tag(n), known, lo, hi) for n in _NAMES}
         overrides = await self._db_call(lambda s: s.reasons(m.path, lo, hi))
 
         def cols(t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,11 +264,18 @@ class Analytics:
         )
 
     async def slices(
-        self, m: Machine, start: int, end: int, *, known: set[str] | None = None
+        self,
+        m: Machine,
+        start: int,
+        end: int,
+        *,
+        known: set[str] | None = None,
+        before: dict[str, float] | None = None,
     ) -> Slices:
-        """The machine's OEE slices of ``[start, end)``, computed now from raw points."""
+        """The machine's OEE slices of ``[start, end)``, computed now from raw points
+        (``before``: :meth:`values_before` at the start of :func:`~.oee.read_window`)."""
         lo, hi = read_window(self.calendar, self.settings, start, end)
-        data = await self.series(m, lo, hi, known=known)
+        data = await self.series(m, lo, hi, known=known, before=before)
         if not data.state_known:  # never reported: not monitored, not a stopped machine
             return Slices.empty()
         return await asyncio.to_thread(
@@ -254,10 +284,16 @@ class Analytics:
 
     # ---------------------------------------------------------------- OEE
     async def store_hours(
-        self, m: Machine, start: int, end: int, *, known: set[str] | None = None
+        self,
+        m: Machine,
+        start: int,
+        end: int,
+        *,
+        known: set[str] | None = None,
+        before: dict[str, float] | None = None,
     ) -> int:
         """Compute and store the whole hours of ``[start, end)``; how many slices."""
-        sl = await self.slices(m, start, end, known=known)
+        sl = await self.slices(m, start, end, known=known, before=before)
         days = [self.calendar.day_of(int(t)) for t in sl.start]
         now = self.clock()
         names = self.calendar.names
@@ -295,7 +331,15 @@ class Analytics:
         end = min(end, self.clock())
         first = -(-start // HOUR_NS) * HOUR_NS
         last = end // HOUR_NS * HOUR_NS
-        stored = await self.stored_hours(machines, first, last) if first < last else {}
+        stored: dict[str, set[int]] = {}
+        whole: set[str] = set()  # machines with every hour in [first, last) stored
+        if first < last:
+            paths = [m.path for m in machines]
+            counts = await self._db_call(lambda s: s.count_hours(paths, first, last))
+            whole = {p for p, n in counts.items() if n == (last - first) // HOUR_NS}
+            partial = [m for m in machines if m.path not in whole]
+            if partial:
+                stored = await self.stored_hours(partial, first, last)
         groups: dict[tuple[object, ...], GroupSums] = {}
 
         def add(key: tuple[object, ...], lo: int, hi: int, sums: dict[str, float]) -> None:
@@ -312,13 +356,26 @@ class Analytics:
             for row in await self._db_call(lambda s: s.sum_hours(paths, first, last, group)):
                 add(row.key, row.start_ns, row.end_ns, row.sums)
         known = {t.path for t in await self.historian.tags()}
-        for m in machines:
-            have = stored.get(m.path, set())
-            for lo, hi in _gaps(start, end, have):
-                sl = await self.slices(m, lo, hi, known=known)
-                for i in range(len(sl)):
-                    sums = {c: float(sl.values[c][i]) for c in COMPONENTS}
-                    add(self._key(sl, i, group), int(sl.start[i]), int(sl.end[i]), sums)
+        todo = [
+            (m, *gap)
+            for m in machines
+            for gap in (
+                _edges(start, end, first, last)
+                if m.path in whole
+                else _gaps(start, end, stored.get(m.path))
+            )
+        ]
+        # the values in force where each read starts: one read_at per distinct start
+        starts = {read_window(self.calendar, self.settings, lo, hi)[0] for _, lo, hi in todo}
+        before = {
+            t: await self.values_before([m for m, *_ in todo], t, known) for t in sorted(starts)
+        }
+        for m, lo, hi in todo:
+            t = read_window(self.calendar, self.settings, lo, hi)[0]
+            sl = await self.slices(m, lo, hi, known=known, before=before[t])
+            for i in range(len(sl)):
+                sums = {c: float(sl.values[c][i]) for c in COMPONENTS}
+                add(self._key(sl, i, group), int(sl.start[i]), int(sl.end[i]), sums)
         ordered = sorted(groups.values(), key=lambda g: (g.start_ns, g.key))
         return [(g.key, g.start_ns, g.end_ns, summarize(g.sums)) for g in ordered]
 
@@ -328,10 +385,11 @@ class Analytics:
         out: list[StopEvent] = []
         known = {t.path for t in await self.historian.tags()}
         now = self.clock()
+        lo, hi = read_window(self.calendar, self.settings, start, end)
+        lo = min(lo, start - _EVENT_LOOKBACK_NS)
+        before = await self.values_before(machines, lo, known)
         for m in machines:
-            lo, hi = read_window(self.calendar, self.settings, start, end)
-            lo = min(lo, start - _EVENT_LOOKBACK_NS)
-            data = await self.series(m, lo, hi, known=known)
+            data = await self.series(m, lo, hi, known=known, before=before)
             if not data.state_known:
                 continue
             runs = machine_runs(data, self.settings)
@@ -405,8 +463,14 @@ def _assignments(
     return store.assignments(path, lo, hi)
 
 
-def _gaps(start: int, end: int, stored: set[int]) -> list[tuple[int, int]]:
+def _edges(start: int, end: int, first: int, last: int) -> list[tuple[int, int]]:
+    """The partial hours at both ends of ``[start, end)`` when ``[first, last)`` is stored."""
+    return [(lo, hi) for lo, hi in ((start, first), (last, end)) if hi > lo]
+
+
+def _gaps(start: int, end: int, stored: set[int] | None) -> list[tuple[int, int]]:
     """The parts of ``[start, end)`` not covered by whole stored hours, merged."""
+    stored = stored or set()
     out: list[tuple[int, int]] = []
     h = start // HOUR_NS * HOUR_NS
     while h < end:

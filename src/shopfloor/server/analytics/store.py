@@ -162,6 +162,19 @@ class AnalyticsStore:
             ]
         )
 
+    def count_hours(self, equipment: Sequence[str], start_ns: int, end_ns: int) -> dict[str, int]:
+        """Per machine, how many hours starting in ``[start_ns, end_ns)`` are stored."""
+        marks = ",".join("?" * len(equipment))
+        try:
+            rows = self._con.execute(
+                f"SELECT equipment, count(*) FROM oee_hours WHERE equipment IN ({marks})"
+                " AND hour_ns >= ? AND hour_ns < ? GROUP BY equipment",
+                (*equipment, start_ns, end_ns),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        return {e: 0 for e in equipment} | {str(e): int(n) for e, n in rows}
+
     def stored_hours(
         self, equipment: Sequence[str], start_ns: int, end_ns: int
     ) -> dict[str, set[int]]:
