@@ -66,6 +66,7 @@ class StopEvent:
         loss: ``failure``, ``setup`` or ``minor``.
         micro: whether it is (part of) a micro-stop.
         unplanned_ns: its time inside planned production time.
+        unplanned_in_range_ns: the same inside the range asked.
         shift: the shift worked when it began, if any.
         assignment: the operator's assignment, if any.
     """
@@ -80,6 +81,7 @@ class StopEvent:
     loss: str
     micro: bool
     unplanned_ns: int
+    unplanned_in_range_ns: int
     shift: str | None
     assignment: ReasonAssignment | None
 
@@ -392,35 +394,55 @@ class Analytics:
             data = await self.series(m, lo, hi, known=known, before=before)
             if not data.state_known:
                 continue
-            runs = machine_runs(data, self.settings)
-            planned = self.calendar.planned(lo, data.read_end, equipment=m.id, path=m.path)
-            idx = runs.stops()
-            idx = idx[(runs.start[idx] < end) & (runs.end[idx] > start)]
-            if not len(idx):
-                continue
             assigned = await self._db_call(partial(_assignments, path=m.path, lo=lo, hi=hi))
-            unplanned = planned.measure(runs.start[idx], runs.end[idx])
-            shifts = self.calendar.instances(lo, data.read_end)
-            inst = shifts.at(runs.start[idx])
-            for j, i in enumerate(idx):
-                s0, s1 = int(runs.start[i]), int(runs.end[i])
-                k = int(inst[j])
-                out.append(
-                    StopEvent(
-                        machine=m,
-                        start_ns=s0,
-                        end_ns=s1,
-                        ongoing=s1 == data.read_end and s1 >= now,
-                        start_known=s0 > lo,
-                        state=int(runs.state[i]),
-                        reason=int(runs.reason[i]),
-                        loss=LOSS_NAMES[int(runs.cls[i])],
-                        micro=bool(runs.micro[i]),
-                        unplanned_ns=int(unplanned[j]),
-                        shift=self.calendar.names[int(shifts.shift[k])] if k >= 0 else None,
-                        assignment=assigned.get(s0) if runs.assigned[i] else None,
-                    )
+            out += await asyncio.to_thread(
+                self._stops, m, data, start, end, now=now, assigned=assigned
+            )
+        return out
+
+    def _stops(
+        self,
+        m: Machine,
+        data: MachineSeries,
+        start: int,
+        end: int,
+        *,
+        now: int,
+        assigned: dict[int, ReasonAssignment],
+    ) -> list[StopEvent]:
+        """The stop events of one machine's series (CPU: run it in an executor)."""
+        lo = data.read_start
+        runs = machine_runs(data, self.settings)
+        idx = runs.stops()
+        idx = idx[(runs.start[idx] < end) & (runs.end[idx] > start)]
+        planned = self.calendar.planned(lo, data.read_end, equipment=m.id, path=m.path)
+        unplanned = planned.measure(runs.start[idx], runs.end[idx])
+        in_range = planned.measure(
+            np.maximum(runs.start[idx], start), np.minimum(runs.end[idx], end)
+        )
+        shifts = self.calendar.instances(lo, data.read_end)
+        inst = shifts.at(runs.start[idx])
+        out: list[StopEvent] = []
+        for j, i in enumerate(idx):
+            s0, s1 = int(runs.start[i]), int(runs.end[i])
+            k = int(inst[j])
+            out.append(
+                StopEvent(
+                    machine=m,
+                    start_ns=s0,
+                    end_ns=s1,
+                    ongoing=s1 == data.read_end and s1 >= now,
+                    start_known=s0 > lo,
+                    state=int(runs.state[i]),
+                    reason=int(runs.reason[i]),
+                    loss=LOSS_NAMES[int(runs.cls[i])],
+                    micro=bool(runs.micro[i]),
+                    unplanned_ns=int(unplanned[j]),
+                    unplanned_in_range_ns=int(in_range[j]),
+                    shift=self.calendar.names[int(shifts.shift[k])] if k >= 0 else None,
+                    assignment=assigned.get(s0) if runs.assigned[i] else None,
                 )
+            )
         return out
 
     async def assign_reason(

@@ -178,14 +178,9 @@ async def get_pareto(
     bars: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"stops": 0, "downtime_s": 0.0, "micro_stops": 0, "micro_stop_s": 0.0}
     )
-    planned_cache: dict[str, Any] = {}
     for e in events:
         m = e.machine
-        planned = planned_cache.get(m.path)
-        if planned is None:
-            planned = service.calendar.planned(a, b, equipment=m.id, path=m.path)
-            planned_cache[m.path] = planned
-        seconds = int(planned.measure([e.start_ns], [e.end_ns])[0]) / 1e9
+        seconds = e.unplanned_in_range_ns / 1e9
         if seconds <= 0:
             continue
         if by == "reason":
