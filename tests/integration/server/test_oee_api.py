@@ -32,7 +32,9 @@ def at(hh: int, mm: int = 0) -> int:
 
 
 @asynccontextmanager
-async def platform(data_dir: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
+async def platform(
+    data_dir: Path, *, interval: str = "1h"
+) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
     config = ShopfloorConfig.model_validate(
         {
             "server": {"port": 0, "data_dir": str(data_dir)},
@@ -43,7 +45,7 @@ async def platform(data_dir: Path) -> AsyncIterator[tuple[Server, httpx.AsyncCli
                     "shifts": [{"name": "day", "start": "06:00", "end": "14:00"}],
                     "breaks": [{"start": "10:00", "end": "10:30"}],
                 },
-                "oee": {"backfill": "7d", "interval": "1h"},
+                "oee": {"backfill": "7d", "interval": interval},
             },
         }
     ).resolve_paths(data_dir)
@@ -207,3 +209,38 @@ async def test_oee_stored_and_on_demand_agree_and_reasons_survive_a_restart(
         ).json()["events"]
         assert events[0]["reason"] == 7
         assert events[0]["assigned"]["comment"] == "tool change overran"
+
+
+async def test_the_server_owned_job_stores_hours_and_catches_up_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    async def stored_shift(server: Server) -> set[int]:
+        assert server.analytics is not None
+        mill = server.analytics.machine("cnc-01")
+        return (await server.analytics.stored_hours([mill], T0, at(14)))[mill.path]
+
+    async def wait_for_shift(server: Server) -> None:
+        async with asyncio.timeout(30):
+            while len(await stored_shift(server)) < 8:  # noqa: ASYNC110 - polling the job's file
+                await asyncio.sleep(0.1)
+
+    async with platform(tmp_path) as (server, _):  # its job looks again only in an hour
+        assets = server.assets
+        assert assets is not None
+        await server.register_tags(assets.tags)
+        await server.ingest_local(scenario())
+        await server.historian.flush()
+        assert server.oee_job is not None
+        await server.oee_job.step()
+        assert len(await stored_shift(server)) == 8
+        assert server.analytics is not None
+        path = server.analytics.machine("cnc-01").path
+        # as if the server had stopped before computing 09:00-12:00
+        await server.analytics._db_call(lambda s: s.invalidate(path, at(9), at(12)))
+        assert len(await stored_shift(server)) == 5
+        assert {t.get_name() for t in asyncio.all_tasks()} >= {"server/oee"}
+    async with platform(tmp_path, interval="1s") as (server, client):
+        await wait_for_shift(server)  # the job task caught up by itself after the restart
+        (row,) = (await oee(client))["rows"]
+        assert row["run_s"] == 399 * 60
+    assert "server/oee" not in {t.get_name() for t in asyncio.all_tasks()}
