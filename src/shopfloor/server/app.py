@@ -245,7 +245,7 @@ class Server:
         if self.analytics is not None:
             await self.analytics.start()
         if self.oee_job is not None:
-            self._oee_task = asyncio.create_task(self.oee_job.run(), name="server/oee")
+            self._oee_task = asyncio.create_task(self.oee_job.run(self.live), name="server/oee")
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
         if self.uns is not None:

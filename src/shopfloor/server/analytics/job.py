@@ -5,6 +5,11 @@ had time to arrive, and a stop crossing its end is known to be a micro-stop or n
 job looks for hours *missing* from the store rather than continuing from a mark, so the
 same loop catches up after a restart, fills hours a reason change invalidated, and
 backfills up to ``backfill`` on its first start (never before a machine's first point).
+
+Points that arrive after their hour was stored (an edge draining its backlog) are seen on
+the live channel: the machine's stored hours from the first late point on (less
+``micro_stop``, the furthest back a new point can change a stop's class) are forgotten,
+and the loop computes them again.
 Contiguous missing hours are computed up to a week at a time: one read and one vectorized
 pass per machine.
 """
@@ -15,10 +20,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import numpy as np
+
 from shopfloor.config.analytics import OeeSection
 from shopfloor.config.durations import parse_duration_s
-from shopfloor.model import now_ns
-from shopfloor.server.analytics.machines import STATE, Machine
+from shopfloor.model import LiveBatch, PointBatch, now_ns
+from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.machines import GOOD, PARTS, REASON, SCRAP, STATE, Machine
 from shopfloor.server.analytics.oee import HOUR_NS, read_window
 from shopfloor.server.analytics.service import Analytics
 
@@ -49,9 +57,51 @@ class OeeJob:
         self.interval_s = parse_duration_s(section.interval)
         self._first: dict[str, int] = {}
         self._failing = False
+        self._machine_of = {
+            m.tag(n): i
+            for i, m in enumerate(analytics.machines)
+            if m.oee
+            for n in (STATE, REASON, PARTS, GOOD, SCRAP)
+        }
+        self.late_batches = 0
+        """Batches that made stored hours be computed again."""
 
-    async def run(self) -> None:
-        """Compute missing hours every ``interval`` until cancelled."""
+    async def run(self, live: Channel[LiveBatch] | None = None) -> None:
+        """Compute missing hours every ``interval``, and follow ``live`` for late points,
+        until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            if live is not None:
+                tasks.create_task(self._watch(live), name="server/oee-late")
+            tasks.create_task(self._loop(), name="server/oee-hours")
+
+    async def _watch(self, live: Channel[LiveBatch]) -> None:
+        async with live.subscribe("oee-late") as sub:
+            async for item in sub:
+                try:
+                    await self.late(item.batch)
+                except Exception:  # a supervisor loop: the next step is still right
+                    logger.exception("OEE job: cannot forget the hours late points change")
+
+    async def late(self, batch: PointBatch) -> int:
+        """Forget stored hours that ``batch``'s points change; how many machines."""
+        horizon = (self.clock() - self.settle_ns) // HOUR_NS * HOUR_NS
+        if not len(batch) or int(batch.ts.min()) >= horizon:
+            return 0  # the common case: live points of open hours
+        lookup = np.array([self._machine_of.get(t, -1) for t in batch.tags], dtype=np.int64)
+        which = lookup[batch.tag_index]
+        pick = (which >= 0) & (batch.ts < horizon)
+        if not pick.any():
+            return 0
+        machines = self.analytics.machines
+        hit = np.unique(which[pick])
+        margin = self.analytics.settings.micro_stop_ns
+        for i in hit:
+            first = int(batch.ts[pick & (which == i)].min())
+            await self.analytics.forget(machines[int(i)], first - margin)
+        self.late_batches += 1
+        return len(hit)
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await self.step()

@@ -304,6 +304,10 @@ class Analytics:
         )
         return len(sl)
 
+    async def forget(self, m: Machine, since_ns: int) -> None:
+        """Forget the machine's stored hours from ``since_ns`` on: they are computed again."""
+        await self._db_call(lambda s: s.invalidate(m.path, since_ns, 2**62))
+
     async def stored_hours(
         self, machines: Sequence[Machine], start: int, end: int
     ) -> dict[str, set[int]]:
