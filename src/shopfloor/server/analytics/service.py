@@ -11,6 +11,9 @@ answer does not depend on which hours happened to be stored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +46,8 @@ from shopfloor.server.analytics.store import AnalyticsStore, GroupSums, ReasonAs
 from shopfloor.server.historian.base import Historian
 
 __all__ = ["GROUPS", "Analytics", "StopEvent"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 GROUPS = ("hour", "shift", "day", "none")
@@ -125,6 +130,22 @@ class Analytics:
         """
         loop = asyncio.get_running_loop()
         self._store = await loop.run_in_executor(self._db, AnalyticsStore, self.path)
+        fingerprint = self.fingerprint()
+        if await self._db_call(lambda s: s.settings_changed(fingerprint)):
+            logger.info("analytics settings changed: stored OEE hours will be computed again")
+
+    def fingerprint(self) -> str:
+        """A digest of everything stored hours depend on besides the points: the shift
+        calendar, the downtime settings and each machine's ideal cycle time."""
+        text = json.dumps(
+            {
+                "shifts": self.section.shifts.model_dump(mode="json"),
+                "downtime": self.section.downtime.model_dump(mode="json"),
+                "machines": {m.path: m.ideal_cycle_s for m in self.machines},
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
 
     async def close(self) -> None:
         """Close the file and the thread. Idempotent."""

@@ -34,6 +34,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS oee_hours ("
     " equipment TEXT NOT NULL, hour_ns INTEGER NOT NULL, computed_ns INTEGER NOT NULL,"
     " PRIMARY KEY (equipment, hour_ns)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS stop_reasons ("
     " equipment TEXT NOT NULL, start_ns INTEGER NOT NULL, reason INTEGER NOT NULL,"
     " user TEXT NOT NULL, comment TEXT NOT NULL, assigned_ns INTEGER NOT NULL,"
@@ -241,6 +242,24 @@ class AnalyticsStore:
                 ),
             ]
         )
+
+    def settings_changed(self, fingerprint: str) -> bool:
+        """Whether the OEE hours were computed with other settings; if so they are all
+        forgotten (the reasons stay) and ``fingerprint`` is kept for next time."""
+        try:
+            row = self._con.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        if row is not None and row[0] == fingerprint:
+            return False
+        self._write(
+            [
+                ("DELETE FROM oee_hours", [()]),
+                ("DELETE FROM oee_slices", [()]),
+                ("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", [(fingerprint,)]),
+            ]
+        )
+        return row is not None
 
     # -------------------------------------------------------------- reasons
     def assign_reason(
