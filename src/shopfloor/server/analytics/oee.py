@@ -14,7 +14,9 @@ OEE is thereby weighted by planned time and parts, never an average of machine r
 Slices are cut at every UTC hour, every shift start and end and every local midnight,
 so an hour, a shift or a day is always a whole number of slices. Everything is measured
 inside planned production time: run time, stops, and the parts counted (a part counts
-when its counter point's time lies in planned production time).
+when its counter point's time lies in planned production time). Time before a machine's
+first state ever is not planned (it was not monitored yet); a state lost later (a Bad
+point) is a stop.
 
 The six big losses (Nakajima), as time:
 
@@ -244,6 +246,10 @@ def compute_slices(
     bounds = bounds[(bounds >= start) & (bounds <= end)]
     n = len(bounds) - 1
     planned = calendar.planned(lo, hi, equipment=series.equipment, path=series.path)
+    known = np.flatnonzero(~np.isnan(series.state.value))
+    first_known = int(series.state.ts[known[0]]) if len(known) else hi
+    if first_known > lo:  # before its first state ever the machine was not monitored
+        planned = planned.minus(Intervals(np.array([lo]), np.array([first_known])))
     runs = machine_runs(series, settings)
 
     # elementary segments: no slice, planned interval or run changes inside one. They

@@ -287,3 +287,17 @@ def test_components_are_the_stored_columns() -> None:
     series = machine([(t0 - H, 1)], read=(t0 - 2 * M, t0 + H + 2 * M))
     slices = compute_slices(series, ShiftCalendar(DAY_SHIFT), DOWNTIME, t0, t0 + H)
     assert tuple(slices.values) == COMPONENTS
+
+
+def test_time_before_the_first_state_ever_is_not_planned() -> None:
+    t0, t1 = utc("2026-03-02T06:00"), utc("2026-03-02T14:00")
+    # first connected at 08:00; communication lost 12:00-12:10 (a Bad point: NaN)
+    state = [(utc("2026-03-02T08:00"), 1), (utc("2026-03-02T12:00"), float("nan"))]
+    state.append((utc("2026-03-02T12:10"), 1))
+    series = machine(state, read=(t0 - 2 * M, t1 + 2 * M))
+    out = summarize(sums(compute_slices(series, ShiftCalendar(DAY_SHIFT), DOWNTIME, t0, t1)))
+    # planned = 06:00-14:00 less the break, less 06:00-08:00 = 450 - 120 = 330 min
+    assert out["planned_s"] == 330 * 60
+    # the 10 minutes without data are a stop (no reason: a breakdown)
+    assert out["run_s"] == 320 * 60
+    assert out["losses"]["breakdowns_s"] == 10 * 60
