@@ -492,7 +492,9 @@ class ShopfloorConfig(_Section):
         default_factory=AssetsSection, description="The plant's ISA-95 asset model."
     )
     analytics: AnalyticsSection = Field(
-        default_factory=AnalyticsSection, description="Analyses of stored history (SPC)."
+        default_factory=AnalyticsSection,
+        description="Analyses of stored history: shift calendar, stop reasons, the stored OEE "
+        "job, control charts (SPC).",
     )
     simulator: SimulatorSection = Field(
         default_factory=SimulatorSection, description="In-process simulated factory."

@@ -27,6 +27,9 @@ from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
+from shopfloor.server.analytics.job import OeeJob
+from shopfloor.server.analytics.machines import machines_of
+from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
@@ -228,6 +231,18 @@ class Server:
             else None
         )
         self._spc_task: asyncio.Task[None] | None = None
+        machines = machines_of(self.assets) if self.assets is not None else []
+        self.analytics = (
+            Analytics(self.historian, machines, config.analytics, config.server.data_dir)
+            if machines
+            else None
+        )
+        self.oee_job = (
+            OeeJob(self.analytics, config.analytics.oee)
+            if self.analytics is not None and config.analytics.oee.enabled
+            else None
+        )
+        self._oee_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -242,6 +257,7 @@ class Server:
             plant=self.plant,
             audit=self.audit,
             spc_charts=config.analytics.spc,
+            analytics=self.analytics,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -334,6 +350,10 @@ class Server:
         await self.alarms.start()
         await self.audit.start()
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
+        if self.analytics is not None:
+            await self.analytics.start()
+        if self.oee_job is not None:
+            self._oee_task = asyncio.create_task(self.oee_job.run(self.live), name="server/oee")
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
         if self.uns is not None:
@@ -418,6 +438,7 @@ class Server:
         tasks = (
             self._metrics_task,
             self._spc_task,
+            self._oee_task,
             self._sparkplug_task,
             self._uns_task,
             self._notify_task,
@@ -430,6 +451,8 @@ class Server:
                     await task
         await self.alarms.close()
         await self.audit.close()
+        if self.analytics is not None:
+            await self.analytics.close()
         if self._started:
             await self.historian.close()
 

@@ -14,10 +14,12 @@ from fastapi import APIRouter, FastAPI
 from shopfloor.config.spc import SpcChartConfig
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
+from shopfloor.server.api.routes import analytics as analytics_routes
 from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import audit as audit_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
@@ -67,6 +69,7 @@ _TAGS_METADATA = [
     {"name": "audit", "description": "Every operator and engineering write, accepted or not."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
     {"name": "spc", "description": "Control charts, run rules and process capability."},
+    {"name": "analytics", "description": "OEE, stop events, downtime Pareto, stop reasons."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -88,6 +91,7 @@ def create_app(
     plant: PlantEditor | None = None,
     audit: AuditLog | None = None,
     spc_charts: Sequence[SpcChartConfig] = (),
+    analytics: Analytics | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -109,6 +113,8 @@ def create_app(
         audit: the audit log (started by the caller): every audited write is recorded in
             it, and ``/api/v1/audit`` reads it.
         spc_charts: the configured control charts, for ``/api/v1/spc/{chart}``.
+        analytics: OEE and downtime (started by the caller), for ``/api/v1/oee`` and
+            ``/api/v1/downtime``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -130,6 +136,7 @@ def create_app(
         assets=assets,
         plant=plant,
         audit=audit,
+        analytics=analytics,
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     install_error_handlers(app)
@@ -138,6 +145,7 @@ def create_app(
     for router in (
         health.router,
         alarms_routes.router,
+        analytics_routes.router,
         assets_routes.router,
         audit_routes.router,
         connectors_routes.router,

@@ -15,6 +15,7 @@ from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 
 if TYPE_CHECKING:
+    from shopfloor.server.analytics.service import Analytics
     from shopfloor.server.api.ws import LiveHub
     from shopfloor.server.assets import AssetModel
     from shopfloor.server.assets.editor import PlantEditor
@@ -43,6 +44,7 @@ class ApiContext:
             one is ``plant.model``).
         plant: the plant's editor (model now served, edits, export), if configured.
         audit: the audit log of writes, if kept.
+        analytics: OEE and downtime, if the plant has machines with states.
     """
 
     historian: Historian
@@ -58,6 +60,7 @@ class ApiContext:
     assets: AssetModel | None = None
     plant: PlantEditor | None = None
     audit: AuditLog | None = None
+    analytics: Analytics | None = None
 
 
 def get_context(conn: HTTPConnection) -> ApiContext:

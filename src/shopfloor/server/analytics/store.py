@@ -1,0 +1,317 @@
+"""The analytics file: stored OEE slices and operator-assigned stop reasons.
+
+One SQLite file in WAL mode with ``synchronous=FULL``, like the alarm journal: a reason
+an operator assigned is on disk when the API answers. OEE slices are derived data (they
+can always be computed again from the historian), stored so that a month of OEE for a
+hundred machines is a ``SUM ... GROUP BY`` over a few tens of thousands of rows instead
+of a pass over millions of points. Which hours are stored is kept apart (``oee_hours``),
+so a missing hour (never computed, or invalidated by a reason change) is computed again
+by the job, and on demand by a query meanwhile.
+
+Blocking: call it from one thread (:class:`~.service.Analytics` owns one), never from
+the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shopfloor.errors import ShopfloorError
+from shopfloor.server.analytics.oee import COMPONENTS, HOUR_NS, Slices
+
+__all__ = ["AnalyticsStore", "AnalyticsStoreError", "GroupSums", "ReasonAssignment"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS oee_slices ("
+    " equipment TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,"
+    " hour_ns INTEGER NOT NULL, shift TEXT NOT NULL, shift_start_ns INTEGER NOT NULL,"
+    " day TEXT NOT NULL, "
+    + ", ".join(f"{c} REAL NOT NULL" for c in COMPONENTS)
+    + ", PRIMARY KEY (equipment, start_ns)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS oee_hours ("
+    " equipment TEXT NOT NULL, hour_ns INTEGER NOT NULL, computed_ns INTEGER NOT NULL,"
+    " PRIMARY KEY (equipment, hour_ns)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS stop_reasons ("
+    " equipment TEXT NOT NULL, start_ns INTEGER NOT NULL, reason INTEGER NOT NULL,"
+    " user TEXT NOT NULL, comment TEXT NOT NULL, assigned_ns INTEGER NOT NULL,"
+    " PRIMARY KEY (equipment, start_ns)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS stop_reason_log ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, equipment TEXT NOT NULL,"
+    " start_ns INTEGER NOT NULL, reason INTEGER NOT NULL, previous INTEGER,"
+    " user TEXT NOT NULL, comment TEXT NOT NULL, assigned_ns INTEGER NOT NULL)",
+)
+
+_GROUP_KEYS = {
+    "hour": "hour_ns",
+    "shift": "shift, shift_start_ns",
+    "day": "day",
+    "none": "''",
+}
+
+
+class AnalyticsStoreError(ShopfloorError):
+    """The analytics file cannot be written or read (disk full, damaged file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonAssignment:
+    """A reason an operator gave a stop: who, when, and what it replaced."""
+
+    equipment: str
+    start_ns: int
+    reason: int
+    previous: int | None
+    user: str
+    comment: str
+    assigned_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSums:
+    """The summed components of one group of stored slices."""
+
+    key: tuple[object, ...]
+    start_ns: int
+    end_ns: int
+    sums: dict[str, float]
+
+
+class AnalyticsStore:
+    """The file at ``path`` (created with its folder if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=FULL")
+            for statement in _SCHEMA:
+                self._con.execute(statement)
+        except (OSError, sqlite3.Error) as err:
+            raise AnalyticsStoreError(f"analytics store {path}: {err}") from err
+
+    def close(self) -> None:
+        """Close the file."""
+        self._con.close()
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[object]]]]) -> None:
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    self._con.executemany(sql, rows)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: cannot write: {err}") from err
+
+    # ------------------------------------------------------------------ OEE
+    def put_hours(
+        self,
+        equipment: str,
+        slices: Slices,
+        *,
+        shift_names: Sequence[str],
+        days: Sequence[str],
+        computed_ns: int,
+    ) -> None:
+        """Store the slices of whole hours (replacing those hours), in one transaction.
+
+        Args:
+            equipment: the machine's path.
+            slices: slices covering whole UTC hours.
+            shift_names: the calendar's shift names (``slices.shift`` indexes them).
+            days: per slice, its local date.
+            computed_ns: when they were computed.
+        """
+        hours = sorted({int(h) for h in slices.start // HOUR_NS * HOUR_NS})
+        if not hours:
+            return
+        cols = [slices.values[c] for c in COMPONENTS]
+        rows = [
+            (
+                equipment,
+                int(slices.start[i]),
+                int(slices.end[i]),
+                int(slices.start[i] // HOUR_NS * HOUR_NS),
+                shift_names[slices.shift[i]] if slices.shift[i] >= 0 else "",
+                int(slices.shift_start[i]),
+                days[i],
+                *(float(c[i]) for c in cols),
+            )
+            for i in range(len(slices))
+        ]
+        marks = ",".join("?" * (7 + len(COMPONENTS)))
+        self._write(
+            [
+                (
+                    "DELETE FROM oee_slices WHERE equipment = ? AND hour_ns = ?",
+                    [(equipment, h) for h in hours],
+                ),
+                (f"INSERT INTO oee_slices VALUES ({marks})", rows),
+                (
+                    "INSERT OR REPLACE INTO oee_hours VALUES (?, ?, ?)",
+                    [(equipment, h, computed_ns) for h in hours],
+                ),
+            ]
+        )
+
+    def count_hours(self, equipment: Sequence[str], start_ns: int, end_ns: int) -> dict[str, int]:
+        """Per machine, how many hours starting in ``[start_ns, end_ns)`` are stored."""
+        marks = ",".join("?" * len(equipment))
+        try:
+            rows = self._con.execute(
+                f"SELECT equipment, count(*) FROM oee_hours WHERE equipment IN ({marks})"
+                " AND hour_ns >= ? AND hour_ns < ? GROUP BY equipment",
+                (*equipment, start_ns, end_ns),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        return {e: 0 for e in equipment} | {str(e): int(n) for e, n in rows}
+
+    def stored_hours(
+        self, equipment: Sequence[str], start_ns: int, end_ns: int
+    ) -> dict[str, set[int]]:
+        """Per machine, the stored hours starting in ``[start_ns, end_ns)``."""
+        out: dict[str, set[int]] = {e: set() for e in equipment}
+        marks = ",".join("?" * len(equipment))
+        try:
+            for eq, hour in self._con.execute(
+                f"SELECT equipment, hour_ns FROM oee_hours WHERE equipment IN ({marks})"
+                " AND hour_ns >= ? AND hour_ns < ?",
+                (*equipment, start_ns, end_ns),
+            ):
+                out[eq].add(hour)
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        return out
+
+    def sum_hours(
+        self, equipment: Sequence[str], start_ns: int, end_ns: int, group: str
+    ) -> list[GroupSums]:
+        """Summed components of the stored hours in ``[start_ns, end_ns)``, per group.
+
+        Args:
+            equipment: the machines' paths.
+            start_ns: the first hour (a multiple of an hour).
+            end_ns: the end of the last hour.
+            group: ``hour``, ``shift``, ``day`` or ``none``.
+        """
+        key = _GROUP_KEYS[group]
+        sums = ", ".join(f"sum({c})" for c in COMPONENTS)
+        marks = ",".join("?" * len(equipment))
+        try:
+            rows = self._con.execute(
+                f"SELECT {key}, min(start_ns), max(end_ns), {sums} FROM oee_slices"
+                f" WHERE equipment IN ({marks}) AND hour_ns >= ? AND hour_ns < ?"
+                f" GROUP BY {key}",
+                (*equipment, start_ns, end_ns),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        width = len(key.split(","))
+        return [
+            GroupSums(
+                key=tuple(r[:width]),
+                start_ns=r[width],
+                end_ns=r[width + 1],
+                sums=dict(zip(COMPONENTS, r[width + 2 :], strict=True)),
+            )
+            for r in rows
+        ]
+
+    def invalidate(self, equipment: str, start_ns: int, end_ns: int) -> None:
+        """Forget the stored hours overlapping ``[start_ns, end_ns)``: computed again."""
+        first = start_ns // HOUR_NS * HOUR_NS
+        self._write(
+            [
+                (
+                    "DELETE FROM oee_hours WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
+                    [(equipment, first, end_ns)],
+                ),
+                (
+                    "DELETE FROM oee_slices WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
+                    [(equipment, first, end_ns)],
+                ),
+            ]
+        )
+
+    def settings_changed(self, fingerprint: str) -> bool:
+        """Whether the OEE hours were computed with other settings; if so they are all
+        forgotten (the reasons stay) and ``fingerprint`` is kept for next time."""
+        try:
+            row = self._con.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        if row is not None and row[0] == fingerprint:
+            return False
+        self._write(
+            [
+                ("DELETE FROM oee_hours", [()]),
+                ("DELETE FROM oee_slices", [()]),
+                ("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", [(fingerprint,)]),
+            ]
+        )
+        return row is not None
+
+    # -------------------------------------------------------------- reasons
+    def assign_reason(
+        self, equipment: str, start_ns: int, reason: int, *, user: str, comment: str, now_ns: int
+    ) -> ReasonAssignment:
+        """Store an operator's reason for the stop starting at ``start_ns``, and log it.
+
+        This is the one place a reason is written: the audit log hooks in here.
+        """
+        previous = self.reasons(equipment, start_ns, start_ns + 1).get(start_ns)
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO stop_reasons VALUES (?, ?, ?, ?, ?, ?)",
+                    [(equipment, start_ns, reason, user, comment, now_ns)],
+                ),
+                (
+                    "INSERT INTO stop_reason_log (equipment, start_ns, reason, previous, user,"
+                    " comment, assigned_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(equipment, start_ns, reason, previous, user, comment, now_ns)],
+                ),
+            ]
+        )
+        return ReasonAssignment(equipment, start_ns, reason, previous, user, comment, now_ns)
+
+    def reasons(self, equipment: str, start_ns: int, end_ns: int) -> dict[int, int]:
+        """Operator reasons of one machine's stops starting in ``[start_ns, end_ns)``."""
+        try:
+            rows = self._con.execute(
+                "SELECT start_ns, reason FROM stop_reasons WHERE equipment = ?"
+                " AND start_ns >= ? AND start_ns < ?",
+                (equipment, start_ns, end_ns),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        return {int(s): int(r) for s, r in rows}
+
+    def assignments(
+        self, equipment: str, start_ns: int, end_ns: int
+    ) -> dict[int, ReasonAssignment]:
+        """Who assigned which reason to the stops starting in ``[start_ns, end_ns)``."""
+        try:
+            rows = self._con.execute(
+                "SELECT r.start_ns, r.reason, r.user, r.comment, r.assigned_ns,"
+                " (SELECT previous FROM stop_reason_log l WHERE l.equipment = r.equipment"
+                "  AND l.start_ns = r.start_ns ORDER BY seq DESC LIMIT 1)"
+                " FROM stop_reasons r WHERE equipment = ? AND start_ns >= ? AND start_ns < ?",
+                (equipment, start_ns, end_ns),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
+        return {
+            int(s): ReasonAssignment(equipment, int(s), int(r), p, u, c, int(t))
+            for s, r, u, c, t, p in rows
+        }
