@@ -604,6 +604,9 @@ def _decode_arrow(body: bytes, *, max_decoded: int) -> DecodedBatch:
         size = 0
         for item in reader.iter_batches_with_custom_metadata():
             record = item.batch
+            # before anything reads it (even nbytes): a crafted length or offset must fail
+            # here as a payload error, not crash the process in a kernel (found by fuzzing)
+            record.validate(full=True)
             size += record.nbytes
             if size > max_decoded:
                 raise PayloadTooLarge(max_decoded, "decoded Arrow data")
