@@ -86,6 +86,7 @@ def build_historian(config: ShopfloorConfig) -> Historian:
             ledger_prune_interval_s=section.ledger_prune_interval_s,
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
+            shared=section.shared,
             **upkeep,
         )
     return DuckDBHistorian(
