@@ -56,22 +56,27 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def build_historian(config: ShopfloorConfig) -> Historian:
+def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historian:
     """Create the historian backend the configuration names.
+
+    Args:
+        upkeep: run compaction, rollups and retention as configured; an ingest worker
+            (:mod:`~shopfloor.server.worker`) leaves them to the server process, so that
+            several workers do not all do the same upkeep of one schema.
 
     Raises:
         ConfigError: the PostgreSQL password's variable is unset or its file unreadable.
     """
     section = config.historian
-    upkeep: dict[str, Any] = {
-        "compaction_interval_s": section.compaction.interval_s,
+    upkeep_args: dict[str, Any] = {
+        "compaction_interval_s": section.compaction.interval_s if upkeep else None,
         "compaction_grace_s": section.compaction.grace_s,
         "rollups": RollupSettings(
-            enabled=section.rollups.enabled,
+            enabled=section.rollups.enabled and upkeep,
             interval_s=section.rollups.interval_s,
             grace_s=section.rollups.grace_s,
         ),
-        "retention": policy_of(section.retention),
+        "retention": policy_of(section.retention) if upkeep else None,
     }
     if isinstance(section, PostgresHistorianSection):
         return PostgresHistorian(
@@ -87,7 +92,7 @@ def build_historian(config: ShopfloorConfig) -> Historian:
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
             shared=section.shared,
-            **upkeep,
+            **upkeep_args,
         )
     return DuckDBHistorian(
         section.path,
@@ -97,7 +102,34 @@ def build_historian(config: ShopfloorConfig) -> Historian:
         max_pending_rows=section.max_pending_rows,
         ack_delay_s=section.ack_delay_s,
         ledger_retention_s=section.ledger_retention_s,
-        **upkeep,
+        **upkeep_args,
+    )
+
+
+def build_ingestor(
+    config: ShopfloorConfig, historian: Historian, live: Channel[LiveBatch]
+) -> Ingestor:
+    """The ingest service over ``historian`` with the configured limits (``[ingest]``)."""
+    return Ingestor(
+        historian,
+        live,
+        max_future_s=config.ingest.max_future_s,
+        max_pending_points=config.ingest.max_pending_points,
+        retry_after_s=config.ingest.retry_after_s,
+        edges=EdgeRegistry(max_edges=config.ingest.max_edges),
+    )
+
+
+def build_mqtt_ingest(
+    config: ShopfloorConfig, ingestor: Ingestor, historian: Historian
+) -> MqttIngest:
+    """The MQTT consumer of ``[ingest.mqtt]``, whether or not ``enabled`` is set."""
+    return MqttIngest(
+        ingestor,
+        config.ingest.mqtt,
+        register_tags=historian.register_tags,
+        max_body_bytes=config.ingest.max_body_bytes,
+        status_model=EdgeStatusIn,
     )
 
 
@@ -142,14 +174,7 @@ class Server:
         self.config = config
         self.historian = build_historian(config)
         self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
-        self.ingestor = Ingestor(
-            self.historian,
-            self.live,
-            max_future_s=config.ingest.max_future_s,
-            max_pending_points=config.ingest.max_pending_points,
-            retry_after_s=config.ingest.retry_after_s,
-            edges=EdgeRegistry(max_edges=config.ingest.max_edges),
-        )
+        self.ingestor = build_ingestor(config, self.historian, self.live)
         self.assets = load_assets(config)
         rules = [
             *(self.assets.alarm_rules if self.assets else ()),
@@ -196,13 +221,7 @@ class Server:
         )
         install_edge_credentials(self.app, self.credentials)
         self.mqtt_ingest = (
-            MqttIngest(
-                self.ingestor,
-                config.ingest.mqtt,
-                register_tags=self.historian.register_tags,
-                max_body_bytes=config.ingest.max_body_bytes,
-                status_model=EdgeStatusIn,
-            )
+            build_mqtt_ingest(config, self.ingestor, self.historian)
             if config.ingest.mqtt.enabled
             else None
         )

@@ -19,6 +19,16 @@ from the broker when it reconnects (persistent session: fixed client id,
 ``clean_start`` false, a long session expiry). PUBACKs go out in the order the messages
 arrived (MQTT 5 §4.6), while up to ``max_inflight`` messages are processed at once.
 
+**Several consumers.** With ``shared_group`` the batches and status reports are taken
+through an MQTT 5 shared subscription, so several processes (``shopfloor ingest``
+workers) split them; the PostgreSQL historian's shared mode stores each batch once
+whichever worker gets it. What Mosquitto does with the messages of a member that died
+(measured, docs/scale-out.md): with a persistent session they stay queued for it — and
+new ones keep being dealt to it — until it comes back; with ``session_expiry = "0s"``
+the survivors get every new message at once and the dead member's unacknowledged ones
+are dropped by the broker, so they come again from the edges' outboxes after the
+edges' answer timeout.
+
 **Bounded.** The CONNECT asks for Receive Maximum = ``max_inflight``: the broker sends
 no more than that many QoS 1 messages before it has their PUBACKs, so waiting batches
 stay in the broker, not in this process — flow control instead of a queue that could
@@ -363,7 +373,7 @@ class MqttIngest:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         filters = [
-            self.settings.topic_filter(kind) for kind in (TOPIC_TAGS, TOPIC_BATCHES, TOPIC_STATUS)
+            self.settings.subscription(kind) for kind in (TOPIC_TAGS, TOPIC_BATCHES, TOPIC_STATUS)
         ]
         granted = await client.subscribe([(f, 1) for f in filters])
         for topic, code in zip(filters, granted, strict=False):
