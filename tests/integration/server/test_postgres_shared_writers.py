@@ -27,8 +27,8 @@ def dsn(postgres_server: PostgresServer) -> Iterator[str]:
 async def pair(dsn: str) -> AsyncIterator[tuple[PostgresHistorian, PostgresHistorian]]:
     one = PostgresHistorian(dsn, flush_interval_s=0.05, shared=True)
     two = PostgresHistorian(dsn, flush_interval_s=0.05, shared=True)
-    await one.start()
-    await two.start()
+    # together, on an empty database: creating the schema must not race
+    await asyncio.gather(one.start(), two.start())
     try:
         yield one, two
     finally:

@@ -42,9 +42,11 @@ __all__ = [
     "Applied",
     "applied",
     "lock_commits",
+    "lock_setup",
     "new_tags",
     "prune",
     "take_shared_lock",
+    "unlock_setup",
 ]
 
 COMMIT_LOCK_CLASS: Final = 0x5F11
@@ -93,6 +95,20 @@ async def release_shared_lock(con: psycopg.AsyncConnection[Any], schema_name: st
     """Give the shared writer lock back now, rather than when the server reaps the session."""
     await con.execute(
         "SELECT pg_advisory_unlock_shared(%s, hashtext(%s))", [pg_schema.LOCK_CLASS, schema_name]
+    )
+
+
+async def lock_setup(con: psycopg.AsyncConnection[Any], schema_name: str) -> None:
+    """Wait for the commit lock at session level, for setting the schema up: shared writers
+    starting together would otherwise race in ``CREATE ... IF NOT EXISTS`` (PostgreSQL
+    checks the catalog's unique keys, not the ``IF NOT EXISTS``, under concurrency)."""
+    await con.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [COMMIT_LOCK_CLASS, schema_name])
+
+
+async def unlock_setup(con: psycopg.AsyncConnection[Any], schema_name: str) -> None:
+    """Release :func:`lock_setup`."""
+    await con.execute(
+        "SELECT pg_advisory_unlock(%s, hashtext(%s))", [COMMIT_LOCK_CLASS, schema_name]
     )
 
 

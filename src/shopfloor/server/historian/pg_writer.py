@@ -222,12 +222,16 @@ class PgWriter:
         """
         con = await self._open_connection()
         try:
+            if self.shared:  # one at a time: workers started together race in CREATE
+                await pg_shared.lock_setup(con, self._schema)
             opened = await pg_schema.open_schema(con, self._schema, timescale=self._timescale)
             self.layout = opened.layout
             self._partitions = opened.partitions if opened.layout == "partitioned" else None
             await self._load(con)
             today = self._clock() // pg_schema.DAY_NS
             await self._ensure_partitions(con, {today, today + 1})
+            if self.shared:
+                await pg_shared.unlock_setup(con, self._schema)
         except psycopg.Error as err:
             await con.close()
             raise HistorianError(f"cannot set up the historian in PostgreSQL: {err}") from err
