@@ -42,6 +42,17 @@ class MqttIngestSection(MqttLinkSettings):
         "once. The acknowledgement (PUBACK) of a batch goes out only after its commit, so a "
         "platform that dies mid-batch gets it again from the broker.",
     )
+    max_queued: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="Messages the broker may hand over beyond `max_inflight` before they "
+        "are processed; they wait in this process, unacknowledged. Mosquitto 2.0 keeps to "
+        "Receive Maximum only until acknowledgements start flowing, then sends what it "
+        "queued for this client (up to its own `max_queued_messages`, 1000 by default): "
+        "keep this at least as large. Beyond it the consumer reconnects and the broker "
+        "sends the unacknowledged messages again.",
+    )
     shared_group: str = Field(
         "",
         max_length=64,

@@ -11,6 +11,9 @@ holding its messages; then more messages are published, and A comes back under i
 * Session ending with the connection (expiry 0): B gets every new message at once; A's
   unacknowledged messages are dropped by the broker — neither B nor the new A gets
   them. Shopfloor's edges send such batches again after their answer timeout.
+
+And Receive Maximum: kept to while nothing is acknowledged, exceeded (everything queued
+for the client is sent) once acknowledgements flow.
 """
 
 from __future__ import annotations
@@ -18,16 +21,21 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from shopfloor.testing.mosquitto import Mosquitto
 
 _MEMBER = """
 import sys
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 port, cid, expiry, ack = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "ack"
@@ -141,3 +149,45 @@ def test_a_dead_members_messages_are_dropped_when_its_session_ends_with_it(
     assert before == _ms(range(0, 10, 2))
     assert b == _ms(range(1, 10, 2)) | _ms(range(10, 20))  # B takes over at once
     assert back == set()  # A's unacknowledged messages went with its session
+
+
+def test_mosquitto_exceeds_receive_maximum_once_acknowledgements_flow(
+    mosquitto: Mosquitto,
+) -> None:
+    """Why ``[ingest.mqtt] max_queued`` exists: with nothing acknowledged Mosquitto keeps
+    to Receive Maximum, but once PUBACKs flow it sends what it queued for the client."""
+    unacked: list[int] = []
+    peak = 0
+    lock = threading.Lock()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="w", protocol=paho.MQTTv5)
+    client.manual_ack_set(True)
+
+    def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        nonlocal peak
+        with lock:
+            unacked.append(message.mid)
+            peak = max(peak, len(unacked))
+
+    client.on_message = on_message
+    connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    connect.ReceiveMaximum = 5
+    client.connect("127.0.0.1", mosquitto.port, properties=connect)
+    client.subscribe("$share/g/t/#", qos=1)
+    client.loop_start()
+    try:
+        time.sleep(0.3)
+        _publish(mosquitto.port, range(200))
+        time.sleep(0.3)
+        with lock:
+            assert peak == 5  # kept to, while nothing is acknowledged
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            with lock:
+                if unacked:
+                    client.ack(unacked.pop(0), 1)  # in order, one every 10 ms
+            time.sleep(0.01)
+        with lock:
+            assert peak > 50, peak  # measured: about 160 of 200
+    finally:
+        client.disconnect()
+        client.loop_stop()
