@@ -6,7 +6,9 @@ durability: fsync and synchronous commit on, as a plant's server would run), N
 `shopfloor ingest` worker processes sharing the subscription `$share/ingest/...` and the
 historian (`historian.shared = true`), and `shopfloor loadgen` playing ``--edges`` simulated
 edges × ``--tags`` tags, ``--samples`` values per tag per batch, each edge keeping
-``--window`` batches awaiting their answer (a closed loop: as fast as the platform answers).
+``--window`` batches awaiting their answer (a closed loop: as fast as the platform answers;
+the default 8 × 16 outstanding batches is more than one worker takes at once, so the
+figures are the workers' capacity, and the latencies include the wait in the broker).
 
 * **points/s**: points acknowledged by the platform (answer published after the commit)
   per second of the run, as the edges count them.
@@ -14,6 +16,10 @@ edges × ``--tags`` tags, ``--samples`` values per tag per batch, each edge keep
   which is published after the commit: an upper bound of *produced → queryable*.
 * **fresh p50/p95**: sampled every 0.1 s during the run: now − the newest ``ts`` in the
   historian's ``latest`` table (a SELECT), i.e. how old the newest queryable value is.
+* **CPU s per M points**: CPU seconds (user + system, from ``/proc``) the load generator,
+  the workers, PostgreSQL (all its processes) and Mosquitto spent per million acknowledged
+  points during the run; **cores busy** is their sum over the run's wall time. It shows
+  where the machine's cores go, and so what another worker can and cannot buy here.
 * **baselines**: the same number of points (same tags, same timestamps' shape) copied by
   one client with binary COPY — into narrow rows ``(ts, value, tag_id, quality, text)``
   without an index, and into the historian's own ``points_recent`` rows (its blocks
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -41,6 +48,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +74,62 @@ def _config(folder: Path, *, dsn: str, broker: int) -> Path:
     return path
 
 
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def _cpu(pids: set[int], *, with_children: bool = False) -> float:
+    """CPU seconds of ``pids`` (and, with ``with_children``, of their child processes)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat is not None and (int(entry.name) in pids or (with_children and stat[0] in pids)):
+            total += stat[1]
+    return total
+
+
+def _pid_of(cmdline_part: str) -> int:
+    """The pid of the one process whose command line contains ``cmdline_part``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmdline_part in cmdline:
+                return int(entry.name)
+    raise RuntimeError(f"no process runs {cmdline_part}")
+
+
+@dataclass
+class _Processes:
+    """The pids whose CPU time is counted: workers, PostgreSQL's postmaster, Mosquitto."""
+
+    workers: set[int]
+    postmaster: int
+    mosquitto: int
+
+    def cpu(self) -> dict[str, float]:
+        return {
+            "workers": _cpu(self.workers),
+            "postgres": _cpu({self.postmaster}, with_children=True),
+            "mosquitto": _cpu({self.mosquitto}),
+        }
+
+
 @contextmanager
-def _workers(folder: Path, config: Path, count: int) -> Iterator[None]:
+def _workers(folder: Path, config: Path, count: int) -> Iterator[set[int]]:
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for n in range(count):
@@ -87,7 +149,7 @@ def _workers(folder: Path, config: Path, count: int) -> Iterator[None]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"a worker did not start:\n{log_path.read_text()}")
                 time.sleep(0.1)
-        yield
+        yield {proc.pid for proc, _ in procs}
     finally:
         for proc, _ in procs:
             if proc.poll() is None:
@@ -147,11 +209,26 @@ def _pipeline_run(
     }
     command = [sys.executable, "-m", "shopfloor", "loadgen"]
     command += [a for k, v in options.items() for a in (f"--{k}", str(v))]
-    with _workers(folder, config, workers), _Freshness(dsn) as fresh:
+    postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    mosquitto = _pid_of(str(broker.workdir))
+    with _workers(folder, config, workers) as pids, _Freshness(dsn) as fresh:
+        processes = _Processes(pids, postmaster, mosquitto)
+        before = processes.cpu()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
         done = subprocess.run(command, capture_output=True, check=False, timeout=600)
+        wall = time.monotonic() - started
+        after = processes.cpu()
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(done.stdout.decode() + done.stderr.decode())
     report: dict[str, Any] = json.loads(report_file.read_text())
+    cpu = {name: after[name] - before[name] for name in after}
+    cpu["loadgen"] = (children_after.ru_utime + children_after.ru_stime) - (
+        children.ru_utime + children.ru_stime
+    )
+    report["cpu"] = cpu
+    report["cores_busy"] = sum(cpu.values()) / wall
     report["fresh"] = fresh.ages_ms
     with psycopg.connect(dsn) as con:
         row = con.execute("SELECT count(*) FROM shopfloor.points").fetchone()
@@ -206,7 +283,7 @@ def main() -> None:
     parser.add_argument("--edges", type=int, default=8)
     parser.add_argument("--tags", type=int, default=100)
     parser.add_argument("--samples", type=int, default=10)
-    parser.add_argument("--window", type=int, default=4)
+    parser.add_argument("--window", type=int, default=16)
     args = parser.parse_args()
 
     runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
@@ -239,11 +316,13 @@ def main() -> None:
     )
     header = (
         "setup", "points/s", "answer p50 ms", "p95 ms", "p99 ms", "fresh p50 ms", "fresh p95 ms",
-        "resends", "stored = acked",
+        "resends", "stored = acked", "CPU s/M pts: loadgen", "workers", "postgres",
+        "mosquitto", "cores busy",
     )  # fmt: skip
     rows: list[tuple[str, ...]] = []
     for kind, label in (("narrow", "narrow rows"), ("blocks", "historian blocks")):
-        rows.append((f"baseline: binary COPY, {label}", f"{med(copies[kind]):,.0f}", *("-",) * 7))
+        copy = f"{med(copies[kind]):,.0f}"
+        rows.append((f"baseline: binary COPY, {label}", copy, *("-",) * 12))
     for workers, reports in runs.items():
         lat = {q: med([rep["latency_ms"][q] for rep in reports]) for q in ("p50", "p95", "p99")}
         fresh = [rep["fresh"] for rep in reports if rep["fresh"]]
@@ -260,6 +339,11 @@ def main() -> None:
                 "yes"
                 if all(rep["stored"] == rep["acknowledged_points"] for rep in reports)
                 else "NO",
+                *(
+                    f"{med([r['cpu'][k] / r['acknowledged_points'] * 1e6 for r in reports]):.1f}"
+                    for k in ("loadgen", "workers", "postgres", "mosquitto")
+                ),
+                f"{med([rep['cores_busy'] for rep in reports]):.2f}",
             )
         )
     print_table(header, rows)

@@ -46,7 +46,9 @@ def loadgen(
     drain: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for the last answers.")
     ] = 60.0,
-    topic_root: Annotated[str, typer.Option(help="As [ingest.mqtt] topic_root.")] = "shopfloor/v1",
+    topic_root: Annotated[
+        str, typer.Option(help="Topic root, as ingest.mqtt.topic_root.")
+    ] = "shopfloor/v1",
     prefix: Annotated[str, typer.Option(help="Edge ids are PREFIX-<n>.")] = "loadgen",
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this file.")
