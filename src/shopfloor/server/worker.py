@@ -31,8 +31,6 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import asdict
-from typing import Any
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import PostgresHistorianSection
@@ -152,14 +150,6 @@ class IngestWorker:
             logger.info("ingest worker: stopping")
         finally:
             await self.close()
-
-    def status(self) -> dict[str, Any]:
-        """The MQTT consumer's and the historian's counters."""
-        stats = self.historian.stats() if self._started else None
-        return {
-            "mqtt": self.mqtt.status(),
-            "historian": asdict(stats) if stats is not None else None,
-        }
 
     async def close(self) -> None:
         """Stop taking messages, answer the batches in flight, commit, close. Idempotent."""
