@@ -565,7 +565,9 @@ class PgWriter:
         rows = self._coalesce(plan.batches) if plan.batches else None
         if rows is not None and len(rows.ts):
             await self._ensure_partitions(con, pg_schema.days_of(rows.ts))
-        await self._store(con, plan, rows)
+        snapshot = await self._store(con, plan, rows)
+        if snapshot is not None:
+            self.snapshot = snapshot
         return plan
 
     async def _commit_shared(
@@ -581,8 +583,10 @@ class PgWriter:
             rows = self._coalesce(plan.batches) if plan.batches else None
             if rows is not None and len(rows.ts):
                 await self._ensure_partitions(con, pg_schema.days_of(rows.ts))
-            await self._store(con, plan, rows)  # a savepoint inside this transaction
+            snapshot = await self._store(con, plan, rows)  # a savepoint inside this transaction
             self._commit_sent = True  # leaving the block sends COMMIT: outcome unknown if lost
+        if snapshot is not None:  # only once committed: its new tag ids are others' to see
+            self.snapshot = snapshot
         return plan
 
     async def _store(
@@ -590,7 +594,9 @@ class PgWriter:
         con: psycopg.AsyncConnection[Any],
         plan: CommitPlan[AckWrite],
         rows: SortedRows | None,
-    ) -> None:
+    ) -> Snapshot | None:
+        """Store the points, their tags, the last values and the ledger rows in one
+        transaction; return the snapshot to publish once the outermost one committed."""
         snapshot = None
         async with con.transaction():
             if rows is not None and len(rows.ts):
@@ -601,8 +607,7 @@ class PgWriter:
                     pg_schema.INSERT_LEDGER, [edges, seqs, points, [plan.commit_ns] * len(edges)]
                 )
             self._commit_sent = True  # leaving the block sends COMMIT: outcome unknown if lost
-        if snapshot is not None:
-            self.snapshot = snapshot
+        return snapshot
 
     async def _store_points(self, con: psycopg.AsyncConnection[Any], rows: SortedRows) -> Snapshot:
         """Run the statements that store ``rows``; return the snapshot after them."""
