@@ -68,7 +68,7 @@ unit:
 	test $$rest -eq 0 && test $$waited -eq 0
 
 bench: install-dev
-	for script in bench/ingest.py bench/ingest_ack.py bench/historian.py bench/queries.py bench/alarms.py bench/retention.py bench/simulator.py bench/connectors.py bench/outbox.py bench/edge.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/ingest.py bench/ingest_ack.py bench/historian.py bench/queries.py bench/alarms.py bench/retention.py bench/simulator.py bench/connectors.py bench/outbox.py bench/edge.py bench/scale.py; do $(BIN)/python $$script || exit 1; done
 
 # Re-pin dependencies after changing pyproject.toml (needs the registry).
 lock: | $(BIN)/python

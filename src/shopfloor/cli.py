@@ -20,6 +20,7 @@ from shopfloor.cli_assets import register_assets_commands
 from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
 from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
+from shopfloor.cli_loadgen import register_loadgen_command
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
 from shopfloor.errors import ConfigError, ShopfloorError
@@ -38,6 +39,7 @@ app.add_typer(opcua_app, name="opcua")
 register_history_commands(app)  # export, import, backup, restore
 register_disk_commands(app)  # disk
 register_assets_commands(app)  # assets check, assets tags
+register_loadgen_command(app)  # loadgen
 
 err_console = Console(stderr=True)
 
@@ -175,6 +177,34 @@ def server(
     except ConfigError as err:
         raise _fail_config(err) from err
     _run(cfg, show_status=False)
+
+
+@app.command()
+def ingest(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML configuration file.")],
+    *,
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="MQTT client id of this worker (default: see docs/scale-out.md)."),
+    ] = None,
+) -> None:
+    """Run one ingest worker: batches from the MQTT broker into PostgreSQL (docs/scale-out.md)."""
+    from shopfloor.server.worker import check_worker_config, run_worker, worker_client_id
+
+    try:
+        cfg = load_config(config)
+        check_worker_config(cfg)
+        worker_id = worker_client_id(cfg, client_id)
+    except ConfigError as err:
+        raise _fail_config(err) from err
+    _setup_logging(cfg.logging.level, rich=False)
+    try:
+        asyncio.run(run_worker(cfg, client_id=worker_id))
+    except ConfigError as err:
+        raise _fail_config(err) from err
+    except (ShopfloorError, OSError) as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from err
 
 
 edge_app = typer.Typer(help="Run an edge agent, or manage its outbox.", invoke_without_command=True)

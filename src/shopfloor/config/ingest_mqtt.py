@@ -9,6 +9,14 @@ Example::
     username = "shopfloor-platform"
     password_env = "SHOPFLOOR_MQTT_PASSWORD"
     max_inflight = 16
+
+Several ``shopfloor ingest`` workers split the edges' batches between them through an
+MQTT 5 shared subscription (``shared_group``; docs/scale-out.md)::
+
+    [ingest.mqtt]
+    enabled = true
+    shared_group = "ingest"
+    session_expiry = "0s"
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from shopfloor.config.durations import parse_duration_s
-from shopfloor.config.mqtt_link import MqttLinkSettings
+from shopfloor.config.mqtt_link import TOPIC_TAGS, MqttLinkSettings
 
 __all__ = ["MqttIngestSection"]
 
@@ -34,6 +42,25 @@ class MqttIngestSection(MqttLinkSettings):
         "once. The acknowledgement (PUBACK) of a batch goes out only after its commit, so a "
         "platform that dies mid-batch gets it again from the broker.",
     )
+    max_queued: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="Messages the broker may hand over beyond `max_inflight` before they "
+        "are processed; they wait in this process, unacknowledged. Mosquitto 2.0 keeps to "
+        "Receive Maximum only until acknowledgements start flowing, then sends what it "
+        "queued for this client (up to its own `max_queued_messages`, 1000 by default): "
+        "keep this at least as large. Beyond it the consumer reconnects and the broker "
+        "sends the unacknowledged messages again.",
+    )
+    shared_group: str = Field(
+        "",
+        max_length=64,
+        description="Subscribe to the edges' batches and status reports as a member of "
+        "this MQTT 5 shared subscription (`$share/<group>/...`), so that several "
+        "`shopfloor ingest` workers split them; each worker needs its own client id. Empty: "
+        "this process takes every batch. See docs/scale-out.md for the session settings.",
+    )
     drain_timeout: str = Field(
         "10s",
         description="On shutdown, how long the batches being committed may take to finish "
@@ -45,6 +72,27 @@ class MqttIngestSection(MqttLinkSettings):
     def _drain(cls, value: str) -> str:
         parse_duration_s(value)
         return value
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if set(value) & set("/+#\x00"):
+            raise ValueError(
+                f"shared_group must be one topic level without '/', '+' or '#', got {value!r}"
+            )
+        return value
+
+    def subscription(self, kind: str) -> str:
+        """The filter to subscribe to for ``kind``: shared when ``shared_group`` is set.
+
+        Tag metadata is never shared: it is published retained, and a broker sends no
+        retained messages to a shared subscription (MQTT 5 §4.8.2), so every worker
+        subscribes to it itself (registering a tag twice is harmless).
+        """
+        plain = self.topic_filter(kind)
+        if not self.shared_group or kind == TOPIC_TAGS:
+            return plain
+        return f"$share/{self.shared_group}/{plain}"
 
     @property
     def drain_timeout_s(self) -> float:

@@ -250,6 +250,14 @@ class PostgresHistorianSection(_HistorianWriterSection):
     ledger_prune_interval_s: float = Field(
         600.0, gt=0, description="How often ingest-ledger rows past retention are deleted."
     )
+    shared: bool = Field(
+        False,
+        description="Several processes write this schema: `shopfloor ingest` workers and "
+        "the `shopfloor server` processes beside them (docs/scale-out.md). Commits are "
+        "serialised across processes and duplicates are decided by the ingest ledger table; "
+        "set it in every process's file (an unshared historian refuses to start beside "
+        "shared ones, and the other way round).",
+    )
     timescale: Literal["auto", "always", "never"] = Field(
         "never",
         description="For a new schema: a TimescaleDB hypertable when the extension can be "

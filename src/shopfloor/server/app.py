@@ -64,22 +64,27 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def build_historian(config: ShopfloorConfig) -> Historian:
+def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historian:
     """Create the historian backend the configuration names.
+
+    Args:
+        upkeep: run compaction, rollups and retention as configured; an ingest worker
+            (:mod:`~shopfloor.server.worker`) leaves them to the server process, so that
+            several workers do not all do the same upkeep of one schema.
 
     Raises:
         ConfigError: the PostgreSQL password's variable is unset or its file unreadable.
     """
     section = config.historian
-    upkeep: dict[str, Any] = {
-        "compaction_interval_s": section.compaction.interval_s,
+    upkeep_args: dict[str, Any] = {
+        "compaction_interval_s": section.compaction.interval_s if upkeep else None,
         "compaction_grace_s": section.compaction.grace_s,
         "rollups": RollupSettings(
-            enabled=section.rollups.enabled,
+            enabled=section.rollups.enabled and upkeep,
             interval_s=section.rollups.interval_s,
             grace_s=section.rollups.grace_s,
         ),
-        "retention": policy_of(section.retention),
+        "retention": policy_of(section.retention) if upkeep else None,
     }
     if isinstance(section, PostgresHistorianSection):
         return PostgresHistorian(
@@ -94,7 +99,8 @@ def build_historian(config: ShopfloorConfig) -> Historian:
             ledger_prune_interval_s=section.ledger_prune_interval_s,
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
-            **upkeep,
+            shared=section.shared,
+            **upkeep_args,
         )
     return DuckDBHistorian(
         section.path,
@@ -104,7 +110,40 @@ def build_historian(config: ShopfloorConfig) -> Historian:
         max_pending_rows=section.max_pending_rows,
         ack_delay_s=section.ack_delay_s,
         ledger_retention_s=section.ledger_retention_s,
-        **upkeep,
+        **upkeep_args,
+    )
+
+
+def build_ingestor(
+    config: ShopfloorConfig,
+    historian: Historian,
+    live: Channel[LiveBatch],
+    *,
+    derive: Callable[[PointBatch], PointBatch] | None = None,
+) -> Ingestor:
+    """The ingest service over ``historian`` with the configured limits (``[ingest]``);
+    ``derive`` adds the calculated points of each batch (the plant's calculations)."""
+    return Ingestor(
+        historian,
+        live,
+        max_future_s=config.ingest.max_future_s,
+        max_pending_points=config.ingest.max_pending_points,
+        retry_after_s=config.ingest.retry_after_s,
+        edges=EdgeRegistry(max_edges=config.ingest.max_edges),
+        derive=derive,
+    )
+
+
+def build_mqtt_ingest(
+    config: ShopfloorConfig, ingestor: Ingestor, historian: Historian
+) -> MqttIngest:
+    """The MQTT consumer of ``[ingest.mqtt]``, whether or not ``enabled`` is set."""
+    return MqttIngest(
+        ingestor,
+        config.ingest.mqtt,
+        register_tags=historian.register_tags,
+        max_body_bytes=config.ingest.max_body_bytes,
+        status_model=EdgeStatusIn,
     )
 
 
@@ -171,15 +210,7 @@ class Server:
         self.assets = load_assets(config)
         calculations = self.assets.calculations if self.assets else ()
         self.calculator = Calculator(calculations) if calculations else None
-        self.ingestor = Ingestor(
-            self.historian,
-            self.live,
-            max_future_s=config.ingest.max_future_s,
-            max_pending_points=config.ingest.max_pending_points,
-            retry_after_s=config.ingest.retry_after_s,
-            edges=EdgeRegistry(max_edges=config.ingest.max_edges),
-            derive=self._derive,
-        )
+        self.ingestor = build_ingestor(config, self.historian, self.live, derive=self._derive)
         metrics = self.assets.metrics if self.assets else ()
         self.metrics = MetricJob(metrics, self.historian, self._ingest_metrics) if metrics else None
         self._metrics_task: asyncio.Task[None] | None = None
@@ -266,13 +297,7 @@ class Server:
         )
         install_edge_credentials(self.app, self.credentials)
         self.mqtt_ingest = (
-            MqttIngest(
-                self.ingestor,
-                config.ingest.mqtt,
-                register_tags=self.historian.register_tags,
-                max_body_bytes=config.ingest.max_body_bytes,
-                status_model=EdgeStatusIn,
-            )
+            build_mqtt_ingest(config, self.ingestor, self.historian)
             if config.ingest.mqtt.enabled
             else None
         )

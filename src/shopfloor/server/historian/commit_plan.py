@@ -31,6 +31,7 @@ __all__ = [
     "Acked",
     "CommitPlan",
     "PendingWrites",
+    "Seen",
     "SortedRows",
     "WriteBatch",
     "answer",
@@ -129,7 +130,14 @@ class PendingWrites(Generic[A]):
         return writes, rows
 
 
-def plan_commit(writes: Sequence[WriteBatch | A], ledger: Ledger, commit_ns: int) -> CommitPlan[A]:
+class Seen(Protocol):
+    """What a plan asks the ledger: the in-memory :class:`Ledger`, or (several writers on
+    one PostgreSQL schema) the database's answer for this commit's batches."""
+
+    def seen(self, edge: str, seq: int) -> bool: ...
+
+
+def plan_commit(writes: Sequence[WriteBatch | A], ledger: Seen, commit_ns: int) -> CommitPlan[A]:
     """Decide which writes store points: every plain one, acknowledged ones once each."""
     batches: list[PointBatch] = []
     applied: list[tuple[str, int, int]] = []

@@ -21,6 +21,10 @@ during COMMIT hides whether the commit happened: its writes fail, and the next c
 opens a new connection, takes the writer lock again and reloads the catalog, the last
 values and the ledger's index from the database, so a batch that was in fact stored is
 answered as a duplicate when the edge sends it again: exactly once either way.
+
+With ``shared`` several processes write the same schema (ingest workers scaled out):
+commits are serialised by a transaction lock and duplicates are decided by the ledger
+table instead of memory; see :mod:`~shopfloor.server.historian.pg_shared`.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import pyarrow as pa
 
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta
-from shopfloor.server.historian import pg_blocks, pg_schema, schema
+from shopfloor.server.historian import pg_blocks, pg_schema, pg_shared, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
 from shopfloor.server.historian.commit_plan import (
     CommitPlan,
@@ -51,6 +55,7 @@ from shopfloor.server.historian.commit_plan import (
     plan_commit,
 )
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
+from shopfloor.server.historian.pg_shared import Applied
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
 
 logger = logging.getLogger(__name__)
@@ -108,6 +113,8 @@ Write = WriteBatch | AckWrite
 
 
 _COMMIT_ERRORS = (psycopg.Error, HistorianError, pa.ArrowException, ValueError)
+_SHARED_REFRESH_S = 1.0
+"""Shared mode: how often an idle writer reads the tags and last values others stored."""
 _LOCK_RETRIES, _LOCK_RETRY_S = 20, 0.1
 """A writer lock still held at open is tried again for up to 2 s before it is refused."""
 """What a failed commit raises; it fails the commit's writes, never the writer."""
@@ -147,6 +154,7 @@ class PgWriter:
         prune_interval_s: how often the ledger's marks are aged and old rows deleted.
         clock: the wall clock in UTC nanoseconds.
         timescale: use TimescaleDB for a new schema (None: when it is available).
+        shared: other processes write the same schema (see :mod:`.pg_shared`).
     """
 
     def __init__(
@@ -162,8 +170,11 @@ class PgWriter:
         prune_interval_s: float,
         clock: Callable[[], int],
         timescale: bool | None,
+        shared: bool = False,
     ) -> None:
         self._connect = connect
+        self.shared = shared
+        self._next_refresh = 0.0
         self._timescale = timescale
         self.layout: pg_schema.Layout = "partitioned"
         self._schema = schema_name
@@ -211,12 +222,16 @@ class PgWriter:
         """
         con = await self._open_connection()
         try:
+            if self.shared:  # one at a time: workers started together race in CREATE
+                await pg_shared.lock_setup(con, self._schema)
             opened = await pg_schema.open_schema(con, self._schema, timescale=self._timescale)
             self.layout = opened.layout
             self._partitions = opened.partitions if opened.layout == "partitioned" else None
             await self._load(con)
             today = self._clock() // pg_schema.DAY_NS
             await self._ensure_partitions(con, {today, today + 1})
+            if self.shared:
+                await pg_shared.unlock_setup(con, self._schema)
         except psycopg.Error as err:
             await con.close()
             raise HistorianError(f"cannot set up the historian in PostgreSQL: {err}") from err
@@ -233,19 +248,27 @@ class PgWriter:
         try:
             # an answered write must survive a server crash, whatever the server's default
             await con.execute("SET synchronous_commit TO on")
-            locked = await pg_schema.take_writer_lock(con, self._schema)
+            take = pg_shared.take_shared_lock if self.shared else pg_schema.take_writer_lock
+            locked = await take(con, self._schema)
             for _ in range(_LOCK_RETRIES):  # a writer that just went away may still hold it
                 if locked:
                     break
                 await asyncio.sleep(_LOCK_RETRY_S)
-                locked = await pg_schema.take_writer_lock(con, self._schema)
+                locked = await take(con, self._schema)
         except psycopg.Error as err:
             await con.close()
             raise HistorianError(f"cannot take the historian writer lock: {err}") from err
         if not locked:
             await con.close()
+            if self.shared:
+                raise HistorianError(
+                    f"a historian with historian.shared = false writes to schema "
+                    f"{self._schema} of this database; every process writing it needs "
+                    "historian.shared = true"
+                )
             raise HistorianError(
-                f"another historian already writes to schema {self._schema} of this database"
+                f"another historian already writes to schema {self._schema} of this database "
+                "(several processes writing one schema need historian.shared = true in each)"
             )
         return con
 
@@ -323,9 +346,15 @@ class PgWriter:
             message = self._held
             self._held = None
             if message is None:
-                message = await self._next(self._pending.wait_s())
+                wait_s = self._pending.wait_s()
+                if self.shared and not self._pending:
+                    wait_s = max(0.0, self._next_refresh - time.monotonic())
+                message = await self._next(wait_s)
                 if message is None:
-                    await self._commit_pending()
+                    if self._pending:
+                        await self._commit_pending()
+                    elif self.shared:
+                        await self._refresh_or_log()
                     continue
             if isinstance(message, WriteBatch | AckWrite):
                 self._pending.add(message)
@@ -413,7 +442,12 @@ class PgWriter:
                 # go of its session locks) only some time after its client hung up, and a
                 # historian opened right after this one must not find the lock still held.
                 if not con.closed:
-                    await pg_schema.release_writer_lock(con, self._schema)
+                    release = (
+                        pg_shared.release_shared_lock
+                        if self.shared
+                        else pg_schema.release_writer_lock
+                    )
+                    await release(con, self._schema)
                 await con.close()
             except psycopg.Error:
                 logger.exception("closing the historian connection failed")
@@ -484,8 +518,7 @@ class PgWriter:
                     # connect (and reload after a loss) before planning: the ledger's
                     # index must be the database's before it decides what is a duplicate
                     con = await self._connection()
-                    plan = self._plan(writes)
-                    await self._commit(con, plan)
+                    plan = await self._commit(con, writes)
                     break
                 except _COMMIT_ERRORS:
                     if attempt == 1 and self._lost_before_commit():
@@ -513,17 +546,57 @@ class PgWriter:
             self._on_released(rows)
 
     def _plan(self, writes: list[Write]) -> CommitPlan[AckWrite]:
-        return plan_commit(writes, self._ledger, self._clock())
+        # shared: memory knows only this writer's commits, and may count a gap it gave up
+        # on as applied; for answering a failed commit, nothing counts as applied then
+        return plan_commit(writes, Applied() if self.shared else self._ledger, self._clock())
 
     def _answer(self, plan: CommitPlan[AckWrite], failure: BaseException | None) -> None:
         answer(plan, failure, self._ledger, _resolve_ack)
 
-    async def _commit(self, con: psycopg.AsyncConnection[Any], plan: CommitPlan[AckWrite]) -> None:
-        """Store the points, their tags, the last values and the ledger rows in one transaction."""
+    async def _commit(
+        self, con: psycopg.AsyncConnection[Any], writes: list[Write]
+    ) -> CommitPlan[AckWrite]:
+        """Store the points, their tags, the last values and the ledger rows in one
+        transaction; return the plan it followed."""
         self._commit_sent = False
+        if self.shared:
+            return await self._commit_shared(con, writes)
+        plan = self._plan(writes)
         rows = self._coalesce(plan.batches) if plan.batches else None
         if rows is not None and len(rows.ts):
             await self._ensure_partitions(con, pg_schema.days_of(rows.ts))
+        snapshot = await self._store(con, plan, rows)
+        if snapshot is not None:
+            self.snapshot = snapshot
+        return plan
+
+    async def _commit_shared(
+        self, con: psycopg.AsyncConnection[Any], writes: list[Write]
+    ) -> CommitPlan[AckWrite]:
+        """:meth:`_commit` beside other writers: under the commit lock, with the tags they
+        created and the ledger table's answer for this commit's batches."""
+        async with con.transaction():
+            await pg_shared.lock_commits(con, self._schema)
+            await self._catch_up_tags(con)
+            keys = [(w.edge, w.seq) for w in writes if isinstance(w, AckWrite)]
+            plan = plan_commit(writes, await pg_shared.applied(con, keys), self._clock())
+            rows = self._coalesce(plan.batches) if plan.batches else None
+            if rows is not None and len(rows.ts):
+                await self._ensure_partitions(con, pg_schema.days_of(rows.ts))
+            snapshot = await self._store(con, plan, rows)  # a savepoint inside this transaction
+            self._commit_sent = True  # leaving the block sends COMMIT: outcome unknown if lost
+        if snapshot is not None:  # only once committed: its new tag ids are others' to see
+            self.snapshot = snapshot
+        return plan
+
+    async def _store(
+        self,
+        con: psycopg.AsyncConnection[Any],
+        plan: CommitPlan[AckWrite],
+        rows: SortedRows | None,
+    ) -> Snapshot | None:
+        """Store the points, their tags, the last values and the ledger rows in one
+        transaction; return the snapshot to publish once the outermost one committed."""
         snapshot = None
         async with con.transaction():
             if rows is not None and len(rows.ts):
@@ -534,8 +607,7 @@ class PgWriter:
                     pg_schema.INSERT_LEDGER, [edges, seqs, points, [plan.commit_ns] * len(edges)]
                 )
             self._commit_sent = True  # leaving the block sends COMMIT: outcome unknown if lost
-        if snapshot is not None:
-            self.snapshot = snapshot
+        return snapshot
 
     async def _store_points(self, con: psycopg.AsyncConnection[Any], rows: SortedRows) -> Snapshot:
         """Run the statements that store ``rows``; return the snapshot after them."""
@@ -571,7 +643,7 @@ class PgWriter:
         )
         if len(ids):
             await con.execute(
-                pg_schema.UPSERT_LATEST,
+                pg_shared.UPSERT_LATEST_NEWER if self.shared else pg_schema.UPSERT_LATEST,
                 [
                     ids.tolist(),
                     rows.ts[last].tolist(),
@@ -603,6 +675,17 @@ class PgWriter:
 
     async def _register(self, metas: tuple[TagMeta, ...]) -> None:
         con = await self._connection()
+        if not self.shared:
+            await self._register_on(con, metas)
+            return
+        async with con.transaction():
+            await pg_shared.lock_commits(con, self._schema)
+            await self._catch_up_tags(con)
+            await self._register_on(con, metas)
+
+    async def _register_on(
+        self, con: psycopg.AsyncConnection[Any], metas: tuple[TagMeta, ...]
+    ) -> None:
         snap = self.snapshot
         by_path = {m.path: m for m in metas}
         next_id = snap.catalog.next_id
@@ -639,6 +722,11 @@ class PgWriter:
         self._next_prune = time.monotonic() + self._prune_interval_s
         now = self._clock()
         self._ledger.expire(now)
+        if self.shared:
+            con = await self._connection()
+            deleted = await pg_shared.prune(con, self._schema, cutoff_ns=self._ledger.cutoff(now))
+            self.ledger_rows_pruned += deleted
+            return deleted
         marks = [(edge, seqs.floor) for edge, seqs in self._ledger.edges.items() if seqs.floor]
         if not marks:
             return 0
@@ -650,3 +738,45 @@ class PgWriter:
         if deleted:
             logger.info("ingest ledger: deleted %d rows past retention", deleted)
         return deleted
+
+    # ------------------------------------------------------------------- shared mode
+    async def _catch_up_tags(self, con: psycopg.AsyncConnection[Any]) -> None:
+        """Add the tags other writers created to the catalog (call it under the lock)."""
+        rows = await pg_shared.new_tags(con, self.snapshot.catalog.next_id)
+        if not rows:
+            return
+        ids: dict[str, int] = {}
+        metas: dict[str, TagMeta] = {}
+        for row in rows:
+            tag_id, meta = schema.row_to_meta(row)
+            ids[meta.path] = tag_id
+            metas[meta.path] = meta
+        snap = self.snapshot
+        catalog = snap.catalog.with_tags(ids, metas)
+        self.snapshot = Snapshot(catalog, snap.latest.grown(catalog.next_id))
+
+    async def _refresh_or_log(self) -> None:
+        """Shared mode, idle: read the tags and last values the other writers stored, so
+        that reads served by this process (an API server beside ingest workers) see them."""
+        self._next_refresh = time.monotonic() + _SHARED_REFRESH_S
+        try:
+            con = await self._connection()
+            await self._catch_up_tags(con)
+            cur = await con.execute("SELECT tag_id, ts, value, quality, text FROM latest")
+            rows = await cur.fetchall()
+        except (psycopg.Error, HistorianError) as err:
+            logger.debug("historian: refreshing from the other writers failed: %s", err)
+            return
+        snap = self.snapshot
+        latest = LatestValues.empty(snap.catalog.next_id)
+        if rows:
+            tid, ts, value, quality, text = zip(*rows, strict=True)
+            index = np.asarray(tid, dtype=np.int64)
+            keep = index < len(latest.has)  # a tag created since the catch-up: next time
+            index = index[keep]
+            latest.has[index] = True
+            latest.ts[index] = np.asarray(ts, dtype=np.int64)[keep]
+            latest.value[index] = np.asarray(value, dtype=np.float64)[keep]
+            latest.quality[index] = np.asarray(quality, dtype=np.int64)[keep].astype(np.uint32)
+            latest.text[index] = np.asarray(text, dtype=object)[keep]
+        self.snapshot = Snapshot(snap.catalog, latest)

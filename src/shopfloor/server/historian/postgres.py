@@ -11,7 +11,10 @@ are served from the writer's committed in-memory snapshot. Table layout, partiti
 and TimescaleDB: :mod:`~shopfloor.server.historian.pg_schema`.
 
 One historian writes to one schema of a database; a second one is refused (an advisory
-lock), because each keeps the tag catalog and the ingest ledger's index in memory.
+lock), because each keeps the tag catalog and the ingest ledger's index in memory —
+unless every one of them is opened with ``shared=True`` (ingest workers scaled out, API
+servers beside them): then commits are serialised across processes and duplicates are
+decided by the ledger table (:mod:`~shopfloor.server.historian.pg_shared`).
 
 Example::
 
@@ -202,6 +205,8 @@ class PostgresHistorian:
         rollups: 1-minute and 1-hour rollups, written by compaction (blocks layout),
             answering bucketed queries of whole UTC minutes or hours exactly (default:
             on); see :mod:`~shopfloor.server.historian.pg_rollup`.
+        shared: other processes write the same schema, each opened with ``shared=True``
+            (see :mod:`~shopfloor.server.historian.pg_shared`).
     """
 
     def __init__(
@@ -224,6 +229,7 @@ class PostgresHistorian:
         compaction_chunk_rows: int = 1_000_000,
         retention: RetentionPolicy | None = None,
         rollups: RollupSettings | None = None,
+        shared: bool = False,
     ) -> None:
         if compaction_chunk_rows <= 0 or compaction_grace_s < 0:
             raise ValueError("compaction_chunk_rows must be > 0, compaction_grace_s >= 0")
@@ -258,6 +264,7 @@ class PostgresHistorian:
             prune_interval_s=ledger_prune_interval_s,
             clock=clock,
             timescale=timescale,
+            shared=shared,
         )
         self._readers = _ReadPool(self._connect_reader, read_connections)
         self._compactor = PgCompactor(

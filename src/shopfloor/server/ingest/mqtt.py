@@ -19,13 +19,31 @@ from the broker when it reconnects (persistent session: fixed client id,
 ``clean_start`` false, a long session expiry). PUBACKs go out in the order the messages
 arrived (MQTT 5 §4.6), while up to ``max_inflight`` messages are processed at once.
 
-**Bounded.** The CONNECT asks for Receive Maximum = ``max_inflight``: the broker sends
-no more than that many QoS 1 messages before it has their PUBACKs, so waiting batches
-stay in the broker, not in this process — flow control instead of a queue that could
-only drop. Should a broker send more anyway, the local queue's overflow policy is
-*reconnect*: an unacknowledged message is never dropped silently (that would hold one of
-the broker's in-flight slots until the next session); the link is dropped (counted,
-logged once) and the broker sends everything unacknowledged again.
+**Several consumers.** With ``shared_group`` the batches and status reports are taken
+through an MQTT 5 shared subscription, so several processes (``shopfloor ingest``
+workers) split them; the PostgreSQL historian's shared mode stores each batch once
+whichever worker gets it. What Mosquitto does with the messages of a member that died
+(measured, docs/scale-out.md): with a persistent session they stay queued for it — and
+new ones keep being dealt to it — until it comes back; with ``session_expiry = "0s"``
+the survivors get every new message at once and the dead member's unacknowledged ones
+are dropped by the broker, so they come again from the edges' outboxes after the
+edges' answer timeout.
+
+**Bounded.** The CONNECT asks for Receive Maximum = ``max_inflight``: the broker should
+send no more than that many QoS 1 messages before it has their PUBACKs, so waiting
+batches stay in the broker, not in this process. Mosquitto 2.0 keeps to it only until
+PUBACKs start flowing; from then on it sends what it queued for this client (measured:
+320 unacknowledged messages at Receive Maximum 5, see
+tests/integration/server/test_mqtt_shared_subscription.py). So the local queue holds up
+to ``max_inflight + max_queued`` messages (default 16 + 1000, Mosquitto's own
+``max_queued_messages`` default) and they are processed ``max_inflight`` at a time.
+Beyond it the overflow policy is *reconnect*: an unacknowledged message is never dropped
+silently (that would hold one of the broker's in-flight slots until the next session);
+the link is dropped (counted, logged once) and the broker sends everything
+unacknowledged again — with a session that outlives the connection. (Before, the room
+beyond Receive Maximum was 64 messages: under a burst the consumer reconnected again and
+again, and a worker with ``session_expiry = "0s"`` lost its queue at each reconnect, so
+the edges had to send it again after their timeout; ``bench/scale.py`` found it.)
 
 **Answers.** ``200`` committed (``duplicate`` as over HTTP); ``400``/``413``/``415``/``422``
 with the error envelope for an invalid batch; ``429`` with ``retry_after`` when the
@@ -97,8 +115,6 @@ _INLINE_DECODE_BYTES = 256 * 1024
 _INLINE_COMPRESSED_BYTES = 16 * 1024
 _COMMIT_RETRY_S = 5
 """``retry_after`` when a commit failed (as the HTTP route's ``Retry-After``)."""
-_QUEUE_MARGIN = 64
-"""Room in the local queue beyond Receive Maximum, for QoS 0 messages (not flow-controlled)."""
 _DISCONNECT_S = 2.0
 _LOST_GRACE_S = 5.0
 """After the link is lost, how long batches being committed may finish before cancelling."""
@@ -121,7 +137,8 @@ class MqttIngestStats:
         status_reports: status reports stored.
         ignored: messages on unknown topics or from invalid edge ids.
         answers_lost: answers that could not be published (the message is delivered again).
-        overflows: reconnects because the broker sent more than Receive Maximum.
+        overflows: reconnects because the broker sent more than ``max_inflight +
+            max_queued`` unacknowledged messages.
         in_flight: messages being processed now.
         waiting: messages the broker handed over that wait to be processed (at most
             ``max_inflight`` minus ``in_flight`` while the broker keeps Receive Maximum).
@@ -352,10 +369,10 @@ class MqttIngest:
             tls_context=tls,
             tls_insecure=True if settings.tls is not None and settings.tls.insecure else None,
             queue_type=inbox,  # type: ignore[arg-type]  # a factory, called with maxsize
-            max_queued_incoming_messages=settings.max_inflight + _QUEUE_MARGIN,
+            max_queued_incoming_messages=settings.max_inflight + settings.max_queued,
         )
-        # aiomqtt warns above 10 unfinished publishes; Receive Maximum bounds ours
-        client.pending_calls_threshold = settings.max_inflight + _QUEUE_MARGIN
+        # aiomqtt warns above 10 unfinished publishes; the local queue bounds ours
+        client.pending_calls_threshold = settings.max_inflight + settings.max_queued
         # PUBACK after the commit, not on receipt (module doc); set before any message.
         client._client.manual_ack_set(True)  # aiomqtt has no public switch
         await client.__aenter__()
@@ -363,7 +380,7 @@ class MqttIngest:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         filters = [
-            self.settings.topic_filter(kind) for kind in (TOPIC_TAGS, TOPIC_BATCHES, TOPIC_STATUS)
+            self.settings.subscription(kind) for kind in (TOPIC_TAGS, TOPIC_BATCHES, TOPIC_STATUS)
         ]
         granted = await client.subscribe([(f, 1) for f in filters])
         for topic, code in zip(filters, granted, strict=False):
@@ -413,12 +430,13 @@ class MqttIngest:
         self._stats.overflows += 1
         if self._stats.overflows == 1:
             logger.warning(
-                "MQTT ingest: the broker sent more than Receive Maximum (%d) unacknowledged "
-                "messages; reconnecting so that it sends them again (further cases counted)",
-                self.settings.max_inflight,
+                "MQTT ingest: the broker sent more than max_inflight + max_queued (%d) "
+                "unacknowledged messages; reconnecting so that it sends them again (further "
+                "cases counted)",
+                self.settings.max_inflight + self.settings.max_queued,
             )
         if self._session is not None:
-            self._session.drop("more messages than Receive Maximum")
+            self._session.drop("more unacknowledged messages than max_inflight + max_queued")
 
     def _up(self) -> None:
         self._connected.set()

@@ -1,0 +1,199 @@
+"""The ingest worker (``shopfloor ingest``): edges' batches from the broker into PostgreSQL.
+
+One platform process (:class:`~shopfloor.server.app.Server`) takes batches, stores them,
+raises alarms and serves the API. When one process cannot keep up with the batches,
+ingest is scaled out (docs/scale-out.md): N workers take the edges' batches from the
+broker through an MQTT 5 shared subscription (``[ingest.mqtt] shared_group``), so the
+broker deals each batch to one of them, and all write to one PostgreSQL historian in its
+shared mode (``historian.shared``), which stores a batch once whichever worker it reaches
+— also when a worker died mid-batch and the batch comes again through another. The API
+servers (``shopfloor server`` with ``[ingest.mqtt] enabled = false``) read the same
+database.
+
+A worker is only that path: historian, :class:`~shopfloor.server.ingest.Ingestor`,
+:class:`~shopfloor.server.ingest.mqtt.MqttIngest` — built by the same functions as the
+Server's — and no HTTP, alarms, UNS or Sparkplug. It leaves the historian's upkeep
+(compaction, rollups, retention) to the server process: N workers would otherwise all
+do the same passes over one schema.
+
+**Shutdown** (SIGTERM or SIGINT): stop taking messages, let the batches being committed
+finish and be answered (``[ingest.mqtt] drain_timeout``), commit what the historian
+holds, close, exit 0. Messages the broker had not handed over stay in the broker.
+
+**Alarms** are not evaluated by workers (the alarm engine is a per-process state machine
+fed by the live channel; partitioning it is a later step of issue 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from shopfloor.config import ShopfloorConfig
+from shopfloor.config.models import PostgresHistorianSection
+from shopfloor.errors import ConfigError
+from shopfloor.model import LiveBatch
+from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics import Calculator
+from shopfloor.server.app import build_historian, build_ingestor, build_mqtt_ingest, load_assets
+
+__all__ = ["IngestWorker", "check_worker_config", "run_worker", "worker_client_id"]
+
+logger = logging.getLogger(__name__)
+
+_CONNECT_LOG_S = 10.0
+"""How long start-up waits for the broker before saying so (it keeps trying)."""
+
+
+def check_worker_config(config: ShopfloorConfig) -> None:
+    """Refuse configurations a worker cannot run with.
+
+    Raises:
+        ConfigError: the historian is not PostgreSQL, or not in shared mode.
+    """
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection):
+        raise ConfigError(
+            f'historian.kind: shopfloor ingest needs kind = "postgres", not {section.kind!r}: '
+            "an embedded DuckDB file belongs to one process, so ingest cannot be spread over "
+            "worker processes; run `shopfloor server` with [ingest.mqtt] enabled instead"
+        )
+    if not section.shared:
+        raise ConfigError(
+            "historian.shared: shopfloor ingest writes beside other processes (more workers, "
+            "the API servers): set shared = true under [historian] in every process's file"
+        )
+
+
+def worker_client_id(config: ShopfloorConfig, override: str | None = None) -> str:
+    """The MQTT client id of this worker: ``override`` (``--client-id``), or one made unique
+    by host and process id when the sessions do not outlive the connection.
+
+    A worker with a persistent session needs an id that stays the same across its
+    restarts: Mosquitto keeps dealing shared messages to a member's session while it is
+    away (measured, docs/scale-out.md), so a new id per start would leave an orphan
+    session that swallows a share of the batches until it expires.
+
+    Raises:
+        ConfigError: several workers would share one id, or an id would change at restart
+            while the session is persistent.
+    """
+    section = config.ingest.mqtt
+    if override:
+        return override
+    if not section.shared_group:
+        return section.mqtt_client_id
+    if section.session_expiry_s == 0:
+        return f"{section.mqtt_client_id}-{socket.gethostname()}-{os.getpid()}"
+    raise ConfigError(
+        "ingest.mqtt.shared_group: each worker of a shared subscription needs its own client "
+        "id; with a persistent session (ingest.mqtt.session_expiry "
+        f"{section.session_expiry!r}) it must also stay the same across restarts: start each "
+        'worker with --client-id NAME, or set session_expiry = "0s" (see docs/scale-out.md)'
+    )
+
+
+class IngestWorker:
+    """One ingest worker: ``await start()``, then ``await close()``.
+
+    Args:
+        config: the validated platform configuration (see :func:`check_worker_config`).
+        client_id: this worker's MQTT client id (:func:`worker_client_id`).
+
+    Raises:
+        ConfigError: see :func:`check_worker_config`.
+    """
+
+    def __init__(self, config: ShopfloorConfig, *, client_id: str) -> None:
+        check_worker_config(config)
+        self.config = config
+        self.historian = build_historian(config, upkeep=False)
+        # nobody subscribes in a worker: publishing to no subscriber costs a counter
+        self.live: Channel[LiveBatch] = Channel("live", maxsize=16)
+        # the plant's calculated tags are part of ingest: a worker computes them too
+        assets = load_assets(config)
+        calculator = Calculator(assets.calculations) if assets and assets.calculations else None
+        self.ingestor = build_ingestor(
+            config,
+            self.historian,
+            self.live,
+            derive=None if calculator is None else calculator.derive,
+        )
+        settings = config.ingest.mqtt.model_copy(update={"client_id": client_id})
+        self.mqtt = build_mqtt_ingest(
+            config.model_copy(
+                update={"ingest": config.ingest.model_copy(update={"mqtt": settings})}
+            ),
+            self.ingestor,
+            self.historian,
+        )
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open the historian, then start taking batches (connecting in the background).
+
+        Raises:
+            HistorianError: the database cannot be reached or set up.
+        """
+        await self.historian.start()
+        self._started = True
+        await self.mqtt.start()
+        settings = self.mqtt.settings
+        if not settings.shared_group:
+            logger.warning(
+                "ingest.mqtt.shared_group is empty: this worker takes every batch, and a "
+                "second worker would take them all again"
+            )
+        if not await self.mqtt.wait_connected(_CONNECT_LOG_S):
+            logger.warning("ingest worker: no broker at %s yet; still trying", settings.where)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start, work until ``stop`` is set, then close (staged, see the module doc)."""
+        try:
+            await self.start()
+            await stop.wait()
+            logger.info("ingest worker: stopping")
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop taking messages, answer the batches in flight, commit, close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.mqtt.stop()
+        if self._started:
+            await self.historian.close()
+        stats = self.mqtt.stats()
+        logger.info(
+            "ingest worker: %d batches committed (%d duplicates), %d refused, %d busy, %d failed",
+            stats.committed,
+            stats.duplicates,
+            stats.refused,
+            stats.busy,
+            stats.failed,
+        )
+
+
+async def run_worker(
+    config: ShopfloorConfig, *, client_id: str, stop: asyncio.Event | None = None
+) -> None:
+    """Run one worker until SIGTERM or SIGINT (or ``stop``), then shut it down in stages.
+
+    Raises:
+        ConfigError: see :func:`check_worker_config`.
+        HistorianError: the database cannot be reached or set up.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await IngestWorker(config, client_id=client_id).run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
