@@ -8,6 +8,7 @@ and both API servers must serve what the workers wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.system
 EDGES, TAGS, SAMPLES = 4, 50, 10
 WINDOW = 2  # batches of each edge awaiting their answer: the workers always have some
 DURATION_S = 8.0
-KILL_AFTER_S = 3.0
+KILL_AFTER_BATCHES = 40
+"""Batches committed before a worker is killed: the load is flowing by then."""
 ANSWER_TIMEOUT_S = 3.0  # the edges' wait for an answer before sending a batch again
 
 
@@ -71,6 +73,19 @@ def _worker(folder: Path, config: Path, name: str) -> Iterator[subprocess.Popen[
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def _wait_for_commits(dsn: str, *, at_least: int, timeout_s: float = 30.0) -> None:
+    """Wait until the workers have committed ``at_least`` batches (the ingest ledger)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(dsn) as con:
+            row = con.execute("SELECT count(*) FROM shopfloor.ingest_ledger").fetchone()
+            if row is not None and row[0] >= at_least:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {at_least} batches committed in {timeout_s} s")
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -125,8 +140,10 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
                 stderr=subprocess.STDOUT,
             )
         try:
-            time.sleep(KILL_AFTER_S)
-            one.send_signal(signal.SIGKILL)  # mid-run, batches in flight
+            # mid-run: once the load flows (both workers committing), not after a fixed
+            # time, which a busy machine spends starting the load generator
+            _wait_for_commits(dsn, at_least=KILL_AFTER_BATCHES)
+            one.send_signal(signal.SIGKILL)  # batches in flight
             one.wait(10)
             killed_ns = now_ns()
             code = loadgen.wait(DURATION_S + 60)
@@ -156,9 +173,11 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
             ).fetchone()
         acknowledged = report["acknowledged_points"]
         assert acknowledged == report["points"] > 10 * EDGES * TAGS * SAMPLES, report
-        # the killed worker had batches in flight: the broker dropped them with its
-        # session (session_expiry 0) and the edges sent them again after their timeout
-        assert report["resends"] > 0, report
+        # Batches in flight to the killed worker are dropped with its session
+        # (session_expiry 0) and sent again by their edges after the answer timeout, so
+        # `resends` is usually above 0; it is not asserted: with only 8 batches
+        # outstanding the killed worker may hold none at the instant of the kill (seen
+        # on a busy machine). What must hold either way is below.
         assert (acknowledged - stored, stored - unique) == (0, 0), (report, stored, unique)
         # the survivor took over: batches kept being committed after the kill
         assert after_kill is not None
