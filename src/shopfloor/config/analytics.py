@@ -69,15 +69,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ShiftEntry(_Section):
-    """One shift of every day."""
+class _DailySpan(_Section):
+    """A span at the same local time every day; one whose end is not after its start ends
+    the next day."""
 
-    name: str = Field(min_length=1, max_length=40, description="The shift's name.")
     start: str = Field(description="Local start time, `HH:MM`.")
-    end: str = Field(
-        description="Local end time, `HH:MM`; not after `start` means the next day "
-        "(a night shift crossing midnight)."
-    )
+    end: str = Field(description="Local end time, `HH:MM` (past midnight if not after start).")
 
     @field_validator("start", "end")
     @classmethod
@@ -92,23 +89,18 @@ class ShiftEntry(_Section):
         return start, end if end > start else end + 1440
 
 
-class BreakEntry(_Section):
+class ShiftEntry(_DailySpan):
+    """One shift of every day."""
+
+    name: str = Field(min_length=1, max_length=40, description="The shift's name.")
+    end: str = Field(
+        description="Local end time, `HH:MM`; not after `start` means the next day "
+        "(a night shift crossing midnight)."
+    )
+
+
+class BreakEntry(_DailySpan):
     """A planned stop at the same local time every day (a meal break)."""
-
-    start: str = Field(description="Local start time, `HH:MM`.")
-    end: str = Field(description="Local end time, `HH:MM` (past midnight if not after start).")
-
-    @field_validator("start", "end")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        parse_time_of_day(value)
-        return value
-
-    @property
-    def minutes(self) -> tuple[int, int]:
-        """Start and end in minutes after the start day's midnight."""
-        start, end = parse_time_of_day(self.start), parse_time_of_day(self.end)
-        return start, end if end > start else end + 1440
 
 
 class MaintenanceEntry(_Section):

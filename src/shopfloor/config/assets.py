@@ -101,48 +101,8 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MeasurementEntry(_Section):
-    """A tag every machine of the type has."""
-
-    name: str = Field(description="The tag's name, the last segment of its path.")
-    unit: str = Field("", description="Engineering unit (`degC`, `kW`, `mm/s`; `` for none).")
-    description: str = Field("", description="What it is, for people.")
-    data_type: Literal["float", "int", "bool", "string"] = Field("float")
-    range: tuple[float, float] | None = Field(None, description="Engineering range [low, high].")
-    states: dict[str, str] = Field(
-        default_factory=dict, description='Labels of integer values: `{ "1" = "running" }`.'
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _segment(value)
-
-    @field_validator("unit")
-    @classmethod
-    def _unit(cls, value: str) -> str:
-        if not is_known_unit(value):
-            raise ValueError(f"unknown unit {value!r} (units are case-sensitive: kW, degC)")
-        return value
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not value[0] < value[1]:
-            raise ValueError("a range is [low, high] with low < high")
-        return value
-
-    @field_validator("states")
-    @classmethod
-    def _states(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not key.lstrip("-").isdigit():
-                raise ValueError(f"state {key!r}: states are keyed by integers")
-        return value
-
-
-class _Derived(_Section):
-    """What a calculated tag and a metric share with a measurement: a name, a unit, a range."""
+class _TagEntry(_Section):
+    """What every tag of a template has: a name, a unit, a description, a range."""
 
     name: str = Field(description="The tag's name, the last segment of its path.")
     unit: str = Field("", description="Engineering unit (`kW`, `kWh/part`; `` for none).")
@@ -169,7 +129,24 @@ class _Derived(_Section):
         return value
 
 
-class CalculationEntry(_Derived):
+class MeasurementEntry(_TagEntry):
+    """A tag every machine of the type has."""
+
+    data_type: Literal["float", "int", "bool", "string"] = Field("float")
+    states: dict[str, str] = Field(
+        default_factory=dict, description='Labels of integer values: `{ "1" = "running" }`.'
+    )
+
+    @field_validator("states")
+    @classmethod
+    def _states(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"state {key!r}: states are keyed by integers")
+        return value
+
+
+class CalculationEntry(_TagEntry):
     """A calculated tag (SiteWise's transform): a value computed at every change of one of
     its inputs, from the last value of each, and stored and published like a measured one.
     """
@@ -206,7 +183,7 @@ class CalculationEntry(_Derived):
         return dict(self.inputs) or {n: n for n in sorted(expression_names(self.expression))}
 
 
-class MetricEntry(_Derived):
+class MetricEntry(_TagEntry):
     """A metric: one value per tumbling window (aligned to the epoch) from aggregates of the
     equipment's tags, computed once the window is over."""
 

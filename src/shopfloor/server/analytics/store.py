@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopfloor.errors import ShopfloorError
+from shopfloor.runtime.durable_sqlite import open_durable
 from shopfloor.server.analytics.oee import COMPONENTS, HOUR_NS, Slices
 
 __all__ = ["AnalyticsStore", "AnalyticsStoreError", "GroupSums", "ReasonAssignment"]
@@ -86,12 +87,7 @@ class AnalyticsStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
-                self._con.execute(statement)
+            self._con = open_durable(path, _SCHEMA)
         except (OSError, sqlite3.Error) as err:
             raise AnalyticsStoreError(f"analytics store {path}: {err}") from err
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from shopfloor.errors import ShopfloorError
 from shopfloor.model.points import Int64Array
+from shopfloor.runtime.durable_sqlite import open_durable
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
 
 __all__ = ["AlarmJournal", "JournalEntry", "JournalError", "SendAttempt"]
@@ -84,12 +85,7 @@ class AlarmJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
-                self._con.execute(statement)
+            self._con = open_durable(path, _SCHEMA)
         except (OSError, sqlite3.Error) as err:
             raise JournalError(f"alarm journal {path}: {err}") from err
 

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from shopfloor.errors import ShopfloorError
 from shopfloor.model import now_ns
+from shopfloor.runtime.durable_sqlite import open_durable
 
 __all__ = [
     "AuditEntry",
@@ -135,12 +136,7 @@ class AuditStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
-                self._con.execute(statement)
+            self._con = open_durable(path, _SCHEMA)
             columns = {row[1] for row in self._con.execute("PRAGMA table_info(audit)")}
             if "hash" not in columns:  # a log written before the chain: rows stay unchained
                 self._con.execute("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
