@@ -30,6 +30,7 @@ from shopfloor.edge.connectors.registry import create_connector
 from shopfloor.edge.connectors.sim import SimulatorConnector
 from shopfloor.edge.uplink.local import LocalUplink
 from shopfloor.errors import ConfigError
+from shopfloor.model import now_ns
 from shopfloor.server.app import Server
 from shopfloor.simulator import Plant
 from shopfloor.testing.processes import free_port
@@ -172,7 +173,14 @@ async def _serve(
     def health_rows() -> list[dict[str, Any]]:
         return [dataclasses.asdict(h) for h in agent.health.values()] if agent else []
 
-    server = Server(config, status=status, connectors=health_rows)
+    # windows of data (metrics) close by the simulated clock: a demo replaying yesterday
+    # at 5x has no data at the wall clock's windows
+    server = Server(
+        config,
+        status=status,
+        connectors=health_rows,
+        data_clock=sim_clock.sim_now_ns if sim_clock else now_ns,
+    )
     uplink = LocalUplink(server.ingest_local, server.register_tags)
     agent = EdgeAgent(connectors, uplink) if connectors else None
     await server.start()

@@ -24,7 +24,7 @@ from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
-from shopfloor.model import LiveBatch, PointBatch, TagMeta
+from shopfloor.model import LiveBatch, PointBatch, TagMeta, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
 from shopfloor.server.analytics.job import OeeJob
@@ -195,6 +195,9 @@ class Server:
         config: the validated configuration (paths already resolved).
         status: extra fields for ``/healthz`` (the demo adds its simulator's figures).
         connectors: health rows of the connectors run in this process.
+        data_clock: the time the plant's data is at, in UTC nanoseconds, for the jobs
+            that close windows of it (metrics): the wall clock, except in a demo that
+            replays yesterday faster than real time (its simulator's clock).
     """
 
     def __init__(
@@ -203,8 +206,10 @@ class Server:
         *,
         status: StatusFn | None = None,
         connectors: Callable[[], list[dict[str, Any]]] | None = None,
+        data_clock: Callable[[], int] = now_ns,
     ) -> None:
         self.config = config
+        self._data_clock = data_clock
         self.historian = build_historian(config)
         self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         self.assets = load_assets(config)
@@ -212,7 +217,7 @@ class Server:
         self.calculator = Calculator(calculations) if calculations else None
         self.ingestor = build_ingestor(config, self.historian, self.live, derive=self._derive)
         metrics = self.assets.metrics if self.assets else ()
-        self.metrics = MetricJob(metrics, self.historian, self._ingest_metrics) if metrics else None
+        self.metrics = self._metric_job(metrics)
         self._metrics_task: asyncio.Task[None] | None = None
         files = asset_files(config)
         self.plant = (
@@ -313,6 +318,11 @@ class Server:
     async def _ingest_metrics(self, batch: PointBatch) -> None:
         await self.ingestor.ingest(batch, source="metrics")
 
+    def _metric_job(self, metrics: Sequence[Metric]) -> MetricJob | None:
+        if not metrics:
+            return None
+        return MetricJob(metrics, self.historian, self._ingest_metrics, clock=self._data_clock)
+
     async def _replace_metrics(self, metrics: Sequence[Metric]) -> None:
         """Run ``metrics`` from now on instead of the metrics job's current set."""
         task, self._metrics_task = self._metrics_task, None
@@ -320,7 +330,7 @@ class Server:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.metrics = MetricJob(metrics, self.historian, self._ingest_metrics) if metrics else None
+        self.metrics = self._metric_job(metrics)
         if self.metrics is not None and self._started and not self._closed:
             self._metrics_task = asyncio.create_task(self.metrics.run(), name="server/metrics")
 

@@ -133,3 +133,41 @@ async def test_after_a_stall_only_the_last_windows_are_caught_up(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert sent == [0, *range(100 - MAX_CATCH_UP, 100)]
+
+
+async def test_windows_follow_a_data_clock_faster_than_the_wall(
+    historian: DuckDBHistorian,
+) -> None:
+    """A demo replays yesterday at speed: its windows close by the simulated clock, which
+    here runs 120 times faster than the wall, so a 1-minute window closes every 0.5 s."""
+    await historian.write(
+        PointBatch.from_columns(
+            [f"{M}/power_kw"], np.zeros(10), T0 + np.arange(10) * WINDOW + S, np.arange(10.0)
+        )
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def clock() -> int:
+        return T0 + int((loop.time() - started) * 120 * S)
+
+    sent: list[int] = []
+    done = asyncio.Event()
+
+    async def sink(batch: PointBatch) -> None:
+        sent.extend(((batch.ts - T0) // WINDOW).tolist())
+        if len(sent) >= 3:
+            done.set()
+
+    job = MetricJob(
+        [metric("avg_power", "avg(power_kw)", "power_kw")], historian, sink, clock=clock
+    )
+    task = asyncio.create_task(job.run(), name="test/metrics")
+    try:
+        async with asyncio.timeout(5):  # sleeping to the window's end in wall seconds: 60 s
+            await done.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sent[:3] == [0, 1, 2]
