@@ -143,6 +143,15 @@ async def test_energy_from_the_meter_stored_and_on_demand_agree(tmp_path: Path) 
         assert len(stored[MILL]) == 8
         (again,) = (await energy(client))["rows"]  # now summed from stored hours
         assert again == pytest.approx(row)
+        # a late good-part reading at 12:00: its hours are forgotten from 11:50 (max_gap
+        # before it) and computed again by the job, to the same answer
+        await ingest(server, PointBatch.from_points([(f"{MILL}/good_count", at(12), 1100, 0)]))
+        stored = await server.energy.stored_hours(mill, T0, at(14))
+        assert sorted(stored[MILL]) == [at(h) for h in range(6, 11)]
+        assert await server.energy_job.step() >= 3
+        assert len((await server.energy.stored_hours(mill, T0, at(14)))[MILL]) == 8
+        (after,) = (await energy(client))["rows"]
+        assert after == pytest.approx(row)
         by_hour = (await energy(client, group="hour"))["rows"]
         assert [r["hour"][11:16] for r in by_hour] == [f"{h:02d}:00" for h in range(6, 14)]
         assert [r["kwh"] for r in by_hour] == pytest.approx([12.0] * 8)
