@@ -76,19 +76,26 @@ def energy_batch(m: Machine, oee: PointBatch, days: int, period_s: int) -> Point
     )
 
 
-async def load(h: DuckDBHistorian, fleet: list[Machine], args: argparse.Namespace) -> None:
-    """Write every machine's month (OEE tags and meter), commit and compact it."""
+async def load(h: DuckDBHistorian, fleet: list[Machine], args: argparse.Namespace) -> float:
+    """Write every machine's month (OEE tags and meter), commit and compact it; the kWh
+    the meters counted, summed here independently: each meter's rise before and after
+    its reset (the first reading has no reading before it, so adds nothing)."""
     points = 0
+    expected = 0.0
     started = time.perf_counter()
     for i, m in enumerate(fleet):
         oee = machine_batch(m, i, args.days, args.counter_period)
         energy = energy_batch(m, oee, args.days, args.counter_period)
         points += len(oee) + len(energy)
+        kwh = energy.value
+        reset = int(np.argmin(kwh))
+        expected += float(kwh[reset - 1] - kwh[0] + kwh[-1] - kwh[reset])
         await h.write(oee)
         await h.write(energy)
     await h.flush()
     await h.compact()
     print(f"wrote and compacted {points:,} points in {time.perf_counter() - started:.1f} s")
+    return expected
 
 
 def report(rows: dict[str, float], args: argparse.Namespace) -> None:
@@ -115,7 +122,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> None:
     fleet = machines(args.machines)
     h = DuckDBHistorian(tmp / "historian.duckdb", compaction_interval_s=None, clock=clock)
     await h.start()
-    await load(h, fleet, args)
+    expected = await load(h, fleet, args)
     analytics = Analytics(h, fleet, SECTION, tmp, clock=clock)
     await analytics.start()
     service = EnergyService(analytics, [meter(m) for m in fleet], SECTION.energy)
@@ -166,7 +173,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> None:
         for key, value in a.items():  # stored hours give the on-demand answer
             if isinstance(value, float):
                 assert abs(value - b[key]) <= 1e-9 * max(1.0, abs(value)), key
-        print(f"month: {a['kwh']:,.0f} kWh, {a['kwh_per_good_part']:.3f} kWh per good part")
+        assert abs(a["kwh"] - expected) <= 1e-9 * expected, (a["kwh"], expected)
+        print(
+            f"month: {a['kwh']:,.0f} kWh (the meters counted {expected:,.0f}), "
+            f"{a['kwh_per_good_part']:.3f} kWh per good part"
+        )
     finally:
         await analytics.close()
         await h.close()
