@@ -1,4 +1,5 @@
-"""Production analytics settings (``[analytics]``): shift calendar, downtime, OEE, SPC.
+"""Production analytics settings (``[analytics]``): shift calendar, downtime, OEE, energy,
+SPC.
 
 Example::
 
@@ -38,6 +39,7 @@ __all__ = [
     "AnalyticsSection",
     "BreakEntry",
     "DowntimeSection",
+    "EnergySection",
     "LossClass",
     "MaintenanceEntry",
     "OeeSection",
@@ -263,6 +265,54 @@ class OeeSection(_Section):
         return value
 
 
+class EnergySection(_Section):
+    """Energy per machine, line and shift from energy counters or power tags."""
+
+    enabled: bool = Field(
+        True,
+        description="Compute and store energy per machine per closed hour in the background, "
+        "beside OEE.",
+    )
+    counter: str = Field(
+        "energy_kwh",
+        min_length=1,
+        description="Measurement name of a machine's energy counter (kWh meter reading); "
+        "preferred over `power` where a machine has both.",
+    )
+    power: str = Field(
+        "power_kw",
+        min_length=1,
+        description="Measurement name of a machine's active power (kW), integrated over time "
+        "where there is no counter.",
+    )
+    max_gap: str = Field(
+        "10m",
+        description="Longest interval between two readings still taken as data: a power "
+        "reading holds at most this long, and a counter increase over a longer interval "
+        "is counted at the reading, not spread over time nothing is known of. Longer than "
+        "the edge's report-by-exception heartbeat.",
+    )
+    rollover: float | None = Field(
+        None,
+        gt=0,
+        description="Value at which the energy counter wraps to 0 (`999999.9`); a drop is "
+        "then a rollover when that is the shorter way round, else a reset. None: every "
+        "drop is a reset.",
+    )
+
+    @field_validator("max_gap")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if parse_duration_s(value) <= 0:
+            raise ValueError("max_gap must be positive")
+        return value
+
+    @property
+    def max_gap_ns(self) -> int:
+        """The maximum gap in nanoseconds."""
+        return round(parse_duration_s(self.max_gap) * 1e9)
+
+
 class AnalyticsSection(_Section):
     """Production analytics: shift calendar, downtime, OEE and control charts."""
 
@@ -276,6 +326,9 @@ class AnalyticsSection(_Section):
         default_factory=DowntimeSection, description="Stop events and reason classes."
     )
     oee: OeeSection = Field(default_factory=OeeSection, description="The stored OEE job.")
+    energy: EnergySection = Field(
+        default_factory=EnergySection, description="Energy per machine, line and shift."
+    )
     spc: list[SpcChartConfig] = Field(
         default_factory=list,
         description="`[[analytics.spc]]` tables: one control chart each (see the keys "

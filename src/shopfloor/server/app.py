@@ -27,6 +27,8 @@ from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
+from shopfloor.server.analytics.energy_job import EnergyJob
+from shopfloor.server.analytics.energy_service import EnergyService, meters_of
 from shopfloor.server.analytics.job import OeeJob
 from shopfloor.server.analytics.machines import machines_of
 from shopfloor.server.analytics.service import Analytics
@@ -279,6 +281,18 @@ class Server:
             else None
         )
         self._oee_task: asyncio.Task[None] | None = None
+        meters = meters_of(self.assets, config.analytics.energy) if self.assets is not None else []
+        self.energy = (
+            EnergyService(self.analytics, meters, config.analytics.energy)
+            if self.analytics is not None and meters
+            else None
+        )
+        self.energy_job = (
+            EnergyJob(self.energy, config.analytics.oee)
+            if self.energy is not None and config.analytics.energy.enabled
+            else None
+        )
+        self._energy_task: asyncio.Task[None] | None = None
         self.app: FastAPI = create_app(
             historian=self.historian,
             ingestor=self.ingestor,
@@ -294,6 +308,7 @@ class Server:
             audit=self.audit,
             spc_charts=config.analytics.spc,
             analytics=self.analytics,
+            energy=self.energy,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -389,6 +404,12 @@ class Server:
             await self.analytics.start()
         if self.oee_job is not None:
             self._oee_task = asyncio.create_task(self.oee_job.run(self.live), name="server/oee")
+        if self.energy is not None:
+            await self.energy.start()
+        if self.energy_job is not None:
+            self._energy_task = asyncio.create_task(
+                self.energy_job.run(self.live), name="server/energy"
+            )
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
         if self.uns is not None:
@@ -474,6 +495,7 @@ class Server:
             self._metrics_task,
             self._spc_task,
             self._oee_task,
+            self._energy_task,
             self._sparkplug_task,
             self._uns_task,
             self._notify_task,

@@ -61,6 +61,7 @@ __all__ = [
     "counter_increments",
     "machine_runs",
     "read_window",
+    "slice_cuts",
     "summarize",
 ]
 
@@ -196,6 +197,40 @@ def _increments_by_slice(
     return out.astype(np.float64)
 
 
+def slice_cuts(
+    calendar: ShiftCalendar, start: int, end: int
+) -> tuple[Int64Array, Int64Array, Int64Array]:
+    """Where ``[start, end)`` is cut into slices, and the shift worked in each slice.
+
+    Cuts fall on every UTC hour, shift start and end and local midnight, so an hour, a
+    shift or a day is a whole number of slices (energy is cut the same way as OEE).
+
+    Returns:
+        the slice bounds (one more than slices), per slice the index of the shift worked
+        (-1 outside every shift) and that shift's start (0 outside every shift).
+    """
+    shifts = calendar.instances(start, end)
+    cuts = [
+        np.array([start, end], dtype=np.int64),
+        np.arange((start // HOUR_NS + 1) * HOUR_NS, end, HOUR_NS, dtype=np.int64),
+        shifts.start,
+        shifts.end,
+        calendar.day_starts(start, end),
+    ]
+    bounds = np.unique(np.concatenate(cuts))
+    bounds = bounds[(bounds >= start) & (bounds <= end)]
+    n = len(bounds) - 1
+    inst = shifts.at(bounds[:-1])
+    known = np.maximum(inst, 0) if len(shifts.start) else np.zeros(0, dtype=np.int64)
+    shift = shifts.shift[known] if len(known) else np.full(n, -1, dtype=np.int64)
+    shift_start = shifts.start[known] if len(known) else np.zeros(n, dtype=np.int64)
+    return (
+        bounds,
+        np.where(inst >= 0, shift, -1).astype(np.int64),
+        np.where(inst >= 0, shift_start, 0).astype(np.int64),
+    )
+
+
 def read_window(
     calendar: ShiftCalendar, settings: DowntimeSection, start: int, end: int
 ) -> tuple[int, int]:
@@ -234,16 +269,7 @@ def compute_slices(
         end: window end.
     """
     lo, hi = series.read_start, series.read_end
-    shifts = calendar.instances(start, end)
-    cuts = [
-        np.array([start, end], dtype=np.int64),
-        np.arange((start // HOUR_NS + 1) * HOUR_NS, end, HOUR_NS, dtype=np.int64),
-        shifts.start,
-        shifts.end,
-        calendar.day_starts(start, end),
-    ]
-    bounds = np.unique(np.concatenate(cuts))
-    bounds = bounds[(bounds >= start) & (bounds <= end)]
+    bounds, shift, shift_start = slice_cuts(calendar, start, end)
     n = len(bounds) - 1
     planned = calendar.planned(lo, hi, equipment=series.equipment, path=series.path)
     known = np.flatnonzero(~np.isnan(series.state.value))
@@ -291,10 +317,6 @@ def compute_slices(
         scrap = total - good
     ideal_ns = series.ideal_cycle_s * 1e9
 
-    inst = shifts.at(bounds[:-1])
-    known = np.maximum(inst, 0) if len(shifts.start) else np.zeros(0, dtype=np.int64)
-    shift = shifts.shift[known] if len(known) else np.full(n, -1, dtype=np.int64)
-    shift_start = shifts.start[known] if len(known) else np.zeros(n, dtype=np.int64)
     values: dict[str, Float64Array] = {
         "planned_ns": planned.measure(bounds[:-1], bounds[1:]).astype(np.float64),
         "run_ns": by_class[:, RUN],
@@ -312,8 +334,8 @@ def compute_slices(
     return Slices(
         start=bounds[:-1],
         end=bounds[1:],
-        shift=np.where(inst >= 0, shift, -1),
-        shift_start=np.where(inst >= 0, shift_start, 0),
+        shift=shift,
+        shift_start=shift_start,
         values=values,
     )
 

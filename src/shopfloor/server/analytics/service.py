@@ -154,6 +154,11 @@ class Analytics:
             await asyncio.get_running_loop().run_in_executor(self._db, store.close)
         self._db.shutdown(wait=True)
 
+    async def store_call(self, fn: Callable[[AnalyticsStore], T]) -> T:
+        """Run ``fn`` on the analytics file on its own thread (for the energy service,
+        which stores its hours beside OEE's)."""
+        return await self._db_call(fn)
+
     async def _db_call(self, fn: Callable[[AnalyticsStore], T]) -> T:
         store = self._store
         if store is None:

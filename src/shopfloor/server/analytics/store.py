@@ -1,4 +1,4 @@
-"""The analytics file: stored OEE slices and operator-assigned stop reasons.
+"""The analytics file: stored OEE and energy slices and operator-assigned stop reasons.
 
 One SQLite file in WAL mode with ``synchronous=FULL``, like the alarm journal: a reason
 an operator assigned is on disk when the API answers. OEE slices are derived data (they
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from shopfloor.errors import ShopfloorError
 from shopfloor.runtime.durable_sqlite import open_durable
+from shopfloor.server.analytics.energy import ENERGY_COMPONENTS, EnergySlices
 from shopfloor.server.analytics.oee import COMPONENTS, HOUR_NS, Slices
 
 __all__ = ["AnalyticsStore", "AnalyticsStoreError", "GroupSums", "ReasonAssignment"]
@@ -33,6 +34,15 @@ _SCHEMA = (
     + ", ".join(f"{c} REAL NOT NULL" for c in COMPONENTS)
     + ", PRIMARY KEY (equipment, start_ns)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS oee_hours ("
+    " equipment TEXT NOT NULL, hour_ns INTEGER NOT NULL, computed_ns INTEGER NOT NULL,"
+    " PRIMARY KEY (equipment, hour_ns)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS energy_slices ("
+    " equipment TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,"
+    " hour_ns INTEGER NOT NULL, shift TEXT NOT NULL, shift_start_ns INTEGER NOT NULL,"
+    " day TEXT NOT NULL, "
+    + ", ".join(f"{c} REAL NOT NULL" for c in ENERGY_COMPONENTS)
+    + ", PRIMARY KEY (equipment, start_ns)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS energy_hours ("
     " equipment TEXT NOT NULL, hour_ns INTEGER NOT NULL, computed_ns INTEGER NOT NULL,"
     " PRIMARY KEY (equipment, hour_ns)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -52,6 +62,15 @@ _GROUP_KEYS = {
     "day": "day",
     "none": "''",
 }
+
+
+_KINDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "oee": ("oee_slices", "oee_hours", COMPONENTS, "settings"),
+    "energy": ("energy_slices", "energy_hours", ENERGY_COMPONENTS, "energy_settings"),
+}
+"""Per kind of stored hours: slice table, hours table, components, settings key. Energy
+is stored beside OEE the same way (its own tables: a machine without parts has energy
+hours and no OEE hours)."""
 
 
 class AnalyticsStoreError(ShopfloorError):
@@ -112,11 +131,12 @@ class AnalyticsStore:
     def put_hours(
         self,
         equipment: str,
-        slices: Slices,
+        slices: Slices | EnergySlices,
         *,
         shift_names: Sequence[str],
         days: Sequence[str],
         computed_ns: int,
+        kind: str = "oee",
     ) -> None:
         """Store the slices of whole hours (replacing those hours), in one transaction.
 
@@ -126,11 +146,13 @@ class AnalyticsStore:
             shift_names: the calendar's shift names (``slices.shift`` indexes them).
             days: per slice, its local date.
             computed_ns: when they were computed.
+            kind: ``oee`` or ``energy``.
         """
+        table, hours_table, components, _ = _KINDS[kind]
         hours = sorted({int(h) for h in slices.start // HOUR_NS * HOUR_NS})
         if not hours:
             return
-        cols = [slices.values[c] for c in COMPONENTS]
+        cols = [slices.values[c] for c in components]
         rows = [
             (
                 equipment,
@@ -144,27 +166,30 @@ class AnalyticsStore:
             )
             for i in range(len(slices))
         ]
-        marks = ",".join("?" * (7 + len(COMPONENTS)))
+        marks = ",".join("?" * (7 + len(components)))
         self._write(
             [
                 (
-                    "DELETE FROM oee_slices WHERE equipment = ? AND hour_ns = ?",
+                    f"DELETE FROM {table} WHERE equipment = ? AND hour_ns = ?",
                     [(equipment, h) for h in hours],
                 ),
-                (f"INSERT INTO oee_slices VALUES ({marks})", rows),
+                (f"INSERT INTO {table} VALUES ({marks})", rows),
                 (
-                    "INSERT OR REPLACE INTO oee_hours VALUES (?, ?, ?)",
+                    f"INSERT OR REPLACE INTO {hours_table} VALUES (?, ?, ?)",
                     [(equipment, h, computed_ns) for h in hours],
                 ),
             ]
         )
 
-    def count_hours(self, equipment: Sequence[str], start_ns: int, end_ns: int) -> dict[str, int]:
+    def count_hours(
+        self, equipment: Sequence[str], start_ns: int, end_ns: int, *, kind: str = "oee"
+    ) -> dict[str, int]:
         """Per machine, how many hours starting in ``[start_ns, end_ns)`` are stored."""
+        hours_table = _KINDS[kind][1]
         marks = ",".join("?" * len(equipment))
         try:
             rows = self._con.execute(
-                f"SELECT equipment, count(*) FROM oee_hours WHERE equipment IN ({marks})"
+                f"SELECT equipment, count(*) FROM {hours_table} WHERE equipment IN ({marks})"
                 " AND hour_ns >= ? AND hour_ns < ? GROUP BY equipment",
                 (*equipment, start_ns, end_ns),
             ).fetchall()
@@ -173,14 +198,15 @@ class AnalyticsStore:
         return {e: 0 for e in equipment} | {str(e): int(n) for e, n in rows}
 
     def stored_hours(
-        self, equipment: Sequence[str], start_ns: int, end_ns: int
+        self, equipment: Sequence[str], start_ns: int, end_ns: int, *, kind: str = "oee"
     ) -> dict[str, set[int]]:
         """Per machine, the stored hours starting in ``[start_ns, end_ns)``."""
+        hours_table = _KINDS[kind][1]
         out: dict[str, set[int]] = {e: set() for e in equipment}
         marks = ",".join("?" * len(equipment))
         try:
             for eq, hour in self._con.execute(
-                f"SELECT equipment, hour_ns FROM oee_hours WHERE equipment IN ({marks})"
+                f"SELECT equipment, hour_ns FROM {hours_table} WHERE equipment IN ({marks})"
                 " AND hour_ns >= ? AND hour_ns < ?",
                 (*equipment, start_ns, end_ns),
             ):
@@ -190,7 +216,7 @@ class AnalyticsStore:
         return out
 
     def sum_hours(
-        self, equipment: Sequence[str], start_ns: int, end_ns: int, group: str
+        self, equipment: Sequence[str], start_ns: int, end_ns: int, group: str, *, kind: str = "oee"
     ) -> list[GroupSums]:
         """Summed components of the stored hours in ``[start_ns, end_ns)``, per group.
 
@@ -199,13 +225,15 @@ class AnalyticsStore:
             start_ns: the first hour (a multiple of an hour).
             end_ns: the end of the last hour.
             group: ``hour``, ``shift``, ``day`` or ``none``.
+            kind: ``oee`` or ``energy``.
         """
+        table, _, components, _ = _KINDS[kind]
         key = _GROUP_KEYS[group]
-        sums = ", ".join(f"sum({c})" for c in COMPONENTS)
+        sums = ", ".join(f"sum({c})" for c in components)
         marks = ",".join("?" * len(equipment))
         try:
             rows = self._con.execute(
-                f"SELECT {key}, min(start_ns), max(end_ns), {sums} FROM oee_slices"
+                f"SELECT {key}, min(start_ns), max(end_ns), {sums} FROM {table}"
                 f" WHERE equipment IN ({marks}) AND hour_ns >= ? AND hour_ns < ?"
                 f" GROUP BY {key}",
                 (*equipment, start_ns, end_ns),
@@ -218,41 +246,40 @@ class AnalyticsStore:
                 key=tuple(r[:width]),
                 start_ns=r[width],
                 end_ns=r[width + 1],
-                sums=dict(zip(COMPONENTS, r[width + 2 :], strict=True)),
+                sums=dict(zip(components, r[width + 2 :], strict=True)),
             )
             for r in rows
         ]
 
     def invalidate(self, equipment: str, start_ns: int, end_ns: int) -> None:
-        """Forget the stored hours overlapping ``[start_ns, end_ns)``: computed again."""
+        """Forget the stored hours (OEE and energy) overlapping ``[start_ns, end_ns)``:
+        computed again. Energy hours go too: their split depends on the state."""
         first = start_ns // HOUR_NS * HOUR_NS
         self._write(
             [
                 (
-                    "DELETE FROM oee_hours WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
+                    f"DELETE FROM {table} WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
                     [(equipment, first, end_ns)],
-                ),
-                (
-                    "DELETE FROM oee_slices WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
-                    [(equipment, first, end_ns)],
-                ),
+                )
+                for table in ("oee_hours", "oee_slices", "energy_hours", "energy_slices")
             ]
         )
 
-    def settings_changed(self, fingerprint: str) -> bool:
-        """Whether the OEE hours were computed with other settings; if so they are all
-        forgotten (the reasons stay) and ``fingerprint`` is kept for next time."""
+    def settings_changed(self, fingerprint: str, *, kind: str = "oee") -> bool:
+        """Whether the hours of ``kind`` were computed with other settings; if so they are
+        all forgotten (the reasons stay) and ``fingerprint`` is kept for next time."""
+        table, hours_table, _, key = _KINDS[kind]
         try:
-            row = self._con.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+            row = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as err:
             raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
         if row is not None and row[0] == fingerprint:
             return False
         self._write(
             [
-                ("DELETE FROM oee_hours", [()]),
-                ("DELETE FROM oee_slices", [()]),
-                ("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", [(fingerprint,)]),
+                (f"DELETE FROM {hours_table}", [()]),
+                (f"DELETE FROM {table}", [()]),
+                ("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(key, fingerprint)]),
             ]
         )
         return row is not None

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from shopfloor.config.spc import SpcChartConfig
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
 from shopfloor.server.api.context import ApiContext
@@ -24,6 +25,7 @@ from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import audit as audit_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
+from shopfloor.server.api.routes import energy as energy_routes
 from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.ws import LiveHub
@@ -69,7 +71,10 @@ _TAGS_METADATA = [
     {"name": "audit", "description": "Every operator and engineering write, accepted or not."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
     {"name": "spc", "description": "Control charts, run rules and process capability."},
-    {"name": "analytics", "description": "OEE, stop events, downtime Pareto, stop reasons."},
+    {
+        "name": "analytics",
+        "description": "OEE, stop events, downtime Pareto, stop reasons, energy.",
+    },
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -92,6 +97,7 @@ def create_app(
     audit: AuditLog | None = None,
     spc_charts: Sequence[SpcChartConfig] = (),
     analytics: Analytics | None = None,
+    energy: EnergyService | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -115,6 +121,7 @@ def create_app(
         spc_charts: the configured control charts, for ``/api/v1/spc/{chart}``.
         analytics: OEE and downtime (started by the caller), for ``/api/v1/oee`` and
             ``/api/v1/downtime``.
+        energy: energy per machine, line and shift, for ``/api/v1/energy``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -137,6 +144,7 @@ def create_app(
         plant=plant,
         audit=audit,
         analytics=analytics,
+        energy=energy,
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     install_error_handlers(app)
@@ -146,6 +154,7 @@ def create_app(
         health.router,
         alarms_routes.router,
         analytics_routes.router,
+        energy_routes.router,
         assets_routes.router,
         audit_routes.router,
         connectors_routes.router,

@@ -15,6 +15,7 @@ from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 
 if TYPE_CHECKING:
+    from shopfloor.server.analytics.energy_service import EnergyService
     from shopfloor.server.analytics.service import Analytics
     from shopfloor.server.api.ws import LiveHub
     from shopfloor.server.assets import AssetModel
@@ -45,6 +46,7 @@ class ApiContext:
         plant: the plant's editor (model now served, edits, export), if configured.
         audit: the audit log of writes, if kept.
         analytics: OEE and downtime, if the plant has machines with states.
+        energy: energy per machine, line and shift, if any equipment has energy tags.
     """
 
     historian: Historian
@@ -61,6 +63,7 @@ class ApiContext:
     plant: PlantEditor | None = None
     audit: AuditLog | None = None
     analytics: Analytics | None = None
+    energy: EnergyService | None = None
 
 
 def get_context(conn: HTTPConnection) -> ApiContext:

@@ -1,0 +1,403 @@
+"""Energy over any range and grouping, for a machine, a line or the plant.
+
+Built on :class:`~.service.Analytics` (its historian, shift calendar, clock and analytics
+file): energy hours are stored beside OEE hours, and a range is answered from stored
+hours where they exist and computed on demand for the rest, with the same function, so
+the answer does not depend on which hours happened to be stored.
+
+Which equipment has energy: every piece of equipment with an energy counter (preferred)
+or a power tag, named by ``[analytics.energy]``. Equipment with a ``state`` tag (machines,
+conveyors, compressors) gets the split into producing, idle and planned-stop energy;
+equipment without one (an incoming meter) gets kWh only. A meter without a state
+measures other equipment's energy, so the plant total (no ``equipment`` or ``line``)
+leaves meters out, else the plant would be counted twice; a meter is asked for by name
+or line, and set beside the plant total it shows the unmetered loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shopfloor.config.analytics import EnergySection
+from shopfloor.errors import PayloadError
+from shopfloor.model.points import is_good
+from shopfloor.server.analytics.downtime import Steps
+from shopfloor.server.analytics.energy import (
+    COUNTER,
+    ENERGY_COMPONENTS,
+    POWER,
+    EnergySeries,
+    EnergySlices,
+    compute_energy,
+    counter_pieces,
+    good_increments,
+    power_pieces,
+    read_window,
+    summarize_energy,
+)
+from shopfloor.server.analytics.machines import GOOD, PARTS, SCRAP, STATE
+from shopfloor.server.analytics.oee import HOUR_NS, Counter
+from shopfloor.server.analytics.service import Analytics, _edges, _gaps
+from shopfloor.server.analytics.store import GroupSums
+from shopfloor.server.assets import AssetModel
+
+__all__ = ["EnergyMeter", "EnergyService", "meters_of"]
+
+_PAGE = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyMeter:
+    """One piece of equipment with energy.
+
+    Attributes:
+        path: the equipment's path.
+        id: its id.
+        line: its line.
+        source: ``counter`` or ``power``.
+        energy_tag: the path of the tag the energy comes from.
+        state_tag: the path of its state tag, if any.
+        part_tags: the paths of its part, good and scrap counters (None where missing).
+    """
+
+    path: str
+    id: str
+    line: str
+    source: str
+    energy_tag: str
+    state_tag: str | None
+    part_tags: tuple[str | None, str | None, str | None]
+
+    @property
+    def has_parts(self) -> bool:
+        """Whether it counts parts (energy per good part)."""
+        return any(self.part_tags)
+
+    @property
+    def tags(self) -> list[str]:
+        """Every tag its energy figures are computed from."""
+        return [t for t in (self.energy_tag, self.state_tag, *self.part_tags) if t is not None]
+
+
+def meters_of(model: AssetModel, section: EnergySection) -> list[EnergyMeter]:
+    """The equipment with an energy counter or a power tag, in the plant file's order."""
+    tags = {t.path for t in model.tags}
+    out: list[EnergyMeter] = []
+    for eq in model.equipment:
+        counter, power = f"{eq.path}/{section.counter}", f"{eq.path}/{section.power}"
+        if counter in tags:
+            source, tag = COUNTER, counter
+        elif power in tags:
+            source, tag = POWER, power
+        else:
+            continue
+        state = f"{eq.path}/{STATE}"
+        parts = tuple(
+            p if p in tags else None for p in (f"{eq.path}/{n}" for n in (PARTS, GOOD, SCRAP))
+        )
+        out.append(
+            EnergyMeter(
+                path=eq.path,
+                id=eq.id,
+                line=eq.line,
+                source=source,
+                energy_tag=tag,
+                state_tag=state if state in tags else None,
+                part_tags=(parts[0], parts[1], parts[2]),
+            )
+        )
+    return out
+
+
+class EnergyService:
+    """Energy of ``meters``, stored and summed through ``analytics``.
+
+    Args:
+        analytics: the analytics service (started by the caller).
+        meters: the equipment with energy.
+        section: ``[analytics.energy]``.
+    """
+
+    def __init__(
+        self, analytics: Analytics, meters: Sequence[EnergyMeter], section: EnergySection
+    ) -> None:
+        self.analytics = analytics
+        self.meters = list(meters)
+        self.section = section
+        self.max_gap_ns = section.max_gap_ns
+        self._by_name = {m.path: m for m in meters} | {m.id: m for m in meters}
+
+    async def start(self) -> None:
+        """Forget stored energy hours computed with other settings."""
+        fingerprint = self.fingerprint()
+        await self.analytics.store_call(lambda s: s.settings_changed(fingerprint, kind="energy"))
+
+    def fingerprint(self) -> str:
+        """A digest of everything stored energy hours depend on besides the points."""
+        text = json.dumps(
+            {
+                "shifts": self.analytics.section.shifts.model_dump(mode="json"),
+                "running": self.analytics.settings.running_state,
+                "energy": self.section.model_dump(mode="json"),
+                "meters": {m.path: m.tags for m in self.meters},
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    # ------------------------------------------------------------ selection
+    def select(self, *, equipment: str | None, line: str | None) -> list[EnergyMeter]:
+        """The equipment named by ``equipment`` or ``line``; without either, every one
+        with a state tag (meters without one would count the plant twice).
+
+        Raises:
+            PayloadError: both given, or neither names equipment with energy.
+        """
+        if equipment is not None and line is not None:
+            raise PayloadError("line", "line: give equipment or line, not both")
+        if equipment is not None:
+            found = self._by_name.get(equipment.strip("/"))
+            if found is None:
+                raise PayloadError(
+                    "equipment",
+                    f"equipment: no equipment {equipment!r:.80} with an energy counter "
+                    f"({self.section.counter}) or power ({self.section.power}) tag",
+                )
+            return [found]
+        if line is not None:
+            chosen = [m for m in self.meters if line in (m.line, m.path.rsplit("/", 2)[0])]
+            if not chosen:
+                raise PayloadError("line", f"line: no equipment with energy on {line!r:.80}")
+            return chosen
+        return [m for m in self.meters if m.state_tag is not None]
+
+    # -------------------------------------------------------------- reading
+    async def _read(self, path: str | None, lo: int, hi: int) -> pa.Table | None:
+        if path is None:
+            return None
+        historian = self.analytics.historian
+        pages = [await historian.read_raw(path, lo, hi, limit=_PAGE)]
+        while pages[-1].num_rows == _PAGE:
+            last = pages[-1].column("ts").cast(pa.int64())[-1].as_py()
+            pages.append(await historian.read_raw(path, last + 1, hi, limit=_PAGE))
+        return pa.concat_tables(pages)
+
+    async def values_before(
+        self, meters: Sequence[EnergyMeter], t: int, known: set[str]
+    ) -> dict[str, float]:
+        """The value of every tag of the meters in force at ``t - 1``, in one ``read_at``."""
+        paths = [p for m in meters for p in m.tags if p in known]
+        out: dict[str, float] = {}
+        if paths:
+            at = await self.analytics.historian.read_at(paths, [t - 1])
+            for p, v in zip(
+                at.column("path").to_pylist(), at.column("value").to_pylist(), strict=True
+            ):
+                if v is not None:
+                    out[str(p)] = float(v)
+        return out
+
+    async def series(
+        self, m: EnergyMeter, lo: int, hi: int, *, known: set[str], before: dict[str, float]
+    ) -> EnergySeries:
+        """The meter's energy, state and good parts over ``[lo, hi)`` (``hi`` ≤ now)."""
+        hi = max(lo, min(hi, self.analytics.clock()))
+        tables = {p: await self._read(p, lo, hi) if p in known else None for p in m.tags}
+
+        def cols(p: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+            t = tables.get(p) if p is not None else None
+            if t is None:
+                return None
+            ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+            v = np.asarray(t.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
+            q = np.asarray(t.column("quality").to_numpy(), dtype=np.uint32)
+            return ts, v, is_good(q)
+
+        def counter(p: str | None) -> Counter | None:
+            c = cols(p)
+            if c is None or p is None:
+                return None
+            ts, v, good = c
+            keep = good & ~np.isnan(v)
+            return Counter(ts[keep], v[keep], before.get(p))
+
+        if m.source == COUNTER:
+            ctr = counter(m.energy_tag) or Counter(np.empty(0, np.int64), np.empty(0), None)
+            pieces = counter_pieces(
+                ctr, read_start=lo, max_gap_ns=self.max_gap_ns, rollover=self.section.rollover
+            )
+        else:
+            c = cols(m.energy_tag)
+            ts, v, good = c if c is not None else (np.empty(0, np.int64), np.empty(0), None)
+            if good is not None:
+                v = np.where(good, v, np.nan)  # a Bad reading ends the hold
+            pieces = power_pieces(ts, v, read_end=hi, max_gap_ns=self.max_gap_ns)
+        state: Steps | None = None
+        sc = cols(m.state_tag)
+        if sc is not None and m.state_tag is not None:
+            ts, v, good = sc
+            state = Steps.of(lo, before.get(m.state_tag), ts, np.where(good, v, np.nan))
+        g_ts, g_inc = good_increments(*(counter(p) for p in m.part_tags))
+        return EnergySeries(
+            path=m.path,
+            equipment=m.id,
+            source=m.source,
+            pieces=pieces,
+            state=state,
+            running_state=self.analytics.settings.running_state,
+            good_ts=g_ts,
+            good_inc=g_inc,
+            read_start=lo,
+            read_end=hi,
+        )
+
+    async def slices(
+        self,
+        m: EnergyMeter,
+        start: int,
+        end: int,
+        *,
+        known: set[str] | None = None,
+        before: dict[str, float] | None = None,
+    ) -> EnergySlices:
+        """The meter's energy slices of ``[start, end)``, computed now from raw points
+        (``before``: :meth:`values_before` at the start of :func:`~.energy.read_window`)."""
+        lo, hi = read_window(start, end, self.max_gap_ns)
+        if known is None:
+            known = {t.path for t in await self.analytics.historian.tags()}
+        if before is None:
+            before = await self.values_before([m], lo, known)
+        data = await self.series(m, lo, hi, known=known, before=before)
+        end = min(end, self.analytics.clock())
+        if end <= start:
+            return EnergySlices.empty()
+        return await asyncio.to_thread(compute_energy, data, self.analytics.calendar, start, end)
+
+    # --------------------------------------------------------------- stored
+    async def store_hours(
+        self,
+        m: EnergyMeter,
+        start: int,
+        end: int,
+        *,
+        known: set[str] | None = None,
+        before: dict[str, float] | None = None,
+    ) -> int:
+        """Compute and store the whole hours of ``[start, end)``; how many slices."""
+        sl = await self.slices(m, start, end, known=known, before=before)
+        calendar = self.analytics.calendar
+        days = [calendar.day_of(int(t)) for t in sl.start]
+        now = self.analytics.clock()
+        names = calendar.names
+        await self.analytics.store_call(
+            lambda s: s.put_hours(
+                m.path, sl, shift_names=names, days=days, computed_ns=now, kind="energy"
+            )
+        )
+        return len(sl)
+
+    async def stored_hours(
+        self, meters: Sequence[EnergyMeter], start: int, end: int
+    ) -> dict[str, set[int]]:
+        """Per meter path, the energy hours stored in ``[start, end)``."""
+        paths = [m.path for m in meters]
+        return await self.analytics.store_call(
+            lambda s: s.stored_hours(paths, start, end, kind="energy")
+        )
+
+    async def forget(self, m: EnergyMeter, since_ns: int) -> None:
+        """Forget the meter's stored hours from ``since_ns`` on: they are computed again."""
+        await self.analytics.store_call(lambda s: s.invalidate(m.path, since_ns, 2**62))
+
+    # ---------------------------------------------------------------- query
+    def _key(self, sl: EnergySlices, i: int, group: str) -> tuple[object, ...]:
+        t = int(sl.start[i])
+        calendar = self.analytics.calendar
+        if group == "hour":
+            return (t // HOUR_NS * HOUR_NS,)
+        if group == "shift":
+            k = int(sl.shift[i])
+            return (calendar.names[k] if k >= 0 else "", int(sl.shift_start[i]))
+        if group == "day":
+            return (calendar.day_of(t),)
+        return ("",)
+
+    async def energy(
+        self, meters: Sequence[EnergyMeter], start: int, end: int, group: str
+    ) -> list[tuple[tuple[object, ...], int, int, dict[str, Any]]]:
+        """Energy of the meters together over ``[start, end)``, per group, oldest first.
+
+        Returns:
+            (group key, first slice start, last slice end, :func:`~.energy.summarize_energy`
+            output).
+        """
+        end = min(end, self.analytics.clock())
+        first = -(-start // HOUR_NS) * HOUR_NS
+        last = end // HOUR_NS * HOUR_NS
+        paths = [m.path for m in meters]
+        stored: dict[str, set[int]] = {}
+        whole: set[str] = set()
+        groups: dict[tuple[object, ...], GroupSums] = {}
+
+        def add(key: tuple[object, ...], lo: int, hi: int, sums: dict[str, float]) -> None:
+            g = groups.get(key)
+            if g is None:
+                groups[key] = GroupSums(key, lo, hi, dict(sums))
+                return
+            for c in ENERGY_COMPONENTS:
+                g.sums[c] += sums[c]
+            groups[key] = GroupSums(key, min(g.start_ns, lo), max(g.end_ns, hi), g.sums)
+
+        if first < last:
+            counts = await self.analytics.store_call(
+                lambda s: s.count_hours(paths, first, last, kind="energy")
+            )
+            whole = {p for p, n in counts.items() if n == (last - first) // HOUR_NS}
+            partial = [m for m in meters if m.path not in whole]
+            if partial:
+                stored = await self.stored_hours(partial, first, last)
+            rows = await self.analytics.store_call(
+                lambda s: s.sum_hours(paths, first, last, group, kind="energy")
+            )
+            for row in rows:
+                add(row.key, row.start_ns, row.end_ns, row.sums)
+        known = {t.path for t in await self.analytics.historian.tags()}
+        todo = [
+            (m, *gap)
+            for m in meters
+            for gap in (
+                _edges(start, end, first, last)
+                if m.path in whole
+                else _gaps(start, end, stored.get(m.path))
+            )
+        ]
+        starts = {read_window(lo, hi, self.max_gap_ns)[0] for _, lo, hi in todo}
+        before = {
+            t: await self.values_before([m for m, *_ in todo], t, known) for t in sorted(starts)
+        }
+        for m, lo, hi in todo:
+            t = read_window(lo, hi, self.max_gap_ns)[0]
+            sl = await self.slices(m, lo, hi, known=known, before=before[t])
+            for i in range(len(sl)):
+                sums = {c: float(sl.values[c][i]) for c in ENERGY_COMPONENTS}
+                add(self._key(sl, i, group), int(sl.start[i]), int(sl.end[i]), sums)
+        has_state = any(m.state_tag is not None for m in meters)
+        has_parts = any(m.has_parts for m in meters)
+        ordered = sorted(groups.values(), key=lambda g: (g.start_ns, g.key))
+        return [
+            (
+                g.key,
+                g.start_ns,
+                g.end_ns,
+                summarize_energy(g.sums, has_state=has_state, has_parts=has_parts),
+            )
+            for g in ordered
+        ]
