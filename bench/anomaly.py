@@ -23,9 +23,9 @@ from shopfloor.simulator import Plant
 from shopfloor.testing.anomaly_eval import (
     DEFAULT,
     EWMA_LIMITS,
+    T0,
     H,
     S,
-    T0,
     rul_scenario,
     run_scenario,
 )
@@ -94,7 +94,7 @@ def main() -> None:
     )
     errors: dict[float, list[float]] = {}
     covered = total = 0
-    for seed in args.rul_seeds:
+    for seed in seeds:
         points = rul_scenario(seed)
         if points is None:
             print(f"{seed:>4} no trip within the simulated time")
