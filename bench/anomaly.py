@@ -86,7 +86,10 @@ def main() -> None:
         f"run) {baseline:.1f} s; detectors and bookkeeping {spent - baseline:.1f} s for "
         f"{9 * len(args.seeds) * 5} machine-hours at 1 s"
     )
+    _rul_table(args.rul_seeds)
 
+
+def _rul_table(seeds: list[int]) -> None:
     print()
     print(
         f"{'seed':>4} {'life left':>9} {'true RUL h':>10} {'est RUL h':>9} {'error h':>8} "
