@@ -27,6 +27,12 @@ from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
+from shopfloor.server.analytics.anomaly_monitor import (
+    AnomalyMonitor,
+    WatchedMachine,
+    anomaly_alarm_rules,
+    watched_machines,
+)
 from shopfloor.server.analytics.job import OeeJob
 from shopfloor.server.analytics.machines import machines_of
 from shopfloor.server.analytics.service import Analytics
@@ -227,6 +233,9 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
+        self.anomaly = self._anomaly_monitor(self.assets)
+        self._anomaly_task: asyncio.Task[None] | None = None
+        self._rul_task: asyncio.Task[None] | None = None
         self.alarms = AlarmEngine(
             self._alarm_rules(self.assets), config.server.data_dir / config.alarms.journal
         )
@@ -289,6 +298,7 @@ class Server:
             audit=self.audit,
             spc_charts=config.analytics.spc,
             analytics=self.analytics,
+            anomaly=self.anomaly,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -339,13 +349,48 @@ class Server:
             await self._replace_metrics(new.metrics)
 
     def _alarm_rules(self, assets: AssetModel | None) -> list[AlarmRule]:
-        """Every alarm rule in force: the plant's templates', ``[alarms]``' and the SPC
-        charts' (rebuilt whole when the plant is edited)."""
+        """Every alarm rule in force: the plant's templates', ``[alarms]``', the SPC
+        charts' and the anomaly scores' (rebuilt whole when the plant is edited)."""
         return [
             *(assets.alarm_rules if assets else ()),
             *rules_from_config(self.config.alarms),
             *spc_alarm_rules(self.config.analytics.spc),
+            *anomaly_alarm_rules(self.config.analytics.anomaly, self._watched(assets)),
         ]
+
+    def _watched(self, assets: AssetModel | None) -> list[WatchedMachine]:
+        """The machines ``[analytics.anomaly]`` covers in ``assets``."""
+        if assets is None or not self.config.analytics.anomaly.enabled:
+            return []
+        return watched_machines(
+            [(m.id, m.path) for m in machines_of(assets)],
+            [t.path for t in assets.tags],
+            self.config.analytics.anomaly.tags,
+        )
+
+    def _anomaly_monitor(self, assets: AssetModel | None) -> AnomalyMonitor | None:
+        """The anomaly and RUL monitor, if either is enabled (the machines are those of
+        the plant at start-up; an edit of the plant takes effect at the next start)."""
+        section = self.config.analytics
+        if assets is None or not (section.anomaly.enabled or section.rul.enabled):
+            return None
+        indicator = section.rul.indicator
+        tags = {t.path for t in assets.tags}
+        rul_machines = [
+            (m.id, m.path) for m in machines_of(assets) if f"{m.path}/{indicator}" in tags
+        ]
+        return AnomalyMonitor(
+            section.anomaly,
+            section.rul,
+            self._watched(assets),
+            rul_machines=rul_machines,
+            historian=self.historian,
+            publish=self._publish_anomaly,
+            register_tags=self.historian.register_tags,
+        )
+
+    async def _publish_anomaly(self, batch: PointBatch) -> None:
+        await self.ingestor.ingest(batch, source="anomaly")
 
     async def _publish_spc(self, batch: PointBatch) -> None:
         await self.ingestor.ingest(batch, source="spc")
@@ -392,6 +437,14 @@ class Server:
         if self.spc is not None:
             await self.spc.start()
             self._spc_task = asyncio.create_task(self.spc.run(self.live), name="server/spc")
+        if self.anomaly is not None:
+            await self.anomaly.start()
+            if self.anomaly.machines:
+                self._anomaly_task = asyncio.create_task(
+                    self.anomaly.run(self.live), name="server/anomaly"
+                )
+            if self.anomaly.rul_machines:
+                self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -463,6 +516,8 @@ class Server:
         tasks = (
             self._metrics_task,
             self._spc_task,
+            self._anomaly_task,
+            self._rul_task,
             self._oee_task,
             self._sparkplug_task,
             self._uns_task,

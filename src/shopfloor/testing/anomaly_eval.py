@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from shopfloor.model import PointBatch
 from shopfloor.model.points import is_good
-from shopfloor.server.analytics.anomaly import DetectorSettings, MachineDetector
+from shopfloor.server.analytics.anomaly import DetectorSettings, MachineDetector, settled
 from shopfloor.server.analytics.rul import NoEstimate, RulEstimate, estimate_rul_running
 from shopfloor.simulator import DownReason, Fault, FaultKind, Plant, State
 
@@ -147,37 +147,6 @@ def _matrix(batch: PointBatch, steps: int) -> tuple[npt.NDArray[np.float64], npt
     values = np.asarray(batch.value, dtype=np.float64).reshape(k, steps)
     good = is_good(batch.quality).reshape(k, steps)
     return values, good
-
-
-def settled(
-    running: npt.NDArray[np.bool_],
-    t: npt.NDArray[np.int64],
-    since_ns: int | None,
-    settle_ns: int,
-) -> tuple[npt.NDArray[np.bool_], int | None]:
-    """Rows where the machine has been running for at least ``settle_ns``.
-
-    Args:
-        running: per row, whether the machine runs.
-        t: the rows' times.
-        since_ns: when the current running spell began, carried from the previous call
-            (None: not running at the end of it).
-        settle_ns: how long a machine must have run before it is watched.
-
-    Returns:
-        The mask, and the ``since_ns`` to carry into the next call.
-    """
-    n = len(t)
-    starts = np.flatnonzero(running & ~np.r_[since_ns is not None, running[:-1]])
-    marks = np.full(n, -1, dtype=np.int64)
-    marks[starts] = starts
-    latest = np.maximum.accumulate(marks) if n else marks  # latest start at or before
-    known = latest >= 0
-    spell = np.where(known, t[np.maximum(latest, 0)], 0 if since_ns is None else since_ns)
-    known |= since_ns is not None
-    mask = running & known & (t - spell >= settle_ns)
-    carry = int(spell[-1]) if n and running[-1] and known[-1] else None
-    return mask, carry
 
 
 def _episodes(times: npt.NDArray[np.int64], merge_ns: int) -> list[int]:

@@ -52,6 +52,7 @@ __all__ = [
     "RobustZ",
     "chi2_quantile",
     "exceeds",
+    "settled",
 ]
 
 Float64Array = npt.NDArray[np.float64]
@@ -618,3 +619,34 @@ class MachineDetector:
         score = np.where(bad_rows, np.inf, score)
         cause = np.where(bad_rows, -2, cause)
         return MachineScores(z=z, ewma=e, distance2=d2, bad=bad_rows, score=score, cause=cause)
+
+
+def settled(
+    running: npt.NDArray[np.bool_],
+    t: npt.NDArray[np.int64],
+    since_ns: int | None,
+    settle_ns: int,
+) -> tuple[npt.NDArray[np.bool_], int | None]:
+    """Rows where the machine has been running for at least ``settle_ns``.
+
+    Args:
+        running: per row, whether the machine runs.
+        t: the rows' times.
+        since_ns: when the current running spell began, carried from the previous call
+            (None: not running at the end of it).
+        settle_ns: how long a machine must have run before it is watched.
+
+    Returns:
+        The mask, and the ``since_ns`` to carry into the next call.
+    """
+    n = len(t)
+    starts = np.flatnonzero(running & ~np.r_[since_ns is not None, running[:-1]])
+    marks = np.full(n, -1, dtype=np.int64)
+    marks[starts] = starts
+    latest = np.maximum.accumulate(marks) if n else marks  # latest start at or before
+    known = latest >= 0
+    spell = np.where(known, t[np.maximum(latest, 0)], 0 if since_ns is None else since_ns)
+    known |= since_ns is not None
+    mask = running & known & (t - spell >= settle_ns)
+    carry = int(spell[-1]) if n and running[-1] and known[-1] else None
+    return mask, carry

@@ -48,6 +48,7 @@ __all__ = [
     "bucket_medians",
     "estimate_rul",
     "estimate_rul_running",
+    "last_renewal",
     "t_quantile",
 ]
 
@@ -331,6 +332,19 @@ def estimate_rul(
     )
 
 
+def last_renewal(values: npt.ArrayLike, *, drop: float = 0.5) -> int:
+    """Index of the first value after the last renewal (0 if none): the last value below
+    ``drop`` times the largest before it, as after a repair the indicator falls back to
+    its healthy level. The degradation to extrapolate is the one since then.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return 0
+    peak = np.maximum.accumulate(v)
+    fallen = np.flatnonzero(v[1:] < drop * peak[:-1]) + 1
+    return int(fallen[-1]) if len(fallen) else 0
+
+
 def estimate_rul_running(
     ts_ns: npt.ArrayLike,
     values: npt.ArrayLike,
@@ -351,7 +365,8 @@ def estimate_rul_running(
     steps are the stops, which no smooth trend fits. So the trend is fitted against
     *operating* time (each running sample counts ``period_ns``), extrapolated there, and
     brought back to wall time at the duty (running share) seen since ``since_ns``, on the
-    assumption that the machine keeps running as much as it did. The interval's ends are
+    assumption that the machine keeps running as much as it did. Only the buckets since the
+    last renewal (:func:`last_renewal`: a repair) are fitted. The interval's ends are
     brought back at a duty higher (earliest) or lower (latest) by the confidence quantile
     of the hour-to-hour spread of the duty, divided by the square root of the hours ahead:
     the future's stops are as uncertain as the trend.
@@ -381,6 +396,8 @@ def estimate_rul_running(
     duty = min(duty, 1.0)
     operating = np.arange(len(t), dtype=np.int64) * period_ns
     bt, bv = bucket_medians(operating, v, round(bucket_s * NS_PER_S), min_count=min_count)
+    start = last_renewal(bv)
+    bt, bv = bt[start:], bv[start:]
     found = estimate_rul(
         bt, bv, threshold=threshold, model=model, confidence=confidence, min_points=min_points
     )

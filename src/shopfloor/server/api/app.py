@@ -14,12 +14,14 @@ from fastapi import APIRouter, FastAPI
 from shopfloor.config.spc import SpcChartConfig
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
 from shopfloor.server.api.routes import analytics as analytics_routes
+from shopfloor.server.api.routes import anomaly as anomaly_routes
 from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import audit as audit_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
@@ -69,6 +71,7 @@ _TAGS_METADATA = [
     {"name": "audit", "description": "Every operator and engineering write, accepted or not."},
     {"name": "alarms", "description": "ISA-18.2 alarms: standing, journal, operator actions."},
     {"name": "spc", "description": "Control charts, run rules and process capability."},
+    {"name": "anomaly", "description": "Anomaly scores and remaining useful life."},
     {"name": "analytics", "description": "OEE, stop events, downtime Pareto, stop reasons."},
     {"name": "health", "description": "Liveness and counters."},
 ]
@@ -92,6 +95,7 @@ def create_app(
     audit: AuditLog | None = None,
     spc_charts: Sequence[SpcChartConfig] = (),
     analytics: Analytics | None = None,
+    anomaly: AnomalyMonitor | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -115,6 +119,7 @@ def create_app(
         spc_charts: the configured control charts, for ``/api/v1/spc/{chart}``.
         analytics: OEE and downtime (started by the caller), for ``/api/v1/oee`` and
             ``/api/v1/downtime``.
+        anomaly: the anomaly and RUL monitor, for ``/api/v1/anomaly`` and ``/api/v1/rul``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -139,6 +144,7 @@ def create_app(
         analytics=analytics,
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
+    app.state.anomaly = anomaly
     install_error_handlers(app)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
@@ -157,6 +163,7 @@ def create_app(
         edges.router,
         storage_routes.router,
         spc_routes.router,
+        anomaly_routes.router,
         ws_router,
     ):
         app.include_router(router)
