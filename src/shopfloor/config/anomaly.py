@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shopfloor.config.alarms import Priority
 from shopfloor.config.durations import parse_duration_s
@@ -60,7 +60,7 @@ class AnomalySection(_Section):
         "climbing back after a stop are no anomaly).",
     )
     window: int = Field(
-        7200, ge=10, le=200_000, description="Values per tag in the rolling baseline."
+        14400, ge=10, le=200_000, description="Values per tag in the rolling baseline."
     )
     refresh: int = Field(60, ge=1, description="Rows between two refits of the baseline.")
     min_points: int = Field(
@@ -73,7 +73,10 @@ class AnomalySection(_Section):
         0.2, gt=0, le=1, description="Weight λ of the newest value in the EWMA chart."
     )
     ewma_limit: float = Field(
-        12.0, gt=0, description="EWMA chart limit L, in standard deviations of the EWMA."
+        20.0,
+        gt=0,
+        description="EWMA chart limit L, in standard deviations of the EWMA (wide: the "
+        "robust z-score watches temperatures for steps; `ewma_limits` narrows it per tag).",
     )
     ewma_limits: dict[str, float] = Field(
         default_factory=lambda: {"vibration_rms": 8.0},
@@ -99,6 +102,14 @@ class AnomalySection(_Section):
     priority: Priority = Field("medium", description="Priority of those alarms.")
 
     _settle = field_validator("settle")(_duration)
+
+    @model_validator(mode="after")
+    def _fits(self) -> AnomalySection:
+        if self.min_points > self.window:
+            raise ValueError(
+                f"min_points ({self.min_points}) must not exceed window ({self.window})"
+            )
+        return self
 
     @property
     def settle_ns(self) -> int:

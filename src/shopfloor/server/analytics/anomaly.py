@@ -480,12 +480,12 @@ class DetectorSettings:
         min_scale: floor of each tag's baseline scale.
     """
 
-    window: int = 7200
+    window: int = 14400
     refresh: int = 60
     min_points: int = 1800
     z_threshold: float = 6.0
     ewma_lambda: float = 0.2
-    ewma_limit: float = 12.0
+    ewma_limit: float = 20.0
     mahalanobis_alpha: float = 0.0
     direction: Direction = "up"
     min_scale: float = 1e-6
@@ -559,7 +559,8 @@ class MachineDetector:
         common = {"window": s.window, "refresh": s.refresh, "min_points": s.min_points}
         self.robust = RobustZ(tags, min_scale=s.min_scale, **common)
         self.ewma = Ewma(tags, lam=s.ewma_lambda, min_scale=s.min_scale, **common)
-        self.mahalanobis = Mahalanobis(tags, **common)
+        self.mahalanobis = Mahalanobis(tags, **common) if s.mahalanobis_alpha > 0 else None
+        """The multivariate detector; None when ``mahalanobis_alpha`` is 0 (off)."""
         self.d2_threshold = (
             chi2_quantile(1.0 - s.mahalanobis_alpha, tags) if s.mahalanobis_alpha > 0 else math.inf
         )
@@ -597,7 +598,11 @@ class MachineDetector:
         x = _check_matrix(values, self.robust.tags, "values")
         z = self.robust.learn_score(x)
         e = self.ewma.learn_score(x)
-        d2 = self.mahalanobis.learn_score(x)
+        d2 = (
+            self.mahalanobis.learn_score(x)
+            if self.mahalanobis is not None
+            else np.full(len(x), np.nan)
+        )
         parts = np.column_stack(
             [
                 self._one_sided(z) / self.z_thresholds,

@@ -201,7 +201,7 @@ class AnomalyMonitor:
         settings = DetectorSettings(
             window=anomaly.window,
             refresh=anomaly.refresh,
-            min_points=min(anomaly.min_points, anomaly.window),
+            min_points=anomaly.min_points,
             z_threshold=anomaly.z_threshold,
             ewma_lambda=anomaly.ewma_lambda,
             ewma_limit=anomaly.ewma_limit,
