@@ -96,6 +96,7 @@ def _rul_table(seeds: list[int]) -> None:
         f"{'error %':>8} {'interval h':>16} {'in':>3} {'model':<12}"
     )
     errors: dict[float, list[float]] = {}
+    hours: dict[float, list[float]] = {}
     covered = total = 0
     for seed in seeds:
         points = rul_scenario(seed)
@@ -117,12 +118,20 @@ def _rul_table(seeds: list[int]) -> None:
                 f"{'yes' if p.covered else 'no':>3} {e.model:<12}"
             )
             errors.setdefault(p.life_left, []).append(100 * err / true_h)
+            hours.setdefault(p.life_left, []).append(err)
             covered += p.covered
             total += 1
     print()
-    print(f"{'life left':>9} {'median |error| % of true RUL':>29} {'max %':>7}")
+    print(
+        f"{'life left':>9} {'median |error| h':>17} {'max h':>7} "
+        f"{'median |error| % of true RUL':>29} {'max %':>7}"
+    )
     for left, values in errors.items():
-        print(f"{left:>9.0%} {statistics.median(values):>29.0f} {max(values):>7.0f}")
+        h = hours[left]
+        print(
+            f"{left:>9.0%} {statistics.median(h):>17.2f} {max(h):>7.2f} "
+            f"{statistics.median(values):>29.0f} {max(values):>7.0f}"
+        )
     if total:
         print(f"true failure time within the 90 % interval: {covered}/{total}")
 
