@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shopfloor.config.alarms import repeated
+from shopfloor.config.anomaly import AnomalySection, RulSection
 from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.spc import SpcChartConfig
 
@@ -333,6 +334,12 @@ class AnalyticsSection(_Section):
         default_factory=list,
         description="`[[analytics.spc]]` tables: one control chart each (see the keys "
         "`analytics.spc.*`).",
+    )
+    anomaly: AnomalySection = Field(
+        default_factory=AnomalySection, description="Streaming anomaly detectors per machine."
+    )
+    rul: RulSection = Field(
+        default_factory=RulSection, description="Remaining useful life per machine."
     )
 
     @model_validator(mode="after")

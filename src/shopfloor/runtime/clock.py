@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -34,3 +35,15 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """Sleep on the event loop."""
         await asyncio.sleep(seconds)
+
+
+class DataClock(SystemClock):
+    """The real clock for intervals and sleeps, with wall time from ``now_ns``: the time the
+    plant's data is at (a demo replaying yesterday gives its simulator's clock)."""
+
+    def __init__(self, now_ns: Callable[[], int]) -> None:
+        self._now_ns = now_ns
+
+    def now_ns(self) -> int:
+        """The data's time in UTC nanoseconds."""
+        return self._now_ns()

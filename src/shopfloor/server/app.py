@@ -26,7 +26,14 @@ from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta, now_ns
 from shopfloor.runtime.channels import Channel
+from shopfloor.runtime.clock import DataClock
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
+from shopfloor.server.analytics.anomaly_monitor import (
+    AnomalyMonitor,
+    WatchedMachine,
+    anomaly_alarm_rules,
+    watched_machines,
+)
 from shopfloor.server.analytics.energy_job import EnergyJob
 from shopfloor.server.analytics.energy_service import EnergyService, meters_of
 from shopfloor.server.analytics.job import OeeJob
@@ -198,8 +205,9 @@ class Server:
         status: extra fields for ``/healthz`` (the demo adds its simulator's figures).
         connectors: health rows of the connectors run in this process.
         data_clock: the time the plant's data is at, in UTC nanoseconds, for the jobs
-            that close windows of it (metrics): the wall clock, except in a demo that
-            replays yesterday faster than real time (its simulator's clock).
+            that reason about "now" in it (metric windows, remaining useful life): the
+            wall clock, except in a demo that replays yesterday faster than real time (its
+            simulator's clock).
     """
 
     def __init__(
@@ -234,6 +242,9 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
+        self.anomaly = self._anomaly_monitor(self.assets)
+        self._anomaly_task: asyncio.Task[None] | None = None
+        self._rul_task: asyncio.Task[None] | None = None
         self.alarms = AlarmEngine(
             self._alarm_rules(self.assets), config.server.data_dir / config.alarms.journal
         )
@@ -309,6 +320,7 @@ class Server:
             spc_charts=config.analytics.spc,
             analytics=self.analytics,
             energy=self.energy,
+            anomaly=self.anomaly,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -364,13 +376,49 @@ class Server:
             await self._replace_metrics(new.metrics)
 
     def _alarm_rules(self, assets: AssetModel | None) -> list[AlarmRule]:
-        """Every alarm rule in force: the plant's templates', ``[alarms]``' and the SPC
-        charts' (rebuilt whole when the plant is edited)."""
+        """Every alarm rule in force: the plant's templates', ``[alarms]``', the SPC
+        charts' and the anomaly scores' (rebuilt whole when the plant is edited)."""
         return [
             *(assets.alarm_rules if assets else ()),
             *rules_from_config(self.config.alarms),
             *spc_alarm_rules(self.config.analytics.spc),
+            *anomaly_alarm_rules(self.config.analytics.anomaly, self._watched(assets)),
         ]
+
+    def _watched(self, assets: AssetModel | None) -> list[WatchedMachine]:
+        """The machines ``[analytics.anomaly]`` covers in ``assets``."""
+        if assets is None or not self.config.analytics.anomaly.enabled:
+            return []
+        return watched_machines(
+            [(m.id, m.path) for m in machines_of(assets)],
+            [t.path for t in assets.tags],
+            self.config.analytics.anomaly.tags,
+        )
+
+    def _anomaly_monitor(self, assets: AssetModel | None) -> AnomalyMonitor | None:
+        """The anomaly and RUL monitor, if either is enabled (the machines are those of
+        the plant at start-up; an edit of the plant takes effect at the next start)."""
+        section = self.config.analytics
+        if assets is None or not (section.anomaly.enabled or section.rul.enabled):
+            return None
+        indicator = section.rul.indicator
+        tags = {t.path for t in assets.tags}
+        rul_machines = [
+            (m.id, m.path) for m in machines_of(assets) if f"{m.path}/{indicator}" in tags
+        ]
+        return AnomalyMonitor(
+            section.anomaly,
+            section.rul,
+            self._watched(assets),
+            rul_machines=rul_machines,
+            historian=self.historian,
+            publish=self._publish_anomaly,
+            register_tags=self.historian.register_tags,
+            clock=DataClock(self._data_clock),
+        )
+
+    async def _publish_anomaly(self, batch: PointBatch) -> None:
+        await self.ingestor.ingest(batch, source="anomaly")
 
     async def _publish_spc(self, batch: PointBatch) -> None:
         await self.ingestor.ingest(batch, source="spc")
@@ -423,6 +471,14 @@ class Server:
         if self.spc is not None:
             await self.spc.start()
             self._spc_task = asyncio.create_task(self.spc.run(self.live), name="server/spc")
+        if self.anomaly is not None:
+            await self.anomaly.start()
+            if self.anomaly.machines:
+                self._anomaly_task = asyncio.create_task(
+                    self.anomaly.run(self.live), name="server/anomaly"
+                )
+            if self.anomaly.rul_machines:
+                self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
 
@@ -494,6 +550,8 @@ class Server:
         tasks = (
             self._metrics_task,
             self._spc_task,
+            self._anomaly_task,
+            self._rul_task,
             self._oee_task,
             self._energy_task,
             self._sparkplug_task,

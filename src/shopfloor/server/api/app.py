@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from shopfloor.config.spc import SpcChartConfig
 from shopfloor.model import LiveBatch, now_ns
 from shopfloor.runtime.channels import Channel
+from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
@@ -21,6 +22,7 @@ from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
 from shopfloor.server.api.routes import analytics as analytics_routes
+from shopfloor.server.api.routes import anomaly as anomaly_routes
 from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import audit as audit_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
@@ -75,6 +77,7 @@ _TAGS_METADATA = [
         "name": "analytics",
         "description": "OEE, stop events, downtime Pareto, stop reasons, energy.",
     },
+    {"name": "anomaly", "description": "Anomaly scores and remaining useful life."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -98,6 +101,7 @@ def create_app(
     spc_charts: Sequence[SpcChartConfig] = (),
     analytics: Analytics | None = None,
     energy: EnergyService | None = None,
+    anomaly: AnomalyMonitor | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -122,6 +126,7 @@ def create_app(
         analytics: OEE and downtime (started by the caller), for ``/api/v1/oee`` and
             ``/api/v1/downtime``.
         energy: energy per machine, line and shift, for ``/api/v1/energy``.
+        anomaly: the anomaly and RUL monitor, for ``/api/v1/anomaly`` and ``/api/v1/rul``.
     """
     app = FastAPI(
         title="shopfloor",
@@ -147,6 +152,7 @@ def create_app(
         energy=energy,
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
+    app.state.anomaly = anomaly
     install_error_handlers(app)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
@@ -166,6 +172,7 @@ def create_app(
         edges.router,
         storage_routes.router,
         spc_routes.router,
+        anomaly_routes.router,
         ws_router,
     ):
         app.include_router(router)

@@ -1,0 +1,107 @@
+"""RUL fits against independent computations (numpy.polyfit) and known trends."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shopfloor.server.analytics.rul import (
+    NoEstimate,
+    RulEstimate,
+    bucket_medians,
+    estimate_rul,
+    t_quantile,
+)
+
+H = 3600 * 10**9
+T0 = 1_700_000_000 * 10**9
+
+
+def test_linear_trend_crosses_where_polyfit_says() -> None:
+    rng = np.random.default_rng(1)
+    hours = np.arange(0, 10, 0.1)
+    y = 1.0 + 0.5 * hours + rng.normal(0, 0.05, len(hours))
+    ts = T0 + (hours * H).astype(np.int64)
+    est = estimate_rul(ts, y, threshold=8.0, model="linear")
+    assert isinstance(est, RulEstimate)
+    b, a = np.polyfit(hours, y, 1)
+    want_h = (8.0 - a) / b
+    assert (est.failure_ns - T0) / H == pytest.approx(want_h, abs=1e-3)
+    assert est.low_ns < est.failure_ns < (est.high_ns or 0)
+    assert est.slope == pytest.approx(b, rel=1e-9)
+    assert est.model == "linear"
+
+
+def test_exponential_trend_is_found_and_chosen() -> None:
+    rng = np.random.default_rng(2)
+    hours = np.arange(0, 12, 1 / 60)
+    y = 0.8 * np.exp(0.15 * hours) * (1 + rng.normal(0, 0.02, len(hours)))
+    ts = T0 + (hours * H).astype(np.int64)
+    est = estimate_rul(ts, y, threshold=7.1)
+    assert isinstance(est, RulEstimate)
+    assert est.model == "exponential"
+    true_h = math.log(7.1 / 0.8) / 0.15
+    assert (est.failure_ns - T0) / H == pytest.approx(true_h, rel=0.02)
+    assert est.low_ns <= T0 + true_h * H <= (est.high_ns or 0)
+    assert est.slope == pytest.approx(0.15, rel=0.05)
+
+
+def test_interval_covers_the_truth_at_about_its_confidence() -> None:
+    covered = 0
+    runs = 200
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        hours = np.arange(0, 5, 0.05)
+        y = 2.0 + 0.3 * hours + rng.normal(0, 0.2, len(hours))
+        est = estimate_rul(
+            T0 + (hours * H).astype(np.int64), y, threshold=6.0, model="linear", confidence=0.9
+        )
+        assert isinstance(est, RulEstimate)
+        truth = T0 + (4.0 / 0.3) * H
+        covered += est.low_ns <= truth <= (est.high_ns or 2**62)
+    assert 0.83 < covered / runs < 0.97
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        (np.linspace(5, 4, 40), "no upward trend"),
+        (np.full(40, 3.0), "no upward trend"),
+        (np.linspace(1, 2, 5), "too few points"),
+    ],
+)
+def test_refuses_with_the_reason(values: np.ndarray, reason: str) -> None:
+    ts = T0 + np.arange(len(values)) * 60 * 10**9
+    est = estimate_rul(ts, values, threshold=7.0)
+    assert isinstance(est, NoEstimate)
+    assert reason in est.reason
+
+
+def test_bad_parameters_are_named() -> None:
+    with pytest.raises(ValueError, match="confidence"):
+        estimate_rul([1, 2, 3], [1, 2, 3], threshold=5, confidence=1.5)
+    with pytest.raises(ValueError, match="min_points"):
+        estimate_rul([1, 2, 3], [1, 2, 3], threshold=5, min_points=2)
+
+
+def test_bucket_medians_match_a_loop() -> None:
+    rng = np.random.default_rng(4)
+    ts = rng.integers(0, 100_000, 5000)
+    v = rng.normal(size=5000)
+    v[::17] = np.nan
+    got_t, got_v = bucket_medians(ts, v, 1000, min_count=3)
+    want: dict[int, list[float]] = {}
+    for t, x in zip(ts.tolist(), v.tolist(), strict=True):
+        if math.isfinite(x):
+            want.setdefault(t // 1000, []).append(x)
+    keys = sorted(k for k, xs in want.items() if len(xs) >= 3)
+    assert got_t.tolist() == [k * 1000 + 500 for k in keys]
+    np.testing.assert_allclose(got_v, [np.median(want[k]) for k in keys])
+
+
+def test_t_quantile_matches_tables() -> None:
+    assert t_quantile(0.95, 10) == pytest.approx(1.812, abs=2e-3)
+    assert t_quantile(0.975, 5) == pytest.approx(2.571, abs=1e-2)
+    assert t_quantile(0.975, math.inf) == pytest.approx(1.960, abs=1e-3)
