@@ -65,6 +65,7 @@ __all__ = [
     "estimate_rul",
     "estimate_rul_running",
     "last_renewal",
+    "regime_start",
     "t_quantile",
 ]
 
@@ -511,6 +512,41 @@ def last_renewal(values: npt.ArrayLike, *, drop: float = 0.5) -> int:
     return int(fallen[-1]) if len(fallen) else 0
 
 
+def regime_start(ts: npt.ArrayLike, values: npt.ArrayLike, *, min_points: int = 10) -> int:
+    """Index of the first value of the current degradation regime (0: one regime).
+
+    A history often holds the slow wear of before a fault and the fast wear since; one
+    trend through both bends too little and extrapolates the wrong rate. Two segments
+    are fitted, a line before a break and the exponential (offset profiled) after it,
+    with the break where their total residual sum of squares is least (tried every
+    1/40 of the history, each segment at least ``min_points`` long, the last at least
+    twice that); the break is kept when it lowers the BIC (``n·ln(SSE/n) + p·ln n``: 6
+    parameters against the single exponential's 3).
+
+    Args:
+        ts: times of the (bucketed) indicator, sorted.
+        values: the indicator.
+        min_points: fewest points per segment.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    if n < 3 * min_points or (v <= 0).any():
+        return 0
+    x = (np.asarray(ts, dtype=np.int64) - int(np.asarray(ts)[-1])).astype(np.float64)
+    x /= 3600 * NS_PER_S
+    one = _fit_exponential(x, v)[1].sse_units
+    best, start = math.inf, 0
+    for k in range(min_points, n - 2 * min_points + 1, max(1, n // 40)):
+        before = _fit(x[:k], v[:k], "linear").sse_units
+        total = before + _fit_exponential(x[k:], v[k:])[1].sse_units
+        if total < best:
+            best, start = total, k
+    tiny = np.finfo(np.float64).tiny
+    bic_one = n * math.log(max(one, tiny) / n) + 3 * math.log(n)
+    bic_two = n * math.log(max(best, tiny) / n) + 6 * math.log(n)
+    return start if bic_two < bic_one else 0
+
+
 def estimate_rul_running(
     ts_ns: npt.ArrayLike,
     values: npt.ArrayLike,
@@ -532,7 +568,9 @@ def estimate_rul_running(
     *operating* time (each running sample counts ``period_ns``), extrapolated there, and
     brought back to wall time at the duty (running share) seen since ``since_ns``, on the
     assumption that the machine keeps running as much as it did. Only the buckets since the
-    last renewal (:func:`last_renewal`: a repair) are fitted. The interval's ends are
+    last renewal (:func:`last_renewal`: a repair) and, within those, of the current
+    degradation regime (:func:`regime_start`: the fast wear after a fault, without the
+    slow wear before it) are fitted. The interval's ends are
     brought back at a duty higher (earliest) or lower (latest) by the confidence quantile
     of the hour-to-hour spread of the duty, divided by the square root of the hours ahead:
     the future's stops are as uncertain as the trend.
@@ -564,6 +602,9 @@ def estimate_rul_running(
     bt, bv = bucket_medians(operating, v, round(bucket_s * NS_PER_S), min_count=min_count)
     start = last_renewal(bv)
     bt, bv = bt[start:], bv[start:]
+    if model != "linear":
+        start = regime_start(bt, bv, min_points=min_points)
+        bt, bv = bt[start:], bv[start:]
     found = estimate_rul(
         bt, bv, threshold=threshold, model=model, confidence=confidence, min_points=min_points
     )

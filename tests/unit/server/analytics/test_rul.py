@@ -14,6 +14,7 @@ from shopfloor.server.analytics.rul import (
     _fit_exponential,
     bucket_medians,
     estimate_rul,
+    regime_start,
     t_quantile,
 )
 
@@ -144,6 +145,33 @@ def test_bootstrap_crossings_match_one_fit_per_replica() -> None:
         b, a = np.polyfit(x, row, 1)
         assert hours == pytest.approx((7.1 - a) / b, rel=1e-9)
     assert _crossings(x, -ys, threshold=7.1, kind="linear").tolist() == [math.inf] * 6
+
+
+def test_the_break_between_slow_and_fast_wear_is_found() -> None:
+    # Three hours of slow healthy wear, then a fault: exponential growth from the same
+    # level. Minute buckets; the break is bucket 180.
+    rng = np.random.default_rng(12)
+    hours = np.arange(0, 6, 1 / 60)
+    fast = np.clip(hours - 3, 0, None)
+    y = 1.5 + 0.03 * np.minimum(hours, 3) + 0.4 * np.expm1(0.8 * fast)
+    y += rng.normal(0, 0.03, len(hours))
+    ts = T0 + (hours * H).astype(np.int64)
+    start = regime_start(ts, y)
+    assert 170 <= start <= 190, start
+    truth_h = 3 + math.log1p((7.1 - 1.5 - 0.09) / 0.4) / 0.8
+    mixed = estimate_rul(ts, y, threshold=7.1)
+    current = estimate_rul(ts[start:], y[start:], threshold=7.1)
+    assert isinstance(mixed, RulEstimate)
+    assert isinstance(current, RulEstimate)
+    assert abs((current.failure_ns - T0) / H - truth_h) < abs((mixed.failure_ns - T0) / H - truth_h)
+    assert current.low_ns <= T0 + truth_h * H <= (current.high_ns or 2**62)
+
+
+def test_one_regime_has_no_break() -> None:
+    for seed in range(5):
+        ts, y, _ = _wear(seed)
+        assert regime_start(ts, y) == 0
+    assert regime_start(np.arange(20), np.linspace(1, 2, 20)) == 0  # too short to split
 
 
 @pytest.mark.parametrize(
