@@ -10,7 +10,9 @@ The bounds asserted here are the ones stated in docs/anomaly.md:
   trips of the simulator counted as false alarms all the same);
 * the RUL error shrinks as failure nears (per seed, at 10 % of life left below that at
   75 %; over the seeds, the median at 25 % below that at 75 %), and the true failure
-  time lies within the 90 % interval in at least two thirds of the estimates.
+  time lies within the 90 % interval in at least 80 % of the estimates (measured: 23 of
+  24 on these seeds, 46 of 48 on seeds 1-12, 85 of 96 on seeds 13-36; the bound stays
+  below those so that a single unlucky estimate does not fail it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ DELAY_BOUND_S = {
 FALSE_ALARMS_PER_MACHINE_HOUR = 0.05
 SEEDS = (1, 2, 3)
 RUL_SEEDS = (1, 2, 3, 4, 5, 6)
+RUL_COVERAGE = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +86,9 @@ def test_rul_error_shrinks_as_failure_nears(rul_runs: dict[int, list[RulPoint]])
     assert statistics.median(by_left[0.1]) < statistics.median(by_left[0.5])
 
 
-def test_rul_interval_holds_the_true_failure_time_mostly(
+def test_rul_interval_holds_the_true_failure_time_near_its_confidence(
     rul_runs: dict[int, list[RulPoint]],
 ) -> None:
     points = [p for run in rul_runs.values() for p in run]
     covered = sum(p.covered for p in points)
-    assert covered >= 2 * len(points) / 3, f"{covered} of {len(points)}"
+    assert covered >= RUL_COVERAGE * len(points), f"{covered} of {len(points)}"
