@@ -474,7 +474,9 @@ def estimate_rul(
     grid = np.linspace(0.0, horizon_h, _GRID)
     earliest, latest = math.inf, 0.0
     for name, each, c in plausible:
-        band_lo, band_hi = _band_interval(each, grid, target=_target(name, threshold, c), q=q)
+        q_each = t_quantile(0.5 + confidence / 2, each.dof)
+        target_each = _target(name, threshold, c)
+        band_lo, band_hi = _band_interval(each, grid, target=target_each, q=q_each)
         line = each.a + each.b * x
         fitted = c + np.exp(line) if name == "exponential" else line
         boot_lo, boot_hi = _bootstrap_interval(
