@@ -9,6 +9,8 @@ left for bearing wear ×4 run to the trip. The cost line compares the detectors'
 the baseline measured in the same run: the simulator producing the same hours.
 
 Run: ``.venv/bin/python bench/anomaly.py [--seeds 1 2 3] [--rul-seeds 1 2 3 4 5 6]``
+(docs/anomaly.md's RUL table: ``--rul-seeds 1 2 3 4 5 6 7 8 9 10 11 12``; the coverage of the
+90 % interval is the last line.)
 """
 
 from __future__ import annotations
