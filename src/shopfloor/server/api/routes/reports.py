@@ -18,9 +18,7 @@ from shopfloor.config.spc import SpcChartConfig
 from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.schemas import ErrorEnvelope
-from shopfloor.server.reports.gather import gather
 from shopfloor.server.reports.period import ReportKind, parse_day, period_of
-from shopfloor.server.reports.schedule import render
 
 __all__ = ["router"]
 
@@ -67,6 +65,10 @@ async def get_report(
     """OEE per machine and line with the six losses, downtime Pareto by reason and by
     machine, alarm KPIs, energy and the control charts of one period in the plant's time
     zone; a section whose service this server lacks is left out with a note."""
+    # imported here: the reports package reads the API's routes, which import this module
+    from shopfloor.server.reports.gather import gather
+    from shopfloor.server.reports.schedule import render
+
     calendar = (
         ctx.analytics.calendar if ctx.analytics is not None else ShiftCalendar(ShiftsSection())
     )
