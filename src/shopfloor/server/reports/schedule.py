@@ -164,7 +164,14 @@ class ReportScheduler:
                 if wait > 0:
                     await self._clock.sleep(min(wait, _MAX_SLEEP_S))
                     continue
-                await self.send(first.entry, first.period)
+                try:
+                    await self.send(first.entry, first.period)
+                except Exception:
+                    # one report failing (a historian error, a bug) must not end the schedule
+                    self.failed += 1
+                    logger.exception(
+                        "the %s report %s failed", first.period.kind, first.period.label
+                    )
                 first.due_ns, first.period = next_due(first.entry, self._calendar, first.due_ns)
         finally:
             if self._own_http:
