@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from shopfloor.config import ShopfloorConfig
+from shopfloor.config.notify import ChannelConfig
 from shopfloor.config.reports import ReportSchedule
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.model.timefmt import format_ns
@@ -275,6 +277,24 @@ async def test_a_bad_parameter_gives_422_naming_it(
         assert r.json()["error"]["field"] == field
 
 
+def check_mail(raw: bytes) -> None:
+    """The day report's e-mail: subject, summary body, both files that read back."""
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(mail, EmailMessage)
+    assert mail["Subject"] == f"shopfloor day report {DATE.isoformat()}"
+    files = {part.get_filename(): part.get_content() for part in mail.iter_attachments()}
+    stem = f"shopfloor-day-{DATE.isoformat()}"
+    assert set(files) == {f"{stem}.xlsx", f"{stem}.pdf"}
+    book = openpyxl.load_workbook(io.BytesIO(files[f"{stem}.xlsx"]))
+    names = [row[1] for row in book["OEE"].iter_rows(min_row=2, values_only=True)]
+    assert "cnc-01" in names
+    text = pypdf.PdfReader(io.BytesIO(files[f"{stem}.pdf"])).pages[0].extract_text()
+    assert DATE.isoformat() in text
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "OEE" in body.get_content()
+
+
 async def test_the_schedule_mails_the_day_report_with_both_files(
     tmp_path: Path, smtp: tuple[Mailbox, int, Path]
 ) -> None:
@@ -284,14 +304,26 @@ async def test_the_schedule_mails_the_day_report_with_both_files(
         calendar = ShiftCalendar(server.config.analytics.shifts)
         # 06:00 the day after the scenario: the day report is due at 06:30
         clock = ManualClock(T0 + DAY)
+        posted: list[tuple[str, Any]] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            posted.append((request.url.path, json.loads(request.content)))
+            return httpx.Response(200, json={"errcode": 0, "errmsg": "ok"})
+
+        robots = [
+            ChannelConfig(name="robot", kind="dingtalk", url="http://robot.test/send"),
+            ChannelConfig(name="hook", kind="webhook", url="http://hook.test/reports"),
+        ]
+        http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
         scheduler = ReportScheduler(
-            [ReportSchedule(kind="day", channels=["leads"], at="06:30")],
+            [ReportSchedule(kind="day", channels=["leads", "robot", "hook"], at="06:30")],
             server.app.state.shopfloor,
             calendar=calendar,
-            channels=server.config.notify.channels,
+            channels=[*server.config.notify.channels, *robots],
             log_attempt=server.alarms.log_attempt,
             charts=server.config.analytics.spc,
             clock=clock,
+            http=http,
         )
         task = asyncio.create_task(scheduler.run(), name="test/reports")
         try:
@@ -301,26 +333,27 @@ async def test_the_schedule_mails_the_day_report_with_both_files(
             assert box.messages == []
             clock.advance(11 * 60)  # 06:31
             async with asyncio.timeout(60):
-                while not box.messages:  # noqa: ASYNC110 - the SMTP server's mailbox
+                while scheduler.sent < 3:  # noqa: ASYNC110 - the scheduler's counter
                     await asyncio.sleep(0.05)
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-        mail = message_from_bytes(box.messages[0], policy=policy.default)
-        assert isinstance(mail, EmailMessage)
-        assert mail["Subject"] == f"shopfloor day report {DATE.isoformat()}"
-        files = {part.get_filename(): part.get_content() for part in mail.iter_attachments()}
-        stem = f"shopfloor-day-{DATE.isoformat()}"
-        assert set(files) == {f"{stem}.xlsx", f"{stem}.pdf"}
-        book = openpyxl.load_workbook(io.BytesIO(files[f"{stem}.xlsx"]))
-        names = [row[1] for row in book["OEE"].iter_rows(min_row=2, values_only=True)]
-        assert "cnc-01" in names
-        text = pypdf.PdfReader(io.BytesIO(files[f"{stem}.pdf"])).pages[0].extract_text()
-        assert DATE.isoformat() in text
-        body = mail.get_body(preferencelist=("plain",))
-        assert body is not None
-        assert "OEE" in body.get_content()
+            await http.aclose()
+        # robots and webhooks cannot carry files: a short text summary
+        robot, hook = posted
+        assert robot[0] == "/send"
+        assert robot[1]["msgtype"] == "text"
+        assert robot[1]["text"]["content"].startswith(f"shopfloor day report {DATE.isoformat()}")
+        assert "OEE" in robot[1]["text"]["content"]
+        assert "Top loss" in robot[1]["text"]["content"]
+        assert hook[1]["report"] == "day"
+        assert hook[1]["period"] == DATE.isoformat()
+        check_mail(box.messages[0])
         attempts = await server.alarms.attempts(alarm=f"report:day:{DATE.isoformat()}")
-        assert [(a.channel, a.event, a.ok) for a in attempts] == [("leads", "report", True)]
-        assert scheduler.sent == 1
+        assert sorted((a.channel, a.event, a.ok) for a in attempts) == [
+            ("hook", "report", True),
+            ("leads", "report", True),
+            ("robot", "report", True),
+        ]
+        assert len(box.messages) == 1
