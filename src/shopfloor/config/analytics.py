@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shopfloor.config.alarms import repeated
 from shopfloor.config.anomaly import AnomalySection, RulSection
 from shopfloor.config.durations import parse_duration_s
+from shopfloor.config.reports import ReportSchedule
 from shopfloor.config.spc import SpcChartConfig
 
 __all__ = [
@@ -340,6 +341,11 @@ class AnalyticsSection(_Section):
     )
     rul: RulSection = Field(
         default_factory=RulSection, description="Remaining useful life per machine."
+    )
+    reports: list[ReportSchedule] = Field(
+        default_factory=list,
+        description="`[[analytics.reports]]` tables: shift, day and week reports sent to "
+        "notification channels (see the keys `analytics.reports.*`).",
     )
 
     @model_validator(mode="after")

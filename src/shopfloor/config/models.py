@@ -522,6 +522,19 @@ class ShopfloorConfig(_Section):
             data["historian"] = {"kind": "duckdb", **data["historian"]}
         return data
 
+    @model_validator(mode="after")
+    def _report_channels(self) -> ShopfloorConfig:
+        names = {c.name for c in self.notify.channels}
+        for i, report in enumerate(self.analytics.reports):
+            for name in report.channels:
+                if name not in names:
+                    known = ", ".join(sorted(names)) or "none configured"
+                    raise ValueError(
+                        f"analytics.reports[{i}].channels: no [[notify.channels]] named "
+                        f"{name!r} ({known})"
+                    )
+        return self
+
     def resolve_paths(self, base: Path) -> ShopfloorConfig:
         """Return a copy whose relative paths are made absolute against ``base``."""
         server = self.server.relative_to(base)

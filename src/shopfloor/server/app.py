@@ -26,7 +26,7 @@ from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta, now_ns
 from shopfloor.runtime.channels import Channel
-from shopfloor.runtime.clock import DataClock
+from shopfloor.runtime.clock import DataClock, SystemClock
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
 from shopfloor.server.analytics.anomaly_monitor import (
     AnomalyMonitor,
@@ -39,6 +39,7 @@ from shopfloor.server.analytics.energy_service import EnergyService, meters_of
 from shopfloor.server.analytics.job import OeeJob
 from shopfloor.server.analytics.machines import machines_of
 from shopfloor.server.analytics.service import Analytics
+from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.edge_auth import install_edge_credentials
@@ -53,6 +54,7 @@ from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
+from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.security import AuditLog
@@ -333,6 +335,20 @@ class Server:
             if config.ingest.mqtt.enabled
             else None
         )
+        self.reports = (
+            ReportScheduler(
+                config.analytics.reports,
+                self.app.state.shopfloor,
+                calendar=ShiftCalendar(config.analytics.shifts),
+                channels=config.notify.channels,
+                log_attempt=self.alarms.log_attempt,
+                charts=config.analytics.spc,
+                clock=SystemClock(),
+            )
+            if config.analytics.reports
+            else None
+        )
+        self._reports_task: asyncio.Task[None] | None = None
         self.port: int | None = None
         self._started = False
         self._closed = False
@@ -460,6 +476,8 @@ class Server:
             )
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
+        if self.reports is not None:
+            self._reports_task = asyncio.create_task(self.reports.run(), name="server/reports")
         if self.uns is not None:
             self._uns_task = asyncio.create_task(self.uns.run(), name="server/uns")
         if self.sparkplug_node is not None:
@@ -556,6 +574,7 @@ class Server:
             self._energy_task,
             self._sparkplug_task,
             self._uns_task,
+            self._reports_task,
             self._notify_task,
             self._alarm_task,
         )

@@ -28,6 +28,7 @@ from shopfloor.server.api.routes import audit as audit_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
 from shopfloor.server.api.routes import energy as energy_routes
+from shopfloor.server.api.routes import reports as reports_routes
 from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.ws import LiveHub
@@ -172,6 +173,7 @@ def create_app(
         edges.router,
         storage_routes.router,
         spc_routes.router,
+        reports_routes.router,
         anomaly_routes.router,
         ws_router,
     ):

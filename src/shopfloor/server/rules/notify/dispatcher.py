@@ -18,6 +18,7 @@ import logging
 import random
 import smtplib
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -37,7 +38,7 @@ from shopfloor.server.rules.notify.messages import (
     text_of,
 )
 
-__all__ = ["Dispatcher", "SendFailed"]
+__all__ = ["Dispatcher", "SendFailed", "send_email"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,13 +238,38 @@ def _matches(route: RouteConfig, t: Transition, priority: str, tag: str) -> bool
 
 
 def _send_email(config: ChannelConfig, notice: Notice) -> None:
-    """Send one e-mail (blocking: runs in a thread)."""
+    """Send one alarm e-mail (blocking: runs in a thread)."""
+    first_line = text_of(notice).split("\n", 1)[0]
+    send_email(config, subject=f"shopfloor {first_line}", body=text_of(notice))
+
+
+def send_email(
+    config: ChannelConfig,
+    *,
+    subject: str,
+    body: str,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
+) -> None:
+    """Send one e-mail over ``config``'s SMTP server (blocking: run it in a thread).
+
+    Args:
+        config: an email channel.
+        subject: the subject (cut at 200 characters).
+        body: the plain-text body.
+        attachments: (file name, MIME type, content) of each attached file (reports).
+
+    Raises:
+        SendFailed: the server refused or could not be reached.
+        ConfigError: the password's environment variable is unset.
+    """
     message = EmailMessage()
     message["From"] = config.sender or ""
     message["To"] = ", ".join(config.recipients)
-    first_line = text_of(notice).split("\n", 1)[0]
-    message["Subject"] = f"shopfloor {first_line}"[:200]
-    message.set_content(text_of(notice))
+    message["Subject"] = subject[:200]
+    message.set_content(body)
+    for filename, mime, content in attachments:
+        maintype, _, subtype = mime.partition("/")
+        message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
     context = ssl.create_default_context(
         cafile=str(config.ca_file) if config.ca_file is not None else None
     )

@@ -24,7 +24,7 @@ from shopfloor.model.timefmt import format_ns
 from shopfloor.server.rules.alarms import Transition
 from shopfloor.server.rules.engine import AlarmRule
 
-__all__ = ["Notice", "alarm_document", "http_request", "text_of"]
+__all__ = ["Notice", "alarm_document", "http_request", "text_of", "text_request"]
 
 _PRIORITY_ZH = {"critical": "紧急", "high": "高", "medium": "中", "low": "低"}
 _EVENT_ZH = {
@@ -84,7 +84,14 @@ def http_request(
     """The URL and JSON body to POST for ``notice`` on a channel of ``kind``."""
     if kind == "webhook":
         return url, alarm_document(notice)
-    text = text_of(notice)
+    return text_request(kind, url, text_of(notice), secret=secret, now_ms=now_ms)
+
+
+def text_request(
+    kind: str, url: str, text: str, *, secret: str | None, now_ms: int
+) -> tuple[str, dict[str, Any]]:
+    """The URL and JSON body to POST ``text`` to a chat robot of ``kind`` (signed when
+    ``secret`` is given): alarms and report summaries alike."""
     if kind in {"dingtalk", "wecom"}:
         body: dict[str, Any] = {"msgtype": "text", "text": {"content": text}}
         if kind == "dingtalk" and secret:
