@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse
 
 from shopfloor.model import LiveBatch
 from shopfloor.runtime.channels import Channel
@@ -18,6 +20,7 @@ from shopfloor.server.api import create_app
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import Ingestor
 from shopfloor.testing.postgres import PostgresServer, server_for_tests
+from shopfloor.testing.processes import free_port
 
 
 @dataclass
@@ -83,3 +86,40 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class Receiver:
+    """What the robots' servers received, and how they should answer."""
+
+    url: str
+    got: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    fail_first: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    app = FastAPI()
+    port = free_port()
+    box = Receiver(f"http://127.0.0.1:{port}")
+
+    @app.post("/{robot}")
+    async def take(robot: str, request: Request) -> JSONResponse:
+        body = await request.json()
+        box.got.setdefault(robot, []).append({"body": body, "query": dict(request.query_params)})
+        if box.fail_first.get(robot, 0) > 0:
+            box.fail_first[robot] -= 1
+            if robot == "dingtalk":  # a robot answers 200 with its own error code
+                return JSONResponse({"errcode": 130101, "errmsg": "send too fast"})
+            return JSONResponse({"error": "busy"}, status_code=503)
+        if robot == "feishu":
+            return JSONResponse({"code": 0, "msg": "success", "data": {}})
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag only
+        await asyncio.sleep(0.01)
+    yield box
+    server.should_exit = True
+    await task

@@ -13,18 +13,14 @@ import hashlib
 import hmac
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
-from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse
 
 from shopfloor.config.notify import NotifySection
 from shopfloor.model import LiveBatch, PointBatch
@@ -35,47 +31,12 @@ from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.clock import ManualClock
 from shopfloor.testing.processes import free_port
 
+from .conftest import Receiver
+
 S = 10**9
 OIL = "acme/p1/press/l1/c1/press-1/oil_temp"
 AIR = "acme/p1/utilities/air/compressors/comp-1/pressure"
 SECRET = "SEC0123456789abcdef"
-
-
-@dataclass
-class Receiver:
-    """What the robots' servers received, and how they should answer."""
-
-    url: str
-    got: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    fail_first: dict[str, int] = field(default_factory=dict)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    app = FastAPI()
-    port = free_port()
-    box = Receiver(f"http://127.0.0.1:{port}")
-
-    @app.post("/{robot}")
-    async def take(robot: str, request: Request) -> JSONResponse:
-        body = await request.json()
-        box.got.setdefault(robot, []).append({"body": body, "query": dict(request.query_params)})
-        if box.fail_first.get(robot, 0) > 0:
-            box.fail_first[robot] -= 1
-            if robot == "dingtalk":  # a robot answers 200 with its own error code
-                return JSONResponse({"errcode": 130101, "errmsg": "send too fast"})
-            return JSONResponse({"error": "busy"}, status_code=503)
-        if robot == "feishu":
-            return JSONResponse({"code": 0, "msg": "success", "data": {}})
-        return JSONResponse({"errcode": 0, "errmsg": "ok"})
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag only
-        await asyncio.sleep(0.01)
-    yield box
-    server.should_exit = True
-    await task
 
 
 class Mailbox:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +35,8 @@ from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.clock import ManualClock
 from shopfloor.testing.processes import free_port
+
+from .conftest import Receiver
 
 S = 10**9
 M = 60 * S
@@ -296,7 +297,7 @@ def check_mail(raw: bytes) -> None:
 
 
 async def test_the_schedule_mails_the_day_report_with_both_files(
-    tmp_path: Path, smtp: tuple[Mailbox, int, Path]
+    tmp_path: Path, smtp: tuple[Mailbox, int, Path], receiver: Receiver
 ) -> None:
     box, port, ca = smtp
     async with platform(tmp_path, port, ca) as (server, _):
@@ -304,17 +305,11 @@ async def test_the_schedule_mails_the_day_report_with_both_files(
         calendar = ShiftCalendar(server.config.analytics.shifts)
         # 06:00 the day after the scenario: the day report is due at 06:30
         clock = ManualClock(T0 + DAY)
-        posted: list[tuple[str, Any]] = []
-
-        def answer(request: httpx.Request) -> httpx.Response:
-            posted.append((request.url.path, json.loads(request.content)))
-            return httpx.Response(200, json={"errcode": 0, "errmsg": "ok"})
-
-        robots = [
-            ChannelConfig(name="robot", kind="dingtalk", url="http://robot.test/send"),
-            ChannelConfig(name="hook", kind="webhook", url="http://hook.test/reports"),
+        robots = [  # a real HTTP receiver, as the alarm notifications are tested
+            ChannelConfig(name="robot", kind="dingtalk", url=f"{receiver.url}/dingtalk"),
+            ChannelConfig(name="hook", kind="webhook", url=f"{receiver.url}/webhook"),
         ]
-        http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        http = httpx.AsyncClient(timeout=10)
         scheduler = ReportScheduler(
             [ReportSchedule(kind="day", channels=["leads", "robot", "hook"], at="06:30")],
             server.app.state.shopfloor,
@@ -341,14 +336,14 @@ async def test_the_schedule_mails_the_day_report_with_both_files(
                 await task
             await http.aclose()
         # robots and webhooks cannot carry files: a short text summary
-        robot, hook = posted
-        assert robot[0] == "/send"
-        assert robot[1]["msgtype"] == "text"
-        assert robot[1]["text"]["content"].startswith(f"shopfloor day report {DATE.isoformat()}")
-        assert "OEE" in robot[1]["text"]["content"]
-        assert "Top loss" in robot[1]["text"]["content"]
-        assert hook[1]["report"] == "day"
-        assert hook[1]["period"] == DATE.isoformat()
+        (robot,) = [r["body"] for r in receiver.got["dingtalk"]]
+        (hook,) = [r["body"] for r in receiver.got["webhook"]]
+        assert robot["msgtype"] == "text"
+        assert robot["text"]["content"].startswith(f"shopfloor day report {DATE.isoformat()}")
+        assert "OEE" in robot["text"]["content"]
+        assert "Top loss" in robot["text"]["content"]
+        assert hook["report"] == "day"
+        assert hook["period"] == DATE.isoformat()
         check_mail(box.messages[0])
         attempts = await server.alarms.attempts(alarm=f"report:day:{DATE.isoformat()}")
         assert sorted((a.channel, a.event, a.ok) for a in attempts) == [
