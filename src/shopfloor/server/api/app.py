@@ -39,6 +39,7 @@ from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.security import AuditLog
+from shopfloor.server.security.headers import SecurityHeaders
 from shopfloor.wire import DEFAULT_MAX_BYTES
 
 __all__ = ["create_app"]
@@ -155,6 +156,7 @@ def create_app(
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     app.state.anomaly = anomaly
     install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
     for router in (
