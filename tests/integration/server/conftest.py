@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
@@ -19,6 +21,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api import create_app
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import Ingestor
+from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.postgres import PostgresServer, server_for_tests
 from shopfloor.testing.processes import free_port
 
@@ -123,3 +126,30 @@ async def receiver() -> AsyncIterator[Receiver]:
     yield box
     server.should_exit = True
     await task
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append(envelope.content)
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[tuple[Mailbox, int, Path]]:
+    ca = make_ca(tmp_path)
+    cert = make_tls_certificate(tmp_path, "smtp", issuer=ca, server=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert.certificate, cert.private_key)
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(
+        box, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
+    )
+    controller.start()
+    try:
+        yield box, port, ca.certificate
+    finally:
+        controller.stop()

@@ -11,59 +11,27 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ssl
 import time
-from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from aiosmtpd.controller import Controller
 
 from shopfloor.config.notify import NotifySection
 from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule
 from shopfloor.server.rules.journal import AlarmJournal
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
-from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.clock import ManualClock
-from shopfloor.testing.processes import free_port
 
-from .conftest import Receiver
+from .conftest import Mailbox, Receiver
 
 S = 10**9
 OIL = "acme/p1/press/l1/c1/press-1/oil_temp"
 AIR = "acme/p1/utilities/air/compressors/comp-1/pressure"
 SECRET = "SEC0123456789abcdef"
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.messages.append(envelope.content)
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def smtp(tmp_path: Path) -> Iterator[tuple[Mailbox, int, Path]]:
-    ca = make_ca(tmp_path)
-    cert = make_tls_certificate(tmp_path, "smtp", issuer=ca, server=True)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert.certificate, cert.private_key)
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(
-        box, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
-    )
-    controller.start()
-    try:
-        yield box, port, ca.certificate
-    finally:
-        controller.stop()
 
 
 def rules() -> list[AlarmRule]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -20,7 +19,6 @@ import httpx
 import openpyxl
 import pypdf
 import pytest
-from aiosmtpd.controller import Controller
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.notify import ChannelConfig
@@ -32,11 +30,9 @@ from shopfloor.server.app import Server
 from shopfloor.server.reports.gather import gather
 from shopfloor.server.reports.period import period_of
 from shopfloor.server.reports.schedule import ReportScheduler
-from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.clock import ManualClock
-from shopfloor.testing.processes import free_port
 
-from .conftest import Receiver
+from .conftest import Mailbox, Receiver
 
 S = 10**9
 M = 60 * S
@@ -50,33 +46,6 @@ DATE = datetime.fromtimestamp(T0 / S, UTC).date()
 
 def at(hh: int, mm: int = 0) -> int:
     return T0 + (hh - 6) * H + mm * M
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.messages.append(envelope.content)
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def smtp(tmp_path: Path) -> Iterator[tuple[Mailbox, int, Path]]:
-    ca = make_ca(tmp_path)
-    cert = make_tls_certificate(tmp_path, "smtp", issuer=ca, server=True)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert.certificate, cert.private_key)
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(
-        box, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
-    )
-    controller.start()
-    try:
-        yield box, port, ca.certificate
-    finally:
-        controller.stop()
 
 
 def scenario() -> PointBatch:

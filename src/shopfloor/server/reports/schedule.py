@@ -39,8 +39,8 @@ from shopfloor.server.reports import pdf, xlsx
 from shopfloor.server.reports.gather import Report, gather
 from shopfloor.server.reports.period import Period, period_of
 from shopfloor.server.rules.journal import SendAttempt
-from shopfloor.server.rules.notify.dispatcher import SendFailed, send_email
-from shopfloor.server.rules.notify.messages import robot_error, text_request
+from shopfloor.server.rules.notify.dispatcher import SendFailed, post_checked, send_email
+from shopfloor.server.rules.notify.messages import text_request
 
 __all__ = ["ReportScheduler", "next_due", "render"]
 
@@ -248,17 +248,4 @@ class ReportScheduler:
                 secret=channel.secret(),
                 now_ms=self._clock.now_ns() // 1_000_000,
             )
-        try:
-            answer = await self._http.post(url, json=body_json)
-        except httpx.HTTPError as err:
-            raise SendFailed(f"{type(err).__name__}: {err}") from err
-        if answer.status_code >= 300:
-            raise SendFailed(f"HTTP {answer.status_code}: {answer.text[:200]}")
-        if channel.kind != "webhook":
-            try:
-                parsed: Any = answer.json()
-            except ValueError as err:
-                raise SendFailed(f"not JSON: {answer.text[:200]}") from err
-            problem = robot_error(channel.kind, parsed)
-            if problem is not None:
-                raise SendFailed(problem)
+        await post_checked(self._http, channel.kind, url, body_json)

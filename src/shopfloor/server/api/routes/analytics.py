@@ -60,6 +60,12 @@ def _range(ctx: ApiContext, start: str, end: str) -> tuple[int, int]:
     return a, b
 
 
+Group = Annotated[
+    Literal["hour", "shift", "day", "none"],
+    Query(description="One row per UTC hour, per shift worked, per local day, or one."),
+]
+
+
 @router.get("/oee", responses=_ERRORS, summary="OEE of a machine, a line or the plant")
 async def get_oee(
     ctx: Ctx,
@@ -68,10 +74,7 @@ async def get_oee(
     line: Line = None,
     start: Start = "-24h",
     end: End = "now",
-    group: Annotated[
-        Literal["hour", "shift", "day", "none"],
-        Query(description="One row per UTC hour, per shift worked, per local day, or one."),
-    ] = "none",
+    group: Group = "none",
 ) -> dict[str, Any]:
     """Availability, performance, quality, OEE and the six big losses.
 

@@ -8,7 +8,7 @@ they measure the others' energy (see :mod:`~shopfloor.server.analytics.energy_se
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -16,7 +16,7 @@ from shopfloor.errors import PayloadError
 from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
-from shopfloor.server.api.routes.analytics import End, Line, Start, _range
+from shopfloor.server.api.routes.analytics import End, Group, Line, Start, _range
 from shopfloor.server.api.schemas import ErrorEnvelope
 from shopfloor.server.api.timeparse import format_ns
 
@@ -52,10 +52,7 @@ async def get_energy(
     line: Line = None,
     start: Start = "-24h",
     end: End = "now",
-    group: Annotated[
-        Literal["hour", "shift", "day", "none"],
-        Query(description="One row per UTC hour, per shift worked, per local day, or one."),
-    ] = "none",
+    group: Group = "none",
 ) -> dict[str, Any]:
     """kWh in total, while producing, idle (not running in planned time), in planned
     stops (not running outside planned time) and with the state unknown; good parts and

@@ -213,20 +213,30 @@ class Dispatcher:
             secret=config.secret(),
             now_ms=self._clock.now_ns() // 1_000_000,
         )
+        await post_checked(self._http, config.kind, url, body)
+
+
+async def post_checked(http: httpx.AsyncClient, kind: str, url: str, body: Any) -> None:
+    """POST ``body`` to a robot or webhook and check the answer (a robot answers 200 with
+    its own error code).
+
+    Raises:
+        SendFailed: the request failed, or the answer is an error.
+    """
+    try:
+        answer = await http.post(url, json=body)
+    except httpx.HTTPError as err:
+        raise SendFailed(f"{type(err).__name__}: {err}") from err
+    if answer.status_code >= 300:
+        raise SendFailed(f"HTTP {answer.status_code}: {answer.text[:200]}")
+    if kind != "webhook":
         try:
-            answer = await self._http.post(url, json=body)
-        except httpx.HTTPError as err:
-            raise SendFailed(f"{type(err).__name__}: {err}") from err
-        if answer.status_code >= 300:
-            raise SendFailed(f"HTTP {answer.status_code}: {answer.text[:200]}")
-        if config.kind != "webhook":
-            try:
-                parsed: Any = answer.json()
-            except ValueError as err:
-                raise SendFailed(f"not JSON: {answer.text[:200]}") from err
-            problem = robot_error(config.kind, parsed)
-            if problem is not None:
-                raise SendFailed(problem)
+            parsed: Any = answer.json()
+        except ValueError as err:
+            raise SendFailed(f"not JSON: {answer.text[:200]}") from err
+        problem = robot_error(kind, parsed)
+        if problem is not None:
+            raise SendFailed(problem)
 
 
 def _matches(route: RouteConfig, t: Transition, priority: str, tag: str) -> bool:
