@@ -34,7 +34,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
-__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "router", "static_url"]
+__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "render_page", "router", "static_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +127,12 @@ router = APIRouter(include_in_schema=False)
 """Serves ``GET /`` (the live page) and ``GET /static/{path}``; include it in the app."""
 
 
-@router.get("/", response_class=HTMLResponse)
-async def index(request: Request) -> Response:
-    """Render the live plant page; its modules fetch everything else from the API."""
+def render_page(request: Request, template: str, **context: object) -> Response:
+    """Render one of the dashboard's pages with ``static_url`` and ``base_path`` set.
+
+    Every page is a small template whose modules fetch their data from the API; the page
+    names the current hashes of its assets, so it is always revalidated.
+    """
     root_path = str(request.scope.get("root_path", "")).rstrip("/")
 
     def url(relative: str) -> str:
@@ -137,12 +140,17 @@ async def index(request: Request) -> Response:
 
     response = templates.TemplateResponse(
         request,
-        "index.html",
-        {"static_url": url, "base_path": root_path},
+        template,
+        {"static_url": url, "base_path": root_path, **context},
     )
-    # The page is tiny and names the current hashes of its assets: always revalidate.
     response.headers["cache-control"] = REVALIDATE
     return response
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request) -> Response:
+    """Render the live plant page; its modules fetch everything else from the API."""
+    return render_page(request, "index.html")
 
 
 @router.api_route("/static/{path:path}", methods=["GET", "HEAD"], name="web_static")

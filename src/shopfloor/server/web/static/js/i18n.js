@@ -438,6 +438,16 @@ export function locale() {
   return current;
 }
 
+/**
+ * Add a page's own strings, `{en: {...}, "zh-CN": {...}}`, to the tables. Each page keeps
+ * its strings in its own module (static/js/strings/) and registers them before `t()` runs.
+ */
+export function registerStrings(table) {
+  for (const [tag, strings] of Object.entries(table)) {
+    STRINGS[tag] = { ...(STRINGS[tag] || {}), ...strings };
+  }
+}
+
 /** Translate `key`, replacing `{name}` placeholders from `vars`. */
 export function t(key, vars) {
   const text = STRINGS[current]?.[key] ?? STRINGS[FALLBACK][key] ?? key;
