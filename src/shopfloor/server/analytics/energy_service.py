@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,10 +43,10 @@ from shopfloor.server.analytics.energy import (
     read_window,
     summarize_energy,
 )
+from shopfloor.server.analytics.grouped import grouped_sums
 from shopfloor.server.analytics.machines import GOOD, PARTS, SCRAP, STATE
-from shopfloor.server.analytics.oee import HOUR_NS, Counter
-from shopfloor.server.analytics.service import Analytics, _edges, _gaps
-from shopfloor.server.analytics.store import GroupSums
+from shopfloor.server.analytics.oee import Counter
+from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.assets import AssetModel
 
 __all__ = ["EnergyMeter", "EnergyService", "meters_of"]
@@ -318,18 +318,6 @@ class EnergyService:
         await self.analytics.store_call(lambda s: s.invalidate(m.path, since_ns, 2**62))
 
     # ---------------------------------------------------------------- query
-    def _key(self, sl: EnergySlices, i: int, group: str) -> tuple[object, ...]:
-        t = int(sl.start[i])
-        calendar = self.analytics.calendar
-        if group == "hour":
-            return (t // HOUR_NS * HOUR_NS,)
-        if group == "shift":
-            k = int(sl.shift[i])
-            return (calendar.names[k] if k >= 0 else "", int(sl.shift_start[i]))
-        if group == "day":
-            return (calendar.day_of(t),)
-        return ("",)
-
     async def energy(
         self, meters: Sequence[EnergyMeter], start: int, end: int, group: str
     ) -> list[tuple[tuple[object, ...], int, int, dict[str, Any]]]:
@@ -339,59 +327,19 @@ class EnergyService:
             (group key, first slice start, last slice end, :func:`~.energy.summarize_energy`
             output).
         """
+        base = self.analytics.sum_source()
+        source = replace(
+            base,
+            kind="energy",
+            components=ENERGY_COMPONENTS,
+            read_start=lambda lo, hi: read_window(lo, hi, self.max_gap_ns)[0],
+            values_before=self.values_before,
+            slices=self.slices,
+        )
         end = min(end, self.analytics.clock())
-        first = -(-start // HOUR_NS) * HOUR_NS
-        last = end // HOUR_NS * HOUR_NS
-        paths = [m.path for m in meters]
-        stored: dict[str, set[int]] = {}
-        whole: set[str] = set()
-        groups: dict[tuple[object, ...], GroupSums] = {}
-
-        def add(key: tuple[object, ...], lo: int, hi: int, sums: dict[str, float]) -> None:
-            g = groups.get(key)
-            if g is None:
-                groups[key] = GroupSums(key, lo, hi, dict(sums))
-                return
-            for c in ENERGY_COMPONENTS:
-                g.sums[c] += sums[c]
-            groups[key] = GroupSums(key, min(g.start_ns, lo), max(g.end_ns, hi), g.sums)
-
-        if first < last:
-            counts = await self.analytics.store_call(
-                lambda s: s.count_hours(paths, first, last, kind="energy")
-            )
-            whole = {p for p, n in counts.items() if n == (last - first) // HOUR_NS}
-            partial = [m for m in meters if m.path not in whole]
-            if partial:
-                stored = await self.stored_hours(partial, first, last)
-            rows = await self.analytics.store_call(
-                lambda s: s.sum_hours(paths, first, last, group, kind="energy")
-            )
-            for row in rows:
-                add(row.key, row.start_ns, row.end_ns, row.sums)
-        known = {t.path for t in await self.analytics.historian.tags()}
-        todo = [
-            (m, *gap)
-            for m in meters
-            for gap in (
-                _edges(start, end, first, last)
-                if m.path in whole
-                else _gaps(start, end, stored.get(m.path))
-            )
-        ]
-        starts = {read_window(lo, hi, self.max_gap_ns)[0] for _, lo, hi in todo}
-        before = {
-            t: await self.values_before([m for m, *_ in todo], t, known) for t in sorted(starts)
-        }
-        for m, lo, hi in todo:
-            t = read_window(lo, hi, self.max_gap_ns)[0]
-            sl = await self.slices(m, lo, hi, known=known, before=before[t])
-            for i in range(len(sl)):
-                sums = {c: float(sl.values[c][i]) for c in ENERGY_COMPONENTS}
-                add(self._key(sl, i, group), int(sl.start[i]), int(sl.end[i]), sums)
+        ordered = await grouped_sums(source, meters, start, end, group)
         has_state = any(m.state_tag is not None for m in meters)
         has_parts = any(m.has_parts for m in meters)
-        ordered = sorted(groups.values(), key=lambda g: (g.start_ns, g.key))
         return [
             (
                 g.key,
