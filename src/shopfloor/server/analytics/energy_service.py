@@ -24,11 +24,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from shopfloor.config.analytics import EnergySection
 from shopfloor.errors import PayloadError
-from shopfloor.model.points import is_good
 from shopfloor.server.analytics.downtime import Steps
 from shopfloor.server.analytics.energy import (
     COUNTER,
@@ -46,12 +44,10 @@ from shopfloor.server.analytics.energy import (
 from shopfloor.server.analytics.grouped import grouped_sums
 from shopfloor.server.analytics.machines import GOOD, PARTS, SCRAP, STATE
 from shopfloor.server.analytics.oee import Counter
-from shopfloor.server.analytics.service import Analytics
+from shopfloor.server.analytics.service import Analytics, point_columns
 from shopfloor.server.assets import AssetModel
 
 __all__ = ["EnergyMeter", "EnergyService", "meters_of"]
-
-_PAGE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,46 +176,27 @@ class EnergyService:
         return [m for m in self.meters if m.state_tag is not None]
 
     # -------------------------------------------------------------- reading
-    async def _read(self, path: str | None, lo: int, hi: int) -> pa.Table | None:
-        if path is None:
-            return None
-        historian = self.analytics.historian
-        pages = [await historian.read_raw(path, lo, hi, limit=_PAGE)]
-        while pages[-1].num_rows == _PAGE:
-            last = pages[-1].column("ts").cast(pa.int64())[-1].as_py()
-            pages.append(await historian.read_raw(path, last + 1, hi, limit=_PAGE))
-        return pa.concat_tables(pages)
-
     async def values_before(
         self, meters: Sequence[EnergyMeter], t: int, known: set[str]
     ) -> dict[str, float]:
         """The value of every tag of the meters in force at ``t - 1``, in one ``read_at``."""
-        paths = [p for m in meters for p in m.tags if p in known]
-        out: dict[str, float] = {}
-        if paths:
-            at = await self.analytics.historian.read_at(paths, [t - 1])
-            for p, v in zip(
-                at.column("path").to_pylist(), at.column("value").to_pylist(), strict=True
-            ):
-                if v is not None:
-                    out[str(p)] = float(v)
-        return out
+        return await self.analytics.values_in_force(
+            [p for m in meters for p in m.tags if p in known], t
+        )
 
     async def series(
         self, m: EnergyMeter, lo: int, hi: int, *, known: set[str], before: dict[str, float]
     ) -> EnergySeries:
         """The meter's energy, state and good parts over ``[lo, hi)`` (``hi`` ≤ now)."""
         hi = max(lo, min(hi, self.analytics.clock()))
-        tables = {p: await self._read(p, lo, hi) if p in known else None for p in m.tags}
+        read = self.analytics.read_all
+        tables = {p: await read(p, lo, hi) if p in known else None for p in m.tags}
 
         def cols(p: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
             t = tables.get(p) if p is not None else None
             if t is None:
                 return None
-            ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
-            v = np.asarray(t.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
-            q = np.asarray(t.column("quality").to_numpy(), dtype=np.uint32)
-            return ts, v, is_good(q)
+            return point_columns(t)
 
         def counter(p: str | None) -> Counter | None:
             c = cols(p)
@@ -293,16 +270,7 @@ class EnergyService:
     ) -> int:
         """Compute and store the whole hours of ``[start, end)``; how many slices."""
         sl = await self.slices(m, start, end, known=known, before=before)
-        calendar = self.analytics.calendar
-        days = [calendar.day_of(int(t)) for t in sl.start]
-        now = self.analytics.clock()
-        names = calendar.names
-        await self.analytics.store_call(
-            lambda s: s.put_hours(
-                m.path, sl, shift_names=names, days=days, computed_ns=now, kind="energy"
-            )
-        )
-        return len(sl)
+        return await self.analytics.put_slices(m.path, sl, kind="energy")
 
     async def stored_hours(
         self, meters: Sequence[EnergyMeter], start: int, end: int

@@ -29,6 +29,7 @@ from shopfloor.errors import PayloadError
 from shopfloor.model import now_ns
 from shopfloor.model.points import is_good
 from shopfloor.server.analytics.downtime import LOSS_NAMES, Steps
+from shopfloor.server.analytics.energy import EnergySlices
 from shopfloor.server.analytics.grouped import SumSource, grouped_sums
 from shopfloor.server.analytics.machines import GOOD, PARTS, REASON, SCRAP, STATE, Machine
 from shopfloor.server.analytics.oee import (
@@ -204,30 +205,34 @@ class Analytics:
         return chosen
 
     # ----------------------------------------------------------- reading
-    async def _read(self, path: str, known: set[str], lo: int, hi: int) -> pa.Table | None:
-        if path not in known:
-            return None
+    async def read_all(self, path: str, lo: int, hi: int) -> pa.Table:
+        """Every raw point of ``path`` in ``[lo, hi)``, read page by page."""
         pages = [await self.historian.read_raw(path, lo, hi, limit=_PAGE)]
         while pages[-1].num_rows == _PAGE:
             last = pages[-1].column("ts").cast(pa.int64())[-1].as_py()
             pages.append(await self.historian.read_raw(path, last + 1, hi, limit=_PAGE))
         return pa.concat_tables(pages)
 
-    async def values_before(
-        self, machines: Sequence[Machine], t: int, known: set[str]
-    ) -> dict[str, float]:
-        """The value of every analytics tag of the machines in force at ``t - 1``: one
-        ``read_at`` for all of them (it costs about as much for one tag as for many)."""
-        paths = [m.tag(n) for m in machines for n in _NAMES if m.tag(n) in known]
+    async def values_in_force(self, paths: Sequence[str], t: int) -> dict[str, float]:
+        """The value of each of ``paths`` in force at ``t - 1``: one ``read_at`` for all of
+        them (it costs about as much for one tag as for many); tags without one are left out."""
         before: dict[str, float] = {}
         if paths:
-            at = await self.historian.read_at(paths, [t - 1])
+            at = await self.historian.read_at(list(paths), [t - 1])
             for p, v in zip(
                 at.column("path").to_pylist(), at.column("value").to_pylist(), strict=True
             ):
                 if v is not None:
                     before[str(p)] = float(v)
         return before
+
+    async def values_before(
+        self, machines: Sequence[Machine], t: int, known: set[str]
+    ) -> dict[str, float]:
+        """The value of every analytics tag of the machines in force at ``t - 1``."""
+        return await self.values_in_force(
+            [m.tag(n) for m in machines for n in _NAMES if m.tag(n) in known], t
+        )
 
     async def series(
         self,
@@ -252,20 +257,16 @@ class Analytics:
             known = {t.path for t in await self.historian.tags()}
         if before is None:
             before = await self.values_before([m], lo, known)
-        tables = {n: await self._read(m.tag(n), known, lo, hi) for n in _NAMES}
+        tables = {
+            n: await self.read_all(m.tag(n), lo, hi) if m.tag(n) in known else None for n in _NAMES
+        }
         overrides = await self._db_call(lambda s: s.reasons(m.path, lo, hi))
-
-        def cols(t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
-            v = np.asarray(t.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
-            q = np.asarray(t.column("quality").to_numpy(), dtype=np.uint32)
-            return ts, v, is_good(q)
 
         def steps(n: str) -> Steps | None:
             t = tables[n]
             if t is None:
                 return None
-            ts, v, good = cols(t)
+            ts, v, good = point_columns(t)
             # a Bad point (communication lost) makes the state unknown until the next
             v = np.where(good, v, np.nan)
             return Steps.of(lo, before.get(m.tag(n)), ts, v)
@@ -274,7 +275,7 @@ class Analytics:
             t = tables[n]
             if t is None:
                 return None
-            ts, v, good = cols(t)
+            ts, v, good = point_columns(t)
             keep = good & ~np.isnan(v)
             return Counter(ts[keep], v[keep], before.get(m.tag(n)))
 
@@ -322,12 +323,19 @@ class Analytics:
         before: dict[str, float] | None = None,
     ) -> int:
         """Compute and store the whole hours of ``[start, end)``; how many slices."""
-        sl = await self.slices(m, start, end, known=known, before=before)
+        return await self.put_slices(
+            m.path, await self.slices(m, start, end, known=known, before=before)
+        )
+
+    async def put_slices(self, path: str, sl: Slices | EnergySlices, *, kind: str = "oee") -> int:
+        """Store computed hourly slices of ``path`` (of ``kind``); how many."""
         days = [self.calendar.day_of(int(t)) for t in sl.start]
         now = self.clock()
         names = self.calendar.names
         await self._db_call(
-            lambda s: s.put_hours(m.path, sl, shift_names=names, days=days, computed_ns=now)
+            lambda s: s.put_hours(
+                path, sl, shift_names=names, days=days, computed_ns=now, kind=kind
+            )
         )
         return len(sl)
 
@@ -473,3 +481,11 @@ def _assignments(
     store: AnalyticsStore, *, path: str, lo: int, hi: int
 ) -> dict[int, ReasonAssignment]:
     return store.assignments(path, lo, hi)
+
+
+def point_columns(t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A raw read's timestamps (int64 ns), values (float64) and Good mask."""
+    ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    v = np.asarray(t.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
+    q = np.asarray(t.column("quality").to_numpy(), dtype=np.uint32)
+    return ts, v, is_good(q)
