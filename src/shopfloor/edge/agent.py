@@ -104,6 +104,25 @@ class EdgeAgent:
         """Health of every connector by name."""
         return {link.connector.name: link.health for link in self._links}
 
+    @property
+    def connectors(self) -> list[Connector]:
+        """The connectors this agent runs, in their configured order."""
+        return [link.connector for link in self._links]
+
+    async def connected(self, name: str) -> Connector:
+        """The connector called ``name``, connected through the lock its loops share, for a
+        request outside the schedule (a write to equipment, its read-back).
+
+        Raises:
+            KeyError: no connector has that name.
+            ConnectorUnavailable: the device cannot be reached.
+        """
+        link = next((k for k in self._links if k.connector.name == name), None)
+        if link is None:
+            raise KeyError(name)
+        await self._ensure_connected(link)
+        return link.connector
+
     async def start(self) -> None:
         """Announce every connector's tags, then start its loops."""
         for link in self._links:

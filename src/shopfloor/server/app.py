@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -61,6 +62,7 @@ from shopfloor.server.security import AuditLog
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
+from shopfloor.server.writes import WRITES_FILE, EquipmentWriter, WriteService, WriteSwitches
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +212,9 @@ class Server:
             that reason about "now" in it (metric windows, remaining useful life): the
             wall clock, except in a demo that replays yesterday faster than real time (its
             simulator's clock).
+        writers: the connector side of writes to equipment, for the connectors run in
+            this process that can write (none: no writes).
+        monotonic: the clock confirmations of writes expire by (tests move it).
     """
 
     def __init__(
@@ -219,6 +224,8 @@ class Server:
         status: StatusFn | None = None,
         connectors: Callable[[], list[dict[str, Any]]] | None = None,
         data_clock: Callable[[], int] = now_ns,
+        writers: Sequence[EquipmentWriter] = (),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._data_clock = data_clock
@@ -244,6 +251,15 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
+        self.writes = (
+            WriteService(
+                writers,
+                WriteSwitches(config.server.data_dir / WRITES_FILE),
+                monotonic=monotonic,
+            )
+            if any(w.connectors() for w in writers)
+            else None
+        )
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
         self._rul_task: asyncio.Task[None] | None = None
@@ -323,6 +339,7 @@ class Server:
             analytics=self.analytics,
             energy=self.energy,
             anomaly=self.anomaly,
+            writes=self.writes,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -463,6 +480,8 @@ class Server:
                 await self.historian.register_tags(metas)
         await self.alarms.start()
         await self.audit.start()
+        if self.writes is not None:
+            await asyncio.to_thread(self.writes.switches.load)
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.analytics is not None:
             await self.analytics.start()

@@ -84,3 +84,8 @@ class ConfiguredDescription:
     def groups(self) -> Sequence[PollGroup]:
         """One poll group per distinct period."""
         return list(self._configured.groups)
+
+    def tag_config(self, path: str) -> TagConfig | None:
+        """The configuration of the tag at ``path``, or None when there is none."""
+        found: TagConfig | None = self._configured.by_path.get(path)
+        return found
