@@ -140,15 +140,17 @@ class EquipmentWriter:
     def __init__(self, agent: EdgeAgent) -> None:
         self._agent = agent
         self._owner: dict[str, Writable] = {}
+        self._allowed: list[str] = []
         for connector in agent.connectors:
-            if isinstance(connector, Writable):
+            if isinstance(connector, Writable) and connector.allows_writes:
+                self._allowed.append(connector.name)
                 for meta in connector.tags():
                     self._owner[meta.path] = connector
 
     def connectors(self) -> Sequence[str]:
-        """The names of the connectors that can write (a protocol that supports it)."""
-        names = [c.name for c in self._agent.connectors if isinstance(c, Writable)]
-        return names
+        """The names of the connectors that can write: a protocol that supports it, and
+        ``allow_writes = true`` in their section (the lock of whoever runs them)."""
+        return list(self._allowed)
 
     def target(self, path: str) -> WritableTag | None:
         """The tag at ``path`` of a connector that can write, or None."""
@@ -181,7 +183,7 @@ class EquipmentWriter:
         """
         found = self._config(path)
         if found is None:
-            raise PayloadError("path", f"no connector that can write has a tag {path!r}")
+            raise PayloadError("path", f"no connector that allows writes has a tag {path!r}")
         tag = found[1]
         if not tag.writable:
             raise PayloadError("path", f"tag {path} is read-only (not writable = true)")

@@ -131,8 +131,18 @@ async def platform(
                     "port": device.port,
                     "asset": ASSET,
                     "timeout": "1s",
+                    "allow_writes": True,
                     "tags": TAGS,
-                }
+                },
+                {  # the same kind of tag, but its section does not allow writes
+                    "kind": "modbus",
+                    "name": "oven",
+                    "host": "127.0.0.1",
+                    "port": device.port,
+                    "asset": "acme/p1/oven-1",
+                    "timeout": "1s",
+                    "tags": [{"name": "sp", "address": "hr:40", "writable": True}],
+                },
             ],
         }
     ).resolve_paths(data_dir)
@@ -300,15 +310,19 @@ async def test_refused_values_and_malformed_bodies_name_the_field_and_reach_noth
             "/api/v1/connectors/press/writes", json={"enabled": "yes"}, headers=ADA
         )
         assert error(switch) == (422, "invalid_parameter", "enabled")
-        unknown = await client.put(
-            "/api/v1/connectors/nope/writes", json={"enabled": True}, headers=ADA
-        )
-        assert error(unknown) == (404, "unknown_connector", "name")
+        for name in ("nope", "oven"):  # oven: no allow_writes in its section
+            unknown = await client.put(
+                f"/api/v1/connectors/{name}/writes", json={"enabled": True}, headers=ADA
+            )
+            assert error(unknown) == (404, "unknown_connector", "name")
+            assert "allow_writes = true" in unknown.json()["error"]["message"]
+        oven = await ask(client, "acme/p1/oven-1/sp", 3.0)
+        assert error(oven) == (404, "unknown_tag", "path")
         assert device.writes == 0
         assert await device.registers(10) == [700]
 
         entries = await audit(client, action="equipment.write")
-        assert len(entries) == len(cases) + 2
+        assert len(entries) == len(cases) + 3
         assert all(e["outcome"] == "rejected" for e in entries)
         by_value = {json.dumps(e["detail"].get("new")): e for e in entries if e["target"] == TEMP}
         out_of_range = by_value["121.0"]["detail"]

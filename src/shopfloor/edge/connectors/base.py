@@ -109,6 +109,10 @@ class Writable(Protocol):
 
     name: str
 
+    @property
+    def allows_writes(self) -> bool:
+        """Whether the connector's section says ``allow_writes = true``."""
+
     def tag_config(self, path: str) -> TagConfig | None:
         """The configuration of the tag at ``path`` (type, scaling, range, ``writable``)."""
 

@@ -184,7 +184,8 @@ class WriteService:
             raise WriteDenied(
                 "unknown_connector",
                 "name",
-                f"no connector {connector!r} that can write runs in this server",
+                f"no connector {connector!r} that allows writes runs here (a Modbus or S7 "
+                "connector whose section has allow_writes = true)",
             )
         if not enabled:  # what was asked under the old switch must not go through
             for key in [k for k, c in self._pending.items() if c.tag.connector == connector]:
@@ -202,7 +203,11 @@ class WriteService:
             tag = writer.target(path)
             if tag is not None:
                 return writer, tag
-        raise WriteDenied("unknown_tag", "path", f"no connector that can write has tag {path!r}")
+        raise WriteDenied(
+            "unknown_tag",
+            "path",
+            f"no connector that allows writes (allow_writes = true) has tag {path!r}",
+        )
 
     async def present(self, path: str) -> WriteValue | None:
         """The tag's present value from the device (for the audit of a refused request)."""
