@@ -16,14 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.demo import run_platform
 from shopfloor.testing.clock import ManualClock
+from shopfloor.testing.modbus_device import ModbusDevice as Device
 from shopfloor.testing.processes import free_port
 
 ASSET = "acme/p1/press-1"
@@ -42,72 +39,11 @@ TAGS: list[dict[str, Any]] = [
     {"name": "run", "address": "co:3", "writable": True},
     {"name": "limit", "address": "hr:30", "data_type": "uint16"},
 ]  # fmt: skip
-WRITE_FUNCTIONS = frozenset({5, 6, 15, 16})
-
-
-class Device:
-    """A pymodbus TCP server (unit 1) with writable memory; it records every request."""
-
-    def __init__(self) -> None:
-        self.functions: list[int] = []
-        self.server: ModbusTcpServer | None = None
-        self.port = 0
-
-    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not sending:
-            self.functions.append(pdu.function_code)
-        return pdu
-
-    @property
-    def writes(self) -> int:
-        return sum(1 for f in self.functions if f in WRITE_FUNCTIONS)
-
-    async def start(self) -> None:
-        hr = [0] * 64
-        hr[10] = 700  # 20.0 degC
-        hr[30] = 9
-        unit = SimDevice(
-            1,
-            simdata=(
-                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
-                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
-                [SimData(0, values=hr, datatype=DataType.REGISTERS)],
-                [SimData(0, values=[0] * 4, datatype=DataType.REGISTERS)],
-            ),
-        )
-        self.server = ModbusTcpServer([unit], address=("127.0.0.1", 0), trace_pdu=self._trace)
-        await self.server.serve_forever(background=True)
-        listener: Any = self.server.transport  # an asyncio.Server once listening
-        self.port = listener.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.shutdown()  # type: ignore[no-untyped-call]
-            self.server = None
-
-    async def registers(self, address: int, count: int = 1) -> list[int]:
-        """Holding registers read by a client of the test's own."""
-        probe = AsyncModbusTcpClient("127.0.0.1", port=self.port)
-        await probe.connect()
-        try:
-            answer = await probe.read_holding_registers(address, count=count, device_id=1)
-        finally:
-            probe.close()
-        return list(answer.registers)
-
-    async def coil(self, address: int) -> bool:
-        probe = AsyncModbusTcpClient("127.0.0.1", port=self.port)
-        await probe.connect()
-        try:
-            answer = await probe.read_coils(address, count=1, device_id=1)
-        finally:
-            probe.close()
-        return bool(answer.bits[0])
 
 
 @pytest.fixture
 async def device() -> AsyncIterator[Device]:
-    dev = Device()
+    dev = Device(hr={10: 700, 30: 9})  # temp_sp 20.0 degC
     await dev.start()
     yield dev
     await dev.stop()
