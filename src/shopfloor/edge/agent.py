@@ -236,8 +236,10 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
         loop.add_signal_handler(sig, stop.set)
     connectors = [create_connector(c) for c in config.connectors if c.enabled]
     uplink = build_outbox_uplink(config)
-    await uplink.start()
     agent = EdgeAgent(connectors, uplink)
+    if config.uplink.transport == "mqtt":
+        _serve_commands(agent, uplink.transport)
+    await uplink.start()
     monitor = EdgeMonitor(
         uplink,
         put_status=uplink.put_status,
@@ -274,3 +276,17 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
         logger.info("edge %s stopped", config.edge.id)
     if uplink.failed is not None:
         raise uplink.failed
+
+
+def _serve_commands(agent: EdgeAgent, transport: object) -> None:
+    """Let the platform read and write through the connectors that allow writes, over the
+    MQTT uplink (docs/writes.md); over HTTP the platform cannot reach the edge."""
+    from shopfloor.edge.commands import CommandHandler
+    from shopfloor.edge.uplink.mqtt import MqttTransport
+    from shopfloor.edge.writes import EquipmentWriter
+
+    writer = EquipmentWriter(agent)
+    if not writer.connectors() or not isinstance(transport, MqttTransport):
+        return
+    transport.serve_commands(CommandHandler(writer).handle)
+    logger.info("platform commands accepted for writes through %s", ", ".join(writer.connectors()))

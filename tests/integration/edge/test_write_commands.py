@@ -1,0 +1,156 @@
+"""The platform's commands to a remote edge over a real Mosquitto: read and write a tag
+of a real pymodbus device through the edge's MQTT uplink, with the edge's own locks
+(``allow_writes``, ``writable``), expiry and redelivery refused.
+
+The test plays the platform with a plain MQTT client on the documented topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomqtt
+
+from shopfloor.config.connectors.modbus import ModbusConnectorConfig
+from shopfloor.config.edge import UplinkMqttSection
+from shopfloor.edge.agent import EdgeAgent
+from shopfloor.edge.commands import CommandHandler
+from shopfloor.edge.connectors.registry import create_connector
+from shopfloor.edge.uplink.mqtt import MqttTransport
+from shopfloor.edge.writes import EquipmentWriter
+from shopfloor.model import PointBatch, TagMeta, now_ns
+from shopfloor.testing.modbus_device import ModbusDevice
+from shopfloor.testing.mosquitto import Mosquitto
+
+EDGE = "edge-w"
+ROOT = "shopfloor/v1"
+SP = "acme/p1/press-1/sp"
+OVEN = "acme/p1/oven-1/sp"
+
+
+class NullUplink:
+    """Where the agent's points go: nowhere (this test is about commands)."""
+
+    async def announce(self, tags: Sequence[TagMeta]) -> None:
+        pass
+
+    async def send(self, batch: PointBatch) -> None:
+        pass
+
+
+def connector(device: ModbusDevice, name: str, asset: str, *, allow: bool) -> Any:
+    return create_connector(
+        ModbusConnectorConfig.model_validate(
+            {
+                "name": name,
+                "host": "127.0.0.1",
+                "port": device.port,
+                "asset": asset,
+                "timeout": "1s",
+                "period": "1h",  # the polls stay out of the way
+                "allow_writes": allow,
+                "tags": [
+                    {"name": "sp", "address": "hr:10", "data_type": "int16", "scale": 0.5,
+                     "writable": True},
+                    {"name": "limit", "address": "hr:11", "data_type": "uint16"},
+                ],
+            }
+        )
+    )  # fmt: skip
+
+
+@asynccontextmanager
+async def edge(device: ModbusDevice, broker: Mosquitto) -> AsyncIterator[MqttTransport]:
+    agent = EdgeAgent(
+        [
+            connector(device, "press", "acme/p1/press-1", allow=True),
+            connector(device, "oven", "acme/p1/oven-1", allow=False),
+        ],
+        NullUplink(),
+    )
+    transport = MqttTransport(
+        UplinkMqttSection(port=broker.port, reconnect_max="500ms"), edge_id=EDGE, timeout_s=5
+    )
+    transport.serve_commands(CommandHandler(EquipmentWriter(agent)).handle)
+    await agent.start()
+    await transport.start()
+    try:
+        yield transport
+    finally:
+        await transport.close()
+        await agent.stop()
+
+
+async def test_the_platform_reads_and_writes_through_the_edge_within_its_locks(
+    mosquitto: Mosquitto,
+) -> None:
+    device = ModbusDevice(hr={10: 40})  # sp = 20.0
+    await device.start()
+    try:
+        async with (
+            edge(device, mosquitto),
+            aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="platform") as platform,
+        ):
+            await platform.subscribe(f"{ROOT}/edges/{EDGE}/results", qos=1)
+            results = platform.messages
+
+            async def command(verb: str, **body: Any) -> dict[str, Any]:
+                await platform.publish(
+                    f"{ROOT}/cmd/{EDGE}/{verb}", json.dumps(body).encode(), qos=1
+                )
+                async with asyncio.timeout(20):
+                    async for message in results:
+                        assert isinstance(message.payload, bytes)
+                        doc: dict[str, Any] = json.loads(message.payload)
+                        if doc.get("id") == body.get("id"):
+                            return doc
+                raise AssertionError("no result")
+
+            # the edge subscribes once it is connected: repeat the first read until it answers
+            first: dict[str, Any] | None = None
+            async with asyncio.timeout(20):
+                while first is None:
+                    try:
+                        async with asyncio.timeout(0.5):
+                            first = await command("read", id="r0", path=SP, value=25.5)
+                    except TimeoutError:
+                        continue
+            assert first == {"id": "r0", "verb": "read", "ok": True, "old": 20.0, "new": 25.5}
+
+            soon = now_ns() + 60 * 10**9
+            done = await command("write", id="w1", path=SP, value=25.5, expires_ns=soon)
+            assert done == {
+                "id": "w1",
+                "verb": "write",
+                "ok": True,
+                "old": 20.0,
+                "requested": 25.5,
+                "new": 25.5,
+            }
+            assert await device.registers(10) == [51]
+            writes = device.writes
+
+            again = await command("write", id="w1", path=SP, value=25.5, expires_ns=soon)
+            assert again["error"]["code"] == "duplicate"
+            late = await command("write", id="w2", path=SP, value=30.0, expires_ns=now_ns() - 1)
+            assert late["error"]["code"] == "command_expired"
+            locked = await command("write", id="w3", path=OVEN, value=30.0, expires_ns=soon)
+            assert (locked["error"]["code"], locked["error"]["field"]) == (
+                "invalid_parameter",
+                "path",
+            )  # the oven's section has no allow_writes
+            read_only = await command("write", id="w4", path="acme/p1/press-1/limit",
+                                      value=1, expires_ns=soon)  # fmt: skip
+            assert "read-only" in read_only["error"]["message"]
+            odd = await command("write", id="w5", path=SP, value=25.25, expires_ns=soon)
+            assert (odd["error"]["code"], odd["error"]["field"]) == ("invalid_parameter", "value")
+            unknown = await command("reboot", id="x1", path=SP)
+            assert unknown["error"]["code"] == "invalid_command"
+            assert device.writes == writes  # nothing refused reached the device
+            assert await device.registers(10) == [51]
+    finally:
+        await device.stop()
