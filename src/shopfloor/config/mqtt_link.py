@@ -34,6 +34,7 @@ __all__ = [
     "TOPIC_RESULTS",
     "TOPIC_STATUS",
     "TOPIC_TAGS",
+    "TOPIC_WRITABLES",
     "MqttLinkSettings",
     "MqttTlsConfig",
 ]
@@ -48,6 +49,9 @@ TOPIC_STATUS: Final = "status"
 """``{root}/edges/{edge}/status``: edge → platform, the status report."""
 TOPIC_RESULTS: Final = "results"
 """``{root}/edges/{edge}/results``: edge → platform, the result of a command (JSON)."""
+TOPIC_WRITABLES: Final = "writables"
+"""``{root}/edges/{edge}/writables``: edge → platform, the connectors that allow writes and
+their writable tags (JSON, retained): what the platform may send commands for."""
 COMMANDS: Final = "cmd"
 """``{root}/cmd/{edge}/{verb}``: platform → edge commands (``read``, ``write``; JSON,
 docs/writes.md). Under their own prefix so that a broker's ACL can let only the

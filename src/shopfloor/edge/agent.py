@@ -281,12 +281,12 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
 def _serve_commands(agent: EdgeAgent, transport: object) -> None:
     """Let the platform read and write through the connectors that allow writes, over the
     MQTT uplink (docs/writes.md); over HTTP the platform cannot reach the edge."""
-    from shopfloor.edge.commands import CommandHandler
+    from shopfloor.edge.commands import CommandHandler, writables
     from shopfloor.edge.uplink.mqtt import MqttTransport
     from shopfloor.edge.writes import EquipmentWriter
 
     writer = EquipmentWriter(agent)
     if not writer.connectors() or not isinstance(transport, MqttTransport):
         return
-    transport.serve_commands(CommandHandler(writer).handle)
+    transport.serve_commands(CommandHandler(writer).handle, writables=writables(writer))
     logger.info("platform commands accepted for writes through %s", ", ".join(writer.connectors()))

@@ -30,7 +30,7 @@ from shopfloor.errors import ConnectorUnavailable, PayloadError, WriteRefused
 from shopfloor.model.control import WriteValue
 from shopfloor.runtime.clock import Clock, SystemClock
 
-__all__ = ["MAX_COMMAND_BYTES", "CommandHandler"]
+__all__ = ["MAX_COMMAND_BYTES", "CommandHandler", "writables"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,25 @@ class CommandHandler:
         new = await self._writer.write(path, checked)
         logger.info("wrote %r to %s for the platform (was %r, reads %r)", checked, path, old, new)
         return {"ok": True, "old": old, "requested": checked, "new": new}
+
+
+def writables(writer: EquipmentWriter) -> bytes:
+    """What the edge tells the platform it may command (JSON): the connectors that allow
+    writes and their writable tags, in the fields of
+    :class:`~shopfloor.model.control.WritableTag`."""
+    tags = [
+        {
+            "path": t.path,
+            "connector": t.connector,
+            "data_type": t.data_type,
+            "unit": t.unit,
+            "eng_low": t.eng_low,
+            "eng_high": t.eng_high,
+            "states": [[k, v] for k, v in t.states],
+        }
+        for t in writer.targets()
+    ]
+    return json.dumps({"connectors": list(writer.connectors()), "tags": tags}).encode()
 
 
 def _parse(payload: bytes) -> dict[str, Any]:

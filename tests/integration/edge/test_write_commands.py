@@ -18,7 +18,7 @@ import aiomqtt
 from shopfloor.config.connectors.modbus import ModbusConnectorConfig
 from shopfloor.config.edge import UplinkMqttSection
 from shopfloor.edge.agent import EdgeAgent
-from shopfloor.edge.commands import CommandHandler
+from shopfloor.edge.commands import CommandHandler, writables
 from shopfloor.edge.connectors.registry import create_connector
 from shopfloor.edge.uplink.mqtt import MqttTransport
 from shopfloor.edge.writes import EquipmentWriter
@@ -75,7 +75,8 @@ async def edge(device: ModbusDevice, broker: Mosquitto) -> AsyncIterator[MqttTra
     transport = MqttTransport(
         UplinkMqttSection(port=broker.port, reconnect_max="500ms"), edge_id=EDGE, timeout_s=5
     )
-    transport.serve_commands(CommandHandler(EquipmentWriter(agent)).handle)
+    writer = EquipmentWriter(agent)
+    transport.serve_commands(CommandHandler(writer).handle, writables=writables(writer))
     await agent.start()
     await transport.start()
     try:
@@ -152,5 +153,14 @@ async def test_the_platform_reads_and_writes_through_the_edge_within_its_locks(
             assert unknown["error"]["code"] == "invalid_command"
             assert device.writes == writes  # nothing refused reached the device
             assert await device.registers(10) == [51]
+
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as reader:
+                await reader.subscribe(f"{ROOT}/edges/{EDGE}/writables", qos=1)
+                async with asyncio.timeout(10):
+                    retained = await anext(aiter(reader.messages))
+            assert isinstance(retained.payload, bytes)
+            offered = json.loads(retained.payload)
+            assert offered["connectors"] == ["press"]  # not the oven
+            assert [t["path"] for t in offered["tags"]] == [SP]  # not the read-only limit
     finally:
         await device.stop()

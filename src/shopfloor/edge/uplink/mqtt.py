@@ -58,6 +58,7 @@ from shopfloor.config.mqtt_link import (
     TOPIC_RESULTS,
     TOPIC_STATUS,
     TOPIC_TAGS,
+    TOPIC_WRITABLES,
 )
 from shopfloor.errors import ConfigError
 from shopfloor.model import TagMeta
@@ -179,6 +180,8 @@ class MqttTransport:
             for kind in (TOPIC_BATCHES, TOPIC_ACKS, TOPIC_TAGS, TOPIC_STATUS)
         }
         self._topics[TOPIC_RESULTS] = settings.topic(edge_id, TOPIC_RESULTS)
+        self._topics[TOPIC_WRITABLES] = settings.topic(edge_id, TOPIC_WRITABLES)
+        self._writables: bytes = b""
         self._command_prefix = settings.command_topic(edge_id, "")
         self._on_command: CommandHandler | None = None
         self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(_COMMANDS)
@@ -206,10 +209,12 @@ class MqttTransport:
         if self._on_command is not None:
             self._supervisor.start("commands", self._carry_out)
 
-    def serve_commands(self, handler: CommandHandler) -> None:
+    def serve_commands(self, handler: CommandHandler, *, writables: bytes) -> None:
         """Subscribe to the platform's commands to this edge and carry them out with
-        ``handler`` (call before :meth:`start`)."""
+        ``handler`` (call before :meth:`start`); ``writables`` (JSON: the connectors that
+        allow writes, their writable tags) is published, retained, on each connect."""
         self._on_command = handler
+        self._writables = writables
 
     async def close(self) -> None:
         """Disconnect and stop. Idempotent."""
@@ -376,6 +381,9 @@ class MqttTransport:
                     )
                 if self._on_command is not None:
                     await self._subscribe_commands(client)
+                    await client.publish(
+                        self._topics[TOPIC_WRITABLES], self._writables, qos=1, retain=True
+                    )
                 if self._tags_payload is not None:  # the broker may have lost it
                     await client.publish(
                         self._topics[TOPIC_TAGS], self._tags_payload, qos=1, retain=True
