@@ -86,6 +86,30 @@ async def edge(device: ModbusDevice, broker: Mosquitto) -> AsyncIterator[MqttTra
         await agent.stop()
 
 
+async def send(platform: aiomqtt.Client, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Publish a command as the platform would; the edge's result for its id."""
+    await platform.publish(f"{ROOT}/cmd/{EDGE}/{verb}", json.dumps(body).encode(), qos=1)
+    async with asyncio.timeout(20):
+        async for message in platform.messages:
+            assert isinstance(message.payload, bytes)
+            doc: dict[str, Any] = json.loads(message.payload)
+            if doc.get("id") == body.get("id"):
+                return doc
+    raise AssertionError("no result")
+
+
+async def until_answered(
+    platform: aiomqtt.Client, verb: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                async with asyncio.timeout(0.5):
+                    return await send(platform, verb, body)
+            except TimeoutError:
+                continue
+
+
 async def test_the_platform_reads_and_writes_through_the_edge_within_its_locks(
     mosquitto: Mosquitto,
 ) -> None:
@@ -97,29 +121,12 @@ async def test_the_platform_reads_and_writes_through_the_edge_within_its_locks(
             aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="platform") as platform,
         ):
             await platform.subscribe(f"{ROOT}/edges/{EDGE}/results", qos=1)
-            results = platform.messages
 
             async def command(verb: str, **body: Any) -> dict[str, Any]:
-                await platform.publish(
-                    f"{ROOT}/cmd/{EDGE}/{verb}", json.dumps(body).encode(), qos=1
-                )
-                async with asyncio.timeout(20):
-                    async for message in results:
-                        assert isinstance(message.payload, bytes)
-                        doc: dict[str, Any] = json.loads(message.payload)
-                        if doc.get("id") == body.get("id"):
-                            return doc
-                raise AssertionError("no result")
+                return await send(platform, verb, body)
 
             # the edge subscribes once it is connected: repeat the first read until it answers
-            first: dict[str, Any] | None = None
-            async with asyncio.timeout(20):
-                while first is None:
-                    try:
-                        async with asyncio.timeout(0.5):
-                            first = await command("read", id="r0", path=SP, value=25.5)
-                    except TimeoutError:
-                        continue
+            first = await until_answered(platform, "read", {"id": "r0", "path": SP, "value": 25.5})
             assert first == {"id": "r0", "verb": "read", "ok": True, "old": 20.0, "new": 25.5}
 
             soon = now_ns() + 60 * 10**9
