@@ -63,6 +63,7 @@ from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
 from shopfloor.server.writes import WRITES_FILE, EquipmentWriter, WriteService, WriteSwitches
+from shopfloor.server.writes.remote import RemoteWriter
 
 logger = logging.getLogger(__name__)
 
@@ -251,13 +252,20 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
+        mqtt = config.ingest.mqtt
+        self.remote_writer = (
+            RemoteWriter(mqtt, client_id=mqtt.mqtt_client_id)
+            if mqtt.enabled and mqtt.commands
+            else None
+        )
+        all_writers = [*writers, *([self.remote_writer] if self.remote_writer else [])]
         self.writes = (
             WriteService(
-                writers,
+                all_writers,
                 WriteSwitches(config.server.data_dir / WRITES_FILE),
                 monotonic=monotonic,
             )
-            if any(w.connectors() for w in writers)
+            if all_writers
             else None
         )
         self.anomaly = self._anomaly_monitor(self.assets)
@@ -518,6 +526,8 @@ class Server:
                 self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
+        if self.remote_writer is not None:
+            await self.remote_writer.start()
 
     async def register_tags(self, metas: Sequence[TagMeta]) -> None:
         """Accept tag metadata from an in-process edge."""
@@ -582,6 +592,8 @@ class Server:
         if self._closed:
             return
         self._closed = True
+        if self.remote_writer is not None:
+            await self.remote_writer.close()
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
         tasks = (

@@ -11,10 +11,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 
+from shopfloor.config import ShopfloorConfig
 from shopfloor.config.connectors.modbus import ModbusConnectorConfig
 from shopfloor.config.edge import UplinkMqttSection
 from shopfloor.edge.agent import EdgeAgent
@@ -23,6 +26,7 @@ from shopfloor.edge.connectors.registry import create_connector
 from shopfloor.edge.uplink.mqtt import MqttTransport
 from shopfloor.edge.writes import EquipmentWriter
 from shopfloor.model import PointBatch, TagMeta, now_ns
+from shopfloor.server.app import Server
 from shopfloor.testing.modbus_device import ModbusDevice
 from shopfloor.testing.mosquitto import Mosquitto
 
@@ -30,6 +34,7 @@ EDGE = "edge-w"
 ROOT = "shopfloor/v1"
 SP = "acme/p1/press-1/sp"
 OVEN = "acme/p1/oven-1/sp"
+ADA = {"X-Shopfloor-User": "ada"}
 
 
 class NullUplink:
@@ -170,4 +175,67 @@ async def test_the_platform_reads_and_writes_through_the_edge_within_its_locks(
             assert offered["connectors"] == ["press"]  # not the oven
             assert [t["path"] for t in offered["tags"]] == [SP]  # not the read-only limit
     finally:
+        await device.stop()
+
+
+async def test_a_write_through_the_platform_api_reaches_a_remote_edge_device(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    device = ModbusDevice(hr={10: 40})
+    await device.start()
+    data = tmp_path / "platform"
+    config = ShopfloorConfig.model_validate(
+        {
+            "server": {"port": 0, "data_dir": str(data)},
+            "historian": {"flush_interval_s": 0.05},
+            "ingest": {"mqtt": {"enabled": True, "port": mosquitto.port, "commands": True}},
+        }
+    ).resolve_paths(data)
+    server = Server(config)
+    await server.start()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    serving = asyncio.create_task(server.serve(stop, ready=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        async with (
+            edge(device, mosquitto),
+            httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+        ):
+            async with asyncio.timeout(20):  # the edge's announcement arrives
+                while not (await client.get("/api/v1/writes")).json()["connectors"]:
+                    await asyncio.sleep(0.05)
+            listed = (await client.get("/api/v1/writes")).json()
+            assert listed["connectors"] == [
+                {"connector": f"{EDGE}:press", "enabled": False, "was": None}
+            ]
+            refused = await client.post(
+                "/api/v1/writes", json={"path": SP, "value": 22.5}, headers=ADA
+            )
+            assert refused.json()["error"]["code"] == "writes_disabled"
+            switched = await client.put(
+                f"/api/v1/connectors/{EDGE}:press/writes", json={"enabled": True}, headers=ADA
+            )
+            assert switched.status_code == 200, switched.text
+            asked = await client.post(
+                "/api/v1/writes", json={"path": SP, "value": 22.5}, headers=ADA
+            )
+            assert asked.status_code == 200, asked.text
+            assert (asked.json()["old"], asked.json()["new"]) == (20.0, 22.5)
+            done = await client.post(
+                "/api/v1/writes", json={"confirmation": asked.json()["confirmation"]}, headers=ADA
+            )
+            assert done.status_code == 200, done.text
+            assert (done.json()["old"], done.json()["new"]) == (20.0, 22.5)
+            assert await device.registers(10) == [45]
+            odd = await client.post("/api/v1/writes", json={"path": SP, "value": 22.7}, headers=ADA)
+            asked_odd = await client.post(
+                "/api/v1/writes", json={"confirmation": odd.json()["confirmation"]}, headers=ADA
+            )  # the platform cannot know the register's resolution; the edge refuses it
+            assert asked_odd.status_code == 422
+            assert asked_odd.json()["error"]["field"] == "value"
+            assert await device.registers(10) == [45]
+    finally:
+        stop.set()
+        await serving
+        await server.close()
         await device.stop()
