@@ -202,7 +202,7 @@ async def test_a_write_through_the_platform_api_reaches_a_remote_edge_device(
             httpx.AsyncClient(base_url=server.url, timeout=30) as client,
         ):
             async with asyncio.timeout(20):  # the edge's announcement arrives
-                while not (await client.get("/api/v1/writes")).json()["connectors"]:
+                while not (await client.get("/api/v1/writes")).json()["connectors"]:  # noqa: ASYNC110 - polling the API
                     await asyncio.sleep(0.05)
             listed = (await client.get("/api/v1/writes")).json()
             assert listed["connectors"] == [
