@@ -41,7 +41,8 @@ _INTEGERS = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
 
 
 def check_value(tag: TagConfig, value: WriteValue) -> WriteValue:
-    """``value`` as the tag takes it (a state label becomes its number, 1 a flag's true).
+    """``value`` as the tag takes it and reads back (a state's number becomes its label,
+    1 a flag's true).
 
     Raises:
         PayloadError: (field ``value``) it is of the wrong kind, outside the tag's range,
@@ -61,17 +62,17 @@ def check_value(tag: TagConfig, value: WriteValue) -> WriteValue:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise PayloadError("value", f"tag {name} is a flag: send true or false")
-    if tag.states:
+    if tag.states:  # the label is the canonical form, as the value reads back
         labels = {label: int(number) for number, label in tag.states.items()}
         if isinstance(value, str):
             if value not in labels:
                 known = ", ".join(sorted(labels))
                 raise PayloadError("value", f"tag {name} has no state {value!r} (it has {known})")
-            return labels[value]
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value not in labels.values():
-                raise PayloadError("value", f"tag {name} has no state numbered {value}")
             return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if str(value) not in tag.states:
+                raise PayloadError("value", f"tag {name} has no state numbered {value}")
+            return tag.states[str(value)]
         raise PayloadError("value", f"tag {name} takes one of its state labels")
     if isinstance(value, bool | str):
         raise PayloadError("value", f"tag {name} takes a number, not {value!r}")

@@ -174,9 +174,14 @@ async def test_write_is_off_until_enabled_then_asked_confirmed_read_back_and_aud
         assert error(replay) == (409, "confirmation_used", "confirmation")
         assert device.writes == 1
 
-        for path, value, expected in ((MODE, "MANUAL", "MANUAL"), (RUN, True, True)):
+        for path, value, expected in ((MODE, 1, "MANUAL"), (RUN, True, True)):
             asked = await ask(client, path, value)
-            done = await confirm(client, asked.json()["confirmation"])
+            assert asked.json()["new"] == expected  # a state's number shows as its label
+            done = await client.post(
+                "/api/v1/writes",
+                json={"confirmation": asked.json()["confirmation"], "value": value},
+                headers=ADA,
+            )  # confirmed with the value as asked
             assert done.status_code == 200, done.text
             assert done.json()["new"] == expected
         assert await device.registers(20) == [1]

@@ -26,8 +26,8 @@ SCALED = {"data_type": "int16", "scale": 0.1, "offset": -50.0}
     [
         (SCALED, 21.5, 21.5),
         (SCALED, -50, -50),
-        ({"data_type": "uint16", "states": {"0": "AUTO", "1": "MANUAL"}}, "MANUAL", 1),
-        ({"data_type": "uint16", "states": {"0": "AUTO", "1": "MANUAL"}}, 0, 0),
+        ({"data_type": "uint16", "states": {"0": "AUTO", "1": "MANUAL"}}, "MANUAL", "MANUAL"),
+        ({"data_type": "uint16", "states": {"0": "AUTO", "1": "MANUAL"}}, 0, "AUTO"),
         ({"address": "co:1"}, True, True),
         ({"address": "co:1"}, 0, False),
         ({"data_type": "string", "length": 4}, "abcd", "abcd"),

@@ -108,9 +108,9 @@ class RemoteWriter:
         if tag.states:
             labels = {label: number for number, label in tag.states}
             if isinstance(value, str) and value in labels:
-                return labels[value]
-            if type(value) is int and value in labels.values():
                 return value
+            if type(value) is int and value in dict(tag.states):
+                return dict(tag.states)[value]
             raise PayloadError("value", f"tag {path} takes one of {', '.join(labels)}")
         if tag.data_type == "bool":
             if isinstance(value, bool) or value in (0, 1):

@@ -102,6 +102,7 @@ class Confirmation:
         tag: the tag to be written.
         old: its value read from the device now (None when the read was Bad).
         new: the value to be written, as the tag takes it.
+        asked: the value as it was asked for (a state's number, 1 for true …).
         user: who asked (only they may confirm).
         expires_s: when it expires, on the service's monotonic clock.
     """
@@ -110,6 +111,7 @@ class Confirmation:
     tag: WritableTag
     old: WriteValue | None
     new: WriteValue
+    asked: WriteValue
     user: str
     expires_s: float
 
@@ -259,6 +261,7 @@ class WriteService:
             tag=tag,
             old=old,
             new=checked,
+            asked=value,
             user=user,
             expires_s=self._monotonic() + self.confirm_within_s,
         )

@@ -311,7 +311,7 @@ async def _confirm(
     audit.add(target=path, connector=ticket.tag.connector, old=ticket.old, new=ticket.new)
     if body.path is not None and body.path != path:
         raise ApiError(409, "confirmation_mismatch", "path", f"this confirmation is for {path}")
-    if body.value is not None and body.value != ticket.new:
+    if body.value is not None and body.value not in (ticket.new, ticket.asked):
         raise ApiError(
             409, "confirmation_mismatch", "value", f"this confirmation is for {ticket.new!r}"
         )
