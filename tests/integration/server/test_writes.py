@@ -309,3 +309,20 @@ async def test_confirmation_expires_belongs_to_its_asker_and_dies_with_the_switc
         done = await confirm(client, fresh)
         assert done.json()["new"] == 30.0
         assert await device.registers(10) == [800]
+
+
+async def test_a_silent_device_is_503_and_audited_as_an_error(
+    tmp_path: Path, device: Device
+) -> None:
+    async with platform(tmp_path / "data", device) as client:
+        await enable(client)
+        asked = (await ask(client, TEMP, 30.0)).json()["confirmation"]
+        await device.stop()
+        for answer in (await confirm(client, asked), await ask(client, TEMP, 30.0)):
+            assert error(answer)[:2] == (503, "device_unavailable"), answer.text
+        entries = await audit(client, action="equipment.write", target=TEMP)
+        assert [(e["outcome"], e["detail"]["step"]) for e in entries] == [
+            ("ok", "request"),
+            ("error", "confirm"),  # may or may not have reached the device
+            ("error", "request"),
+        ]
