@@ -31,6 +31,7 @@ from shopfloor.server.api.routes import energy as energy_routes
 from shopfloor.server.api.routes import reports as reports_routes
 from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
+from shopfloor.server.api.routes import writes as writes_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.assets import AssetModel
@@ -40,6 +41,7 @@ from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.security import AuditLog
 from shopfloor.server.security.headers import SecurityHeaders
+from shopfloor.server.writes import WriteService
 from shopfloor.wire import DEFAULT_MAX_BYTES
 
 __all__ = ["create_app"]
@@ -80,6 +82,11 @@ _TAGS_METADATA = [
         "description": "OEE, stop events, downtime Pareto, stop reasons, energy.",
     },
     {"name": "anomaly", "description": "Anomaly scores and remaining useful life."},
+    {
+        "name": "writes",
+        "description": "Writes to equipment: off per connector until an admin enables them, "
+        "asked then confirmed, every attempt audited.",
+    },
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -104,6 +111,7 @@ def create_app(
     analytics: Analytics | None = None,
     energy: EnergyService | None = None,
     anomaly: AnomalyMonitor | None = None,
+    writes: WriteService | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -129,6 +137,7 @@ def create_app(
             ``/api/v1/downtime``.
         energy: energy per machine, line and shift, for ``/api/v1/energy``.
         anomaly: the anomaly and RUL monitor, for ``/api/v1/anomaly`` and ``/api/v1/rul``.
+        writes: writes to equipment, for ``/api/v1/writes`` and the connectors' switches.
     """
     app = FastAPI(
         title="shopfloor",
@@ -152,6 +161,7 @@ def create_app(
         audit=audit,
         analytics=analytics,
         energy=energy,
+        writes=writes,
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     app.state.anomaly = anomaly
@@ -177,6 +187,7 @@ def create_app(
         spc_routes.router,
         reports_routes.router,
         anomaly_routes.router,
+        writes_routes.router,
         ws_router,
     ):
         app.include_router(router)
