@@ -18,6 +18,7 @@ from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
+from shopfloor.server.api.body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
@@ -101,6 +102,7 @@ def create_app(
     status: Callable[[], dict[str, Any]] | None = None,
     connectors: Callable[[], list[dict[str, Any]]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BYTES,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ws_interval_s: float = 0.25,
     clock: Callable[[], int] = now_ns,
     alarms: AlarmEngine | None = None,
@@ -125,6 +127,7 @@ def create_app(
         status: extra keys for /healthz (uptime, edges seen, ...), called per request.
         connectors: health rows of in-process connectors, for /api/v1/connectors.
         max_body_bytes: the largest ingest body accepted (413 beyond).
+        max_request_bytes: the largest body of any other request (413 beyond).
         ws_interval_s: the shortest time between two websocket pushes to one client.
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
         alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
@@ -166,6 +169,9 @@ def create_app(
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     app.state.anomaly = anomaly
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit, max_request_bytes=max_request_bytes, max_edge_bytes=max_body_bytes
+    )
     app.add_middleware(SecurityHeaders)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
