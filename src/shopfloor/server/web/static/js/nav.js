@@ -1,0 +1,23 @@
+// The frame every page shares: translates the navigation and switches the language.
+// Loaded first by base.html, so its strings are registered before a page translates itself.
+
+import "./strings/nav.js";
+import { applyI18n, initLocale, locale } from "./i18n.js";
+import { storageSet } from "./storage.js";
+
+initLocale();
+const bar = document.querySelector(".topbar");
+if (bar) applyI18n(bar);
+
+const select = document.getElementById("lang-select");
+if (select) {
+  select.value = locale();
+  select.addEventListener("change", () => {
+    // Remembered for the next visit; the page is loaded again so that every view, chart
+    // and number format starts in the new language (no half-translated page).
+    storageSet("shopfloor.lang", select.value);
+    const url = new URL(location.href);
+    url.searchParams.set("lang", select.value);
+    location.assign(url);
+  });
+}
