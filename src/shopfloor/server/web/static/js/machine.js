@@ -164,7 +164,11 @@ function paintValue(path, flash) {
   const tr = rows.get(path);
   if (!tr || !point) return;
   const cell = tr.querySelector(".value");
-  cell.textContent = formatValue(store.tags.get(path), point);
+  // The machine state in the page's language; other tags as the live page shows them.
+  cell.textContent =
+    path === stateTag && qualityOf(point.quality) !== QUALITY.BAD && point.value !== null
+      ? stateText(point.value)
+      : formatValue(store.tags.get(path), point);
   tr.querySelector(".time").textContent = formatTime(point.ts);
   tr.dataset.quality = qualityOf(point.quality);
   if (flash) {
