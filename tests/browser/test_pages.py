@@ -82,9 +82,11 @@ def _fits(width: int) -> str:
 async def test_overview_shows_every_machine_with_its_state_shift_oee_and_alarms(
     demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
-    machines = _equipment(httpx.get(demo_url + "/api/v1/assets", timeout=10).json())
+    async with httpx.AsyncClient(base_url=demo_url, timeout=10) as client:
+        machines = _equipment((await client.get("/api/v1/assets")).json())
     with_state = {m["name"] for m in machines if "state" in m["tags"]}
-    assert len(machines) >= 5 and with_state, "the demo plant has machines with states"
+    assert len(machines) >= 5, "the demo plant has its machines"
+    assert with_state, "the demo plant has machines with states"
 
     page, errors = await open_page(browser, width=1920, height=1080)
     answers: list[Response] = []
@@ -112,7 +114,6 @@ async def test_overview_shows_every_machine_with_its_state_shift_oee_and_alarms(
     )
     tiles = {t["id"]: t for t in await page.evaluate(TILES_JS)}
     assert set(tiles) == {m["name"] for m in machines}
-
     for machine_id, tile in tiles.items():
         assert tile["href"].endswith(f"/machines/{machine_id}")
         if machine_id in with_state:
@@ -120,8 +121,41 @@ async def test_overview_shows_every_machine_with_its_state_shift_oee_and_alarms(
             assert tile["colour"] == tile["expected"], f"{machine_id} is not in its state's colour"
         else:
             assert tile["state"] == "none", tile
+    oee_machines = await _check_oee_and_alarms(answers, tiles, machines)
+    await page.screenshot(path=str(ARTIFACTS / "overview-1920x1080.png"))
 
-    # OEE: each tile holds exactly what the API answered the page's own (latest) query.
+    # A tablet: one column, nothing wider than the screen.
+    await page.set_viewport_size({"width": 768, "height": 1024})
+    await wait_for(page, _fits(768), None, "the overview is wider than a 768 px tablet")
+    await page.screenshot(path=str(ARTIFACTS / "overview-768x1024.png"))
+
+    # The tree narrows the floor to one line, and the plant's root shows it all again.
+    line = next(m["path"] for m in machines if m["name"] == "imm-01").rsplit("/", 2)[0]
+    await page.click(f".tree-label[data-scope='{line}']")
+    shown = await page.evaluate(
+        "() => [...document.querySelectorAll('#floor .tile')]"
+        ".filter((t) => t.offsetParent !== null).map((t) => t.dataset.equipment)"
+    )
+    assert sorted(shown) == sorted(m["name"] for m in machines if m["path"].startswith(line))
+    await page.click(".tree-label[data-scope='']")
+    assert await page.locator("#floor .tile:visible").count() == len(machines)
+
+    first = sorted(with_state & oee_machines)[0]
+    await page.click(f".tile[data-equipment='{first}']")
+    await page.wait_for_url(f"**/machines/{first}")
+    assert await page.text_content("#machine-name") == first
+
+    # "Alarms" in the navigation opens the standing alarms on the live page.
+    await page.click(".menu a[href$='/#alarms']")
+    await page.wait_for_selector("#alarms-panel", state="visible")
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+async def _check_oee_and_alarms(
+    answers: list[Response], tiles: dict[str, dict[str, Any]], machines: list[dict[str, Any]]
+) -> set[str]:
+    """Each tile holds exactly what the API answered the page's own (latest) queries: the
+    OEE of the current shift and the count of standing alarms. Returns the OEE machines."""
     by_machine: dict[str, dict[str, Any]] = {}
     oee_machines: set[str] = set()
     alarms: list[dict[str, Any]] | None = None
@@ -143,9 +177,8 @@ async def test_overview_shows_every_machine_with_its_state_shift_oee_and_alarms(
         if machine_id not in oee_machines:
             assert tile["oee"] == "none", tile
             continue
-        body = by_machine[machine_id]
-        row = body["rows"][-1]
-        assert row["shift"], f"the last row of {body} is the current shift"
+        row = by_machine[machine_id]["rows"][-1]
+        assert row["shift"], f"the last row of {by_machine[machine_id]} is the current shift"
         if row["oee"] is None:
             assert tile["oee"] == "null", tile
         else:
@@ -155,18 +188,7 @@ async def test_overview_shows_every_machine_with_its_state_shift_oee_and_alarms(
     for machine in machines:
         standing = sum(1 for a in alarms if a["tag"].startswith(machine["path"] + "/"))
         assert tiles[machine["name"]]["alarms"] == str(standing), machine["name"]
-    await page.screenshot(path=str(ARTIFACTS / "overview-1920x1080.png"))
-
-    # A tablet: one column, nothing wider than the screen.
-    await page.set_viewport_size({"width": 768, "height": 1024})
-    await wait_for(page, _fits(768), None, "the overview is wider than a 768 px tablet")
-    await page.screenshot(path=str(ARTIFACTS / "overview-768x1024.png"))
-
-    first = sorted(with_state & oee_machines)[0]
-    await page.click(f".tile[data-equipment='{first}']")
-    await page.wait_for_url(f"**/machines/{first}")
-    assert await page.text_content("#machine-name") == first
-    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+    return oee_machines
 
 
 async def test_machine_page_shows_moving_values_a_trend_and_the_shift(
@@ -280,7 +302,8 @@ async def test_pages_switch_to_simplified_chinese_and_remember_it(
     await page.screenshot(path=str(ARTIFACTS / "machine-zh-CN-1280x800.png"))
 
     missing = await page.goto(demo_url + "/machines/no-such-machine")
-    assert missing is not None and missing.status == 404
+    assert missing is not None
+    assert missing.status == 404
     await wait_for(
         page,
         "() => document.querySelector('h1').textContent === '未找到'",
