@@ -10,6 +10,7 @@ switch to Simplified Chinese, fit a tablet (768 px wide) and leave screenshots i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from playwright.async_api import Browser, Response
+
+from shopfloor.testing.processes import free_port, shopfloor_process
 
 if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
     from tests.browser.conftest import OpenPage, WaitFor
@@ -257,7 +260,7 @@ async def test_machine_page_shows_moving_values_a_trend_and_the_shift(
 
     await page.set_viewport_size({"width": 768, "height": 1024})
     await wait_for(page, _fits(768), None, "the machine page is wider than a 768 px tablet")
-    await page.screenshot(path=str(ARTIFACTS / "machine-768x1024.png"), full_page=True)
+    await page.screenshot(path=str(ARTIFACTS / "machine-768x1024.png"))
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 
@@ -323,3 +326,77 @@ def _all_chinese(shown: list[list[str]], where: str) -> None:
         if text not in {"OEE"} and not re.search(r"[\u4e00-\u9fff]", text)
     ]
     assert not untranslated, f"the {where} shows untranslated strings: {untranslated}"
+
+
+HEALTH_CONFIG = """
+[server]
+port = {port}
+data_dir = "data"
+
+[simulator]
+enabled = true
+speed = 50
+backfill = "1h"
+
+[analytics.anomaly]
+enabled = true
+
+[analytics.rul]
+enabled = true
+"""
+
+
+@pytest.fixture(scope="module")
+def health_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of the simulated plant that runs the anomaly monitor and RUL estimates."""
+    workdir = tmp_path_factory.mktemp("health")
+    port = free_port()
+    (workdir / "shopfloor.toml").write_text(HEALTH_CONFIG.format(port=port))
+    with shopfloor_process(
+        ["server", "--config", "shopfloor.toml"], port=port, workdir=workdir
+    ) as server:
+        yield server.base_url
+
+
+async def test_machine_health_shows_what_the_monitors_answer(
+    health_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+) -> None:
+    page, errors = await open_page(browser, width=1280, height=800)
+    answers: dict[str, Response] = {}
+    page.on(
+        "response",
+        lambda r: (
+            answers.setdefault(urlsplit(r.url).path, r)
+            if urlsplit(r.url).path in ("/api/v1/anomaly", "/api/v1/rul")
+            else None
+        ),
+    )
+    await page.goto(health_url + "/machines/cnc-01")
+    await wait_for(
+        page,
+        "() => document.getElementById('health-anomaly-msg').textContent"
+        " && document.getElementById('health-rul-msg').textContent",
+        None,
+        "the health section did not fill",
+    )
+    anomaly = await answers["/api/v1/anomaly"].json()
+    rul = (await answers["/api/v1/rul"].json())["machines"][0]
+    assert anomaly["machines"][0]["id"] == "cnc-01"
+    latest = anomaly["machines"][0]["latest"]
+    message = await page.text_content("#health-anomaly-msg") or ""
+    score = await page.text_content("#health-score")
+    if latest is None:
+        assert (message, score) == ("No score yet.", "–")
+    else:
+        assert message.startswith("Latest score at"), message
+        assert score != "–"
+    rul_message = await page.text_content("#health-rul-msg") or ""
+    expected = {
+        "estimate": "Reaches",
+        "no_estimate": f"No estimate: {rul.get('reason')}",
+        "pending": "Not estimated yet.",
+    }[rul["status"]]
+    assert rul_message.startswith(expected), (rul_message, rul)
+    # The page scrolls inside its main area: a picture of the section itself.
+    await page.locator(".panel-health").screenshot(path=str(ARTIFACTS / "machine-health.png"))
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
