@@ -288,6 +288,12 @@ async def test_pages_switch_to_simplified_chinese_and_remember_it(
         None,
         "a machine state was not translated",
     )
+    await wait_for(
+        page,
+        "() => [...document.querySelectorAll('#floor .tile')].every((t) => t.dataset.oee)",
+        None,
+        "the tiles did not get their OEE",
+    )
     _all_chinese(await page.evaluate(I18N_JS), "overview")
     await page.screenshot(path=str(ARTIFACTS / "overview-zh-CN-1280x800.png"))
 
