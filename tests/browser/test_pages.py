@@ -261,6 +261,28 @@ async def test_machine_page_shows_moving_values_a_trend_and_the_shift(
     await page.set_viewport_size({"width": 768, "height": 1024})
     await wait_for(page, _fits(768), None, "the machine page is wider than a 768 px tablet")
     await page.screenshot(path=str(ARTIFACTS / "machine-768x1024.png"))
+
+    # A conveyor counts no parts: it has stops and a timeline but no OEE, and says so.
+    await page.goto(demo_url + "/machines/conv-01")
+    await wait_for(
+        page,
+        "() => !document.getElementById('oee-msg').hidden",
+        None,
+        "a machine without parts did not say why it has no OEE",
+    )
+    assert await page.text_content("#oee-msg") == "This machine counts no parts: it has no OEE."
+    assert await page.is_hidden("#oee-kpis")
+    # The energy meter has no state tag: one line instead of the timeline, OEE and stops.
+    await page.goto(demo_url + "/machines/mtr-main")
+    await wait_for(
+        page,
+        "() => document.querySelector('#values-body .value')"
+        " && !document.getElementById('no-state').hidden",
+        None,
+        "a machine without a state tag did not say so",
+    )
+    for section in (".panel-timeline", ".panel-oee", ".panel-downtime", "#machine-state"):
+        assert await page.is_hidden(section), section
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 
@@ -358,8 +380,9 @@ def health_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     workdir = tmp_path_factory.mktemp("health")
     port = free_port()
     (workdir / "shopfloor.toml").write_text(HEALTH_CONFIG.format(port=port))
+    # As long to start as the shared demo may take (conftest's STARTUP_S) on a busy machine.
     with shopfloor_process(
-        ["server", "--config", "shopfloor.toml"], port=port, workdir=workdir
+        ["server", "--config", "shopfloor.toml"], port=port, workdir=workdir, ready_timeout_s=40
     ) as server:
         yield server.base_url
 

@@ -105,7 +105,16 @@ async function start(attempt = 0) {
   live.start();
   const first = defaultTrendTag([...store.tags.values()]);
   if (first) trend.open(first.path, { rangeKey: "1h" });
-  new Poller(() => refreshShift(), SHIFT_EVERY_MS).start();
+  if (store.tags.has(stateTag)) {
+    new Poller(() => refreshShift(), SHIFT_EVERY_MS).start();
+  } else {
+    // Without a state there are no stops, no timeline and no OEE: one line says so.
+    $("machine-state").hidden = true;
+    $("no-state").hidden = false;
+    for (const cls of ["panel-timeline", "panel-oee", "panel-downtime"]) {
+      document.querySelector(`.${cls}`).hidden = true;
+    }
+  }
   new Poller(() => refreshAlarms(), ALARMS_EVERY_MS).start();
   healthLoop();
 }
@@ -222,7 +231,11 @@ function showOee(row, err) {
   $("oee-oee").dataset.value = row?.oee ?? "";
   $("oee-sub").textContent = row?.shift ? t("machine.shift", { shift: row.shift }) : "";
   msg.hidden = !err;
-  msg.textContent = err ? t("machine.noOee", { error: err.message }) : "";
+  // 422: the machine has no parts and ideal cycle time, so OEE does not apply to it.
+  msg.textContent = !err ? "" : err.status === 422 ? t("machine.noParts") : t("machine.noOee", { error: err.message });
+  msg.title = err ? err.message : "";
+  $("oee-kpis").hidden = Boolean(err);
+  $("oee-losses-title").hidden = !row;
   const planned = row?.planned_s || 0;
   $("oee-losses").replaceChildren(
     ...(row
