@@ -129,8 +129,8 @@ async def test_index_renders_html_with_module_scripts_and_local_echarts(
 async def test_every_referenced_file_and_imported_module_is_served(
     client: httpx.AsyncClient, vendor_present: None
 ) -> None:
-    pending = [url for page in PAGES for url in parse((await client.get(page)).text).asset_urls()]
     expected_types = {".js": JS_TYPE, ".css": "text/css", ".svg": "image/svg+xml"}
+    pending = [url for page in PAGES for url in parse((await client.get(page)).text).asset_urls()]
     seen: set[str] = set()
     while pending:
         url = pending.pop()
@@ -156,9 +156,7 @@ async def test_every_referenced_file_and_imported_module_is_served(
                         resolved.append(part)
                 pending.append("/" + "/".join(resolved))
     modules = {p for p in seen if p.startswith("/static/js/")}
-    on_disk = {
-        f"/static/{p.relative_to(STATIC_DIR).as_posix()}" for p in STATIC_DIR.glob("js/**/*.js")
-    }
+    on_disk = {"/static/" + str(p.relative_to(STATIC_DIR)) for p in STATIC_DIR.glob("js/**/*.js")}
     assert modules == on_disk, "every module on disk is reachable from a page, and no more"
     assert "/static/vendor/echarts.min.js" in seen
 
