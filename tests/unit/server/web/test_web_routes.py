@@ -118,7 +118,7 @@ async def test_index_renders_html_with_module_scripts_and_local_echarts(
     sources = [urlsplit(s["src"] or "").path for s in refs.scripts()]
     assert "/static/vendor/echarts.min.js" in sources
     modules = [urlsplit(s["src"] or "").path for s in refs.scripts() if s.get("type") == "module"]
-    # nav.js (the shared frame's navigation) first: it registers its strings before main.js.
+    # nav.js: the shared frame's navigation and language choice.
     assert modules == ["/static/js/nav.js", "/static/js/main.js"]
     # ECharts is a classic script: it must run before the deferred module that uses it.
     assert sources.index("/static/vendor/echarts.min.js") < sources.index("/static/js/main.js")

@@ -1,7 +1,6 @@
-// The frame every page shares: translates the navigation and switches the language.
-// Loaded first by base.html, so its strings are registered before a page translates itself.
+// The frame every page shares (base.html): translates the navigation, whose strings are in
+// i18n.js's own tables, and switches the language.
 
-import "./strings/nav.js";
 import { applyI18n, initLocale, locale } from "./i18n.js";
 import { storageSet } from "./storage.js";
 
