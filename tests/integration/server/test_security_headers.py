@@ -14,6 +14,8 @@ async def test_every_answer_carries_the_security_headers(make_platform: MakePlat
     client = platform.client
     for path, status in (
         ("/", 200),
+        ("/overview", 200),
+        ("/machines/no-such-machine", 404),  # the HTML 404 page too
         ("/healthz", 200),
         ("/api/v1/tags", 200),
         ("/api/v1/tags/no/such/tag/series", 404),  # an error envelope too
