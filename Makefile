@@ -36,9 +36,10 @@ install-dev: $(VENV)/.dev-installed
 web-assets: $(VENDOR)/.stamp
 $(VENDOR)/.stamp: web/package.json web/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Debian's 'npm' package (apt-get install npm)"; exit 2; }
-	cd web && npm ci --no-audit --no-fund --loglevel=error
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	mkdir -p $(VENDOR)
 	cp web/node_modules/echarts/dist/echarts.min.js $(VENDOR)/
+	cp web/node_modules/rapidoc/dist/rapidoc-min.js $(VENDOR)/
 	touch $@
 
 system-deps:
