@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +69,17 @@ class RunningProcess:
 
 @contextmanager
 def shopfloor_process(
-    args: Sequence[str], *, port: int, workdir: Path, ready_timeout_s: float = 30.0
+    args: Sequence[str],
+    *,
+    port: int,
+    workdir: Path,
+    ready_timeout_s: float = 30.0,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningProcess]:
-    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit."""
+    """Start ``python -m shopfloor ARGS`` (with ``env`` added to the environment), wait for
+    ``/healthz``, stop it on exit."""
     log_path = workdir / "process.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shopfloor", *args],

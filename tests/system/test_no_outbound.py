@@ -1,0 +1,143 @@
+"""`shopfloor demo` connects to nobody but itself, and tells systemd when it is up.
+
+Issue 8: no outbound connection unless configured. The demo runs as a real process while
+the test reads its sockets from ``/proc`` (its own and its children's file descriptors,
+matched by inode against the kernel's TCP and UDP tables) and calls its API; every socket
+that has a remote end must have a loopback one. The same run carries ``NOTIFY_SOCKET`` and
+``WATCHDOG_USEC`` as systemd would set them for ``Type=notify`` with ``WatchdogSec=``, and
+the test listens on that socket for READY, the watchdog pings and STOPPING.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shopfloor.testing.processes import free_port, shopfloor_process
+
+pytestmark = pytest.mark.system
+
+SAMPLES = 10
+HTTP_TIMEOUT_S = 30.0  # a loaded machine answers slowly; no figure is asserted
+RECV_TIMEOUT_S = 20.0  # a guard against a hang, not a measurement
+_UNSPECIFIED = {ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
+
+
+def _family_of(pid: int) -> list[int]:
+    """``pid`` and its descendants (the demo may start helpers)."""
+    pids = [pid]
+    for current in pids:
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                pids += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+    return pids
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def _address(hex_addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as /proc/net/{tcp,udp}{,6} writes it: 32-bit words in host order."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
+
+
+def _remote_ends(pid: int) -> list[tuple[str, str, int]]:
+    """(table, remote address, remote port) of every socket of ``pid`` with a remote end."""
+    inodes = _socket_inodes(pid)
+    found: list[tuple[str, str, int]] = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote, inode = fields[2], fields[9]
+            if inode not in inodes:
+                continue
+            host, port = remote.split(":")
+            address = _address(host)
+            if address in _UNSPECIFIED:
+                continue  # listening, or an unconnected datagram socket
+            found.append((table, str(address), int(port, 16)))
+    return found
+
+
+def _is_loopback(text: str) -> bool:
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket's view of 127.0.0.1
+    return address.is_loopback
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[str, socket.socket]]:
+    with tempfile.TemporaryDirectory(prefix="sdn-") as folder:
+        path = os.path.join(folder, "notify")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(path)
+            sock.settimeout(RECV_TIMEOUT_S)
+            yield path, sock
+
+
+def test_demo_connects_only_to_loopback_and_notifies_systemd(
+    tmp_path: Path, notify_socket: tuple[str, socket.socket]
+) -> None:
+    path, listener = notify_socket
+    port = free_port()
+    args = ["demo", "--port", str(port), "--data-dir", str(tmp_path / "data"), "--no-status"]
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
+    with shopfloor_process(args, port=port, workdir=tmp_path, env=env) as demo:
+        first = listener.recv(4096).decode()
+        ready = first if first.startswith("READY=1") else listener.recv(4096).decode()
+        while not ready.startswith("READY=1"):
+            ready = listener.recv(4096).decode()
+        assert ready == f"READY=1\nSTATUS=serving http://127.0.0.1:{port}"
+
+        seen: list[tuple[str, str, int]] = []
+        connected = 0
+        for _ in range(SAMPLES):  # traffic of every kind while the sockets are read
+            with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+                assert client.get(f"{demo.base_url}/api/v1/tags").status_code == 200
+                assert client.get(f"{demo.base_url}/docs").status_code == 200
+                client.get(f"{demo.base_url}/healthz")
+                for pid in _family_of(demo.proc.pid):
+                    ends = _remote_ends(pid)
+                    connected += len(ends)
+                    seen += ends
+        # the test's own keep-alive connection is seen from the server's side
+        assert connected > 0, "no connected socket was ever seen: the sampling is broken"
+        off_host = {end for end in seen if not _is_loopback(end[1])}
+        assert off_host == set(), f"the demo connected beyond this host: {off_host}"
+
+        pings = 0
+        while pings < 2:  # fed about twice a second for a 1 s watchdog
+            message = listener.recv(4096).decode()
+            assert message == "WATCHDOG=1", message
+            pings += 1
+        assert demo.stop(signal.SIGTERM) == 0, demo.log()
+    rest = [listener.recv(4096).decode()]
+    while rest[-1] == "WATCHDOG=1":
+        rest.append(listener.recv(4096).decode())
+    assert rest[-1] == "STOPPING=1"
