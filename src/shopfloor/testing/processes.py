@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +75,10 @@ def shopfloor_process(
     workdir: Path,
     ready_timeout_s: float = 30.0,
     env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[RunningProcess]:
-    """Start ``python -m shopfloor ARGS`` (with ``env`` added to the environment), wait for
+    """Start ``python -m shopfloor ARGS`` (with ``env`` added to the environment, and
+    ``preexec_fn`` run in the child before it starts, e.g. to restrict it), wait for
     ``/healthz``, stop it on exit."""
     log_path = workdir / "process.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -88,6 +90,8 @@ def shopfloor_process(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            # the callers' functions are one system call (prctl), safe after fork
+            preexec_fn=preexec_fn,  # noqa: PLW1509
         )
     running = RunningProcess(proc, f"http://127.0.0.1:{port}", log_path)
     try:
