@@ -76,6 +76,7 @@ lock: | $(BIN)/python
 	$(BIN)/pip install --quiet uv
 	cd requirements && ../$(BIN)/uv pip compile ../pyproject.toml --python-version 3.11 --generate-hashes -q -o runtime.lock
 	cd requirements && ../$(BIN)/uv pip compile ../pyproject.toml --extra dev --python-version 3.11 --generate-hashes -q -o dev.lock
+	cd requirements && ../$(BIN)/uv pip compile build.in --python-version 3.11 --generate-hashes -q -o build.lock
 
 # Known vulnerabilities in every pinned dependency (both locks, hash-checked, not resolved
 # again) and in the web packages. Needs PyPI's JSON API and the npm registry's advisory
