@@ -85,7 +85,7 @@ async def test_api_reference_renders_locally_under_the_csp(
     await page.screenshot(path=str(ARTIFACTS / "api-docs-1280x800.png"))
     assert any(url.endswith("/openapi.json") for url in urls)
     assert _off_origin(urls, demo_url) == []
-    assert errors == [], sorted({e.split(' http')[0] for e in errors})
+    assert errors == [], sorted({e.split(" http")[0] for e in errors})
 
     # the old ReDoc address leads to the same page
     moved = await page.request.get(demo_url + "/redoc", max_redirects=0)
