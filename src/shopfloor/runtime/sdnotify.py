@@ -79,7 +79,11 @@ class SystemdNotifier:
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         payload = "\n".join(assignments).encode()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Non-blocking: a receiver that does not read (its queue holds only
+            # net.unix.max_dgram_qlen datagrams, 10 by default) must not stall the event loop;
+            # a message that does not fit is dropped and logged.
+            kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            with socket.socket(socket.AF_UNIX, kind) as sock:
                 sock.sendto(payload, target)
         except OSError as err:
             if not self._failing:

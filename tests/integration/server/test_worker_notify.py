@@ -5,9 +5,6 @@ datagram socket standing in for systemd's."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,18 +14,7 @@ from shopfloor.config import load_config
 from shopfloor.server.worker import run_worker
 from shopfloor.testing.mosquitto import Mosquitto
 from shopfloor.testing.postgres import PostgresServer
-
-RECV_TIMEOUT_S = 30.0  # a guard against a hang, not a measurement
-
-
-@pytest.fixture
-def listener() -> Iterator[tuple[str, socket.socket]]:
-    with tempfile.TemporaryDirectory(prefix="sdn-") as folder:
-        path = os.path.join(folder, "notify")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.bind(path)
-            sock.settimeout(RECV_TIMEOUT_S)
-            yield path, sock
+from shopfloor.testing.sdnotify import NotifyListener
 
 
 @pytest.fixture
@@ -42,23 +28,23 @@ async def test_worker_tells_systemd_it_is_ready_and_stopping(
     tmp_path: Path,
     dsn: str,
     mosquitto: Mosquitto,
-    listener: tuple[str, socket.socket],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, sock = listener
     config = tmp_path / "platform.toml"
     config.write_text(
         f'[historian]\nkind = "postgres"\ndsn = "{dsn}"\nshared = true\n'
         f'[ingest.mqtt]\nport = {mosquitto.port}\nshared_group = "ingest"\n'
         'session_expiry = "0s"\n'
     )
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(load_config(config), client_id="w-n", stop=stop))
-    try:
-        message = await asyncio.to_thread(sock.recv, 4096)
-        assert message == b"READY=1\nSTATUS=ingest worker w-n"
-    finally:
-        stop.set()
-        await worker
-    assert await asyncio.to_thread(sock.recv, 4096) == b"STOPPING=1"
+    with NotifyListener.in_temporary_folder() as listener:
+        monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(load_config(config), client_id="w-n", stop=stop))
+        try:
+            got = await asyncio.to_thread(listener.wait_for, bool, "READY=1")
+            assert got == ["READY=1\nSTATUS=ingest worker w-n"]
+        finally:
+            stop.set()
+            await worker
+        got = await asyncio.to_thread(listener.wait_for, lambda m: "STOPPING=1" in m, "STOPPING")
+    assert got == ["READY=1\nSTATUS=ingest worker w-n", "STOPPING=1"]

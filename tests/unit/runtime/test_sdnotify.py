@@ -105,3 +105,25 @@ async def test_an_unreachable_socket_is_logged_once_and_does_not_stop_the_servic
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "gone" in warnings[0].getMessage()
+
+
+def test_a_receiver_that_does_not_read_never_blocks_the_sender(
+    listener: tuple[str, socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    path, sock = listener
+    notifier = SystemdNotifier.from_env({"NOTIFY_SOCKET": path})
+    with caplog.at_level(logging.WARNING, logger="shopfloor.runtime.sdnotify"):
+        for _ in range(2000):  # far beyond any datagram queue
+            notifier.watchdog()
+    assert 0 < notifier.sent < 2000
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    # once the receiver reads again, messages go through (and that is logged once)
+    sock.setblocking(False)
+    while True:
+        try:
+            sock.recv(4096)
+        except BlockingIOError:
+            break
+    sent = notifier.sent
+    notifier.ready()
+    assert notifier.sent == sent + 1
