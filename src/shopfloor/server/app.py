@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -61,6 +62,8 @@ from shopfloor.server.security import AuditLog
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
+from shopfloor.server.writes import WRITES_FILE, EquipmentWriter, WriteService, WriteSwitches
+from shopfloor.server.writes.remote import RemoteWriter
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +213,9 @@ class Server:
             that reason about "now" in it (metric windows, remaining useful life): the
             wall clock, except in a demo that replays yesterday faster than real time (its
             simulator's clock).
+        writers: the connector side of writes to equipment, for the connectors run in
+            this process that can write (none: no writes).
+        monotonic: the clock confirmations of writes expire by (tests move it).
     """
 
     def __init__(
@@ -219,6 +225,8 @@ class Server:
         status: StatusFn | None = None,
         connectors: Callable[[], list[dict[str, Any]]] | None = None,
         data_clock: Callable[[], int] = now_ns,
+        writers: Sequence[EquipmentWriter] = (),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._data_clock = data_clock
@@ -244,6 +252,22 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
+        mqtt = config.ingest.mqtt
+        self.remote_writer = (
+            RemoteWriter(mqtt, client_id=mqtt.mqtt_client_id)
+            if mqtt.enabled and mqtt.commands
+            else None
+        )
+        all_writers = [*writers, *([self.remote_writer] if self.remote_writer else [])]
+        self.writes = (
+            WriteService(
+                all_writers,
+                WriteSwitches(config.server.data_dir / WRITES_FILE),
+                monotonic=monotonic,
+            )
+            if all_writers
+            else None
+        )
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
         self._rul_task: asyncio.Task[None] | None = None
@@ -323,6 +347,7 @@ class Server:
             analytics=self.analytics,
             energy=self.energy,
             anomaly=self.anomaly,
+            writes=self.writes,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -463,6 +488,8 @@ class Server:
                 await self.historian.register_tags(metas)
         await self.alarms.start()
         await self.audit.start()
+        if self.writes is not None:
+            await asyncio.to_thread(self.writes.switches.load)
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.analytics is not None:
             await self.analytics.start()
@@ -499,6 +526,8 @@ class Server:
                 self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
+        if self.remote_writer is not None:
+            await self.remote_writer.start()
 
     async def register_tags(self, metas: Sequence[TagMeta]) -> None:
         """Accept tag metadata from an in-process edge."""
@@ -563,6 +592,8 @@ class Server:
         if self._closed:
             return
         self._closed = True
+        if self.remote_writer is not None:
+            await self.remote_writer.close()
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
         tasks = (

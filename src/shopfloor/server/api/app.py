@@ -18,6 +18,7 @@ from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
+from shopfloor.server.api.body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
@@ -31,6 +32,7 @@ from shopfloor.server.api.routes import energy as energy_routes
 from shopfloor.server.api.routes import reports as reports_routes
 from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
+from shopfloor.server.api.routes import writes as writes_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.assets import AssetModel
@@ -40,6 +42,7 @@ from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.security import AuditLog
 from shopfloor.server.security.headers import SecurityHeaders
+from shopfloor.server.writes import WriteService
 from shopfloor.wire import DEFAULT_MAX_BYTES
 
 __all__ = ["create_app"]
@@ -80,6 +83,11 @@ _TAGS_METADATA = [
         "description": "OEE, stop events, downtime Pareto, stop reasons, energy.",
     },
     {"name": "anomaly", "description": "Anomaly scores and remaining useful life."},
+    {
+        "name": "writes",
+        "description": "Writes to equipment: off per connector until an admin enables them, "
+        "asked then confirmed, every attempt audited.",
+    },
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -94,6 +102,7 @@ def create_app(
     status: Callable[[], dict[str, Any]] | None = None,
     connectors: Callable[[], list[dict[str, Any]]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BYTES,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ws_interval_s: float = 0.25,
     clock: Callable[[], int] = now_ns,
     alarms: AlarmEngine | None = None,
@@ -104,6 +113,7 @@ def create_app(
     analytics: Analytics | None = None,
     energy: EnergyService | None = None,
     anomaly: AnomalyMonitor | None = None,
+    writes: WriteService | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -117,6 +127,7 @@ def create_app(
         status: extra keys for /healthz (uptime, edges seen, ...), called per request.
         connectors: health rows of in-process connectors, for /api/v1/connectors.
         max_body_bytes: the largest ingest body accepted (413 beyond).
+        max_request_bytes: the largest body of any other request (413 beyond).
         ws_interval_s: the shortest time between two websocket pushes to one client.
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
         alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
@@ -129,6 +140,7 @@ def create_app(
             ``/api/v1/downtime``.
         energy: energy per machine, line and shift, for ``/api/v1/energy``.
         anomaly: the anomaly and RUL monitor, for ``/api/v1/anomaly`` and ``/api/v1/rul``.
+        writes: writes to equipment, for ``/api/v1/writes`` and the connectors' switches.
     """
     app = FastAPI(
         title="shopfloor",
@@ -156,10 +168,14 @@ def create_app(
         audit=audit,
         analytics=analytics,
         energy=energy,
+        writes=writes,
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     app.state.anomaly = anomaly
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit, max_request_bytes=max_request_bytes, max_edge_bytes=max_body_bytes
+    )
     app.add_middleware(SecurityHeaders)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
@@ -181,6 +197,7 @@ def create_app(
         spc_routes.router,
         reports_routes.router,
         anomaly_routes.router,
+        writes_routes.router,
         ws_router,
     ):
         app.include_router(router)
