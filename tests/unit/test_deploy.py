@@ -230,6 +230,10 @@ def test_the_containerfile_installs_the_locks_as_a_non_root_user() -> None:
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users, "the image must not run as root"
     assert users[-1].split(":")[0] not in {"0", "root"}
+    ignore = (DEPLOY / "Containerfile.dockerignore").read_text().splitlines()
+    included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert "*" in ignore, "the build context sends only what is copied"
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for source in copied.split():
             assert (ROOT / source).exists(), source
+            assert source.rstrip("/") in included, f"{source} is not in the build context"
