@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +69,19 @@ class RunningProcess:
 
 @contextmanager
 def shopfloor_process(
-    args: Sequence[str], *, port: int, workdir: Path, ready_timeout_s: float = 30.0
+    args: Sequence[str],
+    *,
+    port: int,
+    workdir: Path,
+    ready_timeout_s: float = 30.0,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[RunningProcess]:
-    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit."""
+    """Start ``python -m shopfloor ARGS`` (with ``env`` added to the environment, and
+    ``preexec_fn`` run in the child before it starts, e.g. to restrict it), wait for
+    ``/healthz``, stop it on exit."""
     log_path = workdir / "process.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shopfloor", *args],
@@ -82,6 +90,8 @@ def shopfloor_process(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            # the callers' functions are one system call (prctl), safe after fork
+            preexec_fn=preexec_fn,  # noqa: PLW1509
         )
     running = RunningProcess(proc, f"http://127.0.0.1:{port}", log_path)
     try:
