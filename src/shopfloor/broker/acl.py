@@ -140,7 +140,7 @@ def server_grants(
         group, node = sparkplug_node
         grants += [
             Grant("write", f"{NAMESPACE}/{group}/{kind}/{node}")
-            for kind in ("NBIRTH", "NDEATH", "NDATA")
+            for kind in ("NBIRTH", "NDEATH")
         ]
         grants += [
             Grant("write", f"{NAMESPACE}/{group}/{kind}/{node}/+")
