@@ -139,8 +139,7 @@ def server_grants(
     if sparkplug_node is not None:
         group, node = sparkplug_node
         grants += [
-            Grant("write", f"{NAMESPACE}/{group}/{kind}/{node}")
-            for kind in ("NBIRTH", "NDEATH")
+            Grant("write", f"{NAMESPACE}/{group}/{kind}/{node}") for kind in ("NBIRTH", "NDEATH")
         ]
         grants += [
             Grant("write", f"{NAMESPACE}/{group}/{kind}/{node}/+")
