@@ -427,7 +427,7 @@ class MqttTransport:
             return
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             logger.debug("MQTT uplink: an answer that is not JSON: %.200r", payload)
             return
         if not isinstance(doc, dict):
