@@ -6,7 +6,7 @@ an operator wrote) with generated input and allows only the parser's documented 
 and no per-example deadline — on a shared 2-core machine a deadline fails on load, not on
 the parser. A parser that spins is caught by pytest-timeout, and the inputs known to blow
 up (YAML alias bombs, deep nesting) are explicit examples that must end in the typed
-error. ``SHOPFLOOR_FUZZ_EXAMPLES=20000`` runs longer, by hand.
+error. ``SHOPFLOOR_FUZZ_EXAMPLES=20000`` runs longer, by hand (with ``--timeout=0``).
 """
 
 from __future__ import annotations
