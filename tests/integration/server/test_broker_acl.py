@@ -21,8 +21,12 @@ from shopfloor.broker import BrokerFiles, BrokerPlan, edge_user, write_broker_fi
 from shopfloor.config.edge import UplinkMqttSection
 from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.edge.buffer import DurableOutbox, SegmentLog
+from shopfloor.edge.buffer.base import StoredBatch
+from shopfloor.edge.buffer.payload import encode_payload
 from shopfloor.edge.buffer.quarantine import Quarantine
 from shopfloor.edge.uplink.forwarder import OutboxUplink
+from shopfloor.edge.uplink.framing import frame
+from shopfloor.edge.uplink.http import Verdict
 from shopfloor.edge.uplink.mqtt import MqttTransport
 from shopfloor.edge.uplink.sender import SenderOptions
 from shopfloor.model import LiveBatch, PointBatch
@@ -210,3 +214,32 @@ async def test_an_edge_batch_is_stored_end_to_end_with_the_generated_credentials
         await uplink.close()
         await consumer.stop()
         await historian.close()
+
+
+async def test_an_edge_the_acl_refuses_is_told_so_at_once(
+    broker: Mosquitto, files: BrokerFiles
+) -> None:
+    """Edge b's configuration with edge a's credential (a copy-paste slip): the broker
+    refuses every batch, and the edge says so instead of waiting for an answer that
+    cannot come (without this it would say "no answer from the platform" after 30 s)."""
+    settings = UplinkMqttSection(
+        port=broker.port,
+        username=edge_user("a"),
+        password_file=files.credentials[edge_user("a")],
+        client_id="slip",
+    )
+    transport = MqttTransport(settings, edge_id="b", timeout_s=30.0)
+    body = frame(
+        [StoredBatch(seq=1, points=20, appended_ns=T0, payload=encode_payload(_points(0)))],
+        edge="b",
+        historical=False,
+    )
+    try:
+        answer = await transport.post_batch(body)
+    finally:
+        await transport.close()
+    assert answer.verdict is Verdict.UNAVAILABLE
+    assert "the broker refused batch 1 (Not authorized)" in answer.detail
+    stats = transport.stats()
+    assert stats.refused >= 1
+    assert stats.published == 0

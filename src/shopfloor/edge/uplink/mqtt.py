@@ -99,7 +99,9 @@ class MqttUplinkStats:
         early_settled: batches settled from a kept answer without publishing again.
         timeouts: batches the platform did not answer within the timeout.
         dropped_answers: answers dropped because too many waited to be dispatched.
+        refused: publishes the broker refused (PUBACK with a failure reason, e.g. the ACL).
         last_error: the last connection problem, for operators.
+        last_refusal: the broker's reason for the last refused publish.
     """
 
     connected: bool = False
@@ -110,7 +112,9 @@ class MqttUplinkStats:
     early_settled: int = 0
     timeouts: int = 0
     dropped_answers: int = 0
+    refused: int = 0
     last_error: str | None = None
+    last_refusal: str | None = None
 
 
 class _Refused(Exception):  # noqa: N818 - a condition, like PermissionDenied
@@ -234,12 +238,21 @@ class MqttTransport:
         properties = self._batch_properties(seqs, historical=historical, encoding=encoding)
         future: asyncio.Future[Answer] = loop.create_future()
         self._waiters[seqs] = future
+        refused_before = self._stats.refused
         try:
             async with asyncio.timeout_at(deadline):
                 # PUBACK: the broker has it. Nothing more; the answer below is the ack.
                 await client.publish(
                     self._topics[TOPIC_BATCHES], data, qos=1, properties=properties, timeout=1e9
                 )
+                if self._stats.refused != refused_before:  # (or a publish beside it was)
+                    return Answer(
+                        Verdict.UNAVAILABLE,
+                        None,
+                        None,
+                        f"the broker refused batch {seqs[0]} ({self._stats.last_refusal}): "
+                        f"check the broker user of edge {self.edge_id} and the broker's ACL",
+                    )
                 self._stats.published += 1
                 return await future
         except TimeoutError:
@@ -399,8 +412,32 @@ class MqttTransport:
             max_queued_incoming_messages=_INBOX,
         )
         client.pending_calls_threshold = _PENDING_CALLS  # the window is ours to bound
+        self._watch_refusals(client)
         await client.__aenter__()
         return client
+
+    def _watch_refusals(self, client: aiomqtt.Client) -> None:
+        """Count PUBACKs with a failure reason (MQTT 5: 0x87 "not authorized" when the
+        broker's ACL does not let this edge publish there). aiomqtt completes such a
+        publish as if it had succeeded; without this the edge would only see the
+        platform's answer never come."""
+        paho = client._client  # aiomqtt has no hook for the PUBACK's reason code
+        inner: Any = paho.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+            if getattr(reason, "is_failure", False):
+                self._stats.refused += 1
+                self._stats.last_refusal = str(reason)
+                if self._stats.refused == 1:
+                    logger.error(
+                        "MQTT uplink: the broker refused a publish of %s (%s): check this "
+                        "edge's broker user and the broker's ACL (docs/broker.md)",
+                        self.edge_id,
+                        reason,
+                    )
+            inner(c, userdata, mid, reason, properties)
+
+        paho.on_publish = on_publish
 
     def _up(self, client: aiomqtt.Client) -> None:
         self._client = client
