@@ -243,3 +243,28 @@ async def test_an_edge_the_acl_refuses_is_told_so_at_once(
     stats = transport.stats()
     assert stats.refused >= 1
     assert stats.published == 0
+
+
+def test_the_platform_may_publish_its_namespace_and_be_a_sparkplug_node_edges_may_not(
+    tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]
+) -> None:
+    files = write_broker_files(
+        tmp_path / "broker-uns",
+        BrokerPlan(edges=["a"], uns_root="uns/v1", sparkplug_node="acme/plant-1"),
+    )
+    broker = make_mosquitto(extra_config=files.conf.read_text().splitlines())
+    a = edge_user("a")
+    with (
+        peer(broker, SERVER, password(files, SERVER), "platform") as server,
+        peer(broker, a, password(files, a), "edge-a") as edge_a,
+    ):
+        for topic in (
+            "uns/v1/acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_temp",
+            "spBv1.0/acme/NBIRTH/plant-1",
+            "spBv1.0/acme/DDATA/plant-1/cnc-01",
+        ):
+            assert server.publish(topic) < 0x80, topic  # 0 or 0x10 "no matching subscribers"
+            assert edge_a.publish(topic) == NOT_AUTHORIZED, topic
+        # only its own node: not another node's births, not commands to hosts
+        assert server.publish("spBv1.0/acme/NBIRTH/plant-2") == NOT_AUTHORIZED
+        assert server.publish("spBv1.0/acme/NCMD/plant-1") == NOT_AUTHORIZED
