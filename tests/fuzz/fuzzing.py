@@ -54,3 +54,27 @@ def only(error: type[Exception], call: Callable[[], object]) -> Exception | None
     except error as err:
         return err
     return None
+
+
+def mutate(data: st.DataObject, doc: dict[str, Any], values: st.SearchStrategy[Any]) -> None:
+    """Replace, delete or add one entry somewhere in ``doc`` (in place)."""
+    node: Any = doc
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        key = data.draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, dict | list) and child and data.draw(st.booleans()):
+            node = child
+            continue
+        op = data.draw(st.sampled_from(["replace", "delete", "add"]))
+        if op == "replace":
+            node[key] = data.draw(values)
+        elif op == "delete":
+            del node[key]
+        elif isinstance(node, dict):
+            node[data.draw(st.text(min_size=1, max_size=10))] = data.draw(values)
+        else:
+            node.append(data.draw(values))
+        return

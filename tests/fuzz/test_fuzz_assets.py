@@ -24,7 +24,7 @@ from shopfloor.errors import ConfigError
 from shopfloor.server.assets import build_asset_model, load_asset_model
 from shopfloor.server.assets.files import load_file, parse_text, read_document, render
 
-from .fuzzing import EXAMPLES, FUZZ, json_values, only, scalars
+from .fuzzing import EXAMPLES, FUZZ, json_values, mutate, only, scalars
 
 _DEMO = resources.files("shopfloor") / "demo_plant"
 PLANT: dict[str, Any] = tomllib.loads((_DEMO / "plant.toml").read_text())
@@ -35,30 +35,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
 }
 
 _no_null = st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20)
-
-
-def _mutate(data: st.DataObject, doc: dict[str, Any], values: st.SearchStrategy[Any]) -> None:
-    """Replace, delete or add one entry somewhere in ``doc`` (in place)."""
-    node: Any = doc
-    while True:
-        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
-        if not keys:
-            break
-        key = data.draw(st.sampled_from(keys))
-        child = node[key]
-        if isinstance(child, dict | list) and child and data.draw(st.booleans()):
-            node = child
-            continue
-        op = data.draw(st.sampled_from(["replace", "delete", "add"]))
-        if op == "replace":
-            node[key] = data.draw(values)
-        elif op == "delete":
-            del node[key]
-        elif isinstance(node, dict):
-            node[data.draw(st.text(min_size=1, max_size=10))] = data.draw(values)
-        else:
-            node.append(data.draw(values))
-        return
 
 
 def _load(fmt: str, name: str, doc: dict[str, Any]) -> None:
@@ -115,7 +91,7 @@ def test_broken_plant_and_template_files_raise_only_config_error(
     doc = copy.deepcopy(PLANT if name == "plant" else TEMPLATES[name])
     values = json_values(_no_null if fmt == "toml" else scalars)  # TOML has no null
     for _ in range(data.draw(st.integers(1, 3))):
-        _mutate(data, doc, values)
+        mutate(data, doc, values)
     _load(fmt, name, doc)
 
 
