@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-EXAMPLES = int(os.environ.get("SHOPFLOOR_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SHOPFLOOR_FUZZ_EXAMPLES", "100"))
 
 FUZZ = settings(
     max_examples=EXAMPLES,
