@@ -148,17 +148,17 @@ def write_broker_files(
             existing = None if user in plan.rotate else _read_credential(path)
             if existing is None:
                 existing = new_password()
-                _write_private(path, existing + "\n")
+                _write_atomic(path, existing + "\n")
                 created.append(user)
             else:
                 kept.append(user)
             passwords[user] = existing
         pw_path = out / PASSWORDS_NAME
-        _write_private(pw_path, "".join(password_line(u, p) + "\n" for u, p in passwords.items()))
+        _write_atomic(pw_path, "".join(password_line(u, p) + "\n" for u, p in passwords.items()))
         acl_path = out / ACL_NAME
-        _write_private(acl_path, render_acl(users, header=_acl_header(plan)), mode=0o644)
+        _write_atomic(acl_path, render_acl(users, header=_acl_header(plan)), mode=0o644)
         conf_path = out / CONF_NAME
-        _write_private(conf_path, _conf(where), mode=0o644)
+        _write_atomic(conf_path, _conf(where), mode=0o644)
     except OSError as err:
         raise ConfigError(
             f"broker config: cannot write {err.filename or out}: {err.strerror or err}"
@@ -187,7 +187,7 @@ def _read_credential(path: Path) -> str | None:
     return password
 
 
-def _write_private(path: Path, text: str, *, mode: int = 0o600) -> None:
+def _write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
     """Replace ``path`` atomically with ``text``; the file has ``mode`` from its creation
     on, so a secret is never readable by others, not even for a moment."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
