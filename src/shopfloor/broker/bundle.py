@@ -124,7 +124,7 @@ def write_broker_files(
     """Write (or update) the broker's files for ``plan`` into ``out``.
 
     Args:
-        out: the output folder (created, mode 0700).
+        out: the output folder (created; ``credentials/`` in it with mode 0700).
         plan: identities and topics.
         broker_dir: where the broker will find ``passwords`` and ``acl`` (the paths in the
             snippet); default: ``out`` itself, absolute.
@@ -179,8 +179,9 @@ def _read_credential(path: Path) -> str | None:
         return None
     except OSError as err:
         raise ConfigError(f"broker config: cannot read {path}: {err.strerror}") from err
-    password = text.splitlines()[0].strip() if text.strip() else ""
-    if not password:
+    # the first line as the edge and platform read it (password_file), not stripped
+    password = text.splitlines()[0] if text else ""
+    if not password.strip():
         raise ConfigError(
             f"broker config: {path} is empty; delete it or use --rotate for a new password"
         )
