@@ -29,7 +29,7 @@ from shopfloor.edge.uplink.framing import frame
 from shopfloor.edge.uplink.http import Verdict
 from shopfloor.edge.uplink.mqtt import MqttTransport
 from shopfloor.edge.uplink.sender import SenderOptions
-from shopfloor.model import LiveBatch, PointBatch
+from shopfloor.model import LiveBatch, PointBatch, TagMeta
 from shopfloor.runtime.channels import Channel
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import Ingestor
@@ -236,10 +236,16 @@ async def test_an_edge_the_acl_refuses_is_told_so_at_once(
     )
     try:
         answer = await transport.post_batch(body)
+        tags = await transport.put_tags([TagMeta(TAG, unit="degC")])
+        status = await transport.put_status({"edge_time_ns": T0, "buffer": {}, "uplink": {}})
     finally:
         await transport.close()
     assert answer.verdict is Verdict.UNAVAILABLE
     assert "the broker refused batch 1 (Not authorized)" in answer.detail
+    assert tags.verdict is Verdict.UNAVAILABLE
+    assert "the broker refused the tags (Not authorized)" in tags.detail
+    assert status.verdict is Verdict.UNAVAILABLE
+    assert "the broker refused the status report (Not authorized)" in status.detail
     stats = transport.stats()
     assert stats.refused >= 1
     assert stats.published == 0

@@ -246,13 +246,7 @@ class MqttTransport:
                     self._topics[TOPIC_BATCHES], data, qos=1, properties=properties, timeout=1e9
                 )
                 if self._stats.refused != refused_before:  # (or a publish beside it was)
-                    return Answer(
-                        Verdict.UNAVAILABLE,
-                        None,
-                        None,
-                        f"the broker refused batch {seqs[0]} ({self._stats.last_refusal}): "
-                        f"check the broker user of edge {self.edge_id} and the broker's ACL",
-                    )
+                    return self._refused(f"batch {seqs[0]}")
                 self._stats.published += 1
                 return await future
         except TimeoutError:
@@ -277,12 +271,15 @@ class MqttTransport:
         client = await self._wait_client(self.timeout_s)
         if client is None:
             return self._no_link()
+        refused_before = self._stats.refused
         try:
             await client.publish(
                 self._topics[TOPIC_TAGS], payload, qos=1, retain=True, timeout=self.timeout_s
             )
         except aiomqtt.MqttError as err:
             return Answer(Verdict.UNAVAILABLE, None, None, f"MQTT publish failed: {err}")
+        if self._stats.refused != refused_before:
+            return self._refused("the tags")
         return Answer(Verdict.ACKED, 200, body={"registered": len(tags)})
 
     async def put_status(self, status: Mapping[str, Any]) -> Answer:
@@ -296,6 +293,7 @@ class MqttTransport:
         properties = _properties(PacketTypes.PUBLISH)
         properties.MessageExpiryInterval = _STATUS_EXPIRY_S
         properties.ContentType = "application/json"
+        refused_before = self._stats.refused
         try:
             async with asyncio.timeout(self.timeout_s):
                 await client.publish(
@@ -305,6 +303,8 @@ class MqttTransport:
                     properties=properties,
                     timeout=1e9,
                 )
+                if self._stats.refused != refused_before:
+                    return self._refused("the status report")
                 return await future
         except TimeoutError:
             return Answer(Verdict.UNAVAILABLE, None, None, "no answer to the status report")
@@ -338,6 +338,16 @@ class MqttTransport:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), timeout_s)
         return self._client if self._connected.is_set() else None
+
+    def _refused(self, what: str) -> Answer:
+        """The answer to a publish the broker refused (see :meth:`_watch_refusals`)."""
+        return Answer(
+            Verdict.UNAVAILABLE,
+            None,
+            None,
+            f"the broker refused {what} ({self._stats.last_refusal}): check the broker user "
+            f"of edge {self.edge_id} and the broker's ACL",
+        )
 
     def _no_link(self) -> Answer:
         reason = self._stats.last_error or "not connected"
