@@ -17,6 +17,7 @@ from rich.text import Text
 
 from shopfloor import __version__
 from shopfloor.cli_assets import register_assets_commands
+from shopfloor.cli_broker import register_broker_commands
 from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
 from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
@@ -40,6 +41,7 @@ register_history_commands(app)  # export, import, backup, restore
 register_disk_commands(app)  # disk
 register_assets_commands(app)  # assets check, assets tags
 register_loadgen_command(app)  # loadgen
+register_broker_commands(app)  # broker config
 
 err_console = Console(stderr=True)
 
