@@ -432,7 +432,8 @@ function renderStops(events) {
 function stopRow(event) {
   const tr = document.createElement("tr");
   tr.dataset.equipment = event.equipment;
-  tr.dataset.startNs = String(event.start_ns);
+  // The ISO start keeps every nanosecond; start_ns does not survive a JavaScript number.
+  tr.dataset.start = event.start;
   if (event.ongoing) tr.dataset.ongoing = "true";
   const start = event.start_known
     ? formatInstant(event.start)
@@ -509,7 +510,8 @@ async function assignReason(select) {
   select.disabled = true;
   const reason = Number(select.value);
   try {
-    const path = `/api/v1/downtime/${encodeURIComponent(tr.dataset.equipment)}/${tr.dataset.startNs}`;
+    const equipment = encodeURIComponent(tr.dataset.equipment);
+    const path = `/api/v1/downtime/${equipment}/${encodeURIComponent(tr.dataset.start)}`;
     const event = await api.put(path, { reason, user });
     select.dataset.current = String(event.reason);
     out.textContent = t("stops.saved", {

@@ -1,0 +1,329 @@
+"""The OEE and downtime page and the trend explorer in a real headless Chromium against the
+demo (the simulator back-fills yesterday at 5x, so history grows from 24 h ago).
+
+Every figure is compared with the API's answer to the page's own request; the reason an
+operator assigns is read back through the API; the explorer's CSV and Parquet downloads
+are compared with the points its chart holds. Screenshots go to ``test-artifacts/`` (the
+conftest's ARTIFACTS folder, git-ignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from playwright.async_api import Browser, Page, Response
+
+if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
+    from tests.browser.conftest import OpenPage, WaitFor
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+WAIT_MS = 20_000
+LINE = "acme/plant-1/machining/line-1"
+CNC = f"{LINE}/cell-1/cnc-01"
+TEMP = f"{CNC}/spindle_temp"
+LOAD = f"{CNC}/load_pct"
+
+PERCENT_JS = """(v) => v === null ? "–" : new Intl.NumberFormat("en", {
+  style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(v)"""
+
+CHART_JS = """(id) => {
+  const chart = window.echarts.getInstanceByDom(document.getElementById(id));
+  if (!chart) return null;
+  const option = chart.getOption();
+  return {
+    series: option.series.map((s) => ({ id: s.id, yAxisIndex: s.yAxisIndex, data: s.data })),
+    yAxis: option.yAxis.map((a) => a.name),
+  };
+}"""
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def oee_url(demo_url: str, **extra: str) -> str:
+    """The OEE page over the whole back-filled history of line 1, grouped by shift."""
+    now = datetime.now(UTC)
+    query = {
+        "scope": f"line:{LINE}",
+        "group": "shift",
+        "from": iso(now - timedelta(hours=25)),
+        "to": iso(now + timedelta(minutes=1)),
+        **extra,
+    }
+    return f"{demo_url}/oee?{urlencode(query)}"
+
+
+async def open_oee(page: Page, url: str, wait_for: WaitFor) -> dict[str, Any]:
+    """Open the OEE page; return the API answers it read, by what they were."""
+    answers: dict[str, Response] = {}
+
+    def keep(response: Response) -> None:
+        path = urlsplit(response.url).path
+        query = parse_qs(urlsplit(response.url).query)
+        if path == "/api/v1/oee":
+            answers["total" if query.get("group") == ["none"] else "grouped"] = response
+        elif path == "/api/v1/downtime/pareto":
+            answers["pareto"] = response
+        elif path == "/api/v1/downtime":
+            answers["stops"] = response
+
+    page.on("response", keep)
+    await page.goto(url)
+    await wait_for(page, "() => document.body.dataset.loaded", None, "the OEE page did not load")
+    page.remove_listener("response", keep)
+    assert set(answers) == {"total", "grouped", "pareto", "stops"}, sorted(answers)
+    return {key: await r.json() for key, r in answers.items()}
+
+
+async def test_oee_page_shows_the_api_answer_to_its_own_query(
+    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+) -> None:
+    page, errors = await open_page(browser, width=1440, height=1100)
+    url = oee_url(demo_url)
+    answers = await open_oee(page, url, wait_for)
+    total = answers["total"]["rows"][0]
+    assert total["planned_s"] > 0, "the demo's line 1 had no planned time in the back-fill"
+    assert answers["total"]["equipment"] == ["cnc-01", "cnc-02", "cnc-03"]
+
+    for key in ("oee", "availability", "performance", "quality"):
+        dd = page.locator(f'#oee-figures [data-figure="{key}"] dd')
+        value = await dd.get_attribute("data-value")
+        assert (float(value) if value else None) == total[key], key
+        assert await dd.text_content() == await page.evaluate(PERCENT_JS, total[key]), key
+    losses = await page.eval_on_selector_all(
+        "#oee-losses tbody tr", "(rs) => rs.map((r) => [r.dataset.loss, Number(r.dataset.seconds)])"
+    )
+    assert dict(losses) == total["losses"]
+
+    grouped = answers["grouped"]["rows"]
+    assert grouped, "no shift in the back-filled day"
+    shown = await page.eval_on_selector_all(
+        "#oee-groups tbody tr", "(rs) => rs.map((r) => [r.dataset.start, r.cells[1].textContent])"
+    )
+    assert shown == [[r["start"], await page.evaluate(PERCENT_JS, r["oee"])] for r in grouped]
+
+    pareto = [r for r in answers["pareto"]["rows"] if r["downtime_s"] > 0]
+    chart = await page.evaluate(CHART_JS, "pareto-chart")
+    bars = {s["id"]: s["data"] for s in chart["series"]}
+    assert bars["downtime"] == pytest.approx([r["downtime_s"] / 3600 for r in pareto])
+    assert bars["cumulative"] == pytest.approx([r["cumulative_share"] * 100 for r in pareto])
+
+    events = answers["stops"]["events"]
+    rows = await page.eval_on_selector_all(
+        "#stops-table tbody tr[data-equipment]",
+        "(rs) => rs.map((r) => [r.dataset.equipment, r.dataset.start])",
+    )
+    assert sorted(rows) == sorted([e["equipment"], e["start"]] for e in events)
+    assert {e["equipment"] for e in events} <= {"cnc-01", "cnc-02", "cnc-03", "conv-01"}
+
+    # The query is in the URL: the same address shows the same view.
+    assert parse_qs(urlsplit(page.url).query)["scope"] == [f"line:{LINE}"]
+    await page.screenshot(path=str(ARTIFACTS / "oee-page-1440x1100.png"), full_page=True)
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
+    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+) -> None:
+    machine = _machine_with_a_stop(demo_url)
+    page, errors = await open_page(browser, width=1440, height=1100)
+    url = oee_url(demo_url, scope=f"equipment:{machine['path']}")
+    answers = await open_oee(page, url, wait_for)
+    assignable = [e for e in answers["stops"]["events"] if e["start_known"]]
+    assert assignable, f"{machine['id']} had no stop with a known start"
+    event = assignable[0]
+    reason = "4" if event["reason"] != 4 else "6"
+    select = page.locator(f'#stops-table tr[data-start="{event["start"]}"] select[data-reason]')
+
+    # Without a name nothing is sent, and the page says why.
+    await page.fill("#stops-operator", "")
+    await select.select_option(reason)
+    assert await page.text_content("#stops-status") == (
+        "Enter your name (Operator) before assigning a reason."
+    )
+    assert await select.input_value() == str(event["reason"])
+
+    await page.fill("#stops-operator", "ana")
+    async with page.expect_response(
+        lambda r: r.request.method == "PUT" and "/api/v1/downtime/" in r.url, timeout=WAIT_MS
+    ) as put:
+        await select.select_option(reason)
+    assert (await put.value).status == 200, await (await put.value).text()
+    await wait_for(
+        page,
+        "() => document.getElementById('stops-status').textContent.includes('electrical')"
+        " || document.getElementById('stops-status').textContent.includes('mechanical')",
+        None,
+        "the page did not confirm the reason",
+    )
+
+    stored = httpx.get(
+        f"{demo_url}/api/v1/downtime",
+        params={"equipment": machine["id"], "start": answers["stops"]["start"], "end": "now"},
+    ).json()["events"]
+    (mine,) = [e for e in stored if e["start_ns"] == event["start_ns"]]
+    assert mine["reason"] == int(reason)
+    assert mine["assigned"]["user"] == "ana"
+    # The page read the list again: the row says who assigned it.
+    await wait_for(
+        page,
+        f"""() => {{
+          const row = document.querySelector('#stops-table tr[data-start="{event["start"]}"]');
+          return row && row.cells[6].textContent.startsWith("ana, ");
+        }}""",
+        None,
+        "the stop list did not show who assigned the reason",
+    )
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+def _machine_with_a_stop(demo_url: str) -> dict[str, str]:
+    """A machine of the demo that has had a stop since the back-fill began (the first
+    ones come after a simulated minute or two, a few seconds after the demo starts)."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = httpx.get(
+            f"{demo_url}/api/v1/downtime", params={"start": "-26h", "end": "now"}
+        ).json()["events"]
+        known = [e for e in events if e["start_known"]]
+        if known:
+            return {"id": known[0]["equipment"], "path": known[0]["path"]}
+        assert time.monotonic() < deadline, "no stop in the demo's first 30 s"
+        time.sleep(1.0)
+
+
+def _first_point_ms(demo_url: str, path: str) -> int:
+    """The time of the oldest stored point of ``path`` (the start of the back-fill)."""
+    deadline = time.monotonic() + 20
+    while True:
+        rows = httpx.get(
+            f"{demo_url}/api/v1/history",
+            params={"tags": path, "from": "now-26h", "to": "now", "limit": 1, "time_format": "ms"},
+        ).json()
+        if rows:
+            return int(rows[0]["time"])
+        assert time.monotonic() < deadline, f"no history of {path}"
+        time.sleep(0.5)
+
+
+def _csv_points(text: str) -> dict[str, list[tuple[int, float]]]:
+    points: dict[str, list[tuple[int, float]]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        ms = int(datetime.fromisoformat(row["time"].replace("Z", "+00:00")).timestamp() * 1000)
+        points.setdefault(row["path"], []).append((ms, float(row["avg"])))
+    return points
+
+
+def _parquet_points(table: pa.Table) -> dict[str, list[tuple[int, float]]]:
+    points: dict[str, list[tuple[int, float]]] = {}
+    ns = table.column("ts").cast(pa.int64()).to_pylist()
+    for t, path, avg in zip(
+        ns, table.column("path").to_pylist(), table.column("avg").to_pylist(), strict=True
+    ):
+        points.setdefault(path, []).append((t // 1_000_000, avg))
+    return points
+
+
+async def test_trend_explorer_overlays_two_tags_zooms_and_downloads_what_it_shows(
+    demo_url: str,
+    browser: Browser,
+    wait_for: WaitFor,
+    open_page: OpenPage,
+    tmp_path: Path,
+) -> None:
+    first = _first_point_ms(demo_url, TEMP)
+    start = datetime.fromtimestamp(first / 1000, UTC)
+    query = {"tag": [TEMP, LOAD], "from": iso(start), "to": iso(start + timedelta(minutes=20))}
+    page, errors = await open_page(browser, width=1440, height=900)
+    await page.goto(f"{demo_url}/trends?{urlencode(query, doseq=True)}")
+    await wait_for(page, "() => document.body.dataset.loaded", None, "the explorer drew nothing")
+
+    chart = await page.evaluate(CHART_JS, "trends-chart")
+    series = {s["id"]: s for s in chart["series"]}
+    assert list(series) == [TEMP, LOAD]
+    assert chart["yAxis"] == ["°C", "%"], "one value axis per unit"
+    assert series[TEMP]["yAxisIndex"] == 0 and series[LOAD]["yAxisIndex"] == 1
+    shown = {
+        path: [(int(ts), v) for ts, v in s["data"] if v is not None] for path, s in series.items()
+    }
+    assert all(shown.values()), f"a tag drew no point: { {p: len(v) for p, v in shown.items()} }"
+    assert await page.is_checked(f'#picker-tree input[data-path="{TEMP}"]')
+    assert "2s" in (await page.text_content("#trends-status") or ""), "20 min: 2 s averages"
+
+    async with page.expect_download() as csv_download:
+        await page.click("#export-csv")
+    csv_file = tmp_path / "shown.csv"
+    await (await csv_download.value).save_as(csv_file)
+    from_csv = _csv_points(csv_file.read_text())
+    async with page.expect_download() as parquet_download:
+        await page.click("#export-parquet")
+    parquet_file = tmp_path / "shown.parquet"
+    await (await parquet_download.value).save_as(parquet_file)
+    from_parquet = _parquet_points(pq.read_table(parquet_file))
+    for path in (TEMP, LOAD):
+        assert [ts for ts, _ in from_csv[path]] == [ts for ts, _ in shown[path]]
+        assert [v for _, v in from_csv[path]] == pytest.approx([v for _, v in shown[path]])
+        assert from_parquet[path] == shown[path]
+    await page.screenshot(path=str(ARTIFACTS / "trends-page-1440x900.png"))
+
+    # Zooming into the first quarter shows those 5 minutes as raw points, and says so in the URL.
+    loaded = await page.evaluate("() => document.body.dataset.loaded")
+    async with page.expect_request(lambda r: "/api/v1/history" in r.url, timeout=WAIT_MS) as asked:
+        await page.evaluate(
+            """() => window.echarts.getInstanceByDom(document.getElementById("trends-chart"))
+                 .dispatchAction({ type: "dataZoom", start: 0, end: 25 })"""
+        )
+    raw = parse_qs(urlsplit((await asked.value).url).query)
+    assert "interval" not in raw, "a 5-minute window is drawn from raw points"
+    await wait_for(
+        page,
+        "(before) => document.body.dataset.loaded !== before",
+        loaded,
+        "the zoomed window was not drawn",
+    )
+    zoomed = parse_qs(urlsplit(page.url).query)
+    span = datetime.fromisoformat(zoomed["to"][0]) - datetime.fromisoformat(zoomed["from"][0])
+    assert span == timedelta(minutes=5)
+    assert zoomed["tag"] == [TEMP, LOAD]
+    csv_href = await page.get_attribute("#export-csv", "href") or ""
+    assert parse_qs(urlsplit(csv_href).query)["from"] == zoomed["from"]
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+async def test_analysis_pages_speak_simplified_chinese(
+    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+) -> None:
+    page, errors = await open_page(browser, width=1440, height=1100)
+    await open_oee(page, oee_url(demo_url, lang="zh-CN"), wait_for)
+    assert await page.text_content("h1") == "设备综合效率与停机"
+    labels = await page.eval_on_selector_all(
+        "#oee-figures dt", "(ds) => ds.map((d) => d.textContent)"
+    )
+    assert labels == ["OEE", "时间开动率", "性能开动率", "合格品率"]
+    assert await page.text_content("#oee-losses caption") == "六大损失"
+    assert await page.title() == "shopfloor · 设备综合效率与停机"
+    await page.screenshot(path=str(ARTIFACTS / "oee-page-zh-CN-1440x1100.png"), full_page=True)
+
+    first = _first_point_ms(demo_url, TEMP)
+    start = datetime.fromtimestamp(first / 1000, UTC)
+    query = {"tag": TEMP, "from": iso(start), "to": iso(start + timedelta(minutes=2))}
+    await page.goto(f"{demo_url}/trends?lang=zh-CN&{urlencode(query)}")
+    await wait_for(page, "() => document.body.dataset.loaded", None, "the explorer drew nothing")
+    assert await page.text_content("#trends-zoom-out") == "缩小"
+    assert (await page.text_content("#trends-status") or "").endswith("原始值")
+    assert "lang=zh-CN" in page.url, "the language stays in the shared address"
+    await page.screenshot(path=str(ARTIFACTS / "trends-page-zh-CN-1440x900.png"))
+    assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
