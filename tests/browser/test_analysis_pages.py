@@ -9,6 +9,7 @@ conftest's ARTIFACTS folder, git-ignored).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
@@ -91,7 +92,7 @@ async def open_oee(page: Page, url: str, wait_for: WaitFor) -> dict[str, Any]:
 async def test_oee_page_shows_the_api_answer_to_its_own_query(
     demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
-    page, errors = await open_page(browser, width=1440, height=1100)
+    page, errors = await open_page(browser, width=1440, height=1700)
     url = oee_url(demo_url)
     answers = await open_oee(page, url, wait_for)
     total = answers["total"]["rows"][0]
@@ -131,14 +132,14 @@ async def test_oee_page_shows_the_api_answer_to_its_own_query(
 
     # The query is in the URL: the same address shows the same view.
     assert parse_qs(urlsplit(page.url).query)["scope"] == [f"line:{LINE}"]
-    await page.screenshot(path=str(ARTIFACTS / "oee-page-1440x1100.png"), full_page=True)
+    await page.screenshot(path=str(ARTIFACTS / "oee-page-1440x1700.png"))
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 
 async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
     demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
-    machine = _machine_with_a_stop(demo_url)
+    machine = await _machine_with_a_stop(demo_url)
     page, errors = await open_page(browser, width=1440, height=1100)
     url = oee_url(demo_url, scope=f"equipment:{machine['path']}")
     answers = await open_oee(page, url, wait_for)
@@ -170,10 +171,12 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
         "the page did not confirm the reason",
     )
 
-    stored = httpx.get(
-        f"{demo_url}/api/v1/downtime",
-        params={"equipment": machine["id"], "start": answers["stops"]["start"], "end": "now"},
-    ).json()["events"]
+    async with httpx.AsyncClient(base_url=demo_url) as client:
+        answer = await client.get(
+            "/api/v1/downtime",
+            params={"equipment": machine["id"], "start": answers["stops"]["start"], "end": "now"},
+        )
+    stored = answer.json()["events"]
     (mine,) = [e for e in stored if e["start_ns"] == event["start_ns"]]
     assert mine["reason"] == int(reason)
     assert mine["assigned"]["user"] == "ana"
@@ -190,33 +193,31 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 
-def _machine_with_a_stop(demo_url: str) -> dict[str, str]:
+async def _machine_with_a_stop(demo_url: str) -> dict[str, str]:
     """A machine of the demo that has had a stop since the back-fill began (the first
     ones come after a simulated minute or two, a few seconds after the demo starts)."""
     deadline = time.monotonic() + 30
-    while True:
-        events = httpx.get(
-            f"{demo_url}/api/v1/downtime", params={"start": "-26h", "end": "now"}
-        ).json()["events"]
-        known = [e for e in events if e["start_known"]]
-        if known:
-            return {"id": known[0]["equipment"], "path": known[0]["path"]}
-        assert time.monotonic() < deadline, "no stop in the demo's first 30 s"
-        time.sleep(1.0)
+    async with httpx.AsyncClient(base_url=demo_url) as client:
+        while True:
+            answer = await client.get("/api/v1/downtime", params={"start": "-26h", "end": "now"})
+            known = [e for e in answer.json()["events"] if e["start_known"]]
+            if known:
+                return {"id": known[0]["equipment"], "path": known[0]["path"]}
+            assert time.monotonic() < deadline, "no stop in the demo's first 30 s"
+            await asyncio.sleep(1.0)
 
 
-def _first_point_ms(demo_url: str, path: str) -> int:
+async def _first_point_ms(demo_url: str, path: str) -> int:
     """The time of the oldest stored point of ``path`` (the start of the back-fill)."""
     deadline = time.monotonic() + 20
-    while True:
-        rows = httpx.get(
-            f"{demo_url}/api/v1/history",
-            params={"tags": path, "from": "now-26h", "to": "now", "limit": 1, "time_format": "ms"},
-        ).json()
-        if rows:
-            return int(rows[0]["time"])
-        assert time.monotonic() < deadline, f"no history of {path}"
-        time.sleep(0.5)
+    params = {"tags": path, "from": "now-26h", "to": "now", "limit": 1, "time_format": "ms"}
+    async with httpx.AsyncClient(base_url=demo_url) as client:
+        while True:
+            rows = (await client.get("/api/v1/history", params=params)).json()
+            if rows:
+                return int(rows[0]["time"])
+            assert time.monotonic() < deadline, f"no history of {path}"
+            await asyncio.sleep(0.5)
 
 
 def _csv_points(text: str) -> dict[str, list[tuple[int, float]]]:
@@ -244,7 +245,7 @@ async def test_trend_explorer_overlays_two_tags_zooms_and_downloads_what_it_show
     open_page: OpenPage,
     tmp_path: Path,
 ) -> None:
-    first = _first_point_ms(demo_url, TEMP)
+    first = await _first_point_ms(demo_url, TEMP)
     start = datetime.fromtimestamp(first / 1000, UTC)
     query = {"tag": [TEMP, LOAD], "from": iso(start), "to": iso(start + timedelta(minutes=20))}
     page, errors = await open_page(browser, width=1440, height=900)
@@ -255,7 +256,8 @@ async def test_trend_explorer_overlays_two_tags_zooms_and_downloads_what_it_show
     series = {s["id"]: s for s in chart["series"]}
     assert list(series) == [TEMP, LOAD]
     assert chart["yAxis"] == ["°C", "%"], "one value axis per unit"
-    assert series[TEMP]["yAxisIndex"] == 0 and series[LOAD]["yAxisIndex"] == 1
+    assert series[TEMP]["yAxisIndex"] == 0
+    assert series[LOAD]["yAxisIndex"] == 1
     shown = {
         path: [(int(ts), v) for ts, v in s["data"] if v is not None] for path, s in series.items()
     }
@@ -315,9 +317,9 @@ async def test_analysis_pages_speak_simplified_chinese(
     assert labels == ["OEE", "时间开动率", "性能开动率", "合格品率"]
     assert await page.text_content("#oee-losses caption") == "六大损失"
     assert await page.title() == "shopfloor · 设备综合效率与停机"
-    await page.screenshot(path=str(ARTIFACTS / "oee-page-zh-CN-1440x1100.png"), full_page=True)
+    await page.screenshot(path=str(ARTIFACTS / "oee-page-zh-CN-1440x1100.png"))
 
-    first = _first_point_ms(demo_url, TEMP)
+    first = await _first_point_ms(demo_url, TEMP)
     start = datetime.fromtimestamp(first / 1000, UTC)
     query = {"tag": TEMP, "from": iso(start), "to": iso(start + timedelta(minutes=2))}
     await page.goto(f"{demo_url}/trends?lang=zh-CN&{urlencode(query)}")

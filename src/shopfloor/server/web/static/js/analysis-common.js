@@ -1,6 +1,7 @@
 // What the analysis pages (/oee, /trends) share: an API client that can also PUT, the
 // page's query kept in the URL (so a view can be shared), and locale-aware durations.
 
+import "./strings/analysis.js";
 import { ApiClient, ApiError } from "./api.js";
 import { locale, t } from "./i18n.js";
 

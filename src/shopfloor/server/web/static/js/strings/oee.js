@@ -91,10 +91,6 @@ registerStrings({
     "loss.failure": "Breakdown",
     "loss.setup": "Setup",
     "loss.minor": "Small stop",
-    "duration.hm": "{h} h {m} min",
-    "duration.ms": "{m} min {s} s",
-    "duration.s": "{s} s",
-    "state.unknown": "Unknown",
   },
   "zh-CN": {
     "oee.pageTitle": "shopfloor · 设备综合效率与停机",
@@ -184,9 +180,5 @@ registerStrings({
     "loss.failure": "故障",
     "loss.setup": "换型调整",
     "loss.minor": "短暂停机",
-    "duration.hm": "{h} 小时 {m} 分",
-    "duration.ms": "{m} 分 {s} 秒",
-    "duration.s": "{s} 秒",
-    "state.unknown": "未知",
   },
 });
