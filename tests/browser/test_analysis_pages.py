@@ -122,6 +122,24 @@ async def test_oee_page_shows_the_api_answer_to_its_own_query(
     assert bars["downtime"] == pytest.approx([r["downtime_s"] / 3600 for r in pareto])
     assert bars["cumulative"] == pytest.approx([r["cumulative_share"] * 100 for r in pareto])
 
+    # Bars by machine: the chart follows the answer to the page's new request.
+    async with page.expect_response(
+        lambda r: "/api/v1/downtime/pareto" in r.url and "by=equipment" in r.url, timeout=WAIT_MS
+    ) as by_machine:
+        await page.select_option("#pareto-by", "equipment")
+    by_rows = (await (await by_machine.value).json())["rows"]
+    machines = [r["key"] for r in by_rows if r["downtime_s"] > 0]
+    await wait_for(
+        page,
+        """(keys) => {
+          const chart = window.echarts.getInstanceByDom(document.getElementById("pareto-chart"));
+          return JSON.stringify(chart.getOption().xAxis[0].data) === JSON.stringify(keys);
+        }""",
+        machines,
+        f"the Pareto did not show the machines {machines}",
+    )
+    assert parse_qs(urlsplit(page.url).query)["by"] == ["equipment"]
+
     events = answers["stops"]["events"]
     rows = await page.eval_on_selector_all(
         "#stops-table tbody tr[data-equipment]",
@@ -220,22 +238,68 @@ async def _first_point_ms(demo_url: str, path: str) -> int:
             await asyncio.sleep(0.5)
 
 
-def _csv_points(text: str) -> dict[str, list[tuple[int, float]]]:
-    points: dict[str, list[tuple[int, float]]] = {}
+async def _history_until(demo_url: str, path: str, ms: int) -> None:
+    """Wait until ``path`` has a point at or after ``ms`` (the back-fill runs at 5x)."""
+    deadline = time.monotonic() + 30
+    params = {"tags": path, "from": str(ms), "to": "now", "limit": 1}
+    async with httpx.AsyncClient(base_url=demo_url) as client:
+        while not (await client.get("/api/v1/history", params=params)).json():
+            assert time.monotonic() < deadline, f"no history of {path} after {ms}"
+            await asyncio.sleep(0.5)
+
+
+def _csv_points(text: str, column: str) -> dict[str, list[tuple[int, float | None]]]:
+    points: dict[str, list[tuple[int, float | None]]] = {}
     for row in csv.DictReader(io.StringIO(text)):
         ms = int(datetime.fromisoformat(row["time"].replace("Z", "+00:00")).timestamp() * 1000)
-        points.setdefault(row["path"], []).append((ms, float(row["avg"])))
+        value = float(row[column]) if row[column] else None
+        points.setdefault(row["path"], []).append((ms, value))
     return points
 
 
-def _parquet_points(table: pa.Table) -> dict[str, list[tuple[int, float]]]:
-    points: dict[str, list[tuple[int, float]]] = {}
+def _parquet_points(table: pa.Table, column: str) -> dict[str, list[tuple[int, float | None]]]:
+    points: dict[str, list[tuple[int, float | None]]] = {}
     ns = table.column("ts").cast(pa.int64()).to_pylist()
-    for t, path, avg in zip(
-        ns, table.column("path").to_pylist(), table.column("avg").to_pylist(), strict=True
+    for t, path, value in zip(
+        ns, table.column("path").to_pylist(), table.column(column).to_pylist(), strict=True
     ):
-        points.setdefault(path, []).append((t // 1_000_000, avg))
+        points.setdefault(path, []).append((t // 1_000_000, value))
     return points
+
+
+async def _downloads(page: Page, folder: Path, column: str) -> list[dict[str, Any]]:
+    """Click both export links; the points of the CSV and of the Parquet file, by tag."""
+    async with page.expect_download() as csv_download:
+        await page.click("#export-csv")
+    csv_file = folder / "shown.csv"
+    await (await csv_download.value).save_as(csv_file)
+    async with page.expect_download() as parquet_download:
+        await page.click("#export-parquet")
+    parquet_file = folder / "shown.parquet"
+    await (await parquet_download.value).save_as(parquet_file)
+    return [
+        _csv_points(csv_file.read_text(), column),
+        _parquet_points(pq.read_table(parquet_file), column),
+    ]
+
+
+async def _chart_points(page: Page) -> dict[str, list[tuple[int, float | None]]]:
+    chart = await page.evaluate(CHART_JS, "trends-chart")
+    return {s["id"]: [(int(ts), v) for ts, v in s["data"]] for s in chart["series"]}
+
+
+def _assert_same_points(
+    shown: dict[str, list[tuple[int, float | None]]],
+    downloaded: dict[str, list[tuple[int, float | None]]],
+) -> None:
+    assert list(downloaded) == list(shown)
+    for path, points in shown.items():
+        assert [ts for ts, _ in downloaded[path]] == [ts for ts, _ in points], path
+        good = [
+            (v, w) for (_, v), (_, w) in zip(points, downloaded[path], strict=True) if v is not None
+        ]
+        assert good, f"{path}: no value shown"
+        assert [w for _, w in good] == pytest.approx([v for v, _ in good]), path
 
 
 async def test_trend_explorer_overlays_two_tags_zooms_and_downloads_what_it_shows(
@@ -245,9 +309,13 @@ async def test_trend_explorer_overlays_two_tags_zooms_and_downloads_what_it_show
     open_page: OpenPage,
     tmp_path: Path,
 ) -> None:
+    # A window that ends inside stored history, so what it holds no longer changes: the
+    # 30 minutes before the back-fill began and its first minute.
     first = await _first_point_ms(demo_url, TEMP)
-    start = datetime.fromtimestamp(first / 1000, UTC)
-    query = {"tag": [TEMP, LOAD], "from": iso(start), "to": iso(start + timedelta(minutes=20))}
+    await _history_until(demo_url, TEMP, first + 70_000)
+    start = datetime.fromtimestamp(first / 1000, UTC) - timedelta(minutes=30)
+    end = start + timedelta(minutes=31)
+    query = {"tag": [TEMP, LOAD], "from": iso(start), "to": iso(end)}
     page, errors = await open_page(browser, width=1440, height=900)
     await page.goto(f"{demo_url}/trends?{urlencode(query, doseq=True)}")
     await wait_for(page, "() => document.body.dataset.loaded", None, "the explorer drew nothing")
@@ -258,38 +326,23 @@ async def test_trend_explorer_overlays_two_tags_zooms_and_downloads_what_it_show
     assert chart["yAxis"] == ["°C", "%"], "one value axis per unit"
     assert series[TEMP]["yAxisIndex"] == 0
     assert series[LOAD]["yAxisIndex"] == 1
-    shown = {
-        path: [(int(ts), v) for ts, v in s["data"] if v is not None] for path, s in series.items()
-    }
-    assert all(shown.values()), f"a tag drew no point: { {p: len(v) for p, v in shown.items()} }"
     assert await page.is_checked(f'#picker-tree input[data-path="{TEMP}"]')
-    assert "2s" in (await page.text_content("#trends-status") or ""), "20 min: 2 s averages"
-
-    async with page.expect_download() as csv_download:
-        await page.click("#export-csv")
-    csv_file = tmp_path / "shown.csv"
-    await (await csv_download.value).save_as(csv_file)
-    from_csv = _csv_points(csv_file.read_text())
-    async with page.expect_download() as parquet_download:
-        await page.click("#export-parquet")
-    parquet_file = tmp_path / "shown.parquet"
-    await (await parquet_download.value).save_as(parquet_file)
-    from_parquet = _parquet_points(pq.read_table(parquet_file))
-    for path in (TEMP, LOAD):
-        assert [ts for ts, _ in from_csv[path]] == [ts for ts, _ in shown[path]]
-        assert [v for _, v in from_csv[path]] == pytest.approx([v for _, v in shown[path]])
-        assert from_parquet[path] == shown[path]
+    assert "5s" in (await page.text_content("#trends-status") or ""), "31 min: 5 s averages"
+    shown = await _chart_points(page)
+    for downloaded in await _downloads(page, tmp_path, "avg"):
+        _assert_same_points(shown, downloaded)
     await page.screenshot(path=str(ARTIFACTS / "trends-page-1440x900.png"))
 
-    # Zooming into the first quarter shows those 5 minutes as raw points, and says so in the URL.
+    # Zooming into the last quarter shows those 7¾ minutes as raw points; the URL and the
+    # downloads follow.
     loaded = await page.evaluate("() => document.body.dataset.loaded")
     async with page.expect_request(lambda r: "/api/v1/history" in r.url, timeout=WAIT_MS) as asked:
         await page.evaluate(
             """() => window.echarts.getInstanceByDom(document.getElementById("trends-chart"))
-                 .dispatchAction({ type: "dataZoom", start: 0, end: 25 })"""
+                 .dispatchAction({ type: "dataZoom", start: 75, end: 100 })"""
         )
     raw = parse_qs(urlsplit((await asked.value).url).query)
-    assert "interval" not in raw, "a 5-minute window is drawn from raw points"
+    assert "interval" not in raw, "a window under 15 minutes is drawn from raw points"
     await wait_for(
         page,
         "(before) => document.body.dataset.loaded !== before",
@@ -297,11 +350,12 @@ async def test_trend_explorer_overlays_two_tags_zooms_and_downloads_what_it_show
         "the zoomed window was not drawn",
     )
     zoomed = parse_qs(urlsplit(page.url).query)
-    span = datetime.fromisoformat(zoomed["to"][0]) - datetime.fromisoformat(zoomed["from"][0])
-    assert span == timedelta(minutes=5)
     assert zoomed["tag"] == [TEMP, LOAD]
-    csv_href = await page.get_attribute("#export-csv", "href") or ""
-    assert parse_qs(urlsplit(csv_href).query)["from"] == zoomed["from"]
+    assert zoomed["to"] == [iso(end)]
+    assert datetime.fromisoformat(zoomed["from"][0]) == end - timedelta(minutes=7.75)
+    shown = await _chart_points(page)
+    for downloaded in await _downloads(page, tmp_path, "value"):
+        _assert_same_points(shown, downloaded)
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 

@@ -119,6 +119,12 @@ function setupControls() {
     });
     load();
   });
+  // Choosing a scope, a grouping or a preset shows it at once; a custom range waits for Show.
+  for (const id of ["oee-scope", "oee-group", "oee-range"]) {
+    $(id).addEventListener("change", () => {
+      if ($("oee-range").value !== "custom") $("oee-query").requestSubmit();
+    });
+  }
   $("pareto-by").addEventListener("change", () => {
     view.by = $("pareto-by").value;
     saveView();
@@ -416,7 +422,10 @@ async function loadStops(mine) {
 
 function renderStops(events) {
   const sorted = [...events].sort((a, b) => b.start_ns - a.start_ns);
-  $("stops-sub").textContent = t("stops.count", { n: formatInteger(sorted.length) });
+  $("stops-sub").textContent =
+    sorted.length > MAX_STOP_ROWS
+      ? t("stops.countCut", { n: formatInteger(sorted.length), shown: formatInteger(MAX_STOP_ROWS) })
+      : t("stops.count", { n: formatInteger(sorted.length) });
   const body = $("stops-table").tBodies[0];
   if (!sorted.length) {
     const tr = document.createElement("tr");

@@ -239,7 +239,8 @@ function historyParams(from, to, bucket) {
     from: new Date(from).toISOString(),
     to: new Date(to).toISOString(),
     interval: bucket,
-    agg: bucket ? "avg" : null,
+    // Averaging machine states means nothing: their buckets show the highest code instead.
+    agg: bucket ? (view.tags.some(hasStates) ? "avg,max" : "avg") : null,
     limit: bucket ? null : RAW_LIMIT,
   };
 }
@@ -283,10 +284,15 @@ async function load() {
   shown = { from, to, bucket };
   setExports(params);
   const vars = { start: formatDateTime(from), end: formatDateTime(to), bucket };
-  status(bucket ? t("trends.bucketed", vars) : t("trends.raw", vars));
+  const bucketKey = view.tags.some(hasStates) ? "trends.bucketedStates" : "trends.bucketed";
+  status(bucket ? t(bucketKey, vars) : t("trends.raw", vars));
   message(rows.length ? null : t("trends.noData"));
   render(rows, bucket);
   document.body.dataset.loaded = `${from}-${to}-${bucket || "raw"}`;
+}
+
+function hasStates(path) {
+  return Object.keys(meta.get(path)?.states || {}).length > 0;
 }
 
 /** Rows of the long history table as one [[ms, value]] series per tag. */
@@ -295,7 +301,7 @@ function seriesData(rows, bucket) {
   for (const row of rows) {
     const data = byTag.get(row.path);
     if (!data) continue;
-    let value = bucket ? row.avg : row.value;
+    let value = bucket ? (hasStates(row.path) ? row.max : row.avg) : row.value;
     if (!bucket && qualityOf(row.quality) === QUALITY.BAD) value = null;
     data.push([row.time, value ?? null]);
   }
