@@ -54,14 +54,19 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def oee_url(demo_url: str, **extra: str) -> str:
-    """The OEE page over the whole back-filled history of line 1, grouped by shift."""
-    now = datetime.now(UTC)
+async def oee_url(demo_url: str, **extra: str) -> str:
+    """The OEE page of line 1, grouped by shift, over the back-filled history: from before
+    its first point to the newest one (the demo replays yesterday, so "now" would add a
+    day of a held last state)."""
+    first = await _first_point_ms(demo_url, TEMP)
+    async with httpx.AsyncClient(base_url=demo_url) as client:
+        latest = (await client.get("/api/v1/values/latest")).json()["values"]
+    newest = max(datetime.fromisoformat(v["ts"].replace("Z", "+00:00")) for v in latest)
     query = {
         "scope": f"line:{LINE}",
         "group": "shift",
-        "from": iso(now - timedelta(hours=25)),
-        "to": iso(now + timedelta(minutes=1)),
+        "from": iso(datetime.fromtimestamp(first / 1000, UTC) - timedelta(minutes=10)),
+        "to": iso(newest + timedelta(seconds=1)),
         **extra,
     }
     return f"{demo_url}/oee?{urlencode(query)}"
@@ -92,8 +97,9 @@ async def open_oee(page: Page, url: str, wait_for: WaitFor) -> dict[str, Any]:
 async def test_oee_page_shows_the_api_answer_to_its_own_query(
     demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
+    await _machine_with_a_stop(demo_url)  # some history to show
     page, errors = await open_page(browser, width=1440, height=1700)
-    url = oee_url(demo_url)
+    url = await oee_url(demo_url)
     answers = await open_oee(page, url, wait_for)
     total = answers["total"]["rows"][0]
     assert total["planned_s"] > 0, "the demo's line 1 had no planned time in the back-fill"
@@ -159,7 +165,7 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
 ) -> None:
     machine = await _machine_with_a_stop(demo_url)
     page, errors = await open_page(browser, width=1440, height=1100)
-    url = oee_url(demo_url, scope=f"equipment:{machine['path']}")
+    url = await oee_url(demo_url, scope=f"equipment:{machine['path']}")
     answers = await open_oee(page, url, wait_for)
     assignable = [e for e in answers["stops"]["events"] if e["start_known"]]
     assert assignable, f"{machine['id']} had no stop with a known start"
@@ -363,7 +369,7 @@ async def test_analysis_pages_speak_simplified_chinese(
     demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
     page, errors = await open_page(browser, width=1440, height=1100)
-    await open_oee(page, oee_url(demo_url, lang="zh-CN"), wait_for)
+    await open_oee(page, await oee_url(demo_url, lang="zh-CN"), wait_for)
     assert await page.text_content("h1") == "设备综合效率与停机"
     labels = await page.eval_on_selector_all(
         "#oee-figures dt", "(ds) => ds.map((d) => d.textContent)"

@@ -459,7 +459,7 @@ function stopRow(event) {
     machineCell,
     cell(start),
     cell(duration, "num"),
-    cell(states[String(event.state)] || t("state.unknown")),
+    cell(states[String(event.state)] || t("stops.stateUnknown")),
     reasonCell(event, start),
     cell(loss),
     cell(assigned),
