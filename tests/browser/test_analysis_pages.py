@@ -182,6 +182,7 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
     assert await select.input_value() == str(event["reason"])
 
     await page.fill("#stops-operator", "ana")
+    await page.fill("#stops-comment", "breaker tripped")
     async with page.expect_response(
         lambda r: r.request.method == "PUT" and "/api/v1/downtime/" in r.url, timeout=WAIT_MS
     ) as put:
@@ -204,12 +205,14 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
     (mine,) = [e for e in stored if e["start_ns"] == event["start_ns"]]
     assert mine["reason"] == int(reason)
     assert mine["assigned"]["user"] == "ana"
+    assert mine["assigned"]["comment"] == "breaker tripped"
+    assert await page.input_value("#stops-comment") == "", "a comment goes with one reason"
     # The page read the list again: the row says who assigned it.
     await wait_for(
         page,
         f"""() => {{
           const row = document.querySelector('#stops-table tr[data-start="{event["start"]}"]');
-          return row && row.cells[6].textContent.startsWith("ana, ");
+          return row && /^ana, .* · breaker tripped$/.test(row.cells[6].textContent);
         }}""",
         None,
         "the stop list did not show who assigned the reason",

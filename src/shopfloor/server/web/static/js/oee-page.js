@@ -450,8 +450,10 @@ function stopRow(event) {
   const duration = formatDuration(event.duration_s) + (event.ongoing ? ` (${t("stops.ongoing")})` : "");
   const states = meta.get(`${event.path}/state`)?.states || {};
   const loss = t(`loss.${event.loss}`) + (event.micro_stop ? ` · ${t("stops.micro")}` : "");
-  const assigned = event.assigned
-    ? t("stops.assignedBy", { user: event.assigned.user, time: formatInstant(event.assigned.at) })
+  const a = event.assigned;
+  const assigned = a
+    ? t("stops.assignedBy", { user: a.user, time: formatInstant(a.at) }) +
+      (a.comment ? ` · ${a.comment}` : "")
     : "";
   const machineCell = cell(humanize(event.equipment));
   machineCell.title = event.path;
@@ -521,7 +523,9 @@ async function assignReason(select) {
   try {
     const equipment = encodeURIComponent(tr.dataset.equipment);
     const path = `/api/v1/downtime/${equipment}/${encodeURIComponent(tr.dataset.start)}`;
-    const event = await api.put(path, { reason, user });
+    const comment = $("stops-comment").value.trim();
+    const event = await api.put(path, { reason, user, comment });
+    $("stops-comment").value = "";
     select.dataset.current = String(event.reason);
     out.textContent = t("stops.saved", {
       machine,
