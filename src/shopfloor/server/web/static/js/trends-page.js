@@ -323,17 +323,13 @@ function render(rows, bucket) {
   const left = units.filter((_, i) => i % 2 === 0).length;
   const right = units.length - left;
   const number = new Intl.NumberFormat(locale(), { maximumFractionDigits: 3 });
-  const yAxis = units.map((unit, i) => ({
-    type: "value",
-    scale: true,
-    position: i % 2 === 0 ? "left" : "right",
-    offset: Math.floor(i / 2) * AXIS_GAP,
-    name: unit || t("trends.noUnit"),
-    nameTextStyle: theme.axisText,
-    axisLine: { show: true, lineStyle: { color: theme.color("--border-strong") } },
-    axisLabel: { ...theme.axisText, formatter: (v) => number.format(v) },
-    splitLine: i === 0 ? theme.splitLine : { show: false },
-  }));
+  const yAxis = units.map((unit, i) => {
+    // An axis of machine states alone is labelled with the states' names.
+    const onAxis = view.tags.filter((p) => unitLabel(meta.get(p)?.unit) === unit);
+    const states = onAxis.every(hasStates) ? meta.get(onAxis[0])?.states : null;
+    const same = states && onAxis.every((p) => sameStates(meta.get(p).states, states));
+    return axisFor(unit, i, same ? states : null, theme, number);
+  });
   const series = view.tags.map((path) => {
     const tag = meta.get(path);
     const unit = unitLabel(tag?.unit);
@@ -391,6 +387,31 @@ function render(rows, bucket) {
   );
 }
 
+function axisFor(unit, i, states, theme, number) {
+  return {
+    type: "value",
+    scale: !states,
+    position: i % 2 === 0 ? "left" : "right",
+    offset: Math.floor(i / 2) * AXIS_GAP,
+    name: unit || t("trends.noUnit"),
+    nameTextStyle: theme.axisText,
+    axisLine: { show: true, lineStyle: { color: theme.color("--border-strong") } },
+    axisLabel: {
+      ...theme.axisText,
+      formatter: states ? (v) => states[String(v)] ?? "" : (v) => number.format(v),
+    },
+    minInterval: states ? 1 : 0,
+    interval: states ? 1 : undefined,
+    min: states ? 0 : undefined,
+    max: states ? Math.max(...Object.keys(states).map(Number)) + 0.5 : undefined,
+    splitLine: i === 0 ? theme.splitLine : { show: false },
+  };
+}
+
+function sameStates(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
 function tooltip(items, number) {
   if (!items.length) return "";
   const ts = items[0].value[0];
@@ -398,7 +419,11 @@ function tooltip(items, number) {
     .map((item) => {
       const unit = unitLabel(meta.get(item.seriesId)?.unit);
       const v = item.value[1];
-      const text = v === null || v === undefined ? "—" : `${number.format(v)} ${unit}`.trim();
+      const states = meta.get(item.seriesId)?.states || {};
+      let text = v === null || v === undefined ? "—" : `${number.format(v)} ${unit}`.trim();
+      if (hasStates(item.seriesId) && v !== null && v !== undefined) {
+        text = states[String(Math.round(v))] ?? text;
+      }
       return (
         `<span class="tip-k">${escapeHtml(item.seriesName)}</span>` +
         `<span class="tip-v">${escapeHtml(text)}</span>`
