@@ -157,6 +157,26 @@ async def test_oee_page_shows_the_api_answer_to_its_own_query(
     # The query is in the URL: the same address shows the same view.
     assert parse_qs(urlsplit(page.url).query)["scope"] == [f"line:{LINE}"]
     await page.screenshot(path=str(ARTIFACTS / "oee-page-1440x1700.png"))
+
+    # A conveyor has stops but no OEE (no part counter): the page says so and lists its stops.
+    conveyor = f"{LINE}/transport/conv-01"
+    async with page.expect_response(
+        lambda r: "/api/v1/downtime?" in r.url and "conv-01" in r.url, timeout=WAIT_MS
+    ) as conveyor_stops:
+        await page.select_option("#oee-scope", f"equipment:{conveyor}")  # applies at once
+    conveyor_events = (await (await conveyor_stops.value).json())["events"]
+    await wait_for(
+        page,
+        "() => document.getElementById('oee-formula').textContent.startsWith('No machine here')",
+        None,
+        "a scope without OEE did not say so",
+    )
+    assert await page.text_content('#oee-figures [data-figure="oee"] dd') == "–"
+    listed = await page.eval_on_selector_all(
+        "#stops-table tbody tr[data-equipment]", "(rs) => rs.map((r) => r.dataset.equipment)"
+    )
+    assert listed == ["conv-01"] * len(conveyor_events)
+    assert conveyor_events, "the conveyor had no stop to list"
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
 
 

@@ -119,16 +119,18 @@ function setupControls() {
     });
     load();
   });
-  // Choosing a scope, a grouping or a preset shows it at once; a custom range waits for Show.
-  for (const id of ["oee-scope", "oee-group", "oee-range"]) {
-    $(id).addEventListener("change", () => {
-      if ($("oee-range").value !== "custom") $("oee-query").requestSubmit();
-    });
+  // Choosing a scope, a grouping or a preset shows it at once; a new custom range waits
+  // for its from and to, and Show.
+  for (const id of ["oee-scope", "oee-group"]) {
+    $(id).addEventListener("change", () => $("oee-query").requestSubmit());
   }
+  $("oee-range").addEventListener("change", () => {
+    if ($("oee-range").value !== "custom") $("oee-query").requestSubmit();
+  });
   $("pareto-by").addEventListener("change", () => {
     view.by = $("pareto-by").value;
     saveView();
-    loadPareto(generation);
+    loadPareto(generation).catch((err) => status(t("oee.failed", { error: err.message }), true));
   });
   const operator = $("stops-operator");
   operator.value = storageGet(NAME_KEY) || "";
@@ -196,19 +198,24 @@ async function load() {
   const mine = ++generation;
   status(t("oee.loading"));
   const params = query();
+  // A scope without OEE machines (conveyors, utilities) still has stops: the OEE answer's
+  // refusal is shown in its place and the downtime below is not held back by it.
+  const oee = Promise.all([
+    api.get("/api/v1/oee", { ...params, group: "none" }),
+    api.get("/api/v1/oee", { ...params, group: view.group }),
+  ]).catch((err) => {
+    if (err.status === 422 && /ideal_cycle_s/.test(err.message)) return null;
+    throw err;
+  });
   try {
-    const [total, grouped] = await Promise.all([
-      api.get("/api/v1/oee", { ...params, group: "none" }),
-      api.get("/api/v1/oee", { ...params, group: view.group }),
-      loadPareto(mine),
-      loadStops(mine),
-    ]);
+    const [answers] = await Promise.all([oee, loadPareto(mine), loadStops(mine)]);
     if (mine !== generation) return;
-    renderSummary(total.rows[0] || null);
-    renderGroups(grouped.rows || []);
-    status(
-      t("oee.between", { start: formatInstant(total.start), end: formatInstant(total.end) }),
-    );
+    const [total, grouped] = answers || [null, null];
+    renderSummary(total?.rows[0] || null, { noOee: !answers });
+    renderGroups(grouped?.rows || []);
+    const range = total || { start: params.start, end: params.end };
+    const [from, to] = [formatInstant(range.start), formatInstant(range.end)];
+    status(from && to ? t("oee.between", { start: from, end: to }) : "");
     document.body.dataset.loaded = String(mine);
   } catch (err) {
     if (mine === generation) status(t("oee.failed", { error: err.message }), true);
@@ -227,7 +234,7 @@ function showFigure(key, value) {
   dd.dataset.value = value === null || value === undefined ? "" : String(value);
 }
 
-function renderSummary(row) {
+function renderSummary(row, { noOee = false } = {}) {
   for (const key of ["oee", "availability", "performance", "quality"]) showFigure(key, row?.[key]);
   const planned = row?.planned_s || 0;
   $("oee-formula").textContent = planned
@@ -237,7 +244,7 @@ function renderSummary(row) {
         q: formatPercent(row.quality),
         oee: formatPercent(row.oee),
       })
-    : t("oee.noPlan");
+    : t(noOee ? "oee.noOee" : "oee.noPlan");
   $("oee-capped").hidden = !row?.performance_capped;
   const body = $("oee-losses").tBodies[0];
   body.replaceChildren(
