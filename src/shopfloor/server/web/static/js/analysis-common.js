@@ -1,41 +1,11 @@
-// What the analysis pages (/oee, /trends) share: an API client that can also PUT, the
+// What the analysis pages (/oee, /trends) share: an API client that builds links, the
 // page's query kept in the URL (so a view can be shared), and locale-aware durations.
 
 import "./strings/analysis.js";
-import { ApiClient, ApiError } from "./api.js";
+import { ApiClient } from "./api.js";
 import { locale, t } from "./i18n.js";
 
 export class AnalysisApi extends ApiClient {
-  /** PUT `body` as JSON; an error answer becomes an ApiError naming the problem. */
-  async put(path, body) {
-    const url = new URL(this.base + path, location.origin);
-    let response;
-    try {
-      response = await fetch(url, {
-        method: "PUT",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (err) {
-      throw new ApiError(err.name === "TimeoutError" ? "timed out" : "network error", {
-        url: url.pathname,
-      });
-    }
-    if (!response.ok) {
-      let message = `${response.status} ${response.statusText}`.trim();
-      try {
-        const answer = await response.json();
-        const text = answer?.error?.message ?? answer?.detail;
-        if (typeof text === "string") message = `${response.status}: ${text}`;
-      } catch {
-        // not JSON: the status line says enough
-      }
-      throw new ApiError(message, { status: response.status, url: url.pathname });
-    }
-    return response.json();
-  }
-
   /** The absolute URL of an API path with query parameters (for links and downloads). */
   url(path, params) {
     const url = new URL(this.base + path, location.origin);
