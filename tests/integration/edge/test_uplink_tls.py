@@ -101,7 +101,9 @@ def plant(tmp_path: Path) -> Plant:
 
 
 @asynccontextmanager
-async def platform(plant: Plant, *, client_ca: bool, credentials: Path | None = None) -> AsyncIterator[Server]:  # fmt: skip
+async def platform(
+    plant: Plant, *, client_ca: bool, credentials: Path | None = None
+) -> AsyncIterator[Server]:
     tls: dict[str, str] = {
         "cert_file": str(plant.server_cert.certificate),
         "key_file": str(plant.server_cert.private_key),
@@ -200,7 +202,9 @@ async def test_an_edge_that_cannot_verify_the_platform_keeps_its_batches(
         assert "CERTIFICATE_VERIFY_FAILED" in (stats.last_error or "")
         assert (outbox.batches, outbox.quarantined_batches, stats.refusals) == (5, 0, 0)
 
-        fixed = plant.edge_config("a", edge_id="edge-a", url=server.url, ca_file=plant.ca.certificate)  # fmt: skip
+        fixed = plant.edge_config(
+            "a", edge_id="edge-a", url=server.url, ca_file=plant.ca.certificate
+        )
         async with running_uplink(fixed) as uplink:
             await until(lambda: uplink.outbox.stats().batches == 0, "the outbox to drain")
         assert len(await stored_ts(server, TAG)) == 5 * 20

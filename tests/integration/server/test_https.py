@@ -123,9 +123,7 @@ async def test_the_server_refuses_tls_1_0_and_1_1(
 ) -> None:
     ca, server_cert = pki
     async with lax_server(server_cert) as lax_port:
-        control = await asyncio.to_thread(
-            handshake, lax_port, ca.certificate, version=OLD[version]
-        )
+        control = await asyncio.to_thread(handshake, lax_port, ca.certificate, version=OLD[version])
     async with https_platform(tmp_path, server_cert) as server:
         refused = await asyncio.to_thread(
             handshake, server.port, ca.certificate, version=OLD[version]
