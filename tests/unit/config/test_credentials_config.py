@@ -274,3 +274,55 @@ def test_the_ca_file_is_the_only_trusted_ca(
     assert context is not None
     subjects = [dict(x[0] for x in c["subject"]) for c in context.get_ca_certs()]
     assert subjects == [{"commonName": "shopfloor test CA", "organizationName": "shopfloor"}]
+
+
+def test_the_edge_presents_its_client_certificate(
+    tmp_path: Path, certs: tuple[CertificatePair, CertificatePair]
+) -> None:
+    ca, _ = certs
+    make_tls_certificate(tmp_path / "pki", "edge-1", issuer=ca, server=False)
+    (tmp_path / "edge.toml").write_text(
+        EDGE + 'ca_file = "pki/ca.pem"\ncert_file = "pki/edge-1.pem"\n'
+        'key_file = "pki/edge-1.key.pem"\n'
+    )
+    (tmp_path / "pki" / "ca.pem").write_bytes(ca.certificate.read_bytes())
+    uplink = load_edge_config(tmp_path / "edge.toml").uplink
+    assert uplink.cert_file == tmp_path / "pki" / "edge-1.pem"
+    context = uplink.ssl_context()
+    assert context is not None
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.minimum_version is ssl.TLSVersion.TLSv1_2
+
+
+def test_client_certificate_problems_are_named_by_key_and_line(
+    tmp_path: Path, certs: tuple[CertificatePair, CertificatePair]
+) -> None:
+    ca, server = certs
+    (tmp_path / "edge.toml").write_text(EDGE + 'cert_file = "edge.pem"\n')
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert "cert_file needs key_file" in problem
+
+    (tmp_path / "edge.toml").write_text(EDGE + 'key_file = "edge.key.pem"\n')
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.key_file (line 6): ")
+    assert "cert_file and key_file go together" in problem
+
+    (tmp_path / "edge.toml").write_text(
+        EDGE + 'cert_file = "missing.pem"\nkey_file = "missing.key.pem"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.cert_file (line 6): cannot read ")
+
+    (tmp_path / "edge.toml").write_text(
+        EDGE + f'cert_file = "{server.certificate}"\nkey_file = "{ca.private_key}"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.key_file (line 7): cannot load ")
+
+    (tmp_path / "edge.toml").write_text(
+        '[edge]\nid = "edge-1"\n[uplink]\ntransport = "mqtt"\ncert_file = "edge.pem"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert "cert_file is for the HTTP transport" in problem
+    assert "[uplink.mqtt.tls] cert_file and key_file" in problem
