@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -69,9 +70,18 @@ class RunningProcess:
 
 @contextmanager
 def shopfloor_process(
-    args: Sequence[str], *, port: int, workdir: Path, ready_timeout_s: float = 30.0
+    args: Sequence[str],
+    *,
+    port: int,
+    workdir: Path,
+    ready_timeout_s: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[RunningProcess]:
-    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit."""
+    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit.
+
+    Args:
+        tls: the process serves HTTPS: the context that trusts its certificate.
+    """
     log_path = workdir / "process.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
@@ -83,14 +93,16 @@ def shopfloor_process(
             stdin=subprocess.DEVNULL,
             env=env,
         )
-    running = RunningProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    scheme = "http" if tls is None else "https"
+    running = RunningProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"shopfloor exited with {proc.returncode}:\n{running.log()}")
             try:
-                if httpx.get(f"{running.base_url}/healthz", timeout=1).status_code == 200:
+                health = httpx.get(f"{running.base_url}/healthz", timeout=1, verify=tls or True)
+                if health.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
