@@ -24,6 +24,7 @@ from shopfloor.cli_history import register_history_commands
 from shopfloor.cli_loadgen import register_loadgen_command
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
+from shopfloor.config.tls import TlsFileError
 from shopfloor.errors import ConfigError, ShopfloorError
 
 app = typer.Typer(
@@ -345,6 +346,10 @@ def demo(
         ).resolve_paths(Path.cwd())
         if cfg.server.tls is not None:
             cfg.server.tls.ssl_context()  # a bad file is named before anything starts
+    except TlsFileError as err:
+        option = {"cert_file": "--tls-cert", "key_file": "--tls-key"}.get(err.key, err.key)
+        err_console.print(f"[bold red]error:[/] {option}: {err.reason}", highlight=False)
+        raise typer.Exit(2) from err
     except ConfigError as err:
         raise _fail_config(err) from err
     _run(cfg, show_status=status and sys.stderr.isatty())

@@ -160,3 +160,26 @@ def test_bad_input_is_named(tmp_path: Path, args: list[str], message: str) -> No
     assert code == 2
     assert message in output
     assert not (tmp_path / "x").exists(), "nothing is written for a bad name"
+
+
+def test_the_demo_names_its_tls_options_before_starting(tmp_path: Path) -> None:
+    assert certs("init", "--dir", str(tmp_path))[0] == 0
+    demo = ["demo", "--no-status", "--data-dir", str(tmp_path / "data")]
+    wrong_key = runner.invoke(
+        app,
+        [
+            *demo,
+            "--tls-cert",
+            str(tmp_path / "server.pem"),
+            "--tls-key",
+            str(tmp_path / "ca.key.pem"),
+        ],
+    )
+    alone = runner.invoke(app, [*demo, "--tls-cert", str(tmp_path / "server.pem")])
+    assert wrong_key.exit_code == 2
+    assert " ".join(wrong_key.output.split()).startswith(
+        f"error: --tls-key: {tmp_path / 'ca.key.pem'} is not the private key of cert_file"
+    )
+    assert alone.exit_code == 2
+    assert "--tls-cert and --tls-key go together" in alone.output
+    assert not (tmp_path / "data").exists(), "nothing started"
