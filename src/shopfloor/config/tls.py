@@ -146,6 +146,18 @@ class ServerTlsSection(BaseModel):
             context.verify_mode = ssl.CERT_OPTIONAL
         return context
 
+    def expires(self) -> dt.datetime:
+        """When the server's certificate expires; reads the file.
+
+        Raises:
+            TlsFileError: the file cannot be read or holds no certificate.
+        """
+        data = _read(self.cert_file, "cert_file")
+        try:
+            return x509.load_pem_x509_certificates(data)[0].not_valid_after_utc
+        except ValueError as err:
+            raise TlsFileError("cert_file", f"{self.cert_file} is not a PEM certificate") from err
+
     def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
         """The TLS settings that cannot be used, as (key path, message): every unreadable
         file, else the first problem of their contents."""

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ from shopfloor.server.web.routes import router as web_router
 logger = logging.getLogger(__name__)
 
 StatusFn = Callable[[], dict[str, Any]]
+
+
+_RENEW_BEFORE = timedelta(days=30)
+"""A server certificate closer to its end than this is warned about at start."""
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -521,6 +526,15 @@ class Server:
         """
         section = self.config.server.tls
         tls = await asyncio.to_thread(section.ssl_context) if section is not None else None
+        if section is not None:
+            expires = await asyncio.to_thread(section.expires)
+            if expires - datetime.now(UTC) < _RENEW_BEFORE:
+                logger.warning(
+                    "server.tls.cert_file %s expires on %s: issue a new one (shopfloor certs "
+                    "issue-server) and restart",
+                    section.cert_file,
+                    f"{expires:%Y-%m-%d %H:%M}Z",
+                )
         sock = _bind(self.config.server.host, self.config.server.port)
         self.port = sock.getsockname()[1]
         server = _EmbeddedUvicorn(

@@ -10,6 +10,7 @@ platform.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from shopfloor.config import ShopfloorConfig
-from shopfloor.pki import Issued, init_ca
+from shopfloor.pki import Issued, init_ca, issue_server
 from shopfloor.server.app import Server
 
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
@@ -152,3 +153,21 @@ async def test_the_server_refuses_tls_1_2_suites_without_forward_secrecy_or_aead
         )
     assert control[0] == "TLSv1.2"
     assert isinstance(refused, str), refused
+
+
+async def test_a_certificate_near_its_end_is_warned_about_at_start(
+    tmp_path: Path, pki: tuple[Issued, Issued], caplog: pytest.LogCaptureFixture
+) -> None:
+    ca, long_lived = pki
+    caplog.set_level(logging.WARNING, logger="shopfloor.server.app")
+    async with https_platform(tmp_path, long_lived):
+        pass
+    assert "expires on" not in caplog.text
+    short = issue_server(ca.certificate.parent, hosts=["localhost"], days=10)
+    async with https_platform(tmp_path, short) as server:
+        trust = ssl.create_default_context(cafile=str(ca.certificate))
+        async with httpx.AsyncClient(verify=trust) as client:
+            assert (await client.get(f"https://localhost:{server.port}/healthz")).is_success
+    (warning,) = [r.getMessage() for r in caplog.records if "expires on" in r.getMessage()]
+    assert warning.startswith(f"server.tls.cert_file {short.certificate} expires on ")
+    assert "shopfloor certs issue-server" in warning

@@ -58,12 +58,13 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {
         "model": ErrorEnvelope,
         "description": "Credentials are required and the request has no known edge token "
-        "(`WWW-Authenticate: Bearer`). Nothing was read or stored.",
+        "(`WWW-Authenticate: Bearer`) or, with `[server.tls] client_ca`, no client "
+        "certificate. Nothing was read or stored.",
     },
     403: {
         "model": ErrorEnvelope,
-        "description": "The token belongs to another edge than the one named, or the batch "
-        "names no edge. Nothing was stored.",
+        "description": "The token or client certificate belongs to another edge than the one "
+        "named, or the batch names no edge. Nothing was stored.",
     },
 }
 """OpenAPI answers of the routes that take an edge's credential."""
