@@ -99,10 +99,10 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
         return Answer(Verdict.REFUSED, status, None, f"HTTP {status}: {text}")
     if status in _UNAUTHORIZED:
         # never quarantine on it: the batch is fine, the credential is not
-        what = "not accepted" if status == 401 else "not for this edge"
+        # the platform's own message first: the sender keeps only the start of a detail
         detail = (
-            f"HTTP {status}: the edge's credential is {what} (uplink.token_env/token_file or "
-            f"uplink.cert_file/key_file): {text}"
+            f"HTTP {status}: {_error_message(body) or text} (the edge's credential: "
+            "uplink.token_env/token_file or uplink.cert_file/key_file)"
         )
         return Answer(Verdict.UNAUTHORIZED, status, retry_after, detail)
     # Anything else (404 from a proxy, 502 …) may well pass: never give up a batch on it.
@@ -205,6 +205,17 @@ class HttpTransport:
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+
+def _error_message(body: bytes) -> str | None:
+    """The ``message`` of the platform's error envelope, if the body is one."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
 
 
 def _retry_after(value: str | None) -> float | None:
