@@ -222,8 +222,8 @@ class UplinkSection(_Section):
 
     @field_validator("key_file")
     @classmethod
-    def _client_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if (value is None) != (info.data.get("cert_file") is None):
+    def _key_needs_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("cert_file") is None:
             raise ValueError("cert_file and key_file go together: give both or neither")
         return value
 
