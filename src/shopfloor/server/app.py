@@ -48,6 +48,7 @@ from shopfloor.server.assets import AssetModel, load_asset_model
 from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
+from shopfloor.server.historian.pg_feed import FeedRoute
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.historian.retention_policy import policy_of
 from shopfloor.server.historian.rollup import RollupSettings
@@ -56,7 +57,10 @@ from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
+from shopfloor.server.rules.journal import Journal
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
+from shopfloor.server.rules.partitions import PartitionMap
+from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.security import AuditLog
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
@@ -75,13 +79,17 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historian:
+def build_historian(
+    config: ShopfloorConfig, *, upkeep: bool = True, feed: FeedRoute | None = None
+) -> Historian:
     """Create the historian backend the configuration names.
 
     Args:
         upkeep: run compaction, rollups and retention as configured; an ingest worker
             (:mod:`~shopfloor.server.worker`) leaves them to the server process, so that
             several workers do not all do the same upkeep of one schema.
+        feed: a shared PostgreSQL historian copies the points this route asks for into
+            the committed-points feed (partitioned alarms, :func:`alarm_partitions`).
 
     Raises:
         ConfigError: the PostgreSQL password's variable is unset or its file unreadable.
@@ -111,6 +119,7 @@ def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historia
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
             shared=section.shared,
+            feed=feed,
             **upkeep_args,
         )
     return DuckDBHistorian(
@@ -188,6 +197,40 @@ DEMO_READ_ONLY = (
 )
 
 
+def alarm_partitions(config: ShopfloorConfig, assets: AssetModel | None) -> PartitionMap | None:
+    """The alarm rules of the plant and ``[alarms]`` split into ``alarms.partitions``
+    partitions (None: 0, alarms evaluated in each server process).
+
+    Raises:
+        ConfigError: partitions are asked for without a shared PostgreSQL historian.
+    """
+    count = config.alarms.partitions
+    if count == 0:
+        return None
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection) or not section.shared:
+        raise ConfigError(
+            "alarms.partitions: alarms evaluated by ingest workers keep their journal in the "
+            'shared historian: set [historian] kind = "postgres" and shared = true, or '
+            "alarms.partitions = 0"
+        )
+    rules = [*(assets.alarm_rules if assets else ()), *rules_from_config(config.alarms)]
+    return PartitionMap(rules, count)
+
+
+def shared_journal(config: ShopfloorConfig) -> Callable[[], Journal]:
+    """Opens the shared alarm journal in the historian's database (PostgreSQL only).
+
+    Raises:
+        ConfigError: the historian is not PostgreSQL, or its password cannot be read.
+    """
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection):
+        raise ConfigError('alarms.partitions: needs [historian] kind = "postgres"')
+    dsn, schema = section.connection_string(), section.schema_name
+    return lambda: PgAlarmJournal(dsn, schema)
+
+
 def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     """The asset model the configuration names; the demo plant's when the simulator runs
     without one; None otherwise.
@@ -222,9 +265,12 @@ class Server:
     ) -> None:
         self.config = config
         self._data_clock = data_clock
-        self.historian = build_historian(config)
-        self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         self.assets = load_assets(config)
+        self.partitions = alarm_partitions(config, self.assets)
+        self.historian = build_historian(
+            config, feed=None if self.partitions is None else self.partitions.route
+        )
+        self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         calculations = self.assets.calculations if self.assets else ()
         self.calculator = Calculator(calculations) if calculations else None
         self.ingestor = build_ingestor(config, self.historian, self.live, derive=self._derive)
@@ -247,8 +293,13 @@ class Server:
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
         self._rul_task: asyncio.Task[None] | None = None
+        # partitioned: the ingest workers evaluate and journal; this process shows
         self.alarms = AlarmEngine(
-            self._alarm_rules(self.assets), config.server.data_dir / config.alarms.journal
+            self._alarm_rules(self.assets),
+            config.server.data_dir / config.alarms.journal
+            if self.partitions is None
+            else shared_journal(config),
+            follow=self.partitions is not None,
         )
         self._alarm_task: asyncio.Task[None] | None = None
         self.dispatcher = Dispatcher(self.alarms, config.notify) if config.notify.channels else None
