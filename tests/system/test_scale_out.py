@@ -2,8 +2,10 @@
 `shopfloor server` API processes, all real; `shopfloor loadgen` plays simulated edges through
 the broker; one worker is killed with SIGKILL mid-run.
 
-Every acknowledged point must be stored exactly once, the surviving worker must take over,
-and both API servers must serve what the workers wrote.
+Every acknowledged point must be stored exactly once, every alarm transition the stored
+points cause must be journaled exactly once (the alarms partitioned across the workers,
+the killed one's partitions taken over by the survivor), the surviving worker must take
+over, and both API servers must serve what the workers wrote and the alarms they journaled.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
 
@@ -31,7 +35,15 @@ from shopfloor.testing.processes import free_port, shopfloor_process
 pytestmark = pytest.mark.system
 
 EDGES, TAGS, SAMPLES = 4, 50, 10
-WINDOW = 2  # batches of each edge awaiting their answer: the workers always have some
+WINDOW = 1
+"""Batches of each edge awaiting their answer. One: an edge's batches are then committed in
+the order of their values, whichever worker takes them, so the alarm transitions the
+stored points cause are known from the points alone (with more, a batch sent again after
+the kill commits after a newer one, and alarms ignore points older than they have seen,
+as a single server does)."""
+ALARM_TAG = 7
+LIMIT = 0.9  # H limit on ALARM_TAG of every edge: uniform values cross it ~ every 11th point
+PARTITIONS = 8
 DURATION_S = 8.0
 KILL_AFTER_BATCHES = 40
 """Batches committed before a worker is killed: the load is flowing by then."""
@@ -47,8 +59,54 @@ def _config(folder: Path, *, dsn: str, broker: int, port: int) -> Path:
         # the API servers do not consume; `shopfloor ingest` always does
         f"[ingest.mqtt]\nenabled = false\nport = {broker}\n"
         'shared_group = "ingest"\nsession_expiry = "0s"\nmax_inflight = 8\n'
+        f"[alarms]\npartitions = {PARTITIONS}\n"
+        + "".join(
+            f'[[alarms.rules]]\ntag = "{tag_path(e, ALARM_TAG)}"\nkind = "H"\nlimit = {LIMIT}\n'
+            for e in range(EDGES)
+        )
     )
     return path
+
+
+def _alarm_name(edge: int) -> str:
+    return f"{tag_path(edge, ALARM_TAG)}.H"
+
+
+def _expected_transitions(con: psycopg.Connection[Any]) -> dict[str, tuple[int, int]]:
+    """Per alarm, (activations, clears) its tag's stored points cause in time order."""
+    out = {}
+    for edge in range(EDGES):
+        values = np.array(
+            [
+                v
+                for (v,) in con.execute(
+                    "SELECT p.value FROM shopfloor.points AS p JOIN shopfloor.tags AS t "
+                    "ON t.id = p.tag_id WHERE t.path = %s ORDER BY p.ts",
+                    [tag_path(edge, ALARM_TAG)],
+                ).fetchall()
+            ]
+        )
+        on = np.r_[False, values > LIMIT]
+        out[_alarm_name(edge)] = (int((on[1:] & ~on[:-1]).sum()), int((~on[1:] & on[:-1]).sum()))
+    return out
+
+
+def _journaled(dsn: str) -> dict[str, tuple[int, int]]:
+    with psycopg.connect(dsn) as con:
+        rows = con.execute(
+            "SELECT alarm, count(*) FILTER (WHERE event = 'activated'), "
+            "count(*) FILTER (WHERE event = 'cleared') FROM shopfloor.alarm_journal "
+            "GROUP BY alarm"
+        ).fetchall()
+    return {alarm: (int(on), int(off)) for alarm, on, off in rows}
+
+
+def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.2)
 
 
 @contextmanager
@@ -88,6 +146,69 @@ def _wait_for_commits(dsn: str, *, at_least: int, timeout_s: float = 30.0) -> No
         time.sleep(0.05)
 
 
+def _check_alarms(dsn: str, apis: list[Any], *, survivor: int, killed_ns: int) -> None:
+    """Every alarm transition the stored points cause is journaled exactly once, only the
+    survivor evaluated after the kill, and the API servers show what was journaled."""
+    with psycopg.connect(dsn) as con:
+        expected = _expected_transitions(con)
+    assert all(on > 5 for on, _ in expected.values()), expected  # the load crossed the limit
+    _wait_for("the alarm journal matches the points", lambda: _journaled(dsn) == expected)
+    with psycopg.connect(dsn) as con:
+        owners = {
+            str(owner)
+            for (owner,) in con.execute(
+                "SELECT owner FROM shopfloor.alarm_cursor WHERE moved_ns > %s", [killed_ns]
+            ).fetchall()
+        }
+        conditions = dict(
+            con.execute("SELECT alarm, condition FROM shopfloor.alarm_status").fetchall()
+        )
+    # after the kill only the survivor evaluated: the dead one's partitions moved to it
+    assert owners, "no alarm journaled after the kill"
+    assert all(o.endswith(f"-{survivor}") for o in owners), owners
+    assert len(conditions) == EDGES
+    for api in apis:
+
+        def shown(api: Any = api) -> dict[str, bool]:
+            answer = httpx.get(f"{api.base_url}/api/v1/alarms", params={"state": "all"})
+            assert answer.status_code == 200, answer.text
+            return {a["name"]: a["condition"] for a in answer.json()}
+
+        _wait_for(f"{api.base_url} shows the journaled alarms", lambda: shown() == conditions)
+
+
+def _start_load(folder: Path, *, broker: int, report: Path) -> subprocess.Popen[bytes]:
+    """`shopfloor loadgen` in the background, its report in ``report``."""
+    options = {
+        "broker": f"127.0.0.1:{broker}",
+        "edges": EDGES,
+        "tags": TAGS,
+        "samples": SAMPLES,
+        "window": WINDOW,
+        "duration": DURATION_S,
+        "timeout": ANSWER_TIMEOUT_S,
+        "drain": 30,
+        "json": report,
+    }
+    with (folder / "loadgen.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shopfloor", "loadgen"]
+            + [arg for k, v in options.items() for arg in (f"--{k}", str(v))],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _last_alarm_owner(dsn: str) -> str:
+    """The member that journaled alarms last ("" before any)."""
+    with psycopg.connect(dsn) as con:
+        row = con.execute(
+            "SELECT owner FROM shopfloor.alarm_cursor ORDER BY moved_ns DESC LIMIT 1"
+        ).fetchone()
+    return "" if row is None else str(row[0])
+
+
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
     server = server_for_tests()
@@ -120,30 +241,16 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
                 )
             )
         report_file = tmp_path / "loadgen.json"
-        with (tmp_path / "loadgen.log").open("wb") as log:
-            options = {
-                "broker": f"127.0.0.1:{broker.port}",
-                "edges": EDGES,
-                "tags": TAGS,
-                "samples": SAMPLES,
-                "window": WINDOW,
-                "duration": DURATION_S,
-                "timeout": ANSWER_TIMEOUT_S,
-                "drain": 30,
-                "json": report_file,
-            }
-            loadgen = subprocess.Popen(
-                [sys.executable, "-m", "shopfloor", "loadgen"]
-                + [arg for k, v in options.items() for arg in (f"--{k}", str(v))],
-                cwd=tmp_path,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        loadgen = _start_load(tmp_path, broker=broker.port, report=report_file)
         try:
             # mid-run: once the load flows (both workers committing), not after a fixed
             # time, which a busy machine spends starting the load generator
             _wait_for_commits(dsn, at_least=KILL_AFTER_BATCHES)
-            one.send_signal(signal.SIGKILL)  # batches in flight
+            # the worker that journaled alarms last: it owns alarm partitions now
+            survivor_log = "worker-2.log"
+            if _last_alarm_owner(dsn).endswith(f"-{two.pid}"):
+                one, two, survivor_log = two, one, "worker-1.log"
+            one.send_signal(signal.SIGKILL)  # batches in flight, alarm partitions owned
             one.wait(10)
             killed_ns = now_ns()
             code = loadgen.wait(DURATION_S + 60)
@@ -183,6 +290,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         assert after_kill is not None
         assert after_kill[0] > 0
 
+        _check_alarms(dsn, apis, survivor=two.pid, killed_ns=killed_ns)
+
         # both API servers serve what the workers wrote
         path = tag_path(1, 7)
         for api in apis:
@@ -196,5 +305,5 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
 
         # the survivor stops gracefully on SIGTERM
         two.send_signal(signal.SIGTERM)
-        assert two.wait(30) == 0, (tmp_path / "worker-2.log").read_text()
-        assert "batches committed" in (tmp_path / "worker-2.log").read_text()
+        assert two.wait(30) == 0, (tmp_path / survivor_log).read_text()
+        assert "batches committed" in (tmp_path / survivor_log).read_text()
