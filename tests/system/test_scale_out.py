@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import psycopg
 import pytest
+import websockets.sync.client
 
 from shopfloor.loadgen import tag_path
 from shopfloor.model import now_ns
@@ -59,6 +60,7 @@ def _config(folder: Path, *, dsn: str, broker: int, port: int) -> Path:
         # the API servers do not consume; `shopfloor ingest` always does
         f"[ingest.mqtt]\nenabled = false\nport = {broker}\n"
         'shared_group = "ingest"\nsession_expiry = "0s"\nmax_inflight = 8\n'
+        "live_fanout = true\n"
         f"[alarms]\npartitions = {PARTITIONS}\n"
         + "".join(
             f'[[alarms.rules]]\ntag = "{tag_path(e, ALARM_TAG)}"\nkind = "H"\nlimit = {LIMIT}\n'
@@ -209,6 +211,30 @@ def _last_alarm_owner(dsn: str) -> str:
     return "" if row is None else str(row[0])
 
 
+def _check_live_values(base_url: str) -> None:
+    """The API server's websocket pushes the workers' points as they come (fan-out through
+    the broker): a "values" frame comes only from the server's live channel, which has no
+    ingest of its own; the snapshot alone would come from the database."""
+    prefix = tag_path(1, 0).rpartition("/")[0]
+    url = base_url.replace("http", "ws", 1) + "/api/v1/ws"
+    with websockets.sync.client.connect(url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "subscribe", "prefix": prefix}))
+        deadline = time.monotonic() + 15
+        while True:
+            frame = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if frame["type"] == "values" and frame["values"]:
+                assert all(v["path"].startswith(prefix) for v in frame["values"]), frame
+                return
+
+
+def _api_server(folder: Path, *, dsn: str, broker: int) -> Any:
+    """A `shopfloor server` (API only) in ``folder``: a context manager."""
+    port = free_port()
+    folder.mkdir()
+    config = _config(folder, dsn=dsn, broker=broker, port=port)
+    return shopfloor_process(["server", "--config", str(config)], port=port, workdir=folder)
+
+
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
     server = server_for_tests()
@@ -227,25 +253,17 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         worker_config = _config(tmp_path, dsn=dsn, broker=broker.port, port=free_port())
         one = stack.enter_context(_worker(tmp_path, worker_config, "worker-1"))
         two = stack.enter_context(_worker(tmp_path, worker_config, "worker-2"))
-        apis = []
-        for name in ("api-1", "api-2"):
-            port = free_port()
-            folder = tmp_path / name
-            folder.mkdir()
-            config = _config(folder, dsn=dsn, broker=broker.port, port=port)
-            apis.append(
-                stack.enter_context(
-                    shopfloor_process(
-                        ["server", "--config", str(config)], port=port, workdir=folder
-                    )
-                )
-            )
+        apis = [
+            stack.enter_context(_api_server(tmp_path / name, dsn=dsn, broker=broker.port))
+            for name in ("api-1", "api-2")
+        ]
         report_file = tmp_path / "loadgen.json"
         loadgen = _start_load(tmp_path, broker=broker.port, report=report_file)
         try:
             # mid-run: once the load flows (both workers committing), not after a fixed
             # time, which a busy machine spends starting the load generator
             _wait_for_commits(dsn, at_least=KILL_AFTER_BATCHES)
+            _check_live_values(apis[1].base_url)
             # the worker that journaled alarms last: it owns alarm partitions now
             survivor_log = "worker-2.log"
             if _last_alarm_owner(dsn).endswith(f"-{two.pid}"):

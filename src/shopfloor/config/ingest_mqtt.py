@@ -61,6 +61,13 @@ class MqttIngestSection(MqttLinkSettings):
         "`shopfloor ingest` workers split them; each worker needs its own client id. Empty: "
         "this process takes every batch. See docs/scale-out.md for the session settings.",
     )
+    live_fanout: bool = Field(
+        False,
+        description="Scaled out (docs/scale-out.md): each `shopfloor ingest` worker publishes "
+        "the batches it takes to `{topic_root}/live/<edge>` (QoS 0), and each `shopfloor "
+        "server` with `enabled = false` subscribes to them, so that its websocket live "
+        "values (and its OEE, energy and SPC jobs) see every worker's points.",
+    )
     drain_timeout: str = Field(
         "10s",
         description="On shutdown, how long the batches being committed may take to finish "

@@ -55,6 +55,7 @@ from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
+from shopfloor.server.live_fanout import LiveFanIn, stop_link
 from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
 from shopfloor.server.rules.journal import Journal
@@ -386,6 +387,14 @@ class Server:
             if config.ingest.mqtt.enabled
             else None
         )
+        mqtt = config.ingest.mqtt
+        # scaled out: the workers' live values come through the broker (docs/scale-out.md)
+        self.fanin = (
+            LiveFanIn(mqtt, self.live, client_id=f"{mqtt.mqtt_client_id}-live")
+            if mqtt.live_fanout and not mqtt.enabled
+            else None
+        )
+        self._fanin_task: asyncio.Task[None] | None = None
         self.reports = (
             ReportScheduler(
                 config.analytics.reports,
@@ -550,6 +559,8 @@ class Server:
                 self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
+        if self.fanin is not None:
+            self._fanin_task = asyncio.create_task(self.fanin.run(), name="server/live-fanin")
 
     async def register_tags(self, metas: Sequence[TagMeta]) -> None:
         """Accept tag metadata from an in-process edge."""
@@ -616,6 +627,7 @@ class Server:
         self._closed = True
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
+        await stop_link(self._fanin_task)
         tasks = (
             self._metrics_task,
             self._spc_task,

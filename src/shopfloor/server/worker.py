@@ -50,6 +50,7 @@ from shopfloor.server.app import (
     build_mqtt_ingest,
     load_assets,
 )
+from shopfloor.server.live_fanout import LiveFanOut, stop_link
 from shopfloor.server.rules.partitioned import PartitionOwner
 
 __all__ = ["IngestWorker", "check_worker_config", "run_worker", "worker_client_id"]
@@ -157,6 +158,12 @@ class IngestWorker:
             self.ingestor,
             self.historian,
         )
+        self.fanout = (
+            LiveFanOut(settings, self.live, client_id=f"{client_id}-live")
+            if settings.live_fanout
+            else None
+        )
+        self._fanout_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -172,6 +179,8 @@ class IngestWorker:
             self._owner_task = asyncio.create_task(
                 asyncio.to_thread(self.owner.run, self._owner_stop), name="worker/alarm-owner"
             )
+        if self.fanout is not None:
+            self._fanout_task = asyncio.create_task(self.fanout.run(), name="worker/live-fanout")
         await self.mqtt.start()
         settings = self.mqtt.settings
         if not settings.shared_group:
@@ -197,6 +206,7 @@ class IngestWorker:
             return
         self._closed = True
         await self.mqtt.stop()
+        await stop_link(self._fanout_task)
         if self._owner_task is not None:  # after the last commit it could evaluate
             self._owner_stop.set()
             await self._owner_task
