@@ -15,8 +15,10 @@ import numpy as np
 import psycopg
 import pytest
 
+from shopfloor.errors import PayloadError
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.server.historian.postgres import PostgresHistorian
+from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.rules.partitioned import PartitionOwner
 from shopfloor.server.rules.partitions import PartitionMap, equipment_of, partition_of
 from shopfloor.server.rules.pg_journal import PgAlarmJournal
@@ -158,13 +160,18 @@ async def test_alarms_of_points_stored_by_two_writers_are_journaled_exactly_once
     with psycopg.connect(dsn) as con:
         (left,) = con.execute("SELECT count(*) FROM shopfloor.point_feed").fetchone() or (0,)
     assert left == 0  # the owners deleted what they consumed
-    # an API server's view: the states the owners committed
-    journal = PgAlarmJournal(dsn, "shopfloor")
+    # an API server's view: an engine following the shared journal
+    engine = AlarmEngine(RULES, lambda: PgAlarmJournal(dsn, "shopfloor"), follow=True)
+    await engine.start()
     try:
-        statuses = journal.statuses()
+        shown = {a.rule.name: a.status.condition for a in engine.alarms()}
         for m in range(MACHINES):
             last = batches[-1].value[batches[-1].tag_index == m][-1]
-            assert statuses[f"m{m}.H"].condition == (last > LIMIT)
-        assert len(journal.entries(alarm="m0.H", limit=10_000)) == sum(expected["m0.H"])
+            assert shown[f"m{m}.H"] == (last > LIMIT)
+        entries = await engine.journal(alarm="m0.H", limit=10_000)
+        assert len(entries) == sum(expected["m0.H"])
+        # the owners hold the states: an operator action here is refused, clearly
+        with pytest.raises(PayloadError, match="ingest workers"):
+            await engine.acknowledge("m0.H", user="op")
     finally:
-        journal.close()
+        await engine.close()
