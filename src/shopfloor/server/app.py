@@ -212,7 +212,7 @@ def alarm_partitions(config: ShopfloorConfig, assets: AssetModel | None) -> Part
     if not isinstance(section, PostgresHistorianSection) or not section.shared:
         raise ConfigError(
             "alarms.partitions: alarms evaluated by ingest workers keep their journal in the "
-            'shared historian: set [historian] kind = "postgres" and shared = true, or '
+            'shared historian: set historian.kind = "postgres" and historian.shared = true, or '
             "alarms.partitions = 0"
         )
     rules = [*(assets.alarm_rules if assets else ()), *rules_from_config(config.alarms)]
@@ -227,7 +227,7 @@ def shared_journal(config: ShopfloorConfig) -> Callable[[], Journal]:
     """
     section = config.historian
     if not isinstance(section, PostgresHistorianSection):
-        raise ConfigError('alarms.partitions: needs [historian] kind = "postgres"')
+        raise ConfigError('alarms.partitions: needs historian.kind = "postgres"')
     dsn, schema = section.connection_string(), section.schema_name
     return lambda: PgAlarmJournal(dsn, schema)
 

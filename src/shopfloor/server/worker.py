@@ -10,9 +10,11 @@ shared mode (``historian.shared``), which stores a batch once whichever worker i
 servers (``shopfloor server`` with ``[ingest.mqtt] enabled = false``) read the same
 database.
 
-A worker is only that path: historian, :class:`~shopfloor.server.ingest.Ingestor`,
+A worker is that path: historian, :class:`~shopfloor.server.ingest.Ingestor`,
 :class:`~shopfloor.server.ingest.mqtt.MqttIngest` — built by the same functions as the
-Server's — and no HTTP, alarms, UNS or Sparkplug. It leaves the historian's upkeep
+Server's — plus, when configured, its share of the alarm partitions and the live
+fan-out to the API servers (:mod:`~shopfloor.server.live_fanout`); no HTTP, UNS or
+Sparkplug. It leaves the historian's upkeep
 (compaction, rollups, retention) to the server process: N workers would otherwise all
 do the same passes over one schema.
 
