@@ -33,7 +33,7 @@ import psycopg
 
 from shopfloor.model import PointBatch
 
-__all__ = ["FEED_TABLES", "FeedRoute", "feed_rows", "write_feed"]
+__all__ = ["FEED_TABLES", "FeedPoints", "FeedRoute", "feed_rows", "write_feed"]
 
 FeedRoute = Callable[[str], Sequence[int]]
 """Tag path → the partitions that want its points (empty: nobody)."""
@@ -48,48 +48,55 @@ FEED_TABLES: Final = (
 """Created by a shared historian that has a route (under the schema's set-up lock)."""
 
 _INSERT: Final = (
-    "INSERT INTO point_feed (part, seq, tag_id, ts, value, quality) VALUES (%s, %s, %s, %s, %s, %s)"
+    "INSERT INTO point_feed (part, seq, tag_id, ts, value, quality) "
+    "SELECT u.part, (SELECT nextval('point_feed_seq')), array_agg(u.tag_id ORDER BY u.n), "
+    "array_agg(u.ts ORDER BY u.n), array_agg(u.value ORDER BY u.n), "
+    "array_agg(u.quality ORDER BY u.n) "
+    "FROM unnest(%s::integer[], %s::integer[], %s::bigint[], %s::float8[], %s::integer[]) "
+    "WITH ORDINALITY AS u(part, tag_id, ts, value, quality, n) GROUP BY u.part"
 )
+"""One statement, one round trip inside the serialised commit: the points flat with their
+partition, grouped into one row per partition under one ``seq`` (an uncorrelated
+sub-select is evaluated once)."""
 
-Row = tuple[int, list[int], list[int], list[float], list[int]]
+FeedPoints = tuple[list[int], list[int], list[int], list[float], list[int]]
+"""Flat columns: partition, tag id, ts, value, quality (a point once per partition)."""
 
 
-def feed_rows(batches: Iterable[PointBatch], route: FeedRoute, ids: Mapping[str, int]) -> list[Row]:
-    """Per partition wanting some of ``batches``' points: (part, tag ids, ts, values,
-    qualities), in the batches' order. ``ids`` maps every path of the batches to its id."""
-    parts: dict[int, list[tuple[np.ndarray[Any, Any], ...]]] = {}
+def feed_rows(
+    batches: Iterable[PointBatch], route: FeedRoute, ids: Mapping[str, int]
+) -> FeedPoints:
+    """The points of ``batches`` some partition wants, with that partition, in the
+    batches' order. ``ids`` maps every path of the batches to its id."""
+    chunks: list[tuple[np.ndarray[Any, Any], ...]] = []
     for batch in batches:
         for i, path in enumerate(batch.tags):
             targets = route(path)
             if not targets:
                 continue
             mask = batch.tag_index == i
-            if not mask.any():
-                continue
             n = int(mask.sum())
-            columns = (
-                np.full(n, ids[path], np.int64),
-                batch.ts[mask],
-                batch.value[mask],
-                batch.quality[mask].view(np.int32),
-            )
-            for part in targets:
-                parts.setdefault(part, []).append(columns)
-    out: list[Row] = []
-    for part, chunks in sorted(parts.items()):
-        tag_id, ts, value, quality = (np.concatenate([c[k] for c in chunks]) for k in range(4))
-        out.append((part, tag_id.tolist(), ts.tolist(), value.tolist(), quality.tolist()))
-    return out
+            if not n:
+                continue
+            ts, value, quality = batch.ts[mask], batch.value[mask], batch.quality[mask]
+            for target in targets:
+                chunks.append(
+                    (
+                        np.full(n, target, np.int64),
+                        np.full(n, ids[path], np.int64),
+                        ts,
+                        value,
+                        quality.view(np.int32),
+                    )
+                )
+    if not chunks:
+        return [], [], [], [], []
+    part, tag_id, ts, value, quality = (np.concatenate([c[k] for c in chunks]) for k in range(5))
+    return part.tolist(), tag_id.tolist(), ts.tolist(), value.tolist(), quality.tolist()
 
 
-async def write_feed(con: psycopg.AsyncConnection[Any], rows: Sequence[Row]) -> None:
-    """Insert ``rows`` under one new ``seq`` (call it under the commit lock, in the
-    transaction that stores the points)."""
-    if not rows:
-        return
-    cur = await con.execute("SELECT nextval('point_feed_seq')")
-    row = await cur.fetchone()
-    assert row is not None
-    seq = int(row[0])
-    async with con.cursor() as c:
-        await c.executemany(_INSERT, [(part, seq, *columns) for part, *columns in rows])
+async def write_feed(con: psycopg.AsyncConnection[Any], points: FeedPoints) -> None:
+    """Insert ``points`` as one row per partition under one new ``seq`` (call it under the
+    commit lock, in the transaction that stores the points)."""
+    if points[0]:
+        await con.execute(_INSERT, list(points))
