@@ -113,6 +113,9 @@ class _Link:
                     logger.warning("live %s: broker lost (%s); reconnecting", self.what, err)
                     lost = True
                 self.stats.reconnects += 1
+            except Exception:  # the link's supervisor: log, start over
+                self.stats.connected = False
+                logger.exception("live %s: failed; starting over", self.what)
             await asyncio.sleep(backoff.next_delay())
 
 
