@@ -37,7 +37,11 @@ Each cell is the median of ``--rounds`` runs; every run gets a fresh database. T
 core count is printed: on 2 cores the loadgen, the workers, Mosquitto and PostgreSQL
 share them, so a second worker can only help as far as a core is idle.
 
-Run: ``.venv/bin/python bench/scale.py [--rounds 3] [--duration 10] [--edges 8]``
+With ``--rate`` the edges offer that many points per second together instead of a closed
+loop: below the workers' capacity the latencies are the pipeline's own, not the wait in
+the broker of an overload.
+
+Run: ``.venv/bin/python bench/scale.py [--rounds 3] [--duration 10] [--edges 8] [--rate 0]``
 """
 
 from __future__ import annotations
@@ -237,6 +241,7 @@ def _pipeline_run(
         "tags": args.tags,
         "samples": args.samples,
         "window": args.window,
+        "rate": args.rate,
         "duration": args.duration,
         "prefix": f"b{tag}",  # a fresh edge identity per run: its seqs start at 1 again
         "json": report_file,
@@ -333,6 +338,13 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=100)
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--window", type=int, default=16)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="points/s offered by all edges together (0: a closed loop, as fast as answered); "
+        "below the capacity, the latencies are those of an unloaded pipeline",
+    )
     args = parser.parse_args()
     load_before = _loadavg()
 
@@ -365,7 +377,9 @@ def main() -> None:
     print(
         f"host: {os.cpu_count()} cores; PostgreSQL durable (fsync, synchronous_commit on); "
         f"load: {args.edges} edges × {args.tags} tags × {args.samples} values per batch "
-        f"({args.tags * args.samples:,} points), window {args.window}, {args.duration:g} s; "
+        f"({args.tags * args.samples:,} points), window {args.window}, "
+        f"{f'offered {args.rate:,.0f} points/s' if args.rate else 'closed loop'}, "
+        f"{args.duration:g} s; "
         f"medians of {args.rounds} rounds; load average before: {load_before}, after: "
         f"{_loadavg()}"
     )
