@@ -18,6 +18,7 @@ import pytest
 from shopfloor.errors import PayloadError
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.server.historian.postgres import PostgresHistorian
+from shopfloor.server.rules.alarms import AlarmEvent, AlarmState
 from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.rules.partitioned import PartitionOwner
 from shopfloor.server.rules.partitions import PartitionMap, equipment_of, partition_of
@@ -142,6 +143,9 @@ async def test_alarms_of_points_stored_by_two_writers_are_journaled_exactly_once
     rng = np.random.default_rng(9)
     t0 = now_ns()
     batches = [_batch(seq, rng, t0) for seq in range(1, 41)]
+    engine = AlarmEngine(
+        RULES, lambda: PgAlarmJournal(dsn, "shopfloor"), follow=True, remote_timeout_s=1.0
+    )
     try:
         with _owner(dsn, "a", split), _owner(dsn, "b", split):
             for seq, batch in enumerate(batches, start=1):
@@ -150,28 +154,38 @@ async def test_alarms_of_points_stored_by_two_writers_are_journaled_exactly_once
                 # the same batch again through the other writer: stored and fed once
                 assert (await second.write_acknowledged(batch, edge="e", seq=seq)).duplicate
             expected = _expected(batches)
-            assert sum(on for on, _ in expected.values()) > 40  # the load crosses the limit
+            assert sum(on for on, _ in expected.values()) > 40  # the load crossed the limit
             await asyncio.to_thread(
                 _wait_for, "every transition journaled", lambda: _journaled(dsn) == expected
             )
+            # an API server's view: an engine following the shared journal
+            await engine.start()
+            shown = {a.rule.name: a.status for a in engine.alarms()}
+            for m in range(MACHINES):
+                last = batches[-1].value[batches[-1].tag_index == m][-1]
+                assert shown[f"m{m}.H"].condition == (last > LIMIT)
+            entries = await engine.journal(alarm="m0.H", limit=10_000)
+            assert len(entries) == sum(expected["m0.H"])
+            # an operator acknowledges through it: the owner applies it and journals it
+            before = shown["m0.H"].state  # it activated: B, or D if it cleared since
+            assert before in (AlarmState.UNACKNOWLEDGED, AlarmState.RETURNED_UNACKNOWLEDGED)
+            done = await engine.acknowledge("m0.H", user="op", comment="seen")
+            assert (done.event, done.before, done.user) == (AlarmEvent.ACKNOWLEDGED, before, "op")
+            assert engine.state_of("m0.H") is done.after
+            assert done.after in (AlarmState.ACKNOWLEDGED, AlarmState.NORMAL)
+            last = (await engine.journal(alarm="m0.H", newest_first=True, limit=1))[0]
+            assert (last.event, last.comment) == (AlarmEvent.ACKNOWLEDGED, "seen")
+            # refused by the owner's state machine: the field and reason come back
+            with pytest.raises(PayloadError, match="nothing to acknowledge") as refused:
+                await engine.acknowledge("m0.H", user="op")
+            assert refused.value.field == "state"
+        # no owner left: the action waits, then a clear error
+        with pytest.raises(PayloadError, match="no ingest worker"):
+            await engine.comment("m1.H", user="op", comment="anyone?")
     finally:
+        await engine.close()
         await one.close()
         await two.close()
     with psycopg.connect(dsn) as con:
         (left,) = con.execute("SELECT count(*) FROM shopfloor.point_feed").fetchone() or (0,)
     assert left == 0  # the owners deleted what they consumed
-    # an API server's view: an engine following the shared journal
-    engine = AlarmEngine(RULES, lambda: PgAlarmJournal(dsn, "shopfloor"), follow=True)
-    await engine.start()
-    try:
-        shown = {a.rule.name: a.status.condition for a in engine.alarms()}
-        for m in range(MACHINES):
-            last = batches[-1].value[batches[-1].tag_index == m][-1]
-            assert shown[f"m{m}.H"] == (last > LIMIT)
-        entries = await engine.journal(alarm="m0.H", limit=10_000)
-        assert len(entries) == sum(expected["m0.H"])
-        # the owners hold the states: an operator action here is refused, clearly
-        with pytest.raises(PayloadError, match="ingest workers"):
-            await engine.acknowledge("m0.H", user="op")
-    finally:
-        await engine.close()

@@ -27,6 +27,7 @@ from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.server.rules.alarms import Alarm, AlarmState, AlarmStatus, Transition
+from shopfloor.server.rules.commands import Action, Command, RemoteCommands
 from shopfloor.server.rules.evaluator import AlarmEvaluator
 from shopfloor.server.rules.journal import (
     AlarmJournal,
@@ -87,7 +88,9 @@ class AlarmEngine:
         clock: Clock | None = None,
         tick_s: float = 1.0,
         follow: bool = False,
+        remote_timeout_s: float = 10.0,
     ) -> None:
+        self._remote_timeout_s = remote_timeout_s
         self._clock = clock or SystemClock()
         self._tick_s = tick_s
         self._journal_path = journal_path
@@ -216,59 +219,73 @@ class AlarmEngine:
             UnknownTagError: no alarm has that name.
             PayloadError: nothing to acknowledge.
         """
-        return await self._one(name, lambda a, now: a.acknowledge(now, user=user, comment=comment))
+        return await self._one(name, Command("acknowledge", user, comment))
 
     async def shelve(self, name: str, *, until_ns: int, user: str, comment: str = "") -> Transition:
         """Shelve an alarm until ``until_ns``."""
-        return await self._one(
-            name, lambda a, now: a.shelve(now, until_ns=until_ns, user=user, comment=comment)
-        )
+        return await self._one(name, Command("shelve", user, comment, until_ns))
 
     async def unshelve(self, name: str, *, user: str, comment: str = "") -> Transition:
         """End a shelve now."""
-        return await self._one(name, lambda a, now: a.unshelve(now, user=user, comment=comment))
+        return await self._one(name, Command("unshelve", user, comment))
 
     async def set_in_service(
         self, name: str, *, in_service: bool, user: str, comment: str = ""
     ) -> Transition | None:
         """Take an alarm out of service or return it (None: it already was)."""
-        return await self._act(
-            name,
-            lambda a, now: a.set_in_service(now, in_service=in_service, user=user, comment=comment),
-            allow_none=True,
-        )
+        action: Action = "in_service" if in_service else "out_of_service"
+        return await self._act(name, Command(action, user, comment), allow_none=True)
 
     async def comment(self, name: str, *, user: str, comment: str) -> Transition:
         """Add a comment to an alarm's journal."""
-        return await self._one(name, lambda a, now: a.add_comment(now, user=user, comment=comment))
+        return await self._one(name, Command("comment", user, comment))
 
-    async def _one(self, name: str, action: Callable[[Alarm, int], list[Transition]]) -> Transition:
-        done = await self._act(name, action)
+    async def _one(self, name: str, command: Command) -> Transition:
+        done = await self._act(name, command)
         assert done is not None  # _act raises rather than return None here
         return done
 
     async def _act(
-        self,
-        name: str,
-        action: Callable[[Alarm, int], list[Transition]],
-        *,
-        allow_none: bool = False,
+        self, name: str, command: Command, *, allow_none: bool = False
     ) -> Transition | None:
         if name not in self._view[1]:
             raise UnknownTagError(f"no alarm named {name!r}")
         if self.follow:
-            raise PayloadError(
-                "alarm",
-                f"{name}: alarms are evaluated by the ingest workers (alarms.partitions); "
-                "operator actions on them are not supported yet",
+            done = await self._remote(name, command)
+        else:
+            now = self._clock.now_ns()
+            done = await self._run(
+                lambda: self._journaled(command.apply(self._alarm_named(name), now))
             )
-        now = self._clock.now_ns()
-        done = await self._run(lambda: self._journaled(action(self._alarm_named(name), now)))
         if not done:
             if allow_none:
                 return None
             raise PayloadError("alarm", f"{name}: nothing changed")
         return done[-1]
+
+    async def _remote(self, name: str, command: Command) -> list[Transition]:
+        """Follow mode: have the alarm's owner apply ``command``; wait for its outcome.
+
+        Raises:
+            PayloadError: the owner refused it (its field), or no owner answered in time.
+        """
+        journal = self._opened()
+        if not isinstance(journal, RemoteCommands):
+            raise PayloadError("alarm", f"{name}: this journal takes no operator actions")
+        request = await self._run(lambda: journal.request(name, command))
+        deadline = asyncio.get_running_loop().time() + self._remote_timeout_s
+        while (outcome := await self._run(lambda: journal.outcome(request))) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise PayloadError(
+                    "alarm",
+                    f"{name}: no ingest worker took the action within "
+                    f"{self._remote_timeout_s:g} s (is one running?); it is still queued",
+                )
+            await asyncio.sleep(0.05)
+        if outcome.error is not None:
+            raise PayloadError(outcome.error_field or "alarm", outcome.error)
+        await self._run(lambda: self._restore(self._opened().statuses()))  # show it at once
+        return list(outcome.transitions)
 
     # ------------------------------------------------------------------ reading
     def alarms(self, *, active_only: bool = False) -> list[ActiveAlarm]:

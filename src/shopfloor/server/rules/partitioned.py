@@ -27,9 +27,14 @@ deletes the feed rows consumed (:mod:`~.pg_journal`). So:
   ``ceil(N / members)``. A worker takes free partitions up to its share and gives back
   what it holds beyond it (after committing its work).
 
+**Operator actions** come from the API servers as requests in ``alarm_commands``
+(:mod:`~.commands`); the owner of the alarm's partition applies each between two
+evaluations, in one transaction with the transitions it caused (journaled with the
+request's id) and the request marked done — or refused, with the field and message the
+API server answers with.
+
 Not carried over a hand-over: an on/off delay still running (it starts again at the
-next point, as after a restart of a single server). Operator actions (acknowledge,
-shelve…) are not carried to the owners yet, and alarm notifications are not sent by
+next point, as after a restart of a single server). Alarm notifications are not sent by
 workers yet (docs/scale-out.md).
 
 Everything runs on one thread with a blocking psycopg connection (:meth:`PartitionOwner.
@@ -50,7 +55,9 @@ from typing import Any, Final
 import numpy as np
 import psycopg
 
+from shopfloor.errors import PayloadError
 from shopfloor.model import PointBatch, now_ns
+from shopfloor.server.rules.commands import Command
 from shopfloor.server.rules.evaluator import AlarmEvaluator
 from shopfloor.server.rules.partitions import PartitionMap
 from shopfloor.server.rules.pg_journal import (
@@ -197,6 +204,7 @@ class PartitionOwner:
         try:
             while not stop.is_set():
                 self._rebalance(con)
+                self._commands(con)
                 busy = False
                 for part in sorted(self._held):
                     busy |= self._advance(con, part)
@@ -299,6 +307,57 @@ class PartitionOwner:
         state.cursor = new
         self.transitions += len(transitions)
         return len(rows) == self._max_rows
+
+    def _commands(self, con: psycopg.Connection[Any]) -> None:
+        """Apply the operators' requests for alarms of the partitions held (API servers
+        queue them, :meth:`~.pg_journal.PgAlarmJournal.request`), each in the transaction
+        that journals what it caused and marks it done."""
+        rows = con.execute(
+            'SELECT id, alarm, action, until_ns, "user", comment FROM alarm_commands '
+            "WHERE done_ns IS NULL ORDER BY id LIMIT 100"
+        ).fetchall()
+        for request, alarm, action, until_ns, user, comment in rows:
+            part = self._map.part_of_alarm(alarm)
+            if part is None or part not in self._held:
+                continue  # another owner's, or an alarm this worker's rules do not have
+            state = self._held.get(part)
+            if state is None:
+                state = self._held[part] = self._load(con, part)
+            command = Command(action, user, comment, until_ns)
+            error: PayloadError | None = None
+            try:
+                transitions = command.apply(state.evaluator.alarm_named(alarm), self._clock())
+            except PayloadError as err:
+                transitions, error = [], err
+            try:
+                with con.transaction():
+                    self._fence(con, part, state.cursor)
+                    insert_transitions(
+                        con, transitions, part=part, feed_seq=state.cursor, command=request
+                    )
+                    con.execute(
+                        "UPDATE alarm_commands SET done_ns = %s, error_field = %s, error = %s "
+                        "WHERE id = %s AND done_ns IS NULL",
+                        [
+                            self._clock(),
+                            None if error is None else error.field,
+                            None if error is None else error.message,
+                            request,
+                        ],
+                    )
+            except BaseException:
+                self._held[part] = None  # memory ran ahead of the database: load it again
+                raise
+            self.transitions += len(transitions)
+
+    def _fence(self, con: psycopg.Connection[Any], part: int, cursor: int) -> None:
+        """Move the partition's cursor to itself, or fail if another owner moved it."""
+        moved = con.execute(
+            "UPDATE alarm_cursor SET owner = %s, moved_ns = %s WHERE part = %s AND seq = %s",
+            [self.member, self._clock(), part, cursor],
+        )
+        if moved.rowcount != 1:
+            raise Fenced(f"alarm partition {part}: its cursor was moved by another owner")
 
     def _batch(
         self,

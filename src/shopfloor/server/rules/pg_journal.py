@@ -21,10 +21,12 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from shopfloor.model import now_ns
 from shopfloor.model.points import Int64Array
 from shopfloor.server.historian.pg_feed import FEED_TABLES
 from shopfloor.server.historian.pg_shared import COMMIT_LOCK_CLASS
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
+from shopfloor.server.rules.commands import Command, Outcome
 from shopfloor.server.rules.journal import JournalEntry, JournalError, SendAttempt
 
 __all__ = [
@@ -41,7 +43,7 @@ JOURNAL_TABLES: Final = (
     " seq bigserial PRIMARY KEY, alarm text NOT NULL, event text NOT NULL,"
     " ts_ns bigint NOT NULL, before text NOT NULL, after text NOT NULL,"
     ' "user" text NOT NULL, comment text NOT NULL, value double precision,'
-    " part integer NOT NULL, feed_seq bigint NOT NULL)",
+    " part integer NOT NULL, feed_seq bigint NOT NULL, command bigint)",
     "CREATE INDEX IF NOT EXISTS alarm_journal_alarm_ts ON alarm_journal (alarm, ts_ns)",
     "CREATE INDEX IF NOT EXISTS alarm_journal_ts ON alarm_journal (ts_ns)",
     "CREATE TABLE IF NOT EXISTS alarm_status ("
@@ -52,6 +54,11 @@ JOURNAL_TABLES: Final = (
     "CREATE TABLE IF NOT EXISTS alarm_cursor ("
     " part integer PRIMARY KEY, seq bigint NOT NULL, owner text NOT NULL,"
     " moved_ns bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS alarm_commands ("
+    " id bigserial PRIMARY KEY, alarm text NOT NULL, action text NOT NULL,"
+    ' until_ns bigint, "user" text NOT NULL, comment text NOT NULL,'
+    " requested_ns bigint NOT NULL, done_ns bigint, error_field text, error text)",
+    "CREATE INDEX IF NOT EXISTS alarm_commands_open ON alarm_commands (id) WHERE done_ns IS NULL",
     "CREATE TABLE IF NOT EXISTS alarm_notifications ("
     " id bigserial PRIMARY KEY, ts_ns bigint NOT NULL, alarm text NOT NULL,"
     " event text NOT NULL, channel text NOT NULL, attempt integer NOT NULL,"
@@ -72,7 +79,7 @@ _UPSERT_STATUS: Final = (
 )
 _INSERT_JOURNAL: Final = (
     'INSERT INTO alarm_journal (alarm, event, ts_ns, before, after, "user", comment, value, '
-    "part, feed_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "part, feed_seq, command) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _ENTRY_COLUMNS: Final = 'seq, alarm, event, ts_ns, before, after, "user", comment, value'
 
@@ -120,10 +127,16 @@ def read_statuses(
 
 
 def insert_transitions(
-    con: psycopg.Connection[Any], transitions: Sequence[Transition], *, part: int, feed_seq: int
+    con: psycopg.Connection[Any],
+    transitions: Sequence[Transition],
+    *,
+    part: int,
+    feed_seq: int,
+    command: int | None = None,
 ) -> None:
     """Journal ``transitions`` in order and upsert each alarm's latest status (call it in
-    the transaction that moves the partition's cursor)."""
+    the transaction that moves the partition's cursor); ``command``: the operator's
+    request that caused them."""
     if not transitions:
         return
     with con.cursor() as cur:
@@ -141,6 +154,7 @@ def insert_transitions(
                     t.value,
                     part,
                     feed_seq,
+                    command,
                 )
                 for t in transitions
             ],
@@ -221,6 +235,46 @@ class PgAlarmJournal:
         if transitions:
             raise JournalError("the shared alarm journal is written by the ingest workers")
         return []
+
+    def request(self, alarm: str, command: Command) -> int:
+        """Queue an operator action for the owner of ``alarm``'s partition; its id."""
+        (row,) = self._query(
+            'INSERT INTO alarm_commands (alarm, action, until_ns, "user", comment, '
+            "requested_ns) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (alarm, command.action, command.until_ns, command.user, command.comment, now_ns()),
+        )
+        return int(row[0])
+
+    def outcome(self, request: int) -> Outcome | None:
+        """What the owner did with request ``request`` (None: not done yet)."""
+        rows = self._query(
+            "SELECT done_ns, error_field, error FROM alarm_commands WHERE id = %s", (request,)
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        if rows[0][2] is not None:
+            return Outcome(error_field=rows[0][1], error=rows[0][2])
+        journaled = self._query(
+            f"SELECT {_ENTRY_COLUMNS} FROM alarm_journal WHERE command = %s ORDER BY seq",
+            (request,),
+        )
+        statuses = self.statuses()
+        return Outcome(
+            tuple(
+                Transition(
+                    r[1],
+                    AlarmEvent(r[2]),
+                    r[3],
+                    AlarmState(r[4]),
+                    AlarmState(r[5]),
+                    statuses.get(r[1], AlarmStatus()),
+                    user=r[6],
+                    comment=r[7],
+                    value=r[8],
+                )
+                for r in journaled
+            )
+        )
 
     def statuses(self) -> dict[str, AlarmStatus]:
         """Each journaled alarm's latest status."""
