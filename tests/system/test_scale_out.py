@@ -172,11 +172,26 @@ def _check_alarms(dsn: str, apis: list[Any], *, survivor: int, killed_ns: int) -
     for api in apis:
 
         def shown(api: Any = api) -> dict[str, bool]:
-            answer = httpx.get(f"{api.base_url}/api/v1/alarms", params={"state": "all"})
-            assert answer.status_code == 200, answer.text
-            return {a["name"]: a["condition"] for a in answer.json()}
+            return {a["name"]: a["condition"] for a in _alarms(api)}
 
         _wait_for(f"{api.base_url} shows the journaled alarms", lambda: shown() == conditions)
+    # an operator acknowledges through one API server; the owning worker applies it and
+    # the other API server shows it: no state in the API servers
+    name = _alarm_name(0)
+    states = {a["name"]: a["state"] for a in _alarms(apis[0])}
+    assert states[name] in ("unacknowledged", "returned_unacknowledged"), states
+    ack = httpx.post(
+        f"{apis[0].base_url}/api/v1/alarms/acknowledge",
+        json={"alarm": name, "user": "op", "comment": "seen"},
+        timeout=30,
+    )
+    assert ack.status_code == 200, ack.text
+    after = ack.json()["after"]
+    assert after in ("acknowledged", "normal"), ack.json()
+    _wait_for(
+        "the other API server shows the acknowledgement",
+        lambda: {a["name"]: a["state"] for a in _alarms(apis[1])}[name] == after,
+    )
 
 
 def _start_load(folder: Path, *, broker: int, report: Path) -> subprocess.Popen[bytes]:
@@ -233,6 +248,14 @@ def _api_server(folder: Path, *, dsn: str, broker: int) -> Any:
     folder.mkdir()
     config = _config(folder, dsn=dsn, broker=broker, port=port)
     return shopfloor_process(["server", "--config", str(config)], port=port, workdir=folder)
+
+
+def _alarms(api: Any) -> list[dict[str, Any]]:
+    """Every alarm as an API server lists it."""
+    answer = httpx.get(f"{api.base_url}/api/v1/alarms", params={"state": "all"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    result: list[dict[str, Any]] = answer.json()
+    return result
 
 
 @pytest.fixture
