@@ -113,6 +113,7 @@ def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 30.0)
 
 @contextmanager
 def _worker(folder: Path, config: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A `shopfloor ingest` process, started (see :func:`_wait_started`), killed on exit."""
     log_path = folder / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -123,16 +124,21 @@ def _worker(folder: Path, config: Path, name: str) -> Iterator[subprocess.Popen[
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + 30
-        while "taking batches from" not in log_path.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker {name} did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
         yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def _wait_started(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait until a worker takes batches (the processes start side by side: faster on a
+    busy machine than one after the other)."""
+    deadline = time.monotonic() + 60
+    while "taking batches from" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"worker {log_path.name} did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
 
 
 def _wait_for_commits(dsn: str, *, at_least: int, timeout_s: float = 30.0) -> None:
@@ -280,6 +286,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
             stack.enter_context(_api_server(tmp_path / name, dsn=dsn, broker=broker.port))
             for name in ("api-1", "api-2")
         ]
+        for proc, name in ((one, "worker-1"), (two, "worker-2")):
+            _wait_started(proc, tmp_path / f"{name}.log")
         report_file = tmp_path / "loadgen.json"
         loadgen = _start_load(tmp_path, broker=broker.port, report=report_file)
         try:
