@@ -35,7 +35,7 @@ from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.errors import PayloadError
 from shopfloor.model import LiveBatch
 from shopfloor.runtime.backoff import Backoff
-from shopfloor.runtime.channels import Channel
+from shopfloor.runtime.channels import Channel, Subscription
 from shopfloor.wire import ARROW_MEDIA_TYPE, compress, decode, encode_arrow
 
 __all__ = ["LiveFanIn", "LiveFanOut", "LiveFanStats", "live_filter", "live_topic", "stop_link"]
@@ -133,6 +133,7 @@ class LiveFanOut(_Link):
     ) -> None:
         super().__init__(settings, client_id, "fan-out")
         self._live = live
+        self._sub: Subscription[LiveBatch] | None = None
 
     async def run(self) -> None:
         """Publish until cancelled; what comes while the broker is away is dropped."""
@@ -141,8 +142,10 @@ class LiveFanOut(_Link):
             await super().run()
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        self.stats.dropped += len(self._sub.drain())  # while away: stale by now
-        async for item in self._sub:
+        sub = self._sub
+        assert sub is not None  # run() subscribed before connecting
+        self.stats.dropped += len(sub.drain())  # while away: stale by now
+        async for item in sub:
             body = encode_arrow(
                 item.batch, edge=item.edge or "_", seq=0, historical=item.historical
             )

@@ -157,9 +157,14 @@ class PartitionOwner:
                     )
                 elif failures == 0:
                     logger.warning("alarm partitions: database unavailable (%s)", err)
-                self._held.clear()
-                stop.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
-                failures += 1
+            except Exception:  # the owner's supervisor: log, give the partitions up, retry
+                logger.exception("alarm partitions %s: evaluation failed", sorted(self._held))
+            else:
+                continue
+            # the connection is closed: its locks are free for the others meanwhile
+            self._held.clear()
+            stop.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
+            failures += 1
         logger.info(
             "alarm partitions: stopped (%d transitions journaled, %d partitions taken, "
             "%d given back)",
@@ -211,9 +216,10 @@ class PartitionOwner:
                 if not busy:
                     stop.wait(self._poll_s)
         finally:
-            if not con.closed:
+            if not con.closed and stop.is_set():  # given back at once, not at disconnect
                 with contextlib.suppress(psycopg.Error):
                     con.execute("SELECT pg_advisory_unlock_all()")
+                self._held.clear()
 
     # ------------------------------------------------------------------ ownership
     def members(self, con: psycopg.Connection[Any]) -> int:
