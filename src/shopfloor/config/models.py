@@ -498,6 +498,19 @@ class ShopfloorConfig(_Section):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _partitioned_alarms(self) -> ShopfloorConfig:
+        section = self.historian
+        if self.alarms.partitions and not (
+            isinstance(section, PostgresHistorianSection) and section.shared
+        ):
+            raise ValueError(
+                "alarms.partitions: alarms evaluated by ingest workers keep their journal in "
+                'the shared historian: set historian.kind = "postgres" and historian.shared = '
+                "true, or alarms.partitions = 0"
+            )
+        return self
+
     def resolve_paths(self, base: Path) -> ShopfloorConfig:
         """Return a copy whose relative paths are made absolute against ``base``."""
         server = self.server.relative_to(base)
