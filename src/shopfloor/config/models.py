@@ -58,6 +58,12 @@ class ServerSection(_Section):
         description="Serve HTTPS: the certificate, its key and optionally the CA of edges' "
         "client certificates (see the `server.tls` keys).",
     )
+    max_request_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="The largest request body of any route but those edges write to (which "
+        "take `ingest.max_body_bytes`); larger ones are answered 413 without being read.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -401,6 +401,7 @@ class Server:
             status=status,
             connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
+            max_request_bytes=config.server.max_request_bytes,
             alarms=self.alarms,
             assets=self.assets,
             plant=self.plant,
