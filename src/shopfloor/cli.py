@@ -21,6 +21,7 @@ from shopfloor.cli_broker import register_broker_commands
 from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
 from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
+from shopfloor.cli_i18n import register_i18n_commands
 from shopfloor.cli_loadgen import register_loadgen_command
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
@@ -42,6 +43,7 @@ register_disk_commands(app)  # disk
 register_assets_commands(app)  # assets check, assets tags
 register_loadgen_command(app)  # loadgen
 register_broker_commands(app)  # broker config
+register_i18n_commands(app)  # i18n extract, update, migrate, check
 
 err_console = Console(stderr=True)
 

@@ -36,7 +36,7 @@ const GROUPS = ["shift", "day", "hour"];
 const PARETO_BY = ["reason", "equipment", "shift"];
 const MAX_STOP_ROWS = 500;
 
-initLocale();
+await initLocale();
 applyI18n(document);
 document.title = t("oee.pageTitle");
 

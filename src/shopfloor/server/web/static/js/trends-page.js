@@ -41,7 +41,7 @@ const MAX_TAGS = 8;
 const RAW_LIMIT = 20000; // per tag; a raw window of 15 minutes holds far fewer
 const AXIS_GAP = 58; // px between stacked value axes on one side
 
-initLocale();
+await initLocale();
 applyI18n(document);
 document.title = t("trends.pageTitle");
 
