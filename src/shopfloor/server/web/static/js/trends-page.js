@@ -16,7 +16,14 @@ import {
   writeQuery,
 } from "./analysis-common.js";
 import { buildTree, sortedChildren } from "./assets.js";
-import { QUALITY, formatDateTime, humanize, qualityOf, unitLabel } from "./format.js";
+import {
+  QUALITY,
+  chartLocale,
+  formatDateTime,
+  humanize,
+  qualityOf,
+  unitLabel,
+} from "./format.js";
 import { applyI18n, initLocale, locale, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -312,7 +319,7 @@ function render(rows, bucket) {
   if (!chart) {
     chart = globalThis.echarts.init($("trends-chart"), null, {
       renderer: "canvas",
-      locale: locale().startsWith("zh") ? "ZH" : "EN",
+      locale: chartLocale(),
     });
     new ResizeObserver(() => chart.resize()).observe($("trends-chart"));
     chart.on("datazoom", onZoom);
