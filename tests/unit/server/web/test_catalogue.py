@@ -384,3 +384,20 @@ def test_every_entry_module_awaits_the_catalogue_before_it_renders() -> None:
     for path in callers:
         for line in re.findall(r"^.*\binitLocale\(\).*$", path.read_text("utf-8"), re.M):
             assert line.strip().startswith("await initLocale()"), f"{path.name}: {line.strip()}"
+
+
+@pytest.mark.parametrize("page", ["/", "/overview", "/oee", "/trends", "/machines/nope"])
+async def test_server_rendered_text_is_in_the_chosen_language(
+    client: httpx.AsyncClient, page: str
+) -> None:
+    translations = {str(m.context): str(m.string) for m in _po() if m.id}
+    html = (await client.get(page, params={"lang": "zh-CN"})).text
+    texts = re.findall(r'data-i18n="([\w.]+)"[^>]*>([^<]+)<', html)
+    assert len(texts) >= 3
+    for key, text in texts:
+        assert text.strip() == translations[key], key
+    for kind, key, text in re.findall(
+        r'data-i18n-(placeholder|aria-label)="([\w.]+)"[^>]*?\b(?:placeholder|aria-label)="([^"]*)"',
+        html,
+    ):
+        assert text == translations[key], (kind, key)
