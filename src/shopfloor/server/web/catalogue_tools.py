@@ -37,7 +37,7 @@ from pathlib import Path
 
 from babel import Locale
 from babel.messages.catalog import Catalog, Message
-from babel.messages.pofile import read_po, write_po
+from babel.messages.pofile import PoFileError, read_po, write_po
 from jinja2.ext import babel_extract
 
 from shopfloor.server.web.jstables import StringModule, StringTableError, read_module, remove_tables
@@ -123,7 +123,7 @@ def read_catalogue(path: Path) -> Catalog:
     with path.open("rb") as fileobj:
         try:
             return read_po(fileobj, abort_invalid=True)
-        except Exception as err:  # babel raises PoFileError and ValueError
+        except (PoFileError, ValueError) as err:  # ValueError: a bad encoding or header
             raise StringTableError(f"{path}: {err}") from err
 
 
@@ -250,17 +250,16 @@ def extract(sources: Sources) -> Outcome:
     return outcome
 
 
-def update(
-    sources: Sources,
-    *,
-    add: Iterable[str] = (),
-    _forced: dict[str, dict[str, str]] | None = None,
-) -> Outcome:
+def update(sources: Sources, *, add: Iterable[str] = ()) -> Outcome:
     """Regenerate the .pot from the JS tables and bring every catalogue in line with it.
 
     ``add`` names languages (``fr``, ``zh-CN``) to start a catalogue for.
     """
-    forced = _forced or {}
+    return _update(sources, add=add, forced={})
+
+
+def _update(sources: Sources, *, add: Iterable[str], forced: dict[str, dict[str, str]]) -> Outcome:
+    """:func:`update`, with translations (by catalogue, then key) that override the files'."""
     modules = _read_modules(sources)
     template = _template(sources, modules)
     outcome = Outcome()
@@ -307,7 +306,7 @@ def migrate(sources: Sources) -> Outcome:
                 if old is not None and old.string and old.string != text:
                     overridden.append(f"{tag} {key}: {old.string!r} -> {text!r}")
                 forced.setdefault(po_locale, {})[key] = text
-    outcome = update(sources, _forced=forced)
+    outcome = _update(sources, add=(), forced=forced)
     for module in modules:
         others = {tag for tag in module.tables if tag != SOURCE_LOCALE}
         if others:

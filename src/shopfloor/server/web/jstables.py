@@ -125,24 +125,31 @@ class _Parser:
                 out.append(char)
                 i += 1
                 continue
-            nxt = text[i + 1 : i + 2]
-            if nxt == "u" and text[i + 2 : i + 3] == "{":
-                close = text.index("}", i)
-                out.append(chr(int(text[i + 3 : close], 16)))
-                i = close + 1
-            elif nxt == "u":
-                out.append(json.loads(f'"{text[i : i + 6]}"'))
-                i += 6
-            elif nxt == "x":
-                out.append(chr(int(text[i + 2 : i + 4], 16)))
-                i += 4
-            else:
-                out.append(_SIMPLE_ESCAPES.get(nxt, nxt))
-                i += 2
+            try:
+                i = self._escape(i, out)
+            except ValueError as err:
+                raise self.fail(f"a bad escape {text[i : i + 6]!r}", i) from err
         self.pos = i + 1
         if self.peek() == "+":
             raise self.fail("a concatenated string: write it as one literal")
         return "".join(out)
+
+    def _escape(self, i: int, out: list[str]) -> int:
+        """Decode the escape at ``i`` into ``out``; return where the string goes on."""
+        text = self.text
+        nxt = text[i + 1 : i + 2]
+        if nxt == "u" and text[i + 2 : i + 3] == "{":
+            close = text.index("}", i)
+            out.append(chr(int(text[i + 3 : close], 16)))
+            return close + 1
+        if nxt == "u":
+            out.append(json.loads(f'"{text[i : i + 6]}"'))
+            return i + 6
+        if nxt == "x":
+            out.append(chr(int(text[i + 2 : i + 4], 16)))
+            return i + 4
+        out.append(_SIMPLE_ESCAPES.get(nxt, nxt))
+        return i + 2
 
     def strings_object(self) -> dict[str, str]:
         """``{ "key": "text", ... }`` → ``{key: text}``; a key twice is an error."""

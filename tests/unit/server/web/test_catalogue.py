@@ -247,6 +247,7 @@ def test_a_template_must_use_the_english_text_of_its_key(web_copy: Path) -> None
         ('"a.b": "x" + "y",', 3, "a concatenated string"),
         ('"a.b": "x",\n    "a.b": "y",', 4, "'a.b' is defined twice"),
         ('"a.b": "unterminated,', 3, "unterminated string"),
+        ('"a.b": "bad \\u{zz}",', 3, "a bad escape"),
     ],
 )
 def test_a_table_the_parser_cannot_read_names_file_and_line(
@@ -340,6 +341,8 @@ async def test_page_names_its_catalogue_by_version_and_preloads_it(
         ({"accept-language": "zh-TW"}, "/overview", "en"),
         ({"accept-language": "zh-CN", "cookie": "shopfloor_lang=en"}, "/overview", "en"),
         ({"cookie": "shopfloor_lang=klingon"}, "/overview", "en"),
+        ({"accept-language": "zh;q=abc, ;;, *, en-GB"}, "/overview", "en"),
+        ({"accept-language": "fr;q=0.9, zh-SG;q=0.8"}, "/overview", "zh-CN"),
     ],
 )
 async def test_page_renders_its_frame_in_the_requested_language(
