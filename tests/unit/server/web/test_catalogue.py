@@ -3,6 +3,7 @@ by `shopfloor i18n`, served as JSON equal to the .po, and used to render the pag
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from shopfloor.cli import app as cli_app
-from shopfloor.server.web import STATIC_DIR, TEMPLATES_DIR, router
+from shopfloor.server.web import STATIC_DIR, TEMPLATES_DIR, catalogue, router
 from shopfloor.server.web import catalogue_tools as tools
 from shopfloor.server.web.jstables import StringTableError, read_module
 
@@ -404,3 +405,24 @@ async def test_server_rendered_text_is_in_the_chosen_language(
         html,
     ):
         assert text == translations[key], (kind, key)
+
+
+def test_a_fuzzy_or_empty_translation_is_left_out_so_english_shows(web_copy: Path) -> None:
+    path = web_copy / "locale" / "zh_CN" / "LC_MESSAGES" / "messages.po"
+    po = _po(path)
+    for message in po:
+        if message.context == "menu.trends":
+            message.flags.add("fuzzy")
+        if message.context == "menu.oee":
+            message.string = ""
+    with path.open("wb") as fileobj:
+        write_po(fileobj, po, width=100, include_lineno=False)
+    found = catalogue.compiled("zh-CN", web_copy / "locale")
+    assert found is not None
+    strings = json.loads(found.json)
+    assert "menu.trends" not in strings
+    assert "menu.oee" not in strings
+    assert strings["menu.live"] == "实时"
+    assert found.translations.pgettext("menu.trends", "Trends") == "Trends"
+    assert found.translations.pgettext("menu.live", "Live") == "实时"
+    assert found.translations.pgettext("menu.live", "Live!") == "Live!", "msgid is the English"
