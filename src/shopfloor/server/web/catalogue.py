@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from babel import Locale
+from babel import Locale, UnknownLocaleError
 from babel.messages.mofile import write_mo
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
@@ -75,7 +75,10 @@ def available_locales(locale_dir: Path = LOCALE_DIR) -> list[str]:
 
 def language_name(tag: str) -> str:
     """The language's own name for the menu: "English", "中文"."""
-    name = Locale.parse(tag, sep="-").language_name or tag
+    try:
+        name = Locale.parse(tag, sep="-").language_name or tag
+    except (UnknownLocaleError, ValueError):  # a folder Babel has no data for
+        return tag
     return name[:1].upper() + name[1:]
 
 

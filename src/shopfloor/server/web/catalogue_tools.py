@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from babel import Locale
+from babel import Locale, UnknownLocaleError
 from babel.messages.catalog import Catalog, Message
 from babel.messages.pofile import PoFileError, read_po, write_po
 from jinja2.ext import babel_extract
@@ -238,7 +238,11 @@ class Outcome:
 
 
 def _empty_po(po_locale: str) -> Catalog:
-    return Catalog(locale=Locale.parse(po_locale), project=PROJECT, version=None, fuzzy=False)
+    try:
+        locale = Locale.parse(po_locale)
+    except (UnknownLocaleError, ValueError) as err:
+        raise StringTableError(f"{tag_of(po_locale)!r} is no language Babel knows") from err
+    return Catalog(locale=locale, project=PROJECT, version=None, fuzzy=False)
 
 
 def extract(sources: Sources) -> Outcome:

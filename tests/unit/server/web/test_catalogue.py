@@ -225,6 +225,13 @@ def test_update_starts_a_new_language(web_copy: Path) -> None:
     assert any("fr/LC_MESSAGES/messages.po: menu.live is not translated" in p for p in problems)
 
 
+def test_an_unknown_language_is_refused_by_name(web_copy: Path) -> None:
+    code, output = _cli("update", "--web-dir", str(web_copy), "--add", "xx-Nope")
+    assert code == 2
+    assert "'xx-Nope' is no language Babel knows" in output
+    assert not (web_copy / "locale" / "xx_Nope").exists()
+
+
 def test_a_template_must_use_the_english_text_of_its_key(web_copy: Path) -> None:
     base = web_copy / "templates" / "base.html"
     base.write_text(
