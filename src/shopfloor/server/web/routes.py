@@ -29,12 +29,16 @@ from typing import Final
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
-__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "render_page", "router", "static_url"]
+from shopfloor.server.web import catalogue
+
+__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "catalogue_url", "render_page", "router", "static_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +126,35 @@ def static_url(relative: str, *, root_path: str = "") -> str:
 
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
+# Server-rendered text goes through the same catalogues as the page's t(): a template writes
+# {{ pgettext("menu.live", "Live") }} (the key, then its English text from the en table).
+# The Translations are per request, in the context, so the callables read them from there.
+templates.env.add_extension("jinja2.ext.i18n")
+
+
+@pass_context
+def _gettext(context: Context, message: str) -> str:
+    return str(context["translations"].gettext(message))
+
+
+@pass_context
+def _ngettext(context: Context, singular: str, plural: str, n: int) -> str:
+    return str(context["translations"].ngettext(singular, plural, n))
+
+
+@pass_context
+def _pgettext(context: Context, key: str, english: str) -> str:
+    return str(context["translations"].pgettext(key, english))
+
+
+@pass_context
+def _npgettext(context: Context, key: str, singular: str, plural: str, n: int) -> str:
+    return str(context["translations"].npgettext(key, singular, plural, n))
+
+
+templates.env.install_gettext_callables(  # type: ignore[attr-defined]
+    _gettext, _ngettext, newstyle=False, pgettext=_pgettext, npgettext=_npgettext
+)
 
 router = APIRouter(include_in_schema=False)
 """Serves ``GET /`` (the live page), ``GET /docs`` (the API reference) and
@@ -139,13 +172,32 @@ def render_page(request: Request, template: str, **context: object) -> Response:
     def url(relative: str) -> str:
         return static_url(relative, root_path=root_path)
 
+    locale = catalogue.request_locale(request)
+    locales = catalogue.available_locales()
     response = templates.TemplateResponse(
         request,
         template,
-        {"static_url": url, "base_path": root_path, **context},
+        {
+            "static_url": url,
+            "base_path": root_path,
+            "locale": locale,
+            "languages": [(tag, catalogue.language_name(tag)) for tag in locales],
+            "catalogues": {tag: catalogue_url(tag, root_path=root_path) for tag in locales[1:]},
+            "translations": catalogue.translations(locale),
+            **context,
+        },
     )
     response.headers["cache-control"] = REVALIDATE
+    # The page differs by language: no shared cache may hand one user's language to another.
+    response.headers["vary"] = "Accept-Language, Cookie"
     return response
+
+
+def catalogue_url(tag: str, *, root_path: str = "") -> str:
+    """The URL of a language's compiled catalogue, versioned by its content."""
+    found = catalogue.compiled(tag)
+    version = f"?v={found.etag}" if found is not None else ""
+    return f"{root_path}/static/i18n/{tag}.json{version}"
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -167,6 +219,31 @@ async def redoc(request: Request) -> RedirectResponse:
     """The old ReDoc address: one reference is enough, so it leads to ``/docs``."""
     root_path = str(request.scope.get("root_path", "")).rstrip("/")
     return RedirectResponse(f"{root_path}/docs", status_code=308)
+
+
+@router.api_route("/static/i18n/{tag}.json", methods=["GET", "HEAD"], name="web_catalogue")
+async def catalogue_json(tag: str, request: Request) -> Response:
+    """One language's translations, ``{key: text}``, compiled from its .po catalogue.
+
+    English is the source text in the modules and has no catalogue (404 like any other
+    language without one). Versioned URLs (``?v=``, from :func:`catalogue_url`) are
+    immutable; the ETag answers a revalidation with 304.
+    """
+    found = catalogue.compiled(tag)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no catalogue for {tag!r}")
+    etag = f'"{found.etag}"'
+    versioned = "v" in request.query_params
+    headers = {
+        "etag": etag,
+        "cache-control": IMMUTABLE if versioned else REVALIDATE,
+        "x-content-type-options": "nosniff",
+    }
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    body = b"" if request.method == "HEAD" else found.json
+    headers["content-length"] = str(len(found.json))
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.api_route("/static/{path:path}", methods=["GET", "HEAD"], name="web_static")

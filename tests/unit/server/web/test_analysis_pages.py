@@ -58,19 +58,8 @@ async def test_page_renders_its_module_after_echarts_and_revalidates(
     assert first_import.group(1) == f"./strings/{PAGES[page][1]}"
 
 
-@pytest.mark.parametrize("strings", ["analysis.js", "oee.js", "trends.js"])
-def test_every_locale_has_every_string_with_its_placeholders(strings: str) -> None:
-    english = _table(JS / "strings" / strings, "en")
-    chinese = _table(JS / "strings" / strings, "zh-CN")
-    assert len(english) >= 3, "the English table was not read"
-    assert set(english) == set(chinese), {
-        "only English": sorted(set(english) - set(chinese)),
-        "only Chinese": sorted(set(chinese) - set(english)),
-    }
-    for key, text in english.items():
-        assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", chinese[key])), (
-            key
-        )
+# Every string in Simplified Chinese with its placeholders: tests/unit/server/web/
+# test_catalogue.py, over the gettext catalogue the translations moved to.
 
 
 @pytest.mark.parametrize("page", sorted(PAGES))

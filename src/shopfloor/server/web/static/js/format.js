@@ -146,6 +146,34 @@ export function formatDateTime(ms) {
   return new Date(ms).toLocaleString(locale(), { hour12: false });
 }
 
+/** ECharts' own locale (its built-in texts, month and weekday names on time axes). */
+export function chartLocale() {
+  return locale().toLowerCase().startsWith("zh") ? "ZH" : "EN";
+}
+
+/** A value axis tick in the page's locale, compact when large ("12K", "1.2M"; "1.2万"). */
+export function formatAxisNumber(v) {
+  const n = Number(v);
+  if (!Number.isFinite(n)) return "";
+  if (Math.abs(n) >= 1e4) return formatCount(n);
+  return numberFormat(Number.isInteger(n) ? 0 : Math.min(3, decimalsOf(n))).format(n);
+}
+
+/** Decimals an axis tick needs (0.25 → 2), at most 3. */
+function decimalsOf(n) {
+  const text = String(Number(n.toFixed(3)));
+  const dot = text.indexOf(".");
+  return dot < 0 ? 0 : text.length - dot - 1;
+}
+
+/** A number with exactly `decimals` decimals, grouped for the page's locale. */
+export function formatFixed(value, decimals) {
+  if (value === null || value === undefined || !Number.isFinite(Number(value))) {
+    return t("value.none");
+  }
+  return numberFormat(decimals).format(Number(value));
+}
+
 /** "spindle_temp" → "spindle temp": tag and asset names read better with spaces. */
 export function humanize(name) {
   return String(name).replace(/[_]+/g, " ");

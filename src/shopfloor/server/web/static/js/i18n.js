@@ -1,8 +1,11 @@
-// Every string the page shows, per locale. Keys are stable; add a locale by adding a table
-// with the same keys (a missing key falls back to English, then to the key itself).
+// Every string the page shows. The English text lives here (the frame's strings) and in each
+// page's module (static/js/strings/); the translations live in gettext catalogues
+// (src/shopfloor/server/web/locale/, see docs/dashboard.md "Adding a language / a string"),
+// which the server compiles to JSON and initLocale() loads before the page renders.
+// A missing translation falls back to English, then to the key itself.
 // State labels are not here: they come from each tag's `states` in the API.
 
-import { storageGet } from "./storage.js";
+import { storageGet, storageSet } from "./storage.js";
 
 const STRINGS = {
   en: {
@@ -15,6 +18,9 @@ const STRINGS = {
     "menu.trends": "Trends",
     "menu.alarms": "Alarms",
     "menu.language": "Language",
+    "title.live": "shopfloor · live plant",
+    "title.overview": "shopfloor · plant overview",
+    "title.notFound": "shopfloor · not found",
     "health.rate": "Points/s",
     "health.stored": "Stored",
     "health.tags": "Tags",
@@ -210,223 +216,43 @@ const STRINGS = {
     "legend.down": "Down",
     "legend.unknown": "Unknown",
   },
-  "zh-CN": {
-    "app.subtitle": "实时工厂",
-    "nav.toggle": "显示或隐藏资产树",
-    "menu.label": "页面",
-    "menu.live": "实时",
-    "menu.overview": "总览",
-    "menu.oee": "OEE",
-    "menu.trends": "趋势",
-    "menu.alarms": "报警",
-    "menu.language": "语言",
-    "health.rate": "点/秒",
-    "health.stored": "已存储",
-    "health.tags": "标签",
-    "health.version": "shopfloor {version}",
-    "health.pending": "{n} 待写入",
-    "health.unreachable": "服务器无法访问",
-    "conn.connecting": "正在连接…",
-    "conn.live": "实时",
-    "conn.reconnecting": "正在重新连接…",
-    "conn.reconnectingIn": "{s} 秒后重新连接",
-    "alarms.label": "报警",
-    "alarms.title": "当前报警",
-    "alarms.open": "显示当前报警",
-    "alarms.close": "关闭",
-    "alarms.operator": "操作员",
-    "alarms.summary": "{standing} 条报警，{waiting} 条待确认",
-    "alarms.updated": "{summary} · 更新于 {time}",
-    "alarms.stale": "无法刷新：{error}",
-    "alarms.none": "当前没有报警。",
-    "alarms.needName": "请先在上方填写操作员姓名。",
-    "alarms.failed": "操作失败：{error}",
-    "alarms.acknowledge": "确认",
-    "alarms.colAlarm": "报警",
-    "alarms.colPriority": "优先级",
-    "alarms.colState": "状态",
-    "alarms.colSince": "开始时间",
-    "alarms.state.unacknowledged": "未确认",
-    "alarms.state.acknowledged": "已确认",
-    "alarms.state.returned": "已恢复，未确认",
-    "alarms.state.shelved": "已搁置",
-    "alarms.state.suppressed": "已抑制",
-    "alarms.state.outOfService": "停用",
-    "alarms.priority.critical": "紧急",
-    "alarms.priority.high": "高",
-    "alarms.priority.medium": "中",
-    "alarms.priority.low": "低",
-    "alarms.views": "报警视图",
-    "alarms.tab.standing": "当前",
-    "alarms.tab.journal": "报警日志",
-    "alarms.tab.kpis": "报警绩效",
-    "alarms.colValue": "数值",
-    "alarms.colActions": "操作",
-    "alarms.state.normal": "正常",
-    "alarms.shelvedUntil": "已搁置至 {time}",
-    "alarms.action.acknowledge": "确认",
-    "alarms.action.shelve": "搁置",
-    "alarms.action.unshelve": "取消搁置",
-    "alarms.action.comment": "备注",
-    "alarms.do.acknowledge": "确认：{alarm}",
-    "alarms.do.shelve": "搁置：{alarm}",
-    "alarms.do.unshelve": "取消搁置：{alarm}",
-    "alarms.do.comment": "备注：{alarm}",
-    "alarms.duration": "搁置时长",
-    "alarms.duration.15m": "15 分钟",
-    "alarms.duration.1h": "1 小时",
-    "alarms.duration.8h": "8 小时",
-    "alarms.comment": "备注",
-    "alarms.commentOptional": "备注（可选）",
-    "alarms.reason": "原因",
-    "alarms.needReason": "请填写搁置原因。",
-    "alarms.needComment": "请先填写备注。",
-    "alarms.cancel": "取消",
-    "alarms.history": "查看此报警的日志",
-    "range.1h": "最近 1 小时",
-    "range.8h": "最近 8 小时",
-    "range.24h": "最近 24 小时",
-    "range.7d": "最近 7 天",
-    "range.custom": "自定义时间段",
-    "journal.alarm": "报警",
-    "journal.allAlarms": "全部报警",
-    "journal.range": "时间范围",
-    "journal.from": "从",
-    "journal.to": "到",
-    "journal.show": "查询",
-    "journal.more": "显示更早的记录",
-    "journal.loading": "正在加载报警日志…",
-    "journal.failed": "无法加载报警日志：{error}",
-    "journal.count": "{n} 条记录，最新的在前",
-    "journal.none": "此时间范围内没有记录。",
-    "journal.countMore": "最新的 {n} 条记录；更早的记录按需加载",
-    "journal.needFrom": "请选择开始时间。",
-    "journal.badRange": "结束时间必须晚于开始时间。",
-    "journal.colTime": "时间",
-    "journal.colAlarm": "报警",
-    "journal.colEvent": "事件",
-    "journal.colState": "状态",
-    "journal.colValue": "数值",
-    "journal.colUser": "用户",
-    "journal.colComment": "备注",
-    "journal.event.activated": "报警触发",
-    "journal.event.cleared": "报警恢复",
-    "journal.event.acknowledged": "已确认",
-    "journal.event.shelved": "已搁置",
-    "journal.event.unshelved": "取消搁置",
-    "journal.event.shelveExpired": "搁置到期",
-    "journal.event.suppressed": "已抑制",
-    "journal.event.unsuppressed": "取消抑制",
-    "journal.event.removedFromService": "停用",
-    "journal.event.returnedToService": "恢复启用",
-    "journal.event.condition": "条件变化（未显示）",
-    "journal.event.commented": "备注",
-    "kpi.period": "统计周期",
-    "kpi.between": "{start} – {end} · 全厂（尚未按操作台区分）",
-    "kpi.loading": "正在计算…",
-    "kpi.failed": "无法加载报警绩效：{error}",
-    "kpi.colMeasure": "指标",
-    "kpi.colValue": "数值",
-    "kpi.colTarget": "目标（ISA-18.2 / EEMUA 191）",
-    "kpi.activations": "报警次数",
-    "kpi.average": "每 10 分钟平均",
-    "kpi.peak": "10 分钟内峰值",
-    "kpi.overManageable": "超过 2 条的 10 分钟时段",
-    "kpi.inFlood": "处于报警泛滥的时间",
-    "kpi.chatteringCount": "振荡报警",
-    "kpi.target.none": "—",
-    "kpi.target.average": "每名操作员约 1 条（最多 2 条可处理）",
-    "kpi.target.peak": "不超过 10 条（超过即为报警泛滥）",
-    "kpi.target.overManageable": "越少越好",
-    "kpi.target.inFlood": "低于 1 %",
-    "kpi.target.chattering": "无",
-    "kpi.badActors": "前 10 个高频报警",
-    "kpi.floods": "报警泛滥（10 分钟内超过 10 条）",
-    "kpi.chattering": "振荡报警（60 秒内 3 次及以上）",
-    "kpi.colAlarm": "报警",
-    "kpi.colCount": "触发次数",
-    "kpi.colShare": "占比",
-    "kpi.colFrom": "开始",
-    "kpi.colTo": "结束",
-    "kpi.colAlarms": "报警数",
-    "kpi.colEpisodes": "振荡次数",
-    "kpi.none": "没有数据。",
-    "kpi.noBadActors": "没有报警触发。",
-    "kpi.noFloods": "没有报警泛滥。",
-    "kpi.noChattering": "没有振荡报警。",
-    "connectors.label": "连接",
-    "connectors.title": "连接状态",
-    "connectors.open": "显示每个连接的状态",
-    "connectors.close": "关闭",
-    "connectors.summary": "{total} 个连接中 {active} 个正常",
-    "connectors.updated": "{summary} · 更新于 {time}",
-    "connectors.stale": "无法刷新：{error}",
-    "connectors.colName": "连接",
-    "connectors.colState": "状态",
-    "connectors.colRate": "读取/秒",
-    "connectors.colLatency": "读取耗时",
-    "connectors.colErrors": "错误",
-    "connectors.colReconnects": "重连",
-    "connectors.totals": "启动以来读取 {reads} 次，{points} 个点",
-    "connectors.lastError": "最近错误",
-    "connectors.state.starting": "启动中",
-    "connectors.state.active": "正常",
-    "connectors.state.idle": "空闲",
-    "connectors.state.degraded": "异常",
-    "connectors.state.stopped": "已停止",
-    "unit.millis": "{n} 毫秒",
-    "unit.seconds": "{n} 秒",
-    "tree.title": "资产",
-    "tree.filter": "筛选标签",
-    "tree.all": "全部设备",
-    "tree.noMatch": "没有匹配的标签",
-    "scope.all": "全部设备",
-    "scope.count": "{n} 台设备",
-    "scope.countOne": "1 台设备",
-    "cards.loading": "正在加载标签…",
-    "cards.none": "暂无标签。连接器上报数值后将显示在这里。",
-    "cards.loadFailed": "无法加载标签：{error}。正在重试…",
-    "cards.stateTitle": "设备状态 — 点击查看趋势",
-    "cards.updated": "更新于 {time}",
-    "quality.bad": "坏值",
-    "quality.uncertain": "不确定",
-    "quality.badTitle": "质量为坏（状态码 0x{code}）：该数值不可信",
-    "quality.uncertainTitle": "质量不确定（状态码 0x{code}）",
-    "value.none": "—",
-    "value.on": "开",
-    "value.off": "关",
-    "state.unknown": "未知",
-    "trend.range": "时间范围",
-    "trend.close": "关闭趋势",
-    "trend.loading": "正在加载…",
-    "trend.noData": "此时间范围内没有数值",
-    "trend.failed": "无法加载趋势：{error}",
-    "trend.noLibrary": "缺少图表库（请在服务器上运行 'make web-assets'）。",
-    "trend.raw": "原始值，实时延伸",
-    "trend.bucketed": "{bucket} 分桶：平均值及最小–最大范围，实时延伸",
-    "trend.bucketedState": "{bucket} 分桶：每桶最高状态码，实时延伸",
-    "trend.avg": "平均",
-    "trend.min": "最小",
-    "trend.max": "最大",
-    "trend.value": "数值",
-    "legend.running": "运行",
-    "legend.idle": "空闲",
-    "legend.setup": "调试",
-    "legend.down": "停机",
-    "legend.unknown": "未知",
-  },
 };
 
 const FALLBACK = "en";
+const LANG_COOKIE = "shopfloor_lang";
+const STORAGE_KEY = "shopfloor.lang";
+const root = document.documentElement;
 let current = FALLBACK;
+let ready = null;
 
-/** Pick the locale: `?lang=` in the URL, then a saved choice, then the browser's languages. */
+/** The languages this server has: English and each catalogue (from base.html). */
+function available() {
+  return (root.dataset.locales || FALLBACK).split(" ").filter(Boolean);
+}
+
+function cookieLocale() {
+  for (const part of document.cookie.split(";")) {
+    const [name, ...rest] = part.trim().split("=");
+    if (name === LANG_COOKIE) return decodeURIComponent(rest.join("="));
+  }
+  return null;
+}
+
+/**
+ * Pick the locale and load its catalogue: `?lang=` in the URL, then the saved choice (the
+ * cookie the server renders by, then local storage), then the browser's languages.
+ * Resolves to the locale once t() speaks it; a page's entry module awaits it before it
+ * renders anything. Called again, it returns the same promise (one fetch per page).
+ */
 export function initLocale() {
+  if (ready) return ready;
+  const saved = cookieLocale() || storageGet(STORAGE_KEY);
   const wanted = [
     new URLSearchParams(location.search).get("lang"),
-    storageGet("shopfloor.lang"),
+    saved,
     ...(navigator.languages || [navigator.language]),
   ];
+  current = FALLBACK;
   for (const tag of wanted) {
     const found = matchLocale(tag);
     if (found) {
@@ -434,18 +260,59 @@ export function initLocale() {
       break;
     }
   }
-  document.documentElement.lang = current;
+  // A choice saved before the server read the cookie: hand it to the server too.
+  const stored = matchLocale(storageGet(STORAGE_KEY));
+  if (stored && !cookieLocale()) writeCookie(stored);
+  root.lang = current;
+  ready = current === FALLBACK ? Promise.resolve(current) : loadCatalogue(current);
+  return ready;
+}
+
+/** Fetch a language's compiled catalogue; on failure the page stays in English. */
+async function loadCatalogue(tag) {
+  const urls = JSON.parse(root.dataset.catalogues || "{}");
+  const base = (document.body?.dataset.base || "").replace(/\/$/, "");
+  const url = urls[tag] || `${base}/static/i18n/${tag}.json`;
+  try {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    STRINGS[tag] = { ...(STRINGS[tag] || {}), ...(await response.json()) };
+  } catch (err) {
+    console.warn(`the ${tag} strings could not be loaded (${err.message}): English it is`);
+    current = FALLBACK;
+    root.lang = current;
+  }
   return current;
 }
 
 function matchLocale(tag) {
   if (!tag) return null;
-  if (STRINGS[tag]) return tag;
+  const tags = available();
   const lower = tag.toLowerCase();
+  const exact = tags.find((known) => known.toLowerCase() === lower);
+  if (exact) return exact;
   // zh, zh-Hans, zh-SG read Simplified Chinese; zh-TW / zh-HK do not get it by default.
-  if (lower === "zh" || lower.startsWith("zh-hans") || lower === "zh-sg") return "zh-CN";
+  if (lower === "zh" || lower.startsWith("zh-hans") || lower === "zh-sg") {
+    return tags.includes("zh-CN") ? "zh-CN" : null;
+  }
   const base = lower.split("-")[0];
-  return Object.keys(STRINGS).find((key) => key.toLowerCase() === base) || null;
+  return tags.find((known) => known.toLowerCase() === base) || null;
+}
+
+function writeCookie(tag) {
+  const path = document.body?.dataset.base || "/";
+  const secure = location.protocol === "https:" ? "; Secure" : "";
+  document.cookie = `${LANG_COOKIE}=${encodeURIComponent(tag)}; Path=${path}; Max-Age=31536000; SameSite=Lax${secure}`;
+}
+
+/**
+ * Remember the user's language: the cookie (so the server renders the next page in it) and
+ * local storage. Where the choice is stored per user once the users API keeps it (a PUT
+ * to the user's settings beside these two; the server reads it in catalogue.user_locale).
+ */
+export function rememberLocale(tag) {
+  storageSet(STORAGE_KEY, tag);
+  writeCookie(tag);
 }
 
 export function locale() {
@@ -453,8 +320,10 @@ export function locale() {
 }
 
 /**
- * Add a page's own strings, `{en: {...}, "zh-CN": {...}}`, to the tables. Each page keeps
- * its strings in its own module (static/js/strings/) and registers them before `t()` runs.
+ * Add a page's own English strings, `{en: {...}}`, to the table. Each page keeps its
+ * strings in its own module (static/js/strings/) and registers them before `t()` runs.
+ * (A translation table beside `en` still works until `shopfloor i18n migrate` moves it
+ * into the catalogue.)
  */
 export function registerStrings(table) {
   for (const [tag, strings] of Object.entries(table)) {

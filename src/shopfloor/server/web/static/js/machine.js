@@ -47,7 +47,7 @@ const LOSSES = [
   ["rejects_s", "machine.loss.rejects"],
 ];
 
-initLocale();
+await initLocale();
 applyI18n(document);
 renderLegend($("legend"));
 

@@ -16,7 +16,7 @@ import { TrendPanel } from "./trend.js";
 
 const $ = (id) => document.getElementById(id);
 
-initLocale();
+await initLocale();
 applyI18n(document);
 
 const api = new ApiClient(document.body.dataset.base || "");

@@ -3,5 +3,5 @@
 import "./strings/machine.js";
 import { applyI18n, initLocale } from "./i18n.js";
 
-initLocale();
+await initLocale();
 applyI18n(document);

@@ -18,7 +18,7 @@ import {
   readQuery,
   writeQuery,
 } from "./analysis-common.js";
-import { humanize } from "./format.js";
+import { chartLocale, humanize } from "./format.js";
 import { applyI18n, initLocale, locale, t } from "./i18n.js";
 import { storageGet, storageSet } from "./storage.js";
 
@@ -36,7 +36,7 @@ const GROUPS = ["shift", "day", "hour"];
 const PARETO_BY = ["reason", "equipment", "shift"];
 const MAX_STOP_ROWS = 500;
 
-initLocale();
+await initLocale();
 applyI18n(document);
 document.title = t("oee.pageTitle");
 
@@ -343,11 +343,15 @@ function renderPareto(allRows) {
   const echarts = globalThis.echarts;
   if (!echarts) return;
   if (!paretoChart) {
-    paretoChart = echarts.init($("pareto-chart"), null, { renderer: "canvas" });
+    paretoChart = echarts.init($("pareto-chart"), null, {
+      renderer: "canvas",
+      locale: chartLocale(),
+    });
     new ResizeObserver(() => paretoChart.resize()).observe($("pareto-chart"));
   }
   const theme = chartTheme();
   const hours = new Intl.NumberFormat(locale(), { maximumFractionDigits: 2 });
+  const percent = new Intl.NumberFormat(locale(), { style: "percent", maximumFractionDigits: 0 });
   paretoChart.setOption(
     {
       animation: false,
@@ -393,7 +397,7 @@ function renderPareto(allRows) {
           max: 100,
           name: t("pareto.cumulative"),
           nameTextStyle: { ...theme.axisText, align: "right" },
-          axisLabel: { ...theme.axisText, formatter: (v) => `${v}%` },
+          axisLabel: { ...theme.axisText, formatter: (v) => percent.format(v / 100) },
           splitLine: { show: false },
         },
       ],

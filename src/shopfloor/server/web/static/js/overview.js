@@ -25,7 +25,7 @@ const $ = (id) => document.getElementById(id);
 const OEE_EVERY_MS = 60_000;
 const ALARMS_EVERY_MS = 15_000;
 
-initLocale();
+await initLocale();
 applyI18n(document);
 renderLegend($("legend"));
 

@@ -1,6 +1,6 @@
 // The header: connection state of the live channel and the server's health figures.
 
-import { formatCount, formatRate, formatTime } from "./format.js";
+import { formatCount, formatNumber, formatRate, formatTime } from "./format.js";
 import { t } from "./i18n.js";
 
 const POLL_MS = 5000;
@@ -58,7 +58,7 @@ export class StatusView {
     if (Number.isFinite(written)) this.previous = { written, atMs: now };
     this.el.rate.textContent = formatRate(rate);
     this.el.stored.textContent = formatCount(historian.points_written);
-    this.el.stored.title = Number.isFinite(written) ? written.toLocaleString() : "";
+    this.el.stored.title = Number.isFinite(written) ? formatNumber(written) : "";
     this.el.tags.textContent = formatCount(historian.tags);
     this.el.version.textContent = health.version
       ? t("health.version", { version: health.version })

@@ -5,8 +5,11 @@
 import { assetOf, nameOf } from "./assets.js";
 import {
   QUALITY,
+  chartLocale,
   decimalsFor,
+  formatAxisNumber,
   formatDateTime,
+  formatFixed,
   humanize,
   qualityOf,
   stateKey,
@@ -106,7 +109,10 @@ export class TrendPanel {
       return false;
     }
     if (!this.chart) {
-      this.chart = echarts.init(this.el.chart, null, { renderer: "canvas" });
+      this.chart = echarts.init(this.el.chart, null, {
+        renderer: "canvas",
+        locale: chartLocale(),
+      });
       new ResizeObserver(() => this.chart.resize()).observe(this.el.chart);
     }
     return true;
@@ -347,7 +353,7 @@ export class TrendPanel {
         nameTextStyle: { ...axisText, align: "right" },
         axisLabel: {
           ...axisText,
-          formatter: states ? (v) => states[String(v)] ?? "" : (v) => formatAxis(v),
+          formatter: states ? (v) => states[String(v)] ?? "" : (v) => formatAxisNumber(v),
         },
         minInterval: stepped ? 1 : 0,
         interval: states ? 1 : undefined,
@@ -367,7 +373,7 @@ export class TrendPanel {
     const fmt = (v) => {
       if (v === null || v === undefined) return "—";
       if (states) return states[String(Math.round(v))] ?? String(v);
-      return Number(v).toFixed(decimals);
+      return formatFixed(v, decimals);
     };
     const rows = [];
     if (this.series.mode !== "bucketed") rows.push([t("trend.value"), fmt(byId.value)]);
@@ -419,13 +425,6 @@ function hasStates(meta) {
 
 function isoTime(ms) {
   return new Date(ms).toISOString();
-}
-
-function formatAxis(v) {
-  const abs = Math.abs(v);
-  if (abs >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
-  if (abs >= 1e4) return `${(v / 1e3).toFixed(0)}k`;
-  return String(Number(v.toFixed(3)));
 }
 
 function escapeHtml(s) {

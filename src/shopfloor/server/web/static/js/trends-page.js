@@ -16,7 +16,14 @@ import {
   writeQuery,
 } from "./analysis-common.js";
 import { buildTree, sortedChildren } from "./assets.js";
-import { QUALITY, formatDateTime, humanize, qualityOf, unitLabel } from "./format.js";
+import {
+  QUALITY,
+  chartLocale,
+  formatDateTime,
+  humanize,
+  qualityOf,
+  unitLabel,
+} from "./format.js";
 import { applyI18n, initLocale, locale, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -41,7 +48,7 @@ const MAX_TAGS = 8;
 const RAW_LIMIT = 20000; // per tag; a raw window of 15 minutes holds far fewer
 const AXIS_GAP = 58; // px between stacked value axes on one side
 
-initLocale();
+await initLocale();
 applyI18n(document);
 document.title = t("trends.pageTitle");
 
@@ -312,7 +319,7 @@ function render(rows, bucket) {
   if (!chart) {
     chart = globalThis.echarts.init($("trends-chart"), null, {
       renderer: "canvas",
-      locale: locale().startsWith("zh") ? "ZH" : "EN",
+      locale: chartLocale(),
     });
     new ResizeObserver(() => chart.resize()).observe($("trends-chart"));
     chart.on("datazoom", onZoom);

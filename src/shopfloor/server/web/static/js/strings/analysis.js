@@ -8,9 +8,4 @@ registerStrings({
     "duration.ms": "{m} min {s} s",
     "duration.s": "{s} s",
   },
-  "zh-CN": {
-    "duration.hm": "{h} 小时 {m} 分",
-    "duration.ms": "{m} 分 {s} 秒",
-    "duration.s": "{s} 秒",
-  },
 });
