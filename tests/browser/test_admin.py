@@ -11,7 +11,7 @@ Screenshots go to ``test-artifacts/``.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,42 +49,35 @@ def modbus_demo(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield server.base_url
 
 
-def _latest(base: str, path: str) -> Any:
-    values = httpx.get(f"{base}/api/v1/values/latest", timeout=5).json()["values"]
-    return next((v["value"] for v in values if v["path"] == path), None)
+async def _get(base: str, path: str) -> Any:
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        response = await client.get(path)
+    return response.status_code, (response.json() if response.status_code == 200 else None)
 
 
-async def _set_on_machine_page(page: Page, wait_for: WaitFor, value: str) -> None:
-    """Open the Set form of the set point, type ``value`` and a name, and ask."""
-    button = page.locator(f'button[data-set="{SETPOINT}"]')
-    await button.click()
+async def _latest(base: str, path: str) -> Any:
+    _, body = await _get(base, "/api/v1/values/latest")
+    return next((v["value"] for v in body["values"] if v["path"] == path), None)
+
+
+async def _ask_on_machine_page(page: Page, wait_for: WaitFor, base: str, value: str) -> None:
+    """Open the machine page, open the set point's Set form, type ``value`` and a name, ask."""
+    await page.goto(f"{base}/machines/cnc-01")
+    await wait_for(
+        page,
+        f"() => document.querySelector('button[data-set=\"{SETPOINT}\"]')",
+        None,
+        "the set point has a Set control",
+    )
+    assert await page.locator("button[data-set]").count() == 1  # only the set point is writable
+    await page.locator(f'button[data-set="{SETPOINT}"]').click()
     form = page.locator(f'tr[data-set-for="{SETPOINT}"] form.set-form')
     await form.locator('input[name="value"]').fill(value)
     await form.locator('input[name="user"]').fill("ada")
     await form.locator('button[type="submit"]').click()
 
 
-async def test_admin_enables_writes_and_a_set_point_reaches_the_machine(
-    browser: Browser, modbus_demo: str, open_page: OpenPage, wait_for: WaitFor
-) -> None:
-    base = modbus_demo
-    page, errors = await open_page(browser, width=1366, height=900)
-
-    # Writes are off until an admin turns them on: the machine page says so.
-    await page.goto(f"{base}/machines/cnc-01")
-    await wait_for(page, f"() => document.querySelector('button[data-set=\"{SETPOINT}\"]')",
-                   None, "the set point has a Set control")
-    assert await page.locator("button[data-set]").count() == 1  # only the set point is writable
-    await _set_on_machine_page(page, wait_for, "9300")
-    await wait_for(
-        page,
-        "() => document.querySelector('.set-result')?.dataset.outcome === 'error'",
-        None,
-        "a write while writes are off is refused",
-    )
-    assert "Admin" in await page.locator(".set-result").inner_text()
-
-    # The admin page: the demo's connectors, the chain intact, the switch off.
+async def _admin_page_shows_the_demo(page: Page, wait_for: WaitFor, base: str) -> None:
     await page.goto(f"{base}/admin")
     await wait_for(
         page,
@@ -95,29 +88,35 @@ async def test_admin_enables_writes_and_a_set_point_reaches_the_machine(
     names = await page.locator("#connectors-body tr").evaluate_all(
         "(rows) => rows.map((r) => r.dataset.connector)"
     )
-    api_names = [c["name"] for c in httpx.get(f"{base}/api/v1/connectors").json()["connectors"]]
-    assert names == api_names
+    _, connectors = await _get(base, "/api/v1/connectors")
+    assert names == [c["name"] for c in connectors["connectors"]]
     await wait_for(
         page,
         "() => document.getElementById('chain-badge').dataset.chain === 'intact'",
         None,
         "the audit chain shows intact",
     )
-    switch = page.locator(f'#switches-body tr[data-connector="{CONNECTOR}"]')
-    assert await switch.get_attribute("data-enabled") == "false"
     # Users and tokens: "not available" while the server has no such API (issue 8)
-    users = httpx.get(f"{base}/api/v1/users").status_code
+    users, _ = await _get(base, "/api/v1/users")
     expected = {404: "unavailable", 200: "available"}.get(users, "failed")
     assert await page.locator("#users").get_attribute("data-state") == expected
     if users == 404:
         assert "not available" in await page.locator("#users-msg").inner_text()
 
-    # Enabling asks first; Cancel leaves it off, confirming turns it on.
+
+async def _enable_writes(page: Page, wait_for: WaitFor, base: str) -> None:
+    """Enabling asks first; Cancel leaves the switch off, confirming turns it on."""
+    switch = page.locator(f'#switches-body tr[data-connector="{CONNECTOR}"]')
+    assert await switch.get_attribute("data-enabled") == "false"
     await page.locator("#admin-user").fill("ada")
     await switch.locator("button").click()
     dialog = page.locator("#confirm-dialog")
-    await wait_for(page, "() => document.getElementById('confirm-dialog').open", None,
-                   "enabling writes asks for a confirmation")
+    await wait_for(
+        page,
+        "() => document.getElementById('confirm-dialog').open",
+        None,
+        "enabling writes asks for a confirmation",
+    )
     assert SETPOINT in await dialog.inner_text()
     await page.screenshot(path=str(ARTIFACTS / "admin-enable-confirm.png"))
     await dialog.locator('button[value="cancel"]').click()
@@ -131,16 +130,77 @@ async def test_admin_enables_writes_and_a_set_point_reaches_the_machine(
         None,
         "the switch shows writes on",
     )
-    writes = httpx.get(f"{base}/api/v1/writes").json()
+    _, writes = await _get(base, "/api/v1/writes")
     assert {c["connector"]: c["enabled"] for c in writes["connectors"]}[CONNECTOR] is True
 
+
+async def _audit_shows_the_writes(page: Page, wait_for: WaitFor, base: str) -> None:
+    """The switch, the refused write, the request and the confirmed write; a filter; CSV."""
+    await page.goto(f"{base}/admin")
+    await wait_for(
+        page,
+        "() => document.querySelectorAll('#audit-body tr[data-action=\"equipment.write\"]')"
+        ".length >= 3 && document.getElementById('chain-badge').dataset.chain === 'intact'",
+        None,
+        "the audit log shows the writes and the chain intact",
+    )
+    rows = await page.locator("#audit-body tr").evaluate_all(
+        "(rows) => rows.map((r) => ({action: r.dataset.action, outcome: r.dataset.outcome,"
+        " text: r.textContent, change: r.querySelector('.change').textContent}))"
+    )
+    confirm = [r for r in rows if r["action"] == "equipment.write" and "(confirm)" in r["text"]]
+    assert [r["outcome"] for r in confirm] == ["ok"]
+    assert confirm[0]["change"].endswith("→ 9300"), confirm[0]
+    assert any(r["action"] == "equipment.write" and r["outcome"] == "rejected" for r in rows)
+    assert any(r["action"] == "connector.writes" and r["change"] == "false → true" for r in rows)
+
+    await page.locator("#audit-outcome").select_option("rejected")
+    await page.locator('#audit-filters button[type="submit"]').click()
+    await wait_for(
+        page,
+        "() => [...document.querySelectorAll('#audit-body tr')].every("
+        "(r) => r.dataset.outcome === 'rejected') && document.querySelector('#audit-body tr')",
+        None,
+        "the outcome filter leaves only rejected entries",
+    )
+    async with page.expect_download() as download_info:
+        await page.locator("#audit-csv").click()
+    download = await download_info.value
+    csv = await asyncio.to_thread(Path(await download.path()).read_text, encoding="utf-8")
+    lines = csv.strip().splitlines()
+    assert lines[0].startswith("seq,time,user,action,target,outcome")
+    assert len(lines) == 1 + await page.locator("#audit-body tr").count()
+    assert all(",rejected," in line for line in lines[1:])
+    await page.screenshot(path=str(ARTIFACTS / "admin-audit.png"), full_page=True)
+
+
+async def test_admin_enables_writes_and_a_set_point_reaches_the_machine(
+    browser: Browser, modbus_demo: str, open_page: OpenPage, wait_for: WaitFor
+) -> None:
+    base = modbus_demo
+    page, errors = await open_page(browser, width=1366, height=900)
+
+    # Writes are off until an admin turns them on: the machine page says so.
+    await _ask_on_machine_page(page, wait_for, base, "9300")
+    await wait_for(
+        page,
+        "() => document.querySelector('.set-result')?.dataset.outcome === 'error'",
+        None,
+        "a write while writes are off is refused",
+    )
+    assert "Admin" in await page.locator(".set-result").inner_text()
+
+    await _admin_page_shows_the_demo(page, wait_for, base)
+    await _enable_writes(page, wait_for, base)
+
     # The machine page: ask, see old → new, confirm, see the read-back.
-    await page.goto(f"{base}/machines/cnc-01")
-    await wait_for(page, f"() => document.querySelector('button[data-set=\"{SETPOINT}\"]')",
-                   None, "the Set control is back")
-    await _set_on_machine_page(page, wait_for, "9300")
-    await wait_for(page, "() => document.getElementById('confirm-dialog').open", None,
-                   "a write asks for a confirmation")
+    await _ask_on_machine_page(page, wait_for, base, "9300")
+    await wait_for(
+        page,
+        "() => document.getElementById('confirm-dialog').open",
+        None,
+        "a write asks for a confirmation",
+    )
     asked = await page.locator("#confirm-text").inner_text()
     assert "→ 9,300 rpm" in asked, asked
     await page.screenshot(path=str(ARTIFACTS / "machine-write-confirm.png"))
@@ -155,48 +215,13 @@ async def test_admin_enables_writes_and_a_set_point_reaches_the_machine(
     await page.screenshot(path=str(ARTIFACTS / "machine-write-done.png"))
 
     # The simulated device holds it: its register, polled by the connector, reads 9300.
-    deadline = time.monotonic() + 15  # guard only: the connector polls every second
-    while _latest(base, SETPOINT) != 9300.0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _latest(base, SETPOINT) == 9300.0
+    for _ in range(75):  # guard only: the connector polls every second
+        if await _latest(base, SETPOINT) == 9300.0:
+            break
+        await asyncio.sleep(0.2)
+    assert await _latest(base, SETPOINT) == 9300.0
 
-    # The audit log: the switch, the refused write, the request and the confirmed write.
-    await page.goto(f"{base}/admin")
-    await wait_for(
-        page,
-        "() => document.querySelectorAll('#audit-body tr[data-action=\"equipment.write\"]')"
-        ".length >= 3 && document.getElementById('chain-badge').dataset.chain === 'intact'",
-        None,
-        "the audit log shows the writes and the chain intact",
-    )
-    rows = await page.locator("#audit-body tr").evaluate_all(
-        "(rows) => rows.map((r) => ({action: r.dataset.action, outcome: r.dataset.outcome,"
-        " text: r.textContent, change: r.querySelector('.change').textContent}))"
-    )
-    confirm = [r for r in rows if r["action"] == "equipment.write" and "(confirm)" in r["text"]]
-    assert len(confirm) == 1 and confirm[0]["outcome"] == "ok"
-    assert confirm[0]["change"].endswith("→ 9300"), confirm[0]
-    assert any(r["action"] == "equipment.write" and r["outcome"] == "rejected" for r in rows)
-    assert any(r["action"] == "connector.writes" and r["change"] == "false → true" for r in rows)
-
-    # Filter by outcome: only the refused write is left.
-    await page.locator("#audit-outcome").select_option("rejected")
-    await page.locator('#audit-filters button[type="submit"]').click()
-    await wait_for(
-        page,
-        "() => [...document.querySelectorAll('#audit-body tr')].every("
-        "(r) => r.dataset.outcome === 'rejected') && document.querySelector('#audit-body tr')",
-        None,
-        "the outcome filter leaves only rejected entries",
-    )
-    async with page.expect_download() as download_info:
-        await page.locator("#audit-csv").click()
-    csv = Path(await (await download_info.value).path()).read_text(encoding="utf-8")
-    lines = csv.strip().splitlines()
-    assert lines[0].startswith("seq,time,user,action,target,outcome")
-    assert len(lines) == 1 + await page.locator("#audit-body tr").count()
-    assert all(",rejected," in line for line in lines[1:])
-    await page.screenshot(path=str(ARTIFACTS / "admin-audit.png"), full_page=True)
+    await _audit_shows_the_writes(page, wait_for, base)
     assert errors == []
 
 

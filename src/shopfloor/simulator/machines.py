@@ -159,14 +159,14 @@ def state_machine_tags(profile: MachineProfile) -> tuple[TagSpec, ...]:
         )
     # the set point comes last, so adding it left the other tags' Modbus registers alone
     setpoint: tuple[TagSpec, ...] = ()
-    if profile.speed is not None and profile.speed.setpoint is not None:
-        sp = profile.speed
+    speed = profile.speed
+    if speed is not None and speed.setpoint is not None:
         setpoint = (
             TagSpec(
-                sp.setpoint,
-                sp.unit,
-                f"{sp.description} set point (writable)",
-                eng_high=sp.eng_high,
+                speed.setpoint,
+                speed.unit,
+                f"{speed.description} set point (writable)",
+                eng_high=speed.eng_high,
             ),
         )
     return (*tags, *power_tags(profile.rated_kw), *setpoint)

@@ -2,8 +2,9 @@
 
 Include :data:`router` in the FastAPI app (``create_app(..., extra_routers=[router])``); it
 serves the live page ``GET /``, the plant overview ``GET /overview``, the machine pages
-``GET /machines/{id}``, the admin page ``GET /admin`` and ``GET /static/...``. Third-party browser libraries are copied
-into ``static/vendor/`` by ``make web-assets`` and never fetched from a CDN.
+``GET /machines/{id}``, the admin page ``GET /admin`` and ``GET /static/...``. Third-party
+browser libraries are copied into ``static/vendor/`` by ``make web-assets`` and never
+fetched from a CDN.
 """
 
 from shopfloor.server.web.admin import router as _admin_router

@@ -244,6 +244,7 @@ class PlantModbusServer:
             memory[entry.register : entry.register + 2] = encoded
             values[:] = encoded  # what the registers now hold (pymodbus copies them in)
         registers[: len(memory)] = memory
+        return None
 
     # ---------------------------------------------------------- configuration
     def connector_configs(
