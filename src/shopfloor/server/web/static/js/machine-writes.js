@@ -18,6 +18,18 @@ function show(value, unit) {
   return unit ? `${text} ${unitLabel(unit)}` : text;
 }
 
+/**
+ * What was typed as the API takes it: a flag true/false, a number for a numeric tag, the
+ * text itself for a state label or a text tag (the server checks it against the tag).
+ */
+export function parseValue(tag, text) {
+  if (tag.data_type === "string") return text;
+  if (tag.data_type === "bool" && /^(true|false)$/i.test(text)) return text.toLowerCase() === "true";
+  if (Object.values(tag.states || {}).includes(text)) return text;
+  const number = Number(text);
+  return text !== "" && Number.isFinite(number) ? number : text;
+}
+
 export class WriteControls {
   /** @param api the ApiClient; `dialog` the page's confirmation <dialog>. */
   constructor(api, dialog) {
@@ -102,8 +114,7 @@ export class WriteControls {
   }
 
   async write(tag, text, user, { form, go, result }) {
-    const number = Number(text);
-    const value = text !== "" && Number.isFinite(number) ? number : text;
+    const value = parseValue(tag, text);
     go.disabled = true;
     try {
       const asked = await this.api.post("/api/v1/writes", { path: tag.path, value, user });
