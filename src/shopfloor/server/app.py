@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from fastapi import FastAPI
 from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import PostgresHistorianSection
-from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.clock import DataClock, SystemClock
@@ -43,6 +42,7 @@ from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
 from shopfloor.server.api.app import create_app
+from shopfloor.server.api.client_cert import ClientCertH11Protocol
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
 from shopfloor.server.assets import AssetModel, load_asset_model
@@ -68,6 +68,10 @@ from shopfloor.server.writes.remote import RemoteWriter
 logger = logging.getLogger(__name__)
 
 StatusFn = Callable[[], dict[str, Any]]
+
+
+_RENEW_BEFORE = timedelta(days=30)
+"""A server certificate closer to its end than this is warned about at start."""
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -354,7 +358,12 @@ class Server:
             if config.ingest.edge_credentials is not None
             else None
         )
-        install_edge_credentials(self.app, self.credentials)
+        install_edge_credentials(
+            self.app,
+            self.credentials,
+            client_certificates=config.server.tls is not None
+            and config.server.tls.client_ca is not None,
+        )
         self.mqtt_ingest = (
             build_mqtt_ingest(config, self.ingestor, self.historian)
             if config.ingest.mqtt.enabled
@@ -538,13 +547,23 @@ class Server:
         await self.ingestor.ingest(batch, source="local")
 
     async def serve(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-        """Serve HTTP (HTTPS with ``server.tls_*``) until ``stop`` is set; ``ready`` is set
+        """Serve HTTP (HTTPS with ``[server.tls]``) until ``stop`` is set; ``ready`` is set
         once the port is listening.
 
         Raises:
             ConfigError: the TLS certificate or key cannot be loaded.
         """
-        tls = await asyncio.to_thread(server_ssl_context, self.config) if self.tls else None
+        section = self.config.server.tls
+        tls = await asyncio.to_thread(section.ssl_context) if section is not None else None
+        if section is not None:
+            expires = await asyncio.to_thread(section.expires)
+            if expires - datetime.now(UTC) < _RENEW_BEFORE:
+                logger.warning(
+                    "server.tls.cert_file %s expires on %s: issue a new one (shopfloor certs "
+                    "issue-server) and restart",
+                    section.cert_file,
+                    f"{expires:%Y-%m-%d %H:%M}Z",
+                )
         sock = _bind(self.config.server.host, self.config.server.port)
         self.port = sock.getsockname()[1]
         server = _EmbeddedUvicorn(
@@ -556,6 +575,7 @@ class Server:
                 ws_max_size=1 << 20,
                 timeout_graceful_shutdown=5,
                 ssl_context_factory=None if tls is None else lambda _config, _default: tls,
+                http=ClientCertH11Protocol,  # puts edges' client certificates into the scope
             )
         )
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="server/http")
@@ -578,7 +598,7 @@ class Server:
     @property
     def tls(self) -> bool:
         """Whether the server speaks HTTPS."""
-        return self.config.server.tls
+        return self.config.server.tls is not None
 
     @property
     def url(self) -> str:
@@ -622,32 +642,12 @@ class Server:
             await self.historian.close()
 
 
-def server_ssl_context(config: ShopfloorConfig) -> ssl.SSLContext:
-    """The server's TLS context from ``server.tls_cert_file`` and ``tls_key_file``: TLS 1.2
-    or newer, no client certificates. Reads the files: call it off the event loop.
-
-    Raises:
-        ConfigError: TLS is not configured, or a file cannot be loaded.
-    """
-    section = config.server
-    if section.tls_cert_file is None or section.tls_key_file is None:
-        raise ConfigError("server: tls_cert_file and tls_key_file are not set")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(section.tls_cert_file, section.tls_key_file)
-    except (OSError, ssl.SSLError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise ConfigError(
-            f"server.tls_cert_file, server.tls_key_file: cannot load {section.tls_cert_file} "
-            f"and {section.tls_key_file}: {reason}"
-        ) from err
-    return context
-
-
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: accepted sockets inherit it, and asyncio turns Nagle off
+    # (TCP_NODELAY) only on sockets that say TCP. With Nagle on, a response written as a
+    # TLS record per write waited for the client's delayed ACK: ~40 ms per HTTPS request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

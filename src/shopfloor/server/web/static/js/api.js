@@ -70,11 +70,12 @@ export class ApiClient {
     return this.send("POST", path, body, { headers });
   }
 
-  /** PUT `body` as JSON (a switch, an edit); errors as for post(). */
+  /** PUT `body` as JSON (a stop's reason, a writes switch); errors as for `post`. */
   put(path, body, { headers } = {}) {
     return this.send("PUT", path, body, { headers });
   }
 
+  /** Send `body` as JSON with `method`; every write of the page goes through here. */
   async send(method, path, body, { headers } = {}) {
     const url = new URL(this.base + path, location.origin);
     let response;
