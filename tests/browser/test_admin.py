@@ -145,9 +145,12 @@ async def _audit_shows_the_writes(page: Page, wait_for: WaitFor, base: str) -> N
         "the audit log shows the writes and the chain intact",
     )
     rows = await page.locator("#audit-body tr").evaluate_all(
-        "(rows) => rows.map((r) => ({action: r.dataset.action, outcome: r.dataset.outcome,"
+        "(rows) => rows.map((r) => ({seq: Number(r.dataset.seq), action: r.dataset.action,"
+        " outcome: r.dataset.outcome,"
         " text: r.textContent, change: r.querySelector('.change').textContent}))"
     )
+    seqs = [r["seq"] for r in rows]
+    assert seqs == sorted(seqs, reverse=True)  # newest first
     confirm = [r for r in rows if r["action"] == "equipment.write" and "(confirm)" in r["text"]]
     assert [r["outcome"] for r in confirm] == ["ok"]
     assert confirm[0]["change"].endswith("→ 9300"), confirm[0]

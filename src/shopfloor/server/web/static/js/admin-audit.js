@@ -1,6 +1,7 @@
 // The audit log on the admin page: filters (time range, user, action, outcome), pages of
-// PAGE rows in the order of writing, the hash chain's check as a badge, and the filtered
-// rows as CSV (built here from the JSON the API answers: every page, not just the shown one).
+// PAGE rows newest first (Older / Newer), the hash chain's check as a badge, and the
+// filtered rows as CSV in the order of writing (built here from the JSON the API answers:
+// every page, not just the shown one).
 
 import { formatWhen } from "./format.js";
 import { t } from "./i18n.js";
@@ -43,13 +44,13 @@ export class AuditView {
   constructor(api, el) {
     this.api = api;
     this.el = el;
-    this.pages = [0]; // after_seq of each page shown so far (Previous pops)
+    this.pages = [null]; // before_seq of each page shown so far, newest first (Newer pops)
     el.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.reload();
     });
     el.next.addEventListener("click", () => {
-      this.pages.push(this.lastSeq);
+      this.pages.push(this.oldestSeq);
       this.load();
     });
     el.prev.addEventListener("click", () => {
@@ -77,7 +78,7 @@ export class AuditView {
 
   /** Back to the first page of the filters, and check the chain again. */
   reload() {
-    this.pages = [0];
+    this.pages = [null];
     this.load();
     this.verify();
   }
@@ -100,11 +101,16 @@ export class AuditView {
 
   async load() {
     const { body, msg, sub, prev, next, page } = this.el;
-    const afterSeq = this.pages[this.pages.length - 1];
+    const beforeSeq = this.pages[this.pages.length - 1];
     let entries;
     try {
-      // one more than a page: whether a next page exists without asking again
-      entries = await this.api.get("/api/v1/audit", { ...this.query(), after_seq: afterSeq, limit: PAGE + 1 });
+      // one more than a page: whether an older page exists without asking again
+      entries = await this.api.get("/api/v1/audit", {
+        ...this.query(),
+        order: "desc",
+        before_seq: beforeSeq,
+        limit: PAGE + 1,
+      });
     } catch (err) {
       body.replaceChildren();
       msg.hidden = false;
@@ -114,7 +120,7 @@ export class AuditView {
     }
     const more = entries.length > PAGE;
     const shown = entries.slice(0, PAGE);
-    this.lastSeq = shown.length ? shown[shown.length - 1].seq : afterSeq;
+    this.oldestSeq = shown.length ? shown[shown.length - 1].seq : beforeSeq;
     msg.hidden = shown.length > 0;
     msg.textContent = shown.length ? "" : t("admin.auditNone");
     sub.textContent = t("admin.auditOrder");
