@@ -8,6 +8,7 @@
 import "./strings/admin.js";
 import { ApiClient } from "./api.js";
 import { AuditView } from "./admin-audit.js";
+import { loggedIn, showUsers } from "./admin-users.js";
 import { confirmDialog } from "./confirm.js";
 import { formatMs, formatNumber, formatRate, formatWhen } from "./format.js";
 import { applyI18n, initLocale, t } from "./i18n.js";
@@ -197,33 +198,6 @@ async function toggle(connector, enabled, tags) {
   audit.reload();
 }
 
-// ----------------------------------------------------------------- users and tokens
-async function refreshUsers() {
-  const section = $("users");
-  const msg = $("users-msg");
-  let body;
-  try {
-    body = await api.get("/api/v1/users");
-  } catch (err) {
-    section.dataset.state = err.status === 404 ? "unavailable" : "failed";
-    msg.textContent = err.status === 404 ? t("admin.usersUnavailable") : t("admin.failed", { error: err.message });
-    return;
-  }
-  // issue 8 (the `auth` branch) defines the answer; show what is certainly there
-  const users = Array.isArray(body) ? body : body.users || [];
-  section.dataset.state = "available";
-  msg.hidden = true;
-  $("users-table").hidden = false;
-  $("users-body").replaceChildren(
-    ...users.map((u) => {
-      const tr = document.createElement("tr");
-      const name = u.name ?? u.username ?? u.id ?? "";
-      tr.dataset.user = name;
-      return cells(tr, [name, (u.roles || []).join(", ")]);
-    }),
-  );
-}
-
 const audit = new AuditView(api, {
   form: $("audit-filters"),
   body: $("audit-body"),
@@ -238,5 +212,16 @@ const audit = new AuditView(api, {
 
 new Poller(() => refreshHealth(), HEALTH_EVERY_MS).start();
 refreshSwitches();
-refreshUsers();
+showUsers(api, {
+  section: $("users"),
+  msg: $("users-msg"),
+  users: [$("users-table"), $("users-body")],
+  tokens: [$("tokens-table"), $("tokens-body"), $("tokens-title")],
+});
 audit.reload();
+// Logged in (issue 8): the server knows who acts; the name is the login's, not typed.
+loggedIn(api).then((name) => {
+  if (!name) return;
+  userInput.value = name;
+  userInput.readOnly = true;
+});
