@@ -345,6 +345,11 @@ class UplinkSection(_Section):
                 where, message = str(err).split(": ", 1)
                 loc = tuple(where.split("."))
                 problems.append((loc if len(loc) > 1 else ("uplink", name), message))
+        if self.mqtt.password_file is not None:
+            try:
+                self.mqtt.password()
+            except ConfigError as err:
+                problems.append((("uplink", "mqtt", "password_file"), str(err).split(": ", 1)[1]))
         return problems
 
 

@@ -7,7 +7,6 @@ a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,11 +29,11 @@ from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.config.notify import NotifySection
 from shopfloor.config.retention import RetentionSection
+from shopfloor.config.secrets import read_secret
 from shopfloor.config.sparkplug_node import SparkplugNodeSection
 from shopfloor.config.tls import ServerTlsSection
 from shopfloor.config.uns import UnsSection
 from shopfloor.config.upkeep import CompactionSection, RollupsSection
-from shopfloor.errors import ConfigError
 
 __all__ = ["ShopfloorConfig", "parse_duration_s"]
 
@@ -57,6 +56,12 @@ class ServerSection(_Section):
         None,
         description="Serve HTTPS: the certificate, its key and optionally the CA of edges' "
         "client certificates (see the `server.tls` keys).",
+    )
+    max_request_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="The largest request body of any route but those edges write to (which "
+        "take `ingest.max_body_bytes`); larger ones are answered 413 without being read.",
     )
 
     @model_validator(mode="before")
@@ -277,20 +282,7 @@ class PostgresHistorianSection(_HistorianWriterSection):
         Raises:
             ConfigError: the variable is unset or the file cannot be read.
         """
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"historian: environment variable {self.password_env} is not set")
-            return value
-        if self.password_file is not None:
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as err:
-                raise ConfigError(
-                    f"historian: cannot read password_file {self.password_file}: {err.strerror}"
-                ) from err
-            return text.splitlines()[0] if text else ""
-        return None
+        return read_secret(env=self.password_env, file=self.password_file, what="historian")
 
     def connection_string(self) -> str:
         """The libpq connection string, password included; keep it out of logs.
@@ -496,6 +488,19 @@ class ShopfloorConfig(_Section):
                         f"analytics.reports[{i}].channels: no [[notify.channels]] named "
                         f"{name!r} ({known})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _partitioned_alarms(self) -> ShopfloorConfig:
+        section = self.historian
+        if self.alarms.partitions and not (
+            isinstance(section, PostgresHistorianSection) and section.shared
+        ):
+            raise ValueError(
+                "alarms.partitions: alarms evaluated by ingest workers keep their journal in "
+                'the shared historian: set historian.kind = "postgres" and historian.shared = '
+                "true, or alarms.partitions = 0"
+            )
         return self
 
     def resolve_paths(self, base: Path) -> ShopfloorConfig:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from shopfloor import __version__
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import PostgresHistorianSection
+from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.clock import DataClock, SystemClock
@@ -49,15 +50,20 @@ from shopfloor.server.assets import AssetModel, load_asset_model
 from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
+from shopfloor.server.historian.pg_feed import FeedRoute
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.historian.retention_policy import policy_of
 from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
+from shopfloor.server.live_fanout import LiveFanIn, stop_link
 from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
+from shopfloor.server.rules.journal import Journal
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
+from shopfloor.server.rules.partitions import PartitionMap
+from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.security import AuditLog
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
@@ -82,13 +88,17 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historian:
+def build_historian(
+    config: ShopfloorConfig, *, upkeep: bool = True, feed: FeedRoute | None = None
+) -> Historian:
     """Create the historian backend the configuration names.
 
     Args:
         upkeep: run compaction, rollups and retention as configured; an ingest worker
             (:mod:`~shopfloor.server.worker`) leaves them to the server process, so that
             several workers do not all do the same upkeep of one schema.
+        feed: a shared PostgreSQL historian copies the points this route asks for into
+            the committed-points feed (partitioned alarms, :func:`alarm_partitions`).
 
     Raises:
         ConfigError: the PostgreSQL password's variable is unset or its file unreadable.
@@ -118,6 +128,7 @@ def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historia
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
             shared=section.shared,
+            feed=feed,
             **upkeep_args,
         )
     return DuckDBHistorian(
@@ -195,6 +206,40 @@ DEMO_READ_ONLY = (
 )
 
 
+def alarm_partitions(config: ShopfloorConfig, assets: AssetModel | None) -> PartitionMap | None:
+    """The alarm rules of the plant and ``[alarms]`` split into ``alarms.partitions``
+    partitions (None: 0, alarms evaluated in each server process).
+
+    Raises:
+        ConfigError: partitions are asked for without a shared PostgreSQL historian.
+    """
+    count = config.alarms.partitions
+    if count == 0:
+        return None
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection) or not section.shared:
+        raise ConfigError(
+            "alarms.partitions: alarms evaluated by ingest workers keep their journal in the "
+            'shared historian: set historian.kind = "postgres" and historian.shared = true, or '
+            "alarms.partitions = 0"
+        )
+    rules = [*(assets.alarm_rules if assets else ()), *rules_from_config(config.alarms)]
+    return PartitionMap(rules, count)
+
+
+def shared_journal(config: ShopfloorConfig) -> Callable[[], Journal]:
+    """Opens the shared alarm journal in the historian's database (PostgreSQL only).
+
+    Raises:
+        ConfigError: the historian is not PostgreSQL, or its password cannot be read.
+    """
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection):
+        raise ConfigError('alarms.partitions: needs historian.kind = "postgres"')
+    dsn, schema = section.connection_string(), section.schema_name
+    return lambda: PgAlarmJournal(dsn, schema)
+
+
 def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     """The asset model the configuration names; the demo plant's when the simulator runs
     without one; None otherwise.
@@ -204,6 +249,26 @@ def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     """
     files = asset_files(config)
     return None if files is None else load_asset_model(files[0], files[1])
+
+
+def _write_service(
+    config: ShopfloorConfig,
+    writers: Sequence[EquipmentWriter],
+    monotonic: Callable[[], float],
+) -> tuple[RemoteWriter | None, WriteService | None]:
+    """Writes to equipment: the in-process connectors' writers, and the edges' through the
+    broker with ``[ingest.mqtt] commands``; None without any writer."""
+    mqtt = config.ingest.mqtt
+    remote = (
+        RemoteWriter(mqtt, client_id=mqtt.mqtt_client_id)
+        if mqtt.enabled and mqtt.commands
+        else None
+    )
+    every = [*writers, *([remote] if remote else [])]
+    if not every:
+        return remote, None
+    switches = WriteSwitches(config.server.data_dir / WRITES_FILE)
+    return remote, WriteService(every, switches, monotonic=monotonic)
 
 
 class Server:
@@ -234,9 +299,12 @@ class Server:
     ) -> None:
         self.config = config
         self._data_clock = data_clock
-        self.historian = build_historian(config)
-        self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         self.assets = load_assets(config)
+        self.partitions = alarm_partitions(config, self.assets)
+        self.historian = build_historian(
+            config, feed=None if self.partitions is None else self.partitions.route
+        )
+        self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         calculations = self.assets.calculations if self.assets else ()
         self.calculator = Calculator(calculations) if calculations else None
         self.ingestor = build_ingestor(config, self.historian, self.live, derive=self._derive)
@@ -256,27 +324,17 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
-        mqtt = config.ingest.mqtt
-        self.remote_writer = (
-            RemoteWriter(mqtt, client_id=mqtt.mqtt_client_id)
-            if mqtt.enabled and mqtt.commands
-            else None
-        )
-        all_writers = [*writers, *([self.remote_writer] if self.remote_writer else [])]
-        self.writes = (
-            WriteService(
-                all_writers,
-                WriteSwitches(config.server.data_dir / WRITES_FILE),
-                monotonic=monotonic,
-            )
-            if all_writers
-            else None
-        )
+        self.remote_writer, self.writes = _write_service(config, writers, monotonic)
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
         self._rul_task: asyncio.Task[None] | None = None
+        # partitioned: the ingest workers evaluate and journal; this process shows
         self.alarms = AlarmEngine(
-            self._alarm_rules(self.assets), config.server.data_dir / config.alarms.journal
+            self._alarm_rules(self.assets),
+            config.server.data_dir / config.alarms.journal
+            if self.partitions is None
+            else shared_journal(config),
+            follow=self.partitions is not None,
         )
         self._alarm_task: asyncio.Task[None] | None = None
         self.dispatcher = Dispatcher(self.alarms, config.notify) if config.notify.channels else None
@@ -343,6 +401,7 @@ class Server:
             status=status,
             connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
+            max_request_bytes=config.server.max_request_bytes,
             alarms=self.alarms,
             assets=self.assets,
             plant=self.plant,
@@ -369,6 +428,14 @@ class Server:
             if config.ingest.mqtt.enabled
             else None
         )
+        mqtt = config.ingest.mqtt
+        # scaled out: the workers' live values come through the broker (docs/scale-out.md)
+        self.fanin = (
+            LiveFanIn(mqtt, self.live, client_id=f"{mqtt.mqtt_client_id}-live")
+            if mqtt.live_fanout and not mqtt.enabled
+            else None
+        )
+        self._fanin_task: asyncio.Task[None] | None = None
         self.reports = (
             ReportScheduler(
                 config.analytics.reports,
@@ -537,6 +604,8 @@ class Server:
             await self.mqtt_ingest.start()
         if self.remote_writer is not None:
             await self.remote_writer.start()
+        if self.fanin is not None:
+            self._fanin_task = asyncio.create_task(self.fanin.run(), name="server/live-fanin")
 
     async def register_tags(self, metas: Sequence[TagMeta]) -> None:
         """Accept tag metadata from an in-process edge."""
@@ -616,6 +685,7 @@ class Server:
             await self.remote_writer.close()
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
+        await stop_link(self._fanin_task)
         tasks = (
             self._metrics_task,
             self._spc_task,

@@ -326,3 +326,13 @@ def test_client_certificate_problems_are_named_by_key_and_line(
     (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
     assert "cert_file is for the HTTP transport" in problem
     assert "[uplink.mqtt.tls] cert_file and key_file" in problem
+
+
+def test_a_missing_broker_password_file_is_named_by_line(tmp_path: Path) -> None:
+    (tmp_path / "edge.toml").write_text(
+        '[edge]\nid = "e"\n[uplink]\ntransport = "mqtt"\n[uplink.mqtt]\nhost = "broker"\n'
+        'username = "shopfloor-edge-e"\npassword_file = "missing.password"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.mqtt.password_file (line 8): cannot read ")
+    assert "missing.password" in problem
