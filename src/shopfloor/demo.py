@@ -75,7 +75,9 @@ async def simulated_factory(sim: SimulatorSection) -> AsyncIterator[list[Connect
     if sim.protocol == "modbus":
         from shopfloor.simulator.serve.modbus import serve_plant
 
-        server, configs = await serve_plant(plant, period_s=period_s, poll=sim.period)
+        server, configs = await serve_plant(
+            plant, period_s=period_s, poll=sim.period, allow_writes=True
+        )
         logger.info("simulated plant served over Modbus TCP on 127.0.0.1:%s", server.port)
         try:
             yield [create_connector(c) for c in configs]

@@ -136,6 +136,11 @@ class MeasurementEntry(_TagEntry):
     states: dict[str, str] = Field(
         default_factory=dict, description='Labels of integer values: `{ "1" = "running" }`.'
     )
+    writable: bool = Field(
+        False,
+        description="A set point the platform may write (docs/writes.md): the machine page "
+        "offers a Set control; the connector must still allow it and an admin enable it.",
+    )
 
     @field_validator("states")
     @classmethod

@@ -157,7 +157,19 @@ def state_machine_tags(profile: MachineProfile) -> tuple[TagSpec, ...]:
                 eng_high=20.0,
             )
         )
-    return (*tags, *power_tags(profile.rated_kw))
+    # the set point comes last, so adding it left the other tags' Modbus registers alone
+    setpoint: tuple[TagSpec, ...] = ()
+    speed = profile.speed
+    if speed is not None and speed.setpoint is not None:
+        setpoint = (
+            TagSpec(
+                speed.setpoint,
+                speed.unit,
+                f"{speed.description} set point (writable)",
+                eng_high=speed.eng_high,
+            ),
+        )
+    return (*tags, *power_tags(profile.rated_kw), *setpoint)
 
 
 class StateMachine:
@@ -178,6 +190,25 @@ class StateMachine:
         self.tags = state_machine_tags(profile)
         self._energy = EnergyCounter(float(np.round(events.uniform(1e3, 5e4), 1)))
         self.timeline = StateTimeline(profile, events, start_ns=start_ns)
+        self._override: tuple[int, float] | None = None
+
+    def set_setpoint(self, at_ns: int, value: float) -> float:
+        """From ``at_ns`` on, the speed set point is ``value`` (clamped to the tag's range,
+        as a drive would), whatever job runs; returns the value it holds.
+
+        Only the latest write counts: the plant's time only moves forward, so an earlier
+        one is never sampled again. The random draws are untouched, so everything but
+        the speed and its set point stays as the seed made it.
+
+        Raises:
+            ValueError: the machine has no set point.
+        """
+        sp = self.profile.speed
+        if sp is None or sp.setpoint is None:
+            raise ValueError("this machine has no speed set point")
+        held = float(min(max(value, 0.0), sp.eng_high))
+        self._override = (at_ns, held)
+        return held
 
     def sample(self, t: Int64Array) -> dict[str, Float64Array]:
         """Return every tag's values at the sorted times ``t``."""
@@ -198,7 +229,13 @@ class StateMachine:
             out["cycle_time"] = view.cycle
         if p.speed is not None:
             jitter = 1.0 + p.speed.noise * z[:, n_th + 2]
-            out[p.speed.tag] = np.where(running, view.speed * jitter, 0.0)
+            target = view.speed
+            if self._override is not None:
+                at, held = self._override
+                target = np.where(t >= at, held, target)
+            out[p.speed.tag] = np.where(running, target * jitter, 0.0)
+            if p.speed.setpoint is not None:
+                out[p.speed.setpoint] = np.asarray(target, dtype=np.float64)
         if n_th:
             amb = ambient_c(t)
             for c, th in enumerate(p.thermals):

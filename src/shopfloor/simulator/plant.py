@@ -180,6 +180,37 @@ class Plant:
             raise ValueError(f"fault at {at} is before the plant's time {self._now}")
         self._apply(machine_id, fault, at)
 
+    def setpoints(self) -> dict[str, tuple[str, str]]:
+        """The writable set point tags: path → (machine id, tag name)."""
+        found: dict[str, tuple[str, str]] = {}
+        for m in self.layout.machines:
+            profile = self._profiles[m.id]
+            if isinstance(profile, MachineProfile) and profile.speed is not None:
+                name = profile.speed.setpoint
+                if name is not None:
+                    found[f"{self.layout.equipment_path(m)}/{name}"] = (m.id, name)
+        return found
+
+    def write_setpoint(self, path: str, value: float) -> float:
+        """Set the set point tag at ``path`` from the plant's next sample on, as an operator
+        at the machine would; returns the value it holds (clamped to the tag's range).
+
+        Raises:
+            KeyError: ``path`` is not a set point of this plant.
+            ValueError: the plant has not started (nothing to change yet), or ``value``
+                is not a finite number.
+        """
+        machine_id, _ = self.setpoints()[path]
+        if self._now is None:
+            raise ValueError("the plant has not started: advance it first")
+        if not np.isfinite(value):
+            raise ValueError(f"a set point is a finite number, not {value!r}")
+        machine = self._machines[machine_id]
+        assert isinstance(machine, StateMachine)
+        held = machine.set_setpoint(self._now, value)
+        logger.info("set point %s = %s from %s", path, held, self._now)
+        return held
+
     # ---------------------------------------------------------------- internals
     def _check_fault(self, spec: MachineSpec, profile: Profile, fault: Fault) -> None:
         kind = fault.kind

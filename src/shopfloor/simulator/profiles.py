@@ -161,6 +161,9 @@ class Speed:
         high: highest set point a job uses.
         noise: relative standard deviation around the set point.
         eng_high: top of the engineering range.
+        setpoint: name of a writable set point tag, if the machine has one: it reads the
+            job's set point until someone writes it, then the written value (the speed
+            follows it while running).
     """
 
     tag: str
@@ -170,6 +173,7 @@ class Speed:
     high: float
     noise: float
     eng_high: float
+    setpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +317,7 @@ CNC_MILL = MachineProfile(
         high=12000.0,
         noise=0.003,
         eng_high=15000.0,
+        setpoint="spindle_speed_sp",
     ),
 )
 

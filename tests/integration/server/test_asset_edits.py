@@ -354,7 +354,7 @@ async def test_concurrent_edits_are_serialised_and_a_move_renames_tags_and_alarm
         assert server.alarms.rule(f"{new}/vibration_rms.H") is not None
         assert server.alarms.rule(f"{MILL}/vibration_rms.H") is None
         tags = (await client.get("/api/v1/tags", params={"prefix": new})).json()["tags"]
-        assert len(tags) == 17  # 11 measurements, 4 calculations and 2 metrics of a mill
+        assert len(tags) == 18  # 12 measurements, 4 calculations and 2 metrics of a mill
         (entry,) = await audit(client, action="assets.equipment.replace")
         assert entry["target"] == new
         assert entry["detail"]["before"]["area"] == "machining"

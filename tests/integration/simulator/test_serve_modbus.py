@@ -129,3 +129,59 @@ async def test_values_refresh_in_real_time() -> None:
     assert first_ts is not None
     assert server.last_ts_ns > first_ts
     assert not np.array_equal(second.value, first.value)
+
+
+SP = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_speed_sp"
+SPEED = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_speed"
+
+
+async def test_a_set_point_written_through_the_connector_is_what_the_machine_runs_at(
+    served: PlantModbusServer,
+) -> None:
+    configs = served.connector_configs(timeout="2s", allow_writes=True)
+    cnc = next(c for c in configs if c.name == "modbus-cnc-01")
+    assert cnc.allow_writes
+    assert [t.name for t in cnc.tags if t.writable] == ["spindle_speed_sp"]
+    assert not any(c.allow_writes for c in configs if not c.name.startswith("modbus-cnc"))
+    connector = ModbusConnector.from_config(cnc)
+    await connector.connect()
+    try:
+        await connector.write(SP, 9100.0)
+        (group,) = connector.groups()
+        now = Sampler(connector.specs()).process(await connector.read(group))
+        values = dict(zip(map(str, now.paths()), now.value, strict=True))
+        assert values[SP] == 9100.0  # read back at once, before the next sample
+        # from the next sample on the plant follows it: running, the speed is near it
+        assert served.last_ts_ns is not None
+        for _ in range(600):  # guard only: a stop ends within minutes of plant time
+            served.refresh(served.last_ts_ns + 10**9)
+            now = Sampler(connector.specs()).process(await connector.read(group))
+            values = dict(zip(map(str, now.paths()), now.value, strict=True))
+            assert values[SP] == 9100.0
+            if values[SPEED] > 0:
+                break
+        assert values[SPEED] == pytest.approx(9100.0, rel=0.02)
+    finally:
+        await connector.close()
+
+
+async def test_a_set_point_beyond_its_range_is_clamped_and_other_writes_refused(
+    served: PlantModbusServer,
+) -> None:
+    (entry,) = [e for e in served.entries if e.path == SP]
+    client = AsyncModbusTcpClient("127.0.0.1", port=served.port)
+    await client.connect()
+    try:
+        words = np.array([20000.0], dtype=">f4").view(">u2").tolist()
+        ok = await client.write_registers(entry.register, words, device_id=entry.unit_id)
+        held = (await client.read_holding_registers(entry.register, count=2, device_id=1)).registers
+        half = await client.write_register(entry.register, 1, device_id=entry.unit_id)
+        other = await client.write_registers(0, [1, 0], device_id=entry.unit_id)
+    finally:
+        client.close()
+    assert not ok.isError()
+    assert np.array(held, dtype=">u2").view(">f4")[0] == 15000.0  # clamped like a drive
+    assert half.isError()
+    assert half.exception_code == 2  # half a float is never taken
+    assert other.isError()
+    assert other.exception_code == 2  # the state is not a set point

@@ -213,11 +213,20 @@ class AuditStore:
         target_prefix: str | None = None,
         outcome: Outcome | None = None,
         after_seq: int = 0,
+        before_seq: int | None = None,
+        newest_first: bool = False,
         limit: int = 1000,
     ) -> list[AuditEntry]:
-        """Entries in order of writing, in ``[since, until)``, filtered by the rest."""
+        """Entries in order of writing, in ``[since, until)``, filtered by the rest.
+
+        ``newest_first`` reverses the order, so a page of the newest ``limit`` entries is
+        one query; page back through them with ``before_seq`` (the last seq seen).
+        """
         where = ["seq > ?"]
         params: list[object] = [after_seq]
+        if before_seq is not None:
+            where.append("seq < ?")
+            params.append(before_seq)
         for column, op, value in (
             ("ts_ns", ">=", since_ns),
             ("ts_ns", "<", until_ns),
@@ -232,7 +241,10 @@ class AuditStore:
             # substr instead of LIKE: a prefix may hold % and _ (alarm names do).
             where.append("substr(target, 1, ?) = ?")
             params += [len(target_prefix), target_prefix]
-        sql = f"SELECT {_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        order = "DESC" if newest_first else "ASC"
+        sql = (
+            f"SELECT {_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?"
+        )
         try:
             rows = self._con.execute(sql, (*params, limit)).fetchall()
         except sqlite3.Error as err:

@@ -8,7 +8,10 @@ Register map (every machine of the layout is its own device):
   ``hr:2k`` and ``hr:2k+1`` (input registers mirror them);
 * measurements are float32, counters (integer tags without states) uint32, states and
   other enumerations uint16 in the first register of their pair, booleans uint16 0/1;
-* everything is big-endian (ABCD), read-only (a write is refused with exception 2).
+* everything is big-endian (ABCD), read-only (a write is refused with exception 2)
+  except the set points (:meth:`Plant.setpoints`, ``spindle_speed_sp`` of the CNC mills):
+  a float32 written to both registers of one is the machine's new set point from the
+  next sample on (clamped to its range, as a drive would); it reads back at once.
 
 A tag whose simulated sensor has dropped out reads NaN (floats) or keeps its last value
 (integers): Modbus has no quality, as with real devices. :func:`register_map` lists the
@@ -25,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
@@ -120,6 +124,10 @@ class PlantModbusServer:
             u: [0] * (2 * sum(1 for e in self.entries if e.unit_id == u)) for u in self._units
         }
         self._last = np.zeros(len(self._position))
+        setpoints = plant.setpoints()
+        self._writable: dict[tuple[int, int], RegisterEntry] = {
+            (e.unit_id, e.register): e for e in self.entries if e.path in setpoints
+        }
         self._server: ModbusTcpServer | None = None
         self._supervisor: Supervisor | None = None
         self.last_ts_ns: int | None = None
@@ -141,7 +149,8 @@ class PlantModbusServer:
                         0,
                         values=list(self._memory[unit]),
                         datatype=SimType.REGISTERS,
-                        readonly=True,
+                        # read-only but for the set points: _serve refuses other writes
+                        readonly=not any(u == unit for u, _ in self._writable),
                     )
                 ],
                 action=functools.partial(self._serve, unit),
@@ -217,20 +226,49 @@ class PlantModbusServer:
         count: int,
         registers: list[int],
         values: list[int] | list[bool] | None,
-    ) -> None:
-        """pymodbus calls this before each access: copy the present values in."""
+    ) -> ExcCodes | None:
+        """pymodbus calls this before each access: copy the present values in, and take a
+        write of a whole set point (any other write is refused with exception 2)."""
         memory = self._memory[unit]
+        if values is not None:
+            entry = self._writable.get((unit, address - start_address))
+            if entry is None or count != 2 or len(values) != 2:
+                return ExcCodes.ILLEGAL_ADDRESS
+            words = np.array([int(v) for v in values], dtype=">u2")
+            value = float(words.view(">f4")[0])
+            try:
+                held = self.plant.write_setpoint(entry.path, value)
+            except ValueError:
+                return ExcCodes.ILLEGAL_VALUE
+            encoded = np.array([held], dtype=">f4").view(">u2").tolist()
+            memory[entry.register : entry.register + 2] = encoded
+            values[:] = encoded  # what the registers now hold (pymodbus copies them in)
         registers[: len(memory)] = memory
+        return None
 
     # ---------------------------------------------------------- configuration
     def connector_configs(
-        self, *, period: str = "1s", timeout: str = "2s", host: str | None = None
+        self,
+        *,
+        period: str = "1s",
+        timeout: str = "2s",
+        host: str | None = None,
+        allow_writes: bool = False,
     ) -> list[ModbusConnectorConfig]:
         """One Modbus connector per machine that reads the plant back, paths unchanged.
 
         Call after :meth:`start` when the server was given port 0.
+
+        Args:
+            period: poll period.
+            timeout: per-request timeout.
+            host: the address the connectors dial (default: where the server listens).
+            allow_writes: configure the set points ``writable = true`` and their
+                connectors ``allow_writes = true`` (the platform still keeps writes off
+                until an admin enables them).
         """
         metas = {m.path: m for m in self.plant.tags()}
+        setpoints = self.plant.setpoints() if allow_writes else {}
         configs: list[ModbusConnectorConfig] = []
         for machine in self.plant.layout.machines:
             asset = self.plant.layout.equipment_path(machine)
@@ -248,6 +286,7 @@ class PlantModbusServer:
                         eng_low=meta.eng_low,
                         eng_high=meta.eng_high,
                         states={str(k): v for k, v in meta.states} or None,
+                        writable=e.path in setpoints,
                     )
                 )
             configs.append(
@@ -260,6 +299,7 @@ class PlantModbusServer:
                     period=period,
                     timeout=timeout,
                     tags=tags,
+                    allow_writes=any(e.path in setpoints for e in entries),
                 )
             )
         return configs
@@ -272,11 +312,13 @@ async def serve_plant(
     port: int = 0,
     period_s: float = 1.0,
     poll: str = "1s",
+    allow_writes: bool = False,
 ) -> tuple[PlantModbusServer, list[ModbusConnectorConfig]]:
-    """Start serving ``plant`` and return the server with the connectors that read it.
+    """Start serving ``plant`` and return the server with the connectors that read it
+    (and may write its set points, with ``allow_writes``).
 
     The caller owns the server: ``await server.stop()`` when done.
     """
     server = PlantModbusServer(plant, host=host, port=port, period_s=period_s)
     await server.start()
-    return server, server.connector_configs(period=poll)
+    return server, server.connector_configs(period=poll, allow_writes=allow_writes)

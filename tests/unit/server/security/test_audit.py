@@ -49,6 +49,14 @@ async def test_entries_are_kept_in_order_filtered_and_survive_a_reopen(tmp_path:
         assert len(await log.entries(outcome=Outcome.REJECTED)) == 1
         assert len(await log.entries(since_ns=every[1].ts_ns, until_ns=every[2].ts_ns)) == 1
         assert len(await log.entries(after_seq=every[0].seq, limit=1)) == 1
+        newest = await log.entries(newest_first=True, limit=2)
+        assert [e.seq for e in newest] == [every[2].seq, every[1].seq]
+        older = await log.entries(newest_first=True, before_seq=newest[-1].seq, limit=2)
+        assert [e.seq for e in older] == [every[0].seq]
+        assert [e.seq for e in await log.entries(user="ada", newest_first=True)] == [
+            every[2].seq,
+            every[0].seq,
+        ]
     finally:
         await log.close()
 

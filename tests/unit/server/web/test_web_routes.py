@@ -71,7 +71,15 @@ MACHINE = Equipment(
     metadata={"description": "CNC machining centre"},
 )
 # Every page, the machine page of a machine the asset model knows and the 404 page.
-PAGES = ["/", "/overview", "/machines/cnc-01", "/machines/no-such-machine", "/oee", "/trends"]
+PAGES = [
+    "/",
+    "/overview",
+    "/machines/cnc-01",
+    "/machines/no-such-machine",
+    "/oee",
+    "/trends",
+    "/admin",
+]
 
 
 class _Context:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -82,9 +82,17 @@ async def audit_log(
     ] = None,
     outcome: Annotated[Outcome | None, Query(description="Only this outcome.")] = None,
     after_seq: Annotated[int, Query(ge=0, description="Only entries after this seq.")] = 0,
+    before_seq: Annotated[
+        int | None, Query(ge=1, description="Only entries before this seq (page back).")
+    ] = None,
+    order: Annotated[
+        Literal["asc", "desc"],
+        Query(description="`asc`: oldest first (the default); `desc`: newest first."),
+    ] = "asc",
     limit: Annotated[int, Query(ge=1, le=10_000, description="The most entries.")] = 1000,
 ) -> list[AuditEntryOut]:
-    """Entries in order of writing, oldest first; page with ``after_seq``."""
+    """Entries in order of writing, oldest first, page with ``after_seq``; or newest first
+    (``order=desc``), page back with ``before_seq``."""
     audit = _audit(ctx)
     now = ctx.clock()
     entries = await audit.entries(
@@ -95,6 +103,8 @@ async def audit_log(
         target_prefix=target,
         outcome=outcome,
         after_seq=after_seq,
+        before_seq=before_seq,
+        newest_first=order == "desc",
         limit=limit,
     )
     return [_out(e) for e in entries]

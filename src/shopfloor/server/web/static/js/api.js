@@ -1,11 +1,12 @@
 // The REST client: one place that knows the API's URLs and turns failures into ApiError.
 
 export class ApiError extends Error {
-  constructor(message, { status = 0, url = "" } = {}) {
+  constructor(message, { status = 0, url = "", code = "" } = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.url = url;
+    this.code = code; // the envelope's `code` (`writes_disabled`, …) when the API sent one
   }
 }
 
@@ -37,7 +38,7 @@ export class ApiClient {
       });
     }
     if (!response.ok) {
-      throw new ApiError(await errorText(response), { status: response.status, url: url.pathname });
+      throw await apiError(response, url);
     }
     return response.json();
   }
@@ -65,23 +66,23 @@ export class ApiClient {
   }
 
   /** POST `body` as JSON; an error answer becomes an ApiError naming the problem. */
-  post(path, body) {
-    return this.send("POST", path, body);
+  post(path, body, { headers } = {}) {
+    return this.send("POST", path, body, { headers });
   }
 
-  /** PUT `body` as JSON (a stop's reason); errors as for `post`. */
-  put(path, body) {
-    return this.send("PUT", path, body);
+  /** PUT `body` as JSON (a stop's reason, a writes switch); errors as for `post`. */
+  put(path, body, { headers } = {}) {
+    return this.send("PUT", path, body, { headers });
   }
 
   /** Send `body` as JSON with `method`; every write of the page goes through here. */
-  async send(method, path, body) {
+  async send(method, path, body, { headers } = {}) {
     const url = new URL(this.base + path, location.origin);
     let response;
     try {
       response = await fetch(url, {
         method,
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        headers: { "Content-Type": "application/json", Accept: "application/json", ...headers },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(this.timeoutMs),
       });
@@ -91,7 +92,7 @@ export class ApiClient {
       });
     }
     if (!response.ok) {
-      throw new ApiError(await errorText(response), { status: response.status, url: url.pathname });
+      throw await apiError(response, url);
     }
     return response.json();
   }
@@ -164,19 +165,25 @@ function withTimeout(signal, ms) {
   return controller.signal;
 }
 
+async function apiError(response, url) {
+  const { text, code } = await errorText(response);
+  return new ApiError(text, { status: response.status, url: url.pathname, code });
+}
+
 async function errorText(response) {
   // The API answers errors with one JSON envelope; show its message when there is one.
   try {
     const body = await response.json();
+    const code = typeof body?.error?.code === "string" ? body.error.code : "";
     const message = body?.error?.message ?? body?.detail ?? body?.message;
     const field = body?.error?.field;
     if (typeof message === "string") {
       // The envelope names the field at fault; say it unless the sentence already does.
       const where = typeof field === "string" && field && !message.includes(field) ? ` (${field})` : "";
-      return `${response.status}: ${message}${where}`;
+      return { text: `${response.status}: ${message}${where}`, code };
     }
   } catch {
     // not JSON: fall through to the status line
   }
-  return `${response.status} ${response.statusText}`.trim();
+  return { text: `${response.status} ${response.statusText}`.trim(), code: "" };
 }

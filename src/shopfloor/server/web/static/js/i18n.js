@@ -17,6 +17,7 @@ const STRINGS = {
     "menu.oee": "OEE",
     "menu.trends": "Trends",
     "menu.alarms": "Alarms",
+    "menu.admin": "Admin",
     "menu.language": "Language",
     "title.live": "shopfloor · live plant",
     "title.overview": "shopfloor · plant overview",

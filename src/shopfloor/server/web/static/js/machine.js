@@ -23,6 +23,7 @@ import {
 } from "./format.js";
 import { applyI18n, initLocale, t } from "./i18n.js";
 import { LiveSocket } from "./live.js";
+import { WriteControls } from "./machine-writes.js";
 import { Poller } from "./poller.js";
 import { Store } from "./store.js";
 import { TrendPanel } from "./trend.js";
@@ -60,6 +61,8 @@ const store = new Store();
 const live = new LiveSocket(api.liveUrl());
 bindConnection(live, $("conn"), $("conn-label"));
 const rows = new Map(); // tag path -> <tr>
+const writes = new WriteControls(api, $("confirm-dialog"));
+let writable = new Map(); // tag path -> writable tag (GET /api/v1/writes)
 
 const trend = new TrendPanel(
   {
@@ -92,10 +95,11 @@ async function start(attempt = 0) {
   try {
     const tags = (await api.tags()).filter((tag) => (tag.asset ?? "") === machinePath);
     store.setTags(tags);
+    writable = await writes.writableUnder(machinePath);
     renderValues(tags);
     store.apply((await api.latest()).filter((v) => store.tags.has(v.path)));
   } catch (err) {
-    $("values-body").replaceChildren(messageRow(4, t("machine.failed", { error: err.message })));
+    $("values-body").replaceChildren(messageRow(5, t("machine.failed", { error: err.message })));
     setTimeout(() => start(attempt + 1), Math.min(10000, 1000 * 2 ** attempt));
     return;
   }
@@ -137,6 +141,7 @@ function messageRow(span, text) {
 
 function renderValues(tags) {
   rows.clear();
+  $("values-set-col").hidden = writable.size === 0;
   const sorted = [...tags].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   $("values-body").replaceChildren(
     ...sorted.map((tag) => {
@@ -154,6 +159,13 @@ function renderValues(tags) {
       const time = document.createElement("td");
       time.className = "num time";
       tr.append(name, value, unit, time);
+      let setRow = null;
+      if (writable.size) {
+        const target = writable.get(tag.path);
+        const controls = target && writes.controls(target, () => store.values.get(tag.path)?.value, 5);
+        tr.append(controls ? controls.cell : document.createElement("td"));
+        setRow = controls?.row ?? null;
+      }
       tr.addEventListener("click", () => trend.open(tag.path));
       tr.addEventListener("keydown", (event) => {
         if (event.key === "Enter" || event.key === " ") {
@@ -162,8 +174,8 @@ function renderValues(tags) {
         }
       });
       rows.set(tag.path, tr);
-      return tr;
-    }),
+      return setRow ? [tr, setRow] : [tr];
+    }).flat(),
   );
 }
 
