@@ -418,7 +418,11 @@ def long_table(paths: Sequence[str], tables: Sequence[pa.Table]) -> pa.Table:
         ),
     }
     for name in names:
-        column = pa.chunked_array([t.column(name) for t in tables]).combine_chunks()
+        # the type is given: a tag without points in range has a column without chunks,
+        # from which pyarrow would infer the null type and refuse the next tag's values
+        chunks = [t.column(name) for t in tables]
+        column = pa.chunked_array(chunks, type=tables[0].schema.field(name).type)
+        column = column.combine_chunks()
         columns[name] = column.take(pa.array(order))
     return pa.table(columns)
 
