@@ -44,7 +44,7 @@ from shopfloor.server.api.queries import (
     renamed_fields,
 )
 from shopfloor.server.api.routes.tags import MAX_LIMIT
-from shopfloor.server.api.schemas import ErrorEnvelope, HistoryRow
+from shopfloor.server.api.schemas import ErrorEnvelope, HistoryRow, WideRow
 from shopfloor.server.api.timeparse import format_ns, parse_time
 from shopfloor.server.historian.base import Aggregate, BucketSize, Historian
 from shopfloor.wire import ARROW_MEDIA_TYPE
@@ -144,7 +144,7 @@ class HistoryAnswer:
         f"had more than `limit` rows. Ask with `Accept: {ARROW_MEDIA_TYPE}` for an Arrow "
         "IPC stream of the same table (`ts` a UTC timestamp instead of `time`)."
     ),
-    response_model=list[HistoryRow],
+    response_model=list[HistoryRow | WideRow],
     responses={
         200: {"content": {"text/csv": {}, ARROW_MEDIA_TYPE: {}}},
         404: {"model": ErrorEnvelope, "description": "A tag in `tags` does not exist."},
