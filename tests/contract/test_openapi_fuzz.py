@@ -107,7 +107,6 @@ REALISTIC = {
         "path.path": {"dictionary": "tag", "probability": 0.5},
         "path.chart": {"dictionary": "chart", "probability": 0.5},
         "path.name": {"dictionary": "connector", "probability": 0.5},
-        "query.tags": {"dictionary": "tag", "probability": 0.5},
         "query.tag": {"dictionary": "tag", "probability": 0.5},
         "query.prefix": {"dictionary": "prefix", "probability": 0.5},
         "query.equipment": {"dictionary": "equipment", "probability": 0.5},
