@@ -6,11 +6,14 @@ field is invalid, and :class:`~.body_limit.BodyLimit` answers ``413`` to a body 
 limit. A client generated from the document (and Schemathesis, which checks each answer
 against it: tests/contract/test_openapi_fuzz.py) must find those statuses declared on
 each operation they can reach, with the one error envelope, so they are added here in one
-place rather than repeated on every route. A route's own declaration of a status wins.
+place rather than repeated on every route. A route's own declaration of a status wins,
+except FastAPI's default ``422`` (its ``HTTPValidationError`` shape, ``{"detail": [...]}``),
+which this API never answers: the envelope replaces it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +22,8 @@ from fastapi import FastAPI
 __all__ = ["COMMON_ERRORS", "declare_common_errors"]
 
 _ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+_FASTAPI_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 COMMON_ERRORS: dict[str, tuple[str, str]] = {
     "400": ("body", "The body cannot be parsed (not JSON, or not UTF-8)."),
@@ -59,5 +64,17 @@ def _add_common_errors(document: dict[str, Any]) -> None:
             responses = operation.setdefault("responses", {})
             for status, (needs, description) in COMMON_ERRORS.items():
                 applies = has_body if needs == "body" else has_input
-                if applies and status not in responses:
+                if applies and (status not in responses or _fastapi_default(responses[status])):
                     responses[status] = {"description": description, "content": _ENVELOPE}
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in _FASTAPI_SCHEMAS:  # HTTPValidationError first: it refers to the other
+        kept = dict(schemas)
+        kept.pop(name, None)
+        if f'"#/components/schemas/{name}"' not in json.dumps({**document, "components": kept}):
+            schemas.pop(name, None)
+
+
+def _fastapi_default(response: dict[str, Any]) -> bool:
+    """Whether ``response`` is FastAPI's own 422, which the envelope replaces."""
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref") == _FASTAPI_422)
