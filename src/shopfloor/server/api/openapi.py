@@ -8,7 +8,9 @@ against it: tests/contract/test_openapi_fuzz.py) must find those statuses declar
 each operation they can reach, with the one error envelope, so they are added here in one
 place rather than repeated on every route. A route's own declaration of a status wins,
 except FastAPI's default ``422`` (its ``HTTPValidationError`` shape, ``{"detail": [...]}``),
-which this API never answers: the envelope replaces it.
+which this API never answers: the envelope replaces it. Statuses that every route of a
+kind answers for the same reason (authentication's 401/403 once routes require it) belong
+in :data:`COMMON_ERRORS` too.
 """
 
 from __future__ import annotations
