@@ -32,6 +32,7 @@ from shopfloor.edge.uplink.local import LocalUplink
 from shopfloor.edge.writes import EquipmentWriter
 from shopfloor.errors import ConfigError
 from shopfloor.model import PointBatch, TagMeta, now_ns
+from shopfloor.runtime.sdnotify import SystemdNotifier, systemd_notifier
 from shopfloor.server.app import Server
 from shopfloor.simulator import Plant
 from shopfloor.testing.processes import free_port
@@ -143,11 +144,17 @@ async def run_platform(
         loop.add_signal_handler(sig, stop.set)
     try:
         async with contextlib.AsyncExitStack() as sources:
+            notifier = await sources.enter_async_context(systemd_notifier())
             connectors = [create_connector(c) for c in config.connectors if c.enabled]
             if config.simulator.enabled:
                 connectors += await sources.enter_async_context(simulated_factory(config.simulator))
             await _serve(
-                config, connectors, stop=stop, status_line=status_line, monotonic=monotonic
+                config,
+                connectors,
+                stop=stop,
+                status_line=status_line,
+                monotonic=monotonic,
+                notifier=notifier,
             )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,6 +168,7 @@ async def _serve(
     stop: asyncio.Event,
     status_line: Callable[[dict[str, Any]], None] | None,
     monotonic: Callable[[], float],
+    notifier: SystemdNotifier,
 ) -> None:
     sim_clock = next((c for c in connectors if isinstance(c, SimulatorConnector)), None)
     meter = RateMeter()
@@ -210,6 +218,7 @@ async def _serve(
         )
         if http.done():
             http.result()
+        notifier.ready(f"serving {server.url}")
         while not stop.is_set() and not http.done():
             if status_line is not None:
                 hist = server.historian.stats()
@@ -224,6 +233,7 @@ async def _serve(
                 )
             await asyncio.wait({http}, timeout=0.5)
         logger.info("shutting down: stopping inputs")
+        notifier.stopping()
         if agent is not None:
             await agent.stop()
         stop.set()

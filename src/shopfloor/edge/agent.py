@@ -34,6 +34,7 @@ from shopfloor.errors import ConnectorError
 from shopfloor.model import PointBatch, Quality
 from shopfloor.runtime.backoff import Backoff
 from shopfloor.runtime.clock import Clock, SystemClock
+from shopfloor.runtime.sdnotify import systemd_notifier
 from shopfloor.runtime.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -256,16 +257,18 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
         config.uplink.target,
     )
     try:
-        await monitor.start()
-        starting = asyncio.create_task(agent.start(), name="edge/start")
-        stopping = asyncio.create_task(stop.wait(), name="edge/stop-wait")
-        failing = asyncio.create_task(uplink.wait_failed(), name="edge/failed-wait")
-        await asyncio.wait({starting, stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done() and not stopping.done() and not failing.done():
-            starting.result()
-            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (starting, stopping, failing):
-            task.cancel()
+        async with systemd_notifier() as notifier:
+            await monitor.start()
+            starting = asyncio.create_task(agent.start(), name="edge/start")
+            stopping = asyncio.create_task(stop.wait(), name="edge/stop-wait")
+            failing = asyncio.create_task(uplink.wait_failed(), name="edge/failed-wait")
+            await asyncio.wait({starting, stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done() and not stopping.done() and not failing.done():
+                starting.result()
+                notifier.ready(f"edge {config.edge.id}: {len(connectors)} connector(s)")
+                await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (starting, stopping, failing):
+                task.cancel()
     finally:
         logger.info("edge %s stopping", config.edge.id)
         await agent.stop()

@@ -6,10 +6,11 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +70,24 @@ class RunningProcess:
 
 @contextmanager
 def shopfloor_process(
-    args: Sequence[str], *, port: int, workdir: Path, ready_timeout_s: float = 30.0
+    args: Sequence[str],
+    *,
+    port: int,
+    workdir: Path,
+    ready_timeout_s: float = 30.0,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[RunningProcess]:
-    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit."""
+    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit.
+
+    Args:
+        env: added to the environment.
+        preexec_fn: run in the child before it starts, e.g. to restrict it.
+        tls: the process serves HTTPS: the context that trusts its certificate.
+    """
     log_path = workdir / "process.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shopfloor", *args],
@@ -82,15 +96,19 @@ def shopfloor_process(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            # the callers' functions are one system call (prctl), safe after fork
+            preexec_fn=preexec_fn,  # noqa: PLW1509
         )
-    running = RunningProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    scheme = "http" if tls is None else "https"
+    running = RunningProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"shopfloor exited with {proc.returncode}:\n{running.log()}")
             try:
-                if httpx.get(f"{running.base_url}/healthz", timeout=1).status_code == 200:
+                health = httpx.get(f"{running.base_url}/healthz", timeout=1, verify=tls or True)
+                if health.status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -109,7 +109,9 @@ class MqttUplinkStats:
         early_settled: batches settled from a kept answer without publishing again.
         timeouts: batches the platform did not answer within the timeout.
         dropped_answers: answers dropped because too many waited to be dispatched.
+        refused: publishes the broker refused (PUBACK with a failure reason, e.g. the ACL).
         last_error: the last connection problem, for operators.
+        last_refusal: the broker's reason for the last refused publish.
     """
 
     connected: bool = False
@@ -120,7 +122,9 @@ class MqttUplinkStats:
     early_settled: int = 0
     timeouts: int = 0
     dropped_answers: int = 0
+    refused: int = 0
     last_error: str | None = None
+    last_refusal: str | None = None
 
 
 class _Refused(Exception):  # noqa: N818 - a condition, like PermissionDenied
@@ -205,6 +209,13 @@ class MqttTransport:
             return
         self._started = True
         quiet_socket_teardown()
+        if self.settings.tls is not None and self.settings.tls.insecure:
+            # allowed for trials, but never silently: anyone on the path can read and forge
+            logger.warning(
+                "uplink.mqtt.tls.insecure: the broker %s is not verified (any certificate "
+                "and host name is accepted)",
+                self.settings.where,
+            )
         self._supervisor.start("link", self._link)
         if self._on_command is not None:
             self._supervisor.start("commands", self._carry_out)
@@ -260,12 +271,15 @@ class MqttTransport:
         properties = self._batch_properties(seqs, historical=historical, encoding=encoding)
         future: asyncio.Future[Answer] = loop.create_future()
         self._waiters[seqs] = future
+        refused_before = self._stats.refused
         try:
             async with asyncio.timeout_at(deadline):
                 # PUBACK: the broker has it. Nothing more; the answer below is the ack.
                 await client.publish(
                     self._topics[TOPIC_BATCHES], data, qos=1, properties=properties, timeout=1e9
                 )
+                if self._stats.refused != refused_before:  # (or a publish beside it was)
+                    return self._refused(f"batch {seqs[0]}")
                 self._stats.published += 1
                 return await future
         except TimeoutError:
@@ -290,12 +304,15 @@ class MqttTransport:
         client = await self._wait_client(self.timeout_s)
         if client is None:
             return self._no_link()
+        refused_before = self._stats.refused
         try:
             await client.publish(
                 self._topics[TOPIC_TAGS], payload, qos=1, retain=True, timeout=self.timeout_s
             )
         except aiomqtt.MqttError as err:
             return Answer(Verdict.UNAVAILABLE, None, None, f"MQTT publish failed: {err}")
+        if self._stats.refused != refused_before:
+            return self._refused("the tags")
         return Answer(Verdict.ACKED, 200, body={"registered": len(tags)})
 
     async def put_status(self, status: Mapping[str, Any]) -> Answer:
@@ -309,6 +326,7 @@ class MqttTransport:
         properties = _properties(PacketTypes.PUBLISH)
         properties.MessageExpiryInterval = _STATUS_EXPIRY_S
         properties.ContentType = "application/json"
+        refused_before = self._stats.refused
         try:
             async with asyncio.timeout(self.timeout_s):
                 await client.publish(
@@ -318,6 +336,8 @@ class MqttTransport:
                     properties=properties,
                     timeout=1e9,
                 )
+                if self._stats.refused != refused_before:
+                    return self._refused("the status report")
                 return await future
         except TimeoutError:
             return Answer(Verdict.UNAVAILABLE, None, None, "no answer to the status report")
@@ -351,6 +371,16 @@ class MqttTransport:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), timeout_s)
         return self._client if self._connected.is_set() else None
+
+    def _refused(self, what: str) -> Answer:
+        """The answer to a publish the broker refused (see :meth:`_watch_refusals`)."""
+        return Answer(
+            Verdict.UNAVAILABLE,
+            None,
+            None,
+            f"the broker refused {what} ({self._stats.last_refusal}): check the broker user "
+            f"of edge {self.edge_id} and the broker's ACL",
+        )
 
     def _no_link(self) -> Answer:
         reason = self._stats.last_error or "not connected"
@@ -460,8 +490,32 @@ class MqttTransport:
             max_queued_incoming_messages=_INBOX,
         )
         client.pending_calls_threshold = _PENDING_CALLS  # the window is ours to bound
+        self._watch_refusals(client)
         await client.__aenter__()
         return client
+
+    def _watch_refusals(self, client: aiomqtt.Client) -> None:
+        """Count PUBACKs with a failure reason (MQTT 5: 0x87 "not authorized" when the
+        broker's ACL does not let this edge publish there). aiomqtt completes such a
+        publish as if it had succeeded; without this the edge would only see the
+        platform's answer never come."""
+        paho = client._client  # aiomqtt has no hook for the PUBACK's reason code
+        inner: Any = paho.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+            if getattr(reason, "is_failure", False):
+                self._stats.refused += 1
+                self._stats.last_refusal = str(reason)
+                if self._stats.refused == 1:
+                    logger.error(
+                        "MQTT uplink: the broker refused a publish of %s (%s): check this "
+                        "edge's broker user and the broker's ACL (docs/broker.md)",
+                        self.edge_id,
+                        reason,
+                    )
+            inner(c, userdata, mid, reason, properties)
+
+        paho.on_publish = on_publish
 
     def _up(self, client: aiomqtt.Client) -> None:
         self._client = client
@@ -494,7 +548,7 @@ class MqttTransport:
             return
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             logger.debug("MQTT uplink: an answer that is not JSON: %.200r", payload)
             return
         if not isinstance(doc, dict):

@@ -148,6 +148,10 @@ def create_app(
         version=version,
         description=_DESCRIPTION,
         openapi_tags=_TAGS_METADATA,
+        # FastAPI's own pages load Swagger UI / ReDoc from a CDN; the web router serves the
+        # reference locally at /docs instead (shopfloor.server.web.routes).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.shopfloor = ApiContext(
         historian=historian,
