@@ -419,3 +419,14 @@ async def test_a_hand_edited_or_yaml_plant_is_not_overwritten(tmp_path: Path) ->
         files = (await client.get("/api/v1/assets/export")).json()["files"]
         assert 'id = "cnc-01"' in files["plant.toml"]  # converted to TOML, to edit that
     assert "cnc-01" in yaml_plant.read_text()
+
+
+async def test_an_audit_page_past_the_largest_seq_is_refused_by_name(tmp_path: Path) -> None:
+    # once a 500: SQLite cannot bind an integer of 2**63 or more (found by Schemathesis)
+    async with running(tmp_path / "data", None) as (_, client):
+        answer = await client.get("/api/v1/audit", params={"after_seq": 2**63})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["field"] == "after_seq"
+        last = await client.get("/api/v1/audit", params={"after_seq": 2**63 - 1})
+        assert last.status_code == 200, last.text
+        assert last.json() == []

@@ -21,6 +21,7 @@ from shopfloor.server.api.audit_trail import AuditMiddleware
 from shopfloor.server.api.body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
+from shopfloor.server.api.openapi import declare_common_errors
 from shopfloor.server.api.routes import alarms as alarms_routes
 from shopfloor.server.api.routes import analytics as analytics_routes
 from shopfloor.server.api.routes import anomaly as anomaly_routes
@@ -203,4 +204,5 @@ def create_app(
         app.include_router(router)
     for router in extra_routers:
         app.include_router(router)
+    declare_common_errors(app)
     return app

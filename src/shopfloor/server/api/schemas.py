@@ -343,6 +343,26 @@ class ValueAtRow(BaseModel):
 __all__ += ["ValueAtRow"]
 
 
+class WideRow(BaseModel):
+    """One row of the wide shape (``shape=wide``) of ``GET /api/v1/history`` and
+    ``GET /api/v1/values/at``: ``time`` and one column per tag path (``path:agg`` with
+    several aggregates, ``path:bad`` for the count of non-Good points), null where a tag
+    has no value at that time."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"additionalProperties": {"type": ["number", "string", "null"]}},
+    )
+
+    time: str | int = Field(
+        description="ISO 8601 UTC (`time_format=iso`) or epoch milliseconds (`ms`).",
+        examples=["2026-01-01T08:00:00.000Z"],
+    )
+
+
+__all__ += ["WideRow"]
+
+
 class StorageGroupOut(BaseModel):
     """One area, equipment or tag in ``GET /api/v1/storage``: the sum of its tags."""
 

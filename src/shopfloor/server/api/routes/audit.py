@@ -64,6 +64,10 @@ def _out(e: AuditEntry) -> AuditEntryOut:
     )
 
 
+MAX_SEQ = 2**63 - 1
+"""The largest sequence number SQLite stores (a larger ``after_seq`` is a 422, not a 500)."""
+
+
 @router.get(
     "/audit",
     summary="The audit log",
@@ -81,9 +85,12 @@ async def audit_log(
         str | None, Query(description="Only targets starting with this (an area's path).")
     ] = None,
     outcome: Annotated[Outcome | None, Query(description="Only this outcome.")] = None,
-    after_seq: Annotated[int, Query(ge=0, description="Only entries after this seq.")] = 0,
+    after_seq: Annotated[
+        int, Query(ge=0, le=MAX_SEQ, description="Only entries after this seq.")
+    ] = 0,
     before_seq: Annotated[
-        int | None, Query(ge=1, description="Only entries before this seq (page back).")
+        int | None,
+        Query(ge=1, le=MAX_SEQ, description="Only entries before this seq (page back)."),
     ] = None,
     order: Annotated[
         Literal["asc", "desc"],

@@ -45,7 +45,7 @@ from shopfloor.server.api.queries import (
     renamed_fields,
 )
 from shopfloor.server.api.routes.tags import MAX_LIMIT
-from shopfloor.server.api.schemas import ErrorEnvelope, HistoryRow
+from shopfloor.server.api.schemas import ErrorEnvelope, HistoryRow, WideRow
 from shopfloor.server.api.timeparse import format_ns, parse_time
 from shopfloor.server.historian.base import Aggregate, BucketSize, Historian
 from shopfloor.wire import ARROW_MEDIA_TYPE
@@ -150,7 +150,7 @@ class HistoryAnswer:
         f"had more than `limit` rows. Ask with `Accept: {ARROW_MEDIA_TYPE}` for an Arrow "
         "IPC stream of the same table (`ts` a UTC timestamp instead of `time`)."
     ),
-    response_model=list[HistoryRow],
+    response_model=list[HistoryRow | WideRow],
     responses={
         200: {"content": {"text/csv": {}, ARROW_MEDIA_TYPE: {}}},
         404: {"model": ErrorEnvelope, "description": "A tag in `tags` does not exist."},
@@ -434,7 +434,11 @@ def long_table(paths: Sequence[str], tables: Sequence[pa.Table]) -> pa.Table:
         ),
     }
     for name in names:
-        column = pa.chunked_array([t.column(name) for t in tables]).combine_chunks()
+        # the type is given: a tag without points in range has a column without chunks,
+        # from which pyarrow would infer the null type and refuse the next tag's values
+        chunks = [t.column(name) for t in tables]
+        column = pa.chunked_array(chunks, type=tables[0].schema.field(name).type)
+        column = column.combine_chunks()
         columns[name] = column.take(pa.array(order))
     return pa.table(columns)
 

@@ -30,7 +30,7 @@ from shopfloor.server.api.routes.history import (
     with_time,
     with_timestamp,
 )
-from shopfloor.server.api.schemas import ErrorEnvelope, ValueAtRow
+from shopfloor.server.api.schemas import ErrorEnvelope, ValueAtRow, WideRow
 from shopfloor.server.historian.base import Interpolation
 from shopfloor.wire import ARROW_MEDIA_TYPE
 
@@ -55,7 +55,7 @@ _MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
         f"`time` and one column per tag. Ask with `Accept: {ARROW_MEDIA_TYPE}` for an "
         "Arrow IPC stream of the long table (`ts` a UTC timestamp instead of `time`)."
     ),
-    response_model=list[ValueAtRow],
+    response_model=list[ValueAtRow | WideRow],
     responses={
         200: {"content": {"text/csv": {}, ARROW_MEDIA_TYPE: {}}},
         404: {"model": ErrorEnvelope, "description": "A tag in `tags` does not exist."},
