@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -57,7 +58,8 @@ from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
-from shopfloor.server.security import AuditLog
+from shopfloor.server.security import AuditLog, Auth
+from shopfloor.server.security.secret import load_secret_key
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
@@ -161,6 +163,9 @@ def build_mqtt_ingest(
 AUDIT_FILE = "audit.sqlite"
 """The audit log of writes through the API, in ``server.data_dir``."""
 
+SECURITY_FILE = "security.sqlite"
+"""Users, sessions and API tokens, in ``server.data_dir``."""
+
 DEMO_PLANT = "demo_plant"
 """The packaged demo plant (``plant.toml`` and ``templates/``), simulated by ``shopfloor demo``."""
 
@@ -244,6 +249,11 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
+        self.auth = Auth(
+            config.server.data_dir / SECURITY_FILE,
+            settings=config.security,
+            secret_key=load_secret_key(config.server.data_dir, config.security.secret_key_file),
+        )
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
         self._rul_task: asyncio.Task[None] | None = None
@@ -323,6 +333,7 @@ class Server:
             analytics=self.analytics,
             energy=self.energy,
             anomaly=self.anomaly,
+            auth=self.auth,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -463,6 +474,17 @@ class Server:
                 await self.historian.register_tags(metas)
         await self.alarms.start()
         await self.audit.start()
+        await self.auth.start()
+        password = await self.auth.bootstrap_admin()
+        if password is not None:
+            # Shown once, on the console only: the log file (and its shipping) never sees it.
+            sys.stderr.write(
+                "\n  No user existed: created the user 'admin' with the password\n\n"
+                f"      {password}\n\n"
+                "  It is shown this once and stored hashed only. Log in and change it\n"
+                "  (or: shopfloor users passwd admin --data-dir DIR).\n\n"
+            )
+            sys.stderr.flush()
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.analytics is not None:
             await self.analytics.start()
@@ -585,6 +607,7 @@ class Server:
                     await task
         await self.alarms.close()
         await self.audit.close()
+        await self.auth.close()
         if self.analytics is not None:
             await self.analytics.close()
         if self._started:

@@ -18,6 +18,7 @@ from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
+from shopfloor.server.api.auth import install_auth
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
@@ -25,12 +26,14 @@ from shopfloor.server.api.routes import analytics as analytics_routes
 from shopfloor.server.api.routes import anomaly as anomaly_routes
 from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import audit as audit_routes
+from shopfloor.server.api.routes import auth as auth_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
 from shopfloor.server.api.routes import energy as energy_routes
 from shopfloor.server.api.routes import reports as reports_routes
 from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
+from shopfloor.server.api.routes import users as users_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.assets import AssetModel
@@ -38,7 +41,7 @@ from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
-from shopfloor.server.security import AuditLog
+from shopfloor.server.security import AuditLog, Auth
 from shopfloor.server.security.headers import SecurityHeaders
 from shopfloor.wire import DEFAULT_MAX_BYTES
 
@@ -50,6 +53,10 @@ REST and websocket API of a shopfloor server.
 * Times are ISO 8601 in UTC (`2026-01-01T08:00:00.000Z`). Query parameters also take
   offsets (`+01:00`), times without an offset (read as UTC) and times relative to now
   (`now`, `-1h`, `now-15m`).
+* Every route but `/healthz` and the login needs a credential: the session cookie of
+  `POST /api/v1/auth/login` (then send the session's CSRF token as `X-CSRF-Token` with
+  every POST, PUT, PATCH and DELETE), or `Authorization: Bearer <API token>`. No
+  credential: `401`; a role without the route's permission: `403` (docs/security.md).
 * Every error answer has the shape `{"error": {"code", "field", "message"}}`; `field`
   names the parameter or payload field at fault.
 * Live values stream over the websocket `/api/v1/ws`: a `snapshot` frame on connect,
@@ -80,6 +87,8 @@ _TAGS_METADATA = [
         "description": "OEE, stop events, downtime Pareto, stop reasons, energy.",
     },
     {"name": "anomaly", "description": "Anomaly scores and remaining useful life."},
+    {"name": "auth", "description": "Log in and out; who am I; my password."},
+    {"name": "users", "description": "Users and API tokens (admins only)."},
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -104,6 +113,7 @@ def create_app(
     analytics: Analytics | None = None,
     energy: EnergyService | None = None,
     anomaly: AnomalyMonitor | None = None,
+    auth: Auth | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -129,6 +139,10 @@ def create_app(
             ``/api/v1/downtime``.
         energy: energy per machine, line and shift, for ``/api/v1/energy``.
         anomaly: the anomaly and RUL monitor, for ``/api/v1/anomaly`` and ``/api/v1/rul``.
+        auth: users, sessions and API tokens (started and closed by the caller). None: an
+            empty in-memory store, so every route but the public ones answers 401 until a
+            user or token is added to it (``app.state.auth``; see
+            :mod:`shopfloor.testing.auth`).
     """
     app = FastAPI(
         title="shopfloor",
@@ -155,12 +169,15 @@ def create_app(
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     app.state.anomaly = anomaly
+    install_auth(app, auth if auth is not None else Auth(None, clock=clock))
     install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
     for router in (
         health.router,
+        auth_routes.router,
+        users_routes.router,
         alarms_routes.router,
         analytics_routes.router,
         energy_routes.router,

@@ -34,6 +34,8 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
+from shopfloor.server.api.auth import PAGE, PUBLIC
+
 __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "render_page", "router", "static_url"]
 
 logger = logging.getLogger(__name__)
@@ -147,13 +149,15 @@ def render_page(request: Request, template: str, **context: object) -> Response:
     return response
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=[PAGE])
 async def index(request: Request) -> Response:
     """Render the live plant page; its modules fetch everything else from the API."""
     return render_page(request, "index.html")
 
 
-@router.api_route("/static/{path:path}", methods=["GET", "HEAD"], name="web_static")
+@router.api_route(
+    "/static/{path:path}", methods=["GET", "HEAD"], name="web_static", dependencies=[PUBLIC]
+)
 async def static(path: str, request: Request) -> Response:
     """Serve a file from ``static/``; dot files and paths leaving the folder are 404."""
     clean = posixpath.normpath("/" + path).lstrip("/")

@@ -12,7 +12,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from shopfloor.server.api.auth import install_auth
+from shopfloor.server.security import Auth
 from shopfloor.server.web import STATIC_DIR, TEMPLATES_DIR, router, routes
+from shopfloor.testing.auth import grant
 
 VENDOR_ECHARTS = STATIC_DIR / "vendor" / "echarts.min.js"
 JS_TYPE = "text/javascript"
@@ -58,13 +61,32 @@ def parse(html: str) -> _Refs:
     return refs
 
 
+def _app() -> FastAPI:
+    """The pages alone, behind the API's authentication (an empty in-memory store)."""
+    app = FastAPI()
+    install_auth(app, Auth(None))
+    app.include_router(router)
+    return app
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    app.include_router(router)
+    app = _app()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=grant(app)
+    ) as c:
         yield c
+
+
+async def test_the_page_sends_a_visitor_without_a_login_to_the_login_page() -> None:
+    transport = httpx.ASGITransport(app=_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        response = await c.get("/?tab=alarms")
+        static = await c.get("/static/css/app.css")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/%3Ftab%3Dalarms"
+    assert static.status_code == 200  # the page's files are public: they hold no data
 
 
 @pytest.fixture
@@ -194,10 +216,11 @@ async def test_static_serves_nothing_outside_its_folder_nor_dot_files(
 
 
 async def test_asset_urls_follow_the_root_path_behind_a_proxy() -> None:
-    app = FastAPI()
-    app.include_router(router)
+    app = _app()
     transport = httpx.ASGITransport(app=app, root_path="/plant")
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=grant(app)
+    ) as c:
         response = await c.get("/plant/")
     assert response.status_code == 200
     refs = parse(response.text)

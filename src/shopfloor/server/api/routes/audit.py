@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from shopfloor.server.api.auth import ADMIN
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
@@ -15,7 +16,7 @@ from shopfloor.server.security import AuditEntry, AuditLog, Outcome
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["audit"])
+router = APIRouter(prefix="/api/v1", tags=["audit"], dependencies=[ADMIN])
 
 
 class AuditEntryOut(BaseModel):

@@ -1,0 +1,92 @@
+"""Credentials for tests and tools that talk to a shopfloor API: one way for all of them.
+
+Every API route needs a credential (deny by default). A test that builds an app gets an
+API token for it with :func:`grant` and sends it on every request::
+
+    app = create_app(...)
+    client = httpx.AsyncClient(transport=..., headers=grant(app))
+
+A test that starts a server process provisions its data folder first with
+:func:`provision` (what ``shopfloor users add`` and ``shopfloor tokens create`` do), then
+sends the token, or logs a browser in with the user's password.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shopfloor.model import now_ns
+from shopfloor.server.security.passwords import hash_password
+from shopfloor.server.security.store import SecurityStore
+
+__all__ = ["SECURITY_FILE", "Provisioned", "bearer", "grant", "provision"]
+
+SECURITY_FILE = "security.sqlite"
+"""The security store in a server's data folder (the server's own constant's value)."""
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that sends ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def grant(app: Any, *, role: str = "admin", name: str = "tests") -> dict[str, str]:
+    """A new API token with ``role`` (or scope) for ``app`` (built by ``create_app``, or a
+    ``Server``'s), as the header to send.
+
+    It writes to the app's store from the calling thread: call it before the app serves
+    requests (a fixture), not while it does.
+    """
+    auth = app.state.auth
+    _, secret = auth.opened().create_token(
+        f"{name}-{secrets.token_hex(3)}", role=role, owner="tests", expires_ns=None, now_ns=now_ns()
+    )
+    return bearer(secret)
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    """What :func:`provision` created: a user with its password, and an API token."""
+
+    user: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The token as a header."""
+        return bearer(self.token)
+
+
+def provision(
+    data_dir: Path, *, role: str = "admin", user: str = "tester", token_role: str | None = None
+) -> Provisioned:
+    """Create a user (random password) and an API token in a server's data folder, before
+    the server starts (the server then creates no first ``admin``).
+
+    Args:
+        data_dir: the server's ``server.data_dir``.
+        role: the user's role.
+        user: the user's name.
+        token_role: the token's role or scope (default: ``role``).
+    """
+    store = SecurityStore(data_dir / SECURITY_FILE)
+    try:
+        password = secrets.token_urlsafe(18)
+        if store.user(user) is None:
+            store.add_user(user, hash_password(password), role=role, sites=(), now_ns=now_ns())
+        else:
+            store.set_password(user, hash_password(password), keep_session=None)
+        _, secret = store.create_token(
+            f"{user}-{secrets.token_hex(3)}",
+            role=token_role or role,
+            owner="tests",
+            expires_ns=None,
+            now_ns=now_ns(),
+        )
+    finally:
+        store.close()
+    return Provisioned(user, password, secret)
