@@ -33,16 +33,35 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def grant(app: Any, *, role: str = "admin", name: str = "tests") -> dict[str, str]:
+def grant(
+    app: Any, *, role: str = "admin", name: str = "tests", user: str | None = None
+) -> dict[str, str]:
     """A new API token with ``role`` (or scope) for ``app`` (built by ``create_app``, or a
     ``Server``'s), as the header to send.
 
+    Args:
+        app: the FastAPI app.
+        role: the token's role or scope (and the user's role, if it is created).
+        name: the token's name (a random suffix is added).
+        user: act as this user (created with ``role`` and a random password if it does
+            not exist): what the audit log and the alarm journal then name.
+
     It writes to the app's store from the calling thread: call it before the app serves
-    requests (a fixture), not while it does.
+    requests (a fixture, the start of a test), not while it does.
     """
-    auth = app.state.auth
-    _, secret = auth.opened().create_token(
-        f"{name}-{secrets.token_hex(3)}", role=role, owner="tests", expires_ns=None, now_ns=now_ns()
+    store = app.state.auth.opened()
+    now = now_ns()
+    if user is not None and store.user(user) is None:
+        store.add_user(
+            user, hash_password(secrets.token_urlsafe(18)), role=role, sites=(), now_ns=now
+        )
+    _, secret = store.create_token(
+        f"{name}-{secrets.token_hex(3)}",
+        role=role,
+        owner="tests",
+        expires_ns=None,
+        now_ns=now,
+        user=user,
     )
     return bearer(secret)
 

@@ -18,7 +18,7 @@ from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
-from shopfloor.server.api.auth import install_auth
+from shopfloor.server.api.auth import AuthenticateEarly, install_auth
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
@@ -172,6 +172,7 @@ def create_app(
     install_auth(app, auth if auth is not None else Auth(None, clock=clock))
     install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AuthenticateEarly)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
     for router in (

@@ -24,6 +24,7 @@ not the server's own (cross-site websocket hijacking rides on cookies).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,6 +33,7 @@ from fastapi import Depends, FastAPI
 from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.security.actor import PRINCIPAL_KEY
@@ -52,6 +54,7 @@ __all__ = [
     "READ",
     "SESSION",
     "SESSION_COOKIE",
+    "AuthenticateEarly",
     "LoginRedirect",
     "Public",
     "Require",
@@ -242,6 +245,26 @@ INGEST = Depends(Require(Permission.INGEST))
 ADMIN = Depends(Require(Permission.ADMIN))
 PAGE = Depends(Require(Permission.READ, page=True))
 """A dashboard page: ``read``, and a redirect to the login page without a login."""
+
+
+class AuthenticateEarly:
+    """Find out who a write request is before its route reads the body (pure ASGI).
+
+    FastAPI parses a JSON body before it runs a route's dependencies, so a malformed body
+    is refused (422) before :class:`Require` has looked at the credential. The audit of
+    that refusal should still name who sent it: this resolves the principal first (a bad
+    credential is left for the route's dependency to refuse). It grants nothing.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in _UNSAFE:
+            # a bad credential is refused by the route's own Require, with the envelope
+            with contextlib.suppress(ApiError):
+                await principal_of(HTTPConnection(scope))
+        await self.app(scope, receive, send)
 
 
 def permission_of(dependencies: list[Any]) -> list[Require | Public]:

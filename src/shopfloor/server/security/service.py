@@ -205,13 +205,32 @@ class Auth:
 
     async def token_principal(self, secret: str) -> Principal | None:
         """The principal of a live API token (None: unknown, revoked or expired)."""
-        token = await self._run(lambda: self.opened().token_for(secret, now_ns=self._clock()))
-        if token is None:
+
+        def find() -> tuple[TokenRecord, UserRecord | None] | None:
+            store = self.opened()
+            token = store.token_for(secret, now_ns=self._clock())
+            if token is None:
+                return None
+            return token, None if token.user is None else store.user(token.user)
+
+        found = await self._run(find)
+        if found is None:
+            return None
+        token, user = found
+        if token.user is None:
+            return Principal(
+                name=f"token:{token.name}",
+                role=token.role,
+                permissions=permissions_of(token.role),
+                kind="token",
+            )
+        if user is None or user.disabled:
             return None
         return Principal(
-            name=f"token:{token.name}",
-            role=token.role,
-            permissions=permissions_of(token.role),
+            name=user.name,
+            role=user.role,
+            permissions=permissions_of(token.role) & permissions_of(user.role),
+            sites=user.sites,
             kind="token",
         )
 
@@ -349,12 +368,24 @@ class Auth:
     # API tokens
 
     async def create_token(
-        self, name: str, *, role: str, owner: str, expires_ns: int | None
+        self,
+        name: str,
+        *,
+        role: str,
+        owner: str,
+        expires_ns: int | None,
+        user: str | None = None,
     ) -> tuple[TokenRecord, str]:
-        """A new API token and its secret (to be shown once)."""
+        """A new API token and its secret (to be shown once); with ``user``, it acts as
+        that user (see :class:`~.store.TokenRecord`)."""
         return await self._run(
             lambda: self.opened().create_token(
-                name, role=role, owner=owner, expires_ns=expires_ns, now_ns=self._clock()
+                name,
+                role=role,
+                owner=owner,
+                expires_ns=expires_ns,
+                now_ns=self._clock(),
+                user=user,
             )
         )
 

@@ -43,7 +43,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS tokens ("
     " id TEXT PRIMARY KEY, name TEXT NOT NULL, key TEXT NOT NULL UNIQUE, role TEXT NOT NULL,"
     " owner TEXT NOT NULL, created_ns INTEGER NOT NULL, expires_ns INTEGER,"
-    " revoked_ns INTEGER)",
+    " revoked_ns INTEGER, user TEXT)",
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 TOKEN_PREFIX = "sft_"
@@ -140,7 +140,9 @@ class UserRecord:
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """An API token as stored (its secret only as a digest)."""
+    """An API token as stored (its secret only as a digest). A token of a ``user`` acts as
+    that user, with no more than the user's role allows; a token without one acts as
+    ``token:NAME`` with its own role or scope."""
 
     id: str
     name: str
@@ -149,6 +151,7 @@ class TokenRecord:
     created_ns: int
     expires_ns: int | None
     revoked_ns: int | None
+    user: str | None = None
 
     def public(self) -> dict[str, object]:
         """What the tokens API shows: never the secret."""
@@ -160,11 +163,12 @@ class TokenRecord:
             "created_ns": self.created_ns,
             "expires_ns": self.expires_ns,
             "revoked_ns": self.revoked_ns,
+            "user": self.user,
         }
 
 
 _USER_COLUMNS = "name, hash, role, sites, disabled, created_ns, failures, lockouts, locked_until_ns"
-_TOKEN_COLUMNS = "id, name, role, owner, created_ns, expires_ns, revoked_ns"
+_TOKEN_COLUMNS = "id, name, role, owner, created_ns, expires_ns, revoked_ns, user"
 
 
 def _user(row: tuple[object, ...]) -> UserRecord:
@@ -190,6 +194,7 @@ def _token(row: tuple[object, ...]) -> TokenRecord:
         created_ns=int(row[4]),  # type: ignore[call-overload]
         expires_ns=None if row[5] is None else int(row[5]),  # type: ignore[call-overload]
         revoked_ns=None if row[6] is None else int(row[6]),  # type: ignore[call-overload]
+        user=None if row[7] is None else str(row[7]),
     )
 
 
@@ -398,23 +403,35 @@ class SecurityStore:
     # API tokens
 
     def create_token(
-        self, name: str, *, role: str, owner: str, expires_ns: int | None, now_ns: int
+        self,
+        name: str,
+        *,
+        role: str,
+        owner: str,
+        expires_ns: int | None,
+        now_ns: int,
+        user: str | None = None,
     ) -> tuple[TokenRecord, str]:
         """A new API token and its secret (shown once; stored only as a digest).
 
+        Args:
+            user: the user the token acts as (None: it acts as ``token:NAME``).
+
         Raises:
-            SecurityError: the name or role is invalid.
+            SecurityError: the name or role is invalid, or the user unknown.
         """
         check_name(name)
         check_role(role, scopes=True)
+        if user is not None:
+            self._existing(user)
         if expires_ns is not None and expires_ns <= now_ns:
             raise SecurityError("expires", "expires: must be in the future")
         token_id = secrets.token_hex(6)
         secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
         self._run(
-            "INSERT INTO tokens (id, name, key, role, owner, created_ns, expires_ns)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, name, digest(secret), role, owner, now_ns, expires_ns),
+            "INSERT INTO tokens (id, name, key, role, owner, created_ns, expires_ns, user)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (token_id, name, digest(secret), role, owner, now_ns, expires_ns, user),
         )
         record = self.token(token_id)
         assert record is not None

@@ -84,6 +84,11 @@ class TokenIn(BaseModel):
     expires_in_s: float | None = Field(
         None, gt=0, description="Seconds until it expires (null: until revoked)."
     )
+    user: str | None = Field(
+        None,
+        description="A user the token acts as (audited under that name, never with more "
+        "than the user's role); null: it acts as `token:NAME`.",
+    )
 
 
 class TokenOut(BaseModel):
@@ -96,6 +101,7 @@ class TokenOut(BaseModel):
     created_ns: int = Field(description="When (UTC nanoseconds).")
     expires_ns: int | None = Field(description="When it expires (null: never).")
     revoked_ns: int | None = Field(description="When it was revoked (null: live).")
+    user: str | None = Field(None, description="The user it acts as (null: itself).")
 
 
 class TokenCreated(BaseModel):
@@ -192,12 +198,16 @@ async def list_tokens(request: Request) -> list[dict[str, object]]:
 )
 async def create_token(request: Request, body: TokenIn, principal: Admin) -> dict[str, object]:
     """A new token; its secret is in this answer only."""
-    note(request, target=body.name, detail={"role": body.role, "expires_in_s": body.expires_in_s})
+    note(
+        request,
+        target=body.name,
+        detail={"role": body.role, "user": body.user, "expires_in_s": body.expires_in_s},
+    )
     auth = auth_of(request)
     expires = None if body.expires_in_s is None else auth.now() + int(body.expires_in_s * _S)
     owner = principal.name if principal is not None else ""
     token, secret = await auth.create_token(
-        body.name, role=body.role, owner=owner, expires_ns=expires
+        body.name, role=body.role, owner=owner, expires_ns=expires, user=body.user
     )
     note(request, target=f"{token.name} ({token.id})", detail={"token": token.public()})
     return {"token": token.public(), "secret": secret}
