@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
@@ -186,8 +185,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         # both API servers serve what the workers wrote
         path = tag_path(1, 7)
         for api in apis:
-            series = httpx.get(
-                f"{api.base_url}/api/v1/tags/{path}/series",
+            series = api.get(
+                f"/api/v1/tags/{path}/series",
                 params={"start": "-10m", "end": "now", "limit": 100_000},
                 timeout=30,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -165,6 +166,10 @@ AUDIT_FILE = "audit.sqlite"
 
 SECURITY_FILE = "security.sqlite"
 """Users, sessions and API tokens, in ``server.data_dir``."""
+
+BOOTSTRAP_TOKEN_ENV = "SHOPFLOOR_BOOTSTRAP_TOKEN_FILE"
+"""Names a file the server writes a new admin API token to at each start (mode 0600):
+for automation and tests that start a server and must talk to it (docs/security.md)."""
 
 DEMO_PLANT = "demo_plant"
 """The packaged demo plant (``plant.toml`` and ``templates/``), simulated by ``shopfloor demo``."""
@@ -474,17 +479,7 @@ class Server:
                 await self.historian.register_tags(metas)
         await self.alarms.start()
         await self.audit.start()
-        await self.auth.start()
-        password = await self.auth.bootstrap_admin()
-        if password is not None:
-            # Shown once, on the console only: the log file (and its shipping) never sees it.
-            sys.stderr.write(
-                "\n  No user existed: created the user 'admin' with the password\n\n"
-                f"      {password}\n\n"
-                "  It is shown this once and stored hashed only. Log in and change it\n"
-                "  (or: shopfloor users passwd admin --data-dir DIR).\n\n"
-            )
-            sys.stderr.flush()
+        await self._start_security()
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.analytics is not None:
             await self.analytics.start()
@@ -521,6 +516,48 @@ class Server:
                 self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
+
+    async def _start_security(self) -> None:
+        """Open the users and tokens; on first start create ``admin`` and show its
+        password once; write a bootstrap API token if ``SHOPFLOOR_BOOTSTRAP_TOKEN_FILE``
+        asks for one."""
+        await self.auth.start()
+        password = await self.auth.bootstrap_admin()
+        if password is not None:
+            # Shown once, on the console only: the log file (and its shipping) never sees it.
+            sys.stderr.write(
+                "\n  No user existed: created the user 'admin' with the password\n\n"
+                f"      {password}\n\n"
+                "  It is shown this once and stored hashed only. Log in and change it\n"
+                "  (or: shopfloor users passwd admin --data-dir DIR).\n\n"
+            )
+            sys.stderr.flush()
+        token_file = os.environ.get(BOOTSTRAP_TOKEN_ENV)
+        if token_file:
+            await self._write_bootstrap_token(Path(token_file))
+
+    async def _write_bootstrap_token(self, path: Path) -> None:
+        """Create an admin API token and write its secret to ``path`` (0600).
+
+        Raises:
+            ConfigError: the file cannot be written.
+        """
+        _, secret = await self.auth.create_token(
+            "bootstrap", role="admin", owner=BOOTSTRAP_TOKEN_ENV, expires_ns=None
+        )
+
+        def write() -> None:
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secret + "\n")
+            tmp.replace(path)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as err:
+            raise ConfigError(f"{BOOTSTRAP_TOKEN_ENV}: cannot write {path}: {err}") from err
+        logger.info("wrote an admin API token to %s (%s)", path, BOOTSTRAP_TOKEN_ENV)
 
     async def register_tags(self, metas: Sequence[TagMeta]) -> None:
         """Accept tag metadata from an in-process edge."""

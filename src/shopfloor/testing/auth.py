@@ -22,7 +22,7 @@ from shopfloor.model import now_ns
 from shopfloor.server.security.passwords import hash_password
 from shopfloor.server.security.store import SecurityStore
 
-__all__ = ["SECURITY_FILE", "Provisioned", "bearer", "grant", "provision"]
+__all__ = ["SECURITY_FILE", "Provisioned", "act_as", "bearer", "grant", "provision"]
 
 SECURITY_FILE = "security.sqlite"
 """The security store in a server's data folder (the server's own constant's value)."""
@@ -64,6 +64,22 @@ def grant(
         user=user,
     )
     return bearer(secret)
+
+
+def act_as(admin: Any, name: str, *, role: str = "operator") -> dict[str, str]:
+    """Create user ``name`` (random password) and a token acting as it through a running
+    server's API, with ``admin``, an ``httpx.Client`` holding an admin's token; the header
+    that sends the new token (the journal and the audit log then name ``name``)."""
+    made = admin.post(
+        "/api/v1/users",
+        json={"name": name, "password": secrets.token_urlsafe(18), "role": role},
+    )
+    if made.status_code not in (201, 409):
+        raise RuntimeError(f"cannot create the user {name!r}: {made.text}")
+    token = admin.post("/api/v1/tokens", json={"name": name, "role": role, "user": name})
+    if token.status_code != 201:
+        raise RuntimeError(f"cannot create a token for {name!r}: {token.text}")
+    return bearer(token.json()["secret"])
 
 
 @dataclass(frozen=True, slots=True)
