@@ -21,6 +21,7 @@ from shopfloor.cli_credentials import check_edge_credentials, register_credentia
 from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
 from shopfloor.cli_loadgen import register_loadgen_command
+from shopfloor.cli_users import register_user_commands
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
 from shopfloor.errors import ConfigError, ShopfloorError
@@ -40,6 +41,7 @@ register_history_commands(app)  # export, import, backup, restore
 register_disk_commands(app)  # disk
 register_assets_commands(app)  # assets check, assets tags
 register_loadgen_command(app)  # loadgen
+register_user_commands(app)  # users, tokens
 
 err_console = Console(stderr=True)
 
