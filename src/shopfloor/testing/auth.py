@@ -99,8 +99,8 @@ class Provisioned:
 def provision(
     data_dir: Path, *, role: str = "admin", user: str = "tester", token_role: str | None = None
 ) -> Provisioned:
-    """Create a user (random password) and an API token in a server's data folder, before
-    the server starts (the server then creates no first ``admin``).
+    """Create a user (random password) and an API token acting as it in a server's data
+    folder, before the server starts (the server then creates no first ``admin``).
 
     Args:
         data_dir: the server's ``server.data_dir``.
@@ -121,6 +121,7 @@ def provision(
             owner="tests",
             expires_ns=None,
             now_ns=now_ns(),
+            user=user,
         )
     finally:
         store.close()

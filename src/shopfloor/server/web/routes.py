@@ -126,7 +126,8 @@ def static_url(relative: str, *, root_path: str = "") -> str:
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 router = APIRouter(include_in_schema=False)
-"""Serves ``GET /`` (the live page) and ``GET /static/{path}``; include it in the app."""
+"""Serves ``GET /`` (the live page), ``GET /login`` and ``GET /static/{path}``; include it
+in the app."""
 
 
 def render_page(request: Request, template: str, **context: object) -> Response:
@@ -153,6 +154,12 @@ def render_page(request: Request, template: str, **context: object) -> Response:
 async def index(request: Request) -> Response:
     """Render the live plant page; its modules fetch everything else from the API."""
     return render_page(request, "index.html")
+
+
+@router.get("/login", response_class=HTMLResponse, dependencies=[PUBLIC])
+async def login_page(request: Request) -> Response:
+    """Render the login form; its module posts to ``/api/v1/auth/login``."""
+    return render_page(request, "login.html")
 
 
 @router.api_route(
