@@ -22,7 +22,15 @@ from shopfloor.model import now_ns
 from shopfloor.server.security.passwords import hash_password
 from shopfloor.server.security.store import SecurityStore
 
-__all__ = ["SECURITY_FILE", "Provisioned", "act_as", "bearer", "grant", "provision"]
+__all__ = [
+    "SECURITY_FILE",
+    "Provisioned",
+    "act_as",
+    "bearer",
+    "grant",
+    "new_secret",
+    "provision",
+]
 
 SECURITY_FILE = "security.sqlite"
 """The security store in a server's data folder (the server's own constant's value)."""
@@ -96,8 +104,18 @@ class Provisioned:
         return bearer(self.token)
 
 
+def new_secret() -> str:
+    """A token secret to hand out before it is stored (see :func:`provision`'s ``secret``)."""
+    return f"sft_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
 def provision(
-    data_dir: Path, *, role: str = "admin", user: str = "tester", token_role: str | None = None
+    data_dir: Path,
+    *,
+    role: str = "admin",
+    user: str = "tester",
+    token_role: str | None = None,
+    secret: str | None = None,
 ) -> Provisioned:
     """Create a user (random password) and an API token acting as it in a server's data
     folder, before the server starts (the server then creates no first ``admin``).
@@ -107,6 +125,8 @@ def provision(
         role: the user's role.
         user: the user's name.
         token_role: the token's role or scope (default: ``role``).
+        secret: the token's secret, made beforehand with :func:`new_secret` (for a client
+            that must be configured before the server starts); stored once.
     """
     store = SecurityStore(data_dir / SECURITY_FILE)
     try:
@@ -115,14 +135,18 @@ def provision(
             store.add_user(user, hash_password(password), role=role, sites=(), now_ns=now_ns())
         else:
             store.set_password(user, hash_password(password), keep_session=None)
-        _, secret = store.create_token(
-            f"{user}-{secrets.token_hex(3)}",
-            role=token_role or role,
-            owner="tests",
-            expires_ns=None,
-            now_ns=now_ns(),
-            user=user,
-        )
+        known = secret is not None and store.token_for(secret, now_ns=now_ns()) is not None
+        if not known:
+            _, secret = store.create_token(
+                f"{user}-{secrets.token_hex(3)}",
+                role=token_role or role,
+                owner="tests",
+                expires_ns=None,
+                now_ns=now_ns(),
+                user=user,
+                secret=secret,
+            )
+        assert secret is not None
     finally:
         store.close()
     return Provisioned(user, password, secret)

@@ -39,6 +39,7 @@ from shopfloor.server.api.errors import ApiError
 from shopfloor.server.security.actor import PRINCIPAL_KEY
 from shopfloor.server.security.roles import Permission
 from shopfloor.server.security.service import Auth, Principal
+from shopfloor.server.security.store import TOKEN_PREFIX
 
 __all__ = [
     "ADMIN",
@@ -120,7 +121,8 @@ async def principal_of(conn: HTTPConnection) -> Principal | None:
     principal: Principal | None = None
     token = _bearer(conn)
     if token is not None:
-        principal = await auth.token_principal(token)
+        # an edge's credential (not an API token) is no user: no lookup on the ingest path
+        principal = await auth.token_principal(token) if token.startswith(TOKEN_PREFIX) else None
         if principal is None:
             raise ApiError(
                 401,

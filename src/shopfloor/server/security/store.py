@@ -411,11 +411,15 @@ class SecurityStore:
         expires_ns: int | None,
         now_ns: int,
         user: str | None = None,
+        secret: str | None = None,
     ) -> tuple[TokenRecord, str]:
         """A new API token and its secret (shown once; stored only as a digest).
 
         Args:
             user: the user the token acts as (None: it acts as ``token:NAME``).
+            secret: a secret chosen by the caller instead of a generated one (a test kit
+                that must hand it out before the server starts); it must look like a
+                generated one: ``sft_`` and at least 40 more characters.
 
         Raises:
             SecurityError: the name or role is invalid, or the user unknown.
@@ -427,7 +431,10 @@ class SecurityStore:
         if expires_ns is not None and expires_ns <= now_ns:
             raise SecurityError("expires", "expires: must be in the future")
         token_id = secrets.token_hex(6)
-        secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        if secret is None:
+            secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        elif not secret.startswith(TOKEN_PREFIX) or len(secret) < len(TOKEN_PREFIX) + 40:
+            raise SecurityError("secret", "secret: sft_ and at least 40 more characters")
         self._run(
             "INSERT INTO tokens (id, name, key, role, owner, created_ns, expires_ns, user)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -5,8 +5,8 @@ replaces (``PUT``), changes (``PATCH``, a JSON merge patch) and deletes (``DELET
 equipment, validated like the plant file and written back to it (comments kept) before it
 is answered; ``GET /api/v1/assets/export`` gives the plant and its templates as files.
 
-Every edit is audited, refused ones too. It names its user in the ``X-Shopfloor-User``
-header (see :mod:`shopfloor.server.security.actor`) and may name the version it was
+Every edit is audited, refused ones too, as the authenticated user (see
+:mod:`shopfloor.server.security.actor`), and may name the version it was
 based on in ``If-Match`` (the ``ETag`` of every answer here): an edit of an older version
 is refused with 412 rather than overwriting a colleague's.
 """

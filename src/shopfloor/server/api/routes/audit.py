@@ -24,7 +24,7 @@ class AuditEntryOut(BaseModel):
 
     seq: int = Field(description="Order of writing; page with `after_seq`.")
     time: str = Field(description="When (ISO 8601, UTC).")
-    user: str = Field(description="Who (as the request named them until users exist).")
+    user: str = Field(description="Who: the authenticated user, `token:NAME`, or `cli:LOGIN`.")
     action: str = Field(description="`alarm.acknowledge`, `assets.equipment.update`, …")
     target: str = Field(description="What: an alarm's name, an equipment's ISA-95 path.")
     outcome: Outcome = Field(description="ok, rejected (4xx) or error (5xx).")
