@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +55,13 @@ class SecuritySection(BaseModel):
         20,
         ge=1,
         description="Login attempts accepted per client address per minute (then 429).",
+    )
+
+    mfa: Literal["optional", "required"] = Field(
+        "optional",
+        description="Second factor (TOTP codes from an authenticator app): `optional` (users "
+        "who set one up must give a code at login) or `required` (admins and engineers "
+        "without one can only set it up until they have).",
     )
 
     def relative_to(self, base: Path) -> SecuritySection:

@@ -206,6 +206,14 @@ class Require:
                     f"missing or wrong {CSRF_HEADER} header: send the session's CSRF token "
                     f"(the {CSRF_COOKIE} cookie) with every change",
                 )
+        if self.permission is not None and principal.mfa_pending:
+            raise ApiError(
+                403,
+                "forbidden",
+                None,
+                "this server requires a second factor for your role: set one up first "
+                "(POST /api/v1/auth/totp, then /api/v1/auth/totp/confirm)",
+            )
         if self.permission is not None and not principal.may(self.permission):
             if websocket:
                 await _close(conn, f"the role {principal.role!r} may not {self.permission}")

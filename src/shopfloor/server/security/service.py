@@ -38,6 +38,9 @@ __all__ = ["Auth", "LoginRefused", "Principal"]
 
 T = TypeVar("T")
 _S = 1_000_000_000
+_MFA_ROLES = frozenset({Role.ADMIN, Role.ENGINEER})
+"""Roles that must have a second factor when ``[security] mfa = "required"``."""
+_TOTP_STEP_S = 30
 _MAX_CLIENTS = 4096
 """Most client addresses whose recent login attempts are remembered (then it starts over)."""
 
@@ -54,6 +57,8 @@ class Principal:
         kind: ``session`` (a browser's cookie) or ``token`` (``Authorization: Bearer``).
         session: the session id (kind ``session`` only), to end it at logout.
         csrf: the CSRF token the session's unsafe requests must send (kind ``session``).
+        mfa_pending: ``[security] mfa = "required"`` and the user has no second factor yet:
+            no permission is granted until it is set up (``POST /api/v1/auth/totp``).
     """
 
     name: str
@@ -63,6 +68,7 @@ class Principal:
     kind: Literal["session", "token"] = "session"
     session: str | None = None
     csrf: str | None = None
+    mfa_pending: bool = False
 
     def may(self, permission: Permission) -> bool:
         """Whether the principal holds ``permission``."""
@@ -111,6 +117,8 @@ class Auth:
             None if path is None else ThreadPoolExecutor(1, thread_name_prefix="security")
         )
         self._attempts: dict[str, deque[int]] = {}
+        self._pending: dict[str, str] = {}
+        """New TOTP secrets of users who have one enabled, until a code confirms them."""
         self._closed = False
 
     async def start(self) -> None:
@@ -177,11 +185,17 @@ class Auth:
         """The CSRF token of a session: an HMAC of its id under the secret key."""
         return hmac.new(self._key, b"csrf:" + session.encode(), "sha256").hexdigest()
 
+    def _mfa_pending(self, user: UserRecord) -> bool:
+        required = self.settings.mfa == "required" and user.role in _MFA_ROLES
+        return required and not user.totp_enabled
+
     def _of_user(self, user: UserRecord, session: str) -> Principal:
+        pending = self._mfa_pending(user)
         return Principal(
             name=user.name,
             role=user.role,
-            permissions=permissions_of(user.role),
+            permissions=frozenset() if pending else permissions_of(user.role),
+            mfa_pending=pending,
             sites=user.sites,
             kind="session",
             session=session,
@@ -252,16 +266,25 @@ class Auth:
             )
         attempts.append(now)
 
-    async def login(self, name: str, password: str, *, client: str) -> tuple[Principal, str]:
+    async def login(
+        self, name: str, password: str, *, client: str, code: str | None = None
+    ) -> tuple[Principal, str]:
         """Check a name and password and open a new session (a fresh id: never one the
         client brought, so a planted id is useless).
+
+        Args:
+            name: the user's name.
+            password: the password.
+            client: the client's address (for the rate limit).
+            code: the current TOTP code, required when the user has a second factor.
 
         Returns:
             The principal and the new session's id.
 
         Raises:
-            LoginRefused: 401 for a wrong name or password (the same answer for both),
-                429 while locked out or past the per-address rate.
+            LoginRefused: 401 for a wrong name or password (the same answer for both), or
+                a missing, wrong or already used code; 429 while locked out or past the
+                per-address rate.
         """
         s = self.settings
         now = self._clock()
@@ -278,8 +301,9 @@ class Auth:
                     retry_after_s=retry,
                 )
             ok = verify_password(user.hash if user else dummy_hash(), password)
-            if user is None or not ok or user.disabled:
-                if user is not None and not ok:
+            second = ok and user is not None and self._totp_ok(store, user, code, now)
+            if user is None or not ok or not second or user.disabled:
+                if user is not None and not (ok and second):
                     until = store.record_failure(
                         name,
                         now_ns=now,
@@ -294,6 +318,8 @@ class Auth:
                             f"too many failed logins for this user: locked for {retry} s",
                             retry_after_s=retry,
                         )
+                if ok and not second:
+                    raise LoginRefused(401, "second factor: the code is missing, wrong or used")
                 raise LoginRefused(401, "wrong name or password (or the user is disabled)")
             store.clear_failures(
                 name, password_hash=hash_password(password) if needs_rehash(user.hash) else None
@@ -302,6 +328,52 @@ class Auth:
 
         user, session = await self._run(check)
         return self._of_user(user, session), session
+
+    def _totp_ok(self, store: SecurityStore, user: UserRecord, code: str | None, now: int) -> bool:
+        """Whether ``code`` is the user's current TOTP code, never used before (always
+        True for a user without a second factor). Marks its time step used."""
+        if not user.totp_enabled:
+            return True
+        secret = store.totp_secret(user.name)
+        step = _matching_step(secret, code, now)
+        return step is not None and store.use_totp_step(user.name, step)
+
+    async def totp_begin(self, name: str) -> tuple[str, str]:
+        """Give ``name`` a new (pending) TOTP secret; the secret and its ``otpauth://`` URI
+        for an authenticator app. The second factor it had, if any, is replaced once
+        :meth:`totp_confirm` accepts a code of the new one."""
+        import pyotp
+
+        secret = pyotp.random_base32()
+
+        def store_pending() -> None:
+            store = self.opened()
+            user = store.user(name)
+            if user is None:
+                raise SecurityError("name", f"no user is called {name!r}", status=404)
+            if not user.totp_enabled:  # an enabled factor stays until the new one works
+                store.set_totp(name, secret, enabled=False)
+            else:
+                self._pending[name] = secret
+
+        await self._run(store_pending)
+        uri = pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name="shopfloor")
+        return secret, uri
+
+    async def totp_confirm(self, name: str, code: str) -> bool:
+        """Turn the pending secret on when ``code`` is its current code; False otherwise."""
+
+        def confirm() -> bool:
+            store = self.opened()
+            secret = self._pending.get(name) or store.totp_secret(name)
+            step = _matching_step(secret, code, self._clock())
+            if step is None:
+                return False
+            store.set_totp(name, secret, enabled=True)
+            self._pending.pop(name, None)
+            return store.use_totp_step(name, step)
+
+        return await self._run(confirm)
 
     async def logout(self, session: str) -> str | None:
         """End a session; its user's name (None: it was not open)."""
@@ -396,3 +468,19 @@ class Auth:
     async def revoke_token(self, token_id: str) -> TokenRecord:
         """Revoke a token: it is refused from now on."""
         return await self._run(lambda: self.opened().revoke_token(token_id, now_ns=self._clock()))
+
+
+def _matching_step(secret: str | None, code: str | None, now_ns: int) -> int | None:
+    """The 30 s time step (now, or one either side for clock drift) whose TOTP code is
+    ``code``; None when none is."""
+    if not secret or not code or not code.strip().isdigit():
+        return None
+    import pyotp
+
+    totp = pyotp.TOTP(secret)
+    now_s = now_ns // _S
+    for offset in (0, -1, 1):
+        at = now_s + offset * _TOTP_STEP_S
+        if hmac.compare_digest(totp.at(at), code.strip()):
+            return at // _TOTP_STEP_S
+    return None

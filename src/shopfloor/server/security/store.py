@@ -35,7 +35,8 @@ _SCHEMA = (
     " name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, sites TEXT NOT NULL,"
     " disabled INTEGER NOT NULL DEFAULT 0, created_ns INTEGER NOT NULL,"
     " failures INTEGER NOT NULL DEFAULT 0, lockouts INTEGER NOT NULL DEFAULT 0,"
-    " locked_until_ns INTEGER NOT NULL DEFAULT 0)",
+    " locked_until_ns INTEGER NOT NULL DEFAULT 0, totp_secret TEXT,"
+    " totp_enabled INTEGER NOT NULL DEFAULT 0, totp_step INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS sessions ("
     " key TEXT PRIMARY KEY, user TEXT NOT NULL, created_ns INTEGER NOT NULL,"
     " seen_ns INTEGER NOT NULL)",
@@ -125,9 +126,10 @@ class UserRecord:
     failures: int
     lockouts: int
     locked_until_ns: int
+    totp_enabled: bool = False
 
     def public(self) -> dict[str, object]:
-        """What the users API shows: never the hash."""
+        """What the users API shows: never the hash nor the second factor's secret."""
         return {
             "name": self.name,
             "role": self.role,
@@ -135,6 +137,7 @@ class UserRecord:
             "disabled": self.disabled,
             "created_ns": self.created_ns,
             "locked_until_ns": self.locked_until_ns or None,
+            "totp": self.totp_enabled,
         }
 
 
@@ -167,7 +170,10 @@ class TokenRecord:
         }
 
 
-_USER_COLUMNS = "name, hash, role, sites, disabled, created_ns, failures, lockouts, locked_until_ns"
+_USER_COLUMNS = (
+    "name, hash, role, sites, disabled, created_ns, failures, lockouts, locked_until_ns,"
+    " totp_enabled"
+)
 _TOKEN_COLUMNS = "id, name, role, owner, created_ns, expires_ns, revoked_ns, user"
 
 
@@ -182,6 +188,7 @@ def _user(row: tuple[object, ...]) -> UserRecord:
         failures=int(row[6]),  # type: ignore[call-overload]
         lockouts=int(row[7]),  # type: ignore[call-overload]
         locked_until_ns=int(row[8]),  # type: ignore[call-overload]
+        totp_enabled=bool(row[9]),
     )
 
 
@@ -355,6 +362,33 @@ class SecurityStore:
             " hash = coalesce(?, hash) WHERE name = ?",
             (password_hash, name),
         )
+
+    # second factor (TOTP)
+
+    def set_totp(self, name: str, secret: str | None, *, enabled: bool) -> None:
+        """Store a user's TOTP secret (None: remove the second factor).
+
+        Raises:
+            SecurityError: no such user (404).
+        """
+        self._existing(name)
+        self._run(
+            "UPDATE users SET totp_secret = ?, totp_enabled = ?, totp_step = 0 WHERE name = ?",
+            (secret, int(enabled and secret is not None), name),
+        )
+
+    def totp_secret(self, name: str) -> str | None:
+        """A user's TOTP secret, enabled or pending (None: none)."""
+        row = self._run("SELECT totp_secret FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def use_totp_step(self, name: str, step: int) -> bool:
+        """Mark TOTP time step ``step`` used; False when it, or a later one, was used
+        already (a replayed code)."""
+        cursor = self._run(
+            "UPDATE users SET totp_step = ? WHERE name = ? AND totp_step < ?", (step, name, step)
+        )
+        return cursor.rowcount == 1
 
     # sessions
 

@@ -320,3 +320,64 @@ async def test_the_websocket_needs_a_credential_and_the_server_s_own_origin(
         server.ws_url, proxy=None, open_timeout=10, additional_headers=server.headers
     ) as ws:
         assert ws.protocol.state.name == "OPEN"
+
+
+def _code(secret: str, clock: Clock, offset_s: int = 0) -> str:
+    import pyotp
+
+    return str(pyotp.TOTP(secret).at(clock.now // S + offset_s))
+
+
+async def test_a_second_factor_is_asked_at_login_and_a_used_code_is_refused(site: Site) -> None:
+    async with site.browser() as browser:
+        csrf = await login(browser)
+        headers = {CSRF_HEADER: csrf}
+        setup = (await browser.post("/api/v1/auth/totp", headers=headers)).json()
+        assert setup["uri"].startswith("otpauth://totp/")
+        wrong = await browser.post(
+            "/api/v1/auth/totp/confirm", json={"code": "000000"}, headers=headers
+        )
+        assert wrong.status_code == 403
+        code = _code(setup["secret"], site.clock)
+        confirmed = await browser.post(
+            "/api/v1/auth/totp/confirm", json={"code": code}, headers=headers
+        )
+        assert confirmed.status_code == 204
+    async with site.browser() as other:
+        body = {"name": "ada", "password": PASSWORD}
+        without = await other.post("/api/v1/auth/login", json=body)
+        replayed = await other.post("/api/v1/auth/login", json={**body, "code": code})
+        site.clock.now += 30 * S
+        fresh = _code(setup["secret"], site.clock)
+        accepted = await other.post("/api/v1/auth/login", json={**body, "code": fresh})
+        again = await other.post("/api/v1/auth/login", json={**body, "code": fresh})
+    assert (without.status_code, replayed.status_code) == (401, 401)
+    assert "second factor" in replayed.json()["error"]["message"]
+    assert accepted.status_code == 200, accepted.text
+    assert again.status_code == 401  # the same code twice: a replay
+
+
+async def test_when_required_an_admin_without_a_second_factor_may_only_set_one_up(
+    make_stack: MakeStack,
+) -> None:
+    clock = Clock()
+    auth = Auth(None, settings=SecuritySection(mfa="required"), clock=clock)
+    stack = await make_stack(auth=auth)
+    await auth.add_user("root", PASSWORD, role="admin")
+    await auth.add_user("ada", PASSWORD, role="operator")
+    transport = httpx.ASGITransport(app=stack.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as browser:
+        csrf = await login(browser, "root")
+        headers = {CSRF_HEADER: csrf}
+        me = (await browser.get("/api/v1/auth/me")).json()
+        assert me["mfa_pending"] is True
+        refused = await browser.get("/api/v1/users")
+        assert refused.status_code == 403
+        assert "second factor" in refused.json()["error"]["message"]
+        secret = (await browser.post("/api/v1/auth/totp", headers=headers)).json()["secret"]
+        code = _code(secret, clock)
+        await browser.post("/api/v1/auth/totp/confirm", json={"code": code}, headers=headers)
+        assert (await browser.get("/api/v1/users")).status_code == 200
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as operator:
+        await login(operator, "ada")  # an operator needs none
+        assert (await operator.get("/api/v1/tags")).status_code == 200

@@ -26,6 +26,8 @@ EXPECTED: dict[str, str] = {
     "POST /api/v1/auth/logout": "authenticated",
     "GET /api/v1/auth/me": "authenticated",
     "POST /api/v1/auth/password": "session",
+    "POST /api/v1/auth/totp": "session",
+    "POST /api/v1/auth/totp/confirm": "session",
     "GET /api/v1/users": "admin",
     "POST /api/v1/users": "admin",
     "PATCH /api/v1/users/{name}": "admin",
@@ -118,6 +120,8 @@ async def test_every_route_declares_its_permission(make_stack: MakeStack) -> Non
     assert sorted(open_writes) == [
         "['POST'] /api/v1/auth/logout",
         "['POST'] /api/v1/auth/password",
+        "['POST'] /api/v1/auth/totp",
+        "['POST'] /api/v1/auth/totp/confirm",
     ]
 
 

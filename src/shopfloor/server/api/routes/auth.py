@@ -49,6 +49,12 @@ class LoginIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, description="The user's name.")
     password: str = Field(min_length=1, max_length=1024, description="The user's password.")
+    code: str | None = Field(
+        None,
+        max_length=10,
+        description="The current code of the user's authenticator app (TOTP), if the user "
+        "has a second factor; each code is accepted once.",
+    )
 
 
 class MeOut(BaseModel):
@@ -63,6 +69,26 @@ class MeOut(BaseModel):
         description="The session's CSRF token: send it as `X-CSRF-Token` with every "
         "POST, PUT, PATCH and DELETE (null for an API token, which needs none)."
     )
+    mfa_pending: bool = Field(
+        False,
+        description="A second factor is required for this role and not set up yet: "
+        "nothing but setting it up is allowed.",
+    )
+
+
+class TotpOut(BaseModel):
+    """A new second factor to enter into an authenticator app."""
+
+    secret: str = Field(description="The TOTP secret (base32), shown this once.")
+    uri: str = Field(description="The same as an `otpauth://` URI (for a QR code).")
+
+
+class TotpConfirm(BaseModel):
+    """The first code of a new second factor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=6, max_length=10, description="The app's current code.")
 
 
 class PasswordIn(BaseModel):
@@ -82,6 +108,7 @@ def _me(p: Principal) -> MeOut:
         sites=list(p.sites),
         kind=p.kind,
         csrf=p.csrf,
+        mfa_pending=p.mfa_pending,
     )
 
 
@@ -126,7 +153,9 @@ async def login(request: Request, response: Response, body: LoginIn) -> MeOut:
     auth = auth_of(request)
     old = request.cookies.get(SESSION_COOKIE)
     try:
-        principal, session = await auth.login(body.name, body.password, client=_client(request))
+        principal, session = await auth.login(
+            body.name, body.password, client=_client(request), code=body.code
+        )
     except LoginRefused as err:
         locked = err.status == 429 and "locked" in err.message
         await record(
@@ -224,4 +253,46 @@ async def change_password(
         raise ApiError(403, "forbidden", "current", "current: not the user's password")
     await auth.set_password(principal.name, body.new, keep_session=principal.session)
     await record(request, user=principal.name, action="user.password", outcome=Outcome.OK)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/totp",
+    summary="Set up a second factor",
+    description="A new TOTP secret for the logged-in user's authenticator app; it takes "
+    "effect once `POST /api/v1/auth/totp/confirm` accepts a code of it.",
+    response_model=TotpOut,
+    responses=_ERRORS,
+    dependencies=[SESSION],
+)
+async def totp_begin(
+    request: Request, principal: Annotated[Principal | None, Depends(Require(None))]
+) -> TotpOut:
+    """Make a pending secret."""
+    assert principal is not None
+    secret, uri = await auth_of(request).totp_begin(principal.name)
+    return TotpOut(secret=secret, uri=uri)
+
+
+@router.post(
+    "/totp/confirm",
+    summary="Confirm a second factor",
+    description="Turn the pending second factor on with its current code; from now on "
+    "each login needs a code.",
+    status_code=204,
+    responses={**_ERRORS, 403: {"model": ErrorEnvelope, "description": "A wrong code."}},
+    dependencies=[SESSION],
+)
+async def totp_confirm(
+    request: Request,
+    body: TotpConfirm,
+    principal: Annotated[Principal | None, Depends(Require(None))],
+) -> Response:
+    """Check the code; enable the factor."""
+    assert principal is not None
+    ok = await auth_of(request).totp_confirm(principal.name, body.code)
+    outcome = Outcome.OK if ok else Outcome.REJECTED
+    await record(request, user=principal.name, action="user.totp", outcome=outcome)
+    if not ok:
+        raise ApiError(403, "forbidden", "code", "code: not the current code of the new secret")
     return Response(status_code=204)

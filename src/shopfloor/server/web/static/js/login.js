@@ -24,6 +24,7 @@ form.addEventListener("submit", async (event) => {
       body: JSON.stringify({
         name: form.elements.name.value.trim(),
         password: form.elements.password.value,
+        code: form.elements.code.value.trim() || null,
       }),
       credentials: "same-origin",
     });
