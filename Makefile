@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 VENDOR := src/shopfloor/server/web/static/vendor
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck imports unit install install-dev web-assets system-deps bench clean lock
+.PHONY: demo test lint typecheck imports unit install install-dev web-assets system-deps bench clean lock audit sbom
 
 demo: install web-assets
 	$(BIN)/shopfloor demo $(DEMO_ARGS)
@@ -36,9 +36,10 @@ install-dev: $(VENV)/.dev-installed
 web-assets: $(VENDOR)/.stamp
 $(VENDOR)/.stamp: web/package.json web/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Debian's 'npm' package (apt-get install npm)"; exit 2; }
-	cd web && npm ci --no-audit --no-fund --loglevel=error
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	mkdir -p $(VENDOR)
 	cp web/node_modules/echarts/dist/echarts.min.js $(VENDOR)/
+	cp web/node_modules/rapidoc/dist/rapidoc-min.js $(VENDOR)/
 	touch $@
 
 system-deps:
@@ -75,6 +76,22 @@ lock: | $(BIN)/python
 	$(BIN)/pip install --quiet uv
 	cd requirements && ../$(BIN)/uv pip compile ../pyproject.toml --python-version 3.11 --generate-hashes -q -o runtime.lock
 	cd requirements && ../$(BIN)/uv pip compile ../pyproject.toml --extra dev --python-version 3.11 --generate-hashes -q -o dev.lock
+	cd requirements && ../$(BIN)/uv pip compile build.in --python-version 3.11 --generate-hashes -q -o build.lock
+
+# Known vulnerabilities in every pinned dependency (both locks, hash-checked, not resolved
+# again) and in the web packages. Needs PyPI's JSON API and the npm registry's advisory
+# service, so it is not part of `make test`; run it in CI on a schedule and before a release.
+audit: install-dev
+	$(BIN)/pip-audit --strict --require-hashes --disable-pip --progress-spinner off \
+		-r requirements/runtime.lock -r requirements/dev.lock
+	cd web && npm audit --package-lock-only --omit=dev
+
+# A CycloneDX 1.6 SBOM of what a build pins: the runtime lock (versions, hashes, graph) and
+# the web packages of web/package-lock.json. No network; same locks, same file (set
+# SOURCE_DATE_EPOCH for the timestamp too).
+SBOM ?= build/sbom.cdx.json
+sbom: | $(BIN)/python
+	$(BIN)/python scripts/sbom.py --out $(SBOM)
 
 clean:
 	rm -rf $(VENV) web/node_modules $(VENDOR) .mypy_cache .ruff_cache .pytest_cache

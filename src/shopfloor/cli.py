@@ -17,6 +17,7 @@ from rich.text import Text
 
 from shopfloor import __version__
 from shopfloor.cli_assets import register_assets_commands
+from shopfloor.cli_broker import register_broker_commands
 from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
 from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
@@ -42,6 +43,7 @@ register_disk_commands(app)  # disk
 register_assets_commands(app)  # assets check, assets tags
 register_loadgen_command(app)  # loadgen
 register_user_commands(app)  # users, tokens
+register_broker_commands(app)  # broker config
 
 err_console = Console(stderr=True)
 

@@ -18,7 +18,7 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ from shopfloor.edge.connectors.base import Connector
 from shopfloor.edge.connectors.registry import create_connector
 from shopfloor.edge.connectors.sim import SimulatorConnector
 from shopfloor.edge.uplink.local import LocalUplink
+from shopfloor.edge.writes import EquipmentWriter
 from shopfloor.errors import ConfigError
-from shopfloor.model import now_ns
+from shopfloor.model import PointBatch, TagMeta, now_ns
+from shopfloor.runtime.sdnotify import SystemdNotifier, systemd_notifier
 from shopfloor.server.app import Server
 from shopfloor.simulator import Plant
 from shopfloor.testing.processes import free_port
@@ -126,6 +128,7 @@ async def run_platform(
     *,
     status_line: Callable[[dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then shut down in stages.
 
@@ -133,6 +136,7 @@ async def run_platform(
         config: validated configuration with resolved paths.
         status_line: called about twice a second with the figures for a status line.
         stop: set it to stop (tests); signals set it too.
+        monotonic: the clock confirmations of writes expire by (tests move it).
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,10 +144,18 @@ async def run_platform(
         loop.add_signal_handler(sig, stop.set)
     try:
         async with contextlib.AsyncExitStack() as sources:
+            notifier = await sources.enter_async_context(systemd_notifier())
             connectors = [create_connector(c) for c in config.connectors if c.enabled]
             if config.simulator.enabled:
                 connectors += await sources.enter_async_context(simulated_factory(config.simulator))
-            await _serve(config, connectors, stop=stop, status_line=status_line)
+            await _serve(
+                config,
+                connectors,
+                stop=stop,
+                status_line=status_line,
+                monotonic=monotonic,
+                notifier=notifier,
+            )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -155,6 +167,8 @@ async def _serve(
     *,
     stop: asyncio.Event,
     status_line: Callable[[dict[str, Any]], None] | None,
+    monotonic: Callable[[], float],
+    notifier: SystemdNotifier,
 ) -> None:
     sim_clock = next((c for c in connectors if isinstance(c, SimulatorConnector)), None)
     meter = RateMeter()
@@ -175,14 +189,24 @@ async def _serve(
 
     # windows of data (metrics) close by the simulated clock: a demo replaying yesterday
     # at 5x has no data at the wall clock's windows
+    # the platform and the agent need each other (points one way, writes the other):
+    # the uplink reaches the server, made below, through these late-bound calls
+    async def ingest(batch: PointBatch) -> None:
+        await server.ingest_local(batch)
+
+    async def register(metas: Sequence[TagMeta]) -> None:
+        await server.register_tags(metas)
+
+    uplink = LocalUplink(ingest, register)
+    agent = EdgeAgent(connectors, uplink) if connectors else None
     server = Server(
         config,
         status=status,
         connectors=health_rows,
         data_clock=sim_clock.sim_now_ns if sim_clock else now_ns,
+        writers=[EquipmentWriter(agent)] if agent is not None else (),
+        monotonic=monotonic,
     )
-    uplink = LocalUplink(server.ingest_local, server.register_tags)
-    agent = EdgeAgent(connectors, uplink) if connectors else None
     await server.start()
     try:
         if agent is not None:
@@ -194,6 +218,7 @@ async def _serve(
         )
         if http.done():
             http.result()
+        notifier.ready(f"serving {server.url}")
         while not stop.is_set() and not http.done():
             if status_line is not None:
                 hist = server.historian.stats()
@@ -208,6 +233,7 @@ async def _serve(
                 )
             await asyncio.wait({http}, timeout=0.5)
         logger.info("shutting down: stopping inputs")
+        notifier.stopping()
         if agent is not None:
             await agent.stop()
         stop.set()

@@ -1,4 +1,6 @@
-"""`shopfloor edge` → Mosquitto → `shopfloor server`: the MQTT transport as a user wires it."""
+"""`shopfloor edge` → Mosquitto → `shopfloor server`: the MQTT transport as a user wires it,
+with the broker's password file and ACL from `shopfloor broker config` (no anonymous
+clients; the edge may publish only its own topics)."""
 
 from __future__ import annotations
 
@@ -19,17 +21,30 @@ pytestmark = pytest.mark.system
 def test_edge_sends_through_a_broker_and_the_platform_commits_exactly_once(
     tmp_path: Path,
 ) -> None:
-    with Mosquitto(tmp_path / "broker") as broker:
+    files = tmp_path / "broker-files"
+    command = ["broker", "config", "--out", str(files), "--edge", "edge-mqtt"]
+    subprocess.run(
+        [sys.executable, "-m", "shopfloor", *command],
+        check=True,
+        capture_output=True,
+    )
+    creds = files / "credentials"
+    conf = (files / "shopfloor.conf").read_text().splitlines()
+    with Mosquitto(tmp_path / "broker", extra_config=conf) as broker:
         port = free_port()
         (tmp_path / "server.toml").write_text(
             f'[server]\nport = {port}\ndata_dir = "data"\n'
             f"[ingest.mqtt]\nenabled = true\nport = {broker.port}\n"
+            f'username = "shopfloor-platform"\n'
+            f'password_file = "{creds / "shopfloor-platform.password"}"\n'
         )
         edge_dir = tmp_path / "edge"
         edge_dir.mkdir()
+        (creds / "shopfloor-edge-edge-mqtt.password").rename(edge_dir / "broker.password")
         (edge_dir / "edge.toml").write_text(
             '[edge]\nid = "edge-mqtt"\n'
             f'[uplink]\ntransport = "mqtt"\n[uplink.mqtt]\nport = {broker.port}\n'
+            'username = "shopfloor-edge-edge-mqtt"\npassword_file = "broker.password"\n'
             f"[health]\nport = {free_port()}\n"
             '[[connectors]]\nkind = "simulator"\nname = "sim"\nbackfill = "2m"\nspeed = 60\n'
         )

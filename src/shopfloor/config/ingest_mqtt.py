@@ -61,6 +61,12 @@ class MqttIngestSection(MqttLinkSettings):
         "`shopfloor ingest` workers split them; each worker needs its own client id. Empty: "
         "this process takes every batch. See docs/scale-out.md for the session settings.",
     )
+    commands: bool = Field(
+        False,
+        description="Also send writes to equipment to the edges through this broker "
+        "(`{topic_root}/cmd/...`; each edge still needs `allow_writes` and an admin's "
+        "switch, see docs/writes.md).",
+    )
     drain_timeout: str = Field(
         "10s",
         description="On shutdown, how long the batches being committed may take to finish "

@@ -61,11 +61,28 @@ def load_model(path: Path, model: type[M]) -> M:
 def _check_files(config: BaseModel, text: str, *, source: str) -> None:
     """Raise for settings naming files that cannot be used (the model's ``file_problems``:
     TLS certificates, credentials), each with its key and line."""
+    check_file_problems(config, source=source, text=text)
+
+
+def check_file_problems(
+    config: BaseModel,
+    *,
+    source: str,
+    text: str = "",
+    locate: Callable[[Sequence[str]], int | None] | None = None,
+) -> None:
+    """Raise for what the model's ``file_problems`` finds (what a field validator cannot
+    see: files named by settings, names one part of the file uses from another), each
+    with its key and line; ``locate`` finds lines in a text that is not TOML (YAML).
+
+    Raises:
+        ConfigError: one or more problems, each named.
+    """
     checker = getattr(config, "file_problems", None)
     found: list[tuple[tuple[str, ...], str]] = checker() if checker is not None else []
     if not found:
         return
-    lines = _KeyLines(text)
+    lines = _KeyLines(text) if locate is None else _Located(locate)
     problems = []
     for loc, message in found:
         line = lines.find(loc)

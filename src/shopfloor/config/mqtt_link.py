@@ -21,6 +21,7 @@ from shopfloor.config.connectors.mqtt import MqttBrokerAccess, MqttTlsConfig
 from shopfloor.config.durations import parse_duration_s
 
 __all__ = [
+    "COMMANDS",
     "PROP_CONTENT_ENCODING",
     "PROP_EDGE",
     "PROP_EDGE_TIME",
@@ -30,8 +31,10 @@ __all__ = [
     "PROP_WIRE",
     "TOPIC_ACKS",
     "TOPIC_BATCHES",
+    "TOPIC_RESULTS",
     "TOPIC_STATUS",
     "TOPIC_TAGS",
+    "TOPIC_WRITABLES",
     "MqttLinkSettings",
     "MqttTlsConfig",
 ]
@@ -44,6 +47,15 @@ TOPIC_TAGS: Final = "tags"
 """``{root}/edges/{edge}/tags``: edge → platform, tag metadata (retained)."""
 TOPIC_STATUS: Final = "status"
 """``{root}/edges/{edge}/status``: edge → platform, the status report."""
+TOPIC_RESULTS: Final = "results"
+"""``{root}/edges/{edge}/results``: edge → platform, the result of a command (JSON)."""
+TOPIC_WRITABLES: Final = "writables"
+"""``{root}/edges/{edge}/writables``: edge → platform, the connectors that allow writes and
+their writable tags (JSON, retained): what the platform may send commands for."""
+COMMANDS: Final = "cmd"
+"""``{root}/cmd/{edge}/{verb}``: platform → edge commands (``read``, ``write``; JSON,
+docs/writes.md). Under their own prefix so that a broker's ACL can let only the
+platform publish there, and each edge only subscribe to its own."""
 
 PROP_WIRE: Final = "wire"
 """User property: the wire version (``1``)."""
@@ -129,6 +141,10 @@ class MqttLinkSettings(MqttBrokerAccess):
     def topic(self, edge: str, kind: str) -> str:
         """The topic of ``kind`` (``batches``, ``acks``, ``tags``, ``status``) for ``edge``."""
         return f"{self.topic_root}/edges/{edge}/{kind}"
+
+    def command_topic(self, edge: str, verb: str) -> str:
+        """The topic of the platform's ``verb`` commands to ``edge`` (``+``: every verb)."""
+        return f"{self.topic_root}/{COMMANDS}/{edge}/{verb}"
 
     def topic_filter(self, kind: str) -> str:
         """The filter matching ``kind`` of every edge (``{root}/edges/+/{kind}``)."""

@@ -34,6 +34,7 @@ from shopfloor.errors import ConnectorError
 from shopfloor.model import PointBatch, Quality
 from shopfloor.runtime.backoff import Backoff
 from shopfloor.runtime.clock import Clock, SystemClock
+from shopfloor.runtime.sdnotify import systemd_notifier
 from shopfloor.runtime.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,25 @@ class EdgeAgent:
     def health(self) -> dict[str, ConnectorHealth]:
         """Health of every connector by name."""
         return {link.connector.name: link.health for link in self._links}
+
+    @property
+    def connectors(self) -> list[Connector]:
+        """The connectors this agent runs, in their configured order."""
+        return [link.connector for link in self._links]
+
+    async def connected(self, name: str) -> Connector:
+        """The connector called ``name``, connected through the lock its loops share, for a
+        request outside the schedule (a write to equipment, its read-back).
+
+        Raises:
+            KeyError: no connector has that name.
+            ConnectorUnavailable: the device cannot be reached.
+        """
+        link = next((k for k in self._links if k.connector.name == name), None)
+        if link is None:
+            raise KeyError(name)
+        await self._ensure_connected(link)
+        return link.connector
 
     async def start(self) -> None:
         """Announce every connector's tags, then start its loops."""
@@ -217,8 +237,10 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
         loop.add_signal_handler(sig, stop.set)
     connectors = [create_connector(c) for c in config.connectors if c.enabled]
     uplink = build_outbox_uplink(config)
-    await uplink.start()
     agent = EdgeAgent(connectors, uplink)
+    if config.uplink.transport == "mqtt":
+        _serve_commands(agent, uplink.transport)
+    await uplink.start()
     monitor = EdgeMonitor(
         uplink,
         put_status=uplink.put_status,
@@ -235,16 +257,18 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
         config.uplink.target,
     )
     try:
-        await monitor.start()
-        starting = asyncio.create_task(agent.start(), name="edge/start")
-        stopping = asyncio.create_task(stop.wait(), name="edge/stop-wait")
-        failing = asyncio.create_task(uplink.wait_failed(), name="edge/failed-wait")
-        await asyncio.wait({starting, stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done() and not stopping.done() and not failing.done():
-            starting.result()
-            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (starting, stopping, failing):
-            task.cancel()
+        async with systemd_notifier() as notifier:
+            await monitor.start()
+            starting = asyncio.create_task(agent.start(), name="edge/start")
+            stopping = asyncio.create_task(stop.wait(), name="edge/stop-wait")
+            failing = asyncio.create_task(uplink.wait_failed(), name="edge/failed-wait")
+            await asyncio.wait({starting, stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done() and not stopping.done() and not failing.done():
+                starting.result()
+                notifier.ready(f"edge {config.edge.id}: {len(connectors)} connector(s)")
+                await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (starting, stopping, failing):
+                task.cancel()
     finally:
         logger.info("edge %s stopping", config.edge.id)
         await agent.stop()
@@ -255,3 +279,17 @@ async def run_edge(config: EdgeConfig, *, stop: asyncio.Event | None = None) -> 
         logger.info("edge %s stopped", config.edge.id)
     if uplink.failed is not None:
         raise uplink.failed
+
+
+def _serve_commands(agent: EdgeAgent, transport: object) -> None:
+    """Let the platform read and write through the connectors that allow writes, over the
+    MQTT uplink (docs/writes.md); over HTTP the platform cannot reach the edge."""
+    from shopfloor.edge.commands import CommandHandler, writables
+    from shopfloor.edge.uplink.mqtt import MqttTransport
+    from shopfloor.edge.writes import EquipmentWriter
+
+    writer = EquipmentWriter(agent)
+    if not writer.connectors() or not isinstance(transport, MqttTransport):
+        return
+    transport.serve_commands(CommandHandler(writer).handle, writables=writables(writer))
+    logger.info("platform commands accepted for writes through %s", ", ".join(writer.connectors()))

@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -64,6 +65,8 @@ from shopfloor.server.security.secret import load_secret_key
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
+from shopfloor.server.writes import WRITES_FILE, EquipmentWriter, WriteService, WriteSwitches
+from shopfloor.server.writes.remote import RemoteWriter
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +223,9 @@ class Server:
             that reason about "now" in it (metric windows, remaining useful life): the
             wall clock, except in a demo that replays yesterday faster than real time (its
             simulator's clock).
+        writers: the connector side of writes to equipment, for the connectors run in
+            this process that can write (none: no writes).
+        monotonic: the clock confirmations of writes expire by (tests move it).
     """
 
     def __init__(
@@ -229,6 +235,8 @@ class Server:
         status: StatusFn | None = None,
         connectors: Callable[[], list[dict[str, Any]]] | None = None,
         data_clock: Callable[[], int] = now_ns,
+        writers: Sequence[EquipmentWriter] = (),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._data_clock = data_clock
@@ -258,6 +266,22 @@ class Server:
             config.server.data_dir / SECURITY_FILE,
             settings=config.security,
             secret_key=load_secret_key(config.server.data_dir, config.security.secret_key_file),
+        )
+        mqtt = config.ingest.mqtt
+        self.remote_writer = (
+            RemoteWriter(mqtt, client_id=mqtt.mqtt_client_id)
+            if mqtt.enabled and mqtt.commands
+            else None
+        )
+        all_writers = [*writers, *([self.remote_writer] if self.remote_writer else [])]
+        self.writes = (
+            WriteService(
+                all_writers,
+                WriteSwitches(config.server.data_dir / WRITES_FILE),
+                monotonic=monotonic,
+            )
+            if all_writers
+            else None
         )
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
@@ -339,6 +363,7 @@ class Server:
             energy=self.energy,
             anomaly=self.anomaly,
             auth=self.auth,
+            writes=self.writes,
         )
         self.credentials = (
             EdgeCredentials(config.ingest.edge_credentials)
@@ -480,6 +505,8 @@ class Server:
         await self.alarms.start()
         await self.audit.start()
         await self._start_security()
+        if self.writes is not None:
+            await asyncio.to_thread(self.writes.switches.load)
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
         if self.analytics is not None:
             await self.analytics.start()
@@ -516,6 +543,8 @@ class Server:
                 self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.start()
+        if self.remote_writer is not None:
+            await self.remote_writer.start()
 
     async def _start_security(self) -> None:
         """Open the users and tokens; on first start create ``admin`` and show its
@@ -622,6 +651,8 @@ class Server:
         if self._closed:
             return
         self._closed = True
+        if self.remote_writer is not None:
+            await self.remote_writer.close()
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
         tasks = (

@@ -31,12 +31,14 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch
 from shopfloor.runtime.channels import Channel
+from shopfloor.runtime.sdnotify import systemd_notifier
 from shopfloor.server.analytics import Calculator
 from shopfloor.server.app import build_historian, build_ingestor, build_mqtt_ingest, load_assets
 
@@ -151,10 +153,15 @@ class IngestWorker:
         if not await self.mqtt.wait_connected(_CONNECT_LOG_S):
             logger.warning("ingest worker: no broker at %s yet; still trying", settings.where)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Start, work until ``stop`` is set, then close (staged, see the module doc)."""
+    async def run(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
+        """Start, work until ``stop`` is set, then close (staged, see the module doc).
+
+        ``on_ready`` is called once started (systemd's ``READY=1``, see runtime.sdnotify).
+        """
         try:
             await self.start()
+            if on_ready is not None:
+                on_ready()
             await stop.wait()
             logger.info("ingest worker: stopping")
         finally:
@@ -193,7 +200,10 @@ async def run_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await IngestWorker(config, client_id=client_id).run(stop)
+        async with systemd_notifier() as notifier:
+            await IngestWorker(config, client_id=client_id).run(
+                stop, on_ready=lambda: notifier.ready(f"ingest worker {client_id}")
+            )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

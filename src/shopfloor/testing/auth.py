@@ -55,8 +55,14 @@ def grant(
             not exist): what the audit log and the alarm journal then name.
 
     It writes to the app's store from the calling thread: call it before the app serves
-    requests (a fixture, the start of a test), not while it does.
+    requests (a fixture, the start of a test), not while it does. A bare app (a router
+    under test without ``create_app``) is given an empty in-memory store first.
     """
+    if getattr(app.state, "auth", None) is None:
+        from shopfloor.server.api.auth import install_auth
+        from shopfloor.server.security import Auth
+
+        install_auth(app, Auth(None))
     store = app.state.auth.opened()
     now = now_ns()
     if user is not None and store.user(user) is None:

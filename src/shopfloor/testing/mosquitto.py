@@ -12,26 +12,27 @@ password, and restart on the same port so reconnect logic can be tested::
 
 Certificates are made with ``cryptography`` on elliptic curve keys (fast to generate);
 passwords are hashed the way ``mosquitto_passwd`` does (PBKDF2-SHA512, ``$7$``), so no
-other binary is needed.
+other binary is needed. ``extra_config`` appends lines to the broker's config, e.g. the
+snippet ``shopfloor broker config`` writes (password file and ACL)::
+
+    Mosquitto(tmp_path, extra_config=(out / "shopfloor.conf").read_text().splitlines())
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from shopfloor.broker.passwords import password_line
 from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.processes import free_port
 
@@ -79,13 +80,6 @@ def make_tls_files(folder: Path, *, hostname: str = "localhost") -> TlsFiles:
     )
 
 
-def password_line(user: str, password: str) -> str:
-    """One line of a Mosquitto 2 password file (what ``mosquitto_passwd`` writes)."""
-    salt = secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
-    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
 class Mosquitto:
     """A private Mosquitto broker on 127.0.0.1.
 
@@ -96,6 +90,9 @@ class Mosquitto:
         require_client_cert: the TLS listener accepts only clients with a certificate
             signed by the test CA.
         users: user name → password; when given, every listener requires one of them.
+        extra_config: lines appended to the broker's config (Mosquitto's last value of a
+            setting wins); with an ``allow_anonymous`` line among them the broker does not
+            set its own.
         binary: the broker executable; default: the installed one.
 
     Raises:
@@ -111,6 +108,7 @@ class Mosquitto:
         tls: bool = False,
         require_client_cert: bool = False,
         users: dict[str, str] | None = None,
+        extra_config: Sequence[str] = (),
         binary: str | None = None,
     ) -> None:
         found = binary if binary is not None else find_mosquitto()
@@ -126,6 +124,7 @@ class Mosquitto:
         self._want_tls = tls
         self._require_client_cert = require_client_cert
         self._users = dict(users or {})
+        self._extra_config = list(extra_config)
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "mosquitto.log"
 
@@ -164,8 +163,9 @@ class Mosquitto:
             )
             pw_file.chmod(0o600)
             lines += ["allow_anonymous false", f"password_file {pw_file}"]
-        else:
+        elif not any(line.strip().startswith("allow_anonymous") for line in self._extra_config):
             lines.append("allow_anonymous true")
+        lines += self._extra_config
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +87,17 @@ class RunningProcess:
 
 @contextmanager
 def shopfloor_process(
-    args: Sequence[str], *, port: int, workdir: Path, ready_timeout_s: float = 30.0
+    args: Sequence[str],
+    *,
+    port: int,
+    workdir: Path,
+    ready_timeout_s: float = 30.0,
+    env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[RunningProcess]:
-    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit.
+    """Start ``python -m shopfloor ARGS`` (with ``env`` added to the environment, and
+    ``preexec_fn`` run in the child before it starts, e.g. to restrict it), wait for
+    ``/healthz``, stop it on exit.
 
     A server or demo writes an admin API token to ``workdir/admin.token`` at start
     (``SHOPFLOOR_BOOTSTRAP_TOKEN_FILE``): send :attr:`RunningProcess.headers`.
@@ -97,7 +105,12 @@ def shopfloor_process(
     log_path = workdir / "process.log"
     token_file = workdir / "admin.token"
     token_file.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SHOPFLOOR_BOOTSTRAP_TOKEN_FILE": str(token_file)}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SHOPFLOOR_BOOTSTRAP_TOKEN_FILE": str(token_file),
+        **(env or {}),
+    }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shopfloor", *args],
@@ -106,6 +119,8 @@ def shopfloor_process(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            # the callers' functions are one system call (prctl), safe after fork
+            preexec_fn=preexec_fn,  # noqa: PLW1509
         )
     running = RunningProcess(proc, f"http://127.0.0.1:{port}", log_path, token_file)
     try:

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from shopfloor.model import PointBatch, Quality
@@ -187,6 +189,36 @@ async def test_csv_has_the_same_rows_as_json(platform: Platform) -> None:
         }
         for r in reader
     ] == as_json
+
+
+async def test_parquet_holds_the_points_of_the_json_answer_typed(platform: Platform) -> None:
+    params = {"tags": ",".join(TAGS[:2]), "from": iso(T0), "to": iso(T0 + 60 * SEC)}
+    response = await get(platform, **params, format="parquet")
+    assert response.headers["content-type"] == "application/vnd.apache.parquet"
+    assert "attachment" in response.headers["content-disposition"]
+    table = pq.read_table(io.BytesIO(response.content))
+    # the layout `shopfloor export` writes: a UTC timestamp, the path as text
+    assert table.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
+    assert table.schema.field("path").type == pa.string()
+    assert table.schema.field("quality").type == pa.uint32()
+    ns = table.column("ts").cast(pa.int64()).to_pylist()
+    rows = [
+        {"time": iso(t), "path": p, "value": v, "quality": q, "text": x}
+        for t, p, v, q, x in zip(
+            ns,
+            table.column("path").to_pylist(),
+            table.column("value").to_pylist(),
+            table.column("quality").to_pylist(),
+            table.column("text").to_pylist(),
+            strict=True,
+        )
+    ]
+    assert rows == expected_raw(TAGS[:2], T0, T0 + 60 * SEC)
+    bucketed = await get(platform, **params, interval="30s", agg="avg", format="parquet")
+    as_json = (await get(platform, **params, interval="30s", agg="avg")).json()
+    buckets = pq.read_table(io.BytesIO(bucketed.content))
+    assert buckets.column("avg").to_pylist() == [r["avg"] for r in as_json]
+    assert buckets.column("path").to_pylist() == [r["path"] for r in as_json]
 
 
 async def test_relative_times_use_the_server_clock(platform: Platform) -> None:

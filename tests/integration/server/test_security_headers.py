@@ -1,9 +1,10 @@
 """Security headers on every answer of a real server: a strict CSP, no framing, no MIME
-sniffing, no referrer; FastAPI's CDN-fed /docs page is the one left without the CSP."""
+sniffing, no referrer; the locally served API reference under the same policy but for
+inline styles."""
 
 from __future__ import annotations
 
-from shopfloor.server.security.headers import CSP
+from shopfloor.server.security.headers import CSP, DOCS_CSP
 from shopfloor.server.web import router as web_router
 
 from .conftest import MakePlatform
@@ -14,6 +15,8 @@ async def test_every_answer_carries_the_security_headers(make_platform: MakePlat
     client = platform.client
     for path, status in (
         ("/", 200),
+        ("/overview", 200),
+        ("/machines/no-such-machine", 404),  # the HTML 404 page too
         ("/healthz", 200),
         ("/api/v1/tags", 200),
         ("/api/v1/tags/no/such/tag/series", 404),  # an error envelope too
@@ -30,5 +33,10 @@ async def test_every_answer_carries_the_security_headers(make_platform: MakePlat
         assert headers["referrer-policy"] == "no-referrer", path
     docs = await client.get("/docs")
     assert docs.status_code == 200
-    assert "content-security-policy" not in docs.headers  # its viewer comes from a CDN
+    assert docs.headers["content-security-policy"] == DOCS_CSP
+    assert "cdn" not in docs.text.lower()
+    # the one difference: RapiDoc's components write inline styles; scripts stay strict
+    assert DOCS_CSP.replace(" 'unsafe-inline'", "") == CSP
+    assert "script-src 'self';" in DOCS_CSP
     assert docs.headers["x-frame-options"] == "DENY"
+    assert (await client.get("/redoc")).headers["location"] == "/docs"

@@ -121,6 +121,12 @@ class ConnectorConfigBase(_Strict):
         description="Report an unchanged value at least this often (report-by-exception "
         "heartbeat); `0s` turns it off.",
     )
+    allow_writes: bool = Field(
+        False,
+        description="Let the platform write to this connector's `writable` tags (Modbus, "
+        "S7); each write still needs an admin to enable writes for the connector through "
+        "the API and an operator to confirm it (docs/writes.md).",
+    )
 
     @field_validator("period", "timeout", "max_silence")
     @classmethod

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from shopfloor.config.connectors.base import TagConfig
 from shopfloor.edge.mapping import TagSpec
 from shopfloor.model import PointBatch, TagMeta
 
@@ -100,7 +101,20 @@ class Pollable(Connector, Protocol):
 
 @runtime_checkable
 class Writable(Protocol):
-    """A connector that can write to equipment, only to tags configured ``writable = true``."""
+    """A connector that can write to equipment, only to tags configured ``writable = true``.
+
+    Nothing writes unless the platform asks (:mod:`shopfloor.edge.writes`), and the
+    platform asks only for a connector whose writes an admin enabled (docs/writes.md).
+    """
+
+    name: str
+
+    @property
+    def allows_writes(self) -> bool:
+        """Whether the connector's section says ``allow_writes = true``."""
+
+    def tag_config(self, path: str) -> TagConfig | None:
+        """The configuration of the tag at ``path`` (type, scaling, range, ``writable``)."""
 
     async def write(self, path: str, value: float | int | bool | str) -> None:
         """Write one value in engineering units (or a state label).

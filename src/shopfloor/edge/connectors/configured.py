@@ -27,6 +27,7 @@ class ConfiguredTags(Generic[T]):
         group_tags: the tags of each group, by group name.
         metas: what the platform is told about each tag.
         specs: what the sampler needs of each tag.
+        allow_writes: the section's ``allow_writes``.
     """
 
     by_path: dict[str, T]
@@ -34,6 +35,7 @@ class ConfiguredTags(Generic[T]):
     group_tags: dict[str, list[T]]
     metas: list[TagMeta]
     specs: list[TagSpec]
+    allow_writes: bool = False
 
     @classmethod
     def build(cls, config: ConnectorConfigBase, tags: Sequence[T]) -> ConfiguredTags[T]:
@@ -62,6 +64,7 @@ class ConfiguredTags(Generic[T]):
             group_tags=by_period,
             metas=[tag_meta(t, asset=config.asset) for t in tags],
             specs=[tag_spec(t, config) for t in tags],
+            allow_writes=config.allow_writes,
         )
 
 
@@ -72,6 +75,11 @@ class ConfiguredDescription:
     """
 
     _configured: ConfiguredTags[Any]
+
+    @property
+    def allows_writes(self) -> bool:
+        """Whether the section says ``allow_writes = true`` (the file's lock on writes)."""
+        return self._configured.allow_writes
 
     def tags(self) -> Sequence[TagMeta]:
         """Every configured tag."""
@@ -84,3 +92,8 @@ class ConfiguredDescription:
     def groups(self) -> Sequence[PollGroup]:
         """One poll group per distinct period."""
         return list(self._configured.groups)
+
+    def tag_config(self, path: str) -> TagConfig | None:
+        """The configuration of the tag at ``path``, or None when there is none."""
+        found: TagConfig | None = self._configured.by_path.get(path)
+        return found

@@ -88,7 +88,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
         try:
             parsed = json.loads(body) if body else {}
             doc = parsed if isinstance(parsed, dict) else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             pass
         verdict = Verdict.DUPLICATE if doc.get("duplicate") is True else Verdict.ACKED
         return Answer(verdict, status, body=doc)

@@ -15,6 +15,9 @@
   every reconnect, in case the broker lost its retained messages).
 * ``put_status`` publishes the status report to ``.../status`` and waits for the
   platform's answer (its clock-skew estimate) on the acks topic.
+* with :meth:`MqttTransport.serve_commands`, the platform's commands to this edge
+  (``{root}/cmd/{edge}/{verb}``, writes to equipment: docs/writes.md) are carried out one
+  at a time and answered on ``.../results``.
 
 The edge keeps a persistent MQTT 5 session (fixed client id, ``clean_start`` false, a
 session expiry), so answers the platform published while the edge was away are delivered
@@ -32,7 +35,7 @@ import dataclasses
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +55,10 @@ from shopfloor.config.mqtt_link import (
     PROP_WIRE,
     TOPIC_ACKS,
     TOPIC_BATCHES,
+    TOPIC_RESULTS,
     TOPIC_STATUS,
     TOPIC_TAGS,
+    TOPIC_WRITABLES,
 )
 from shopfloor.errors import ConfigError
 from shopfloor.model import TagMeta
@@ -82,6 +87,11 @@ _STATUS_EXPIRY_S = 60
 _DISCONNECT_S = 2.0
 _PENDING_CALLS = 1024
 """aiomqtt warns above this many unfinished publishes; the sender's window bounds them."""
+_COMMANDS = 32
+"""Commands received and not yet carried out; beyond it new ones are dropped (counted)."""
+
+CommandHandler = Callable[[str, bytes], Awaitable[bytes | None]]
+"""Carries out one command (its verb and JSON body); the result to publish, if any."""
 
 Key = tuple[int, ...]
 
@@ -99,7 +109,9 @@ class MqttUplinkStats:
         early_settled: batches settled from a kept answer without publishing again.
         timeouts: batches the platform did not answer within the timeout.
         dropped_answers: answers dropped because too many waited to be dispatched.
+        refused: publishes the broker refused (PUBACK with a failure reason, e.g. the ACL).
         last_error: the last connection problem, for operators.
+        last_refusal: the broker's reason for the last refused publish.
     """
 
     connected: bool = False
@@ -110,7 +122,9 @@ class MqttUplinkStats:
     early_settled: int = 0
     timeouts: int = 0
     dropped_answers: int = 0
+    refused: int = 0
     last_error: str | None = None
+    last_refusal: str | None = None
 
 
 class _Refused(Exception):  # noqa: N818 - a condition, like PermissionDenied
@@ -169,6 +183,13 @@ class MqttTransport:
             kind: settings.topic(edge_id, kind)
             for kind in (TOPIC_BATCHES, TOPIC_ACKS, TOPIC_TAGS, TOPIC_STATUS)
         }
+        self._topics[TOPIC_RESULTS] = settings.topic(edge_id, TOPIC_RESULTS)
+        self._topics[TOPIC_WRITABLES] = settings.topic(edge_id, TOPIC_WRITABLES)
+        self._writables: bytes = b""
+        self._command_prefix = settings.command_topic(edge_id, "")
+        self._on_command: CommandHandler | None = None
+        self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(_COMMANDS)
+        self.dropped_commands = 0
         self._stats = MqttUplinkStats()
         self._supervisor = Supervisor("mqtt-uplink", stop_timeout_s=5.0)
         self._client: aiomqtt.Client | None = None
@@ -189,6 +210,15 @@ class MqttTransport:
         self._started = True
         quiet_socket_teardown()
         self._supervisor.start("link", self._link)
+        if self._on_command is not None:
+            self._supervisor.start("commands", self._carry_out)
+
+    def serve_commands(self, handler: CommandHandler, *, writables: bytes) -> None:
+        """Subscribe to the platform's commands to this edge and carry them out with
+        ``handler`` (call before :meth:`start`); ``writables`` (JSON: the connectors that
+        allow writes, their writable tags) is published, retained, on each connect."""
+        self._on_command = handler
+        self._writables = writables
 
     async def close(self) -> None:
         """Disconnect and stop. Idempotent."""
@@ -234,12 +264,15 @@ class MqttTransport:
         properties = self._batch_properties(seqs, historical=historical, encoding=encoding)
         future: asyncio.Future[Answer] = loop.create_future()
         self._waiters[seqs] = future
+        refused_before = self._stats.refused
         try:
             async with asyncio.timeout_at(deadline):
                 # PUBACK: the broker has it. Nothing more; the answer below is the ack.
                 await client.publish(
                     self._topics[TOPIC_BATCHES], data, qos=1, properties=properties, timeout=1e9
                 )
+                if self._stats.refused != refused_before:  # (or a publish beside it was)
+                    return self._refused(f"batch {seqs[0]}")
                 self._stats.published += 1
                 return await future
         except TimeoutError:
@@ -264,12 +297,15 @@ class MqttTransport:
         client = await self._wait_client(self.timeout_s)
         if client is None:
             return self._no_link()
+        refused_before = self._stats.refused
         try:
             await client.publish(
                 self._topics[TOPIC_TAGS], payload, qos=1, retain=True, timeout=self.timeout_s
             )
         except aiomqtt.MqttError as err:
             return Answer(Verdict.UNAVAILABLE, None, None, f"MQTT publish failed: {err}")
+        if self._stats.refused != refused_before:
+            return self._refused("the tags")
         return Answer(Verdict.ACKED, 200, body={"registered": len(tags)})
 
     async def put_status(self, status: Mapping[str, Any]) -> Answer:
@@ -283,6 +319,7 @@ class MqttTransport:
         properties = _properties(PacketTypes.PUBLISH)
         properties.MessageExpiryInterval = _STATUS_EXPIRY_S
         properties.ContentType = "application/json"
+        refused_before = self._stats.refused
         try:
             async with asyncio.timeout(self.timeout_s):
                 await client.publish(
@@ -292,6 +329,8 @@ class MqttTransport:
                     properties=properties,
                     timeout=1e9,
                 )
+                if self._stats.refused != refused_before:
+                    return self._refused("the status report")
                 return await future
         except TimeoutError:
             return Answer(Verdict.UNAVAILABLE, None, None, "no answer to the status report")
@@ -326,6 +365,16 @@ class MqttTransport:
                 await asyncio.wait_for(self._connected.wait(), timeout_s)
         return self._client if self._connected.is_set() else None
 
+    def _refused(self, what: str) -> Answer:
+        """The answer to a publish the broker refused (see :meth:`_watch_refusals`)."""
+        return Answer(
+            Verdict.UNAVAILABLE,
+            None,
+            None,
+            f"the broker refused {what} ({self._stats.last_refusal}): check the broker user "
+            f"of edge {self.edge_id} and the broker's ACL",
+        )
+
     def _no_link(self) -> Answer:
         reason = self._stats.last_error or "not connected"
         return Answer(
@@ -353,6 +402,11 @@ class MqttTransport:
                         f"the broker refused the subscription to {self._topics[TOPIC_ACKS]} "
                         f"({code}): no answer could arrive (check the broker's ACL)"
                     )
+                if self._on_command is not None:
+                    await self._subscribe_commands(client)
+                    await client.publish(
+                        self._topics[TOPIC_WRITABLES], self._writables, qos=1, retain=True
+                    )
                 if self._tags_payload is not None:  # the broker may have lost it
                     await client.publish(
                         self._topics[TOPIC_TAGS], self._tags_payload, qos=1, retain=True
@@ -370,6 +424,36 @@ class MqttTransport:
                 if client is not None:
                     await _disconnect(client)
             await asyncio.sleep(backoff.next_delay())
+
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        topic = self._command_prefix + "+"
+        granted = await client.subscribe(topic, qos=1)
+        code = granted[0] if granted else 0x80
+        if (code if isinstance(code, int) else int(getattr(code, "value", 0x80))) >= 0x80:
+            logger.warning(
+                "MQTT uplink: the broker refused the subscription to %s (%s): the platform's "
+                "commands cannot arrive (check the broker's ACL)",
+                topic,
+                code,
+            )
+
+    async def _carry_out(self) -> None:
+        """Carry out the commands one at a time and publish each result."""
+        handler = self._on_command
+        assert handler is not None
+        while True:
+            verb, body = await self._commands.get()
+            result = await handler(verb, body)
+            if result is None:
+                continue
+            client = await self._wait_client(self.timeout_s)
+            if client is None:  # the platform gives up waiting; nothing to keep it for
+                logger.warning("MQTT uplink: the result of a %s command could not be sent", verb)
+                continue
+            try:
+                await client.publish(self._topics[TOPIC_RESULTS], result, qos=1)
+            except aiomqtt.MqttError as err:
+                logger.warning("MQTT uplink: the result of a %s command was lost: %s", verb, err)
 
     async def _connect(self) -> aiomqtt.Client:
         settings = self.settings
@@ -399,8 +483,32 @@ class MqttTransport:
             max_queued_incoming_messages=_INBOX,
         )
         client.pending_calls_threshold = _PENDING_CALLS  # the window is ours to bound
+        self._watch_refusals(client)
         await client.__aenter__()
         return client
+
+    def _watch_refusals(self, client: aiomqtt.Client) -> None:
+        """Count PUBACKs with a failure reason (MQTT 5: 0x87 "not authorized" when the
+        broker's ACL does not let this edge publish there). aiomqtt completes such a
+        publish as if it had succeeded; without this the edge would only see the
+        platform's answer never come."""
+        paho = client._client  # aiomqtt has no hook for the PUBACK's reason code
+        inner: Any = paho.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+            if getattr(reason, "is_failure", False):
+                self._stats.refused += 1
+                self._stats.last_refusal = str(reason)
+                if self._stats.refused == 1:
+                    logger.error(
+                        "MQTT uplink: the broker refused a publish of %s (%s): check this "
+                        "edge's broker user and the broker's ACL (docs/broker.md)",
+                        self.edge_id,
+                        reason,
+                    )
+            inner(c, userdata, mid, reason, properties)
+
+        paho.on_publish = on_publish
 
     def _up(self, client: aiomqtt.Client) -> None:
         self._client = client
@@ -421,13 +529,19 @@ class MqttTransport:
             )
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
-        """Hand an answer to the request waiting for it (or keep a committed one)."""
+        """Hand an answer to the request waiting for it (or keep a committed one); queue
+        a command."""
         payload = message.payload
+        topic = str(message.topic)
+        if topic.startswith(self._command_prefix):
+            if isinstance(payload, bytes | bytearray):
+                self._queue_command(topic[len(self._command_prefix) :], bytes(payload))
+            return
         if not isinstance(payload, bytes | bytearray) or len(payload) > _MAX_ANSWER_BYTES:
             return
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             logger.debug("MQTT uplink: an answer that is not JSON: %.200r", payload)
             return
         if not isinstance(doc, dict):
@@ -458,6 +572,18 @@ class MqttTransport:
             self._kept[key] = answer
             while len(self._kept) > _ANSWER_CACHE:
                 self._kept.popitem(last=False)
+
+    def _queue_command(self, verb: str, body: bytes) -> None:
+        try:
+            self._commands.put_nowait((verb, body))
+        except asyncio.QueueFull:
+            self.dropped_commands += 1
+            if self.dropped_commands == 1:
+                logger.warning(
+                    "MQTT uplink: more than %d commands wait; dropping new ones (the platform "
+                    "answers them as timed out)",
+                    _COMMANDS,
+                )
 
 
 def _properties(packet_type: int) -> Properties:

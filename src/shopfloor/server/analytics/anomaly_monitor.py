@@ -57,6 +57,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_RETRY_S = 10.0
+"""How soon RUL is tried again while a machine's tags are not in the historian yet."""
+
 BAD_SCORE: Final = 1000.0
 """The score stored for a Bad point of a watched tag (a failed sensor)."""
 SCORE_TAG: Final = "anomaly_score"
@@ -225,6 +228,7 @@ class AnomalyMonitor:
         self.latest: dict[str, tuple[int, float, str]] = {}
         """Per machine path: time, score and cause of its last published score."""
         self.ruls: dict[str, RulAnswer] = {}
+        self._rul_waiting = False  # a machine had no data yet at the last refresh
         """Per machine path: its latest RUL answer."""
         self.dropped = 0
         self._busy_logged = False
@@ -352,15 +356,22 @@ class AnomalyMonitor:
 
     # ------------------------------------------------------------------ RUL
     async def run_rul(self) -> None:
-        """Refresh every machine's RUL each ``interval`` until cancelled."""
+        """Refresh every machine's RUL each ``interval`` until cancelled.
+
+        While a machine's tags are not in the historian yet (a server started before its
+        edges, a demo before its first points) the refresh is tried again every
+        :data:`_RETRY_S` instead of leaving "no tag" standing for a whole interval.
+        """
         while True:
             await self.refresh_rul()
-            await asyncio.sleep(self.rul.interval_s)
+            wait = self.rul.interval_s
+            await self._clock.sleep(min(wait, _RETRY_S) if self._rul_waiting else wait)
 
     async def refresh_rul(self) -> None:
         """Read each machine's indicator and state, and estimate its RUL off the loop."""
         now = self._clock.now_ns()
         since = now - self.rul.history_ns
+        self._rul_waiting = False
         for machine_id, path in self._rul_machines:
             indicator = f"{path}/{self.rul.indicator}"
             try:
@@ -370,7 +381,9 @@ class AnomalyMonitor:
                 )
             except UnknownTagError as err:
                 result: RulEstimate | NoEstimate = NoEstimate(f"no tag {err.path!r}")
+                self._rul_waiting = True
             else:
+                self._rul_waiting |= values.num_rows == 0
                 result = await asyncio.to_thread(self._estimate, values, states, since, now)
             self.ruls[path] = RulAnswer(path, self.rul.indicator, now, result)
             logger.debug("RUL of %s: %s", machine_id, result)

@@ -20,15 +20,13 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from shopfloor.config.analytics import EnergySection
 from shopfloor.errors import PayloadError
-from shopfloor.model.points import is_good
 from shopfloor.server.analytics.downtime import Steps
 from shopfloor.server.analytics.energy import (
     COUNTER,
@@ -43,15 +41,13 @@ from shopfloor.server.analytics.energy import (
     read_window,
     summarize_energy,
 )
+from shopfloor.server.analytics.grouped import grouped_sums
 from shopfloor.server.analytics.machines import GOOD, PARTS, SCRAP, STATE
-from shopfloor.server.analytics.oee import HOUR_NS, Counter
-from shopfloor.server.analytics.service import Analytics, _edges, _gaps
-from shopfloor.server.analytics.store import GroupSums
+from shopfloor.server.analytics.oee import Counter
+from shopfloor.server.analytics.service import Analytics, point_columns
 from shopfloor.server.assets import AssetModel
 
 __all__ = ["EnergyMeter", "EnergyService", "meters_of"]
-
-_PAGE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,46 +176,27 @@ class EnergyService:
         return [m for m in self.meters if m.state_tag is not None]
 
     # -------------------------------------------------------------- reading
-    async def _read(self, path: str | None, lo: int, hi: int) -> pa.Table | None:
-        if path is None:
-            return None
-        historian = self.analytics.historian
-        pages = [await historian.read_raw(path, lo, hi, limit=_PAGE)]
-        while pages[-1].num_rows == _PAGE:
-            last = pages[-1].column("ts").cast(pa.int64())[-1].as_py()
-            pages.append(await historian.read_raw(path, last + 1, hi, limit=_PAGE))
-        return pa.concat_tables(pages)
-
     async def values_before(
         self, meters: Sequence[EnergyMeter], t: int, known: set[str]
     ) -> dict[str, float]:
         """The value of every tag of the meters in force at ``t - 1``, in one ``read_at``."""
-        paths = [p for m in meters for p in m.tags if p in known]
-        out: dict[str, float] = {}
-        if paths:
-            at = await self.analytics.historian.read_at(paths, [t - 1])
-            for p, v in zip(
-                at.column("path").to_pylist(), at.column("value").to_pylist(), strict=True
-            ):
-                if v is not None:
-                    out[str(p)] = float(v)
-        return out
+        return await self.analytics.values_in_force(
+            [p for m in meters for p in m.tags if p in known], t
+        )
 
     async def series(
         self, m: EnergyMeter, lo: int, hi: int, *, known: set[str], before: dict[str, float]
     ) -> EnergySeries:
         """The meter's energy, state and good parts over ``[lo, hi)`` (``hi`` ≤ now)."""
         hi = max(lo, min(hi, self.analytics.clock()))
-        tables = {p: await self._read(p, lo, hi) if p in known else None for p in m.tags}
+        read = self.analytics.read_all
+        tables = {p: await read(p, lo, hi) if p in known else None for p in m.tags}
 
         def cols(p: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
             t = tables.get(p) if p is not None else None
             if t is None:
                 return None
-            ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
-            v = np.asarray(t.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
-            q = np.asarray(t.column("quality").to_numpy(), dtype=np.uint32)
-            return ts, v, is_good(q)
+            return point_columns(t)
 
         def counter(p: str | None) -> Counter | None:
             c = cols(p)
@@ -293,16 +270,7 @@ class EnergyService:
     ) -> int:
         """Compute and store the whole hours of ``[start, end)``; how many slices."""
         sl = await self.slices(m, start, end, known=known, before=before)
-        calendar = self.analytics.calendar
-        days = [calendar.day_of(int(t)) for t in sl.start]
-        now = self.analytics.clock()
-        names = calendar.names
-        await self.analytics.store_call(
-            lambda s: s.put_hours(
-                m.path, sl, shift_names=names, days=days, computed_ns=now, kind="energy"
-            )
-        )
-        return len(sl)
+        return await self.analytics.put_slices(m.path, sl, kind="energy")
 
     async def stored_hours(
         self, meters: Sequence[EnergyMeter], start: int, end: int
@@ -318,18 +286,6 @@ class EnergyService:
         await self.analytics.store_call(lambda s: s.invalidate(m.path, since_ns, 2**62))
 
     # ---------------------------------------------------------------- query
-    def _key(self, sl: EnergySlices, i: int, group: str) -> tuple[object, ...]:
-        t = int(sl.start[i])
-        calendar = self.analytics.calendar
-        if group == "hour":
-            return (t // HOUR_NS * HOUR_NS,)
-        if group == "shift":
-            k = int(sl.shift[i])
-            return (calendar.names[k] if k >= 0 else "", int(sl.shift_start[i]))
-        if group == "day":
-            return (calendar.day_of(t),)
-        return ("",)
-
     async def energy(
         self, meters: Sequence[EnergyMeter], start: int, end: int, group: str
     ) -> list[tuple[tuple[object, ...], int, int, dict[str, Any]]]:
@@ -339,59 +295,19 @@ class EnergyService:
             (group key, first slice start, last slice end, :func:`~.energy.summarize_energy`
             output).
         """
+        base = self.analytics.sum_source()
+        source = replace(
+            base,
+            kind="energy",
+            components=ENERGY_COMPONENTS,
+            read_start=lambda lo, hi: read_window(lo, hi, self.max_gap_ns)[0],
+            values_before=self.values_before,
+            slices=self.slices,
+        )
         end = min(end, self.analytics.clock())
-        first = -(-start // HOUR_NS) * HOUR_NS
-        last = end // HOUR_NS * HOUR_NS
-        paths = [m.path for m in meters]
-        stored: dict[str, set[int]] = {}
-        whole: set[str] = set()
-        groups: dict[tuple[object, ...], GroupSums] = {}
-
-        def add(key: tuple[object, ...], lo: int, hi: int, sums: dict[str, float]) -> None:
-            g = groups.get(key)
-            if g is None:
-                groups[key] = GroupSums(key, lo, hi, dict(sums))
-                return
-            for c in ENERGY_COMPONENTS:
-                g.sums[c] += sums[c]
-            groups[key] = GroupSums(key, min(g.start_ns, lo), max(g.end_ns, hi), g.sums)
-
-        if first < last:
-            counts = await self.analytics.store_call(
-                lambda s: s.count_hours(paths, first, last, kind="energy")
-            )
-            whole = {p for p, n in counts.items() if n == (last - first) // HOUR_NS}
-            partial = [m for m in meters if m.path not in whole]
-            if partial:
-                stored = await self.stored_hours(partial, first, last)
-            rows = await self.analytics.store_call(
-                lambda s: s.sum_hours(paths, first, last, group, kind="energy")
-            )
-            for row in rows:
-                add(row.key, row.start_ns, row.end_ns, row.sums)
-        known = {t.path for t in await self.analytics.historian.tags()}
-        todo = [
-            (m, *gap)
-            for m in meters
-            for gap in (
-                _edges(start, end, first, last)
-                if m.path in whole
-                else _gaps(start, end, stored.get(m.path))
-            )
-        ]
-        starts = {read_window(lo, hi, self.max_gap_ns)[0] for _, lo, hi in todo}
-        before = {
-            t: await self.values_before([m for m, *_ in todo], t, known) for t in sorted(starts)
-        }
-        for m, lo, hi in todo:
-            t = read_window(lo, hi, self.max_gap_ns)[0]
-            sl = await self.slices(m, lo, hi, known=known, before=before[t])
-            for i in range(len(sl)):
-                sums = {c: float(sl.values[c][i]) for c in ENERGY_COMPONENTS}
-                add(self._key(sl, i, group), int(sl.start[i]), int(sl.end[i]), sums)
+        ordered = await grouped_sums(source, meters, start, end, group)
         has_state = any(m.state_tag is not None for m in meters)
         has_parts = any(m.has_parts for m in meters)
-        ordered = sorted(groups.values(), key=lambda g: (g.start_ns, g.key))
         return [
             (
                 g.key,

@@ -29,6 +29,8 @@ from shopfloor.errors import PayloadError
 from shopfloor.model import now_ns
 from shopfloor.model.points import is_good
 from shopfloor.server.analytics.downtime import LOSS_NAMES, Steps
+from shopfloor.server.analytics.energy import EnergySlices
+from shopfloor.server.analytics.grouped import SumSource, grouped_sums
 from shopfloor.server.analytics.machines import GOOD, PARTS, REASON, SCRAP, STATE, Machine
 from shopfloor.server.analytics.oee import (
     COMPONENTS,
@@ -42,7 +44,7 @@ from shopfloor.server.analytics.oee import (
     summarize,
 )
 from shopfloor.server.analytics.shifts import ShiftCalendar
-from shopfloor.server.analytics.store import AnalyticsStore, GroupSums, ReasonAssignment
+from shopfloor.server.analytics.store import AnalyticsStore, ReasonAssignment
 from shopfloor.server.historian.base import Historian
 
 __all__ = ["GROUPS", "Analytics", "StopEvent"]
@@ -203,30 +205,34 @@ class Analytics:
         return chosen
 
     # ----------------------------------------------------------- reading
-    async def _read(self, path: str, known: set[str], lo: int, hi: int) -> pa.Table | None:
-        if path not in known:
-            return None
+    async def read_all(self, path: str, lo: int, hi: int) -> pa.Table:
+        """Every raw point of ``path`` in ``[lo, hi)``, read page by page."""
         pages = [await self.historian.read_raw(path, lo, hi, limit=_PAGE)]
         while pages[-1].num_rows == _PAGE:
             last = pages[-1].column("ts").cast(pa.int64())[-1].as_py()
             pages.append(await self.historian.read_raw(path, last + 1, hi, limit=_PAGE))
         return pa.concat_tables(pages)
 
-    async def values_before(
-        self, machines: Sequence[Machine], t: int, known: set[str]
-    ) -> dict[str, float]:
-        """The value of every analytics tag of the machines in force at ``t - 1``: one
-        ``read_at`` for all of them (it costs about as much for one tag as for many)."""
-        paths = [m.tag(n) for m in machines for n in _NAMES if m.tag(n) in known]
+    async def values_in_force(self, paths: Sequence[str], t: int) -> dict[str, float]:
+        """The value of each of ``paths`` in force at ``t - 1``: one ``read_at`` for all of
+        them (it costs about as much for one tag as for many); tags without one are left out."""
         before: dict[str, float] = {}
         if paths:
-            at = await self.historian.read_at(paths, [t - 1])
+            at = await self.historian.read_at(list(paths), [t - 1])
             for p, v in zip(
                 at.column("path").to_pylist(), at.column("value").to_pylist(), strict=True
             ):
                 if v is not None:
                     before[str(p)] = float(v)
         return before
+
+    async def values_before(
+        self, machines: Sequence[Machine], t: int, known: set[str]
+    ) -> dict[str, float]:
+        """The value of every analytics tag of the machines in force at ``t - 1``."""
+        return await self.values_in_force(
+            [m.tag(n) for m in machines for n in _NAMES if m.tag(n) in known], t
+        )
 
     async def series(
         self,
@@ -251,20 +257,16 @@ class Analytics:
             known = {t.path for t in await self.historian.tags()}
         if before is None:
             before = await self.values_before([m], lo, known)
-        tables = {n: await self._read(m.tag(n), known, lo, hi) for n in _NAMES}
+        tables = {
+            n: await self.read_all(m.tag(n), lo, hi) if m.tag(n) in known else None for n in _NAMES
+        }
         overrides = await self._db_call(lambda s: s.reasons(m.path, lo, hi))
-
-        def cols(t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
-            v = np.asarray(t.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
-            q = np.asarray(t.column("quality").to_numpy(), dtype=np.uint32)
-            return ts, v, is_good(q)
 
         def steps(n: str) -> Steps | None:
             t = tables[n]
             if t is None:
                 return None
-            ts, v, good = cols(t)
+            ts, v, good = point_columns(t)
             # a Bad point (communication lost) makes the state unknown until the next
             v = np.where(good, v, np.nan)
             return Steps.of(lo, before.get(m.tag(n)), ts, v)
@@ -273,7 +275,7 @@ class Analytics:
             t = tables[n]
             if t is None:
                 return None
-            ts, v, good = cols(t)
+            ts, v, good = point_columns(t)
             keep = good & ~np.isnan(v)
             return Counter(ts[keep], v[keep], before.get(m.tag(n)))
 
@@ -321,12 +323,19 @@ class Analytics:
         before: dict[str, float] | None = None,
     ) -> int:
         """Compute and store the whole hours of ``[start, end)``; how many slices."""
-        sl = await self.slices(m, start, end, known=known, before=before)
+        return await self.put_slices(
+            m.path, await self.slices(m, start, end, known=known, before=before)
+        )
+
+    async def put_slices(self, path: str, sl: Slices | EnergySlices, *, kind: str = "oee") -> int:
+        """Store computed hourly slices of ``path`` (of ``kind``); how many."""
         days = [self.calendar.day_of(int(t)) for t in sl.start]
         now = self.clock()
         names = self.calendar.names
         await self._db_call(
-            lambda s: s.put_hours(m.path, sl, shift_names=names, days=days, computed_ns=now)
+            lambda s: s.put_hours(
+                path, sl, shift_names=names, days=days, computed_ns=now, kind=kind
+            )
         )
         return len(sl)
 
@@ -341,16 +350,22 @@ class Analytics:
         paths = [m.path for m in machines]
         return await self._db_call(lambda s: s.stored_hours(paths, start, end))
 
-    def _key(self, sl: Slices, i: int, group: str) -> tuple[object, ...]:
-        t = int(sl.start[i])
-        if group == "hour":
-            return (t // HOUR_NS * HOUR_NS,)
-        if group == "shift":
-            k = int(sl.shift[i])
-            return (self.calendar.names[k] if k >= 0 else "", int(sl.shift_start[i]))
-        if group == "day":
-            return (self.calendar.day_of(t),)
-        return ("",)
+    def sum_source(self) -> SumSource:
+        """How OEE hours are stored and computed, for :func:`~.grouped.grouped_sums`."""
+
+        async def known() -> set[str]:
+            return {t.path for t in await self.historian.tags()}
+
+        return SumSource(
+            kind="oee",
+            components=COMPONENTS,
+            calendar=self.calendar,
+            store_call=self._db_call,
+            read_start=lambda lo, hi: read_window(self.calendar, self.settings, lo, hi)[0],
+            values_before=self.values_before,
+            slices=self.slices,
+            known_paths=known,
+        )
 
     async def oee(
         self, machines: Sequence[Machine], start: int, end: int, group: str
@@ -361,55 +376,8 @@ class Analytics:
             (group key, first slice start, last slice end, :func:`~.oee.summarize` output).
         """
         end = min(end, self.clock())
-        first = -(-start // HOUR_NS) * HOUR_NS
-        last = end // HOUR_NS * HOUR_NS
-        stored: dict[str, set[int]] = {}
-        whole: set[str] = set()  # machines with every hour in [first, last) stored
-        if first < last:
-            paths = [m.path for m in machines]
-            counts = await self._db_call(lambda s: s.count_hours(paths, first, last))
-            whole = {p for p, n in counts.items() if n == (last - first) // HOUR_NS}
-            partial = [m for m in machines if m.path not in whole]
-            if partial:
-                stored = await self.stored_hours(partial, first, last)
-        groups: dict[tuple[object, ...], GroupSums] = {}
-
-        def add(key: tuple[object, ...], lo: int, hi: int, sums: dict[str, float]) -> None:
-            g = groups.get(key)
-            if g is None:
-                groups[key] = GroupSums(key, lo, hi, dict(sums))
-                return
-            for c in COMPONENTS:
-                g.sums[c] += sums[c]
-            groups[key] = GroupSums(key, min(g.start_ns, lo), max(g.end_ns, hi), g.sums)
-
-        if first < last:
-            paths = [m.path for m in machines]
-            for row in await self._db_call(lambda s: s.sum_hours(paths, first, last, group)):
-                add(row.key, row.start_ns, row.end_ns, row.sums)
-        known = {t.path for t in await self.historian.tags()}
-        todo = [
-            (m, *gap)
-            for m in machines
-            for gap in (
-                _edges(start, end, first, last)
-                if m.path in whole
-                else _gaps(start, end, stored.get(m.path))
-            )
-        ]
-        # the values in force where each read starts: one read_at per distinct start
-        starts = {read_window(self.calendar, self.settings, lo, hi)[0] for _, lo, hi in todo}
-        before = {
-            t: await self.values_before([m for m, *_ in todo], t, known) for t in sorted(starts)
-        }
-        for m, lo, hi in todo:
-            t = read_window(self.calendar, self.settings, lo, hi)[0]
-            sl = await self.slices(m, lo, hi, known=known, before=before[t])
-            for i in range(len(sl)):
-                sums = {c: float(sl.values[c][i]) for c in COMPONENTS}
-                add(self._key(sl, i, group), int(sl.start[i]), int(sl.end[i]), sums)
-        ordered = sorted(groups.values(), key=lambda g: (g.start_ns, g.key))
-        return [(g.key, g.start_ns, g.end_ns, summarize(g.sums)) for g in ordered]
+        rows = await grouped_sums(self.sum_source(), machines, start, end, group)
+        return [(g.key, g.start_ns, g.end_ns, summarize(g.sums)) for g in rows]
 
     # ---------------------------------------------------------- downtime
     async def events(self, machines: Sequence[Machine], start: int, end: int) -> list[StopEvent]:
@@ -515,23 +483,9 @@ def _assignments(
     return store.assignments(path, lo, hi)
 
 
-def _edges(start: int, end: int, first: int, last: int) -> list[tuple[int, int]]:
-    """The partial hours at both ends of ``[start, end)`` when ``[first, last)`` is stored."""
-    return [(lo, hi) for lo, hi in ((start, first), (last, end)) if hi > lo]
-
-
-def _gaps(start: int, end: int, stored: set[int] | None) -> list[tuple[int, int]]:
-    """The parts of ``[start, end)`` not covered by whole stored hours, merged."""
-    stored = stored or set()
-    out: list[tuple[int, int]] = []
-    h = start // HOUR_NS * HOUR_NS
-    while h < end:
-        lo, hi = max(start, h), min(end, h + HOUR_NS)
-        whole = lo == h and hi == h + HOUR_NS
-        if not (whole and h in stored):
-            if out and out[-1][1] == lo:
-                out[-1] = (out[-1][0], hi)
-            else:
-                out.append((lo, hi))
-        h += HOUR_NS
-    return out
+def point_columns(t: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A raw read's timestamps (int64 ns), values (float64) and Good mask."""
+    ts = np.asarray(t.column("ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    v = np.asarray(t.column("value").to_numpy(zero_copy_only=False), dtype=np.float64)
+    q = np.asarray(t.column("quality").to_numpy(), dtype=np.uint32)
+    return ts, v, is_good(q)

@@ -19,6 +19,7 @@ from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
 from shopfloor.server.api.auth import AuthenticateEarly, install_auth
+from shopfloor.server.api.body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.routes import alarms as alarms_routes
@@ -34,6 +35,7 @@ from shopfloor.server.api.routes import reports as reports_routes
 from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
 from shopfloor.server.api.routes import users as users_routes
+from shopfloor.server.api.routes import writes as writes_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
 from shopfloor.server.assets import AssetModel
@@ -43,6 +45,7 @@ from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.security import AuditLog, Auth
 from shopfloor.server.security.headers import SecurityHeaders
+from shopfloor.server.writes import WriteService
 from shopfloor.wire import DEFAULT_MAX_BYTES
 
 __all__ = ["create_app"]
@@ -89,6 +92,11 @@ _TAGS_METADATA = [
     {"name": "anomaly", "description": "Anomaly scores and remaining useful life."},
     {"name": "auth", "description": "Log in and out; who am I; my password."},
     {"name": "users", "description": "Users and API tokens (admins only)."},
+    {
+        "name": "writes",
+        "description": "Writes to equipment: off per connector until an admin enables them, "
+        "asked then confirmed, every attempt audited.",
+    },
     {"name": "health", "description": "Liveness and counters."},
 ]
 
@@ -103,6 +111,7 @@ def create_app(
     status: Callable[[], dict[str, Any]] | None = None,
     connectors: Callable[[], list[dict[str, Any]]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BYTES,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ws_interval_s: float = 0.25,
     clock: Callable[[], int] = now_ns,
     alarms: AlarmEngine | None = None,
@@ -114,6 +123,7 @@ def create_app(
     energy: EnergyService | None = None,
     anomaly: AnomalyMonitor | None = None,
     auth: Auth | None = None,
+    writes: WriteService | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
 
@@ -127,6 +137,7 @@ def create_app(
         status: extra keys for /healthz (uptime, edges seen, ...), called per request.
         connectors: health rows of in-process connectors, for /api/v1/connectors.
         max_body_bytes: the largest ingest body accepted (413 beyond).
+        max_request_bytes: the largest body of any other request (413 beyond).
         ws_interval_s: the shortest time between two websocket pushes to one client.
         clock: the wall clock in UTC nanoseconds, what ``now`` means in queries.
         alarms: the alarm engine (started by the caller), for ``/api/v1/alarms``.
@@ -143,12 +154,17 @@ def create_app(
             empty in-memory store, so every route but the public ones answers 401 until a
             user or token is added to it (``app.state.auth``; see
             :mod:`shopfloor.testing.auth`).
+        writes: writes to equipment, for ``/api/v1/writes`` and the connectors' switches.
     """
     app = FastAPI(
         title="shopfloor",
         version=version,
         description=_DESCRIPTION,
         openapi_tags=_TAGS_METADATA,
+        # FastAPI's own pages load Swagger UI / ReDoc from a CDN; the web router serves the
+        # reference locally at /docs instead (shopfloor.server.web.routes).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.shopfloor = ApiContext(
         historian=historian,
@@ -166,11 +182,15 @@ def create_app(
         audit=audit,
         analytics=analytics,
         energy=energy,
+        writes=writes,
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     app.state.anomaly = anomaly
     install_auth(app, auth if auth is not None else Auth(None, clock=clock))
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit, max_request_bytes=max_request_bytes, max_edge_bytes=max_body_bytes
+    )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AuthenticateEarly)
     if audit is not None:  # outermost: it sees the envelope of every failure
@@ -195,6 +215,7 @@ def create_app(
         spc_routes.router,
         reports_routes.router,
         anomaly_routes.router,
+        writes_routes.router,
         ws_router,
     ):
         app.include_router(router)

@@ -12,8 +12,8 @@ entry being on disk.
 
 The route adds what only it knows with :func:`note`: the target's canonical name (an
 equipment's ISA-95 path, an alarm's name) and the detail (an edit's before and after).
-Without a note (the route never ran) the target is taken from the request: the ``alarm``
-or ``id`` field of the body, or the path's id.
+Without a note (the route never ran) the target is taken from the request: the ``alarm``,
+``id`` or ``path`` field of the body, or the path's id.
 """
 
 from __future__ import annotations
@@ -128,7 +128,12 @@ class AuditMiddleware:
             target, detail = found.target, dict(found.detail)
         else:
             params = scope.get("path_params") or {}
-            named = fields.get("alarm") or fields.get("id") or next(iter(params.values()), "")
+            named = (
+                fields.get("alarm")
+                or fields.get("id")
+                or fields.get("path")
+                or next(iter(params.values()), "")
+            )
             target = named if isinstance(named, str) else ""
             detail = {} if outcome is Outcome.OK or body is None else {"request": body}
         detail["status"] = status

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from shopfloor.server.assets.editor import PlantEditor
     from shopfloor.server.rules.engine import AlarmEngine
     from shopfloor.server.security import AuditLog
+    from shopfloor.server.writes import WriteService
 
 __all__ = ["ApiContext", "Ctx", "get_context"]
 
@@ -47,6 +48,8 @@ class ApiContext:
         audit: the audit log of writes, if kept.
         analytics: OEE and downtime, if the plant has machines with states.
         energy: energy per machine, line and shift, if any equipment has energy tags.
+        writes: writes to equipment through the connectors this process runs, if any
+            can write.
     """
 
     historian: Historian
@@ -64,6 +67,7 @@ class ApiContext:
     audit: AuditLog | None = None
     analytics: Analytics | None = None
     energy: EnergyService | None = None
+    writes: WriteService | None = None
 
 
 def get_context(conn: HTTPConnection) -> ApiContext:

@@ -120,7 +120,8 @@ async def _envelope(_: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         code = _CODE_BY_STATUS.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return error_response(exc.status_code, code, None, detail, headers=exc.headers)
+        field = getattr(exc, "field", None)  # set by the body limit's BodyTooLarge
+        return error_response(exc.status_code, code, field, detail, headers=exc.headers)
     raise exc  # pragma: no cover - only registered for the classes above
 
 

@@ -12,7 +12,7 @@ mapping is an error rather than the last one silently winning.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 from tomlkit.items import AoT, InlineTable, Table
 
-from shopfloor.config.load import key_line, load_model, validate_data
+from shopfloor.config.load import check_file_problems, key_line, load_model, validate_data
 from shopfloor.errors import ConfigError
 
 __all__ = [
@@ -107,9 +107,13 @@ def load_file(path: Path, model: type[M]) -> M:
     if file_format(path) == "toml":  # exactly the configuration loader's errors
         return load_model(path, model)
     document = read_document(path)
-    return validate_data(
+    loaded = validate_data(
         document.data, model, source=str(path), text=document.text, locate=document.locate
     )
+    # the cross-checks load_model runs for TOML (a metric reading an unknown tag, a
+    # calculation feeding itself): without them a YAML template passed and broke later
+    check_file_problems(loaded, source=str(path), text=document.text, locate=document.locate)
+    return loaded
 
 
 def render(data: dict[str, Any], fmt: Format) -> str:
@@ -161,46 +165,87 @@ def toml_table(value: dict[str, Any]) -> Table:
 # ---------------------------------------------------------------------------- YAML
 
 
+_MAX_ENTRIES = 100_000
+"""Most keys and list items a YAML file may hold once its aliases are expanded: far above
+any plant, far below the billions a few lines of nested aliases make (a "billion laughs")."""
+
+
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses control characters already
         node = loader.get_single_node()
         if node is None:
             return {}, {}
         lines: dict[tuple[str, ...], int] = {}
-        _lines_of(node, (), lines, source)
-        data = loader.construct_document(node)
+        _lines_of(node, (), lines, source, _Walk())
+        data = _text_keys(loader.construct_document(node))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from err
+    except RecursionError as err:  # PyYAML composes and constructs recursively
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from err
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
-    return _text_keys(data), lines
+    return data, lines
+
+
+@dataclass
+class _Walk:
+    """What :func:`_lines_of` has seen: entries so far, and the nodes it is inside (an
+    alias to one of them makes the document contain itself)."""
+
+    entries: int = 0
+    inside: set[int] = field(default_factory=set)
 
 
 def _lines_of(
-    node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int], source: str
+    node: yaml.Node,
+    path: tuple[str, ...],
+    out: dict[tuple[str, ...], int],
+    source: str,
+    walk: _Walk,
 ) -> None:
-    """Record the line of every key and list item under ``node``; refuse repeated keys."""
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            name = str(key.value)
-            here = (*path, name)
-            if here in out:
-                line = key.start_mark.line + 1
-                dotted = ".".join(here)
-                raise ConfigError(f"{source}: {dotted} (line {line}): the key is written twice")
-            out[here] = key.start_mark.line + 1
-            _lines_of(value, here, out, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            here = (*path, str(i))
-            out[here] = item.start_mark.line + 1
-            _lines_of(item, here, out, source)
+    """Record the line of every key and list item under ``node``; refuse repeated keys,
+    documents that contain themselves and alias bombs."""
+    if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        return
+    if id(node) in walk.inside:
+        line = node.start_mark.line + 1
+        raise ConfigError(
+            f"{source}: {'.'.join(path) or '(top level)'} (line {line}): an alias refers to "
+            "a mapping or list that contains it"
+        )
+    walk.inside.add(id(node))
+    children: list[tuple[yaml.Node, yaml.Node]] = (
+        node.value if isinstance(node, yaml.MappingNode) else [(item, item) for item in node.value]
+    )
+    for i, (key, value) in enumerate(children):
+        walk.entries += 1
+        if walk.entries > _MAX_ENTRIES:
+            raise ConfigError(
+                f"{source}: more than {_MAX_ENTRIES} keys and list items once its aliases "
+                "are expanded"
+            )
+        if isinstance(node, yaml.MappingNode) and not isinstance(key, yaml.ScalarNode):
+            raise ConfigError(
+                f"{source}: {'.'.join(path) or '(top level)'} (line {key.start_mark.line + 1}): "
+                "a key must be a single value, not a mapping or list"
+            )
+        name = str(key.value) if isinstance(node, yaml.MappingNode) else str(i)
+        here = (*path, name)
+        if isinstance(node, yaml.MappingNode) and here in out:
+            line = key.start_mark.line + 1
+            dotted = ".".join(here)
+            raise ConfigError(f"{source}: {dotted} (line {line}): the key is written twice")
+        out[here] = key.start_mark.line + 1
+        _lines_of(value, here, out, source, walk)
+    walk.inside.discard(id(node))
 
 
 def _locator(lines: dict[tuple[str, ...], int]) -> Locate:

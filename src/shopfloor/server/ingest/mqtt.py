@@ -605,7 +605,7 @@ class MqttIngest:
                 )
                 for t in doc.tags
             ]
-        except (ValidationError, ValueError) as err:
+        except (ValidationError, ValueError, RecursionError) as err:
             self._stats.refused += 1
             self._warn_once(f"tags/{edge}", "MQTT ingest: refused tags from %s: %s", edge, err)
             return
@@ -629,19 +629,24 @@ class MqttIngest:
             edge_time = doc.get("edge_time_ns") if isinstance(doc, dict) else None
             if not isinstance(edge_time, int) or isinstance(edge_time, bool) or edge_time < 0:
                 raise ValueError("edge_time_ns must be a non-negative integer")
+        except RecursionError:  # JSON nested deeper than Python's recursion limit
+            return self._refused_status(edge, "the JSON is nested too deeply")
         except (ValidationError, ValueError) as err:
-            self._stats.refused += 1
-            self._warn_once(f"status/{edge}", "MQTT ingest: refused a status of %s: %s", edge, err)
-            return {
-                "kind": "status",
-                "status": 422,
-                "error": {"code": "invalid_payload", "field": None, "message": str(err)[:2000]},
-            }
+            return self._refused_status(edge, str(err))
         skew = self._ingestor.edges.put_status(
             edge, doc, edge_time_ns=edge_time, received_ns=received
         )
         self._stats.status_reports += 1
         return {"kind": "status", "status": 200, "skew_s": skew}
+
+    def _refused_status(self, edge: str, reason: str) -> dict[str, Any]:
+        self._stats.refused += 1
+        self._warn_once(f"status/{edge}", "MQTT ingest: refused a status of %s: %s", edge, reason)
+        return {
+            "kind": "status",
+            "status": 422,
+            "error": {"code": "invalid_payload", "field": None, "message": reason[:2000]},
+        }
 
     async def _answer(self, client: aiomqtt.Client, edge: str, doc: Mapping[str, Any]) -> bool:
         """Publish an answer to ``edge`` (QoS 1) and wait for the broker to have it."""

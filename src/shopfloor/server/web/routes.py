@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse
@@ -126,8 +126,8 @@ def static_url(relative: str, *, root_path: str = "") -> str:
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 router = APIRouter(include_in_schema=False)
-"""Serves ``GET /`` (the live page), ``GET /login`` and ``GET /static/{path}``; include it
-in the app."""
+"""Serves ``GET /`` (the live page), ``GET /login``, ``GET /docs`` (the API reference) and
+``GET /static/{path}``; include it in the app."""
 
 
 def render_page(request: Request, template: str, **context: object) -> Response:
@@ -160,6 +160,21 @@ async def index(request: Request) -> Response:
 async def login_page(request: Request) -> Response:
     """Render the login form; its module posts to ``/api/v1/auth/login``."""
     return render_page(request, "login.html")
+
+
+@router.get("/docs", response_class=HTMLResponse, dependencies=[PUBLIC])
+async def api_docs(request: Request) -> Response:
+    """Render the API reference (RapiDoc over ``/openapi.json``), served locally under the
+    same Content-Security-Policy as the dashboard: factories are often offline, and a CDN
+    would be a third party seeing who reads the docs."""
+    return render_page(request, "api_docs.html")
+
+
+@router.get("/redoc", dependencies=[PUBLIC])
+async def redoc(request: Request) -> RedirectResponse:
+    """The old ReDoc address: one reference is enough, so it leads to ``/docs``."""
+    root_path = str(request.scope.get("root_path", "")).rstrip("/")
+    return RedirectResponse(f"{root_path}/docs", status_code=308)
 
 
 @router.api_route(

@@ -7,6 +7,8 @@ refresh schedule), and the faults injected must come out as events with their ca
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -22,8 +24,10 @@ from shopfloor.server.analytics.anomaly_monitor import (
     score_tag,
     watched_machines,
 )
+from shopfloor.server.analytics.rul import NoEstimate
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.simulator import Fault, Plant
+from shopfloor.testing.clock import ManualClock
 
 S = 10**9
 MINUTE = 60 * S
@@ -116,3 +120,56 @@ def test_settled_carries_the_running_spell_across_calls() -> None:
     second, _ = settled(running[3:], t[3:], carry, 20)
     assert whole.tolist() == [False, False, False, True, True, False, False, False]
     assert np.concatenate([first, second]).tolist() == whole.tolist()
+
+
+async def test_rul_is_tried_again_soon_while_a_machine_has_no_data(
+    historian: DuckDBHistorian,
+) -> None:
+    """A server started before its edges has no vibration tag yet: RUL is tried again
+    every 10 s until the data is there, then only every ``interval``."""
+    plant = _plant()
+    path = plant.layout.equipment_path(plant.layout.machines[0])
+    clock = ManualClock(T0 + 3 * 3600 * S)
+
+    async def publish(batch: PointBatch) -> None:
+        pass
+
+    monitor = AnomalyMonitor(
+        SECTION.model_copy(update={"enabled": False}),
+        RulSection(enabled=True, interval="1h"),
+        [],
+        rul_machines=[("cnc-01", path)],
+        historian=historian,
+        publish=publish,
+        clock=clock,
+    )
+
+    async def refreshed_after(seconds: float) -> bool:
+        before = monitor.ruls[path].computed_ns
+        clock.advance(seconds)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if monitor.ruls[path].computed_ns != before:
+                return True
+        return False
+
+    task = asyncio.create_task(monitor.run_rul())
+    try:
+        while path not in monitor.ruls:  # noqa: ASYNC110 - the first refresh runs at once
+            await asyncio.sleep(0.01)
+        result = monitor.ruls[path].result
+        assert isinstance(result, NoEstimate)
+        assert result.reason.startswith("no tag"), result
+        assert await refreshed_after(10)  # tried again soon
+        for k in range(3):  # three simulated hours of the plant arrive
+            await historian.write(plant.advance(start_ns=T0 + k * 3600 * S, steps=3600))
+        await historian.flush()
+        assert await refreshed_after(10)
+        result = monitor.ruls[path].result
+        assert not (isinstance(result, NoEstimate) and result.reason.startswith("no tag"))
+        assert not await refreshed_after(10)  # data there: back to the interval
+        assert await refreshed_after(3600)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -568,3 +568,40 @@ async def test_ingest_while_shutting_down_is_503(stack: Stack) -> None:
         "/api/v1/ingest", content=body, headers={"content-type": "application/json"}
     )
     assert assert_error(response, 503, None)["code"] == "unavailable"
+
+
+async def test_every_other_body_has_a_small_limit(make_server: Any) -> None:
+    """An operator or engineering route is not made to buffer megabytes: a body over
+    ``max_request_bytes`` is 413 whether it declares its length or streams it, through a
+    real HTTP server that keeps serving; edge routes keep the ingest limit."""
+    server = await make_server(max_request_bytes=4096, max_body_bytes=200_000)
+    big = json.dumps({"user": "ann", "comment": "x" * 10_000}).encode()
+    base = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=base, headers=server.headers) as client:
+        declared = await client.post(
+            "/api/v1/alarms/a/acknowledge",
+            content=big,
+            headers={"content-type": "application/json"},
+        )
+        assert assert_error(declared, 413, "body")["code"] == "payload_too_large"
+
+        async def chunks() -> Any:
+            for i in range(0, len(big), 1000):
+                yield big[i : i + 1000]
+
+        streamed = await client.put(
+            "/api/v1/assets/equipment/press-1",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        )
+        assert_error(streamed, 413, "body")
+        batch = PointBatch.from_columns(
+            ["acme/p1/a"], np.zeros(400), ns(T0) + np.arange(400) * SEC, np.arange(400.0)
+        )
+        body = encode_json(batch, edge="e", seq=1)
+        assert 4096 < len(body) < 200_000
+        stored = await client.post(
+            "/api/v1/ingest", content=body, headers={"content-type": "application/json"}
+        )
+        assert stored.status_code == 200, stored.text
+        assert (await client.get("/healthz")).status_code == 200

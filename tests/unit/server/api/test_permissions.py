@@ -74,6 +74,9 @@ EXPECTED: dict[str, str] = {
     "GET /api/v1/reports/{kind}": "read",
     "GET /api/v1/anomaly": "read",
     "GET /api/v1/rul": "read",
+    "GET /api/v1/writes": "read",
+    "POST /api/v1/writes": "engineer",
+    "PUT /api/v1/connectors/{name}/writes": "admin",
 }
 """Every operation of the OpenAPI document → who may call it."""
 

@@ -95,6 +95,27 @@ def test_a_yaml_plant_and_template_load_like_toml(tmp_path: Path) -> None:
         ),
         (PLANT.replace("cell: pumps", "cell: [pumps"), TEMPLATE, "not valid YAML (line 9)"),
         ("- just\n- a list\n", TEMPLATE, "the top level must be a mapping"),
+        # found by tests/fuzz: these used to escape as ValueError, RecursionError,
+        # yaml.ReaderError or run for minutes
+        (
+            PLANT,
+            TEMPLATE + "metrics:\n  - {name: avg_flow, expression: avg(flw), window: 15m}\n",
+            "pump.yaml: metrics.0.expression (line 22): unknown tag 'flw'",
+        ),
+        (PLANT + "loop: &x [*x]\n", TEMPLATE, "loop.0 (line 11): an alias refers to"),
+        (PLANT + "? [a, b]\n: 1\n", TEMPLATE, "a key must be a single value"),
+        (PLANT + "x: \x1f\n", TEMPLATE, "not valid YAML"),
+        (
+            PLANT
+            + "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(
+                f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+                for p, n in zip("abcd", "bcde", strict=True)
+            )
+            + "f: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+            TEMPLATE,
+            "more than 100000 keys and list items once its aliases are expanded",
+        ),
     ],
 )
 def test_yaml_problems_name_file_key_and_line(

@@ -1,4 +1,4 @@
-"""The live page and its static files, served by the web router on a bare FastAPI app."""
+"""The dashboard pages and their static files, served by the web router on a bare FastAPI app."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from shopfloor.server.api.auth import install_auth
+from shopfloor.server.assets import AssetModel
+from shopfloor.server.assets.model import Equipment
 from shopfloor.server.security import Auth
 from shopfloor.server.web import STATIC_DIR, TEMPLATES_DIR, router, routes
 from shopfloor.testing.auth import grant
@@ -61,17 +63,53 @@ def parse(html: str) -> _Refs:
     return refs
 
 
-def _app() -> FastAPI:
+MACHINE = Equipment(
+    path="acme/plant-1/machining/line-1/cell-1/cnc-01",
+    id="cnc-01",
+    template="cnc-mill",
+    area="machining",
+    line="line-1",
+    cell="cell-1",
+    metadata={"description": "CNC machining centre"},
+)
+# Every page, the machine page of a machine the asset model knows and the 404 page.
+PAGES = [
+    "/",
+    "/login",
+    "/overview",
+    "/machines/cnc-01",
+    "/machines/no-such-machine",
+    "/oee",
+    "/trends",
+]
+
+
+class _Context:
+    """What the pages read of the server's context: the asset model (no editable plant)."""
+
+    plant = None
+    assets = AssetModel(
+        enterprise="acme",
+        site="plant-1",
+        equipment=(MACHINE,),
+        tags=(),
+        alarm_rules=(),
+        templates={},
+    )
+
+
+def page_app() -> FastAPI:
     """The pages alone, behind the API's authentication (an empty in-memory store)."""
     app = FastAPI()
     install_auth(app, Auth(None))
     app.include_router(router)
+    app.state.shopfloor = _Context()
     return app
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = _app()
+    app = page_app()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", headers=grant(app)
@@ -80,7 +118,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_the_page_sends_a_visitor_without_a_login_to_the_login_page() -> None:
-    transport = httpx.ASGITransport(app=_app())
+    transport = httpx.ASGITransport(app=page_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         response = await c.get("/?tab=alarms")
         static = await c.get("/static/css/app.css")
@@ -90,7 +128,7 @@ async def test_the_page_sends_a_visitor_without_a_login_to_the_login_page() -> N
 
 
 async def test_the_login_page_is_public_and_loads_its_module_and_styles() -> None:
-    transport = httpx.ASGITransport(app=_app())
+    transport = httpx.ASGITransport(app=page_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         page = await c.get("/login")
         assert page.status_code == 200
@@ -120,7 +158,8 @@ async def test_index_renders_html_with_module_scripts_and_local_echarts(
     sources = [urlsplit(s["src"] or "").path for s in refs.scripts()]
     assert "/static/vendor/echarts.min.js" in sources
     modules = [urlsplit(s["src"] or "").path for s in refs.scripts() if s.get("type") == "module"]
-    assert modules == ["/static/js/main.js"]
+    # nav.js: the shared frame's navigation and language choice.
+    assert modules == ["/static/js/nav.js", "/static/js/main.js"]
     # ECharts is a classic script: it must run before the deferred module that uses it.
     assert sources.index("/static/vendor/echarts.min.js") < sources.index("/static/js/main.js")
     echarts_tag = next(s for s in refs.scripts() if "echarts" in (s["src"] or ""))
@@ -130,9 +169,8 @@ async def test_index_renders_html_with_module_scripts_and_local_echarts(
 async def test_every_referenced_file_and_imported_module_is_served(
     client: httpx.AsyncClient, vendor_present: None
 ) -> None:
-    refs = parse((await client.get("/")).text)
     expected_types = {".js": JS_TYPE, ".css": "text/css", ".svg": "image/svg+xml"}
-    pending = refs.asset_urls() + parse((await client.get("/login")).text).asset_urls()
+    pending = [url for page in PAGES for url in parse((await client.get(page)).text).asset_urls()]
     seen: set[str] = set()
     while pending:
         url = pending.pop()
@@ -158,7 +196,7 @@ async def test_every_referenced_file_and_imported_module_is_served(
                         resolved.append(part)
                 pending.append("/" + "/".join(resolved))
     modules = {p for p in seen if p.startswith("/static/js/")}
-    on_disk = {"/static/js/" + p.name for p in (STATIC_DIR / "js").glob("*.js")}
+    on_disk = {"/static/" + str(p.relative_to(STATIC_DIR)) for p in STATIC_DIR.glob("js/**/*.js")}
     assert modules == on_disk, "every module on disk is reachable from a page, and no more"
     assert "/static/vendor/echarts.min.js" in seen
 
@@ -231,7 +269,7 @@ async def test_static_serves_nothing_outside_its_folder_nor_dot_files(
 
 
 async def test_asset_urls_follow_the_root_path_behind_a_proxy() -> None:
-    app = _app()
+    app = page_app()
     transport = httpx.ASGITransport(app=app, root_path="/plant")
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", headers=grant(app)
@@ -277,7 +315,7 @@ def test_template_has_no_inline_code_handlers_styles_or_foreign_urls(name: str) 
     "path",
     sorted(
         str(p.relative_to(STATIC_DIR))
-        for p in [*STATIC_DIR.glob("js/*.js"), *STATIC_DIR.glob("css/*.css")]
+        for p in [*STATIC_DIR.glob("js/**/*.js"), *STATIC_DIR.glob("css/*.css")]
     ),
 )
 def test_own_scripts_and_styles_load_nothing_from_other_hosts(path: str) -> None:
@@ -287,18 +325,31 @@ def test_own_scripts_and_styles_load_nothing_from_other_hosts(path: str) -> None
     assert "new Function" not in text
 
 
-def _catalogue(locale: str) -> dict[str, str]:
-    """The strings of one locale in i18n.js, read as text (the page has no build step)."""
-    text = (STATIC_DIR / "js" / "i18n.js").read_text(encoding="utf-8")
+STRING_MODULES = [STATIC_DIR / "js" / "i18n.js", *sorted(STATIC_DIR.glob("js/strings/*.js"))]
+"""i18n.js and each page's own strings module (static/js/strings/, via registerStrings())."""
+
+
+def _table(module: Path, locale: str) -> dict[str, str]:
+    """The strings of one locale in one module, read as text (the page has no build step)."""
+    text = module.read_text(encoding="utf-8")
     start = re.search(rf"^\s*\"?{re.escape(locale)}\"?: \{{$", text, re.M)
-    assert start, f"no {locale} table in i18n.js"
+    assert start, f"no {locale} table in {module.name}"
     end = text.index("\n  },", start.end())
     return dict(re.findall(r'^\s*"([\w.]+)": "(.*)",$', text[start.end() : end], re.M))
 
 
-def test_every_locale_has_every_string() -> None:
-    english, chinese = _catalogue("en"), _catalogue("zh-CN")
-    assert len(english) > 50, "the English table was not read"
+def _catalogue(locale: str) -> dict[str, str]:
+    """Every string of one locale, from i18n.js and the pages' string modules."""
+    strings: dict[str, str] = {}
+    for module in STRING_MODULES:
+        strings |= _table(module, locale)
+    return strings
+
+
+@pytest.mark.parametrize("module", STRING_MODULES, ids=lambda p: p.name)
+def test_every_locale_has_every_string(module: Path) -> None:
+    english, chinese = _table(module, "en"), _table(module, "zh-CN")
+    assert english, f"the English table of {module.name} was not read"
     assert set(english) == set(chinese), {
         "only English": sorted(set(english) - set(chinese)),
         "only Chinese": sorted(set(chinese) - set(english)),
@@ -310,14 +361,26 @@ def test_every_locale_has_every_string() -> None:
         )
 
 
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_no_key_is_defined_by_two_modules(locale: str) -> None:
+    # registerStrings() merges into one table: the module registered last would win.
+    owner: dict[str, str] = {}
+    for module in STRING_MODULES:
+        for key in _table(module, locale):
+            assert key not in owner, f"{key} is in both {owner[key]} and {module.name}"
+            owner[key] = module.name
+
+
 async def test_every_string_the_page_asks_for_exists(client: httpx.AsyncClient) -> None:
     english = _catalogue("en")
     namespaces = {key.split(".")[0] for key in english}
-    # The rendered page: macros and includes build some of its keys.
-    html = (await client.get("/")).text
-    wanted = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([\w.]+)"', html))
-    for module in (STATIC_DIR / "js").glob("*.js"):
-        if module.name == "i18n.js":
+    # The rendered pages: macros and includes build some of their keys.
+    wanted: set[str] = set()
+    for page in PAGES:
+        html = (await client.get(page)).text
+        wanted |= set(re.findall(r'data-i18n(?:-[a-z-]+)?="([\w.]+)"', html))
+    for module in (STATIC_DIR / "js").glob("**/*.js"):
+        if module in STRING_MODULES:
             continue
         for literal in re.findall(r'"([a-z]+(?:\.[A-Za-z0-9]+)+)"', module.read_text("utf-8")):
             if literal.split(".")[0] in namespaces:

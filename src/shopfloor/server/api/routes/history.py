@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
@@ -57,6 +58,7 @@ __all__ = [
     "HistoryAnswer",
     "HistoryQuery",
     "chosen_paths",
+    "parquet_bytes",
     "parse_instant",
     "read_history",
     "router",
@@ -84,7 +86,11 @@ _TIME_DOC = (
     "offset means UTC) or relative to now (`now`, `now-6h`, `-15m`)."
 )
 _AGGREGATES_DOC = ", ".join(a.value for a in Aggregate)
-_MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+_MEDIA = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+}
 _TS_TYPE = pa.timestamp("ns", tz="UTC")
 
 
@@ -216,7 +222,12 @@ async def read_history_route(
         ),
     ] = "none",
     format: Annotated[
-        Literal["json", "csv"], Query(description="JSON array of rows, or CSV with a header.")
+        Literal["json", "csv", "parquet"],
+        Query(
+            description="JSON array of rows, CSV with a header, or a Parquet file (`ts` a "
+            "UTC timestamp column instead of `time`, `path` text; the layout of "
+            "`shopfloor export`)."
+        ),
     ] = "json",
     shape: Annotated[
         Literal["long", "wide"],
@@ -274,11 +285,16 @@ async def read_history_route(
 
     def encode() -> bytes:
         table = wide_table(paths, long) if shape == "wide" else long
+        if format == "parquet":
+            return parquet_bytes(with_timestamp(table))
         table = with_time(table, time_format)
         return csv_bytes(table) if format == "csv" else json_rows_bytes(table)
 
     body = encode() if long.num_rows <= _INLINE_ROWS else await asyncio.to_thread(encode)
-    return Response(body, media_type=_MEDIA[format], headers={TRUNCATED_HEADER: truncated})
+    headers = {TRUNCATED_HEADER: truncated}
+    if format == "parquet":  # a binary file: saved, never shown
+        headers["Content-Disposition"] = 'attachment; filename="history.parquet"'
+    return Response(body, media_type=_MEDIA[format], headers=headers)
 
 
 def _chosen_bucket(
@@ -446,6 +462,20 @@ def wide_table(paths: Sequence[str], long: pa.Table) -> pa.Table:
                 array = array.cast(pa.int64())
             columns[path if len(values) == 1 else f"{path}:{name}"] = array
     return pa.table(columns)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as a Parquet file (zstd), ``path`` as plain text so any reader takes it.
+
+    The columns are those of ``shopfloor export``'s Parquet files (``ts`` a UTC timestamp),
+    so a file saved from the dashboard and one exported on the server read the same way.
+    """
+    if "path" in table.column_names:
+        index = table.column_names.index("path")
+        table = table.set_column(index, "path", pc.cast(table.column("path"), pa.string()))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def with_time(table: pa.Table, time_format: Literal["iso", "ms"]) -> pa.Table:

@@ -98,12 +98,22 @@ export class ApiClient {
   }
 
   /** POST `body` as JSON; an error answer becomes an ApiError naming the problem. */
-  async post(path, body) {
+  post(path, body) {
+    return this.send("POST", path, body);
+  }
+
+  /** PUT `body` as JSON (a stop's reason); errors as for `post`. */
+  put(path, body) {
+    return this.send("PUT", path, body);
+  }
+
+  /** Send `body` as JSON with `method`; every write of the page goes through here. */
+  async send(method, path, body) {
     const url = new URL(this.base + path, location.origin);
     let response;
     try {
       response = await fetch(url, {
-        method: "POST",
+        method,
         headers: {
           "Content-Type": "application/json",
           Accept: "application/json",

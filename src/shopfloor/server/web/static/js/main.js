@@ -151,6 +151,21 @@ status.start();
 connections.start();
 alarms.start();
 live.start();
+// The navigation's "Alarms" link (/#alarms) opens the standing alarms here, once the first
+// poll has shown the indicator (a server without an alarm engine never shows it).
+if (view.alarms) openAlarmsSoon();
+window.addEventListener("hashchange", () => {
+  if (readHash().alarms) openAlarmsSoon();
+});
+
+function openAlarmsSoon(attempt = 0) {
+  if (!$("alarms-btn").hidden) {
+    alarms.open();
+    writeHash();
+  } else if (attempt < 40) {
+    setTimeout(() => openAlarmsSoon(attempt + 1), 250);
+  }
+}
 loadTags();
 
 function setScope(path) {
@@ -205,7 +220,12 @@ function closeNavOnNarrow() {
 
 function readHash() {
   const params = new URLSearchParams(location.hash.slice(1));
-  return { asset: params.get("asset") || "", tag: params.get("tag"), range: params.get("range") };
+  return {
+    asset: params.get("asset") || "",
+    tag: params.get("tag"),
+    range: params.get("range"),
+    alarms: params.has("alarms"),
+  };
 }
 
 function writeHash() {
