@@ -271,6 +271,7 @@ async def totp_begin(
     """Make a pending secret."""
     assert principal is not None
     secret, uri = await auth_of(request).totp_begin(principal.name)
+    await record(request, user=principal.name, action="user.totp.begin", outcome=Outcome.OK)
     return TotpOut(secret=secret, uri=uri)
 
 
