@@ -18,6 +18,7 @@ from rich.text import Text
 from shopfloor import __version__
 from shopfloor.cli_assets import register_assets_commands
 from shopfloor.cli_broker import register_broker_commands
+from shopfloor.cli_certs import register_certs_commands
 from shopfloor.cli_credentials import check_edge_credentials, register_credential_commands
 from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
@@ -25,6 +26,7 @@ from shopfloor.cli_loadgen import register_loadgen_command
 from shopfloor.cli_users import register_user_commands
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
+from shopfloor.config.tls import TlsFileError
 from shopfloor.errors import ConfigError, ShopfloorError
 
 app = typer.Typer(
@@ -41,6 +43,7 @@ app.add_typer(opcua_app, name="opcua")
 register_history_commands(app)  # export, import, backup, restore
 register_disk_commands(app)  # disk
 register_assets_commands(app)  # assets check, assets tags
+register_certs_commands(app)  # certs init, issue-server, issue-client
 register_loadgen_command(app)  # loadgen
 register_user_commands(app)  # users, tokens
 register_broker_commands(app)  # broker config
@@ -313,14 +316,27 @@ def demo(
         typer.Option(help="Read the plant directly, or over modbus, opcua or sparkplug."),
     ] = "direct",
     status: Annotated[bool, typer.Option(help="Show the live status line.")] = True,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with this certificate (e.g. server.pem of certs init)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="Private key of --tls-cert (e.g. server.key.pem).")
+    ] = None,
 ) -> None:
     """Run a simulated factory, the platform and the dashboard in one process."""
     if backfill is None:
         backfill = "1d" if speed > 1 and protocol == "direct" else "0s"
+    server_section: dict[str, Any] = {"host": host, "port": port, "data_dir": str(data_dir)}
+    if tls_cert is not None or tls_key is not None:
+        if tls_cert is None or tls_key is None:
+            err_console.print("[bold red]error:[/] --tls-cert and --tls-key go together")
+            raise typer.Exit(2)
+        server_section["tls"] = {"cert_file": str(tls_cert), "key_file": str(tls_key)}
     try:
         cfg = validate_data(
             {
-                "server": {"host": host, "port": port, "data_dir": str(data_dir)},
+                "server": server_section,
                 "simulator": {
                     "enabled": True,
                     "seed": seed,
@@ -332,6 +348,12 @@ def demo(
             ShopfloorConfig,
             source="shopfloor demo",
         ).resolve_paths(Path.cwd())
+        if cfg.server.tls is not None:
+            cfg.server.tls.ssl_context()  # a bad file is named before anything starts
+    except TlsFileError as err:
+        option = {"cert_file": "--tls-cert", "key_file": "--tls-key"}.get(err.key, err.key)
+        err_console.print(f"[bold red]error:[/] {option}: {err.reason}", highlight=False)
+        raise typer.Exit(2) from err
     except ConfigError as err:
         raise _fail_config(err) from err
     _run(cfg, show_status=status and sys.stderr.isatty())

@@ -5,6 +5,7 @@ only ever catch these::
 
     ShopfloorError
     ├── ConfigError              invalid configuration file (names key path and line)
+    │   └── TlsFileError         (shopfloor.config.tls) a [server.tls] file cannot be used
     ├── PayloadError             a malformed batch or query from outside (names the field)
     ├── ConnectorError
     │   ├── ConnectorUnavailable a device does not answer; its tags turn Bad
@@ -17,6 +18,7 @@ only ever catch these::
     ├── HistorianError           the historian failed to write or read
     │   └── UnknownTagError      a query names a tag the historian does not know
     ├── JournalError             (shopfloor.server.rules.journal) the alarm journal failed
+    ├── PkiError                 (shopfloor.pki) a certificate or key cannot be made or read
     └── ShutdownError            work submitted after a component was closed
 """
 

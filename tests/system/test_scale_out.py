@@ -2,8 +2,10 @@
 `shopfloor server` API processes, all real; `shopfloor loadgen` plays simulated edges through
 the broker; one worker is killed with SIGKILL mid-run.
 
-Every acknowledged point must be stored exactly once, the surviving worker must take over,
-and both API servers must serve what the workers wrote.
+Every acknowledged point must be stored exactly once, every alarm transition the stored
+points cause must be journaled exactly once (the alarms partitioned across the workers,
+the killed one's partitions taken over by the survivor), the surviving worker must take
+over, and both API servers must serve what the workers wrote and the alarms they journaled.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
+import numpy as np
 import psycopg
 import pytest
+import websockets.sync.client
 
 from shopfloor.loadgen import tag_path
 from shopfloor.model import now_ns
@@ -30,7 +36,15 @@ from shopfloor.testing.processes import free_port, shopfloor_process
 pytestmark = pytest.mark.system
 
 EDGES, TAGS, SAMPLES = 4, 50, 10
-WINDOW = 2  # batches of each edge awaiting their answer: the workers always have some
+WINDOW = 1
+"""Batches of each edge awaiting their answer. One: an edge's batches are then committed in
+the order of their values, whichever worker takes them, so the alarm transitions the
+stored points cause are known from the points alone (with more, a batch sent again after
+the kill commits after a newer one, and alarms ignore points older than they have seen,
+as a single server does)."""
+ALARM_TAG = 7
+LIMIT = 0.9  # H limit on ALARM_TAG of every edge: uniform values cross it ~ every 11th point
+PARTITIONS = 8
 DURATION_S = 8.0
 KILL_AFTER_BATCHES = 40
 """Batches committed before a worker is killed: the load is flowing by then."""
@@ -46,12 +60,60 @@ def _config(folder: Path, *, dsn: str, broker: int, port: int) -> Path:
         # the API servers do not consume; `shopfloor ingest` always does
         f"[ingest.mqtt]\nenabled = false\nport = {broker}\n"
         'shared_group = "ingest"\nsession_expiry = "0s"\nmax_inflight = 8\n'
+        "live_fanout = true\n"
+        f"[alarms]\npartitions = {PARTITIONS}\n"
+        + "".join(
+            f'[[alarms.rules]]\ntag = "{tag_path(e, ALARM_TAG)}"\nkind = "H"\nlimit = {LIMIT}\n'
+            for e in range(EDGES)
+        )
     )
     return path
 
 
+def _alarm_name(edge: int) -> str:
+    return f"{tag_path(edge, ALARM_TAG)}.H"
+
+
+def _expected_transitions(con: psycopg.Connection[Any]) -> dict[str, tuple[int, int]]:
+    """Per alarm, (activations, clears) its tag's stored points cause in time order."""
+    out = {}
+    for edge in range(EDGES):
+        values = np.array(
+            [
+                v
+                for (v,) in con.execute(
+                    "SELECT p.value FROM shopfloor.points AS p JOIN shopfloor.tags AS t "
+                    "ON t.id = p.tag_id WHERE t.path = %s ORDER BY p.ts",
+                    [tag_path(edge, ALARM_TAG)],
+                ).fetchall()
+            ]
+        )
+        on = np.r_[False, values > LIMIT]
+        out[_alarm_name(edge)] = (int((on[1:] & ~on[:-1]).sum()), int((~on[1:] & on[:-1]).sum()))
+    return out
+
+
+def _journaled(dsn: str) -> dict[str, tuple[int, int]]:
+    with psycopg.connect(dsn) as con:
+        rows = con.execute(
+            "SELECT alarm, count(*) FILTER (WHERE event = 'activated'), "
+            "count(*) FILTER (WHERE event = 'cleared') FROM shopfloor.alarm_journal "
+            "GROUP BY alarm"
+        ).fetchall()
+    return {alarm: (int(on), int(off)) for alarm, on, off in rows}
+
+
+def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.2)
+
+
 @contextmanager
 def _worker(folder: Path, config: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A `shopfloor ingest` process, started (see :func:`_wait_started`), killed on exit."""
     log_path = folder / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -62,16 +124,21 @@ def _worker(folder: Path, config: Path, name: str) -> Iterator[subprocess.Popen[
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + 30
-        while "taking batches from" not in log_path.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker {name} did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
         yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def _wait_started(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait until a worker takes batches (the processes start side by side: faster on a
+    busy machine than one after the other)."""
+    deadline = time.monotonic() + 60
+    while "taking batches from" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"worker {log_path.name} did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
 
 
 def _wait_for_commits(dsn: str, *, at_least: int, timeout_s: float = 30.0) -> None:
@@ -85,6 +152,117 @@ def _wait_for_commits(dsn: str, *, at_least: int, timeout_s: float = 30.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {at_least} batches committed in {timeout_s} s")
         time.sleep(0.05)
+
+
+def _check_alarms(dsn: str, apis: list[Any], *, survivor: int, killed_ns: int) -> None:
+    """Every alarm transition the stored points cause is journaled exactly once, only the
+    survivor evaluated after the kill, and the API servers show what was journaled."""
+    with psycopg.connect(dsn) as con:
+        expected = _expected_transitions(con)
+    assert all(on > 5 for on, _ in expected.values()), expected  # the load crossed the limit
+    _wait_for("the alarm journal matches the points", lambda: _journaled(dsn) == expected)
+    with psycopg.connect(dsn) as con:
+        owners = {
+            str(owner)
+            for (owner,) in con.execute(
+                "SELECT owner FROM shopfloor.alarm_cursor WHERE moved_ns > %s", [killed_ns]
+            ).fetchall()
+        }
+        conditions = dict(
+            con.execute("SELECT alarm, condition FROM shopfloor.alarm_status").fetchall()
+        )
+    # after the kill only the survivor evaluated: the dead one's partitions moved to it
+    assert owners, "no alarm journaled after the kill"
+    assert all(o.endswith(f"-{survivor}") for o in owners), owners
+    assert len(conditions) == EDGES
+    for api in apis:
+
+        def shown(api: Any = api) -> dict[str, bool]:
+            return {a["name"]: a["condition"] for a in _alarms(api)}
+
+        _wait_for(f"{api.base_url} shows the journaled alarms", lambda: shown() == conditions)
+    # an operator acknowledges through one API server; the owning worker applies it and
+    # the other API server shows it: no state in the API servers
+    name = _alarm_name(0)
+    states = {a["name"]: a["state"] for a in _alarms(apis[0])}
+    assert states[name] in ("unacknowledged", "returned_unacknowledged"), states
+    ack = httpx.post(
+        f"{apis[0].base_url}/api/v1/alarms/acknowledge",
+        json={"alarm": name, "comment": "seen"},
+        headers=apis[0].headers,
+        timeout=30,
+    )
+    assert ack.status_code == 200, ack.text
+    after = ack.json()["after"]
+    assert after in ("acknowledged", "normal"), ack.json()
+    _wait_for(
+        "the other API server shows the acknowledgement",
+        lambda: {a["name"]: a["state"] for a in _alarms(apis[1])}[name] == after,
+    )
+
+
+def _start_load(folder: Path, *, broker: int, report: Path) -> subprocess.Popen[bytes]:
+    """`shopfloor loadgen` in the background, its report in ``report``."""
+    options = {
+        "broker": f"127.0.0.1:{broker}",
+        "edges": EDGES,
+        "tags": TAGS,
+        "samples": SAMPLES,
+        "window": WINDOW,
+        "duration": DURATION_S,
+        "timeout": ANSWER_TIMEOUT_S,
+        "drain": 30,
+        "json": report,
+    }
+    with (folder / "loadgen.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shopfloor", "loadgen"]
+            + [arg for k, v in options.items() for arg in (f"--{k}", str(v))],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _last_alarm_owner(dsn: str) -> str:
+    """The member that journaled alarms last ("" before any)."""
+    with psycopg.connect(dsn) as con:
+        row = con.execute(
+            "SELECT owner FROM shopfloor.alarm_cursor ORDER BY moved_ns DESC LIMIT 1"
+        ).fetchone()
+    return "" if row is None else str(row[0])
+
+
+def _check_live_values(api: Any) -> None:
+    """The API server's websocket pushes the workers' points as they come (fan-out through
+    the broker): a "values" frame comes only from the server's live channel, which has no
+    ingest of its own; the snapshot alone would come from the database."""
+    prefix = tag_path(1, 0).rpartition("/")[0]
+    url = api.base_url.replace("http", "ws", 1) + "/api/v1/ws"
+    with websockets.sync.client.connect(url, open_timeout=10, additional_headers=api.headers) as ws:
+        ws.send(json.dumps({"type": "subscribe", "prefix": prefix}))
+        deadline = time.monotonic() + 15
+        while True:
+            frame = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if frame["type"] == "values" and frame["values"]:
+                assert all(v["path"].startswith(prefix) for v in frame["values"]), frame
+                return
+
+
+def _api_server(folder: Path, *, dsn: str, broker: int) -> Any:
+    """A `shopfloor server` (API only) in ``folder``: a context manager."""
+    port = free_port()
+    folder.mkdir()
+    config = _config(folder, dsn=dsn, broker=broker, port=port)
+    return shopfloor_process(["server", "--config", str(config)], port=port, workdir=folder)
+
+
+def _alarms(api: Any) -> list[dict[str, Any]]:
+    """Every alarm as an API server lists it."""
+    answer = api.get("/api/v1/alarms", params={"state": "all"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    result: list[dict[str, Any]] = answer.json()
+    return result
 
 
 @pytest.fixture
@@ -105,44 +283,24 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         worker_config = _config(tmp_path, dsn=dsn, broker=broker.port, port=free_port())
         one = stack.enter_context(_worker(tmp_path, worker_config, "worker-1"))
         two = stack.enter_context(_worker(tmp_path, worker_config, "worker-2"))
-        apis = []
-        for name in ("api-1", "api-2"):
-            port = free_port()
-            folder = tmp_path / name
-            folder.mkdir()
-            config = _config(folder, dsn=dsn, broker=broker.port, port=port)
-            apis.append(
-                stack.enter_context(
-                    shopfloor_process(
-                        ["server", "--config", str(config)], port=port, workdir=folder
-                    )
-                )
-            )
+        apis = [
+            stack.enter_context(_api_server(tmp_path / name, dsn=dsn, broker=broker.port))
+            for name in ("api-1", "api-2")
+        ]
+        for proc, name in ((one, "worker-1"), (two, "worker-2")):
+            _wait_started(proc, tmp_path / f"{name}.log")
         report_file = tmp_path / "loadgen.json"
-        with (tmp_path / "loadgen.log").open("wb") as log:
-            options = {
-                "broker": f"127.0.0.1:{broker.port}",
-                "edges": EDGES,
-                "tags": TAGS,
-                "samples": SAMPLES,
-                "window": WINDOW,
-                "duration": DURATION_S,
-                "timeout": ANSWER_TIMEOUT_S,
-                "drain": 30,
-                "json": report_file,
-            }
-            loadgen = subprocess.Popen(
-                [sys.executable, "-m", "shopfloor", "loadgen"]
-                + [arg for k, v in options.items() for arg in (f"--{k}", str(v))],
-                cwd=tmp_path,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        loadgen = _start_load(tmp_path, broker=broker.port, report=report_file)
         try:
             # mid-run: once the load flows (both workers committing), not after a fixed
             # time, which a busy machine spends starting the load generator
             _wait_for_commits(dsn, at_least=KILL_AFTER_BATCHES)
-            one.send_signal(signal.SIGKILL)  # batches in flight
+            _check_live_values(apis[1])
+            # the worker that journaled alarms last: it owns alarm partitions now
+            survivor_log = "worker-2.log"
+            if _last_alarm_owner(dsn).endswith(f"-{two.pid}"):
+                one, two, survivor_log = two, one, "worker-1.log"
+            one.send_signal(signal.SIGKILL)  # batches in flight, alarm partitions owned
             one.wait(10)
             killed_ns = now_ns()
             code = loadgen.wait(DURATION_S + 60)
@@ -182,6 +340,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         assert after_kill is not None
         assert after_kill[0] > 0
 
+        _check_alarms(dsn, apis, survivor=two.pid, killed_ns=killed_ns)
+
         # both API servers serve what the workers wrote
         path = tag_path(1, 7)
         for api in apis:
@@ -195,5 +355,5 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
 
         # the survivor stops gracefully on SIGTERM
         two.send_signal(signal.SIGTERM)
-        assert two.wait(30) == 0, (tmp_path / "worker-2.log").read_text()
-        assert "batches committed" in (tmp_path / "worker-2.log").read_text()
+        assert two.wait(30) == 0, (tmp_path / survivor_log).read_text()
+        assert "batches committed" in (tmp_path / survivor_log).read_text()

@@ -149,6 +149,8 @@ def server_grants(
     # writes to equipment (docs/writes.md): only the platform commands, edges answer
     grants += [Grant("read", f"{every}/{kind}") for kind in (TOPIC_WRITABLES, TOPIC_RESULTS)]
     grants.append(Grant("write", f"{root}/{COMMANDS}/#"))
+    # scaled out (docs/scale-out.md): workers publish live values, API servers read them
+    grants += [Grant("write", f"{root}/live/+"), Grant("read", f"{root}/live/+")]
     if uns_root is not None:
         grants.append(Grant("write", f"{uns_root}/#"))
     if sparkplug_node is not None:

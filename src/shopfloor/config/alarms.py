@@ -150,6 +150,17 @@ class AlarmsSection(_Section):
         description="The alarm journal file (every transition, durable); relative to "
         "server.data_dir.",
     )
+    partitions: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="Scaled out (docs/scale-out.md): 0 (default): each `shopfloor server` "
+        "evaluates the alarms of the points it ingests itself, journaled in `journal`. "
+        "N > 0 (needs a PostgreSQL historian with `shared = true`): the `shopfloor ingest` "
+        "workers evaluate them, the rules split into N partitions by equipment, each owned "
+        "by one worker at a time; the journal is in PostgreSQL and the API servers read it. "
+        "Every process of one installation needs the same value.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> AlarmsSection:

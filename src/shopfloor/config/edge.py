@@ -178,8 +178,20 @@ class UplinkSection(_Section):
     )
     ca_file: Path | None = Field(
         None,
-        description="PEM file of the CA that signed the platform's certificate, to trust a "
-        "private CA for an https:// `url`; default: the system's trusted CAs. Relative to "
+        description="PEM file of the CA that signed the platform's certificate (the "
+        "`ca.pem` of `shopfloor certs init`), to trust a private CA for an https:// `url`; "
+        "then only it is trusted. Default: the system's trusted CAs. The platform's "
+        "certificate and host name are always verified. Relative to the configuration file.",
+    )
+    cert_file: Path | None = Field(
+        None,
+        description="This edge's TLS client certificate (PEM, from `shopfloor certs "
+        "issue-client`), for a platform with `[server.tls] client_ca`; with `key_file`. "
+        "Relative to the configuration file.",
+    )
+    key_file: Path | None = Field(
+        None,
+        description="Private key (PEM, unencrypted, mode 0600) of `cert_file`; relative to "
         "the configuration file.",
     )
 
@@ -190,13 +202,14 @@ class UplinkSection(_Section):
 
     # Field validators run only on keys written in the file, in declaration order, so
     # these name the second of two conflicting keys (and its line).
-    @field_validator("token_env", "token_file")
+    @field_validator("token_env", "token_file", "cert_file", "key_file")
     @classmethod
     def _http_only(cls, value: object, info: ValidationInfo) -> object:
         if info.data.get("transport") == "mqtt":
             raise ValueError(
                 f"{info.field_name} is for the HTTP transport; over MQTT the edge logs in "
-                "with [uplink.mqtt] username and password_env or password_file"
+                "with [uplink.mqtt] username and password_env or password_file, or with "
+                "[uplink.mqtt.tls] cert_file and key_file"
             )
         return value
 
@@ -206,6 +219,19 @@ class UplinkSection(_Section):
         if value is not None and info.data.get("token_env") is not None:
             raise ValueError("give token_env or token_file, not both")
         return value
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_needs_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("cert_file") is None:
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        return value
+
+    @model_validator(mode="after")
+    def _client_key_given(self) -> UplinkSection:
+        if self.cert_file is not None and self.key_file is None:
+            raise ValueError("cert_file needs key_file (the certificate's private key)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -261,40 +287,77 @@ class UplinkSection(_Section):
         return value
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context trusting ``ca_file`` only (None: the system's CAs); reads the
-        file: call it at start-up or off the event loop.
+        """The TLS context trusting ``ca_file`` only and presenting ``cert_file`` (None:
+        the system's CAs, no client certificate); reads the files: call it at start-up or
+        off the event loop. Verification of the platform is never turned off.
 
         Raises:
-            ConfigError: the CA file cannot be loaded.
+            ConfigError: a file cannot be loaded, naming its key.
         """
-        if self.ca_file is None:
+        if self.ca_file is None and self.cert_file is None:
             return None
         try:
-            return ssl.create_default_context(cafile=str(self.ca_file))
+            context = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
         except (OSError, ssl.SSLError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise ConfigError(f"uplink.ca_file: cannot load {self.ca_file}: {reason}") from err
+            raise ConfigError(f"uplink.ca_file: cannot load {self.ca_file}: {_why(err)}") from err
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None and self.key_file is not None:
+            for name, path in (("cert_file", self.cert_file), ("key_file", self.key_file)):
+                try:
+                    path.read_bytes()
+                except OSError as err:
+                    raise ConfigError(f"uplink.{name}: cannot read {path}: {_why(err)}") from err
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except ssl.SSLError as err:
+                name = "key_file" if "KEY_VALUES_MISMATCH" in str(err) else "cert_file"
+                raise ConfigError(
+                    f"uplink.{name}: cannot load {self.cert_file} with key {self.key_file}: "
+                    f"{_why(err)}"
+                ) from err
+        return context
 
     def relative_to(self, base: Path) -> UplinkSection:
         """A copy whose relative files (token, CA, the MQTT broker's) are made absolute."""
         update: dict[str, Any] = {"mqtt": self.mqtt.relative_to(base)}
-        for name in ("token_file", "ca_file"):
+        for name in ("token_file", "ca_file", "cert_file", "key_file"):
             value = getattr(self, name)
             if isinstance(value, Path) and not value.is_absolute():
                 update[name] = base / value
         return self.model_copy(update=update)
 
     def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
-        """The token and CA files that cannot be used, as (key path, message)."""
+        """The token, CA and client certificate files that cannot be used, as (key path,
+        message)."""
         problems: list[tuple[tuple[str, ...], str]] = []
-        for name, check in (("token_file", self.token), ("ca_file", self.ssl_context)):
-            if getattr(self, name) is None:
+        checks = (
+            ("token_file", self.token_file, self.token),
+            ("ca_file", self.ca_file or self.cert_file, self.ssl_context),
+        )
+        for name, given, check in checks:
+            if given is None:
                 continue
             try:
                 check()
             except ConfigError as err:
-                problems.append((("uplink", name), str(err).split(": ", 1)[1]))
+                where, message = str(err).split(": ", 1)
+                loc = tuple(where.split("."))
+                problems.append((loc if len(loc) > 1 else ("uplink", name), message))
+        if self.mqtt.password_file is not None:
+            try:
+                self.mqtt.password()
+            except ConfigError as err:
+                problems.append((("uplink", "mqtt", "password_file"), str(err).split(": ", 1)[1]))
         return problems
+
+
+def _why(err: OSError | ssl.SSLError) -> str:
+    """The reason of a file or TLS error, without Python's errno prefix."""
+    if isinstance(err, OSError) and not isinstance(err, ssl.SSLError) and err.strerror:
+        return err.strerror
+    return str(err)
 
 
 class BufferSection(_Section):

@@ -67,6 +67,13 @@ class MqttIngestSection(MqttLinkSettings):
         "(`{topic_root}/cmd/...`; each edge still needs `allow_writes` and an admin's "
         "switch, see docs/writes.md).",
     )
+    live_fanout: bool = Field(
+        False,
+        description="Scaled out (docs/scale-out.md): each `shopfloor ingest` worker publishes "
+        "the batches it takes to `{topic_root}/live/<edge>` (QoS 0), and each `shopfloor "
+        "server` with `enabled = false` subscribes to them, so that its websocket live "
+        "values (and its OEE, energy and SPC jobs) see every worker's points.",
+    )
     drain_timeout: str = Field(
         "10s",
         description="On shutdown, how long the batches being committed may take to finish "

@@ -7,8 +7,6 @@ a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import os
-import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,11 +29,12 @@ from shopfloor.config.durations import parse_duration_s
 from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.config.notify import NotifySection
 from shopfloor.config.retention import RetentionSection
+from shopfloor.config.secrets import read_secret
 from shopfloor.config.security import SecuritySection
 from shopfloor.config.sparkplug_node import SparkplugNodeSection
+from shopfloor.config.tls import ServerTlsSection
 from shopfloor.config.uns import UnsSection
 from shopfloor.config.upkeep import CompactionSection, RollupsSection
-from shopfloor.errors import ConfigError
 
 __all__ = ["ShopfloorConfig", "parse_duration_s"]
 
@@ -54,71 +53,40 @@ class ServerSection(_Section):
         description="Folder for the historian database and other state; relative paths are "
         "relative to the configuration file.",
     )
-    tls_cert_file: Path | None = Field(
+    tls: ServerTlsSection | None = Field(
         None,
-        description="Serve HTTPS with this certificate (PEM: the server's certificate, then "
-        "any intermediate CA certificates); with `tls_key_file`. Relative to the "
-        "configuration file.",
+        description="Serve HTTPS: the certificate, its key and optionally the CA of edges' "
+        "client certificates (see the `server.tls` keys).",
     )
-    tls_key_file: Path | None = Field(
-        None,
-        description="Private key (PEM, unencrypted) of `tls_cert_file`; relative to the "
-        "configuration file.",
+    max_request_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="The largest request body of any route but those edges write to (which "
+        "take `ingest.max_body_bytes`); larger ones are answered 413 without being read.",
     )
 
-    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> ServerSection:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
-        return self
-
-    @property
-    def tls(self) -> bool:
-        """Whether the server speaks HTTPS."""
-        return self.tls_cert_file is not None
+    def _moved_tls_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and {"tls_cert_file", "tls_key_file"} & data.keys():
+            raise ValueError(
+                "tls_cert_file and tls_key_file moved to a [server.tls] table as cert_file "
+                "and key_file"
+            )
+        return data
 
     def relative_to(self, base: Path) -> ServerSection:
         """A copy whose relative paths are made absolute against ``base``."""
-        update: dict[str, Path] = {}
+        update: dict[str, Any] = {}
         if not self.data_dir.is_absolute():
             update["data_dir"] = (base / self.data_dir).resolve()
-        for name in ("tls_cert_file", "tls_key_file"):
-            value = getattr(self, name)
-            if isinstance(value, Path) and not value.is_absolute():
-                update[name] = base / value
+        if self.tls is not None:
+            update["tls"] = self.tls.relative_to(base)
         return self.model_copy(update=update) if update else self
 
     def file_problems(self) -> list[tuple[tuple[str, ...], str]]:
         """The TLS files that cannot be used, as (key path, message)."""
-        if self.tls_cert_file is None or self.tls_key_file is None:
-            return []
-        problems: list[tuple[tuple[str, ...], str]] = [
-            (("server", name), f"cannot read {path}: {reason}")
-            for name, path in (
-                ("tls_cert_file", self.tls_cert_file),
-                ("tls_key_file", self.tls_key_file),
-            )
-            if (reason := _unreadable(path)) is not None
-        ]
-        if problems:
-            return problems
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_verify_locations(cafile=self.tls_cert_file)
-        except ssl.SSLError as err:
-            return [(("server", "tls_cert_file"), f"not a PEM certificate: {err}")]
-        try:
-            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        except ssl.SSLError as err:
-            return [
-                (("server", "tls_key_file"), f"not the PEM private key of tls_cert_file: {err}")
-            ]
-        return []
+        return [] if self.tls is None else self.tls.file_problems()
 
 
 def _unreadable(path: Path) -> str | None:
@@ -315,20 +283,7 @@ class PostgresHistorianSection(_HistorianWriterSection):
         Raises:
             ConfigError: the variable is unset or the file cannot be read.
         """
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"historian: environment variable {self.password_env} is not set")
-            return value
-        if self.password_file is not None:
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as err:
-                raise ConfigError(
-                    f"historian: cannot read password_file {self.password_file}: {err.strerror}"
-                ) from err
-            return text.splitlines()[0] if text else ""
-        return None
+        return read_secret(env=self.password_env, file=self.password_file, what="historian")
 
     def connection_string(self) -> str:
         """The libpq connection string, password included; keep it out of logs.
@@ -511,7 +466,7 @@ class ShopfloorConfig(_Section):
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Logging.")
     security: SecuritySection = Field(
         default_factory=SecuritySection,
-        description="Users, sessions, API tokens and the secret key (docs/security.md).",
+        description="Users, sessions, API tokens and the secret key (docs/auth.md).",
     )
     connectors: list[ConnectorConfig] = Field(
         default_factory=list,
@@ -538,6 +493,19 @@ class ShopfloorConfig(_Section):
                         f"analytics.reports[{i}].channels: no [[notify.channels]] named "
                         f"{name!r} ({known})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _partitioned_alarms(self) -> ShopfloorConfig:
+        section = self.historian
+        if self.alarms.partitions and not (
+            isinstance(section, PostgresHistorianSection) and section.shared
+        ):
+            raise ValueError(
+                "alarms.partitions: alarms evaluated by ingest workers keep their journal in "
+                'the shared historian: set historian.kind = "postgres" and historian.shared = '
+                "true, or alarms.partitions = 0"
+            )
         return self
 
     def resolve_paths(self, base: Path) -> ShopfloorConfig:

@@ -30,7 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shopfloor.config.alarms import Priority, repeated
 from shopfloor.config.durations import parse_duration_s
-from shopfloor.errors import ConfigError
+from shopfloor.config.secrets import read_secret
 
 __all__ = ["ChannelConfig", "NotifySection", "RouteConfig"]
 
@@ -110,10 +109,7 @@ class ChannelConfig(_Section):
 
 
 def _env(name: str, what: str) -> str:
-    value = os.environ.get(name)
-    if value is None:
-        raise ConfigError(f"{what}: environment variable {name} is not set")
-    return value
+    return read_secret(env=name, file=None, what=what) or ""
 
 
 class RouteConfig(_Section):

@@ -11,7 +11,7 @@ __all__ = ["SecuritySection"]
 
 
 class SecuritySection(BaseModel):
-    """Who may log in, for how long, and how hard guessing is made (docs/security.md)."""
+    """Who may log in, for how long, and how hard guessing is made (docs/auth.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

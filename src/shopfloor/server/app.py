@@ -12,10 +12,10 @@ import contextlib
 import logging
 import os
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,21 +45,27 @@ from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
 from shopfloor.server.api.app import create_app
+from shopfloor.server.api.client_cert import ClientCertH11Protocol
 from shopfloor.server.api.edge_auth import install_edge_credentials
 from shopfloor.server.api.schemas import EdgeStatusIn
 from shopfloor.server.assets import AssetModel, load_asset_model
 from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.historian.duckdb import DuckDBHistorian
+from shopfloor.server.historian.pg_feed import FeedRoute
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.historian.retention_policy import policy_of
 from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
+from shopfloor.server.live_fanout import LiveFanIn, stop_link
 from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
+from shopfloor.server.rules.journal import Journal
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
+from shopfloor.server.rules.partitions import PartitionMap
+from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.security import AuditLog, Auth
 from shopfloor.server.security.secret import load_secret_key
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
@@ -73,6 +79,10 @@ logger = logging.getLogger(__name__)
 StatusFn = Callable[[], dict[str, Any]]
 
 
+_RENEW_BEFORE = timedelta(days=30)
+"""A server certificate closer to its end than this is warned about at start."""
+
+
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn without its own signal handlers: the process owner decides when to stop."""
 
@@ -81,13 +91,17 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historian:
+def build_historian(
+    config: ShopfloorConfig, *, upkeep: bool = True, feed: FeedRoute | None = None
+) -> Historian:
     """Create the historian backend the configuration names.
 
     Args:
         upkeep: run compaction, rollups and retention as configured; an ingest worker
             (:mod:`~shopfloor.server.worker`) leaves them to the server process, so that
             several workers do not all do the same upkeep of one schema.
+        feed: a shared PostgreSQL historian copies the points this route asks for into
+            the committed-points feed (partitioned alarms, :func:`alarm_partitions`).
 
     Raises:
         ConfigError: the PostgreSQL password's variable is unset or its file unreadable.
@@ -117,6 +131,7 @@ def build_historian(config: ShopfloorConfig, *, upkeep: bool = True) -> Historia
             read_connections=section.read_connections,
             timescale=section.timescale_wanted,
             shared=section.shared,
+            feed=feed,
             **upkeep_args,
         )
     return DuckDBHistorian(
@@ -172,7 +187,7 @@ SECURITY_FILE = "security.sqlite"
 
 BOOTSTRAP_TOKEN_ENV = "SHOPFLOOR_BOOTSTRAP_TOKEN_FILE"
 """Names a file the server writes a new admin API token to at each start (mode 0600):
-for automation and tests that start a server and must talk to it (docs/security.md)."""
+for automation and tests that start a server and must talk to it (docs/auth.md)."""
 
 DEMO_PLANT = "demo_plant"
 """The packaged demo plant (``plant.toml`` and ``templates/``), simulated by ``shopfloor demo``."""
@@ -201,6 +216,40 @@ DEMO_READ_ONLY = (
 )
 
 
+def alarm_partitions(config: ShopfloorConfig, assets: AssetModel | None) -> PartitionMap | None:
+    """The alarm rules of the plant and ``[alarms]`` split into ``alarms.partitions``
+    partitions (None: 0, alarms evaluated in each server process).
+
+    Raises:
+        ConfigError: partitions are asked for without a shared PostgreSQL historian.
+    """
+    count = config.alarms.partitions
+    if count == 0:
+        return None
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection) or not section.shared:
+        raise ConfigError(
+            "alarms.partitions: alarms evaluated by ingest workers keep their journal in the "
+            'shared historian: set historian.kind = "postgres" and historian.shared = true, or '
+            "alarms.partitions = 0"
+        )
+    rules = [*(assets.alarm_rules if assets else ()), *rules_from_config(config.alarms)]
+    return PartitionMap(rules, count)
+
+
+def shared_journal(config: ShopfloorConfig) -> Callable[[], Journal]:
+    """Opens the shared alarm journal in the historian's database (PostgreSQL only).
+
+    Raises:
+        ConfigError: the historian is not PostgreSQL, or its password cannot be read.
+    """
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection):
+        raise ConfigError('alarms.partitions: needs historian.kind = "postgres"')
+    dsn, schema = section.connection_string(), section.schema_name
+    return lambda: PgAlarmJournal(dsn, schema)
+
+
 def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     """The asset model the configuration names; the demo plant's when the simulator runs
     without one; None otherwise.
@@ -210,6 +259,26 @@ def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     """
     files = asset_files(config)
     return None if files is None else load_asset_model(files[0], files[1])
+
+
+def _write_service(
+    config: ShopfloorConfig,
+    writers: Sequence[EquipmentWriter],
+    monotonic: Callable[[], float],
+) -> tuple[RemoteWriter | None, WriteService | None]:
+    """Writes to equipment: the in-process connectors' writers, and the edges' through the
+    broker with ``[ingest.mqtt] commands``; None without any writer."""
+    mqtt = config.ingest.mqtt
+    remote = (
+        RemoteWriter(mqtt, client_id=mqtt.mqtt_client_id)
+        if mqtt.enabled and mqtt.commands
+        else None
+    )
+    every = [*writers, *([remote] if remote else [])]
+    if not every:
+        return remote, None
+    switches = WriteSwitches(config.server.data_dir / WRITES_FILE)
+    return remote, WriteService(every, switches, monotonic=monotonic)
 
 
 class Server:
@@ -240,9 +309,12 @@ class Server:
     ) -> None:
         self.config = config
         self._data_clock = data_clock
-        self.historian = build_historian(config)
-        self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         self.assets = load_assets(config)
+        self.partitions = alarm_partitions(config, self.assets)
+        self.historian = build_historian(
+            config, feed=None if self.partitions is None else self.partitions.route
+        )
+        self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         calculations = self.assets.calculations if self.assets else ()
         self.calculator = Calculator(calculations) if calculations else None
         self.ingestor = build_ingestor(config, self.historian, self.live, derive=self._derive)
@@ -267,27 +339,17 @@ class Server:
             settings=config.security,
             secret_key=load_secret_key(config.server.data_dir, config.security.secret_key_file),
         )
-        mqtt = config.ingest.mqtt
-        self.remote_writer = (
-            RemoteWriter(mqtt, client_id=mqtt.mqtt_client_id)
-            if mqtt.enabled and mqtt.commands
-            else None
-        )
-        all_writers = [*writers, *([self.remote_writer] if self.remote_writer else [])]
-        self.writes = (
-            WriteService(
-                all_writers,
-                WriteSwitches(config.server.data_dir / WRITES_FILE),
-                monotonic=monotonic,
-            )
-            if all_writers
-            else None
-        )
+        self.remote_writer, self.writes = _write_service(config, writers, monotonic)
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
         self._rul_task: asyncio.Task[None] | None = None
+        # partitioned: the ingest workers evaluate and journal; this process shows
         self.alarms = AlarmEngine(
-            self._alarm_rules(self.assets), config.server.data_dir / config.alarms.journal
+            self._alarm_rules(self.assets),
+            config.server.data_dir / config.alarms.journal
+            if self.partitions is None
+            else shared_journal(config),
+            follow=self.partitions is not None,
         )
         self._alarm_task: asyncio.Task[None] | None = None
         self.dispatcher = Dispatcher(self.alarms, config.notify) if config.notify.channels else None
@@ -354,6 +416,7 @@ class Server:
             status=status,
             connectors=connectors,
             max_body_bytes=config.ingest.max_body_bytes,
+            max_request_bytes=config.server.max_request_bytes,
             alarms=self.alarms,
             assets=self.assets,
             plant=self.plant,
@@ -370,12 +433,25 @@ class Server:
             if config.ingest.edge_credentials is not None
             else None
         )
-        install_edge_credentials(self.app, self.credentials)
+        install_edge_credentials(
+            self.app,
+            self.credentials,
+            client_certificates=config.server.tls is not None
+            and config.server.tls.client_ca is not None,
+        )
         self.mqtt_ingest = (
             build_mqtt_ingest(config, self.ingestor, self.historian)
             if config.ingest.mqtt.enabled
             else None
         )
+        mqtt = config.ingest.mqtt
+        # scaled out: the workers' live values come through the broker (docs/scale-out.md)
+        self.fanin = (
+            LiveFanIn(mqtt, self.live, client_id=f"{mqtt.mqtt_client_id}-live")
+            if mqtt.live_fanout and not mqtt.enabled
+            else None
+        )
+        self._fanin_task: asyncio.Task[None] | None = None
         self.reports = (
             ReportScheduler(
                 config.analytics.reports,
@@ -495,13 +571,7 @@ class Server:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.historian.start()
         self._started = True
-        if self.assets is not None:
-            # no edge reads calculated tags and metrics: their metadata comes from here
-            derived = {c.path for c in self.assets.calculations}
-            derived |= {m.path for m in self.assets.metrics}
-            metas = [t for t in self.assets.tags if t.path in derived]
-            if metas:
-                await self.historian.register_tags(metas)
+        await self._register_derived()
         await self.alarms.start()
         await self.audit.start()
         await self._start_security()
@@ -545,6 +615,19 @@ class Server:
             await self.mqtt_ingest.start()
         if self.remote_writer is not None:
             await self.remote_writer.start()
+        if self.fanin is not None:
+            self._fanin_task = asyncio.create_task(self.fanin.run(), name="server/live-fanin")
+
+    async def _register_derived(self) -> None:
+        """Register the calculated tags and metrics: no edge reads them, so their metadata
+        comes from the asset model."""
+        if self.assets is None:
+            return
+        derived = {c.path for c in self.assets.calculations}
+        derived |= {m.path for m in self.assets.metrics}
+        metas = [t for t in self.assets.tags if t.path in derived]
+        if metas:
+            await self.historian.register_tags(metas)
 
     async def _start_security(self) -> None:
         """Open the users and tokens; on first start create ``admin`` and show its
@@ -597,13 +680,23 @@ class Server:
         await self.ingestor.ingest(batch, source="local")
 
     async def serve(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-        """Serve HTTP (HTTPS with ``server.tls_*``) until ``stop`` is set; ``ready`` is set
+        """Serve HTTP (HTTPS with ``[server.tls]``) until ``stop`` is set; ``ready`` is set
         once the port is listening.
 
         Raises:
             ConfigError: the TLS certificate or key cannot be loaded.
         """
-        tls = await asyncio.to_thread(server_ssl_context, self.config) if self.tls else None
+        section = self.config.server.tls
+        tls = await asyncio.to_thread(section.ssl_context) if section is not None else None
+        if section is not None:
+            expires = await asyncio.to_thread(section.expires)
+            if expires - datetime.now(UTC) < _RENEW_BEFORE:
+                logger.warning(
+                    "server.tls.cert_file %s expires on %s: issue a new one (shopfloor certs "
+                    "issue-server) and restart",
+                    section.cert_file,
+                    f"{expires:%Y-%m-%d %H:%M}Z",
+                )
         sock = _bind(self.config.server.host, self.config.server.port)
         self.port = sock.getsockname()[1]
         server = _EmbeddedUvicorn(
@@ -615,6 +708,7 @@ class Server:
                 ws_max_size=1 << 20,
                 timeout_graceful_shutdown=5,
                 ssl_context_factory=None if tls is None else lambda _config, _default: tls,
+                http=ClientCertH11Protocol,  # puts edges' client certificates into the scope
             )
         )
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="server/http")
@@ -637,7 +731,7 @@ class Server:
     @property
     def tls(self) -> bool:
         """Whether the server speaks HTTPS."""
-        return self.config.server.tls
+        return self.config.server.tls is not None
 
     @property
     def url(self) -> str:
@@ -655,6 +749,7 @@ class Server:
             await self.remote_writer.close()
         if self.mqtt_ingest is not None:
             await self.mqtt_ingest.stop()
+        await stop_link(self._fanin_task)
         tasks = (
             self._metrics_task,
             self._spc_task,
@@ -682,32 +777,12 @@ class Server:
             await self.historian.close()
 
 
-def server_ssl_context(config: ShopfloorConfig) -> ssl.SSLContext:
-    """The server's TLS context from ``server.tls_cert_file`` and ``tls_key_file``: TLS 1.2
-    or newer, no client certificates. Reads the files: call it off the event loop.
-
-    Raises:
-        ConfigError: TLS is not configured, or a file cannot be loaded.
-    """
-    section = config.server
-    if section.tls_cert_file is None or section.tls_key_file is None:
-        raise ConfigError("server: tls_cert_file and tls_key_file are not set")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(section.tls_cert_file, section.tls_key_file)
-    except (OSError, ssl.SSLError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise ConfigError(
-            f"server.tls_cert_file, server.tls_key_file: cannot load {section.tls_cert_file} "
-            f"and {section.tls_key_file}: {reason}"
-        ) from err
-    return context
-
-
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: accepted sockets inherit it, and asyncio turns Nagle off
+    # (TCP_NODELAY) only on sockets that say TCP. With Nagle on, a response written as a
+    # TLS record per write waited for the client's delayed ACK: ~40 ms per HTTPS request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -10,9 +10,11 @@ shared mode (``historian.shared``), which stores a batch once whichever worker i
 servers (``shopfloor server`` with ``[ingest.mqtt] enabled = false``) read the same
 database.
 
-A worker is only that path: historian, :class:`~shopfloor.server.ingest.Ingestor`,
+A worker is that path: historian, :class:`~shopfloor.server.ingest.Ingestor`,
 :class:`~shopfloor.server.ingest.mqtt.MqttIngest` — built by the same functions as the
-Server's — and no HTTP, alarms, UNS or Sparkplug. It leaves the historian's upkeep
+Server's — plus, when configured, its share of the alarm partitions and the live
+fan-out to the API servers (:mod:`~shopfloor.server.live_fanout`); no HTTP, UNS or
+Sparkplug. It leaves the historian's upkeep
 (compaction, rollups, retention) to the server process: N workers would otherwise all
 do the same passes over one schema.
 
@@ -20,8 +22,12 @@ do the same passes over one schema.
 finish and be answered (``[ingest.mqtt] drain_timeout``), commit what the historian
 holds, close, exit 0. Messages the broker had not handed over stay in the broker.
 
-**Alarms** are not evaluated by workers (the alarm engine is a per-process state machine
-fed by the live channel; partitioning it is a later step of issue 9).
+**Alarms** (with ``alarms.partitions`` > 0): the worker's historian copies the points
+alarm rules read into the committed-points feed in each commit, and a
+:class:`~shopfloor.server.rules.partitioned.PartitionOwner` on its own thread owns a fair
+share of the alarm partitions and evaluates their feed, journaling in PostgreSQL
+(exactly once across workers and kills, see that module). With 0, workers evaluate no
+alarms.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
 
 from shopfloor.config import ShopfloorConfig
@@ -40,7 +47,15 @@ from shopfloor.model import LiveBatch
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.sdnotify import systemd_notifier
 from shopfloor.server.analytics import Calculator
-from shopfloor.server.app import build_historian, build_ingestor, build_mqtt_ingest, load_assets
+from shopfloor.server.app import (
+    alarm_partitions,
+    build_historian,
+    build_ingestor,
+    build_mqtt_ingest,
+    load_assets,
+)
+from shopfloor.server.live_fanout import LiveFanOut, stop_link
+from shopfloor.server.rules.partitioned import PartitionOwner
 
 __all__ = ["IngestWorker", "check_worker_config", "run_worker", "worker_client_id"]
 
@@ -112,11 +127,26 @@ class IngestWorker:
     def __init__(self, config: ShopfloorConfig, *, client_id: str) -> None:
         check_worker_config(config)
         self.config = config
-        self.historian = build_historian(config, upkeep=False)
+        assets = load_assets(config)
+        partitions = alarm_partitions(config, assets)
+        self.historian = build_historian(
+            config, upkeep=False, feed=None if partitions is None else partitions.route
+        )
+        self.owner = None
+        if partitions is not None:
+            section = config.historian
+            assert isinstance(section, PostgresHistorianSection)  # check_worker_config
+            self.owner = PartitionOwner(
+                section.connection_string(),
+                section.schema_name,
+                partitions,
+                member=client_id,
+            )
+        self._owner_stop = threading.Event()
+        self._owner_task: asyncio.Task[None] | None = None
         # nobody subscribes in a worker: publishing to no subscriber costs a counter
         self.live: Channel[LiveBatch] = Channel("live", maxsize=16)
         # the plant's calculated tags are part of ingest: a worker computes them too
-        assets = load_assets(config)
         calculator = Calculator(assets.calculations) if assets and assets.calculations else None
         self.ingestor = build_ingestor(
             config,
@@ -132,6 +162,12 @@ class IngestWorker:
             self.ingestor,
             self.historian,
         )
+        self.fanout = (
+            LiveFanOut(settings, self.live, client_id=f"{client_id}-live")
+            if settings.live_fanout
+            else None
+        )
+        self._fanout_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -143,6 +179,12 @@ class IngestWorker:
         """
         await self.historian.start()
         self._started = True
+        if self.owner is not None:
+            self._owner_task = asyncio.create_task(
+                asyncio.to_thread(self.owner.run, self._owner_stop), name="worker/alarm-owner"
+            )
+        if self.fanout is not None:
+            self._fanout_task = asyncio.create_task(self.fanout.run(), name="worker/live-fanout")
         await self.mqtt.start()
         settings = self.mqtt.settings
         if not settings.shared_group:
@@ -173,6 +215,10 @@ class IngestWorker:
             return
         self._closed = True
         await self.mqtt.stop()
+        await stop_link(self._fanout_task)
+        if self._owner_task is not None:  # after the last commit it could evaluate
+            self._owner_stop.set()
+            await self._owner_task
         if self._started:
             await self.historian.close()
         stats = self.mqtt.stats()

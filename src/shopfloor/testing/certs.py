@@ -11,7 +11,6 @@ for Basic256Sha256. Nothing here is fit for production: keys are unencrypted fil
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificatePair", "make_app_certificate", "make_ca"]
+from shopfloor.pki import (
+    Authority,
+    build_ca,
+    build_client_certificate,
+    build_server_certificate,
+    general_names,
+    new_key,
+)
+
+__all__ = ["CertificatePair", "make_app_certificate", "make_ca", "make_tls_certificate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,37 +81,11 @@ def _write(
 
 
 def make_ca(directory: Path, name: str = "shopfloor test CA", *, days: int = 30) -> CertificatePair:
-    """A self-signed certificate authority, written as ``ca.pem`` and ``ca.key.pem``."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = _write(directory, "ca", cert, key)
+    """A self-signed certificate authority (RSA, as OPC UA wants), written as ``ca.pem`` and
+    ``ca.key.pem``: :func:`shopfloor.pki.build_ca`, the one ``shopfloor certs init`` makes."""
+    key = new_key("rsa")
+    assert isinstance(key, rsa.RSAPrivateKey)
+    cert_path, key_path = _write(directory, "ca", build_ca(key, name=name, days=days), key)
     return CertificatePair(cert_path, key_path)
 
 
@@ -135,12 +117,10 @@ def make_app_certificate(
         issuer_name = issuer.load_certificate().subject
     else:
         signing_key, issuer_name = key, subject
-    alt: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
-    for host in (*hosts, socket.gethostname()):
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alt.append(x509.DNSName(host))
+    alt: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(uri),
+        *general_names([*hosts, socket.gethostname()]),
+    ]
     start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     cert = (
         x509.CertificateBuilder()
@@ -187,42 +167,20 @@ def make_tls_certificate(
     server: bool,
     hosts: Sequence[str] = ("localhost", "127.0.0.1"),
     days: int = 30,
+    now: dt.datetime | None = None,
 ) -> CertificatePair:
-    """A TLS server (``hosts`` in subjectAltName) or client certificate signed by ``issuer``.
+    """A TLS server (``hosts`` in subjectAltName) or client certificate (for edge ``name``)
+    signed by ``issuer``: the ones ``shopfloor certs`` issues (:mod:`shopfloor.pki`), with
+    an RSA key. ``now`` moves the validity (an expired certificate for a test).
 
     Written as ``<name>.pem`` and ``<name>.key.pem`` in ``directory``.
     """
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    issuer_cert = issuer.load_certificate()
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(issuer_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-    )
+    key = new_key("rsa")
+    assert isinstance(key, rsa.RSAPrivateKey)
+    authority = Authority(issuer.load_certificate(), issuer.load_private_key())
     if server:
-        alt: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                alt.append(x509.DNSName(host))
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    cert = builder.sign(issuer.load_private_key(), hashes.SHA256())
+        cert = build_server_certificate(authority, key, hosts=hosts, days=days, now=now)
+    else:
+        cert = build_client_certificate(authority, key, edge_id=name, days=days, now=now)
     cert_path, key_path = _write(directory, name, cert, key)
     return CertificatePair(cert_path, key_path)

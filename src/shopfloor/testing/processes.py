@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -94,13 +95,17 @@ def shopfloor_process(
     ready_timeout_s: float = 30.0,
     env: Mapping[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[RunningProcess]:
-    """Start ``python -m shopfloor ARGS`` (with ``env`` added to the environment, and
-    ``preexec_fn`` run in the child before it starts, e.g. to restrict it), wait for
-    ``/healthz``, stop it on exit.
+    """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit.
 
     A server or demo writes an admin API token to ``workdir/admin.token`` at start
     (``SHOPFLOOR_BOOTSTRAP_TOKEN_FILE``): send :attr:`RunningProcess.headers`.
+
+    Args:
+        env: added to the environment.
+        preexec_fn: run in the child before it starts, e.g. to restrict it.
+        tls: the process serves HTTPS: the context that trusts its certificate.
     """
     log_path = workdir / "process.log"
     token_file = workdir / "admin.token"
@@ -122,14 +127,16 @@ def shopfloor_process(
             # the callers' functions are one system call (prctl), safe after fork
             preexec_fn=preexec_fn,  # noqa: PLW1509
         )
-    running = RunningProcess(proc, f"http://127.0.0.1:{port}", log_path, token_file)
+    scheme = "http" if tls is None else "https"
+    running = RunningProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path, token_file)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"shopfloor exited with {proc.returncode}:\n{running.log()}")
             try:
-                if httpx.get(f"{running.base_url}/healthz", timeout=1).status_code == 200:
+                health = httpx.get(f"{running.base_url}/healthz", timeout=1, verify=tls or True)
+                if health.status_code == 200:
                     break
             except httpx.TransportError:
                 pass

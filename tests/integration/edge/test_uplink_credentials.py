@@ -111,8 +111,10 @@ async def secure_platform(site: Site) -> AsyncIterator[Server]:
             "server": {
                 "port": 0,
                 "data_dir": "platform",
-                "tls_cert_file": str(site.server_cert.certificate),
-                "tls_key_file": str(site.server_cert.private_key),
+                "tls": {
+                    "cert_file": str(site.server_cert.certificate),
+                    "key_file": str(site.server_cert.private_key),
+                },
             },
             "historian": {"flush_interval_s": 0.05},
             "ingest": {"edge_credentials": site.credentials.name},

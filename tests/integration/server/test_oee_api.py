@@ -288,3 +288,40 @@ async def test_late_points_make_their_stored_hours_be_computed_again(tmp_path: P
         (after,) = (await oee(client))["rows"]
         assert after["run_s"] == before["run_s"] - 5 * 60
         assert after["losses"]["small_stops_s"] == before["losses"]["small_stops_s"] + 5 * 60
+
+
+async def test_time_before_a_machines_first_state_is_no_stop(tmp_path: Path) -> None:
+    """A machine monitored from 08:00 on was not stopped before: OEE leaves that time out
+    of planned time, and the stop list and Pareto leave it out too (they once showed it as
+    an unplanned stop without reason)."""
+    mill_2 = MILL.replace("cell-1/cnc-01", "cell-2/cnc-02")
+    async with platform(tmp_path) as (server, client):
+        assets = server.assets
+        assert assets is not None
+        await server.register_tags(assets.tags)
+        rows: list[tuple[str, int, Any, int]] = [
+            (f"{mill_2}/state", at(8), 1, 0),
+            (f"{mill_2}/down_reason", at(8), 0, 0),
+            (f"{mill_2}/state", at(9), 4, 0),
+            (f"{mill_2}/down_reason", at(9), 4, 0),
+            (f"{mill_2}/state", at(9, 30), 1, 0),
+            (f"{mill_2}/down_reason", at(9, 30), 0, 0),
+            (f"{mill_2}/state", at(20), 1, 0),
+        ]
+        await server.ingest_local(PointBatch.from_points(rows))
+        await server.historian.flush()
+        window = {"start": format_ns(T0), "end": format_ns(at(14))}
+        events = (
+            await client.get("/api/v1/downtime", params={"equipment": "cnc-02", **window})
+        ).json()["events"]
+        assert [(e["start"][11:16], e["end"][11:16], e["loss"]) for e in events] == [
+            ("09:00", "09:30", "failure")
+        ]
+        pareto = (
+            await client.get(
+                "/api/v1/downtime/pareto", params={"by": "equipment", "line": "line-1", **window}
+            )
+        ).json()["rows"]
+        assert [(r["label"], r["downtime_s"]) for r in pareto if "cnc-02" in r["label"]] == [
+            (mill_2, 1800.0)
+        ]

@@ -112,6 +112,8 @@ def test_the_acl_confines_each_edge_to_its_own_topics(tmp_path: Path) -> None:
         block = acl.split(f"user {server}\n", 1)[1].split("\n\n", 1)[0].splitlines()
         assert "topic write acme/mqtt/edges/+/acks" in block
         assert "topic write acme/mqtt/cmd/#" in block
+        assert "topic write acme/mqtt/live/+" in block
+        assert "topic read acme/mqtt/live/+" in block
         assert "topic read $share/+/acme/mqtt/edges/+/batches" in block
         assert "topic write uns/#" in block
         assert "topic write spBv1.0/acme/DDATA/plant-1/+" in block

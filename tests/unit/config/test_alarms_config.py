@@ -66,3 +66,18 @@ def test_an_expression_rule_is_compiled_when_loaded() -> None:
     assert "go with kind expression" in _problem(
         RULE + 'kind = "H"\nlimit = 1\ninputs = { a = "x" }\n'
     )
+
+
+@pytest.mark.parametrize(
+    "historian",
+    ["", '[historian]\nkind = "postgres"\ndsn = "dbname=x"\n'],  # DuckDB; PostgreSQL unshared
+)
+def test_partitioned_alarms_need_a_shared_postgres_historian(historian: str) -> None:
+    problem = _problem(historian + "[alarms]\npartitions = 8\n")
+    assert "alarms.partitions" in problem
+    assert "historian.shared = true" in problem
+
+
+def test_partitioned_alarms_with_a_shared_postgres_historian() -> None:
+    text = '[historian]\nkind = "postgres"\ndsn = "dbname=x"\nshared = true\n'
+    assert load_config_text(text + "[alarms]\npartitions = 8\n").alarms.partitions == 8

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import ssl
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from shopfloor.cli import app
@@ -33,50 +36,60 @@ def problems_of(path: Path, *, edge: bool = False) -> list[str]:
 def test_tls_files_and_credentials_resolve_against_the_config_file(
     tmp_path: Path, certs: tuple[CertificatePair, CertificatePair]
 ) -> None:
-    _, server = certs
+    ca, server = certs
     (tmp_path / "tls").mkdir()
     (tmp_path / "tls" / "server.pem").write_bytes(server.certificate.read_bytes())
     (tmp_path / "tls" / "server.key").write_bytes(server.private_key.read_bytes())
+    (tmp_path / "tls" / "ca.pem").write_bytes(ca.certificate.read_bytes())
     issue_credential(tmp_path / "edge-credentials.txt", "edge-1")
     config = tmp_path / "plant.toml"
     config.write_text(
-        '[server]\ntls_cert_file = "tls/server.pem"\ntls_key_file = "tls/server.key"\n\n'
+        '[server.tls]\ncert_file = "tls/server.pem"\nkey_file = "tls/server.key"\n'
+        'client_ca = "tls/ca.pem"\n\n'
         '[ingest]\nedge_credentials = "edge-credentials.txt"\n'
     )
     loaded = load_config(config)
-    assert loaded.server.tls_cert_file == tmp_path / "tls" / "server.pem"
-    assert loaded.server.tls_key_file == tmp_path / "tls" / "server.key"
-    assert loaded.server.tls
+    assert loaded.server.tls is not None
+    assert loaded.server.tls.cert_file == tmp_path / "tls" / "server.pem"
+    assert loaded.server.tls.key_file == tmp_path / "tls" / "server.key"
+    assert loaded.server.tls.client_ca == tmp_path / "tls" / "ca.pem"
     assert loaded.ingest.edge_credentials == tmp_path / "edge-credentials.txt"
 
 
 def test_empty_means_no_credentials_and_no_tls(tmp_path: Path) -> None:
     config = tmp_path / "plant.toml"
-    config.write_text(
-        '[server]\ntls_cert_file = ""\ntls_key_file = ""\n[ingest]\nedge_credentials = ""\n'
-    )
+    config.write_text('[server]\nport = 80\n[ingest]\nedge_credentials = ""\n')
     loaded = load_config(config)
     assert loaded.ingest.edge_credentials is None
-    assert not loaded.server.tls
+    assert loaded.server.tls is None
 
 
 def test_a_certificate_needs_its_key(tmp_path: Path) -> None:
     config = tmp_path / "plant.toml"
-    config.write_text('# plant\n[server]\ntls_cert_file = "server.pem"\n')
+    config.write_text('# plant\n[server.tls]\ncert_file = "server.pem"\n')
     (problem,) = problems_of(config)
-    assert problem.startswith("  server (line 2): tls_cert_file and tls_key_file go together")
+    assert problem.startswith("  server.tls.key_file (line 2): Field required")
+
+
+def test_the_old_flat_tls_keys_say_where_they_moved(tmp_path: Path) -> None:
+    config = tmp_path / "plant.toml"
+    config.write_text('[server]\ntls_cert_file = "a.pem"\ntls_key_file = "a.key"\n')
+    (problem,) = problems_of(config)
+    assert "moved to a [server.tls] table as cert_file and key_file" in problem
 
 
 def test_missing_tls_files_are_named_by_key_and_line(tmp_path: Path) -> None:
     config = tmp_path / "plant.toml"
     config.write_text(
-        '[server]\nport = 8443\ntls_cert_file = "missing.pem"\ntls_key_file = "missing.key"\n'
+        '[server]\nport = 8443\n[server.tls]\ncert_file = "missing.pem"\n'
+        'key_file = "missing.key"\nclient_ca = "missing-ca.pem"\n'
     )
-    cert, key = problems_of(config)
-    assert cert.startswith("  server.tls_cert_file (line 3): cannot read ")
+    cert, key, client_ca = problems_of(config)
+    assert cert.startswith("  server.tls.cert_file (line 4): cannot read ")
     assert str(tmp_path / "missing.pem") in cert
     assert "No such file" in cert
-    assert key.startswith("  server.tls_key_file (line 4): cannot read ")
+    assert key.startswith("  server.tls.key_file (line 5): cannot read ")
+    assert client_ca.startswith("  server.tls.client_ca (line 6): cannot read ")
 
 
 def test_a_key_of_another_certificate_is_named(
@@ -85,10 +98,11 @@ def test_a_key_of_another_certificate_is_named(
     ca, server = certs
     config = tmp_path / "plant.toml"
     config.write_text(
-        f'[server]\ntls_cert_file = "{server.certificate}"\ntls_key_file = "{ca.private_key}"\n'
+        f'[server.tls]\ncert_file = "{server.certificate}"\nkey_file = "{ca.private_key}"\n'
     )
     (problem,) = problems_of(config)
-    assert problem.startswith("  server.tls_key_file (line 3): not the PEM private key")
+    assert problem.startswith("  server.tls.key_file (line 3): ")
+    assert f"is not the private key of cert_file {server.certificate}" in problem
 
 
 def test_a_file_that_is_no_certificate_is_named(
@@ -98,10 +112,68 @@ def test_a_file_that_is_no_certificate_is_named(
     (tmp_path / "server.pem").write_text("not a certificate\n")
     config = tmp_path / "plant.toml"
     config.write_text(
-        f'[server]\ntls_cert_file = "server.pem"\ntls_key_file = "{server.private_key}"\n'
+        f'[server.tls]\ncert_file = "server.pem"\nkey_file = "{server.private_key}"\n'
     )
     (problem,) = problems_of(config)
-    assert problem.startswith("  server.tls_cert_file (line 2): not a PEM certificate")
+    assert problem.startswith("  server.tls.cert_file (line 2): ")
+    assert "is not a PEM certificate" in problem
+
+
+def test_an_expired_certificate_is_named_with_its_date(
+    tmp_path: Path, certs: tuple[CertificatePair, CertificatePair]
+) -> None:
+    ca, _ = certs
+    then = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    old = make_tls_certificate(tmp_path, "old", issuer=ca, server=True, days=30, now=then)
+    config = tmp_path / "plant.toml"
+    config.write_text(
+        f'[server.tls]\ncert_file = "{old.certificate}"\nkey_file = "{old.private_key}"\n'
+    )
+    (problem,) = problems_of(config)
+    assert problem.startswith("  server.tls.cert_file (line 2): ")
+    assert "expired on 2020-01-30" in problem
+    assert "shopfloor certs issue-server" in problem
+
+
+def test_an_encrypted_key_needs_its_password_from_the_environment(
+    tmp_path: Path,
+    certs: tuple[CertificatePair, CertificatePair],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, server = certs
+    key = serialization.load_pem_private_key(server.private_key.read_bytes(), password=None)
+    encrypted = tmp_path / "server.key.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    tls = f'[server.tls]\ncert_file = "{server.certificate}"\nkey_file = "server.key.pem"\n'
+    config = tmp_path / "plant.toml"
+
+    config.write_text(tls)
+    (problem,) = problems_of(config)
+    assert problem.startswith("  server.tls.key_file (line 3): ")
+    assert "is encrypted: set key_password_env" in problem
+
+    config.write_text(tls + 'key_password_env = "SHOPFLOOR_TEST_KEY_PASSWORD"\n')
+    monkeypatch.delenv("SHOPFLOOR_TEST_KEY_PASSWORD", raising=False)
+    (problem,) = problems_of(config)
+    assert problem == (
+        "  server.tls.key_password_env (line 4): environment variable "
+        "SHOPFLOOR_TEST_KEY_PASSWORD is not set"
+    )
+    monkeypatch.setenv("SHOPFLOOR_TEST_KEY_PASSWORD", "wrong")
+    (problem,) = problems_of(config)
+    assert "does not decrypt" in problem
+    assert problem.startswith("  server.tls.key_password_env (line 4): ")
+
+    monkeypatch.setenv("SHOPFLOOR_TEST_KEY_PASSWORD", "s3cret")
+    loaded = load_config(config)
+    assert loaded.server.tls is not None
+    assert loaded.server.tls.ssl_context().minimum_version is ssl.TLSVersion.TLSv1_2
 
 
 def test_a_missing_credentials_file_is_named_with_how_to_make_it(tmp_path: Path) -> None:
@@ -201,4 +273,66 @@ def test_the_ca_file_is_the_only_trusted_ca(
     context = load_edge_config(tmp_path / "edge.toml").uplink.ssl_context()
     assert context is not None
     subjects = [dict(x[0] for x in c["subject"]) for c in context.get_ca_certs()]
-    assert subjects == [{"commonName": "shopfloor test CA"}]
+    assert subjects == [{"commonName": "shopfloor test CA", "organizationName": "shopfloor"}]
+
+
+def test_the_edge_presents_its_client_certificate(
+    tmp_path: Path, certs: tuple[CertificatePair, CertificatePair]
+) -> None:
+    ca, _ = certs
+    make_tls_certificate(tmp_path / "pki", "edge-1", issuer=ca, server=False)
+    (tmp_path / "edge.toml").write_text(
+        EDGE + 'ca_file = "pki/ca.pem"\ncert_file = "pki/edge-1.pem"\n'
+        'key_file = "pki/edge-1.key.pem"\n'
+    )
+    (tmp_path / "pki" / "ca.pem").write_bytes(ca.certificate.read_bytes())
+    uplink = load_edge_config(tmp_path / "edge.toml").uplink
+    assert uplink.cert_file == tmp_path / "pki" / "edge-1.pem"
+    context = uplink.ssl_context()
+    assert context is not None
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.minimum_version is ssl.TLSVersion.TLSv1_2
+
+
+def test_client_certificate_problems_are_named_by_key_and_line(
+    tmp_path: Path, certs: tuple[CertificatePair, CertificatePair]
+) -> None:
+    ca, server = certs
+    (tmp_path / "edge.toml").write_text(EDGE + 'cert_file = "edge.pem"\n')
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert "cert_file needs key_file" in problem
+
+    (tmp_path / "edge.toml").write_text(EDGE + 'key_file = "edge.key.pem"\n')
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.key_file (line 6): ")
+    assert "cert_file and key_file go together" in problem
+
+    (tmp_path / "edge.toml").write_text(
+        EDGE + 'cert_file = "missing.pem"\nkey_file = "missing.key.pem"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.cert_file (line 6): cannot read ")
+
+    (tmp_path / "edge.toml").write_text(
+        EDGE + f'cert_file = "{server.certificate}"\nkey_file = "{ca.private_key}"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.key_file (line 7): cannot load ")
+
+    (tmp_path / "edge.toml").write_text(
+        '[edge]\nid = "edge-1"\n[uplink]\ntransport = "mqtt"\ncert_file = "edge.pem"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert "cert_file is for the HTTP transport" in problem
+    assert "[uplink.mqtt.tls] cert_file and key_file" in problem
+
+
+def test_a_missing_broker_password_file_is_named_by_line(tmp_path: Path) -> None:
+    (tmp_path / "edge.toml").write_text(
+        '[edge]\nid = "e"\n[uplink]\ntransport = "mqtt"\n[uplink.mqtt]\nhost = "broker"\n'
+        'username = "shopfloor-edge-e"\npassword_file = "missing.password"\n'
+    )
+    (problem,) = problems_of(tmp_path / "edge.toml", edge=True)
+    assert problem.startswith("  uplink.mqtt.password_file (line 8): cannot read ")
+    assert "missing.password" in problem

@@ -10,7 +10,6 @@ Secrets never sit in the file: the password comes from an environment variable
 
 from __future__ import annotations
 
-import os
 import re
 import ssl
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shopfloor.config.connectors.base import ConnectorConfigBase, TagConfig
 from shopfloor.config.durations import parse_duration_s
+from shopfloor.config.secrets import read_secret
 from shopfloor.errors import ConfigError
 
 PLACEHOLDER = re.compile(r"\{(\d+)\}")
@@ -128,23 +128,7 @@ class MqttBrokerAccess(BaseModel):
         Raises:
             ConfigError: the variable is unset or the file cannot be read.
         """
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"{self._label()}: environment variable {self.password_env} is not set"
-                )
-            return value
-        if self.password_file is not None:
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as err:
-                raise ConfigError(
-                    f"{self._label()}: cannot read password_file {self.password_file}: "
-                    f"{err.strerror}"
-                ) from err
-            return text.splitlines()[0] if text else ""
-        return None
+        return read_secret(env=self.password_env, file=self.password_file, what=self._label())
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context ``tls`` describes (None without TLS); reads files: call it off

@@ -34,7 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from shopfloor.config.connectors.opcua import OpcUaConnectorConfig
-from shopfloor.errors import ConnectorError, ConnectorUnavailable
+from shopfloor.config.secrets import read_secret
+from shopfloor.errors import ConfigError, ConnectorError, ConnectorUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -151,19 +152,10 @@ def read_password(config: OpcUaConnectorConfig) -> str | None:
     Raises:
         ConnectorError: the variable is unset or the file unreadable.
     """
-    if config.password_env is not None:
-        value = os.environ.get(config.password_env)
-        if value is None:
-            raise ConnectorError(f"environment variable {config.password_env} is not set")
-        return value
-    if config.password_file is not None:
-        try:
-            return config.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as err:
-            raise ConnectorError(
-                f"cannot read password_file {config.password_file}: {err.strerror}"
-            ) from err
-    return None
+    try:
+        return read_secret(env=config.password_env, file=config.password_file, what=config.name)
+    except ConfigError as err:
+        raise ConnectorError(str(err)) from err
 
 
 def _load_material(config: OpcUaConnectorConfig) -> _Material:

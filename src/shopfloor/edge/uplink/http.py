@@ -4,9 +4,9 @@
 says what the answer means for the outbox: committed (``200``, duplicate or not), try
 later (``429``/``503`` with ``Retry-After``), unreachable (transport errors, other
 ``5xx``), refused as invalid (``400``/``413``/``415``/``422``: retried a few times, then
-quarantined) or not authorised (``401``/``403``: the edge's token is wrong or missing;
-the sender backs off and keeps every batch). It never retries by itself: the sender
-decides, because only the sender knows what else is waiting.
+quarantined) or not authorised (``401``/``403``: the edge's token or client certificate
+is wrong or missing; the sender backs off and keeps every batch). It never retries by
+itself: the sender decides, because only the sender knows what else is waiting.
 """
 
 from __future__ import annotations
@@ -99,8 +99,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Answer:
         return Answer(Verdict.REFUSED, status, None, f"HTTP {status}: {text}")
     if status in _UNAUTHORIZED:
         # never quarantine on it: the batch is fine, the credential is not
-        what = "not accepted" if status == 401 else "not for this edge"
-        detail = f"HTTP {status}: the edge's token is {what} (uplink.token_env/token_file): {text}"
+        # the platform's own message first: the sender keeps only the start of a detail
+        detail = (
+            f"HTTP {status}: {_error_message(body) or text} (the edge's credential: "
+            "uplink.token_env/token_file or uplink.cert_file/key_file)"
+        )
         return Answer(Verdict.UNAUTHORIZED, status, retry_after, detail)
     # Anything else (404 from a proxy, 502 …) may well pass: never give up a batch on it.
     return Answer(Verdict.UNAVAILABLE, status, retry_after, f"HTTP {status}: {text}")
@@ -135,7 +138,8 @@ class HttpTransport:
         transport: an httpx transport, for tests.
         clock: for the ``X-Shopfloor-Edge-Time`` header.
         token: this edge's credential, sent as ``Authorization: Bearer`` on every request.
-        ssl_context: the CAs to trust for ``https://`` (default: the system's).
+        ssl_context: the CAs to trust for ``https://`` (default: the system's), and the
+            client certificate to present.
     """
 
     def __init__(
@@ -201,6 +205,17 @@ class HttpTransport:
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+
+def _error_message(body: bytes) -> str | None:
+    """The ``message`` of the platform's error envelope, if the body is one."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
 
 
 def _retry_after(value: str | None) -> float | None:

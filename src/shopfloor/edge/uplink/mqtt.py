@@ -209,6 +209,13 @@ class MqttTransport:
             return
         self._started = True
         quiet_socket_teardown()
+        if self.settings.tls is not None and self.settings.tls.insecure:
+            # allowed for trials, but never silently: anyone on the path can read and forge
+            logger.warning(
+                "uplink.mqtt.tls.insecure: the broker %s is not verified (any certificate "
+                "and host name is accepted)",
+                self.settings.where,
+            )
         self._supervisor.start("link", self._link)
         if self._on_command is not None:
             self._supervisor.start("commands", self._carry_out)

@@ -270,8 +270,12 @@ class Sender:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (new batch, answer) or ``seconds`` passed."""
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally when the
+        # wake-up and a cancellation arrive together, swallowing the cancellation, and the
+        # sender then ran on until the supervisor gave up on stopping it (10 s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wake.wait()
 
     # --------------------------------------------------------------- choosing
     async def _next_jobs(self, free: int) -> list[_Job]:

@@ -146,6 +146,13 @@ class MachineSeries:
         return bool((~np.isnan(self.state.value)).any())
 
     @property
+    def first_state_ns(self) -> int:
+        """When the state is first known in the window (``read_end`` if never): time
+        before it is not monitored, neither planned time nor a stop."""
+        known = np.flatnonzero(~np.isnan(self.state.value))
+        return int(self.state.ts[known[0]]) if len(known) else self.read_end
+
+    @property
     def read_start(self) -> int:
         """Where the data read starts."""
         return int(self.state.ts[0])
@@ -272,8 +279,7 @@ def compute_slices(
     bounds, shift, shift_start = slice_cuts(calendar, start, end)
     n = len(bounds) - 1
     planned = calendar.planned(lo, hi, equipment=series.equipment, path=series.path)
-    known = np.flatnonzero(~np.isnan(series.state.value))
-    first_known = int(series.state.ts[known[0]]) if len(known) else hi
+    first_known = min(series.first_state_ns, hi)
     if first_known > lo:  # before its first state ever the machine was not monitored
         planned = planned.minus(Intervals(np.array([lo]), np.array([first_known])))
     runs = machine_runs(series, settings)

@@ -413,6 +413,8 @@ class Analytics:
         runs = machine_runs(data, self.settings)
         idx = runs.stops()
         idx = idx[(runs.start[idx] < end) & (runs.end[idx] > start)]
+        # before its first state ever the machine was not monitored, not stopped (as in OEE)
+        idx = idx[runs.end[idx] > data.first_state_ns]
         planned = self.calendar.planned(lo, data.read_end, equipment=m.id, path=m.path)
         unplanned = planned.measure(runs.start[idx], runs.end[idx])
         in_range = planned.measure(

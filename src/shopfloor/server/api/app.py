@@ -59,7 +59,7 @@ REST and websocket API of a shopfloor server.
 * Every route but `/healthz` and the login needs a credential: the session cookie of
   `POST /api/v1/auth/login` (then send the session's CSRF token as `X-CSRF-Token` with
   every POST, PUT, PATCH and DELETE), or `Authorization: Bearer <API token>`. No
-  credential: `401`; a role without the route's permission: `403` (docs/security.md).
+  credential: `401`; a role without the route's permission: `403` (docs/auth.md).
 * Every error answer has the shape `{"error": {"code", "field", "message"}}`; `field`
   names the parameter or payload field at fault.
 * Live values stream over the websocket `/api/v1/ws`: a `snapshot` frame on connect,

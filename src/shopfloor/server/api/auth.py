@@ -167,10 +167,12 @@ class Require:
         return f"Require({self.permission})"
 
     async def __call__(self, conn: HTTPConnection) -> Principal | None:
-        if self.permission is Permission.INGEST and getattr(
-            conn.app.state, "edge_credentials", None
-        ):
-            return None  # the route's edge credential (edge_auth) decides, as before
+        state = conn.app.state
+        edges_identified = getattr(state, "edge_credentials", None) is not None or getattr(
+            state, "edge_client_certificates", False
+        )
+        if self.permission is Permission.INGEST and edges_identified:
+            return None  # the edge's token or client certificate (edge_auth) decides
         websocket = conn.scope["type"] == "websocket"
         if websocket and not _same_origin(conn):
             await _close(conn, "the websocket's Origin is not this server")

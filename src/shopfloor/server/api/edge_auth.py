@@ -7,7 +7,14 @@ read; a known token used for another edge's batch or status, or for a batch that
 no edge, ``403``. Both are "the credential is wrong" to an edge: it backs off and keeps
 its batches (docs/wire.md). Read endpoints stay open: users and roles come later.
 
-Without credentials configured every route behaves as before (``identity`` is None).
+With ``[server.tls] client_ca`` set, an edge may instead present a client certificate
+signed by that CA (:mod:`~shopfloor.server.api.client_cert`): the certificate names the
+edge, and it wins over any token; a token of another edge on the same request is ``403``.
+With ``client_ca`` set, a write request with neither a certificate nor (when tokens are
+configured) a known token is ``401``.
+
+Without credentials or ``client_ca`` configured every route behaves as before
+(``identity`` is None).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shopfloor.server.api.client_cert import certificate_edge
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
 from shopfloor.server.ingest.credentials import EdgeCredentials
@@ -34,6 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _STATE_KEY = "edge_credentials"
+_CERTS_KEY = "edge_client_certificates"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _MAX_WARNED = 1024
 """Most distinct refused senders remembered for log-once (then the memory starts over)."""
@@ -49,12 +58,13 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {
         "model": ErrorEnvelope,
         "description": "Credentials are required and the request has no known edge token "
-        "(`WWW-Authenticate: Bearer`). Nothing was read or stored.",
+        "(`WWW-Authenticate: Bearer`) or, with `[server.tls] client_ca`, no client "
+        "certificate. Nothing was read or stored.",
     },
     403: {
         "model": ErrorEnvelope,
-        "description": "The token belongs to another edge than the one named, or the batch "
-        "names no edge. Nothing was stored.",
+        "description": "The token or client certificate belongs to another edge than the one "
+        "named, or the batch names no edge. Nothing was stored.",
     },
 }
 """OpenAPI answers of the routes that take an edge's credential."""
@@ -62,9 +72,17 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
 _warned: set[tuple[str, ...]] = set()
 
 
-def install_edge_credentials(app: FastAPI, credentials: EdgeCredentials | None) -> None:
-    """Require edge tokens on ``app``'s write routes (None: no credentials required)."""
+def install_edge_credentials(
+    app: FastAPI, credentials: EdgeCredentials | None, *, client_certificates: bool = False
+) -> None:
+    """Require edge tokens on ``app``'s write routes (None: no credentials required).
+
+    Args:
+        client_certificates: the server verifies client certificates (``client_ca``): a
+            write request needs one, or a token when ``credentials`` are given.
+    """
     setattr(app.state, _STATE_KEY, credentials)
+    setattr(app.state, _CERTS_KEY, client_certificates)
 
 
 async def edge_identity(
@@ -74,15 +92,44 @@ async def edge_identity(
     """FastAPI dependency: the edge the request's token belongs to.
 
     Returns:
-        The edge id, or None when the platform requires no credentials.
+        The edge id (from the client certificate, else the token), or None when the
+        platform requires no credentials.
 
     Raises:
-        ApiError: 401 when a token is required and missing or unknown.
+        ApiError: 401 when a credential is required and missing or unknown; 403 when the
+            certificate and the token name different edges.
     """
     credentials: EdgeCredentials | None = getattr(request.app.state, _STATE_KEY, None)
-    if credentials is None:
-        return None
     client = request.client.host if request.client else "unknown"
+    certified = certificate_edge(request.scope)
+    if certified is not None:
+        if credentials is not None and bearer is not None:
+            token_edge = await credentials.identify(bearer.credentials)
+            if token_edge is not None and token_edge != certified:
+                message = (
+                    f"the client certificate is edge {certified!r}'s, the token edge "
+                    f"{token_edge!r}'s"
+                )
+                _warn_once(("mixed", client, certified, token_edge), "refused (403): %s", message)
+                raise ApiError(403, "forbidden", "authorization", message)
+        return certified
+    if credentials is None:
+        if getattr(request.app.state, _CERTS_KEY, False):
+            _warn_once(
+                ("no certificate", client),
+                "%s %s from %s without a client certificate: refused (401)",
+                request.method,
+                request.url.path,
+                client,
+            )
+            raise ApiError(
+                401,
+                "unauthorized",
+                "authorization",
+                "this platform requires an edge client certificate signed by its "
+                "server.tls.client_ca (the edge's uplink.cert_file and uplink.key_file)",
+            )
+        return None
     if bearer is None:
         _warn_once(
             ("no token", client),

@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from shopfloor.errors import HistorianError, ShutdownError
 from shopfloor.model import PointBatch, TagMeta
-from shopfloor.server.historian import pg_blocks, pg_schema, pg_shared, schema
+from shopfloor.server.historian import pg_blocks, pg_feed, pg_schema, pg_shared, schema
 from shopfloor.server.historian.base import EdgeLedgerStats, WriteReceipt
 from shopfloor.server.historian.commit_plan import (
     CommitPlan,
@@ -55,6 +55,7 @@ from shopfloor.server.historian.commit_plan import (
     plan_commit,
 )
 from shopfloor.server.historian.ledger import BUCKET_NS, Ledger
+from shopfloor.server.historian.pg_feed import FeedRoute
 from shopfloor.server.historian.pg_shared import Applied
 from shopfloor.server.historian.snapshot import LatestValues, Snapshot, TagCatalog
 
@@ -155,6 +156,8 @@ class PgWriter:
         clock: the wall clock in UTC nanoseconds.
         timescale: use TimescaleDB for a new schema (None: when it is available).
         shared: other processes write the same schema (see :mod:`.pg_shared`).
+        feed: shared mode: copy the points this route asks for into the committed-points
+            feed, in each commit's transaction (see :mod:`.pg_feed`).
     """
 
     def __init__(
@@ -171,9 +174,13 @@ class PgWriter:
         clock: Callable[[], int],
         timescale: bool | None,
         shared: bool = False,
+        feed: FeedRoute | None = None,
     ) -> None:
+        if feed is not None and not shared:
+            raise ValueError("a committed-points feed needs a shared historian")
         self._connect = connect
         self.shared = shared
+        self._feed = feed
         self._next_refresh = 0.0
         self._timescale = timescale
         self.layout: pg_schema.Layout = "partitioned"
@@ -225,6 +232,9 @@ class PgWriter:
             if self.shared:  # one at a time: workers started together race in CREATE
                 await pg_shared.lock_setup(con, self._schema)
             opened = await pg_schema.open_schema(con, self._schema, timescale=self._timescale)
+            if self._feed is not None:
+                for statement in pg_feed.FEED_TABLES:
+                    await con.execute(statement)
             self.layout = opened.layout
             self._partitions = opened.partitions if opened.layout == "partitioned" else None
             await self._load(con)
@@ -584,6 +594,9 @@ class PgWriter:
             if rows is not None and len(rows.ts):
                 await self._ensure_partitions(con, pg_schema.days_of(rows.ts))
             snapshot = await self._store(con, plan, rows)  # a savepoint inside this transaction
+            if self._feed is not None and plan.batches:
+                ids = (snapshot or self.snapshot).catalog.ids
+                await pg_feed.write_feed(con, pg_feed.feed_rows(plan.batches, self._feed, ids))
             self._commit_sent = True  # leaving the block sends COMMIT: outcome unknown if lost
         if snapshot is not None:  # only once committed: its new tag ids are others' to see
             self.snapshot = snapshot

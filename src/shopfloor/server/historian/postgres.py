@@ -73,6 +73,7 @@ from shopfloor.server.historian.compaction import CompactionReport
 from shopfloor.server.historian.disk_usage import StorageReport, retention_summary
 from shopfloor.server.historian.ledger import Ledger
 from shopfloor.server.historian.pg_compaction import PgCompactor
+from shopfloor.server.historian.pg_feed import FeedRoute
 from shopfloor.server.historian.pg_retention import PgRetention
 from shopfloor.server.historian.pg_writer import (
     AckWrite,
@@ -207,6 +208,8 @@ class PostgresHistorian:
             on); see :mod:`~shopfloor.server.historian.pg_rollup`.
         shared: other processes write the same schema, each opened with ``shared=True``
             (see :mod:`~shopfloor.server.historian.pg_shared`).
+        feed: with ``shared``: copy the points this route asks for into the committed-
+            points feed the alarm partition owners read (:mod:`.pg_feed`).
     """
 
     def __init__(
@@ -230,6 +233,7 @@ class PostgresHistorian:
         retention: RetentionPolicy | None = None,
         rollups: RollupSettings | None = None,
         shared: bool = False,
+        feed: FeedRoute | None = None,
     ) -> None:
         if compaction_chunk_rows <= 0 or compaction_grace_s < 0:
             raise ValueError("compaction_chunk_rows must be > 0, compaction_grace_s >= 0")
@@ -265,6 +269,7 @@ class PostgresHistorian:
             clock=clock,
             timescale=timescale,
             shared=shared,
+            feed=feed,
         )
         self._readers = _ReadPool(self._connect_reader, read_connections)
         self._compactor = PgCompactor(

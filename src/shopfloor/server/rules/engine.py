@@ -22,61 +22,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
-
-from shopfloor.config.alarms import AlarmSpec, AlarmsSection
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model import LiveBatch, PointBatch
-from shopfloor.model.expressions import compile_expression
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.server.rules.alarms import Alarm, AlarmState, AlarmStatus, Transition
-from shopfloor.server.rules.conditions import ConditionKind, Conditions, ExpressionConditions
-from shopfloor.server.rules.journal import AlarmJournal, JournalEntry, SendAttempt
+from shopfloor.server.rules.commands import Action, Command, RemoteCommands
+from shopfloor.server.rules.evaluator import AlarmEvaluator
+from shopfloor.server.rules.journal import (
+    AlarmJournal,
+    Journal,
+    JournalEntry,
+    JournalError,
+    SendAttempt,
+)
 from shopfloor.server.rules.kpis import AlarmKpis, alarm_kpis
+from shopfloor.server.rules.rule import AlarmRule, rule_of, rules_from_config
 
 __all__ = ["ActiveAlarm", "AlarmEngine", "AlarmRule", "rule_of", "rules_from_config"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_KINDS = {
-    "HH": ConditionKind.HIGH,
-    "H": ConditionKind.HIGH,
-    "L": ConditionKind.LOW,
-    "LL": ConditionKind.LOW,
-    "state": ConditionKind.STATE,
-    "bad_quality": ConditionKind.BAD_QUALITY,
-    "roc": ConditionKind.RATE,
-    "deviation": ConditionKind.DEVIATION,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmRule:
-    """One alarm on one tag (see :class:`~shopfloor.config.alarms.AlarmRuleConfig`)."""
-
-    name: str
-    tag: str
-    kind: str
-    limit: float | None = None
-    deadband: float = 0.0
-    on_delay_s: float = 0.0
-    off_delay_s: float = 0.0
-    priority: str = "medium"
-    message: str = "{tag} {kind}: {value}"
-    setpoint: str | None = None
-    expression: str | None = None
-    inputs: tuple[tuple[str, str], ...] = ()
-    """``expression`` rules: (name, tag path) of each input."""
-
-    def text(self, value: float | None) -> str:
-        """The message with its fields filled in (a broken template is shown as written)."""
-        try:
-            return self.message.format(tag=self.tag, kind=self.kind, value=value, limit=self.limit)
-        except (KeyError, IndexError, ValueError, TypeError):  # e.g. {value:.1f} of None
-            return self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,23 +69,33 @@ class AlarmEngine:
 
     Args:
         rules: the alarm rules (names unique).
-        journal_path: the journal file; a restart continues from the states it holds.
+        journal_path: the journal file; a restart continues from the states it holds. Or
+            a function opening another :class:`~.journal.Journal` (called on the
+            engine's thread).
         clock: wall time for operator actions and delay ticks.
         tick_s: how often delays and shelve expiries are checked when no point comes.
+        follow: evaluate nothing: others (the ingest workers owning the alarm
+            partitions, :mod:`~.partitioned`) journal the transitions; this engine reads
+            the alarms' states from the journal every ``tick_s`` and serves them. Operator
+            actions are refused in this mode (not carried to the owners yet).
     """
 
     def __init__(
         self,
         rules: Sequence[AlarmRule],
-        journal_path: Path,
+        journal_path: Path | Callable[[], Journal],
         *,
         clock: Clock | None = None,
         tick_s: float = 1.0,
+        follow: bool = False,
+        remote_timeout_s: float = 10.0,
     ) -> None:
+        self._remote_timeout_s = remote_timeout_s
         self._clock = clock or SystemClock()
         self._tick_s = tick_s
         self._journal_path = journal_path
-        self._journal: AlarmJournal | None = None
+        self._journal: Journal | None = None
+        self.follow = follow
         self._compile(rules)
         self._alarms: list[Alarm] = []
         self._view: tuple[tuple[AlarmRule, ...], dict[str, int], tuple[Alarm, ...]] = (
@@ -134,37 +111,10 @@ class AlarmEngine:
         self._closed = False
 
     def _compile(self, rules: Sequence[AlarmRule]) -> None:
-        """Set the rules and the condition tables evaluating them (no alarm states)."""
-        names = [r.name for r in rules]
-        if len(set(names)) != len(names):
-            raise ValueError("alarm names must be unique")
-        self.rules = tuple(rules)
-        self._index = {r.name: i for i, r in enumerate(self.rules)}
-        watched = [
-            t for r in rules for t in (r.tag, r.setpoint, *dict(r.inputs).values()) if t is not None
-        ]
-        self._tag_ids = {tag: i for i, tag in enumerate(dict.fromkeys(watched))}
-        self._plain = np.array([i for i, r in enumerate(rules) if r.kind != "expression"], np.intp)
-        self._combined = np.array(
-            [i for i, r in enumerate(rules) if r.kind == "expression"], np.intp
-        )
-        plain = [rules[i] for i in self._plain]
-        self._conditions = Conditions(
-            [self._tag_ids[r.tag] for r in plain],
-            [_KINDS[r.kind] for r in plain],
-            [np.nan if r.limit is None else r.limit for r in plain],
-            [r.deadband for r in plain],
-            [-1 if r.setpoint is None else self._tag_ids[r.setpoint] for r in plain],
-        )
-        self._expressions = ExpressionConditions(
-            [
-                (
-                    compile_expression(rules[i].expression or "", set(dict(rules[i].inputs))),
-                    {name: self._tag_ids[tag] for name, tag in rules[i].inputs},
-                )
-                for i in self._combined
-            ]
-        )
+        """Set the rules and the evaluator for them (every alarm normal until restored)."""
+        self._eval = AlarmEvaluator(rules)
+        self.rules = self._eval.rules
+        self._index = self._eval.index
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -172,38 +122,18 @@ class AlarmEngine:
         await self._run(self._open)
 
     def _open(self) -> None:
-        self._journal = AlarmJournal(self._journal_path)
+        path = self._journal_path
+        self._journal = AlarmJournal(path) if isinstance(path, Path) else path()
         self._restore(self._journal.statuses())
 
     def _restore(self, saved: dict[str, AlarmStatus], kept: dict[str, Alarm] | None = None) -> None:
         """Give every rule its alarm in the state ``saved`` holds (normal without one), and
         its condition as it was: no re-alarm on a restart or an edit of the rules."""
-        kept = kept or {}
-        alarms = []
-        for rule in self.rules:
-            if rule.name in kept:  # its state, pending delays and shelve go on
-                alarms.append(kept[rule.name])
-                continue
-            alarm = Alarm(
-                rule.name,
-                on_delay_ns=int(rule.on_delay_s * 1e9),
-                off_delay_ns=int(rule.off_delay_s * 1e9),
-                status=saved.get(rule.name),
-            )
-            alarms.append(alarm)
-        for table, positions in (
-            (self._conditions, self._plain),
-            (self._expressions, self._combined),
-        ):
-            for k, i in enumerate(positions.tolist()):
-                status = saved.get(self.rules[i].name)
-                if status is not None:
-                    table.active[k] = status.condition
-                    table.seen[k] = status.seen_ns
-        self._alarms = alarms
+        self._eval.restore(saved, kept)
+        self._alarms = list(self._eval.alarms)
         # What the event loop reads (alarms(), rule(), state_of()), swapped in one store so
         # a reader never pairs the new rules with the old alarms.
-        self._view = (self.rules, self._index, tuple(alarms))
+        self._view = (self.rules, self._index, self._eval.alarms)
 
     async def replace_rules(self, rules: Sequence[AlarmRule]) -> None:
         """Evaluate ``rules`` from now on (the asset model was edited).
@@ -245,7 +175,15 @@ class AlarmEngine:
             self._journal = None
 
     async def run(self, live: Channel[LiveBatch]) -> None:
-        """Follow the live channel and the clock until cancelled."""
+        """Follow the live channel and the clock until cancelled (``follow``: the
+        journal)."""
+        if self.follow:
+            while True:
+                await self._clock.sleep(self._tick_s)
+                try:
+                    await self._run(lambda: self._restore(self._opened().statuses()))
+                except JournalError as err:
+                    logger.warning("alarm states not read from the shared journal: %s", err)
         async with live.subscribe("alarm-engine") as sub, asyncio.TaskGroup() as tasks:
             tasks.create_task(self._ticks(), name="alarm-ticks")
             async for item in sub:
@@ -259,41 +197,19 @@ class AlarmEngine:
     # ------------------------------------------------------------------ the process
     async def process(self, live: LiveBatch) -> list[Transition]:
         """Evaluate one live batch; the transitions it caused, journaled."""
-        if live.historical:
+        if live.historical or self.follow:
             self.historical_skipped += 1
             return []
         return await self._run(lambda: self._process(live.batch))
 
     def _process(self, batch: PointBatch) -> list[Transition]:
         self.batches += 1
-        lookup = np.array([self._tag_ids.get(t, -1) for t in batch.tags], np.int64)
-        if not len(lookup) or lookup.max() < 0:
-            return []
-        tags = lookup[batch.tag_index]
-        watched = tags >= 0
-        columns = (tags[watched], batch.ts[watched], batch.value[watched], batch.quality[watched])
-        out: list[Transition] = []
-        for table, positions in (
-            (self._conditions, self._plain),
-            (self._expressions, self._combined),
-        ):
-            changes = table.evaluate(*columns)
-            for rule, ts, active, value in zip(
-                positions[changes.rule].tolist(),
-                changes.ts.tolist(),
-                changes.active.tolist(),
-                changes.value.tolist(),
-                strict=True,
-            ):
-                out += self._alarms[rule].observe(active, ts, value)
-        return self._journaled(out)
+        return self._journaled(self._eval.process(batch))
 
     async def tick(self) -> list[Transition]:
         """Let delays and shelves run out at the clock's time."""
         now = self._clock.now_ns()
-        return await self._run(
-            lambda: self._journaled([t for alarm in self._alarms for t in alarm.tick(now)])
-        )
+        return await self._run(lambda: self._journaled(self._eval.tick(now)))
 
     # ------------------------------------------------------------------ operators
     async def acknowledge(self, name: str, *, user: str, comment: str = "") -> Transition:
@@ -303,53 +219,73 @@ class AlarmEngine:
             UnknownTagError: no alarm has that name.
             PayloadError: nothing to acknowledge.
         """
-        return await self._one(name, lambda a, now: a.acknowledge(now, user=user, comment=comment))
+        return await self._one(name, Command("acknowledge", user, comment))
 
     async def shelve(self, name: str, *, until_ns: int, user: str, comment: str = "") -> Transition:
         """Shelve an alarm until ``until_ns``."""
-        return await self._one(
-            name, lambda a, now: a.shelve(now, until_ns=until_ns, user=user, comment=comment)
-        )
+        return await self._one(name, Command("shelve", user, comment, until_ns))
 
     async def unshelve(self, name: str, *, user: str, comment: str = "") -> Transition:
         """End a shelve now."""
-        return await self._one(name, lambda a, now: a.unshelve(now, user=user, comment=comment))
+        return await self._one(name, Command("unshelve", user, comment))
 
     async def set_in_service(
         self, name: str, *, in_service: bool, user: str, comment: str = ""
     ) -> Transition | None:
         """Take an alarm out of service or return it (None: it already was)."""
-        return await self._act(
-            name,
-            lambda a, now: a.set_in_service(now, in_service=in_service, user=user, comment=comment),
-            allow_none=True,
-        )
+        action: Action = "in_service" if in_service else "out_of_service"
+        return await self._act(name, Command(action, user, comment), allow_none=True)
 
     async def comment(self, name: str, *, user: str, comment: str) -> Transition:
         """Add a comment to an alarm's journal."""
-        return await self._one(name, lambda a, now: a.add_comment(now, user=user, comment=comment))
+        return await self._one(name, Command("comment", user, comment))
 
-    async def _one(self, name: str, action: Callable[[Alarm, int], list[Transition]]) -> Transition:
-        done = await self._act(name, action)
+    async def _one(self, name: str, command: Command) -> Transition:
+        done = await self._act(name, command)
         assert done is not None  # _act raises rather than return None here
         return done
 
     async def _act(
-        self,
-        name: str,
-        action: Callable[[Alarm, int], list[Transition]],
-        *,
-        allow_none: bool = False,
+        self, name: str, command: Command, *, allow_none: bool = False
     ) -> Transition | None:
         if name not in self._view[1]:
             raise UnknownTagError(f"no alarm named {name!r}")
-        now = self._clock.now_ns()
-        done = await self._run(lambda: self._journaled(action(self._alarm_named(name), now)))
+        if self.follow:
+            done = await self._remote(name, command)
+        else:
+            now = self._clock.now_ns()
+            done = await self._run(
+                lambda: self._journaled(command.apply(self._alarm_named(name), now))
+            )
         if not done:
             if allow_none:
                 return None
             raise PayloadError("alarm", f"{name}: nothing changed")
         return done[-1]
+
+    async def _remote(self, name: str, command: Command) -> list[Transition]:
+        """Follow mode: have the alarm's owner apply ``command``; wait for its outcome.
+
+        Raises:
+            PayloadError: the owner refused it (its field), or no owner answered in time.
+        """
+        journal = self._opened()
+        if not isinstance(journal, RemoteCommands):
+            raise PayloadError("alarm", f"{name}: this journal takes no operator actions")
+        request = await self._run(lambda: journal.request(name, command))
+        deadline = asyncio.get_running_loop().time() + self._remote_timeout_s
+        while (outcome := await self._run(lambda: journal.outcome(request))) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise PayloadError(
+                    "alarm",
+                    f"{name}: no ingest worker took the action within "
+                    f"{self._remote_timeout_s:g} s (is one running?); it is still queued",
+                )
+            await asyncio.sleep(0.05)
+        if outcome.error is not None:
+            raise PayloadError(outcome.error_field or "alarm", outcome.error)
+        await self._run(lambda: self._restore(self._opened().statuses()))  # show it at once
+        return list(outcome.transitions)
 
     # ------------------------------------------------------------------ reading
     def alarms(self, *, active_only: bool = False) -> list[ActiveAlarm]:
@@ -414,10 +350,7 @@ class AlarmEngine:
     # ------------------------------------------------------------------ helpers
     def _alarm_named(self, name: str) -> Alarm:
         """On the worker: the alarm called ``name`` now (its rule may have gone meanwhile)."""
-        i = self._index.get(name)
-        if i is None:
-            raise UnknownTagError(f"no alarm named {name!r}")
-        return self._alarms[i]
+        return self._eval.alarm_named(name)
 
     def _journaled(self, transitions: list[Transition]) -> list[Transition]:
         """Journal (on disk), then publish; on the worker thread."""
@@ -428,7 +361,7 @@ class AlarmEngine:
                 loop.call_soon_threadsafe(self.events.publish, t)
         return transitions
 
-    def _opened(self) -> AlarmJournal:
+    def _opened(self) -> Journal:
         if self._journal is None:
             raise RuntimeError("the alarm engine is not started")
         return self._journal
@@ -436,33 +369,3 @@ class AlarmEngine:
     async def _run(self, fn: Callable[[], T]) -> T:
         self._loop = asyncio.get_running_loop()
         return await self._loop.run_in_executor(self._worker, fn)
-
-
-def rule_of(
-    spec: AlarmSpec,
-    *,
-    name: str,
-    tag: str,
-    setpoint: str | None = None,
-    inputs: dict[str, str] | None = None,
-) -> AlarmRule:
-    """The engine's rule for an alarm as configured (on a tag, or from a template)."""
-    return AlarmRule(
-        name=name,
-        tag=tag,
-        kind=spec.kind,
-        limit=spec.limit,
-        deadband=spec.deadband,
-        on_delay_s=spec.on_delay_s,
-        off_delay_s=spec.off_delay_s,
-        priority=spec.priority,
-        message=spec.message,
-        setpoint=setpoint,
-        expression=spec.expression,
-        inputs=tuple((inputs if inputs is not None else spec.inputs).items()),
-    )
-
-
-def rules_from_config(section: AlarmsSection) -> list[AlarmRule]:
-    """The engine's rules from an ``[alarms]`` configuration section."""
-    return [rule_of(r, name=r.alarm_name, tag=r.tag, setpoint=r.setpoint) for r in section.rules]

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from shopfloor.model.points import Int64Array
 from shopfloor.runtime.durable_sqlite import open_durable
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
 
-__all__ = ["AlarmJournal", "JournalEntry", "JournalError", "SendAttempt"]
+__all__ = ["AlarmJournal", "Journal", "JournalEntry", "JournalError", "SendAttempt"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS journal ("
@@ -77,6 +77,42 @@ class SendAttempt:
     attempt: int
     ok: bool
     detail: str
+
+
+class Journal(Protocol):
+    """What the alarm engine needs of a journal (:class:`AlarmJournal`, or the shared one
+    in PostgreSQL, :class:`~.pg_journal.PgAlarmJournal`). Blocking: one thread calls it."""
+
+    def close(self) -> None:
+        """Close it."""
+
+    def append(self, transitions: Sequence[Transition]) -> list[int]:
+        """Store ``transitions`` with each alarm's latest status, in one transaction."""
+
+    def statuses(self) -> dict[str, AlarmStatus]:
+        """Each journaled alarm's latest status."""
+
+    def entries(
+        self,
+        *,
+        alarm: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        newest_first: bool = False,
+        limit: int = 1000,
+    ) -> list[JournalEntry]:
+        """Journal entries (see :meth:`AlarmJournal.entries`)."""
+
+    def activations(self, start_ns: int, end_ns: int) -> tuple[list[str], Int64Array]:
+        """Alarms that came in in ``[start_ns, end_ns)``: names, times."""
+
+    def log_attempt(self, attempt: SendAttempt) -> None:
+        """Record one try to send a notification."""
+
+    def attempts(self, *, alarm: str | None = None, limit: int = 1000) -> list[SendAttempt]:
+        """Send attempts in order."""
 
 
 class AlarmJournal:

@@ -1,0 +1,391 @@
+"""Alarms evaluated by the ingest workers, each partition by exactly one of them at a time.
+
+Scaled out (docs/scale-out.md), a point is stored by whichever worker the broker handed
+its batch to. Its alarms are evaluated by the worker that **owns** the partition of its
+equipment (:mod:`~.partitions`), from what is **committed**: the historian copies the
+points alarm rules read into the committed-points feed in the transaction that stores
+them (:mod:`shopfloor.server.historian.pg_feed`), and the owner reads its partition's feed
+after its cursor, evaluates (:class:`~.evaluator.AlarmEvaluator`) and, in one
+transaction, journals the transitions, upserts the alarms' statuses, moves the cursor and
+deletes the feed rows consumed (:mod:`~.pg_journal`). So:
+
+* **exactly once**: a committed point is in the feed exactly once; a transition is
+  journaled iff the cursor moved past the feed row that caused it. An owner killed
+  mid-way leaves the transaction uncommitted (PostgreSQL aborts it when the socket
+  closes), and its successor continues from the cursor and the statuses it committed.
+* **ownership**: a session advisory lock per partition (:data:`PARTITION_LOCK_CLASS`),
+  held on the owner's one connection, on which it also writes — a worker that lost its
+  connection (and with it its locks) cannot commit anything for a partition any more.
+  The cursor is moved only from the value the owner read (compare and set), which would
+  also stop a second writer.
+* **a dead owner's partitions move within seconds**: PostgreSQL frees its locks when it
+  sees the socket close — at once for a killed process on a live host; for a vanished
+  host the connection has short TCP keepalives and ``tcp_user_timeout`` on both ends
+  (:data:`KEEPALIVE_S`). The others poll every ``poll_s`` for free partitions.
+* **balance**: every worker holds the member lock in shared mode; their number
+  (``pg_locks``: gone with the process, no heartbeat to expire) gives the fair share,
+  ``ceil(N / members)``. A worker takes free partitions up to its share and gives back
+  what it holds beyond it (after committing its work).
+
+**Operator actions** come from the API servers as requests in ``alarm_commands``
+(:mod:`~.commands`); the owner of the alarm's partition applies each between two
+evaluations, in one transaction with the transitions it caused (journaled with the
+request's id) and the request marked done — or refused, with the field and message the
+API server answers with.
+
+Not carried over a hand-over: an on/off delay still running (it starts again at the
+next point, as after a restart of a single server). Alarm notifications are not sent by
+workers yet (docs/scale-out.md).
+
+Everything runs on one thread with a blocking psycopg connection (:meth:`PartitionOwner.
+run`), started by the worker through ``asyncio.to_thread`` and stopped by an event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import psycopg
+
+from shopfloor.errors import PayloadError
+from shopfloor.model import PointBatch, now_ns
+from shopfloor.server.rules.commands import Command
+from shopfloor.server.rules.evaluator import AlarmEvaluator
+from shopfloor.server.rules.partitions import PartitionMap
+from shopfloor.server.rules.pg_journal import (
+    create_tables,
+    insert_transitions,
+    read_statuses,
+    set_schema,
+)
+
+__all__ = ["KEEPALIVE_S", "MEMBER_LOCK_CLASS", "PARTITION_LOCK_CLASS", "PartitionOwner"]
+
+logger = logging.getLogger(__name__)
+
+PARTITION_LOCK_CLASS: Final = 0x5F12
+"""First key of a partition's session advisory lock (second: schema and partition)."""
+MEMBER_LOCK_CLASS: Final = 0x5F13
+"""First key of the member lock every owner holds shared (second: the schema)."""
+KEEPALIVE_S: Final = 5
+"""TCP keepalive idle time, and ``tcp_user_timeout`` in seconds × 2, of the owner's
+connection on both ends: a vanished host's partitions are free after about 10 s."""
+_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0)
+
+
+def _key(text: str) -> int:
+    """A non-negative int4 advisory lock key (``pg_locks.objid`` shows it as is)."""
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+class Fenced(Exception):  # noqa: N818 - reads as what happened
+    """The partition's cursor is not where this owner left it: another owner moved it."""
+
+
+@dataclass(slots=True)
+class _Partition:
+    cursor: int
+    evaluator: AlarmEvaluator
+
+
+class PartitionOwner:
+    """Owns alarm partitions on behalf of one worker and evaluates their feed.
+
+    Args:
+        dsn: the historian's connection string.
+        schema_name: the historian's schema.
+        partitions: the rules split into partitions.
+        member: this worker's name (journaled as the cursor's owner, logged).
+        poll_s: how often the feed is read and free partitions looked for.
+        max_rows: feed rows (commits) evaluated per partition and transaction.
+        clock: wall time (delays running out with no point).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        schema_name: str,
+        partitions: PartitionMap,
+        *,
+        member: str,
+        poll_s: float = 0.2,
+        max_rows: int = 200,
+        clock: Callable[[], int] = now_ns,
+    ) -> None:
+        self._dsn = dsn
+        self._schema = schema_name
+        self._map = partitions
+        self.member = member
+        self._poll_s = poll_s
+        self._max_rows = max_rows
+        self._clock = clock
+        self._held: dict[int, _Partition | None] = {}
+        self._paths: dict[int, str] = {}
+        self.transitions = 0
+        """Transitions journaled by this owner."""
+        self.taken = 0
+        self.released = 0
+
+    @property
+    def held(self) -> frozenset[int]:
+        """The partitions held now."""
+        return frozenset(self._held)
+
+    # ------------------------------------------------------------------ the thread
+    def run(self, stop: threading.Event) -> None:
+        """Own and evaluate until ``stop`` is set; connect again after a lost connection."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                with self._connect() as con:
+                    failures = 0
+                    self._serve(con, stop)
+            except (psycopg.Error, Fenced) as err:
+                if self._held:
+                    logger.warning(
+                        "alarm partitions %s lost (%s); taking partitions again",
+                        sorted(self._held),
+                        err,
+                    )
+                elif failures == 0:
+                    logger.warning("alarm partitions: database unavailable (%s)", err)
+            except Exception:  # the owner's supervisor: log, give the partitions up, retry
+                logger.exception("alarm partitions %s: evaluation failed", sorted(self._held))
+            else:
+                continue
+            # the connection is closed: its locks are free for the others meanwhile
+            self._held.clear()
+            stop.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
+            failures += 1
+        logger.info(
+            "alarm partitions: stopped (%d transitions journaled, %d partitions taken, "
+            "%d given back)",
+            self.transitions,
+            self.taken,
+            self.released,
+        )
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        con = psycopg.connect(
+            self._dsn,
+            autocommit=True,
+            application_name=f"shopfloor-alarms {self.member}"[:63],
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_S,
+            keepalives_interval=1,
+            keepalives_count=3,
+            tcp_user_timeout=KEEPALIVE_S * 2000,
+        )
+        try:
+            set_schema(con, self._schema)
+            # the server's side: it frees the locks of a client it no longer hears
+            for name, value in (
+                ("tcp_keepalives_idle", KEEPALIVE_S),
+                ("tcp_keepalives_interval", 1),
+                ("tcp_keepalives_count", 3),
+                ("tcp_user_timeout", KEEPALIVE_S * 2000),
+            ):
+                con.execute(f"SET {name} = {int(value)}")
+            create_tables(con, self._schema)
+            con.execute("SELECT pg_advisory_lock_shared(%s, %s)", [MEMBER_LOCK_CLASS, self._key()])
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _key(self, part: int | None = None) -> int:
+        return _key(self._schema if part is None else f"{self._schema}/{part}")
+
+    def _serve(self, con: psycopg.Connection[Any], stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self._rebalance(con)
+                self._commands(con)
+                busy = False
+                for part in sorted(self._held):
+                    busy |= self._advance(con, part)
+                if not busy:
+                    stop.wait(self._poll_s)
+        finally:
+            if not con.closed and stop.is_set():  # given back at once, not at disconnect
+                with contextlib.suppress(psycopg.Error):
+                    con.execute("SELECT pg_advisory_unlock_all()")
+                self._held.clear()
+
+    # ------------------------------------------------------------------ ownership
+    def members(self, con: psycopg.Connection[Any]) -> int:
+        """How many owners hold the member lock now (this one included)."""
+        row = con.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = %s AND objid = %s AND objsubid = 2",
+            [MEMBER_LOCK_CLASS, self._key()],
+        ).fetchone()
+        return max(1, int(row[0]) if row else 1)
+
+    def _rebalance(self, con: psycopg.Connection[Any]) -> None:
+        """Take free partitions up to the fair share; give back what is beyond it."""
+        n = self._map.partitions
+        fair = math.ceil(n / self.members(con))
+        while len(self._held) > fair:
+            part = max(self._held)
+            con.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", [PARTITION_LOCK_CLASS, self._key(part)]
+            )
+            del self._held[part]
+            self.released += 1
+            logger.info("alarm partition %d given back (fair share %d)", part, fair)
+        if len(self._held) >= fair:
+            return
+        start = _key(self.member) % n  # members start looking in different places
+        for i in range(n):
+            part = (start + i) % n
+            if part in self._held:
+                continue
+            row = con.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", [PARTITION_LOCK_CLASS, self._key(part)]
+            ).fetchone()
+            if row and row[0]:
+                self._held[part] = None  # loaded at its first evaluation
+                self.taken += 1
+                logger.info("alarm partition %d taken by %s", part, self.member)
+                if len(self._held) >= fair:
+                    return
+
+    # ------------------------------------------------------------------ evaluation
+    def _load(self, con: psycopg.Connection[Any], part: int) -> _Partition:
+        """A partition's cursor and its alarms' statuses as the last owner committed them."""
+        con.execute(
+            "INSERT INTO alarm_cursor (part, seq, owner, moved_ns) VALUES (%s, 0, %s, %s) "
+            "ON CONFLICT (part) DO NOTHING",
+            [part, self.member, self._clock()],
+        )
+        row = con.execute("SELECT seq FROM alarm_cursor WHERE part = %s", [part]).fetchone()
+        assert row is not None
+        evaluator = AlarmEvaluator(self._map.rules(part))
+        evaluator.restore(read_statuses(con, [r.name for r in evaluator.rules]))
+        return _Partition(int(row[0]), evaluator)
+
+    def _advance(self, con: psycopg.Connection[Any], part: int) -> bool:
+        """Evaluate what the partition's feed holds after its cursor; True if rows were
+        left for the next round."""
+        state = self._held.get(part)
+        if state is None:
+            state = self._held[part] = self._load(con, part)
+        rows = con.execute(
+            "SELECT seq, tag_id, ts, value, quality FROM point_feed "
+            "WHERE part = %s AND seq > %s ORDER BY seq LIMIT %s",
+            [part, state.cursor, self._max_rows],
+        ).fetchall()
+        if not rows and not state.evaluator.rules:
+            return False
+        transitions = []
+        try:
+            for _, tag_id, ts, value, quality in rows:
+                transitions += state.evaluator.process(self._batch(con, tag_id, ts, value, quality))
+            transitions += state.evaluator.tick(self._clock())
+            if not rows and not transitions:
+                return False
+            new = int(rows[-1][0]) if rows else state.cursor
+            with con.transaction():
+                moved = con.execute(
+                    "UPDATE alarm_cursor SET seq = %s, owner = %s, moved_ns = %s "
+                    "WHERE part = %s AND seq = %s",
+                    [new, self.member, self._clock(), part, state.cursor],
+                )
+                if moved.rowcount != 1:
+                    raise Fenced(f"alarm partition {part}: its cursor was moved by another owner")
+                insert_transitions(con, transitions, part=part, feed_seq=new)
+                if rows:
+                    con.execute("DELETE FROM point_feed WHERE part = %s AND seq <= %s", [part, new])
+        except BaseException:
+            self._held[part] = None  # memory ran ahead of the database: load it again
+            raise
+        state.cursor = new
+        self.transitions += len(transitions)
+        return len(rows) == self._max_rows
+
+    def _commands(self, con: psycopg.Connection[Any]) -> None:
+        """Apply the operators' requests for alarms of the partitions held (API servers
+        queue them, :meth:`~.pg_journal.PgAlarmJournal.request`), each in the transaction
+        that journals what it caused and marks it done."""
+        rows = con.execute(
+            'SELECT id, alarm, action, until_ns, "user", comment FROM alarm_commands '
+            "WHERE done_ns IS NULL ORDER BY id LIMIT 100"
+        ).fetchall()
+        for request, alarm, action, until_ns, user, comment in rows:
+            part = self._map.part_of_alarm(alarm)
+            if part is None or part not in self._held:
+                continue  # another owner's, or an alarm this worker's rules do not have
+            state = self._held.get(part)
+            if state is None:
+                state = self._held[part] = self._load(con, part)
+            command = Command(action, user, comment, until_ns)
+            error: PayloadError | None = None
+            try:
+                transitions = command.apply(state.evaluator.alarm_named(alarm), self._clock())
+            except PayloadError as err:
+                transitions, error = [], err
+            try:
+                with con.transaction():
+                    self._fence(con, part, state.cursor)
+                    insert_transitions(
+                        con, transitions, part=part, feed_seq=state.cursor, command=request
+                    )
+                    con.execute(
+                        "UPDATE alarm_commands SET done_ns = %s, error_field = %s, error = %s "
+                        "WHERE id = %s AND done_ns IS NULL",
+                        [
+                            self._clock(),
+                            None if error is None else error.field,
+                            None if error is None else error.message,
+                            request,
+                        ],
+                    )
+            except BaseException:
+                self._held[part] = None  # memory ran ahead of the database: load it again
+                raise
+            self.transitions += len(transitions)
+
+    def _fence(self, con: psycopg.Connection[Any], part: int, cursor: int) -> None:
+        """Move the partition's cursor to itself, or fail if another owner moved it."""
+        moved = con.execute(
+            "UPDATE alarm_cursor SET owner = %s, moved_ns = %s WHERE part = %s AND seq = %s",
+            [self.member, self._clock(), part, cursor],
+        )
+        if moved.rowcount != 1:
+            raise Fenced(f"alarm partition {part}: its cursor was moved by another owner")
+
+    def _batch(
+        self,
+        con: psycopg.Connection[Any],
+        tag_id: list[int],
+        ts: list[int],
+        value: list[float],
+        quality: list[int],
+    ) -> PointBatch:
+        """A feed row as a batch (tag ids to paths through the historian's tag table)."""
+        ids = np.asarray(tag_id, np.int64)
+        unique, index = np.unique(ids, return_inverse=True)
+        missing = [i for i in unique.tolist() if i not in self._paths]
+        if missing:
+            for tid, path in con.execute(
+                "SELECT id, path FROM tags WHERE id = ANY(%s)", [missing]
+            ).fetchall():
+                self._paths[int(tid)] = str(path)
+        return PointBatch.from_columns(
+            [self._paths.get(i, "") for i in unique.tolist()],
+            index,
+            ts,
+            value,
+            np.asarray(quality, np.int64) & 0xFFFFFFFF,
+        )
