@@ -242,9 +242,11 @@ def _check_live_values(api: Any) -> None:
     with websockets.sync.client.connect(url, open_timeout=10, additional_headers=api.headers) as ws:
         ws.send(json.dumps({"type": "subscribe", "prefix": prefix}))
         deadline = time.monotonic() + 15
+        snapshots = 0  # the first on connect; the second answers the subscription
         while True:
             frame = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if frame["type"] == "values" and frame["values"]:
+            snapshots += frame["type"] == "snapshot"
+            if frame["type"] == "values" and frame["values"] and snapshots >= 2:
                 assert all(v["path"].startswith(prefix) for v in frame["values"]), frame
                 return
 

@@ -194,8 +194,12 @@ async def test_an_edge_that_cannot_verify_the_platform_keeps_its_batches(
     plant: Plant, problem: str
 ) -> None:
     async with platform(plant, client_ca=False) as server:
+        # no edge credentials: the edge sends an API token that grants ingest
+        token = grant(server.app, role="ingest")["Authorization"].split()[1]
         ca_file = None if problem == "no ca_file" else plant.other_ca.certificate
-        config = plant.edge_config("a", edge_id="edge-a", url=server.url, ca_file=ca_file)
+        config = plant.edge_config(
+            "a", edge_id="edge-a", url=server.url, ca_file=ca_file, token=token
+        )
         async with running_uplink(config) as uplink:
             for k in range(5):
                 await uplink.send(points(k))
@@ -206,7 +210,7 @@ async def test_an_edge_that_cannot_verify_the_platform_keeps_its_batches(
         assert (outbox.batches, outbox.quarantined_batches, stats.refusals) == (5, 0, 0)
 
         fixed = plant.edge_config(
-            "a", edge_id="edge-a", url=server.url, ca_file=plant.ca.certificate
+            "a", edge_id="edge-a", url=server.url, ca_file=plant.ca.certificate, token=token
         )
         async with running_uplink(fixed) as uplink:
             await until(lambda: uplink.outbox.stats().batches == 0, "the outbox to drain")
