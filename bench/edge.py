@@ -124,17 +124,22 @@ def committed(server: RunningProcess) -> int:
 
 def newest_ts_ns(server: RunningProcess) -> int | None:
     """The newest source timestamp that can be queried, in UTC ns."""
-    rows = httpx.get(f"{server.base_url}/api/v1/values/latest", timeout=5).json()["values"]
+    rows = server.get("/api/v1/values/latest", timeout=5).json()["values"]
     if not rows:
         return None
     newest = max(dt.datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) for r in rows)
     return int(newest.timestamp() * 1e9)
 
 
+TOKEN_ENV = "BENCH_EDGE_TOKEN"
+"""The variable the edges read their API token from (the server's bootstrap admin token)."""
+
+
 def edge_config(url: str, *, edge_id: str, speed: float, backfill: str, period: str) -> str:
     return (
         f'[edge]\nid = "{edge_id}"\ndata_dir = "data"\n'
         f'[uplink]\nurl = "{url}"\ntimeout = "2s"\nretry_max = "1s"\n'
+        f'token_env = "{TOKEN_ENV}"\n'
         "{uplink}"
         f'[[connectors]]\nkind = "simulator"\nname = "sim"\nperiod = "{period}"\n'
         f'backfill = "{backfill}"\nspeed = {speed}\n'
@@ -293,6 +298,7 @@ def main() -> None:
             ) as server,
             FaultProxy(port) as proxy,
         ):
+            os.environ[TOKEN_ENV] = server.token  # inherited by the edge processes
             steady = sustained(root, server, proxy, args)
             results = {
                 name: outages(root, server, proxy=proxy, args=args, name=f"edge-{i}", uplink=up)

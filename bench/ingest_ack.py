@@ -53,6 +53,7 @@ _SERVER = textwrap.dedent(
     from shopfloor.server.api import create_app
     from shopfloor.server.historian.duckdb import DuckDBHistorian
     from shopfloor.server.ingest import Ingestor
+    from shopfloor.testing.auth import grant
 
     async def main(path, flush_interval):
         historian = DuckDBHistorian(Path(path), flush_interval_s=flush_interval)
@@ -61,12 +62,14 @@ _SERVER = textwrap.dedent(
         app = create_app(
             historian=historian, ingestor=Ingestor(historian, live), live=live, version="bench"
         )
+        token = grant(app, role="engineer")["Authorization"].split()[1]
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.01)
         print(server.servers[0].sockets[0].getsockname()[1], flush=True)
+        print(token, flush=True)
         await task
         await historian.close()
 
@@ -172,10 +175,13 @@ def percentiles(run: Run, end: dict[int, float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-async def bench(port: int, args: argparse.Namespace) -> None:
+async def bench(port: int, args: argparse.Namespace, token: str) -> None:
     t0 = 1_764_000_000 * SEC
     rows = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers
+    ) as client:
         for mode in ("plain", "acknowledged", "acknowledged, zstd"):
             before = (await client.get("/healthz")).json()["historian"]["flushes"]
             run = await send_all(client, mode, rate=args.rate, seconds=args.seconds, t0=t0)
@@ -219,7 +225,8 @@ def main() -> None:
         try:
             assert server.stdout is not None
             port = int(server.stdout.readline())
-            asyncio.run(bench(port, args))
+            token = server.stdout.readline().strip()
+            asyncio.run(bench(port, args, token))
         finally:
             server.terminate()
             server.wait(timeout=30)

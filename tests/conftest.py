@@ -1,4 +1,9 @@
-"""Suite-wide guards: a test that leaks a thread or a child process fails (house rule 3)."""
+"""Suite-wide guards: a test that leaks a thread or a child process fails (house rule 3).
+
+Passwords are hashed with Argon2's cheapest parameters in the test process: the production
+cost (about 0.5 s a hash on purpose) would make each login test take seconds. Servers the
+tests start as processes hash at the production cost.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2.profiles import CHEAPEST
+
+from shopfloor.server.security.passwords import use_parameters
+
+use_parameters(CHEAPEST)
 
 
 def _children() -> set[int]:

@@ -24,6 +24,7 @@ from shopfloor.cli_disk import register_disk_commands
 from shopfloor.cli_history import register_history_commands
 from shopfloor.cli_i18n import register_i18n_commands
 from shopfloor.cli_loadgen import register_loadgen_command
+from shopfloor.cli_users import register_user_commands
 from shopfloor.config import EdgeConfig, ShopfloorConfig, load_config, load_edge_config
 from shopfloor.config.load import validate_data
 from shopfloor.config.tls import TlsFileError
@@ -45,6 +46,7 @@ register_disk_commands(app)  # disk
 register_assets_commands(app)  # assets check, assets tags
 register_certs_commands(app)  # certs init, issue-server, issue-client
 register_loadgen_command(app)  # loadgen
+register_user_commands(app)  # users, tokens
 register_broker_commands(app)  # broker config
 register_i18n_commands(app)  # i18n extract, update, migrate, check
 

@@ -1,5 +1,10 @@
 """What every browser test shares: Debian's headless Chromium, one demo server for the
-session, and a page that records uncaught errors and CSP violations.
+session, and a logged-in page that records uncaught errors and CSP violations.
+
+The demo's data folder is provisioned before it starts with the admin ``tester``
+(:func:`shopfloor.testing.auth.provision`): ``open_page`` logs each new page in as it
+(through the API, so the session cookie is the page's own); ``demo_user`` has its password
+and an API token (``demo_user.headers``) for the requests a test makes itself.
 
 Test modules get the helpers through the ``wait_for`` and ``open_page`` fixtures (test
 modules are imported by path, so they do not import each other or this file).
@@ -19,6 +24,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from shopfloor.testing.auth import Provisioned, provision
 from shopfloor.testing.processes import free_port
 
 WaitFor = Callable[[Page, str, object, str], Awaitable[None]]
@@ -76,7 +82,24 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 @pytest.fixture(scope="session")
-def demo_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's data folder."""
+    return tmp_path_factory.mktemp("demo-data")
+
+
+@pytest.fixture(scope="session")
+def demo_user(demo_data: Path) -> Provisioned:
+    """The admin ``tester`` in the demo's data folder: password and API token."""
+    return provision(demo_data, role="admin", user="tester")
+
+
+@pytest.fixture(scope="session")
+def demo_url(
+    chromium: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_data: Path,
+    demo_user: Provisioned,
+) -> Iterator[str]:
     """Run the demo as a subprocess; yield its base URL once /healthz answers; stop it.
 
     One demo serves every browser test. The pages only read from it, but for journal
@@ -84,8 +107,7 @@ def demo_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """
     port = free_port()
     tmp_path = tmp_path_factory.mktemp("demo")
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    data_dir = demo_data
     log = tmp_path / "demo.log"
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
@@ -167,7 +189,25 @@ def wait_for() -> WaitFor:
     return wait_until
 
 
+async def log_in(page: Page, base: str, user: Provisioned) -> None:
+    """Log ``page`` in as ``user`` (its context keeps the session and CSRF cookies)."""
+    answer = await page.request.post(
+        f"{base}/api/v1/auth/login", data={"name": user.user, "password": user.password}
+    )
+    assert answer.ok, f"login as {user.user} failed: {answer.status} {await answer.text()}"
+
+
 @pytest.fixture
-def open_page() -> OpenPage:
-    """``page, errors = await open_page(browser, width=..., height=...)``."""
-    return new_page
+def open_page(demo_url: str, demo_user: Provisioned) -> OpenPage:
+    """``page, errors = await open_page(browser, width=..., height=...)``: a page logged in
+    to the demo as ``tester`` (``logged_in=False`` for one that is not)."""
+
+    async def open_logged_in(
+        browser: Browser, *, width: int, height: int, logged_in: bool = True
+    ) -> tuple[Page, list[str]]:
+        page, errors = await new_page(browser, width=width, height=height)
+        if logged_in:
+            await log_in(page, demo_url, demo_user)
+        return page, errors
+
+    return open_logged_in

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, Route
 
+from shopfloor.testing.auth import Provisioned
+
 if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
     from tests.browser.conftest import OpenPage, WaitFor
 
@@ -740,16 +742,20 @@ async def test_alarm_views_speak_simplified_chinese(
 
 
 async def test_journal_and_kpi_views_read_the_demo_itself(
-    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+    demo_url: str,
+    demo_user: Provisioned,
+    browser: Browser,
+    wait_for: WaitFor,
+    open_page: OpenPage,
 ) -> None:
     """No faked route: the page's queries and the real API's answers fit together."""
-    async with httpx.AsyncClient(base_url=demo_url, timeout=5.0) as http:
+    async with httpx.AsyncClient(base_url=demo_url, timeout=5.0, headers=demo_user.headers) as http:
         every = (await http.get("/api/v1/alarms", params={"state": "all"})).json()
         assert every, "the demo runs alarm rules"
         name = every[0]["name"]
         note = f"browser test {dt.datetime.now(dt.UTC):%H:%M:%S.%f}"
         answer = await http.post(
-            "/api/v1/alarms/comment", json={"alarm": name, "user": "Test Operator", "comment": note}
+            "/api/v1/alarms/comment", json={"alarm": name, "user": "tester", "comment": note}
         )
         assert answer.status_code == 200, answer.text
 
@@ -771,7 +777,7 @@ async def test_journal_and_kpi_views_read_the_demo_itself(
     )
     rows = await page.evaluate(JOURNAL_ROWS_JS)
     mine = next(r for r in rows if r["comment"] == note)
-    assert (mine["alarm"], mine["event"], mine["user"]) == (name, "Comment", "Test Operator")
+    assert (mine["alarm"], mine["event"], mine["user"]) == (name, "Comment", "tester")
     assert rows[0]["seq"] == max(r["seq"] for r in rows), "newest first"
 
     async with page.expect_response(lambda r: "/api/v1/alarms/kpis" in r.url) as answered:

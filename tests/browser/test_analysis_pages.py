@@ -24,8 +24,20 @@ import pyarrow.parquet as pq
 import pytest
 from playwright.async_api import Browser, Page, Response
 
+from shopfloor.testing.auth import Provisioned
+
 if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
     from tests.browser.conftest import OpenPage, WaitFor
+
+
+HEADERS: dict[str, str] = {}
+"""The demo's API token (of the logged-in user ``tester``), for this module's own requests."""
+
+
+@pytest.fixture(autouse=True)
+def _demo_token(demo_user: Provisioned) -> None:
+    HEADERS.update(demo_user.headers)
+
 
 pytestmark = pytest.mark.browser
 
@@ -59,7 +71,7 @@ async def oee_url(demo_url: str, **extra: str) -> str:
     its first point to the newest one (the demo replays yesterday, so "now" would add a
     day of a held last state)."""
     first = await _first_point_ms(demo_url, TEMP)
-    async with httpx.AsyncClient(base_url=demo_url) as client:
+    async with httpx.AsyncClient(base_url=demo_url, headers=HEADERS) as client:
         latest = (await client.get("/api/v1/values/latest")).json()["values"]
     newest = max(datetime.fromisoformat(v["ts"].replace("Z", "+00:00")) for v in latest)
     query = {
@@ -202,7 +214,7 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
     )
     assert await select.input_value() == str(event["reason"])
 
-    await page.fill("#stops-operator", "ana")
+    await page.fill("#stops-operator", "tester")  # the logged-in user
     await page.fill("#stops-comment", "breaker tripped")
     async with page.expect_response(
         lambda r: r.request.method == "PUT" and "/api/v1/downtime/" in r.url, timeout=WAIT_MS
@@ -217,7 +229,7 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
         "the page did not confirm the reason",
     )
 
-    async with httpx.AsyncClient(base_url=demo_url) as client:
+    async with httpx.AsyncClient(base_url=demo_url, headers=HEADERS) as client:
         answer = await client.get(
             "/api/v1/downtime",
             params={"equipment": machine["id"], "start": answers["stops"]["start"], "end": "now"},
@@ -225,7 +237,7 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
     stored = answer.json()["events"]
     (mine,) = [e for e in stored if e["start_ns"] == event["start_ns"]]
     assert mine["reason"] == int(reason)
-    assert mine["assigned"]["user"] == "ana"
+    assert mine["assigned"]["user"] == "tester"
     assert mine["assigned"]["comment"] == "breaker tripped"
     assert await page.input_value("#stops-comment") == "", "a comment goes with one reason"
     # The page read the list again: the row says who assigned it.
@@ -233,7 +245,7 @@ async def test_an_operator_assigns_a_stop_reason_that_the_api_then_reports(
         page,
         f"""() => {{
           const row = document.querySelector('#stops-table tr[data-start="{event["start"]}"]');
-          return row && /^ana, .* · breaker tripped$/.test(row.cells[6].textContent);
+          return row && /^tester, .* · breaker tripped$/.test(row.cells[6].textContent);
         }}""",
         None,
         "the stop list did not show who assigned the reason",
@@ -245,7 +257,7 @@ async def _machine_with_a_stop(demo_url: str) -> dict[str, str]:
     """A machine of the demo that has had a stop since the back-fill began (the first
     ones come after a simulated minute or two, a few seconds after the demo starts)."""
     deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(base_url=demo_url) as client:
+    async with httpx.AsyncClient(base_url=demo_url, headers=HEADERS) as client:
         while True:
             answer = await client.get("/api/v1/downtime", params={"start": "-26h", "end": "now"})
             known = [e for e in answer.json()["events"] if e["start_known"]]
@@ -259,7 +271,7 @@ async def _first_point_ms(demo_url: str, path: str) -> int:
     """The time of the oldest stored point of ``path`` (the start of the back-fill)."""
     deadline = time.monotonic() + 20
     params = {"tags": path, "from": "now-26h", "to": "now", "limit": 1, "time_format": "ms"}
-    async with httpx.AsyncClient(base_url=demo_url) as client:
+    async with httpx.AsyncClient(base_url=demo_url, headers=HEADERS) as client:
         while True:
             rows = (await client.get("/api/v1/history", params=params)).json()
             if rows:
@@ -272,7 +284,7 @@ async def _history_until(demo_url: str, path: str, ms: int) -> None:
     """Wait until ``path`` has a point at or after ``ms`` (the back-fill runs at 5x)."""
     deadline = time.monotonic() + 30
     params = {"tags": path, "from": str(ms), "to": "now", "limit": 1}
-    async with httpx.AsyncClient(base_url=demo_url) as client:
+    async with httpx.AsyncClient(base_url=demo_url, headers=HEADERS) as client:
         while not (await client.get("/api/v1/history", params=params)).json():
             assert time.monotonic() < deadline, f"no history of {path} after {ms}"
             await asyncio.sleep(0.5)

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Route
 
+from shopfloor.testing.auth import Provisioned
+
 if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
     from tests.browser.conftest import OpenPage, WaitFor
 
@@ -184,9 +186,13 @@ PANEL_CLOSED_JS = "() => document.getElementById('connectors-panel').hidden"
 
 
 async def test_connections_indicator_and_panel_show_the_demo_simulator(
-    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+    demo_url: str,
+    demo_user: Provisioned,
+    browser: Browser,
+    wait_for: WaitFor,
+    open_page: OpenPage,
 ) -> None:
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx.AsyncClient(timeout=5.0, headers=demo_user.headers) as http:
         served = (await http.get(f"{demo_url}/api/v1/connectors")).json()["connectors"]
     assert [(c["name"], c["kind"]) for c in served] == [("simulator", "simulator")]
 

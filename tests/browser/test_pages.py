@@ -19,10 +19,21 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Response
 
+from shopfloor.testing.auth import Provisioned, provision
 from shopfloor.testing.processes import free_port, shopfloor_process
 
 if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
     from tests.browser.conftest import OpenPage, WaitFor
+
+
+HEADERS: dict[str, str] = {}
+"""The demo's API token (of the logged-in user ``tester``), for this module's own requests."""
+
+
+@pytest.fixture(autouse=True)
+def _demo_token(demo_user: Provisioned) -> None:
+    HEADERS.update(demo_user.headers)
+
 
 pytestmark = pytest.mark.browser
 
@@ -85,7 +96,7 @@ def _fits(width: int) -> str:
 async def test_overview_shows_every_machine_with_its_state_shift_oee_and_alarms(
     demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
-    async with httpx.AsyncClient(base_url=demo_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=demo_url, headers=HEADERS, timeout=10) as client:
         machines = _equipment((await client.get("/api/v1/assets")).json())
     with_state = {m["name"] for m in machines if "state" in m["tags"]}
     assert len(machines) >= 5, "the demo plant has its machines"
@@ -375,22 +386,29 @@ enabled = true
 
 
 @pytest.fixture(scope="module")
-def health_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A server of the simulated plant that runs the anomaly monitor and RUL estimates."""
+def health_url(
+    chromium: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Provisioned]]:
+    """A server of the simulated plant that runs the anomaly monitor and RUL estimates, and
+    its user ``tester``."""
     workdir = tmp_path_factory.mktemp("health")
     port = free_port()
     (workdir / "shopfloor.toml").write_text(HEALTH_CONFIG.format(port=port))
+    user = provision(workdir / "data", role="viewer", user="tester")
     # As long to start as the shared demo may take (conftest's STARTUP_S) on a busy machine.
     with shopfloor_process(
         ["server", "--config", "shopfloor.toml"], port=port, workdir=workdir, ready_timeout_s=40
     ) as server:
-        yield server.base_url
+        yield server.base_url, user
 
 
 async def test_machine_health_shows_what_the_monitors_answer(
-    health_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+    health_url: tuple[str, Provisioned], browser: Browser, wait_for: WaitFor, open_page: OpenPage
 ) -> None:
-    page, errors = await open_page(browser, width=1280, height=800)
+    url, user = health_url
+    page, errors = await open_page(browser, width=1280, height=800, logged_in=False)
+    login = {"name": user.user, "password": user.password}
+    assert (await page.request.post(f"{url}/api/v1/auth/login", data=login)).ok
     answers: dict[str, Response] = {}
     page.on(
         "response",
@@ -400,7 +418,7 @@ async def test_machine_health_shows_what_the_monitors_answer(
             else None
         ),
     )
-    await page.goto(health_url + "/machines/cnc-01")
+    await page.goto(url + "/machines/cnc-01")
     await wait_for(
         page,
         "() => document.getElementById('health-anomaly-msg').textContent"

@@ -12,11 +12,9 @@ operator actions — run too), the simulated factory back-filling some history i
 DuckDB historian, the plant's alarm rules, SPC, anomaly and RUL analytics.
 
 Roles: the run is repeated for each role in :data:`ROLES` with the headers
-:func:`credentials_for` gives. Today there are no users: the only role is
-``anonymous``, which sends no credentials. The auth work plugs in here — add its roles
-to ``ROLES`` and return each role's header from ``credentials_for`` (a session cookie or
-``Authorization: Bearer ...`` made by the fixture, e.g. by creating a user with that role
-through the CLI before the server starts).
+:func:`credentials_for` gives: none for ``anonymous`` (every guarded operation must then
+answer its declared 401), else an API token acting as a user of that role, made in the
+server's data folder before it starts.
 
 Reproducible and bounded: Hypothesis is derandomized (the same cases every run), with a
 few examples per operation and no deadline; the whole module takes well under a minute.
@@ -42,12 +40,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from shopfloor.testing.auth import bearer, provision
 from shopfloor.testing.processes import RunningProcess, free_port, shopfloor_process
 
 pytestmark = pytest.mark.system
 
-ROLES = ("anonymous",)
-"""Every role the API is fuzzed as (the auth work adds its roles here)."""
+ROLES = ("anonymous", "viewer", "operator", "engineer", "admin")
+"""Every role the API is fuzzed as: no credential, then an API token of each role."""
 
 CHECKS = [
     not_a_server_error,
@@ -57,7 +56,7 @@ CHECKS = [
     response_headers_conformance,
 ]
 
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 3
 """Generated cases per operation and role (beyond the explicit and coverage cases)."""
 
 DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
@@ -121,6 +120,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]
     """A real ``shopfloor server`` over a copy of the demo plant, with some history."""
     workdir = tmp_path_factory.mktemp("fuzz")
     shutil.copytree(DEMO, workdir / "plant")
+    for role in ROLES[1:]:
+        TOKENS[role] = provision(workdir / "data", role=role, user=f"fuzz-{role}").token
     port = free_port()
     (workdir / "shopfloor.toml").write_text(CONFIG.format(port=port))
     args = ["server", "--config", "shopfloor.toml"]
@@ -155,19 +156,16 @@ def role(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def credentials_for() -> Callable[[str], dict[str, str]]:
-    """The hook where authentication plugs in: the request headers of each role.
+TOKENS: dict[str, str] = {}
+"""Each role's API token, made by the ``server`` fixture."""
 
-    ``credentials_for(role)`` returns the headers every request of ``role`` carries
-    (``{}``: none). Only ``anonymous`` exists before users and roles land; give each new
-    role of :data:`ROLES` its header here.
-    """
+
+@pytest.fixture
+def credentials_for(server: RunningProcess) -> Callable[[str], dict[str, str]]:
+    """The request headers of each role: ``credentials_for(role)`` (``{}``: none)."""
 
     def headers(role: str) -> dict[str, str]:
-        if role == "anonymous":
-            return {}
-        raise LookupError(f"no credentials for role {role!r}: add them to credentials_for")
+        return {} if role == "anonymous" else bearer(TOKENS[role])
 
     return headers
 

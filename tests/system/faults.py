@@ -41,6 +41,7 @@ from shopfloor.edge.uplink.forwarder import OutboxUplink
 from shopfloor.edge.uplink.http import HttpTransport
 from shopfloor.edge.uplink.sender import SenderOptions
 from shopfloor.simulator import Plant
+from shopfloor.testing.auth import provision
 from shopfloor.testing.faultproxy import FaultProxy
 from shopfloor.testing.processes import RunningProcess, shopfloor_process
 from shopfloor.wire import edge_of_stream
@@ -91,7 +92,9 @@ def write_edge_config(
         f'retry_max = "{retry_max}"\ncatch_up_after = "2s"\n'
         f"coalesce_points = {coalesce_points}\n"
     )
-    if mqtt_port is not None:
+    if mqtt_port is None:
+        text += f'token_env = "{EDGE_TOKEN_ENV}"\n'
+    else:
         text += f'[uplink.mqtt]\nport = {mqtt_port}\nkeepalive = "1s"\nreconnect_max = "200ms"\n'
     text += f'[health]\nport = {health_port}\nstatus_interval = "1s"\n'
     if connectors:
@@ -148,6 +151,21 @@ class EdgeProcess:
         return self.proc.returncode
 
 
+EDGE_TOKEN_ENV = "SHOPFLOOR_TEST_EDGE_TOKEN"
+"""The variable the edges of these tests read their API token from (`uplink.token_env`)."""
+
+
+def edge_token(root: Path) -> str:
+    """An ``ingest`` API token in the server's data folder of the rig at ``root``, made
+    once (before or while the server runs) and kept in ``root/edge.token``."""
+    kept = root / "edge.token"
+    if kept.exists():
+        return kept.read_text().strip()
+    made = provision(root / "server" / "data", role="engineer", user="edge", token_role="ingest")
+    kept.write_text(made.token)
+    return made.token
+
+
 @contextmanager
 def edge_process(
     folder: Path, health_port: int, *, env: dict[str, str] | None = None
@@ -161,7 +179,12 @@ def edge_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                EDGE_TOKEN_ENV: edge_token(folder.parent),
+                **(env or {}),
+            },
         )
     edge = EdgeProcess(proc, f"http://127.0.0.1:{health_port}/healthz", log_path)
     try:
@@ -233,7 +256,7 @@ def drain_offline(outbox: Path, url: str) -> None:
     async def drain() -> None:
         uplink = OutboxUplink(
             DurableOutbox(SegmentLog(outbox), max_bytes=1 << 40),
-            HttpTransport(url, edge_id=EDGE_ID, timeout_s=5),
+            HttpTransport(url, edge_id=EDGE_ID, timeout_s=5, token=edge_token(outbox.parents[2])),
             edge_id=EDGE_ID,
             options=SenderOptions(retry=(0.05, 0.5)),
         )
@@ -395,7 +418,7 @@ def finish(rig: Rig, edge: EdgeProcess, server: RunningProcess, proxy: FaultProx
     if outbox_totals(rig.outbox).batches:
         drain_offline(rig.outbox, server.base_url)
     totals = outbox_totals(rig.outbox)
-    edges = httpx.get(f"{server.base_url}/api/v1/edges", timeout=5).json()["edges"]
+    edges = server.get("/api/v1/edges", timeout=5).json()["edges"]
     assert server.stop(signal.SIGINT) == 0, server.log()
     assert totals.next_seq >= last["buffer"]["next_seq"]
     assert totals.acked_points >= last["buffer"]["appended_points"] - last["buffer"]["points"]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from shopfloor.model import PointBatch, Quality, now_ns
+from shopfloor.testing.auth import act_as
 from shopfloor.testing.processes import free_port, shopfloor_process
 from shopfloor.wire import ARROW_MEDIA_TYPE, encode_arrow
 
@@ -61,7 +62,7 @@ def test_alarms_come_in_are_acknowledged_and_survive_a_restart(tmp_path: Path) -
     with shopfloor_process(
         ["server", "--config", "server.toml"], port=port, workdir=tmp_path
     ) as run:
-        with httpx.Client(base_url=run.base_url, timeout=30) as http:
+        with httpx.Client(base_url=run.base_url, timeout=30, headers=run.headers) as http:
             send(http, [(OIL, t0, 79.0, 0), (OIL, t0 + S, 84.5, 0), (PLC, t0, 0.0, bad)], 1)
             rows = standing(http, 2)
             assert [(r["name"], r["state"], r["priority"]) for r in rows] == [
@@ -69,27 +70,33 @@ def test_alarms_come_in_are_acknowledged_and_survive_a_restart(tmp_path: Path) -
                 (f"{OIL}.H", "unacknowledged", "high"),
             ]
             assert rows[1]["message"] == "oil 84.5 above 80.0"
+            li, wang = act_as(http, "li"), act_as(http, "wang")
             ack = http.post(
                 "/api/v1/alarms/acknowledge",
                 json={"alarm": f"{OIL}.H", "user": "li", "comment": "cooling on"},
+                headers=li,
             )
             assert ack.status_code == 200, ack.text
             assert (ack.json()["before"], ack.json()["after"]) == ("unacknowledged", "acknowledged")
             again = http.post(
-                "/api/v1/alarms/acknowledge", json={"alarm": f"{OIL}.H", "user": "li"}
+                "/api/v1/alarms/acknowledge", json={"alarm": f"{OIL}.H", "user": "li"}, headers=li
             )
             assert again.status_code == 422
             assert "nothing to acknowledge" in again.json()["error"]["message"]
-            missing = http.post("/api/v1/alarms/acknowledge", json={"alarm": "nope", "user": "li"})
+            missing = http.post(
+                "/api/v1/alarms/acknowledge", json={"alarm": "nope", "user": "li"}, headers=li
+            )
             assert missing.status_code == 404
             shelve = http.post(
                 "/api/v1/alarms/shelve",
                 json={"alarm": f"{PLC}.bad_quality", "user": "wang", "duration": "8h"},
+                headers=wang,
             )
             assert shelve.json()["after"] == "shelved"
             too_long = http.post(
                 "/api/v1/alarms/shelve",
                 json={"alarm": f"{PLC}.bad_quality", "user": "wang", "duration": "3d"},
+                headers=wang,
             )
             assert (too_long.status_code, too_long.json()["error"]["field"]) == (422, "duration")
             no_user = http.post("/api/v1/alarms/comment", json={"alarm": f"{OIL}.H"})
@@ -99,7 +106,7 @@ def test_alarms_come_in_are_acknowledged_and_survive_a_restart(tmp_path: Path) -
     with shopfloor_process(
         ["server", "--config", "server.toml"], port=port, workdir=tmp_path
     ) as run:
-        with httpx.Client(base_url=run.base_url, timeout=30) as http:
+        with httpx.Client(base_url=run.base_url, timeout=30, headers=run.headers) as http:
             listed = http.get("/api/v1/alarms")
             assert listed.status_code == 200, (listed.text, run.log())
             states = {r["name"]: r["state"] for r in listed.json()}

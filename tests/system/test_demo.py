@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 
 from shopfloor.testing.processes import free_port, shopfloor_process
@@ -33,13 +32,13 @@ def test_demo_serves_history_and_commits_everything_on_ctrl_c(tmp_path: Path) ->
     args = ["demo", "--port", str(port), "--data-dir", str(data), "--no-status", "--speed", "20"]
     args += ["--backfill", "10m"]
     with shopfloor_process(args, port=port, workdir=tmp_path) as demo:
-        tags = httpx.get(f"{demo.base_url}/api/v1/tags").json()["tags"]
+        tags = demo.get("/api/v1/tags").json()["tags"]
         temps = [t["path"] for t in tags if t["path"].endswith("_temp")]
         assert temps, f"no temperature tag among {[t['path'] for t in tags]}"
         assert len({t["asset"] for t in tags}) >= 8, "expected about ten simulated machines"
 
         def series() -> list[float]:
-            r = httpx.get(f"{demo.base_url}/api/v1/tags/{temps[0]}/series", params={"start": "-1h"})
+            r = demo.get(f"/api/v1/tags/{temps[0]}/series", params={"start": "-1h"})
             assert r.status_code == 200, r.text
             values: list[float] = r.json()["columns"]["value"]
             return values if len(values) >= 30 else []
@@ -47,21 +46,21 @@ def test_demo_serves_history_and_commits_everything_on_ctrl_c(tmp_path: Path) ->
         values = _wait_for(series, 30, "30 points of a temperature")
         assert len(set(values)) > 1, "a simulated temperature should move"
 
-        agg = httpx.get(
-            f"{demo.base_url}/api/v1/tags/{temps[0]}/series",
+        agg = demo.get(
+            f"/api/v1/tags/{temps[0]}/series",
             params={"start": "-1h", "bucket": "1m", "agg": "avg,min,max"},
         ).json()["columns"]
         assert all(
             lo <= av <= hi for lo, av, hi in zip(agg["min"], agg["avg"], agg["max"], strict=True)
         )
 
-        (sim,) = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+        (sim,) = demo.get("/api/v1/connectors").json()["connectors"]
         assert sim["kind"] == "simulator"
         assert sim["state"] == "active"
         assert sim["reads"] > 0
 
         # the plant is described by the demo's templates, with their alarms
-        site = httpx.get(f"{demo.base_url}/api/v1/assets").json()["children"][0]
+        site = demo.get("/api/v1/assets").json()["children"][0]
         machines = [
             eq
             for area in site["children"]
@@ -71,7 +70,7 @@ def test_demo_serves_history_and_commits_everything_on_ctrl_c(tmp_path: Path) ->
         ]
         assert len(machines) == 10
         assert {eq["template"] for eq in machines} >= {"cnc-mill", "injection-press"}
-        alarms = httpx.get(f"{demo.base_url}/api/v1/alarms", params={"state": "all"}).json()
+        alarms = demo.get("/api/v1/alarms", params={"state": "all"}).json()
         assert sum(a["name"].endswith("/vibration_rms.HH") for a in alarms) == 5
 
         code = demo.stop(signal.SIGINT)
@@ -122,7 +121,7 @@ def test_demo_reads_the_plant_through_a_real_modbus_stack(tmp_path: Path) -> Non
     with shopfloor_process([*args, "--protocol", "modbus"], port=port, workdir=tmp_path) as demo:
 
         def modbus_connectors() -> list[dict[str, object]]:
-            rows = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+            rows = demo.get("/api/v1/connectors").json()["connectors"]
             active = [r for r in rows if r["kind"] == "modbus" and r["reads"]]
             return active if len(active) == len(rows) >= 8 else []
 
@@ -131,7 +130,7 @@ def test_demo_reads_the_plant_through_a_real_modbus_stack(tmp_path: Path) -> Non
         temp = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_temp"
 
         def points() -> list[float]:
-            r = httpx.get(f"{demo.base_url}/api/v1/tags/{temp}/series", params={"start": "-5m"})
+            r = demo.get(f"/api/v1/tags/{temp}/series", params={"start": "-5m"})
             values: list[float] = r.json()["columns"]["value"]
             return values if len(values) >= 3 else []
 
@@ -149,7 +148,7 @@ def test_demo_reads_the_plant_as_sparkplug_b_through_a_private_mosquitto(
 
         def sparkplug_points() -> list[float]:
             temp = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_temp"
-            r = httpx.get(f"{demo.base_url}/api/v1/tags/{temp}/series", params={"start": "-5m"})
+            r = demo.get(f"/api/v1/tags/{temp}/series", params={"start": "-5m"})
             if r.status_code != 200:
                 return []
             values: list[float] = r.json()["columns"]["value"]
@@ -157,7 +156,7 @@ def test_demo_reads_the_plant_as_sparkplug_b_through_a_private_mosquitto(
 
         values = _wait_for(sparkplug_points, 30, "temperatures born and sent as Sparkplug B")
         assert all(20 < v < 120 for v in values), values
-        (row,) = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+        (row,) = demo.get("/api/v1/connectors").json()["connectors"]
         assert row["kind"] == "sparkplug"
         assert row["state"] == "active"
         assert demo.stop() == 0, demo.log()
@@ -171,13 +170,13 @@ def test_demo_over_opcua_and_browse_imports_its_address_space(tmp_path: Path) ->
         temp = "acme/plant-1/machining/line-1/cell-1/cnc-01/spindle_temp"
 
         def points() -> list[float]:
-            r = httpx.get(f"{demo.base_url}/api/v1/tags/{temp}/series", params={"start": "-5m"})
+            r = demo.get(f"/api/v1/tags/{temp}/series", params={"start": "-5m"})
             values: list[float] = r.json()["columns"]["value"] if r.status_code == 200 else []
             return values if len(values) >= 3 else []
 
         values = _wait_for(points, 30, "temperatures from an OPC UA subscription")
         assert all(20 < v < 120 for v in values), values
-        (row,) = httpx.get(f"{demo.base_url}/api/v1/connectors").json()["connectors"]
+        (row,) = demo.get("/api/v1/connectors").json()["connectors"]
         assert (row["kind"], row["state"]) == ("opcua", "active")
 
         endpoint = demo.log().split("served over OPC UA at ", 1)[1].split()[0]

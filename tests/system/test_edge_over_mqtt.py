@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shopfloor.testing.mosquitto import Mosquitto
@@ -63,7 +62,7 @@ def test_edge_sends_through_a_broker_and_the_platform_commits_exactly_once(
                 deadline = time.monotonic() + 40
                 edges: list[dict[str, object]] = []
                 while time.monotonic() < deadline:
-                    edges = httpx.get(f"{server.base_url}/api/v1/edges").json()["edges"]
+                    edges = server.get("/api/v1/edges").json()["edges"]
                     batches = [e for e in edges if e.get("edge") == "edge-mqtt"]
                     if batches and int(str(batches[0].get("batches", 0))) >= 5:
                         break
@@ -77,5 +76,5 @@ def test_edge_sends_through_a_broker_and_the_platform_commits_exactly_once(
             assert code == 0, edge_log
             (row,) = batches
             assert row["duplicates"] == 0
-            tags = httpx.get(f"{server.base_url}/api/v1/tags").json()["tags"]
+            tags = server.get("/api/v1/tags").json()["tags"]
             assert any(t["path"].endswith("spindle_temp") and t["unit"] for t in tags)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shopfloor.testing.processes import free_port, shopfloor_process
@@ -21,7 +21,7 @@ def test_edge_process_sends_metadata_and_points_to_server_process(tmp_path: Path
     (tmp_path / "server.toml").write_text(f'[server]\nport = {port}\ndata_dir = "data"\n')
     (tmp_path / "edge.toml").write_text(
         '[edge]\nid = "edge-7"\n'
-        f'[uplink]\nurl = "http://127.0.0.1:{port}"\n'
+        f'[uplink]\nurl = "http://127.0.0.1:{port}"\ntoken_env = "EDGE_TOKEN"\n'
         '[[connectors]]\nkind = "simulator"\nname = "sim"\nbackfill = "2m"\nspeed = 60\n'
     )
     with shopfloor_process(
@@ -34,6 +34,7 @@ def test_edge_process_sends_metadata_and_points_to_server_process(tmp_path: Path
         proc = subprocess.Popen(
             [sys.executable, "-m", "shopfloor", "edge", "--config", "edge.toml"],
             cwd=edge_dir,
+            env={**os.environ, "EDGE_TOKEN": server.token},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -41,8 +42,8 @@ def test_edge_process_sends_metadata_and_points_to_server_process(tmp_path: Path
             deadline = time.monotonic() + 30
             tags: list[dict[str, object]] = []
             while time.monotonic() < deadline:
-                tags = httpx.get(f"{server.base_url}/api/v1/tags").json()["tags"]
-                written = httpx.get(f"{server.base_url}/healthz").json()["historian"]
+                tags = server.get("/api/v1/tags").json()["tags"]
+                written = server.get("/healthz").json()["historian"]
                 if tags and written["points_written"] > 1000:
                     break
                 time.sleep(0.3)

@@ -144,12 +144,12 @@ def test_demo_connects_only_to_loopback_notifies_systemd_and_needs_no_wx_memory(
         got = notify_listener.wait_for(lambda m: any(x.startswith("READY=1") for x in m), "READY=1")
         assert f"READY=1\nSTATUS=serving http://127.0.0.1:{port}" in got
 
-        tags = httpx.get(f"{demo.base_url}/api/v1/tags", timeout=HTTP_TIMEOUT_S).json()["tags"]
+        tags = demo.get("/api/v1/tags", timeout=HTTP_TIMEOUT_S).json()["tags"]
         tag = next(t["path"] for t in tags if t["path"].endswith("_temp"))
         seen: list[tuple[str, str, int]] = []
         connected = 0
         for _ in range(SAMPLES):  # traffic of every kind while the sockets are read
-            with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+            with httpx.Client(timeout=HTTP_TIMEOUT_S, headers=demo.headers) as client:
                 assert client.get(f"{demo.base_url}/api/v1/tags").status_code == 200
                 assert client.get(f"{demo.base_url}/docs").status_code == 200
                 # DuckDB's aggregation and numpy's analytics under MDWE

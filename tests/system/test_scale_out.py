@@ -188,7 +188,8 @@ def _check_alarms(dsn: str, apis: list[Any], *, survivor: int, killed_ns: int) -
     assert states[name] in ("unacknowledged", "returned_unacknowledged"), states
     ack = httpx.post(
         f"{apis[0].base_url}/api/v1/alarms/acknowledge",
-        json={"alarm": name, "user": "op", "comment": "seen"},
+        json={"alarm": name, "comment": "seen"},
+        headers=apis[0].headers,
         timeout=30,
     )
     assert ack.status_code == 200, ack.text
@@ -232,18 +233,20 @@ def _last_alarm_owner(dsn: str) -> str:
     return "" if row is None else str(row[0])
 
 
-def _check_live_values(base_url: str) -> None:
+def _check_live_values(api: Any) -> None:
     """The API server's websocket pushes the workers' points as they come (fan-out through
     the broker): a "values" frame comes only from the server's live channel, which has no
     ingest of its own; the snapshot alone would come from the database."""
     prefix = tag_path(1, 0).rpartition("/")[0]
-    url = base_url.replace("http", "ws", 1) + "/api/v1/ws"
-    with websockets.sync.client.connect(url, open_timeout=10) as ws:
+    url = api.base_url.replace("http", "ws", 1) + "/api/v1/ws"
+    with websockets.sync.client.connect(url, open_timeout=10, additional_headers=api.headers) as ws:
         ws.send(json.dumps({"type": "subscribe", "prefix": prefix}))
         deadline = time.monotonic() + 15
+        snapshots = 0  # the first on connect; the second answers the subscription
         while True:
             frame = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if frame["type"] == "values" and frame["values"]:
+            snapshots += frame["type"] == "snapshot"
+            if frame["type"] == "values" and frame["values"] and snapshots >= 2:
                 assert all(v["path"].startswith(prefix) for v in frame["values"]), frame
                 return
 
@@ -258,7 +261,7 @@ def _api_server(folder: Path, *, dsn: str, broker: int) -> Any:
 
 def _alarms(api: Any) -> list[dict[str, Any]]:
     """Every alarm as an API server lists it."""
-    answer = httpx.get(f"{api.base_url}/api/v1/alarms", params={"state": "all"}, timeout=30)
+    answer = api.get("/api/v1/alarms", params={"state": "all"}, timeout=30)
     assert answer.status_code == 200, answer.text
     result: list[dict[str, Any]] = answer.json()
     return result
@@ -294,7 +297,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
             # mid-run: once the load flows (both workers committing), not after a fixed
             # time, which a busy machine spends starting the load generator
             _wait_for_commits(dsn, at_least=KILL_AFTER_BATCHES)
-            _check_live_values(apis[1].base_url)
+            _check_live_values(apis[1])
             # the worker that journaled alarms last: it owns alarm partitions now
             survivor_log = "worker-2.log"
             if _last_alarm_owner(dsn).endswith(f"-{two.pid}"):
@@ -344,8 +347,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         # both API servers serve what the workers wrote
         path = tag_path(1, 7)
         for api in apis:
-            series = httpx.get(
-                f"{api.base_url}/api/v1/tags/{path}/series",
+            series = api.get(
+                f"/api/v1/tags/{path}/series",
                 params={"start": "-10m", "end": "now", "limit": 100_000},
                 timeout=30,
             )

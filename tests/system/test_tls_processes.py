@@ -114,7 +114,7 @@ def test_edges_over_https_with_the_private_ca_and_client_certificates(tmp_path: 
         assert server.base_url.startswith("https://")
         deadline = time.monotonic() + 30
         edges: list[dict[str, Any]] = []
-        with httpx.Client(base_url=server.base_url, verify=trust) as client:
+        with httpx.Client(base_url=server.base_url, verify=trust, headers=server.headers) as client:
             while time.monotonic() < deadline:
                 edges = client.get("/api/v1/edges").json()["edges"]
                 written = client.get("/healthz").json()["historian"]["points_written"]

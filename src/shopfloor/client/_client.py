@@ -5,13 +5,14 @@ application/vnd.apache.arrow.stream``), so a year of one tag is read without one
 object per point. Everything goes through the server: a reader never opens the
 historian's DuckDB file (which one process owns) nor the PostgreSQL tables.
 
-The server itself speaks plain HTTP and has no logins yet; ``ca_file``, ``client_cert``,
-``headers`` and ``auth`` are for a reverse proxy (TLS, basic auth, a token header) put in
-front of it.
+The server needs an API token (``shopfloor tokens create NAME --role read``): pass it as
+``token``, or ``token_file``, or set ``SHOPFLOOR_TOKEN`` / ``SHOPFLOOR_TOKEN_FILE``.
+``ca_file``, ``client_cert``, ``headers`` and ``auth`` are for TLS and a reverse proxy.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -65,6 +66,13 @@ class ShopfloorClient:
         verify: False accepts any certificate (trials only; anyone on the path can read
             and forge the data).
         transport: an httpx transport (tests, or ``httpx.ASGITransport`` in-process).
+        token: the API token, sent as ``Authorization: Bearer``; default: the variable
+            ``SHOPFLOOR_TOKEN``.
+        token_file: a file holding the token (default: the variable
+            ``SHOPFLOOR_TOKEN_FILE``), read once here.
+
+    Raises:
+        ClientError: the token file cannot be read.
     """
 
     def __init__(
@@ -78,12 +86,18 @@ class ShopfloorClient:
         client_cert: tuple[Path, Path] | None = None,
         verify: bool = True,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
+        token_file: Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        sent = dict(headers or {})
+        secret = _token(token, token_file)
+        if secret:
+            sent["Authorization"] = f"Bearer {secret}"
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
-            headers=dict(headers or {}),
+            headers=sent,
             auth=auth,
             verify=_tls(ca_file=ca_file, client_cert=client_cert, verify=verify),
             transport=transport,
@@ -331,6 +345,21 @@ class ShopfloorClient:
         if response.is_success:
             return response
         raise _api_error(response)
+
+
+def _token(token: str | None, token_file: Path | None) -> str | None:
+    """The API token: given, from its file, or from the environment."""
+    if token:
+        return token.strip()
+    path = token_file or (
+        Path(os.environ["SHOPFLOOR_TOKEN_FILE"]) if os.environ.get("SHOPFLOOR_TOKEN_FILE") else None
+    )
+    if path is not None:
+        try:
+            return path.read_text().strip()
+        except OSError as err:
+            raise ClientError(f"token_file: cannot read {path}: {err.strerror}") from err
+    return os.environ.get("SHOPFLOOR_TOKEN", "").strip() or None
 
 
 def _tls(

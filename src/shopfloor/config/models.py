@@ -30,6 +30,7 @@ from shopfloor.config.ingest_mqtt import MqttIngestSection
 from shopfloor.config.notify import NotifySection
 from shopfloor.config.retention import RetentionSection
 from shopfloor.config.secrets import read_secret
+from shopfloor.config.security import SecuritySection
 from shopfloor.config.sparkplug_node import SparkplugNodeSection
 from shopfloor.config.tls import ServerTlsSection
 from shopfloor.config.uns import UnsSection
@@ -463,6 +464,10 @@ class ShopfloorConfig(_Section):
         default_factory=SimulatorSection, description="In-process simulated factory."
     )
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Logging.")
+    security: SecuritySection = Field(
+        default_factory=SecuritySection,
+        description="Users, sessions, API tokens and the secret key (docs/auth.md).",
+    )
     connectors: list[ConnectorConfig] = Field(
         default_factory=list,
         description="Devices read by the server process itself (a single-box install), "
@@ -513,6 +518,7 @@ class ShopfloorConfig(_Section):
                 "ingest": self.ingest.relative_to(base),
                 "assets": self.assets.relative_to(base),
                 "notify": self.notify.relative_to(base),
+                "security": self.security.relative_to(base),
             }
         )
 

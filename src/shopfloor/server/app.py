@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -64,7 +66,8 @@ from shopfloor.server.rules.journal import Journal
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.rules.partitions import PartitionMap
 from shopfloor.server.rules.pg_journal import PgAlarmJournal
-from shopfloor.server.security import AuditLog
+from shopfloor.server.security import AuditLog, Auth
+from shopfloor.server.security.secret import load_secret_key
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
@@ -178,6 +181,13 @@ def build_mqtt_ingest(
 
 AUDIT_FILE = "audit.sqlite"
 """The audit log of writes through the API, in ``server.data_dir``."""
+
+SECURITY_FILE = "security.sqlite"
+"""Users, sessions and API tokens, in ``server.data_dir``."""
+
+BOOTSTRAP_TOKEN_ENV = "SHOPFLOOR_BOOTSTRAP_TOKEN_FILE"
+"""Names a file the server writes a new admin API token to at each start (mode 0600):
+for automation and tests that start a server and must talk to it (docs/auth.md)."""
 
 DEMO_PLANT = "demo_plant"
 """The packaged demo plant (``plant.toml`` and ``templates/``), simulated by ``shopfloor demo``."""
@@ -324,6 +334,11 @@ class Server:
             )
         )
         self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
+        self.auth = Auth(
+            config.server.data_dir / SECURITY_FILE,
+            settings=config.security,
+            secret_key=load_secret_key(config.server.data_dir, config.security.secret_key_file),
+        )
         self.remote_writer, self.writes = _write_service(config, writers, monotonic)
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
@@ -410,6 +425,7 @@ class Server:
             analytics=self.analytics,
             energy=self.energy,
             anomaly=self.anomaly,
+            auth=self.auth,
             writes=self.writes,
         )
         self.credentials = (
@@ -555,15 +571,10 @@ class Server:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.historian.start()
         self._started = True
-        if self.assets is not None:
-            # no edge reads calculated tags and metrics: their metadata comes from here
-            derived = {c.path for c in self.assets.calculations}
-            derived |= {m.path for m in self.assets.metrics}
-            metas = [t for t in self.assets.tags if t.path in derived]
-            if metas:
-                await self.historian.register_tags(metas)
+        await self._register_derived()
         await self.alarms.start()
         await self.audit.start()
+        await self._start_security()
         if self.writes is not None:
             await asyncio.to_thread(self.writes.switches.load)
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
@@ -606,6 +617,59 @@ class Server:
             await self.remote_writer.start()
         if self.fanin is not None:
             self._fanin_task = asyncio.create_task(self.fanin.run(), name="server/live-fanin")
+
+    async def _register_derived(self) -> None:
+        """Register the calculated tags and metrics: no edge reads them, so their metadata
+        comes from the asset model."""
+        if self.assets is None:
+            return
+        derived = {c.path for c in self.assets.calculations}
+        derived |= {m.path for m in self.assets.metrics}
+        metas = [t for t in self.assets.tags if t.path in derived]
+        if metas:
+            await self.historian.register_tags(metas)
+
+    async def _start_security(self) -> None:
+        """Open the users and tokens; on first start create ``admin`` and show its
+        password once; write a bootstrap API token if ``SHOPFLOOR_BOOTSTRAP_TOKEN_FILE``
+        asks for one."""
+        await self.auth.start()
+        password = await self.auth.bootstrap_admin()
+        if password is not None:
+            # Shown once, on the console only: the log file (and its shipping) never sees it.
+            sys.stderr.write(
+                "\n  No user existed: created the user 'admin' with the password\n\n"
+                f"      {password}\n\n"
+                "  It is shown this once and stored hashed only. Log in and change it\n"
+                "  (or: shopfloor users passwd admin --data-dir DIR).\n\n"
+            )
+            sys.stderr.flush()
+        token_file = os.environ.get(BOOTSTRAP_TOKEN_ENV)
+        if token_file:
+            await self._write_bootstrap_token(Path(token_file))
+
+    async def _write_bootstrap_token(self, path: Path) -> None:
+        """Create an admin API token and write its secret to ``path`` (0600).
+
+        Raises:
+            ConfigError: the file cannot be written.
+        """
+        _, secret = await self.auth.create_token(
+            "bootstrap", role="admin", owner=BOOTSTRAP_TOKEN_ENV, expires_ns=None
+        )
+
+        def write() -> None:
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secret + "\n")
+            tmp.replace(path)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as err:
+            raise ConfigError(f"{BOOTSTRAP_TOKEN_ENV}: cannot write {path}: {err}") from err
+        logger.info("wrote an admin API token to %s (%s)", path, BOOTSTRAP_TOKEN_ENV)
 
     async def register_tags(self, metas: Sequence[TagMeta]) -> None:
         """Accept tag metadata from an in-process edge."""
@@ -706,6 +770,7 @@ class Server:
                     await task
         await self.alarms.close()
         await self.audit.close()
+        await self.auth.close()
         if self.analytics is not None:
             await self.analytics.close()
         if self._started:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,6 +52,23 @@ class RunningProcess:
     proc: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    token_file: Path | None = None
+
+    @property
+    def token(self) -> str:
+        """The admin API token the server wrote at start (``SHOPFLOOR_BOOTSTRAP_TOKEN_FILE``)."""
+        if self.token_file is None or not self.token_file.exists():
+            raise RuntimeError(f"the process wrote no API token:\n{self.log()}")
+        return self.token_file.read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The admin API token as the header that sends it."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """``GET`` ``path`` of the server with its admin API token."""
+        return httpx.get(f"{self.base_url}{path}", headers=self.headers, **kwargs)
 
     def log(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
@@ -81,13 +99,23 @@ def shopfloor_process(
 ) -> Iterator[RunningProcess]:
     """Start ``python -m shopfloor ARGS``, wait for ``/healthz``, stop it on exit.
 
+    A server or demo writes an admin API token to ``workdir/admin.token`` at start
+    (``SHOPFLOOR_BOOTSTRAP_TOKEN_FILE``): send :attr:`RunningProcess.headers`.
+
     Args:
         env: added to the environment.
         preexec_fn: run in the child before it starts, e.g. to restrict it.
         tls: the process serves HTTPS: the context that trusts its certificate.
     """
     log_path = workdir / "process.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    token_file = workdir / "admin.token"
+    token_file.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SHOPFLOOR_BOOTSTRAP_TOKEN_FILE": str(token_file),
+        **(env or {}),
+    }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shopfloor", *args],
@@ -100,7 +128,7 @@ def shopfloor_process(
             preexec_fn=preexec_fn,  # noqa: PLW1509
         )
     scheme = "http" if tls is None else "https"
-    running = RunningProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path)
+    running = RunningProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path, token_file)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:

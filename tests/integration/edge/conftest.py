@@ -21,8 +21,13 @@ from shopfloor.edge.buffer.payload import encode_payload
 from shopfloor.edge.uplink.framing import compress, frame
 from shopfloor.model import PointBatch
 from shopfloor.server.app import Server
+from shopfloor.testing.auth import new_secret, provision
 
 PlatformFactory = Callable[..., AbstractAsyncContextManager[Server]]
+
+EDGE_TOKEN = new_secret()
+"""The ``ingest`` API token every platform of these tests accepts (stored in its data folder
+before it starts, so an edge can be configured with it before the platform is up)."""
 
 
 @asynccontextmanager
@@ -34,6 +39,7 @@ async def run_platform(data_dir: Path, port: int = 0) -> AsyncIterator[Server]:
             "historian": {"flush_interval_s": 0.05},
         }
     ).resolve_paths(data_dir)
+    provision(data_dir, role="engineer", user="edge", token_role="ingest", secret=EDGE_TOKEN)
     server = Server(config)
     await server.start()
     stop, ready = asyncio.Event(), asyncio.Event()
@@ -94,7 +100,8 @@ async def probe(base_url: str) -> Features:
     batch = PointBatch.from_points([("probe/edge/outbox/x", 1_764_000_000_000_000_000, 1.0, 0)])
     stored = StoredBatch(seq=1, points=1, appended_ns=0, payload=encode_payload(batch))
     body = frame([stored], edge="probe-edge", historical=False)
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+    headers = {"authorization": f"Bearer {EDGE_TOKEN}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=headers) as client:
         data, encoding = compress(body, "zstd")
         zstd = (
             await client.post(

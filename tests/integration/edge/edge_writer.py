@@ -10,6 +10,7 @@ a line with the batch number once ``send`` returned (the batch is durable). With
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def batch(run: int, k: int) -> PointBatch:
 async def main(outbox_dir: Path, url: str, log_path: Path, run: int, drain: bool) -> None:
     uplink = OutboxUplink(
         DurableOutbox(SegmentLog(outbox_dir, segment_bytes=256 * 1024), max_bytes=1 << 30),
-        HttpTransport(url, edge_id="edge-kill", timeout_s=5),
+        HttpTransport(url, edge_id="edge-kill", timeout_s=5, token=os.environ.get("EDGE_TOKEN")),
         edge_id="edge-kill",
         quarantine=Quarantine(outbox_dir / "quarantine"),
         options=SenderOptions(window=4, retry=(0.05, 0.5)),

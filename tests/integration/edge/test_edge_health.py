@@ -21,9 +21,10 @@ from shopfloor.edge.uplink.forwarder import OutboxUplink
 from shopfloor.edge.uplink.http import HttpTransport
 from shopfloor.edge.uplink.sender import SenderOptions
 from shopfloor.model import PointBatch
+from shopfloor.testing.auth import grant
 from shopfloor.testing.processes import free_port
 
-from .conftest import PlatformFactory, serve_app
+from .conftest import EDGE_TOKEN, PlatformFactory, serve_app
 
 T0 = 1_764_000_000_000_000_000
 TAG = "acme/p/a/l/c/m/temp"
@@ -31,7 +32,7 @@ SAMPLE = re.compile(r'^(shopfloor_edge_[a-z0-9_]+)\{([a-z]+="[^"]*"(,[a-z]+="[^"
 
 
 def uplink_to(tmp_path: Path, url: str) -> OutboxUplink:
-    transport = HttpTransport(url, edge_id="edge-h", timeout_s=2)
+    transport = HttpTransport(url, edge_id="edge-h", timeout_s=2, token=EDGE_TOKEN)
     return OutboxUplink(
         DurableOutbox(SegmentLog(tmp_path / "outbox"), max_bytes=10_000_000),
         transport,
@@ -114,7 +115,7 @@ async def test_status_reports_reach_the_platform_with_its_skew(
         assert isinstance(monitor.reporter.skew_s, float)
         assert abs(monitor.reporter.skew_s) < 60, "same machine, same clock"
         assert monitor.status()["clock_skew_s"] == monitor.reporter.skew_s
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, headers=grant(server.app)) as client:
             edges = (await client.get("/api/v1/edges")).json()
         await uplink.close()
     (row,) = [e for e in edges["edges"] if e["edge"] == "edge-h"]

@@ -6,6 +6,7 @@ Exact counts at the end: lost = durable − stored = 0, duplicated = stored − 
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -32,7 +33,7 @@ def expected_ts(run: int, k: int) -> np.ndarray:
     return T0 + (run * 1_000_000 + k) * 1000 + np.arange(POINTS, dtype=np.int64)
 
 
-def edge(tmp_path: Path, url: str, run: int, *extra: str) -> subprocess.Popen[bytes]:
+def edge(tmp_path: Path, url: str, run: int, *extra: str, token: str) -> subprocess.Popen[bytes]:
     log = (tmp_path / f"edge-{run}.out").open("wb")
     return subprocess.Popen(
         [
@@ -46,6 +47,7 @@ def edge(tmp_path: Path, url: str, run: int, *extra: str) -> subprocess.Popen[by
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "EDGE_TOKEN": token},
     )
 
 
@@ -68,7 +70,7 @@ def test_sigkilled_edge_loses_nothing_durable_and_duplicates_nothing(tmp_path: P
         ["server", "--config", "server.toml"], port=port, workdir=tmp_path
     ) as server:
         for run in range(RUNS):
-            proc = edge(tmp_path, server.base_url, run)
+            proc = edge(tmp_path, server.base_url, run, token=server.token)
             try:
                 appending(tmp_path / "durable.log", run, proc)  # started, however loaded
                 time.sleep(rng.uniform(0.2, 1.0))  # mid-append and mid-request, at random
@@ -76,7 +78,7 @@ def test_sigkilled_edge_loses_nothing_durable_and_duplicates_nothing(tmp_path: P
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-        drain = edge(tmp_path, server.base_url, 99, "--drain")
+        drain = edge(tmp_path, server.base_url, 99, "--drain", token=server.token)
         assert drain.wait(30) == 0, (tmp_path / "edge-99.out").read_text()
         assert server.stop(signal.SIGINT) == 0, server.log()
 

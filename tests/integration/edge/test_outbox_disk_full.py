@@ -25,7 +25,7 @@ from shopfloor.edge.uplink.sender import SenderOptions
 from shopfloor.model import PointBatch
 from shopfloor.testing.processes import free_port
 
-from .conftest import PlatformFactory, stored_ts
+from .conftest import EDGE_TOKEN, PlatformFactory, stored_ts
 
 T0 = 1_764_000_000_000_000_000
 TAG = "acme/p/a/l/c/m/flow"
@@ -75,7 +75,7 @@ def make_uplink(directory: Path, url: str, policy: FullPolicy) -> OutboxUplink:
     )
     return OutboxUplink(
         outbox,
-        HttpTransport(url, edge_id="edge-disk", compression="none", timeout_s=2),
+        HttpTransport(url, edge_id="edge-disk", compression="none", timeout_s=2, token=EDGE_TOKEN),
         edge_id="edge-disk",
         quarantine=Quarantine(directory / "quarantine"),
         options=SenderOptions(retry=(0.05, 0.2)),

@@ -32,9 +32,10 @@ from shopfloor.edge.uplink.forwarder import OutboxUplink
 from shopfloor.edge.uplink.http import HttpTransport
 from shopfloor.edge.uplink.sender import SenderOptions
 from shopfloor.model import PointBatch, TagMeta
+from shopfloor.testing.auth import grant
 from shopfloor.testing.processes import free_port
 
-from .conftest import Features, PlatformFactory, serve_app, stored_ts
+from .conftest import EDGE_TOKEN, Features, PlatformFactory, serve_app, stored_ts
 
 T0 = 1_764_000_000_000_000_000
 TAG = "acme/p/a/l/c/m/temp"
@@ -71,7 +72,9 @@ def uplink_for(
     name: str = "outbox",
 ) -> OutboxUplink:
     outbox = DurableOutbox(SegmentLog(tmp_path / name), max_bytes=1 << 30, clock=clock)
-    transport = HttpTransport(url, edge_id="edge-t", compression=compression, timeout_s=5)
+    transport = HttpTransport(
+        url, edge_id="edge-t", compression=compression, timeout_s=5, token=EDGE_TOKEN
+    )
     return OutboxUplink(
         outbox,
         transport,
@@ -346,7 +349,7 @@ async def test_a_re_created_outbox_is_not_taken_for_the_one_before(
             assert uplink.sender.stats().duplicates == 0
             shutil.rmtree(tmp_path / "outbox")
         ts = await stored_ts(server, TAG)
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, headers=grant(server.app)) as client:
             edges = (await client.get("/api/v1/edges")).json()["edges"]
     assert len(ts) == 2 * 5 * 50, "the second outbox's seqs 1-5 were stored too"
     (row,) = [e for e in edges if e["edge"] == "edge-t"]

@@ -29,6 +29,7 @@ from shopfloor.edge.uplink.http import HttpTransport, Verdict
 from shopfloor.model import PointBatch, TagMeta
 from shopfloor.server.app import Server
 from shopfloor.server.ingest.credentials import issue_credential
+from shopfloor.testing.auth import grant
 from shopfloor.testing.certs import CertificatePair, make_ca, make_tls_certificate
 
 from .conftest import stored_ts
@@ -174,7 +175,9 @@ async def test_an_edge_with_its_token_stores_every_batch_once_over_https(site: S
             report = {"edge_time_ns": time.time_ns(), **uplink.status()}
             status = await uplink.put_status(report)
         ts = await stored_ts(server, TAG)
-        async with httpx.AsyncClient(base_url=server.url, verify=_ctx(site)) as reader:
+        async with httpx.AsyncClient(
+            base_url=server.url, verify=_ctx(site), headers=grant(server.app)
+        ) as reader:
             edges = (await reader.get("/api/v1/edges")).json()["edges"]  # reads stay open
     np.testing.assert_array_equal(np.sort(ts), expected_ts(range(40)))
     assert status.committed, status.detail
@@ -221,7 +224,9 @@ async def test_a_token_is_good_only_for_its_own_edge_and_writes_only(site: Site)
     status = {"edge_time_ns": time.time_ns(), "buffer": {}, "uplink": {}}
     async with (
         secure_platform(site) as server,
-        httpx.AsyncClient(base_url=server.url, verify=_ctx(site)) as client,
+        httpx.AsyncClient(
+            base_url=server.url, verify=_ctx(site), headers=grant(server.app)
+        ) as client,
     ):
         bearer = {"authorization": f"Bearer {token_a}"}
         as_b = await client.post(
@@ -261,7 +266,7 @@ async def test_a_token_is_good_only_for_its_own_edge_and_writes_only(site: Site)
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"
         assert _error(refused)["code"] == "unauthorized"
-    assert reads == [200, 200, 200, 200], "read endpoints stay open (users come later)"
+    assert reads == [200, 200, 200, 200], "read endpoints answer a user's API token"
     assert own.status_code == 200, own.text
     assert "EdgeToken" in spec["components"]["securitySchemes"]
     for path, method in (
@@ -348,7 +353,9 @@ def _ctx(site: Site) -> ssl.SSLContext:
 async def _until_refused(server: Server, site: Site, token: str) -> None:
     """Wait until the platform answers ``token`` with 401 (it re-reads within a second)."""
     deadline = time.monotonic() + 20
-    async with httpx.AsyncClient(base_url=server.url, verify=_ctx(site)) as client:
+    async with httpx.AsyncClient(
+        base_url=server.url, verify=_ctx(site), headers=grant(server.app)
+    ) as client:
         headers = {"authorization": f"Bearer {token}"}
         # an accepted token gets past to the body check (422 for the empty report)
         while (await client.put("/api/v1/tags", json={}, headers=headers)).status_code != 401:

@@ -29,6 +29,7 @@ from shopfloor.model import PointBatch, TagMeta
 from shopfloor.pki import Issued, init_ca, issue_client
 from shopfloor.server.app import Server
 from shopfloor.server.ingest.credentials import issue_credential
+from shopfloor.testing.auth import grant
 
 from .conftest import stored_ts
 
@@ -179,7 +180,9 @@ async def test_an_edge_with_its_client_certificate_stores_points_over_https(
                 await uplink.send(points(k))
             await until(lambda: uplink.outbox.stats().batches == 0, "the outbox to drain")
         ts = await stored_ts(server, TAG)
-        async with httpx.AsyncClient(base_url=server.url, verify=trusting(plant)) as reader:
+        async with httpx.AsyncClient(
+            base_url=server.url, verify=trusting(plant), headers=grant(server.app)
+        ) as reader:
             edges = (await reader.get("/api/v1/edges")).json()["edges"]  # no certificate
     expected = np.sort(np.concatenate([points(k).ts for k in range(10)]))
     np.testing.assert_array_equal(np.sort(ts), expected)
@@ -191,8 +194,12 @@ async def test_an_edge_that_cannot_verify_the_platform_keeps_its_batches(
     plant: Plant, problem: str
 ) -> None:
     async with platform(plant, client_ca=False) as server:
+        # no edge credentials: the edge sends an API token that grants ingest
+        token = grant(server.app, role="ingest")["Authorization"].split()[1]
         ca_file = None if problem == "no ca_file" else plant.other_ca.certificate
-        config = plant.edge_config("a", edge_id="edge-a", url=server.url, ca_file=ca_file)
+        config = plant.edge_config(
+            "a", edge_id="edge-a", url=server.url, ca_file=ca_file, token=token
+        )
         async with running_uplink(config) as uplink:
             for k in range(5):
                 await uplink.send(points(k))
@@ -203,7 +210,7 @@ async def test_an_edge_that_cannot_verify_the_platform_keeps_its_batches(
         assert (outbox.batches, outbox.quarantined_batches, stats.refusals) == (5, 0, 0)
 
         fixed = plant.edge_config(
-            "a", edge_id="edge-a", url=server.url, ca_file=plant.ca.certificate
+            "a", edge_id="edge-a", url=server.url, ca_file=plant.ca.certificate, token=token
         )
         async with running_uplink(fixed) as uplink:
             await until(lambda: uplink.outbox.stats().batches == 0, "the outbox to drain")
@@ -262,7 +269,7 @@ async def test_a_client_certificate_never_writes_as_another_edge(plant: Plant) -
             headers={"authorization": f"Bearer {token_b}"},
         )
         nothing = await anonymous.post("/api/v1/ingest", json={**batch, "edge": "edge-a"})
-        read = await anonymous.get("/api/v1/tags")
+        read = await anonymous.get("/api/v1/tags", headers=grant(server.app, role="viewer"))
         assert TAG not in await tags_stored(server)
         own = await as_a.post("/api/v1/ingest", json={**batch, "edge": "edge-a", "seq": 1})
         by_token = await anonymous.post(  # tokens keep working beside certificates
@@ -276,7 +283,7 @@ async def test_a_client_certificate_never_writes_as_another_edge(plant: Plant) -
     assert b_status.status_code == 403
     assert with_b_token.status_code == 403, "a certificate and a token of two edges"
     assert nothing.status_code == 401
-    assert read.status_code == 200, "reads need no certificate"
+    assert read.status_code == 200, "reads need a user's token, no certificate"
     assert own.status_code == 200, own.text
     assert by_token.status_code == 200, by_token.text
 

@@ -27,6 +27,7 @@ from shopfloor.edge.uplink.mqtt import MqttTransport
 from shopfloor.edge.writes import EquipmentWriter
 from shopfloor.model import PointBatch, TagMeta, now_ns
 from shopfloor.server.app import Server
+from shopfloor.testing.auth import provision
 from shopfloor.testing.modbus_device import ModbusDevice
 from shopfloor.testing.mosquitto import Mosquitto
 
@@ -34,7 +35,8 @@ EDGE = "edge-w"
 ROOT = "shopfloor/v1"
 SP = "acme/p1/press-1/sp"
 OVEN = "acme/p1/oven-1/sp"
-ADA = {"X-Shopfloor-User": "ada"}
+ADA: dict[str, str] = {}
+"""The token of the admin ``ada`` of the platform under test (filled before it starts)."""
 
 
 class NullUplink:
@@ -191,6 +193,8 @@ async def test_a_write_through_the_platform_api_reaches_a_remote_edge_device(
             "ingest": {"mqtt": {"enabled": True, "port": mosquitto.port, "commands": True}},
         }
     ).resolve_paths(data)
+    ADA.clear()
+    ADA.update(provision(data, role="admin", user="ada").headers)
     server = Server(config)
     await server.start()
     stop, ready = asyncio.Event(), asyncio.Event()
@@ -199,7 +203,7 @@ async def test_a_write_through_the_platform_api_reaches_a_remote_edge_device(
     try:
         async with (
             edge(device, mosquitto),
-            httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+            httpx.AsyncClient(base_url=server.url, timeout=30, headers=dict(ADA)) as client,
         ):
             async with asyncio.timeout(20):  # the edge's announcement arrives
                 while not (await client.get("/api/v1/writes")).json()["connectors"]:  # noqa: ASYNC110 - polling the API

@@ -21,6 +21,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api import create_app
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import Ingestor
+from shopfloor.testing.auth import grant
 from shopfloor.testing.certs import make_ca, make_tls_certificate
 from shopfloor.testing.postgres import PostgresServer, server_for_tests
 from shopfloor.testing.processes import free_port
@@ -63,7 +64,9 @@ async def make_platform(tmp_path: Path) -> AsyncIterator[MakePlatform]:
             while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
                 await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=grant(app)
+        )
         platform = Platform(h, ing, live, client, db)
         running.append((platform, server, task))
         return platform

@@ -20,6 +20,7 @@ from shopfloor.config import load_config_text
 from shopfloor.model import now_ns
 from shopfloor.server.app import Server
 from shopfloor.simulator import Fault, Plant
+from shopfloor.testing.auth import grant
 
 S = 10**9
 MINUTE = 60 * S
@@ -66,7 +67,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClien
     try:
         async with asyncio.timeout(10):
             await ready.wait()
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, headers=grant(server.app)
+        ) as client:
             yield server, client
     finally:
         stop.set()

@@ -20,9 +20,9 @@ from shopfloor.cli_assets import export_plant
 from shopfloor.config import ShopfloorConfig
 from shopfloor.server.app import Server
 from shopfloor.server.assets import load_asset_model
+from shopfloor.testing.auth import grant
 
 DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
-USER = {"X-Shopfloor-User": "ada"}
 MILL = "acme/plant-1/machining/line-1/cell-3/cnc-03"
 PUMP = {
     "id": "cnc-04",
@@ -64,7 +64,9 @@ async def running(
     serving = asyncio.create_task(server.serve(stop, ready=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, headers=grant(server.app, user="ada")
+        ) as client:
             yield server, client
     finally:
         stop.set()
@@ -85,6 +87,11 @@ def equipment_paths(tree: dict[str, Any]) -> list[str]:
     return out
 
 
+def as_user(server: Server, name: str) -> dict[str, str]:
+    """Headers that act as operator ``name`` (what the journal and audit log then name)."""
+    return grant(server.app, role="operator", user=name)
+
+
 async def audit(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
     answer = await client.get("/api/v1/audit", params=params)
     assert answer.status_code == 200, answer.text
@@ -101,7 +108,7 @@ async def test_edits_are_written_back_with_comments_applied_live_and_kept_on_res
         tree = await client.get("/api/v1/assets")
         version = tree.headers["ETag"]
         created = await client.post(
-            "/api/v1/assets/equipment", json=PUMP, headers={**USER, "If-Match": version}
+            "/api/v1/assets/equipment", json=PUMP, headers={"If-Match": version}
         )
         assert created.status_code == 201, created.text
         new_path = "acme/plant-1/machining/line-1/cell-4/cnc-04"
@@ -110,7 +117,6 @@ async def test_edits_are_written_back_with_comments_applied_live_and_kept_on_res
         patched = await client.patch(
             "/api/v1/assets/equipment/cnc-03",
             json={"location": "hall B, bay 4", "attributes": {"rated_kw": 23.0}},
-            headers=USER,
         )
         assert patched.status_code == 200, patched.text
         row = patched.json()["equipment"]
@@ -129,7 +135,7 @@ async def test_edits_are_written_back_with_comments_applied_live_and_kept_on_res
         stale = await client.patch(
             "/api/v1/assets/equipment/cnc-03",
             json={"serial": "X"},
-            headers={**USER, "If-Match": version},
+            headers={"If-Match": version},
         )
         assert stale.status_code == 412, stale.text
         model_before = server.plant.model if server.plant else None
@@ -170,7 +176,7 @@ async def test_an_invalid_edit_is_refused_naming_the_field_the_file_untouched_an
 ) -> None:
     plant = copy_demo_plant(tmp_path / "site")
     before = plant.read_bytes()
-    async with running(tmp_path / "data", plant) as (_, client):
+    async with running(tmp_path / "data", plant) as (server, client):
         cases: list[tuple[str, dict[str, Any], str]] = [
             ("cnc-03", {"template": "cnc-mil"}, "template"),
             ("cnc-03", {"area": "Machining Hall"}, "area"),
@@ -180,18 +186,17 @@ async def test_an_invalid_edit_is_refused_naming_the_field_the_file_untouched_an
             ("cnc-03", {"bindings": {"state": {"address": "hr:1"}}}, None),  # needs connector
         ]
         for equipment, patch, field in cases:
-            answer = await client.patch(
-                f"/api/v1/assets/equipment/{equipment}", json=patch, headers=USER
-            )
+            answer = await client.patch(f"/api/v1/assets/equipment/{equipment}", json=patch)
             assert answer.status_code == 422, (patch, answer.text)
             error = answer.json()["error"]
             assert error["field"] == field, (patch, error)
             assert error["message"]
-        unknown = await client.patch("/api/v1/assets/equipment/nope", json={}, headers=USER)
+        unknown = await client.patch("/api/v1/assets/equipment/nope", json={})
         assert unknown.status_code == 404
-        unnamed = await client.delete("/api/v1/assets/equipment/cnc-03")
-        assert unnamed.status_code == 422
-        assert unnamed.json()["error"]["field"] == "X-Shopfloor-User"
+        async with httpx.AsyncClient(base_url=server.url) as anonymous:
+            unnamed = await anonymous.delete("/api/v1/assets/equipment/cnc-03")
+        assert unnamed.status_code == 401
+        assert unnamed.json()["error"]["field"] == "authorization"
         bad_body = await client.post("/api/v1/assets/equipment", json={**PUMP, "area": "A B"})
         assert bad_body.status_code == 422
         assert bad_body.json()["error"]["field"] == "area"
@@ -201,7 +206,7 @@ async def test_an_invalid_edit_is_refused_naming_the_field_the_file_untouched_an
                 method,
                 url,
                 content=b'{"id": "x", ',
-                headers={**USER, "Content-Type": "application/json"},
+                headers={"Content-Type": "application/json"},
             )
             assert answer.status_code == 422, answer.text
             assert answer.json()["error"]["code"] == "invalid_parameter"
@@ -230,11 +235,13 @@ async def test_deleting_an_equipment_stops_its_alarms_and_keeps_the_next_comment
     async with running(tmp_path / "data", plant) as (server, client):
         alarm = f"{MILL}/vibration_rms.H"
         comment = await client.post(
-            "/api/v1/alarms/comment", json={"alarm": alarm, "user": "bo", "comment": "checked"}
+            "/api/v1/alarms/comment",
+            json={"alarm": alarm, "user": "bo", "comment": "checked"},
+            headers=as_user(server, "bo"),
         )
         assert comment.status_code == 200, comment.text
         for equipment in ("cnc-03", "conv-01"):
-            gone = await client.delete(f"/api/v1/assets/equipment/{equipment}", headers=USER)
+            gone = await client.delete(f"/api/v1/assets/equipment/{equipment}")
             assert gone.status_code == 200, gone.text
             assert gone.json()["equipment"] is None
         names = {a["name"] for a in (await client.get("/api/v1/alarms?state=all")).json()}
@@ -244,7 +251,9 @@ async def test_deleting_an_equipment_stops_its_alarms_and_keeps_the_next_comment
         journal = (await client.get("/api/v1/alarms/journal", params={"alarm": alarm})).json()
         assert [e["comment"] for e in journal] == ["checked"]  # history kept
         late = await client.post(
-            "/api/v1/alarms/comment", json={"alarm": alarm, "user": "bo", "comment": "again"}
+            "/api/v1/alarms/comment",
+            json={"alarm": alarm, "user": "bo", "comment": "again"},
+            headers=as_user(server, "bo"),
         )
         assert late.status_code == 404
         deletions = await audit(client, action="assets.equipment.delete")
@@ -261,10 +270,13 @@ async def test_deleting_an_equipment_stops_its_alarms_and_keeps_the_next_comment
 async def test_alarm_actions_are_audited_accepted_or_not(tmp_path: Path) -> None:
     plant = copy_demo_plant(tmp_path / "site")
     alarm = f"{MILL}/spindle_temp.H"
-    async with running(tmp_path / "data", plant) as (_, client):
+    async with running(tmp_path / "data", plant) as (server, client):
+        cy = as_user(server, "cy")
 
         async def act(action: str, **body: Any) -> int:
-            answer = await client.post(f"/api/v1/alarms/{action}", json={"alarm": alarm, **body})
+            answer = await client.post(
+                f"/api/v1/alarms/{action}", json={"alarm": alarm, **body}, headers=cy
+            )
             return answer.status_code
 
         assert await act("comment", user="cy", comment="oil topped up") == 200
@@ -275,13 +287,13 @@ async def test_alarm_actions_are_audited_accepted_or_not(tmp_path: Path) -> None
         assert await act("acknowledge", user="cy") == 422  # nothing to acknowledge
         assert await act("shelve", user="cy", duration="2d") == 422
         missing = await client.post(
-            "/api/v1/alarms/acknowledge", json={"alarm": "nope", "user": "cy"}
+            "/api/v1/alarms/acknowledge", json={"alarm": "nope", "user": "cy"}, headers=cy
         )
         assert missing.status_code == 404
         malformed = await client.post(
             "/api/v1/alarms/comment",
             content=b"{not json",
-            headers={"Content-Type": "application/json", "X-Shopfloor-User": "dee"},
+            headers={"Content-Type": "application/json", **as_user(server, "dee")},
         )
         assert malformed.status_code == 422
 
@@ -314,9 +326,7 @@ async def test_alarm_actions_are_audited_accepted_or_not(tmp_path: Path) -> None
 
 async def test_the_packaged_demo_plant_is_refused_but_exported(tmp_path: Path) -> None:
     async with running(tmp_path / "data", None, enabled=True) as (_, client):
-        answer = await client.patch(
-            "/api/v1/assets/equipment/cnc-01", json={"serial": "X"}, headers=USER
-        )
+        answer = await client.patch("/api/v1/assets/equipment/cnc-01", json={"serial": "X"})
         assert answer.status_code == 409
         assert "packaged demo plant" in answer.json()["error"]["message"]
         exported = (await client.get("/api/v1/assets/export")).json()
@@ -335,7 +345,6 @@ async def test_concurrent_edits_are_serialised_and_a_move_renames_tags_and_alarm
                 client.post(
                     "/api/v1/assets/equipment",
                     json={**PUMP, "id": f"cnc-1{i}", "cell": f"cell-1{i}"},
-                    headers=USER,
                 )
                 for i in range(6)
             )
@@ -344,9 +353,7 @@ async def test_concurrent_edits_are_serialised_and_a_move_renames_tags_and_alarm
         assert len({a.json()["version"] for a in answers}) == 6  # one after the other
         row = (await client.get("/api/v1/assets/equipment/cnc-03")).json()["equipment"]
         moved = await client.put(
-            "/api/v1/assets/equipment/cnc-03",
-            json={**row, "area": "finishing", "line": "line-9"},
-            headers=USER,
+            "/api/v1/assets/equipment/cnc-03", json={**row, "area": "finishing", "line": "line-9"}
         )
         assert moved.status_code == 200, moved.text
         new = "acme/plant-1/finishing/line-9/cell-3/cnc-03"
@@ -385,6 +392,9 @@ def test_every_write_route_is_audited_or_machine_traffic() -> None:
     from shopfloor.server.api.audit_trail import AUDIT_KEY
 
     machine = {"/api/v1/ingest", "/api/v1/tags", "/api/v1/edges/{edge_id}/status"}
+    # these write their own entries: a login names the user who tried (tests/unit/server/api)
+    machine |= {"/api/v1/auth/login", "/api/v1/auth/logout", "/api/v1/auth/password"}
+    machine |= {"/api/v1/auth/totp", "/api/v1/auth/totp/confirm"}
     for info in pkgutil.iter_modules(routes.__path__):
         module = importlib.import_module(f"{routes.__name__}.{info.name}")
         router = getattr(module, "router", None)
@@ -400,9 +410,7 @@ async def test_a_hand_edited_or_yaml_plant_is_not_overwritten(tmp_path: Path) ->
     async with running(tmp_path / "data", plant) as (_, client):
         by_hand = plant.read_text().replace('serial = "HA-2021-7781"', 'serial = "HA-NEW"')
         plant.write_text(by_hand)
-        answer = await client.patch(
-            "/api/v1/assets/equipment/cnc-01", json={"serial": "X"}, headers=USER
-        )
+        answer = await client.patch("/api/v1/assets/equipment/cnc-01", json={"serial": "X"})
         assert answer.status_code == 409
         assert "changed on disk" in answer.json()["error"]["message"]
         assert plant.read_text() == by_hand
@@ -413,7 +421,7 @@ async def test_a_hand_edited_or_yaml_plant_is_not_overwritten(tmp_path: Path) ->
     async with running(tmp_path / "data-yaml", yaml_plant) as (server, client):
         assert server.plant is not None
         assert len(server.plant.model.equipment) == 10
-        answer = await client.delete("/api/v1/assets/equipment/cnc-01", headers=USER)
+        answer = await client.delete("/api/v1/assets/equipment/cnc-01")
         assert answer.status_code == 409
         assert "YAML" in answer.json()["error"]["message"]
         files = (await client.get("/api/v1/assets/export")).json()["files"]

@@ -19,6 +19,7 @@ import pytest
 from shopfloor.config import ShopfloorConfig
 from shopfloor.model import LiveBatch, PointBatch, Quality, now_ns
 from shopfloor.server.app import Server
+from shopfloor.testing.auth import grant
 from shopfloor.wire import ARROW_MEDIA_TYPE, encode_arrow
 
 S = 10**9
@@ -103,7 +104,9 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClie
     serving = asyncio.create_task(server.serve(stop, ready=ready), name="test/serve")
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, headers=grant(server.app)
+        ) as client:
             yield server, client
     finally:
         stop.set()
@@ -232,7 +235,6 @@ async def test_a_machine_added_through_the_api_is_calculated_from_its_next_batch
                 "line": "main",
                 "cell": "incomer",
             },
-            headers={"X-Shopfloor-User": "ada"},
         )
         assert added.status_code == 201, added.text
         response = await client.post(

@@ -62,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]
     with shopfloor_process(
         ["server", "--config", "server.toml"], port=port, workdir=workdir
     ) as run:
-        with httpx.Client(base_url=run.base_url, timeout=30) as http:
+        with httpx.Client(base_url=run.base_url, timeout=30, headers=run.headers) as http:
             metas = [{"path": t, "unit": "degC" if i == 0 else "%"} for i, t in enumerate(TAGS)]
             assert http.put("/api/v1/tags", json={"tags": metas}).status_code == 200
             data = sent()
@@ -82,7 +82,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]
 
 @pytest.fixture
 def client(server: RunningProcess) -> Iterator[ShopfloorClient]:
-    with ShopfloorClient(server.base_url) as client:
+    with ShopfloorClient(server.base_url, token_file=server.token_file) as client:
         yield client
 
 

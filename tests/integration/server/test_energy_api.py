@@ -29,6 +29,7 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.model.timefmt import format_ns
 from shopfloor.server.app import Server
+from shopfloor.testing.auth import grant
 
 S = 10**9
 M = 60 * S
@@ -68,7 +69,9 @@ async def platform(
     serving = asyncio.create_task(server.serve(stop, ready=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, headers=grant(server.app)
+        ) as client:
             yield server, client
     finally:
         stop.set()

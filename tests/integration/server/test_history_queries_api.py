@@ -30,6 +30,7 @@ from shopfloor.server.api import create_app
 from shopfloor.server.historian import query
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
+from shopfloor.testing.auth import grant
 from shopfloor.testing.historian_reference import reference_at, reference_buckets
 from shopfloor.testing.postgres import PostgresServer
 from shopfloor.wire import ARROW_MEDIA_TYPE, encode_arrow
@@ -152,6 +153,7 @@ class Serving:
             version="0.0.0",
             clock=lambda: NOW,
         )
+        self.headers = grant(app)
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         )
@@ -162,7 +164,9 @@ class Serving:
             while not self.server.started:  # noqa: ASYNC110 - uvicorn offers no event
                 await asyncio.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        self.client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=60, headers=self.headers
+        )
         return self.client
 
     async def __aexit__(self, *exc: object) -> None:

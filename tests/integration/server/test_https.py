@@ -23,6 +23,7 @@ import pytest
 from shopfloor.config import ShopfloorConfig
 from shopfloor.pki import Issued, init_ca, issue_server
 from shopfloor.server.app import Server
+from shopfloor.testing.auth import grant
 
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
@@ -104,7 +105,7 @@ async def test_https_serves_with_the_certificate_of_certs_init(
     trust = ssl.create_default_context(cafile=str(ca.certificate))
     async with https_platform(tmp_path, server_cert) as server:
         assert server.url.startswith("https://127.0.0.1:")
-        async with httpx.AsyncClient(verify=trust) as client:
+        async with httpx.AsyncClient(verify=trust, headers=grant(server.app)) as client:
             health = await client.get(f"{server.url}/healthz")
             by_name = await client.get(f"https://localhost:{server.port}/api/v1/tags")
         async with httpx.AsyncClient() as untrusting:  # the system's CAs only

@@ -112,7 +112,7 @@ def test_server_process_stores_in_postgres_and_serves_it_back(
         shopfloor_process(
             ["server", "--config", "server.toml"], port=port, workdir=tmp_path
         ) as run,
-        httpx.Client(base_url=run.base_url, timeout=30) as http,
+        httpx.Client(base_url=run.base_url, timeout=30, headers=run.headers) as http,
     ):
         answer = http.post(
             "/api/v1/ingest",

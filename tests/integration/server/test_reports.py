@@ -30,6 +30,7 @@ from shopfloor.server.app import Server
 from shopfloor.server.reports.gather import gather
 from shopfloor.server.reports.period import period_of
 from shopfloor.server.reports.schedule import ReportScheduler
+from shopfloor.testing.auth import grant
 from shopfloor.testing.clock import ManualClock
 
 from .conftest import Mailbox, Receiver
@@ -114,7 +115,9 @@ async def platform(
     try:
         await server.ingest_local(scenario())
         await server.historian.flush()
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60, headers=grant(server.app)
+        ) as client:
             yield server, client
     finally:
         stop.set()

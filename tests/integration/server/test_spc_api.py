@@ -21,6 +21,7 @@ import pytest
 
 from shopfloor.config import load_config_text
 from shopfloor.server.app import Server
+from shopfloor.testing.auth import grant
 
 from ...unit.server.analytics.test_spc import PISTON_RINGS
 
@@ -71,7 +72,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClien
     try:
         async with asyncio.timeout(10):
             await ready.wait()
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, headers=grant(server.app)
+        ) as client:
             yield server, client
     finally:
         stop.set()

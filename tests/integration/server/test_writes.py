@@ -19,6 +19,7 @@ import pytest
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.demo import run_platform
+from shopfloor.testing.auth import provision
 from shopfloor.testing.clock import ManualClock
 from shopfloor.testing.modbus_device import ModbusDevice as Device
 from shopfloor.testing.processes import free_port
@@ -28,8 +29,10 @@ TEMP = f"{ASSET}/temp_sp"
 MODE = f"{ASSET}/mode"
 RUN = f"{ASSET}/run"
 LIMIT = f"{ASSET}/limit"
-ADA = {"X-Shopfloor-User": "ada"}
-BOB = {"X-Shopfloor-User": "bob"}
+ADA: dict[str, str] = {}
+"""The token of the admin ``ada`` of the platform under test (filled by ``platform``)."""
+BOB: dict[str, str] = {}
+"""The token of the admin ``bob``."""
 TAGS: list[dict[str, Any]] = [
     # engineering = raw × 0.1 − 50: 21.5 °C is raw 715 (the inversion a write must undo)
     {"name": "temp_sp", "address": "hr:10", "data_type": "int16", "scale": 0.1,
@@ -82,11 +85,16 @@ async def platform(
             ],
         }
     ).resolve_paths(data_dir)
+    for name, headers in (("ada", ADA), ("bob", BOB)):
+        headers.clear()
+        headers.update(provision(data_dir, role="admin", user=name).headers)
     stop = asyncio.Event()
     options: dict[str, Any] = {} if clock is None else {"monotonic": clock.monotonic}
     running = asyncio.create_task(run_platform(config, stop=stop, **options))
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=dict(ADA)
+        ) as client:
             async with asyncio.timeout(30):
                 while True:
                     if running.done():
@@ -245,8 +253,10 @@ async def test_refused_values_and_malformed_bodies_name_the_field_and_reach_noth
         json_type = {**ADA, "content-type": "application/json"}
         garbage = await client.post("/api/v1/writes", content=b"{not json", headers=json_type)
         assert garbage.status_code == 422
-        nobody = await client.post("/api/v1/writes", json={"path": TEMP, "value": 25.0})
-        assert error(nobody) == (422, "invalid_parameter", "user")
+        nobody = await client.post(
+            "/api/v1/writes", json={"path": TEMP, "value": 25.0}, headers={"Authorization": ""}
+        )
+        assert error(nobody) == (401, "unauthorized", "authorization")
         switch = await client.put(
             "/api/v1/connectors/press/writes", json={"enabled": "yes"}, headers=ADA
         )

@@ -18,6 +18,7 @@ from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.energy_service import EnergyService
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.audit_trail import AuditMiddleware
+from shopfloor.server.api.auth import AuthenticateEarly, install_auth
 from shopfloor.server.api.body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from shopfloor.server.api.context import ApiContext
 from shopfloor.server.api.errors import install_error_handlers
@@ -27,12 +28,14 @@ from shopfloor.server.api.routes import analytics as analytics_routes
 from shopfloor.server.api.routes import anomaly as anomaly_routes
 from shopfloor.server.api.routes import assets as assets_routes
 from shopfloor.server.api.routes import audit as audit_routes
+from shopfloor.server.api.routes import auth as auth_routes
 from shopfloor.server.api.routes import connectors as connectors_routes
 from shopfloor.server.api.routes import edges, health, history, ingest, tags, values, values_at
 from shopfloor.server.api.routes import energy as energy_routes
 from shopfloor.server.api.routes import reports as reports_routes
 from shopfloor.server.api.routes import spc as spc_routes
 from shopfloor.server.api.routes import storage as storage_routes
+from shopfloor.server.api.routes import users as users_routes
 from shopfloor.server.api.routes import writes as writes_routes
 from shopfloor.server.api.ws import LiveHub
 from shopfloor.server.api.ws import router as ws_router
@@ -41,7 +44,7 @@ from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest import Ingestor
 from shopfloor.server.rules.engine import AlarmEngine
-from shopfloor.server.security import AuditLog
+from shopfloor.server.security import AuditLog, Auth
 from shopfloor.server.security.headers import SecurityHeaders
 from shopfloor.server.writes import WriteService
 from shopfloor.wire import DEFAULT_MAX_BYTES
@@ -54,6 +57,10 @@ REST and websocket API of a shopfloor server.
 * Times are ISO 8601 in UTC (`2026-01-01T08:00:00.000Z`). Query parameters also take
   offsets (`+01:00`), times without an offset (read as UTC) and times relative to now
   (`now`, `-1h`, `now-15m`).
+* Every route but `/healthz` and the login needs a credential: the session cookie of
+  `POST /api/v1/auth/login` (then send the session's CSRF token as `X-CSRF-Token` with
+  every POST, PUT, PATCH and DELETE), or `Authorization: Bearer <API token>`. No
+  credential: `401`; a role without the route's permission: `403` (docs/auth.md).
 * Every error answer has the shape `{"error": {"code", "field", "message"}}`; `field`
   names the parameter or payload field at fault.
 * Live values stream over the websocket `/api/v1/ws`: a `snapshot` frame on connect,
@@ -84,6 +91,8 @@ _TAGS_METADATA = [
         "description": "OEE, stop events, downtime Pareto, stop reasons, energy.",
     },
     {"name": "anomaly", "description": "Anomaly scores and remaining useful life."},
+    {"name": "auth", "description": "Log in and out; who am I; my password."},
+    {"name": "users", "description": "Users and API tokens (admins only)."},
     {
         "name": "writes",
         "description": "Writes to equipment: off per connector until an admin enables them, "
@@ -114,6 +123,7 @@ def create_app(
     analytics: Analytics | None = None,
     energy: EnergyService | None = None,
     anomaly: AnomalyMonitor | None = None,
+    auth: Auth | None = None,
     writes: WriteService | None = None,
 ) -> FastAPI:
     """Build the FastAPI app.
@@ -141,6 +151,10 @@ def create_app(
             ``/api/v1/downtime``.
         energy: energy per machine, line and shift, for ``/api/v1/energy``.
         anomaly: the anomaly and RUL monitor, for ``/api/v1/anomaly`` and ``/api/v1/rul``.
+        auth: users, sessions and API tokens (started and closed by the caller). None: an
+            empty in-memory store, so every route but the public ones answers 401 until a
+            user or token is added to it (``app.state.auth``; see
+            :mod:`shopfloor.testing.auth`).
         writes: writes to equipment, for ``/api/v1/writes`` and the connectors' switches.
     """
     app = FastAPI(
@@ -173,15 +187,19 @@ def create_app(
     )
     app.state.spc_charts = {chart.name: chart for chart in spc_charts}
     app.state.anomaly = anomaly
+    install_auth(app, auth if auth is not None else Auth(None, clock=clock))
     install_error_handlers(app)
     app.add_middleware(
         BodyLimit, max_request_bytes=max_request_bytes, max_edge_bytes=max_body_bytes
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AuthenticateEarly)
     if audit is not None:  # outermost: it sees the envelope of every failure
         app.add_middleware(AuditMiddleware, log=audit)
     for router in (
         health.router,
+        auth_routes.router,
+        users_routes.router,
         alarms_routes.router,
         analytics_routes.router,
         energy_routes.router,

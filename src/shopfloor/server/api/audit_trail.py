@@ -23,14 +23,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shopfloor.server.api.errors import error_response
 from shopfloor.server.security import AuditError, AuditLog, Outcome, acting_user
 
-__all__ = ["AUDIT_KEY", "AuditMiddleware", "audited", "note"]
+__all__ = ["AUDIT_KEY", "UNNAMED", "AuditMiddleware", "audited", "note"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ class AuditMiddleware:
     async def _record(
         self, scope: Scope, action: str, sent: bytes, status: int, answer: bytes
     ) -> None:
-        body = _json(sent)
+        body = _redacted(_json(sent))
         fields = body if isinstance(body, dict) else {}
         outcome = (
             Outcome.OK if status < 400 else Outcome.REJECTED if status < 500 else Outcome.ERROR
@@ -144,7 +143,7 @@ class AuditMiddleware:
                 detail["error"] = error["error"]
         client = scope.get("client")
         await self.log.record(
-            user=acting_user(Headers(scope=scope), fields.get("user")) or UNNAMED,
+            user=acting_user(scope) or UNNAMED,
             action=action,
             target=target,
             outcome=outcome,
@@ -159,6 +158,17 @@ def _action_of(scope: Scope) -> str | None:
     extra = getattr(route, "openapi_extra", None) or {}
     action = extra.get(AUDIT_KEY)
     return action if isinstance(action, str) else None
+
+
+_SECRET_KEYS = frozenset({"password", "current", "new", "secret", "token"})
+
+
+def _redacted(body: Any) -> Any:
+    """The body without passwords and secrets: the audit log is read by admins, and a
+    refused password change must not leave the password on disk."""
+    if not isinstance(body, dict):
+        return body
+    return {k: "***" if k in _SECRET_KEYS else v for k, v in body.items()}
 
 
 def _json(raw: bytes) -> Any:

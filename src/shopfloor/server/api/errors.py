@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shopfloor.errors import IngestBusy, PayloadError, ShutdownError, UnknownTagError
+from shopfloor.server.security import ActorMismatch, PasswordRejected, SecurityError
 from shopfloor.wire import PayloadTooLarge, UnsupportedEncoding, UnsupportedMediaType
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,15 @@ async def _envelope(_: Request, exc: Exception) -> Response:
         return error_response(
             503, "unavailable", None, "the server is shutting down", headers={"Retry-After": "5"}
         )
+    if isinstance(exc, ActorMismatch):
+        return error_response(403, "forbidden", "user", str(exc))
+    if isinstance(exc, PasswordRejected):
+        return error_response(422, "invalid_parameter", "password", str(exc))
+    if isinstance(exc, SecurityError):
+        code = _CODE_BY_STATUS.get(exc.status, "error")
+        if exc.status == 409:
+            code = "conflict"
+        return error_response(exc.status, code, exc.field, exc.message)
     if isinstance(exc, RequestValidationError):
         return _validation_error(exc)
     if isinstance(exc, HTTPException):
@@ -131,7 +141,16 @@ def _validation_error(exc: RequestValidationError) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception the API can raise to the envelope."""
-    kinds = (ApiError, IngestBusy, PayloadError, UnknownTagError, ShutdownError)
+    kinds: tuple[type[Exception], ...] = (
+        ApiError,
+        IngestBusy,
+        PayloadError,
+        UnknownTagError,
+        ShutdownError,
+        ActorMismatch,
+        PasswordRejected,
+        SecurityError,
+    )
     for kind in (*kinds, RequestValidationError, HTTPException):
         app.add_exception_handler(kind, _envelope)
     app.add_middleware(CatchAllMiddleware)

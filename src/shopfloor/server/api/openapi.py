@@ -20,6 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+
+from shopfloor.server.api.auth import Public
 
 __all__ = ["COMMON_ERRORS", "declare_common_errors"]
 
@@ -31,9 +34,12 @@ COMMON_ERRORS: dict[str, tuple[str, str]] = {
     "400": ("body", "The body cannot be parsed (not JSON, or not UTF-8)."),
     "413": ("body", "The body is over the size limit; `message` names the limit."),
     "422": ("input", "A parameter or body field is invalid; `field` names it."),
+    "401": ("credential", "No credential, or one that is unknown, expired or revoked."),
+    "403": ("credential", "The credential's role lacks the permission this needs."),
 }
 """Status → (what an operation needs to be able to answer it, description): ``body`` for
-operations that take a request body, ``input`` for those with any parameter or body."""
+operations that take a request body, ``input`` for those with any parameter or body,
+``credential`` for every operation that is not open to anybody (deny by default)."""
 
 _METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
 
@@ -49,23 +55,35 @@ def declare_common_errors(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            _add_common_errors(document)
+            _add_common_errors(document, public=_public_operations(app))
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _add_common_errors(document: dict[str, Any]) -> None:
-    for operations in document.get("paths", {}).values():
+def _public_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, method) of the operations open to anybody (``dependencies=[PUBLIC]``)."""
+    public: set[tuple[str, str]] = set()
+    for route in iter_route_contexts(app.routes):
+        dependant = getattr(route, "dependant", None)
+        calls = [d.call for d in dependant.dependencies] if dependant is not None else []
+        if route.path is not None and any(isinstance(c, Public) for c in calls):
+            public |= {(route.path, m.lower()) for m in route.methods or ()}
+    return public
+
+
+def _add_common_errors(document: dict[str, Any], *, public: set[tuple[str, str]]) -> None:
+    for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if method not in _METHODS:
                 continue
             has_body = "requestBody" in operation
             has_input = has_body or bool(operation.get("parameters"))
+            guarded = (path, method) not in public
             responses = operation.setdefault("responses", {})
             for status, (needs, description) in COMMON_ERRORS.items():
-                applies = has_body if needs == "body" else has_input
+                applies = {"body": has_body, "input": has_input, "credential": guarded}[needs]
                 if applies and (status not in responses or _fastapi_default(responses[status])):
                     responses[status] = {"description": description, "content": _ENVELOPE}
     schemas = document.get("components", {}).get("schemas", {})

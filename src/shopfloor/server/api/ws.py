@@ -32,6 +32,7 @@ from starlette.websockets import WebSocketDisconnect
 from shopfloor.errors import PayloadError
 from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel, Subscription
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import get_context
 from shopfloor.server.api.convert import json_bytes, latest_rows, normalise_prefix, path_under
 from shopfloor.server.api.timeparse import iso_strings
@@ -284,7 +285,7 @@ class _Client:
         )
 
 
-@router.websocket("/api/v1/ws", name="live_values")
+@router.websocket("/api/v1/ws", name="live_values", dependencies=[READ])
 async def live_values(websocket: WebSocket) -> None:
     """Stream live values (see the module docstring for the protocol)."""
     await get_context(websocket).hub.serve(websocket)

@@ -1,7 +1,26 @@
-"""Who may do what, and the record of what was done: today the audit log and the one place
-that names the acting user; users, roles and tokens come with issue 8."""
+"""Who may do what, and the record of what was done: users, roles, sessions, API tokens
+(:mod:`.service`, :mod:`.roles`) and the audit log (:mod:`.audit`)."""
 
-from shopfloor.server.security.actor import USER_HEADER, acting_user
+from shopfloor.server.security.actor import USER_HEADER, ActorMismatch, acting_user
 from shopfloor.server.security.audit import AuditEntry, AuditError, AuditLog, Outcome
+from shopfloor.server.security.passwords import PasswordRejected
+from shopfloor.server.security.roles import Permission, Role
+from shopfloor.server.security.service import Auth, LoginRefused, Principal
+from shopfloor.server.security.store import SecurityError
 
-__all__ = ["USER_HEADER", "AuditEntry", "AuditError", "AuditLog", "Outcome", "acting_user"]
+__all__ = [
+    "USER_HEADER",
+    "ActorMismatch",
+    "AuditEntry",
+    "AuditError",
+    "AuditLog",
+    "Auth",
+    "LoginRefused",
+    "Outcome",
+    "PasswordRejected",
+    "Permission",
+    "Principal",
+    "Role",
+    "SecurityError",
+    "acting_user",
+]

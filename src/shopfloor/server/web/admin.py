@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from shopfloor.server.api.auth import PAGE
 from shopfloor.server.web.routes import render_page
 
 __all__ = ["router"]
@@ -19,7 +20,7 @@ router = APIRouter(include_in_schema=False)
 """Serves ``GET /admin``."""
 
 
-@router.get("/admin", response_class=HTMLResponse)
+@router.get("/admin", response_class=HTMLResponse, dependencies=[PAGE])
 async def admin(request: Request) -> Response:
     """Connections, writes switches, the audit log, users and tokens."""
     return render_page(request, "admin.html")

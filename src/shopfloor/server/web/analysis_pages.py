@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from shopfloor.server.api.auth import PAGE
 from shopfloor.server.web.routes import render_page
 
 __all__ = ["router"]
@@ -19,14 +20,14 @@ router = APIRouter(include_in_schema=False)
 """Serves ``GET /oee`` and ``GET /trends``."""
 
 
-@router.get("/oee", response_class=HTMLResponse)
+@router.get("/oee", response_class=HTMLResponse, dependencies=[PAGE])
 async def oee_page(request: Request) -> Response:
     """OEE with its A × P × Q and six big losses, the downtime Pareto and the stop list,
     where an operator assigns reasons."""
     return render_page(request, "oee.html")
 
 
-@router.get("/trends", response_class=HTMLResponse)
+@router.get("/trends", response_class=HTMLResponse, dependencies=[PAGE])
 async def trends_page(request: Request) -> Response:
     """Several tags' history overlaid, zoomable, exported as CSV or Parquet."""
     return render_page(request, "trends.html")

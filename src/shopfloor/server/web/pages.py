@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from shopfloor.server.api.auth import PAGE
 from shopfloor.server.assets import Equipment
 from shopfloor.server.web.routes import render_page
 
@@ -39,13 +40,13 @@ def _machines(request: Request) -> tuple[Equipment, ...]:
     return tuple(model.equipment)
 
 
-@router.get("/overview", response_class=HTMLResponse)
+@router.get("/overview", response_class=HTMLResponse, dependencies=[PAGE])
 async def overview(request: Request) -> Response:
     """The plant at a glance: the asset tree and a tile per machine, grouped by line."""
     return render_page(request, "overview.html")
 
 
-@router.get("/machines/{equipment_id}", response_class=HTMLResponse)
+@router.get("/machines/{equipment_id}", response_class=HTMLResponse, dependencies=[PAGE])
 async def machine(request: Request, equipment_id: str) -> Response:
     """One machine's live values, trends, state timeline, OEE, stops, health and alarms."""
     found = next((m for m in _machines(request) if m.id == equipment_id), None)

@@ -36,6 +36,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
+from shopfloor.server.api.auth import PAGE, PUBLIC
 from shopfloor.server.web import catalogue
 
 __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "catalogue_url", "render_page", "router", "static_url"]
@@ -157,7 +158,7 @@ templates.env.install_gettext_callables(  # type: ignore[attr-defined]
 )
 
 router = APIRouter(include_in_schema=False)
-"""Serves ``GET /`` (the live page), ``GET /docs`` (the API reference) and
+"""Serves ``GET /`` (the live page), ``GET /login``, ``GET /docs`` (the API reference) and
 ``GET /static/{path}``; include it in the app."""
 
 
@@ -200,13 +201,19 @@ def catalogue_url(tag: str, *, root_path: str = "") -> str:
     return f"{root_path}/static/i18n/{tag}.json{version}"
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=[PAGE])
 async def index(request: Request) -> Response:
     """Render the live plant page; its modules fetch everything else from the API."""
     return render_page(request, "index.html")
 
 
-@router.get("/docs", response_class=HTMLResponse)
+@router.get("/login", response_class=HTMLResponse, dependencies=[PUBLIC])
+async def login_page(request: Request) -> Response:
+    """Render the login form; its module posts to ``/api/v1/auth/login``."""
+    return render_page(request, "login.html")
+
+
+@router.get("/docs", response_class=HTMLResponse, dependencies=[PUBLIC])
 async def api_docs(request: Request) -> Response:
     """Render the API reference (RapiDoc over ``/openapi.json``), served locally under the
     same Content-Security-Policy as the dashboard: factories are often offline, and a CDN
@@ -214,14 +221,19 @@ async def api_docs(request: Request) -> Response:
     return render_page(request, "api_docs.html")
 
 
-@router.get("/redoc")
+@router.get("/redoc", dependencies=[PUBLIC])
 async def redoc(request: Request) -> RedirectResponse:
     """The old ReDoc address: one reference is enough, so it leads to ``/docs``."""
     root_path = str(request.scope.get("root_path", "")).rstrip("/")
     return RedirectResponse(f"{root_path}/docs", status_code=308)
 
 
-@router.api_route("/static/i18n/{tag}.json", methods=["GET", "HEAD"], name="web_catalogue")
+@router.api_route(
+    "/static/i18n/{tag}.json",
+    methods=["GET", "HEAD"],
+    name="web_catalogue",
+    dependencies=[PUBLIC],
+)
 async def catalogue_json(tag: str, request: Request) -> Response:
     """One language's translations, ``{key: text}``, compiled from its .po catalogue.
 
@@ -246,7 +258,9 @@ async def catalogue_json(tag: str, request: Request) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
-@router.api_route("/static/{path:path}", methods=["GET", "HEAD"], name="web_static")
+@router.api_route(
+    "/static/{path:path}", methods=["GET", "HEAD"], name="web_static", dependencies=[PUBLIC]
+)
 async def static(path: str, request: Request) -> Response:
     """Serve a file from ``static/``; dot files and paths leaving the folder are 404."""
     clean = posixpath.normpath("/" + path).lstrip("/")

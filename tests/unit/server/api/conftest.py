@@ -17,6 +17,7 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.api import create_app
 from shopfloor.server.historian.duckdb import DuckDBHistorian
 from shopfloor.server.ingest import Ingestor
+from shopfloor.testing.auth import grant
 
 
 @dataclass
@@ -51,7 +52,9 @@ async def make_stack() -> AsyncIterator[MakeStack]:
         app = create_app(
             historian=historian, ingestor=ingestor, live=live, version="9.9.9", **app_kwargs
         )
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers=grant(app)
+        )
         stack = Stack(historian, live, ingestor, app, client)
         opened.append(stack)
         return stack
@@ -71,6 +74,11 @@ async def stack(make_stack: MakeStack) -> Stack:
 class RunningServer:
     stack: Stack
     port: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The stack's API token, for clients of the running server."""
+        return {"Authorization": self.stack.client.headers["Authorization"]}
 
     @property
     def ws_url(self) -> str:

@@ -603,7 +603,8 @@ async def test_every_other_body_has_a_small_limit(make_server: Any) -> None:
     real HTTP server that keeps serving; edge routes keep the ingest limit."""
     server = await make_server(max_request_bytes=4096, max_body_bytes=200_000)
     big = json.dumps({"user": "ann", "comment": "x" * 10_000}).encode()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+    base = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=base, headers=server.headers) as client:
         declared = await client.post(
             "/api/v1/alarms/a/acknowledge",
             content=big,

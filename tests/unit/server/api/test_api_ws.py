@@ -52,7 +52,9 @@ async def values_until(ws: ClientConnection, path: str, value: float) -> list[di
 
 
 def open_ws(server: RunningServer, **kwargs: Any) -> Any:
-    return connect(server.ws_url, proxy=None, open_timeout=10, **kwargs)
+    return connect(
+        server.ws_url, proxy=None, open_timeout=10, additional_headers=server.headers, **kwargs
+    )
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -259,7 +261,8 @@ async def test_real_server_refuses_a_streamed_oversize_body(make_server: MakeSer
         for _ in range(64):
             yield b" " * (16 * 1024)
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+    base = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=base, headers=server.headers) as http:
         response = await http.post(
             "/api/v1/ingest", content=chunks(), headers={"content-type": "application/json"}
         )

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.server.security import AuditLog, Outcome, acting_user
+from shopfloor.server.security import ActorMismatch, AuditLog, Outcome, Principal, acting_user
 from shopfloor.server.security.audit import ChainReport, chain_hash
+from shopfloor.server.security.roles import permissions_of
 
 S = 10**9
 
@@ -173,10 +174,13 @@ async def test_a_log_from_before_the_chain_keeps_its_rows_and_chains_new_ones(
     assert (report.rows, report.unchained, report.broken_seq) == (2, 1, None)
 
 
-def test_the_acting_user_is_the_body_s_then_the_header_s() -> None:
-    headers = {"X-Shopfloor-User": " bo "}
-    assert acting_user(headers, "ada") == "ada"
-    assert acting_user(headers, None) == "bo"
-    assert acting_user(headers, 42) == "bo"  # a malformed body names nobody
-    assert acting_user({}, "  ") is None
-    assert acting_user({}, "x" * 500) == "x" * 200
+def test_the_acting_user_is_the_authenticated_principal_and_a_claimed_other_is_refused() -> None:
+    ada = Principal("ada", "operator", permissions_of("operator"))
+    scope = {"state": {"principal": ada}, "headers": [(b"x-shopfloor-user", b"bo")]}
+    assert acting_user(scope) == "ada"  # the old header names nobody any more
+    assert acting_user(scope, "ada") == "ada"
+    assert acting_user(scope, " ada ") == "ada"
+    assert acting_user(scope, 42) == "ada"  # a malformed body claims nobody
+    with pytest.raises(ActorMismatch, match="'bo'"):
+        acting_user(scope, "bo")
+    assert acting_user({"state": {}}, "bo") is None  # not authenticated (an edge)

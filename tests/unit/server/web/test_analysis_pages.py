@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from shopfloor.server.web import STATIC_DIR, router
+from shopfloor.testing.auth import grant
 
 JS = STATIC_DIR / "js"
 PAGES = {"/oee": ("oee-page.js", "oee.js"), "/trends": ("trends-page.js", "trends.js")}
@@ -25,7 +26,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(router)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=grant(app)
+    ) as c:
         yield c
 
 

@@ -20,6 +20,7 @@ from shopfloor.cli import app as cli_app
 from shopfloor.server.web import STATIC_DIR, TEMPLATES_DIR, catalogue, router
 from shopfloor.server.web import catalogue_tools as tools
 from shopfloor.server.web.jstables import StringTableError, read_module
+from shopfloor.testing.auth import grant
 
 WEB_DIR = STATIC_DIR.parent
 PO_ZH = WEB_DIR / "locale" / "zh_CN" / "LC_MESSAGES" / "messages.po"
@@ -301,7 +302,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(router)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=grant(app)
+    ) as c:
         yield c
 
 

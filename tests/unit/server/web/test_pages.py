@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from shopfloor.server.assets import AssetModel
 from shopfloor.server.assets.model import Equipment
 from shopfloor.server.web import router
+from shopfloor.testing.auth import grant
 
 PATH = "acme/plant-1/machining/line-1/cell-1/cnc-01"
 
@@ -57,7 +58,7 @@ def tags_of(html: str) -> list[tuple[str, dict[str, str | None]]]:
 
 def _client(app: FastAPI, root_path: str = "") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, root_path=root_path)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=grant(app))
 
 
 @pytest.fixture

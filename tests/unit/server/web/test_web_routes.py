@@ -13,9 +13,12 @@ import pytest
 from babel.messages.pofile import read_po
 from fastapi import FastAPI
 
+from shopfloor.server.api.auth import install_auth
 from shopfloor.server.assets import AssetModel
 from shopfloor.server.assets.model import Equipment
+from shopfloor.server.security import Auth
 from shopfloor.server.web import STATIC_DIR, TEMPLATES_DIR, router, routes
+from shopfloor.testing.auth import grant
 
 VENDOR_ECHARTS = STATIC_DIR / "vendor" / "echarts.min.js"
 JS_TYPE = "text/javascript"
@@ -73,6 +76,7 @@ MACHINE = Equipment(
 # Every page, the machine page of a machine the asset model knows and the 404 page.
 PAGES = [
     "/",
+    "/login",
     "/overview",
     "/machines/cnc-01",
     "/machines/no-such-machine",
@@ -97,7 +101,9 @@ class _Context:
 
 
 def page_app() -> FastAPI:
+    """The pages alone, behind the API's authentication (an empty in-memory store)."""
     app = FastAPI()
+    install_auth(app, Auth(None))
     app.include_router(router)
     app.state.shopfloor = _Context()
     return app
@@ -107,8 +113,35 @@ def page_app() -> FastAPI:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = page_app()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=grant(app)
+    ) as c:
         yield c
+
+
+async def test_the_page_sends_a_visitor_without_a_login_to_the_login_page() -> None:
+    transport = httpx.ASGITransport(app=page_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        response = await c.get("/?tab=alarms")
+        static = await c.get("/static/css/app.css")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/%3Ftab%3Dalarms"
+    assert static.status_code == 200  # the page's files are public: they hold no data
+
+
+async def test_the_login_page_is_public_and_loads_its_module_and_styles() -> None:
+    transport = httpx.ASGITransport(app=page_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        page = await c.get("/login")
+        assert page.status_code == 200
+        refs = parse(page.text)
+        urls = [urlsplit(u).path for u in refs.asset_urls()]
+        assert "/static/js/login.js" in urls
+        assert "/static/css/login.css" in urls
+        for url in refs.asset_urls():
+            assert (await c.get(url)).status_code == 200, url
+    assert 'id="login-form"' in page.text
+    assert "<script>" not in page.text  # no inline script: the CSP forbids it
 
 
 @pytest.fixture
@@ -238,10 +271,11 @@ async def test_static_serves_nothing_outside_its_folder_nor_dot_files(
 
 
 async def test_asset_urls_follow_the_root_path_behind_a_proxy() -> None:
-    app = FastAPI()
-    app.include_router(router)
+    app = page_app()
     transport = httpx.ASGITransport(app=app, root_path="/plant")
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=grant(app)
+    ) as c:
         response = await c.get("/plant/")
     assert response.status_code == 200
     refs = parse(response.text)

@@ -5,8 +5,8 @@
 acknowledges, shelves, unshelves, comments on, or takes out of (returns to) service one
 alarm. Every action is journaled with its user and comment before it is answered.
 
-Until users and roles exist, the acting user is named in the request body (see
-:mod:`shopfloor.server.security.actor`). Every action is also audited, refused ones too
+The acting user is the logged-in user or API token (a body ``user``, if sent, must be
+that name: :mod:`shopfloor.server.security.actor`). Every action is also audited, refused ones too
 (:mod:`shopfloor.server.api.audit_trail`).
 """
 
@@ -17,7 +17,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopfloor.server.api.audit_trail import audited, note
+from shopfloor.server.api.audit_trail import UNNAMED, audited, note
+from shopfloor.server.api.auth import OPERATE, READ
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
@@ -29,7 +30,7 @@ from shopfloor.server.security import acting_user
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
+router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"], dependencies=[READ])
 
 _PRIORITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -73,7 +74,12 @@ class _Action(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     alarm: str = Field(min_length=1, description="The alarm's name.")
-    user: str = Field(min_length=1, max_length=200, description="Who acts.")
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Who acts: the logged-in user; if sent, it must be that name (else 403).",
+    )
     comment: str = Field("", max_length=2000, description="Why; kept in the journal.")
 
 
@@ -110,7 +116,7 @@ def _engine(ctx: ApiContext) -> AlarmEngine:
 
 def _user(request: Request, body: _Action) -> str:
     """The acting user (the one place: :func:`~shopfloor.server.security.acting_user`)."""
-    return acting_user(request.headers, body.user) or body.user
+    return acting_user(request, body.user) or body.user or UNNAMED
 
 
 def _done(request: Request, body: _Action, done: Transition | None, **detail: object) -> None:
@@ -284,6 +290,7 @@ async def kpis(
 
 @router.post(
     "/acknowledge",
+    dependencies=[OPERATE],
     openapi_extra=audited("alarm.acknowledge"),
     summary="Acknowledge an alarm",
     response_model=TransitionOut,
@@ -299,6 +306,7 @@ async def acknowledge(ctx: Ctx, request: Request, body: AcknowledgeIn) -> Transi
 
 @router.post(
     "/shelve",
+    dependencies=[OPERATE],
     openapi_extra=audited("alarm.shelve"),
     summary="Shelve an alarm",
     response_model=TransitionOut,
@@ -320,6 +328,7 @@ async def shelve(ctx: Ctx, request: Request, body: ShelveIn) -> TransitionOut:
 
 @router.post(
     "/unshelve",
+    dependencies=[OPERATE],
     openapi_extra=audited("alarm.unshelve"),
     summary="End a shelve now",
     response_model=TransitionOut,
@@ -335,6 +344,7 @@ async def unshelve(ctx: Ctx, request: Request, body: AcknowledgeIn) -> Transitio
 
 @router.post(
     "/comment",
+    dependencies=[OPERATE],
     openapi_extra=audited("alarm.comment"),
     summary="Comment on an alarm",
     response_model=TransitionOut,
@@ -349,6 +359,7 @@ async def comment(ctx: Ctx, request: Request, body: CommentIn) -> TransitionOut:
 
 @router.post(
     "/service",
+    dependencies=[OPERATE],
     openapi_extra=audited("alarm.service"),
     summary="Take an alarm out of service or return it",
     response_model=TransitionOut | None,

@@ -2,7 +2,7 @@
 ``GET /api/v1/downtime/pareto`` and ``PUT /api/v1/downtime/{equipment}/{start}``.
 
 Machines are named by id (``cnc-01``) or path; a line by its name (``line-1``) or path.
-Until users and roles exist, the operator assigning a reason is named in the body.
+The operator assigning a reason is the logged-in user (a body ``user`` must be that name).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopfloor.errors import PayloadError
 from shopfloor.server.analytics.service import Analytics, StopEvent
-from shopfloor.server.api.audit_trail import audited, note
+from shopfloor.server.api.audit_trail import UNNAMED, audited, note
+from shopfloor.server.api.auth import OPERATE, READ
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
@@ -24,7 +25,7 @@ from shopfloor.server.security import acting_user
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["analytics"])
+router = APIRouter(prefix="/api/v1", tags=["analytics"], dependencies=[READ])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope},
@@ -218,12 +219,18 @@ class ReasonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: int = Field(ge=0, description="The reason code (the `down_reason` tag's codes).")
-    user: str = Field(min_length=1, max_length=200, description="Who assigns it.")
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Who assigns it: the logged-in user; if sent, it must be that name.",
+    )
     comment: str = Field("", max_length=2000, description="Why; kept with it.")
 
 
 @router.put(
     "/downtime/{equipment:path}/{start}",
+    dependencies=[OPERATE],
     responses={**_ERRORS, 400: {"model": ErrorEnvelope}},
     summary="Assign or correct a stop's reason",
     openapi_extra=audited("downtime.reason"),
@@ -240,7 +247,7 @@ async def put_reason(
         start_ns = int(start)
     else:
         start_ns = parse_time(start, now_ns=ctx.clock(), field="start")
-    user = acting_user(request.headers, body.user) or body.user
+    user = acting_user(request, body.user) or body.user or UNNAMED
     # named before acting, so a refused assignment is audited with its target too
     note(
         request,

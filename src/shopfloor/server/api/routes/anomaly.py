@@ -15,6 +15,7 @@ from starlette.responses import Response
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor, RulAnswer, score_tag
 from shopfloor.server.analytics.rul import NoEstimate
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import json_response
 from shopfloor.server.api.errors import ApiError
@@ -23,7 +24,7 @@ from shopfloor.server.api.timeparse import format_ns, parse_time
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["anomaly"])
+router = APIRouter(prefix="/api/v1", tags=["anomaly"], dependencies=[READ])
 
 _HOUR_NS = 3_600_000_000_000
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -5,8 +5,8 @@ replaces (``PUT``), changes (``PATCH``, a JSON merge patch) and deletes (``DELET
 equipment, validated like the plant file and written back to it (comments kept) before it
 is answered; ``GET /api/v1/assets/export`` gives the plant and its templates as files.
 
-Every edit is audited, refused ones too. It names its user in the ``X-Shopfloor-User``
-header (see :mod:`shopfloor.server.security.actor`) and may name the version it was
+Every edit is audited, refused ones too, as the authenticated user (see
+:mod:`shopfloor.server.security.actor`), and may name the version it was
 based on in ``If-Match`` (the ``ETag`` of every answer here): an edit of an older version
 is refused with 412 rather than overwriting a colleague's.
 """
@@ -24,16 +24,17 @@ from pydantic import BaseModel, Field
 from shopfloor.config.assets import EquipmentEntry
 from shopfloor.errors import ConfigError
 from shopfloor.server.api.audit_trail import audited, note
+from shopfloor.server.api.auth import ENGINEER, READ
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
 from shopfloor.server.assets import AssetModel
 from shopfloor.server.assets.editor import AssetEditError, EditResult, PlantEditor
-from shopfloor.server.security import USER_HEADER, acting_user
+from shopfloor.server.security import acting_user
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["assets"])
+router = APIRouter(prefix="/api/v1", tags=["assets"], dependencies=[READ])
 
 _STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "stale": 412}
 _CODES = {422: "invalid_parameter", 404: "not_found", 409: "conflict", 412: "stale_version"}
@@ -114,6 +115,7 @@ async def equipment_row(ctx: Ctx, equipment_id: str, response: Response) -> Edit
 
 @router.post(
     "/assets/equipment",
+    dependencies=[ENGINEER],
     summary="Add an equipment",
     status_code=201,
     response_model=EditOut,
@@ -141,6 +143,7 @@ async def create_equipment(
 
 @router.put(
     "/assets/equipment/{equipment_id}",
+    dependencies=[ENGINEER],
     summary="Replace an equipment",
     response_model=EditOut,
     responses=_ERRORS,
@@ -171,6 +174,7 @@ async def replace_equipment(
 
 @router.patch(
     "/assets/equipment/{equipment_id}",
+    dependencies=[ENGINEER],
     summary="Change some of an equipment's keys",
     response_model=EditOut,
     responses=_ERRORS,
@@ -202,6 +206,7 @@ async def patch_equipment(
 
 @router.delete(
     "/assets/equipment/{equipment_id}",
+    dependencies=[ENGINEER],
     summary="Remove an equipment",
     response_model=EditOut,
     responses=_ERRORS,
@@ -281,13 +286,8 @@ async def _edit(
     """Do ``edit`` (an editor's method) as the acting user, noting it for the audit."""
     target = editor.path_of(equipment_id) or equipment_id
     try:
-        if acting_user(request.headers) is None:
-            raise ApiError(
-                422,
-                "invalid_parameter",
-                USER_HEADER,
-                f"name the acting user in the {USER_HEADER} header (edits are audited)",
-            )
+        if acting_user(request) is None:  # pragma: no cover - the route needs a login
+            raise ApiError(401, "unauthorized", None, "edits are audited: log in first")
         try:
             done = await edit()
         except AssetEditError as err:

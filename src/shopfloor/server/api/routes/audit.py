@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from shopfloor.server.api.auth import ADMIN
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
@@ -15,7 +16,7 @@ from shopfloor.server.security import AuditEntry, AuditLog, Outcome
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["audit"])
+router = APIRouter(prefix="/api/v1", tags=["audit"], dependencies=[ADMIN])
 
 
 class AuditEntryOut(BaseModel):
@@ -23,7 +24,7 @@ class AuditEntryOut(BaseModel):
 
     seq: int = Field(description="Order of writing; page with `after_seq`.")
     time: str = Field(description="When (ISO 8601, UTC).")
-    user: str = Field(description="Who (as the request named them until users exist).")
+    user: str = Field(description="Who: the authenticated user, `token:NAME`, or `cli:LOGIN`.")
     action: str = Field(description="`alarm.acknowledge`, `assets.equipment.update`, …")
     target: str = Field(description="What: an alarm's name, an equipment's ISA-95 path.")
     outcome: Outcome = Field(description="ok, rejected (4xx) or error (5xx).")

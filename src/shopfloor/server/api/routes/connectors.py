@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 
-router = APIRouter(prefix="/api/v1", tags=["connectors"])
+router = APIRouter(prefix="/api/v1", tags=["connectors"], dependencies=[READ])
 
 
 class ConnectorOut(BaseModel):

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 
+from shopfloor.server.api.auth import INGEST, READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.edge_auth import AUTH_RESPONSES, status_identity
 from shopfloor.server.api.schemas import (
@@ -41,6 +42,7 @@ EdgeId = Annotated[
 
 @router.put(
     "/edges/{edge_id}/status",
+    dependencies=[INGEST, Depends(status_identity)],
     summary="Report an edge's status",
     description="Each edge sends this every 10 s and after reconnecting: its outbox, its "
     "link and its connectors. The platform keeps the latest report per edge in memory "
@@ -51,7 +53,6 @@ EdgeId = Annotated[
         422: {"model": ErrorEnvelope, "description": "A field is invalid."},
         **AUTH_RESPONSES,
     },
-    dependencies=[Depends(status_identity)],
 )
 async def put_status(ctx: Ctx, edge_id: EdgeId, body: EdgeStatusIn) -> EdgeStatusOut:
     """Store an edge's latest status."""
@@ -67,6 +68,7 @@ async def put_status(ctx: Ctx, edge_id: EdgeId, body: EdgeStatusIn) -> EdgeStatu
 
 @router.get(
     "/edges",
+    dependencies=[READ],
     summary="List the edges",
     description="Every edge the platform heard from since it started, or holds batches "
     "of in its ingest ledger: last status, last seen, clock skew, and what was stored "

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 
 from shopfloor.errors import PayloadError
 from shopfloor.server.analytics.energy_service import EnergyService
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.routes.analytics import End, Group, Line, Start, _range
@@ -22,7 +23,7 @@ from shopfloor.server.api.timeparse import format_ns
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["analytics"])
+router = APIRouter(prefix="/api/v1", tags=["analytics"], dependencies=[READ])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope},

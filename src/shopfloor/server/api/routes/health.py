@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from shopfloor.server.api.auth import PUBLIC
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.schemas import HealthOut
 
@@ -17,6 +18,7 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/healthz",
+    dependencies=[PUBLIC],
     summary="Health and counters",
     description="Answers while the server runs, with the counters of the historian, ingest, "
     "the live channel and the websocket fan-out, plus what the server's status callback adds.",

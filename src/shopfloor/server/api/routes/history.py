@@ -29,6 +29,7 @@ from starlette.responses import Response
 
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model.points import Int64Array
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import arrow_response, normalise_prefix, path_under, wants_arrow
 from shopfloor.server.api.errors import ApiError
@@ -66,7 +67,7 @@ __all__ = [
     "with_timestamp",
 ]
 
-router = APIRouter(prefix="/api/v1", tags=["history"])
+router = APIRouter(prefix="/api/v1", tags=["history"], dependencies=[READ])
 
 MAX_TAGS = 100
 """The most tags one history query may name."""

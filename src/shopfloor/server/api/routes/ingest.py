@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from shopfloor.errors import HistorianError, PayloadError
+from shopfloor.server.api.auth import INGEST
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.edge_auth import AUTH_RESPONSES, EdgeIdentity, require_edge
 from shopfloor.server.api.errors import ApiError
@@ -36,7 +37,7 @@ __all__ = ["EDGE_TIME_HEADER", "router"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1", tags=["ingest"])
+router = APIRouter(prefix="/api/v1", tags=["ingest"], dependencies=[INGEST])
 
 EDGE_TIME_HEADER = "x-shopfloor-edge-time"
 """The edge's wall clock (int ns) when it sent the request; the platform measures skew."""

@@ -16,13 +16,14 @@ from starlette.responses import Response
 from shopfloor.config.analytics import ShiftsSection
 from shopfloor.config.spc import SpcChartConfig
 from shopfloor.server.analytics.shifts import ShiftCalendar
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.schemas import ErrorEnvelope
 from shopfloor.server.reports.period import ReportKind, parse_day, period_of
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["reports"])
+router = APIRouter(prefix="/api/v1", tags=["reports"], dependencies=[READ])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorEnvelope, "description": "A parameter is invalid; `field` names it."},

@@ -19,6 +19,7 @@ from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.server.analytics.spc import MAX_TABLE_SIZE, ChartKind
 from shopfloor.server.analytics.spc_rules import ALL_RULES, WESTERN_ELECTRIC
 from shopfloor.server.analytics.spc_service import ChartSpec, compute_chart, spec_from_config
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import json_response
 from shopfloor.server.api.errors import ApiError
@@ -27,7 +28,7 @@ from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["spc"])
+router = APIRouter(prefix="/api/v1", tags=["spc"], dependencies=[READ])
 
 _DAY_NS = 86_400_000_000_000
 _TIME_DOC = "ISO 8601 (a time without an offset is UTC) or relative to now (`now-8h`)."

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query
 
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import normalise_prefix
 from shopfloor.server.api.errors import ApiError
@@ -22,7 +23,7 @@ from shopfloor.server.historian.disk_usage import (
 
 __all__ = ["render", "router"]
 
-router = APIRouter(prefix="/api/v1", tags=["storage"])
+router = APIRouter(prefix="/api/v1", tags=["storage"], dependencies=[READ])
 
 
 def _iso(ns: int | None) -> str | None:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from shopfloor.errors import PayloadError
 from shopfloor.model import TagMeta
 from shopfloor.model.tags import validate_path
+from shopfloor.server.api.auth import INGEST, READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import (
     arrow_response,
@@ -91,6 +92,7 @@ def _tag_out(meta: TagMeta) -> TagOut:
 
 @router.get(
     "/tags",
+    dependencies=[READ],
     summary="List tags",
     description="Every tag the historian knows, with its metadata, sorted by path.",
     response_model=TagsOut,
@@ -122,13 +124,13 @@ def _tag_meta(index: int, tag: TagIn) -> TagMeta:
 
 @router.put(
     "/tags",
+    dependencies=[INGEST, Depends(edge_identity)],
     summary="Create or update tags",
     description="Edges announce their tags' metadata (unit, range, state labels) here "
     "before sending values; tags are keyed by path. Needs an edge's token when the "
     "platform requires credentials.",
     response_model=TagsRegistered,
     responses={422: _ERRORS[422], **AUTH_RESPONSES},
-    dependencies=[Depends(edge_identity)],
 )
 async def register_tags(ctx: Ctx, body: TagsIn) -> TagsRegistered:
     """Create or update tag metadata."""
@@ -139,6 +141,7 @@ async def register_tags(ctx: Ctx, body: TagsIn) -> TagsRegistered:
 
 @router.get(
     "/tags/{path:path}/series",
+    dependencies=[READ],
     summary="Read a tag's history",
     description=(
         "Raw points of one tag over `[start, end)`, or with `bucket` the aggregates of its "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import json_response, latest_rows, normalise_prefix
 from shopfloor.server.api.routes.tags import PrefixQuery
@@ -12,7 +13,7 @@ from shopfloor.server.api.schemas import ErrorEnvelope, LatestOut
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["values"])
+router = APIRouter(prefix="/api/v1", tags=["values"], dependencies=[READ])
 
 
 @router.get(

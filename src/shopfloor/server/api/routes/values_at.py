@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from shopfloor.errors import PayloadError, UnknownTagError
+from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import arrow_response, wants_arrow
 from shopfloor.server.api.errors import ApiError
@@ -36,7 +37,7 @@ from shopfloor.wire import ARROW_MEDIA_TYPE
 
 __all__ = ["MAX_TIMES", "router"]
 
-router = APIRouter(prefix="/api/v1", tags=["values"])
+router = APIRouter(prefix="/api/v1", tags=["values"], dependencies=[READ])
 
 MAX_TIMES = 10_000
 """The most times one query may name."""

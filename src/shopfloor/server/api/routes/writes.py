@@ -9,8 +9,9 @@ before and after. Every call is audited, refused ones too, with the old and new 
 ``ref``, a digest of it that ties the two entries of one write together.
 
 Who may call what is named once here (:data:`WRITE_PERMISSION`, :data:`ADMIN_PERMISSION`,
-also in each route's OpenAPI ``x-permission``), for the roles of issue 8 to enforce;
-until then the acting user is the one the request names
+also in each route's OpenAPI ``x-permission``) and enforced by the dependencies of
+:mod:`shopfloor.server.api.auth`: reading needs ``read``, writing ``engineer``, the
+switch ``admin``; the acting user is the authenticated one
 (:mod:`shopfloor.server.security.actor`).
 """
 
@@ -33,6 +34,7 @@ from pydantic import (
 from shopfloor.errors import ConnectorUnavailable, WriteRefused
 from shopfloor.model.control import WritableTag, WriteValue
 from shopfloor.server.api.audit_trail import audited, note
+from shopfloor.server.api.auth import ADMIN, ENGINEER, READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
@@ -186,11 +188,9 @@ def _device_error(err: ConnectorUnavailable | WriteRefused) -> ApiError:
 
 
 def _user(request: Request, claimed: str | None) -> str:
-    user = acting_user(request.headers, claimed)
-    if user is None:
-        raise ApiError(
-            422, "invalid_parameter", "user", "name who writes: `user` or X-Shopfloor-User"
-        )
+    user = acting_user(request, claimed)
+    if user is None:  # pragma: no cover - the routes need a login
+        raise ApiError(401, "unauthorized", None, "writes are audited: log in first")
     return user
 
 
@@ -214,6 +214,7 @@ def _tag_out(tag: WritableTag) -> WritableTagOut:
     response_model=WritesOut,
     openapi_extra={PERMISSION_KEY: READ_PERMISSION},
     responses=_ERRORS,
+    dependencies=[READ],
 )
 async def list_writes(ctx: Ctx) -> WritesOut:
     """Switches and writable tags."""
@@ -238,6 +239,7 @@ async def list_writes(ctx: Ctx) -> WritesOut:
     response_model=ConfirmOut | WrittenOut,
     openapi_extra={**audited("equipment.write"), PERMISSION_KEY: WRITE_PERMISSION},
     responses=_ERRORS,
+    dependencies=[ENGINEER],
 )
 async def write(ctx: Ctx, request: Request, body: WriteIn) -> ConfirmOut | WrittenOut:
     """Ask for a write, or confirm one."""
@@ -340,6 +342,7 @@ async def _confirm(
     response_model=SwitchOut,
     openapi_extra={**audited("connector.writes"), PERMISSION_KEY: ADMIN_PERMISSION},
     responses=_ERRORS,
+    dependencies=[ADMIN],
 )
 async def set_writes(
     ctx: Ctx,

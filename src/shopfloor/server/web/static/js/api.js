@@ -1,4 +1,18 @@
 // The REST client: one place that knows the API's URLs and turns failures into ApiError.
+// Logged in by the session cookie: every change sends the session's CSRF token (the
+// readable shopfloor_csrf cookie) as X-CSRF-Token, and a 401 sends the user to the login page.
+
+const CSRF_COOKIE = "shopfloor_csrf";
+const CSRF_HEADER = "X-CSRF-Token";
+
+/** The session's CSRF token, from its cookie ("" before a login). */
+export function csrfToken() {
+  for (const part of document.cookie.split(";")) {
+    const [name, ...rest] = part.trim().split("=");
+    if (name === CSRF_COOKIE) return decodeURIComponent(rest.join("="));
+  }
+  return "";
+}
 
 export class ApiError extends Error {
   constructor(message, { status = 0, url = "", code = "" } = {}) {
@@ -38,9 +52,28 @@ export class ApiClient {
       });
     }
     if (!response.ok) {
+      this.loginIfNeeded(response);
       throw await apiError(response, url);
     }
     return response.json();
+  }
+
+  /** A 401 means the session ended (logout, timeout, password change): log in again. */
+  loginIfNeeded(response) {
+    if (response.status !== 401) return;
+    const here = location.pathname + location.search;
+    location.assign(`${this.base}/login?next=${encodeURIComponent(here)}`);
+  }
+
+  /** Who is logged in: name, role, permissions, sites. */
+  me() {
+    return this.get("/api/v1/auth/me");
+  }
+
+  /** End the session, then show the login page. */
+  async logout() {
+    await this.post("/api/v1/auth/logout", {}).catch(() => {});
+    location.assign(`${this.base}/login`);
   }
 
   healthz() {
@@ -82,7 +115,12 @@ export class ApiClient {
     try {
       response = await fetch(url, {
         method,
-        headers: { "Content-Type": "application/json", Accept: "application/json", ...headers },
+        headers: {
+          "Content-Type": "application/json",
+          Accept: "application/json",
+          [CSRF_HEADER]: csrfToken(),
+          ...headers,
+        },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(this.timeoutMs),
       });
@@ -92,10 +130,14 @@ export class ApiClient {
       });
     }
     if (!response.ok) {
+      this.loginIfNeeded(response);
       throw await apiError(response, url);
     }
-    return response.json();
+    return response.status === 204 ? null : response.json();
   }
+
+  // The server takes the acting user from the login; a `user` sent must be that name
+  // (else 403), so the journal cannot name someone else.
 
   /** Acknowledge an alarm as `user`; the journal keeps who did it. */
   acknowledge(alarm, user, comment = "") {

@@ -1,0 +1,190 @@
+"""Users and API tokens managed on a server's data folder directly (``shopfloor users`` and
+``shopfloor tokens``): for the first admin, a forgotten password, automation.
+
+Each function opens ``security.sqlite`` (SQLite lets the running server and this process
+share it) and writes one entry to the audit log, as the API does, with the user
+``cli:<login name>``. Blocking: for the CLI, which owns no event loop.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shopfloor.config.security import SecuritySection
+from shopfloor.model import now_ns
+from shopfloor.server.security.audit import AuditEntry, AuditStore, Outcome
+from shopfloor.server.security.passwords import check_password, hash_password
+from shopfloor.server.security.store import SecurityStore, TokenRecord, UserRecord
+
+__all__ = [
+    "add_user",
+    "create_token",
+    "list_tokens",
+    "list_users",
+    "revoke_token",
+    "set_disabled",
+    "set_password",
+]
+
+T = TypeVar("T")
+SECURITY_FILE = "security.sqlite"
+AUDIT_FILE = "audit.sqlite"
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
+@contextmanager
+def _store(data_dir: Path) -> Iterator[SecurityStore]:
+    store = SecurityStore(data_dir / SECURITY_FILE)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _audited(data_dir: Path, action: str, target: str, fn: Callable[[], T], **detail: Any) -> T:
+    """Run ``fn`` and audit it (accepted, or refused with the error)."""
+    outcome, error = Outcome.OK, None
+    try:
+        return fn()
+    except Exception as err:
+        outcome, error = Outcome.REJECTED, str(err)
+        raise
+    finally:
+        audit = AuditStore(data_dir / AUDIT_FILE)
+        try:
+            audit.append(
+                AuditEntry(
+                    ts_ns=now_ns(),
+                    user=_actor(),
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    client="cli",
+                    detail={**detail, **({"error": error} if error else {})},
+                )
+            )
+        finally:
+            audit.close()
+
+
+def add_user(
+    data_dir: Path,
+    name: str,
+    password: str,
+    *,
+    role: str,
+    sites: Sequence[str] = (),
+    settings: SecuritySection | None = None,
+) -> UserRecord:
+    """Create a user.
+
+    Raises:
+        PasswordRejected: the password does not meet the policy.
+        SecurityError: the name is taken or invalid, the role unknown.
+    """
+    policy = settings or SecuritySection()
+
+    def run() -> UserRecord:
+        check_password(password, min_length=policy.min_password_length, user=name)
+        with _store(data_dir) as store:
+            return store.add_user(
+                name, hash_password(password), role=role, sites=sites, now_ns=now_ns()
+            )
+
+    return _audited(data_dir, "user.create", name, run, role=role, sites=list(sites))
+
+
+def set_password(
+    data_dir: Path, name: str, password: str, *, settings: SecuritySection | None = None
+) -> None:
+    """Give a user a new password, end its sessions and lift a lockout.
+
+    Raises:
+        PasswordRejected: the password does not meet the policy.
+        SecurityError: no such user.
+    """
+    policy = settings or SecuritySection()
+
+    def run() -> None:
+        check_password(password, min_length=policy.min_password_length, user=name)
+        with _store(data_dir) as store:
+            store.set_password(name, hash_password(password), keep_session=None)
+
+    _audited(data_dir, "user.password", name, run)
+
+
+def set_disabled(data_dir: Path, name: str, *, disabled: bool = True) -> UserRecord:
+    """Disable (ending its sessions) or enable a user.
+
+    Raises:
+        SecurityError: no such user, or the last enabled admin.
+    """
+
+    def run() -> UserRecord:
+        with _store(data_dir) as store:
+            return store.update_user(name, disabled=disabled)
+
+    return _audited(data_dir, "user.update", name, run, change={"disabled": disabled})
+
+
+def list_users(data_dir: Path) -> list[UserRecord]:
+    """Every user."""
+    with _store(data_dir) as store:
+        return store.users()
+
+
+def create_token(
+    data_dir: Path,
+    name: str,
+    *,
+    role: str,
+    user: str | None = None,
+    expires_in_s: float | None = None,
+) -> tuple[TokenRecord, str]:
+    """A new API token and its secret (to be shown once).
+
+    Raises:
+        SecurityError: the name or role is invalid, the user unknown.
+    """
+
+    def run() -> tuple[TokenRecord, str]:
+        now = now_ns()
+        expires = None if expires_in_s is None else now + int(expires_in_s * 1e9)
+        with _store(data_dir) as store:
+            return store.create_token(
+                name, role=role, owner=_actor(), expires_ns=expires, now_ns=now, user=user
+            )
+
+    return _audited(
+        data_dir, "token.create", name, run, role=role, user=user, expires_in_s=expires_in_s
+    )
+
+
+def revoke_token(data_dir: Path, token_id: str) -> TokenRecord:
+    """Revoke a token.
+
+    Raises:
+        SecurityError: no such token.
+    """
+
+    def run() -> TokenRecord:
+        with _store(data_dir) as store:
+            return store.revoke_token(token_id, now_ns=now_ns())
+
+    return _audited(data_dir, "token.revoke", token_id, run)
+
+
+def list_tokens(data_dir: Path) -> list[TokenRecord]:
+    """Every API token, revoked ones too."""
+    with _store(data_dir) as store:
+        return store.tokens()
