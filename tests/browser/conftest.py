@@ -24,7 +24,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from shopfloor.testing.auth import Provisioned, provision
+from shopfloor.testing.auth import Provisioned, log_in_page, provision
 from shopfloor.testing.processes import free_port
 
 WaitFor = Callable[[Page, str, object, str], Awaitable[None]]
@@ -189,14 +189,6 @@ def wait_for() -> WaitFor:
     return wait_until
 
 
-async def log_in(page: Page, base: str, user: Provisioned) -> None:
-    """Log ``page`` in as ``user`` (its context keeps the session and CSRF cookies)."""
-    answer = await page.request.post(
-        f"{base}/api/v1/auth/login", data={"name": user.user, "password": user.password}
-    )
-    assert answer.ok, f"login as {user.user} failed: {answer.status} {await answer.text()}"
-
-
 @pytest.fixture
 def open_page(demo_url: str, demo_user: Provisioned) -> OpenPage:
     """``page, errors = await open_page(browser, width=..., height=...)``: a page logged in
@@ -207,7 +199,7 @@ def open_page(demo_url: str, demo_user: Provisioned) -> OpenPage:
     ) -> tuple[Page, list[str]]:
         page, errors = await new_page(browser, width=width, height=height)
         if logged_in:
-            await log_in(page, demo_url, demo_user)
+            await log_in_page(page, demo_url, demo_user)
         return page, errors
 
     return open_logged_in

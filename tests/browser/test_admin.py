@@ -20,6 +20,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, Route
 
+from shopfloor.testing.auth import Provisioned, bearer, log_in_page, provision
 from shopfloor.testing.processes import free_port, shopfloor_process
 
 if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
@@ -31,6 +32,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CNC = "acme/plant-1/machining/line-1/cell-1/cnc-01"
 SETPOINT = f"{CNC}/spindle_speed_sp"
 CONNECTOR = "modbus-cnc-01"
+USER = "ada"
+"""The admin this module's demo is provisioned with: the pages log in as her."""
+ADMIN: dict[str, Provisioned] = {}
 
 # Text a page shows through data-i18n, with the key it came from.
 I18N_JS = """() => [...document.querySelectorAll("[data-i18n]")].map(
@@ -41,6 +45,7 @@ I18N_JS = """() => [...document.querySelectorAll("[data-i18n]")].map(
 def modbus_demo(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``shopfloor demo --protocol modbus``: the plant's set points are holding registers."""
     workdir = tmp_path_factory.mktemp("admin-demo")
+    ADMIN[USER] = provision(workdir / "data", role="admin", user=USER)
     port = free_port()
     args = ["demo", "--port", str(port), "--data-dir", "data", "--protocol", "modbus"]
     with shopfloor_process(
@@ -50,7 +55,8 @@ def modbus_demo(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 async def _get(base: str, path: str) -> Any:
-    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+    headers = bearer(ADMIN[USER].token)
+    async with httpx.AsyncClient(base_url=base, timeout=5, headers=headers) as client:
         response = await client.get(path)
     return response.status_code, (response.json() if response.status_code == 200 else None)
 
@@ -73,7 +79,7 @@ async def _ask_on_machine_page(page: Page, wait_for: WaitFor, base: str, value: 
     await page.locator(f'button[data-set="{SETPOINT}"]').click()
     form = page.locator(f'tr[data-set-for="{SETPOINT}"] form.set-form')
     await form.locator('input[name="value"]').fill(value)
-    await form.locator('input[name="user"]').fill("ada")
+    assert await form.locator('input[name="user"]').input_value() == USER  # the login's
     await form.locator('button[type="submit"]').click()
 
 
@@ -108,7 +114,7 @@ async def _enable_writes(page: Page, wait_for: WaitFor, base: str) -> None:
     """Enabling asks first; Cancel leaves the switch off, confirming turns it on."""
     switch = page.locator(f'#switches-body tr[data-connector="{CONNECTOR}"]')
     assert await switch.get_attribute("data-enabled") == "false"
-    await page.locator("#admin-user").fill("ada")
+    assert await page.locator("#admin-user").input_value() == USER  # the login's
     await switch.locator("button").click()
     dialog = page.locator("#confirm-dialog")
     await wait_for(
@@ -182,6 +188,7 @@ async def test_admin_enables_writes_and_a_set_point_reaches_the_machine(
 ) -> None:
     base = modbus_demo
     page, errors = await open_page(browser, width=1366, height=900)
+    await log_in_page(page, modbus_demo, ADMIN[USER])
 
     # Writes are off until an admin turns them on: the machine page says so.
     await _ask_on_machine_page(page, wait_for, base, "9300")
@@ -232,6 +239,7 @@ async def test_admin_page_in_chinese(
     browser: Browser, modbus_demo: str, open_page: OpenPage, wait_for: WaitFor
 ) -> None:
     page, errors = await open_page(browser, width=1024, height=768)
+    await log_in_page(page, modbus_demo, ADMIN[USER])
     await page.goto(f"{modbus_demo}/admin?lang=zh-CN")
     await wait_for(
         page,
@@ -262,6 +270,7 @@ async def test_users_and_tokens_show_once_the_server_has_them(
     """Issue 8's API (the `auth` branch) is not in this server yet: the page's requests for
     it are answered by routes shaped like that branch's answers (UserOut, TokenOut, MeOut)."""
     page, errors = await open_page(browser, width=1366, height=900)
+    await log_in_page(page, modbus_demo, ADMIN[USER])
     users = [
         {"name": "ada", "role": "admin", "sites": [], "disabled": False, "created_ns": 0},
         {"name": "bo", "role": "operator", "sites": ["acme/plant-1"], "disabled": True},

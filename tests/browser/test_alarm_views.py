@@ -35,6 +35,7 @@ ALARMS = re.compile(r"/api/v1/alarms(\?.*)?$")
 JOURNAL = re.compile(r"/api/v1/alarms/journal(\?.*)?$")
 KPIS = re.compile(r"/api/v1/alarms/kpis(\?.*)?$")
 ACTION = re.compile(r"/api/v1/alarms/(acknowledge|shelve|unshelve|comment)$")
+ME = re.compile(r"/api/v1/auth/me$")
 
 ALARM_ROWS_JS = """() => [...document.querySelectorAll('#alarms-table tr.alarm')].map((r) => {
   const col = (c) => r.querySelector(`[data-col="${c}"]`).textContent;
@@ -107,8 +108,10 @@ class FakeAlarmApi:
         self.journal_queries: list[dict[str, str]] = []
         self.kpis: dict[str, Any] = {}
         self.kpi_queries: list[dict[str, str]] = []
+        self.me: dict[str, Any] | None = None  # who /auth/me says is logged in (None: 404)
 
     async def install(self, page: Page) -> None:
+        await page.route(ME, self._me)
         await page.route(ALARMS, self._alarms)
         await page.route(JOURNAL, self._journal)
         await page.route(KPIS, self._kpis)
@@ -116,6 +119,12 @@ class FakeAlarmApi:
 
     async def _alarms(self, route: Route) -> None:
         await route.fulfill(json=self.standing)
+
+    async def _me(self, route: Route) -> None:
+        if self.me is None:  # a server that names nobody: the operator types a name
+            await route.fulfill(status=404, json={"error": {"code": "not_found"}})
+        else:
+            await route.fulfill(json=self.me)
 
     async def _action(self, route: Route) -> None:
         action = urlsplit(route.request.url).path.rsplit("/", 1)[1]
@@ -792,3 +801,30 @@ async def test_journal_and_kpi_views_read_the_demo_itself(
     assert int(figures["activations"]["value"].replace(",", "")) == kpis["activations"]
     assert await page.get_attribute("#kpi-status", "data-kind") is None
     assert not errors, f"uncaught errors or CSP violations in the page: {errors}"
+
+
+async def test_a_logged_in_operator_acts_under_the_login_name(
+    demo_url: str, browser: Browser, wait_for: WaitFor, open_page: OpenPage
+) -> None:
+    """The server takes the acting user from the login and refuses any other name, so the
+    panel shows the login's name, read-only, and sends that."""
+    page, errors = await open_page(browser, width=1280, height=800)
+    api = FakeAlarmApi([_alarm(VIB, "unacknowledged", "critical", "Vibration 7.4", value=7.4)])
+    api.me = {"name": "Li Wei", "role": "operator"}
+    await api.install(page)
+    await page.goto(demo_url + "/")
+    await _open_alarms(page, wait_for)
+    await wait_for(
+        page,
+        "() => document.getElementById('alarms-operator').value === 'Li Wei'",
+        None,
+        "the login's name was not shown",
+    )
+    assert await page.get_attribute("#alarms-operator", "readonly") is not None
+    await page.click(f"#alarms-table button[data-action=acknowledge][data-alarm='{VIB}']")
+    await page.click("#alarm-action-submit")
+    await wait_for(
+        page, "() => document.getElementById('alarm-action').hidden", None, "the form stayed"
+    )
+    assert api.posted == [("acknowledge", {"alarm": VIB, "user": "Li Wei", "comment": ""})]
+    assert errors == []

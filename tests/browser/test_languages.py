@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser
 
+from shopfloor.testing.auth import Provisioned, log_in_page
+
 if TYPE_CHECKING:  # fixtures' types only: test modules are imported by path
     from tests.browser.conftest import WaitFor
 
@@ -22,10 +24,11 @@ CATALOGUE = "/static/i18n/zh-CN.json"
 
 
 async def test_a_chinese_browser_gets_chinese_pages_until_the_menu_says_otherwise(
-    demo_url: str, browser: Browser, wait_for: WaitFor
+    demo_url: str, browser: Browser, wait_for: WaitFor, demo_user: Provisioned
 ) -> None:
     context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 800})
     page = await context.new_page()
+    await log_in_page(page, demo_url, demo_user)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     catalogue_requests: list[str] = []

@@ -28,6 +28,7 @@ __all__ = [
     "act_as",
     "bearer",
     "grant",
+    "log_in_page",
     "new_secret",
     "provision",
 ]
@@ -156,3 +157,13 @@ def provision(
     finally:
         store.close()
     return Provisioned(user, password, secret)
+
+
+async def log_in_page(page: Any, base: str, user: Provisioned) -> None:
+    """Log a Playwright ``page`` in to the server at ``base`` as ``user``: the login goes
+    through the page's own request context, so it keeps the session and CSRF cookies."""
+    answer = await page.request.post(
+        f"{base}/api/v1/auth/login", data={"name": user.user, "password": user.password}
+    )
+    if not answer.ok:
+        raise AssertionError(f"login as {user.user} failed: {answer.status} {await answer.text()}")

@@ -63,13 +63,3 @@ export async function showUsers(api, { section, msg, users, tokens }) {
     ),
   );
 }
-
-/** The logged-in user's name, or "" when the server has no logins (404) or none is known. */
-export async function loggedIn(api) {
-  try {
-    const me = await api.get("/api/v1/auth/me");
-    return typeof me?.name === "string" ? me.name : "";
-  } catch {
-    return "";
-  }
-}

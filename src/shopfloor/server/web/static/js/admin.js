@@ -8,15 +8,14 @@
 import "./strings/admin.js";
 import { ApiClient } from "./api.js";
 import { AuditView } from "./admin-audit.js";
-import { loggedIn, showUsers } from "./admin-users.js";
+import { bindActingUser } from "./acting-user.js";
+import { showUsers } from "./admin-users.js";
 import { confirmDialog } from "./confirm.js";
 import { formatMs, formatNumber, formatRate, formatWhen } from "./format.js";
 import { applyI18n, initLocale, t } from "./i18n.js";
 import { Poller } from "./poller.js";
-import { storageGet, storageSet } from "./storage.js";
 
 const $ = (id) => document.getElementById(id);
-const NAME_KEY = "shopfloor.operator";
 const HEALTH_EVERY_MS = 5_000;
 
 await initLocale();
@@ -24,8 +23,7 @@ applyI18n(document);
 
 const api = new ApiClient(document.body.dataset.base || "");
 const userInput = $("admin-user");
-userInput.value = storageGet(NAME_KEY) || "";
-userInput.addEventListener("change", () => storageSet(NAME_KEY, userInput.value.trim()));
+bindActingUser(userInput, api);
 
 /** The acting user's name; focuses the field and returns "" when it is empty. */
 function actingUser() {
@@ -219,9 +217,3 @@ showUsers(api, {
   tokens: [$("tokens-table"), $("tokens-body"), $("tokens-title")],
 });
 audit.reload();
-// Logged in (issue 8): the server knows who acts; the name is the login's, not typed.
-loggedIn(api).then((name) => {
-  if (!name) return;
-  userInput.value = name;
-  userInput.readOnly = true;
-});

@@ -11,7 +11,8 @@ import { priorityLabel, stateLabel } from "./alarm-labels.js";
 import { formatNumber, formatTime, formatWhen } from "./format.js";
 import { t } from "./i18n.js";
 import { Poller } from "./poller.js";
-import { storageGet, storageSet } from "./storage.js";
+import { bindActingUser } from "./acting-user.js";
+import { storageSet } from "./storage.js";
 
 const POLL_MS = 2000;
 const NAME_KEY = "shopfloor.operator";
@@ -61,10 +62,7 @@ export class AlarmsView {
 
     elements.button.addEventListener("click", () => (this.isOpen ? this.close() : this.open()));
     elements.closeButton.addEventListener("click", () => this.close());
-    elements.operator.value = storageGet(NAME_KEY) || "";
-    elements.operator.addEventListener("change", () =>
-      storageSet(NAME_KEY, elements.operator.value.trim()),
-    );
+    bindActingUser(elements.operator, api);
     elements.table.addEventListener("click", (event) => {
       const history = event.target.closest("button[data-history]");
       if (history) {

@@ -8,9 +8,8 @@
 import { confirmDialog } from "./confirm.js";
 import { formatNumber, unitLabel } from "./format.js";
 import { t } from "./i18n.js";
-import { storageGet, storageSet } from "./storage.js";
+import { bindActingUser } from "./acting-user.js";
 
-const NAME_KEY = "shopfloor.operator";
 
 function show(value, unit) {
   if (value === null || value === undefined) return t("value.none");
@@ -83,7 +82,7 @@ export class WriteControls {
     user.required = true;
     user.placeholder = t("machine.setUser");
     user.setAttribute("aria-label", t("machine.setUser"));
-    user.value = storageGet(NAME_KEY) || "";
+    bindActingUser(user, this.api);
     const go = document.createElement("button");
     go.type = "submit";
     go.className = "admin-btn admin-btn-small admin-btn-primary";
@@ -107,7 +106,6 @@ export class WriteControls {
     });
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      storageSet(NAME_KEY, user.value.trim());
       this.write(tag, value.value.trim(), user.value.trim(), { form, go, result });
     });
     return { cell: td, row };

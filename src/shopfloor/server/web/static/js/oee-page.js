@@ -20,7 +20,8 @@ import {
 } from "./analysis-common.js";
 import { chartLocale, humanize } from "./format.js";
 import { applyI18n, initLocale, locale, t } from "./i18n.js";
-import { storageGet, storageSet } from "./storage.js";
+import { bindActingUser } from "./acting-user.js";
+import { storageSet } from "./storage.js";
 
 const $ = (id) => document.getElementById(id);
 const NAME_KEY = "shopfloor.operator"; // the name the alarm panel remembers too
@@ -132,9 +133,7 @@ function setupControls() {
     saveView();
     loadPareto(generation).catch((err) => status(t("oee.failed", { error: err.message }), true));
   });
-  const operator = $("stops-operator");
-  operator.value = storageGet(NAME_KEY) || "";
-  operator.addEventListener("change", () => storageSet(NAME_KEY, operator.value.trim()));
+  bindActingUser($("stops-operator"), api);
   $("stops-table").addEventListener("change", (event) => {
     const select = event.target.closest("select[data-reason]");
     if (select) assignReason(select);
