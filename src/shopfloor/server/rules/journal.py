@@ -24,7 +24,15 @@ from shopfloor.model.points import Int64Array
 from shopfloor.runtime.durable_sqlite import open_durable
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
 
-__all__ = ["AlarmJournal", "Journal", "JournalEntry", "JournalError", "SendAttempt"]
+__all__ = [
+    "AlarmJournal",
+    "Journal",
+    "JournalEntry",
+    "JournalError",
+    "SendAttempt",
+    "entry_filter",
+    "entry_of",
+]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS journal ("
@@ -215,39 +223,20 @@ class AlarmJournal:
         """Journal entries filtered by alarm, ``[start, end)`` and ``after_seq < seq <
         before_seq``, in order of writing or, with ``newest_first``, the latest first (an
         operator's view pages back with ``before_seq``, the oldest ``seq`` seen)."""
-        where = ["seq > ?"]
-        params: list[object] = [after_seq]
-        if before_seq is not None:
-            where.append("seq < ?")
-            params.append(before_seq)
-        if alarm is not None:
-            where.append("alarm = ?")
-            params.append(alarm)
-        if start_ns is not None:
-            where.append("ts_ns >= ?")
-            params.append(start_ns)
-        if end_ns is not None:
-            where.append("ts_ns < ?")
-            params.append(end_ns)
+        where, params = entry_filter(
+            "?",
+            alarm=alarm,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            after_seq=after_seq,
+            before_seq=before_seq,
+        )
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM journal WHERE {' AND '.join(where)} "
+            f"SELECT {_COLUMNS} FROM journal WHERE {where} "
             f"ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?",
             (*params, limit),
         )
-        return [
-            JournalEntry(
-                seq=r[0],
-                alarm=r[1],
-                event=AlarmEvent(r[2]),
-                ts_ns=r[3],
-                before=AlarmState(r[4]),
-                after=AlarmState(r[5]),
-                user=r[6],
-                comment=r[7],
-                value=r[8],
-            )
-            for r in rows
-        ]
+        return [entry_of(r) for r in rows]
 
     def activations(self, start_ns: int, end_ns: int) -> tuple[list[str], Int64Array]:
         """Alarms that came in (``activated``) in ``[start_ns, end_ns)``: names, times."""
@@ -305,4 +294,44 @@ def _status_row(alarm: str, s: AlarmStatus) -> tuple[object, ...]:
         s.since_ns,
         s.seen_ns,
         s.value,
+    )
+
+
+def entry_filter(
+    placeholder: str,
+    *,
+    alarm: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
+    after_seq: int,
+    before_seq: int | None,
+) -> tuple[str, list[object]]:
+    """The WHERE clause and parameters of a journal query (SQLite's ``?`` or psycopg's
+    ``%s`` placeholders): by alarm, ``[start, end)`` and ``after_seq < seq < before_seq``."""
+    where = [f"seq > {placeholder}"]
+    params: list[object] = [after_seq]
+    for column, op, value in (
+        ("seq", "<", before_seq),
+        ("alarm", "=", alarm),
+        ("ts_ns", ">=", start_ns),
+        ("ts_ns", "<", end_ns),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} {placeholder}")
+            params.append(value)
+    return " AND ".join(where), params
+
+
+def entry_of(row: Sequence[Any]) -> JournalEntry:
+    """A journal row (``seq, alarm, event, ts_ns, before, after, user, comment, value``)."""
+    return JournalEntry(
+        seq=row[0],
+        alarm=row[1],
+        event=AlarmEvent(row[2]),
+        ts_ns=row[3],
+        before=AlarmState(row[4]),
+        after=AlarmState(row[5]),
+        user=row[6],
+        comment=row[7],
+        value=row[8],
     )

@@ -27,7 +27,13 @@ from shopfloor.server.historian.pg_feed import FEED_TABLES
 from shopfloor.server.historian.pg_shared import COMMIT_LOCK_CLASS
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, AlarmStatus, Transition
 from shopfloor.server.rules.commands import Command, Outcome
-from shopfloor.server.rules.journal import JournalEntry, JournalError, SendAttempt
+from shopfloor.server.rules.journal import (
+    JournalEntry,
+    JournalError,
+    SendAttempt,
+    entry_filter,
+    entry_of,
+)
 
 __all__ = [
     "JOURNAL_TABLES",
@@ -295,36 +301,20 @@ class PgAlarmJournal:
         limit: int = 1000,
     ) -> list[JournalEntry]:
         """Journal entries (see :meth:`~.journal.AlarmJournal.entries`)."""
-        where = ["seq > %s"]
-        params: list[object] = [after_seq]
-        for clause, value in (
-            ("seq < %s", before_seq),
-            ("alarm = %s", alarm),
-            ("ts_ns >= %s", start_ns),
-            ("ts_ns < %s", end_ns),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
+        where, params = entry_filter(
+            "%s",
+            alarm=alarm,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            after_seq=after_seq,
+            before_seq=before_seq,
+        )
         rows = self._query(
-            f"SELECT {_ENTRY_COLUMNS} FROM alarm_journal WHERE {' AND '.join(where)} "
+            f"SELECT {_ENTRY_COLUMNS} FROM alarm_journal WHERE {where} "
             f"ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT %s",
             (*params, limit),
         )
-        return [
-            JournalEntry(
-                seq=r[0],
-                alarm=r[1],
-                event=AlarmEvent(r[2]),
-                ts_ns=r[3],
-                before=AlarmState(r[4]),
-                after=AlarmState(r[5]),
-                user=r[6],
-                comment=r[7],
-                value=r[8],
-            )
-            for r in rows
-        ]
+        return [entry_of(r) for r in rows]
 
     def activations(self, start_ns: int, end_ns: int) -> tuple[list[str], Int64Array]:
         """Alarms that came in in ``[start_ns, end_ns)``: names, times."""
