@@ -1,6 +1,7 @@
 // The admin page: the connectors this server runs and the remote edges, the writes switch
 // of each connector that may write (turned on only after a confirmation), the audit log
-// (admin-audit.js) and users and tokens when the server has them (issue 8's API).
+// (admin-audit.js), users and tokens when the server has them and the user's own
+// password and second factor (admin-users.js, issue 8's API).
 //
 // The name typed at the top is who acts (X-Shopfloor-User) until logins exist; it is the
 // same name the alarm panel remembers.
@@ -9,7 +10,7 @@ import "./strings/admin.js";
 import { ApiClient } from "./api.js";
 import { AuditView } from "./admin-audit.js";
 import { bindActingUser } from "./acting-user.js";
-import { showUsers } from "./admin-users.js";
+import { UsersView } from "./admin-users.js";
 import { confirmDialog } from "./confirm.js";
 import { formatMs, formatNumber, formatRate, formatWhen } from "./format.js";
 import { applyI18n, initLocale, t } from "./i18n.js";
@@ -210,10 +211,5 @@ const audit = new AuditView(api, {
 
 new Poller(() => refreshHealth(), HEALTH_EVERY_MS).start();
 refreshSwitches();
-showUsers(api, {
-  section: $("users"),
-  msg: $("users-msg"),
-  users: [$("users-table"), $("users-body")],
-  tokens: [$("tokens-table"), $("tokens-body"), $("tokens-title")],
-});
+new UsersView(api, $, $("confirm-dialog")).load();
 audit.reload();
