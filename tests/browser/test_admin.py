@@ -267,8 +267,8 @@ def _answer(body: object) -> Callable[[Route], Awaitable[None]]:
 async def test_users_and_tokens_show_once_the_server_has_them(
     browser: Browser, modbus_demo: str, open_page: OpenPage, wait_for: WaitFor
 ) -> None:
-    """Issue 8's API (the `auth` branch) is not in this server yet: the page's requests for
-    it are answered by routes shaped like that branch's answers (UserOut, TokenOut, MeOut)."""
+    """The lists as the API gives them (here answered by routes shaped like its answers:
+    UserOut, TokenOut, MeOut); managing them is tests/browser/test_admin_users.py's."""
     page, errors = await open_page(browser, width=1366, height=900)
     await log_in_page(page, modbus_demo, ADMIN[USER])
     users = [
@@ -299,13 +299,14 @@ async def test_users_and_tokens_show_once_the_server_has_them(
         "the users and tokens show and the name is the login's",
     )
     rows = await page.locator("#users-body tr").evaluate_all(
-        "(rows) => rows.map((r) => [...r.cells].map((c) => c.textContent))"
+        "(rows) => rows.map((r) => [r.cells[0].textContent, r.querySelector('select').value,"
+        " r.cells[2].textContent, r.cells[3].firstChild.textContent])"
     )
     assert rows == [
         ["ada", "admin", "all", "active"],
         ["bo", "operator", "acme/plant-1", "disabled"],
     ]
     token = await page.locator("#tokens-body tr td").all_text_contents()
-    assert token == ["grafana", "viewer", "ada", "never", "active"]
+    assert token == ["grafana", "viewer", "ada", "never", "active Revoke"]
     assert await page.locator("#admin-user").input_value() == "ada"
     assert errors == []
