@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pyotp
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 
 from shopfloor.testing.auth import Provisioned, bearer, log_in_page, new_secret
 
@@ -42,19 +42,8 @@ def _wrong_code(secret: str) -> str:
     return next(code for code in ("000000", "111111", "222222") if code not in near)
 
 
-async def test_admin_manages_users_and_tokens(
-    browser: Browser, demo_url: str, demo_user: Provisioned, open_page: OpenPage, wait_for: WaitFor
-) -> None:
-    page, errors = await open_page(browser, width=1366, height=1000)
-    admin = httpx.AsyncClient(base_url=demo_url, timeout=5, headers=bearer(demo_user.token))
-    await page.goto(f"{demo_url}/admin")
-    await wait_for(
-        page,
-        "() => document.querySelector('#users-body tr[data-user=\"tester\"]')",
-        None,
-        "the admin page lists the users",
-    )
-
+async def _add_user(page: Page, wait_for: WaitFor, admin: httpx.AsyncClient) -> str:
+    """Add a user on the page (and fail a weak password); return its password."""
     # Add a user: the API then has it with the role and sites given.
     password = new_secret()
     form = page.locator("#user-add")
@@ -86,10 +75,15 @@ async def test_admin_manages_users_and_tokens(
     assert "password" in await page.locator("#users-action-msg").inner_text()
     assert "weak-one" not in {u["name"] for u in (await admin.get("/api/v1/users")).json()}
 
-    # The new user sets up TOTP on "my account" (its own session), confirmed with a code.
-    own, own_errors = await open_page(browser, width=1366, height=1000, logged_in=False)
-    await log_in_page(own, demo_url, Provisioned(NEW_USER, password, ""))
-    await own.goto(f"{demo_url}/admin")
+    return password
+
+
+async def _set_up_totp(
+    own: Page, wait_for: WaitFor, base: str, admin: httpx.AsyncClient, password: str
+) -> str:
+    """The new user (logged in on ``own``) turns TOTP on from "my account", confirmed with
+    a code of the secret shown; return the secret."""
+    await own.goto(f"{base}/admin")
     await wait_for(
         own,
         "() => document.getElementById('users').dataset.state === 'available'",
@@ -120,8 +114,14 @@ async def test_admin_manages_users_and_tokens(
     )
     login = {"name": NEW_USER, "password": password}
     assert (await admin.post("/api/v1/auth/login", json=login)).status_code != 200
-    assert own_errors == []
 
+    return secret
+
+
+async def _change_and_disable(
+    page: Page, wait_for: WaitFor, admin: httpx.AsyncClient, password: str, secret: str
+) -> None:
+    """Change the new user's role, then disable it."""
     # Change its role, then disable it: it can no longer log in, even with a code.
     await page.reload()
     await wait_for(
@@ -154,6 +154,11 @@ async def test_admin_manages_users_and_tokens(
     login = {"name": NEW_USER, "password": password, "code": code}
     assert (await admin.post("/api/v1/auth/login", json=login)).status_code in (401, 403)
 
+
+async def _create_and_revoke_token(
+    page: Page, wait_for: WaitFor, base: str, admin: httpx.AsyncClient
+) -> None:
+    """A token made on the page works until it is revoked there."""
     # Create a token: its secret shows once and works on the API.
     form = page.locator("#token-add")
     await form.locator('input[name="name"]').fill(TOKEN)
@@ -168,7 +173,7 @@ async def test_admin_manages_users_and_tokens(
     )
     token_secret = (await page.locator("#token-secret").inner_text()).strip()
     await page.screenshot(path=str(ARTIFACTS / "admin-token-secret.png"))
-    async with httpx.AsyncClient(base_url=demo_url, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
         assert (await client.get("/api/v1/tags", headers=bearer(token_secret))).status_code == 200
     tokens = {t["name"]: t for t in (await admin.get("/api/v1/tokens")).json()}
     assert tokens[TOKEN]["role"] == "read"
@@ -195,7 +200,28 @@ async def test_admin_manages_users_and_tokens(
         None,
         "the token shows revoked",
     )
-    async with httpx.AsyncClient(base_url=demo_url, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
         assert (await client.get("/api/v1/tags", headers=bearer(token_secret))).status_code == 401
-    await admin.aclose()
+
+
+async def test_admin_manages_users_and_tokens(
+    browser: Browser, demo_url: str, demo_user: Provisioned, open_page: OpenPage, wait_for: WaitFor
+) -> None:
+    page, errors = await open_page(browser, width=1366, height=1000)
+    await page.goto(f"{demo_url}/admin")
+    await wait_for(
+        page,
+        "() => document.querySelector('#users-body tr[data-user=\"tester\"]')",
+        None,
+        "the admin page lists the users",
+    )
+    headers = bearer(demo_user.token)
+    async with httpx.AsyncClient(base_url=demo_url, timeout=5, headers=headers) as admin:
+        password = await _add_user(page, wait_for, admin)
+        own, own_errors = await open_page(browser, width=1366, height=1000, logged_in=False)
+        await log_in_page(own, demo_url, Provisioned(NEW_USER, password, ""))
+        secret = await _set_up_totp(own, wait_for, demo_url, admin, password)
+        await _change_and_disable(page, wait_for, admin, password, secret)
+        await _create_and_revoke_token(page, wait_for, demo_url, admin)
+    assert own_errors == []
     assert errors == []
