@@ -119,9 +119,16 @@ async def _set_up_totp(
 
 
 async def _change_and_disable(
-    page: Page, wait_for: WaitFor, admin: httpx.AsyncClient, password: str, secret: str
+    page: Page,
+    own: Page,
+    wait_for: WaitFor,
+    admin: httpx.AsyncClient,
+    *,
+    password: str,
+    secret: str,
 ) -> None:
-    """Change the new user's role, then disable it."""
+    """Change the new user's role (its own page then says only an admin manages users but
+    keeps "my account"), then disable it."""
     # Change its role, then disable it: it can no longer log in, even with a code.
     await page.reload()
     await wait_for(
@@ -141,6 +148,15 @@ async def _change_and_disable(
     )
     users = {u["name"]: u for u in (await admin.get("/api/v1/users")).json()}
     assert users[NEW_USER]["role"] == "operator"
+    await own.reload()
+    await wait_for(
+        own,
+        "() => document.getElementById('users').dataset.state === 'forbidden'",
+        None,
+        "a non-admin is told only an admin manages users",
+    )
+    assert await own.locator("#users-table").is_hidden()
+    assert await own.locator("#my-password").is_visible()
     await page.locator(f'{_row("user", NEW_USER)} button[data-action="disable-user"]').click()
     await wait_for(
         page,
@@ -221,7 +237,7 @@ async def test_admin_manages_users_and_tokens(
         own, own_errors = await open_page(browser, width=1366, height=1000, logged_in=False)
         await log_in_page(own, demo_url, Provisioned(NEW_USER, password, ""))
         secret = await _set_up_totp(own, wait_for, demo_url, admin, password)
-        await _change_and_disable(page, wait_for, admin, password, secret)
+        await _change_and_disable(page, own, wait_for, admin, password=password, secret=secret)
         await _create_and_revoke_token(page, wait_for, demo_url, admin)
     assert own_errors == []
     assert errors == []

@@ -65,9 +65,13 @@ export class UsersView {
     try {
       users = await this.api.get("/api/v1/users");
     } catch (err) {
-      section.dataset.state = err.status === 404 ? "unavailable" : "failed";
-      msg.textContent =
-        err.status === 404 ? t("admin.usersUnavailable") : t("admin.failed", { error: err.message });
+      // 404: a server without user management; 403: not an admin ("my account" still works).
+      const state = { 404: "unavailable", 403: "forbidden" }[err.status] ?? "failed";
+      section.dataset.state = state;
+      msg.textContent = {
+        unavailable: t("admin.usersUnavailable"),
+        forbidden: t("admin.usersForbidden"),
+      }[state] ?? t("admin.failed", { error: err.message });
       return;
     }
     section.dataset.state = "available";

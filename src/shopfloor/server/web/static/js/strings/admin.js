@@ -87,6 +87,7 @@ registerStrings({
     "admin.disabled": "disabled",
     "admin.never": "never",
     "admin.revoked": "revoked {time}",
+    "admin.usersForbidden": "Only an admin manages users and tokens.",
     "admin.colPassword": "Password",
     "admin.password": "Password",
     "admin.sitesHelp": "Sites (comma-separated; empty: all)",
