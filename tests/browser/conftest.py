@@ -144,6 +144,21 @@ def demo_url(
             process.wait(timeout=5)
 
 
+@pytest.fixture(autouse=True)
+def _forget_tester_language(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the shared demo, ``tester`` has no saved language again: the
+    language menu saves its choice with the account (PATCH /api/v1/auth/me), and the next
+    test must not inherit it (it would outrank the browser's language and the cookie)."""
+    yield
+    if "demo_url" not in request.fixturenames:
+        return
+    base, user = request.getfixturevalue("demo_url"), request.getfixturevalue("demo_user")
+    answer = httpx.patch(
+        f"{base}/api/v1/auth/me", json={"locale": None}, headers=user.headers, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+
+
 @pytest.fixture
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:

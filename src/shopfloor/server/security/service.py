@@ -59,6 +59,7 @@ class Principal:
         csrf: the CSRF token the session's unsafe requests must send (kind ``session``).
         mfa_pending: ``[security] mfa = "required"`` and the user has no second factor yet:
             no permission is granted until it is set up (``POST /api/v1/auth/totp``).
+        locale: the user's chosen language (``zh-CN``), None when the browser's decides.
     """
 
     name: str
@@ -69,6 +70,7 @@ class Principal:
     session: str | None = None
     csrf: str | None = None
     mfa_pending: bool = False
+    locale: str | None = None
 
     def may(self, permission: Permission) -> bool:
         """Whether the principal holds ``permission``."""
@@ -200,6 +202,7 @@ class Auth:
             kind="session",
             session=session,
             csrf=self.csrf_of(session),
+            locale=user.locale,
         )
 
     async def session_principal(self, session: str) -> Principal | None:
@@ -246,6 +249,7 @@ class Auth:
             permissions=permissions_of(token.role) & permissions_of(user.role),
             sites=user.sites,
             kind="token",
+            locale=user.locale,
         )
 
     # logins
@@ -418,6 +422,10 @@ class Auth:
         return await self._run(
             lambda: self.opened().update_user(name, role=role, disabled=disabled, sites=sites)
         )
+
+    async def set_locale(self, name: str, locale: str | None) -> UserRecord:
+        """Store a user's language (see :meth:`SecurityStore.set_locale`)."""
+        return await self._run(lambda: self.opened().set_locale(name, locale))
 
     async def set_password(self, name: str, password: str, *, keep_session: str | None) -> None:
         """Give a user a new password; every other session of the user ends.

@@ -22,10 +22,12 @@ from shopfloor.runtime.durable_sqlite import open_durable
 from shopfloor.server.security.roles import SCOPE_PERMISSIONS, Role
 
 __all__ = [
+    "LOCALES",
     "SecurityError",
     "SecurityStore",
     "TokenRecord",
     "UserRecord",
+    "check_locale",
     "check_name",
     "digest",
 ]
@@ -36,7 +38,8 @@ _SCHEMA = (
     " disabled INTEGER NOT NULL DEFAULT 0, created_ns INTEGER NOT NULL,"
     " failures INTEGER NOT NULL DEFAULT 0, lockouts INTEGER NOT NULL DEFAULT 0,"
     " locked_until_ns INTEGER NOT NULL DEFAULT 0, totp_secret TEXT,"
-    " totp_enabled INTEGER NOT NULL DEFAULT 0, totp_step INTEGER NOT NULL DEFAULT 0)",
+    " totp_enabled INTEGER NOT NULL DEFAULT 0, totp_step INTEGER NOT NULL DEFAULT 0,"
+    " locale TEXT)",
     "CREATE TABLE IF NOT EXISTS sessions ("
     " key TEXT PRIMARY KEY, user TEXT NOT NULL, created_ns INTEGER NOT NULL,"
     " seen_ns INTEGER NOT NULL)",
@@ -46,6 +49,10 @@ _SCHEMA = (
     " owner TEXT NOT NULL, created_ns INTEGER NOT NULL, expires_ns INTEGER,"
     " revoked_ns INTEGER, user TEXT)",
 )
+_ADDED_COLUMNS = (("users", "locale", "TEXT"),)
+"""Columns added after the first release: a file made before them gets them on opening."""
+LOCALES = ("en", "zh-CN")
+"""The languages a user may choose (the dashboard's catalogues; a test keeps them equal)."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 TOKEN_PREFIX = "sft_"
 """API token secrets start with this, so a leaked one is easy to recognise (and grep for)."""
@@ -85,6 +92,19 @@ def check_name(name: str, what: str = "name") -> str:
             what, f"{what}: 1 to 64 letters, digits or _.@- (starting with a letter or digit)"
         )
     return name
+
+
+def check_locale(locale: str | None) -> str | None:
+    """``locale`` if it is one of :data:`LOCALES` (None: no choice, the browser's).
+
+    Raises:
+        SecurityError: it is not.
+    """
+    if locale is not None and locale not in LOCALES:
+        raise SecurityError(
+            "locale", f"locale: one of {', '.join(LOCALES)} or null, not {locale!r}"
+        )
+    return locale
 
 
 def check_role(role: str, *, scopes: bool = False) -> str:
@@ -127,6 +147,7 @@ class UserRecord:
     lockouts: int
     locked_until_ns: int
     totp_enabled: bool = False
+    locale: str | None = None
 
     def public(self) -> dict[str, object]:
         """What the users API shows: never the hash nor the second factor's secret."""
@@ -138,6 +159,7 @@ class UserRecord:
             "created_ns": self.created_ns,
             "locked_until_ns": self.locked_until_ns or None,
             "totp": self.totp_enabled,
+            "locale": self.locale,
         }
 
 
@@ -172,7 +194,7 @@ class TokenRecord:
 
 _USER_COLUMNS = (
     "name, hash, role, sites, disabled, created_ns, failures, lockouts, locked_until_ns,"
-    " totp_enabled"
+    " totp_enabled, locale"
 )
 _TOKEN_COLUMNS = "id, name, role, owner, created_ns, expires_ns, revoked_ns, user"
 
@@ -189,6 +211,7 @@ def _user(row: tuple[object, ...]) -> UserRecord:
         lockouts=int(row[7]),  # type: ignore[call-overload]
         locked_until_ns=int(row[8]),  # type: ignore[call-overload]
         totp_enabled=bool(row[9]),
+        locale=None if row[10] is None else str(row[10]),
     )
 
 
@@ -221,8 +244,17 @@ class SecurityStore:
                     self._con.execute(statement)
             else:
                 self._con = open_durable(path, _SCHEMA)
+            self._add_columns()
         except (OSError, sqlite3.Error) as err:
             raise SecurityError(None, f"security store {path}: {err}") from err
+
+    def _add_columns(self) -> None:
+        """Give a file made by an older release the columns added since (``CREATE TABLE IF
+        NOT EXISTS`` leaves an existing table as it is)."""
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in self._con.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close the file."""
@@ -316,6 +348,16 @@ class SecurityStore:
         )
         if new_disabled:
             self._run("DELETE FROM sessions WHERE user = ?", (name,))
+        return self._existing(name)
+
+    def set_locale(self, name: str, locale: str | None) -> UserRecord:
+        """Store the user's language (None: none, the browser's decides).
+
+        Raises:
+            SecurityError: no such user (404), or not a known language.
+        """
+        self._existing(name)
+        self._run("UPDATE users SET locale = ? WHERE name = ?", (check_locale(locale), name))
         return self._existing(name)
 
     def set_password(self, name: str, password_hash: str, *, keep_session: str | None) -> None:

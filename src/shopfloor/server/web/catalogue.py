@@ -7,8 +7,8 @@ use, and compiled again only when its file changes (mtime and size, as ``static_
 for the static files); a fuzzy or empty translation is left out, so the page shows the
 English text rather than a guess.
 
-The locale of a request: ``?lang=`` first, then the user's own choice (:func:`user_locale`,
-where the per-user setting plugs in once users exist), then the ``shopfloor_lang`` cookie
+The locale of a request: ``?lang=`` first, then the logged-in user's own choice
+(:func:`user_locale`, set with ``PATCH /api/v1/auth/me``), then the ``shopfloor_lang`` cookie
 the language menu sets, then the browser's ``Accept-Language``; English otherwise.
 """
 
@@ -28,6 +28,7 @@ from babel.messages.mofile import write_mo
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
 
+from shopfloor.server.security.actor import PRINCIPAL_KEY
 from shopfloor.server.web.catalogue_tools import SOURCE_LOCALE, read_catalogue, tag_of
 
 __all__ = [
@@ -156,14 +157,15 @@ def _accept_language(header: str) -> list[str]:
 
 
 def user_locale(request: Request) -> str | None:
-    """The logged-in user's language, when the users API keeps one.
+    """The logged-in user's language (``PATCH /api/v1/auth/me``), None without one.
 
-    The hook for "switchable per user": once ``/api/v1/auth/me`` carries a language,
-    return it here (and have ``rememberLocale`` in static/js/i18n.js store the menu's
-    choice to the user). Until then the browser's cookie carries the choice.
+    The page routes authenticate before they render, which leaves the principal in the
+    request's state; a public page (the login) has none, so the cookie and the browser
+    decide there.
     """
-    del request
-    return None
+    principal = (request.scope.get("state") or {}).get(PRINCIPAL_KEY)
+    locale = getattr(principal, "locale", None)
+    return locale if isinstance(locale, str) else None
 
 
 def request_locale(request: Request) -> str:

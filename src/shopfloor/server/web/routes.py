@@ -36,7 +36,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
-from shopfloor.server.api.auth import PAGE, PUBLIC
+from shopfloor.server.api.auth import PAGE, PRINCIPAL_KEY, PUBLIC
 from shopfloor.server.web import catalogue
 
 __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "catalogue_url", "render_page", "router", "static_url"]
@@ -174,6 +174,7 @@ def render_page(request: Request, template: str, **context: object) -> Response:
         return static_url(relative, root_path=root_path)
 
     locale = catalogue.request_locale(request)
+    principal = (request.scope.get("state") or {}).get(PRINCIPAL_KEY)
     locales = catalogue.available_locales()
     response = templates.TemplateResponse(
         request,
@@ -185,6 +186,8 @@ def render_page(request: Request, template: str, **context: object) -> Response:
             "languages": [(tag, catalogue.language_name(tag)) for tag in locales],
             "catalogues": {tag: catalogue_url(tag, root_path=root_path) for tag in locales[1:]},
             "translations": catalogue.translations(locale),
+            "user_locale": catalogue.user_locale(request),
+            "logged_in": getattr(principal, "kind", None) == "session",
             **context,
         },
     )

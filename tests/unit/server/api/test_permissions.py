@@ -25,6 +25,7 @@ EXPECTED: dict[str, str] = {
     "POST /api/v1/auth/login": "public",
     "POST /api/v1/auth/logout": "authenticated",
     "GET /api/v1/auth/me": "authenticated",
+    "PATCH /api/v1/auth/me": "authenticated",
     "POST /api/v1/auth/password": "session",
     "POST /api/v1/auth/totp": "session",
     "POST /api/v1/auth/totp/confirm": "session",
@@ -119,8 +120,9 @@ async def test_every_route_declares_its_permission(make_stack: MakeStack) -> Non
         if writes and not public and required <= {Permission.READ, None}:
             open_writes.append(f"{sorted(writes)} {path}")
     assert not undeclared, f"routes without a declared permission: {undeclared}"
-    # changes need more than reading, but for one's own session and password
+    # changes need more than reading, but for one's own session, password and language
     assert sorted(open_writes) == [
+        "['PATCH'] /api/v1/auth/me",
         "['POST'] /api/v1/auth/logout",
         "['POST'] /api/v1/auth/password",
         "['POST'] /api/v1/auth/totp",

@@ -1,5 +1,6 @@
 """Logging in and out: ``POST /api/v1/auth/login``, ``POST /api/v1/auth/logout``,
-``GET /api/v1/auth/me`` and ``POST /api/v1/auth/password`` (one's own password).
+``GET /api/v1/auth/me``, ``PATCH /api/v1/auth/me`` (one's own language) and
+``POST /api/v1/auth/password`` (one's own password).
 
 A login answers with two cookies: ``shopfloor_session`` (the session id: ``HttpOnly``,
 ``SameSite=Strict``, ``Secure`` over HTTPS) and ``shopfloor_csrf`` (readable by the page,
@@ -10,6 +11,7 @@ worth nothing after it. Logins, refusals, lockouts and logouts are audited.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,7 +28,8 @@ from shopfloor.server.api.auth import (
 )
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
-from shopfloor.server.security import LoginRefused, Outcome, Principal
+from shopfloor.server.security import LoginRefused, Outcome, Principal, SecurityError
+from shopfloor.server.security.store import LOCALES, check_locale
 
 __all__ = ["MeOut", "record", "router"]
 
@@ -74,6 +77,22 @@ class MeOut(BaseModel):
         description="A second factor is required for this role and not set up yet: "
         "nothing but setting it up is allowed.",
     )
+    locale: str | None = Field(
+        None,
+        description="The user's language for the dashboard (`en`, `zh-CN`); null: the "
+        "browser's (cookie of the language menu, then `Accept-Language`).",
+    )
+
+
+class MeIn(BaseModel):
+    """A change of one's own settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    locale: str | None = Field(
+        description=f"The dashboard's language for this user: one of {', '.join(LOCALES)}, "
+        "or null to follow the browser.",
+    )
 
 
 class TotpOut(BaseModel):
@@ -109,6 +128,7 @@ def _me(p: Principal) -> MeOut:
         kind=p.kind,
         csrf=p.csrf,
         mfa_pending=p.mfa_pending,
+        locale=p.locale,
     )
 
 
@@ -229,6 +249,45 @@ async def me(principal: Annotated[Principal | None, Depends(Require(None))]) -> 
     """Describe the principal."""
     assert principal is not None  # Require(None) refuses anonymous requests
     return _me(principal)
+
+
+@router.patch(
+    "/me",
+    summary="Change my settings",
+    description="Set the logged-in user's language: the server renders the dashboard in it "
+    "(after `?lang=`, before the language cookie and `Accept-Language`). Audited.",
+    response_model=MeOut,
+    responses={**_ERRORS, 422: {"model": ErrorEnvelope}},
+    dependencies=[AUTHENTICATED],
+)
+async def change_me(
+    request: Request,
+    body: MeIn,
+    principal: Annotated[Principal | None, Depends(Require(None))],
+) -> MeOut:
+    """Store the user's language (an API token acting as a user changes that user's)."""
+    assert principal is not None
+    auth = auth_of(request)
+    user = None if principal.name.startswith("token:") else await auth.user(principal.name)
+    if user is None:
+        raise ApiError(403, "forbidden", None, "only a user has settings, not an API token")
+    detail = {"before": user.locale, "locale": body.locale}
+    try:
+        check_locale(body.locale)
+    except SecurityError:
+        await record(
+            request,
+            user=principal.name,
+            action="user.locale",
+            outcome=Outcome.REJECTED,
+            detail=detail,
+        )
+        raise
+    await auth.set_locale(principal.name, body.locale)
+    await record(
+        request, user=principal.name, action="user.locale", outcome=Outcome.OK, detail=detail
+    )
+    return _me(replace(principal, locale=body.locale))
 
 
 @router.post(

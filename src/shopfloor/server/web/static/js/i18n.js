@@ -240,8 +240,9 @@ function cookieLocale() {
 }
 
 /**
- * Pick the locale and load its catalogue: `?lang=` in the URL, then the saved choice (the
- * cookie the server renders by, then local storage), then the browser's languages.
+ * Pick the locale and load its catalogue: `?lang=` in the URL, then the logged-in user's
+ * language, then the saved choice (the cookie the server renders by, then local storage),
+ * then the browser's languages (the server's order, catalogue.request_locale).
  * Resolves to the locale once t() speaks it; a page's entry module awaits it before it
  * renders anything. Called again, it returns the same promise (one fetch per page).
  */
@@ -250,6 +251,7 @@ export function initLocale() {
   const saved = cookieLocale() || storageGet(STORAGE_KEY);
   const wanted = [
     new URLSearchParams(location.search).get("lang"),
+    root.dataset.userLocale, // the logged-in user's own (base.html), as the server reads it
     saved,
     ...(navigator.languages || [navigator.language]),
   ];
@@ -306,14 +308,42 @@ function writeCookie(tag) {
   document.cookie = `${LANG_COOKIE}=${encodeURIComponent(tag)}; Path=${path}; Max-Age=31536000; SameSite=Lax${secure}`;
 }
 
+/** The session's CSRF token (the readable cookie api.js sends too; "" before a login). */
+function csrfToken() {
+  for (const part of document.cookie.split(";")) {
+    const [name, ...rest] = part.trim().split("=");
+    if (name === "shopfloor_csrf") return decodeURIComponent(rest.join("="));
+  }
+  return "";
+}
+
 /**
- * Remember the user's language: the cookie (so the server renders the next page in it) and
- * local storage. Where the choice is stored per user once the users API keeps it (a PUT
- * to the user's settings beside these two; the server reads it in catalogue.user_locale).
+ * Remember the user's language: the cookie (so the server renders the next page in it),
+ * local storage and, when a user is logged in (base.html's data-user-locale), the user's
+ * account (PATCH /api/v1/auth/me), so it follows the user to other browsers. Resolves once
+ * stored; a refusal is logged and leaves the cookie's choice in force.
  */
-export function rememberLocale(tag) {
+export async function rememberLocale(tag) {
   storageSet(STORAGE_KEY, tag);
   writeCookie(tag);
+  if (root.dataset.userLocale === undefined) return;
+  const base = (document.body?.dataset.base || "").replace(/\/$/, "");
+  try {
+    const response = await fetch(`${base}/api/v1/auth/me`, {
+      method: "PATCH",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        "X-CSRF-Token": csrfToken(),
+      },
+      body: JSON.stringify({ locale: tag }),
+      credentials: "same-origin",
+    });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    root.dataset.userLocale = tag;
+  } catch (err) {
+    console.warn(`the language could not be saved with the account (${err.message})`);
+  }
 }
 
 export function locale() {

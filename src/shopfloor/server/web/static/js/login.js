@@ -1,5 +1,12 @@
 // The login page: POST the name and password to the API, then go where the user was headed.
 // The session cookie is HttpOnly; the CSRF cookie is read by api.js on every change.
+// The server renders the form in the request's language; the module speaks the same one.
+
+import "./strings/login.js";
+import { applyI18n, initLocale, t } from "./i18n.js";
+
+await initLocale();
+applyI18n(document);
 
 const base = (document.body.dataset.base || "").replace(/\/$/, "");
 
@@ -40,7 +47,7 @@ form.addEventListener("submit", async (event) => {
     }
     error.textContent = message;
   } catch {
-    error.textContent = "The server cannot be reached.";
+    error.textContent = t("login.unreachable");
   }
   error.hidden = false;
   submit.disabled = false;

@@ -12,11 +12,12 @@ if (title) applyI18n(document.head);
 const select = document.getElementById("lang-select");
 if (select) {
   select.value = locale();
-  select.addEventListener("change", () => {
-    // Remembered for the next visit (and by the server, which renders the next page in it);
+  select.addEventListener("change", async () => {
+    // Remembered for the next visit (and by the server, which renders the next page in it;
+    // with the account too, when logged in);
     // the page is loaded again so that every view, chart and number format starts in the
     // new language (no half-translated page).
-    rememberLocale(select.value);
+    await rememberLocale(select.value);
     const url = new URL(location.href);
     url.searchParams.set("lang", select.value);
     location.assign(url);
