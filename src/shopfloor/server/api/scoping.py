@@ -1,0 +1,48 @@
+"""Site/area scoping in the routes: who is asking, and refusing what lies outside.
+
+A route takes the caller with ``principal: Caller`` (the principal :class:`.auth.Require`
+already authenticated, cached for the request) and then narrows its lists with
+:mod:`shopfloor.server.security.scoping` or refuses a named object with :func:`require_path`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from shopfloor.server.api.auth import principal_of
+from shopfloor.server.api.errors import ApiError
+from shopfloor.server.security.scoping import allowed
+from shopfloor.server.security.service import Principal
+
+__all__ = ["Caller", "caller", "require_path"]
+
+
+async def caller(conn: HTTPConnection) -> Principal | None:
+    """The request's principal (None: an edge's own credential, which is not scoped)."""
+    try:
+        return await principal_of(conn)
+    except ApiError:  # pragma: no cover - the route's Require refused it already
+        return None
+
+
+Caller = Annotated[Principal | None, Depends(caller)]
+
+
+def require_path(principal: Principal | None, path: str, *, field: str, what: str = "tag") -> None:
+    """Refuse (403, naming ``field`` and the path) an object outside the principal's sites.
+
+    Raises:
+        ApiError: 403 when ``path`` lies outside every site of the principal.
+    """
+    if not allowed(principal, path):
+        assert principal is not None
+        raise ApiError(
+            403,
+            "forbidden",
+            field,
+            f"the {what} {path!r} is outside the sites {principal.name} may see "
+            f"({', '.join(principal.sites)})",
+        )

@@ -1,0 +1,119 @@
+"""Site/area scoping: a user limited to one area sees only that area's tags and values,
+and is refused (403, naming the tag) what lies in another area."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from shopfloor.model import PointBatch
+from shopfloor.server.security import Auth
+from shopfloor.server.security.scoping import allowed, filter_items, filter_table
+from shopfloor.server.security.service import Principal
+
+from .conftest import MakeStack, Stack
+
+PASSWORD = "a long enough passphrase"
+MINE = "acme/plant-1/machining/mill-1/spindle_temp"
+MINE_2 = "acme/plant-1/machining/mill-2/spindle_temp"
+OTHER = "acme/plant-1/assembly/press-1/force"
+LOOKALIKE = "acme/plant-1/machining-annex/saw-1/speed"
+ALL = [MINE, MINE_2, OTHER, LOOKALIKE]
+
+
+def _principal(*sites: str) -> Principal:
+    return Principal(name="ada", role="viewer", permissions=frozenset(), sites=sites)
+
+
+def test_allowed_matches_whole_segments_of_any_site() -> None:
+    ada = _principal("acme/plant-1/machining", "acme/plant-2/")
+    assert allowed(ada, MINE)
+    assert allowed(ada, "acme/plant-1/machining")
+    assert allowed(ada, "acme/plant-2/x/y")
+    assert not allowed(ada, OTHER)
+    assert not allowed(ada, LOOKALIKE)
+    assert allowed(_principal(), OTHER)  # no sites: the whole plant
+    assert allowed(None, OTHER)  # an edge's own credential is not a user
+
+
+def test_filters_keep_only_the_allowed_rows_and_items() -> None:
+    ada = _principal("acme/plant-1/machining")
+    table = pa.table({"path": ALL, "value": [1.0, 2.0, 3.0, 4.0]})
+    assert filter_table(ada, table).column("path").to_pylist() == [MINE, MINE_2]
+    assert filter_table(_principal(), table).num_rows == 4
+    assert filter_items(ada, ALL, lambda p: p) == [MINE, MINE_2]
+
+
+async def _scoped(make_stack: MakeStack) -> tuple[Stack, httpx.AsyncClient]:
+    auth = Auth(None)
+    stack = await make_stack(auth=auth)
+    now = time.time_ns()
+    await stack.ingest(PointBatch.from_points([(p, now - 1_000_000_000, 1.0, 0) for p in ALL]))
+    await auth.add_user("ada", PASSWORD, role="viewer", sites=["acme/plant-1/machining"])
+    _, secret = await auth.create_token(
+        "ada-script", role="read", owner="tests", expires_ns=None, user="ada"
+    )
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack.app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    return stack, client
+
+
+def _paths(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted(r["path"] for r in rows)
+
+
+async def test_a_scoped_user_lists_only_its_own_tags_and_latest_values(
+    make_stack: MakeStack,
+) -> None:
+    stack, ada = await _scoped(make_stack)
+    async with ada:
+        tags = await ada.get("/api/v1/tags")
+        latest = await ada.get("/api/v1/values/latest")
+        narrowed = await ada.get("/api/v1/values/latest", params={"prefix": "acme/plant-1"})
+        outside = await ada.get("/api/v1/tags", params={"prefix": "acme/plant-1/assembly"})
+    assert _paths(tags.json()["tags"]) == [MINE, MINE_2]
+    assert _paths(latest.json()["values"]) == [MINE, MINE_2]
+    assert _paths(narrowed.json()["values"]) == [MINE, MINE_2]
+    assert outside.json()["tags"] == []
+    # the unscoped admin still sees the whole plant
+    everything = await stack.client.get("/api/v1/tags")
+    assert _paths(everything.json()["tags"]) == sorted(ALL)
+
+
+async def test_a_scoped_user_is_refused_another_areas_tag_by_name(make_stack: MakeStack) -> None:
+    _, ada = await _scoped(make_stack)
+    async with ada:
+        series = await ada.get(f"/api/v1/tags/{OTHER}/series")
+        history = await ada.get("/api/v1/history", params={"tags": f"{MINE},{OTHER}"})
+        at = await ada.get("/api/v1/values/at", params={"tags": OTHER, "at": "now"})
+        own = await ada.get(f"/api/v1/tags/{MINE}/series")
+    assert series.status_code == 403
+    assert OTHER in series.json()["error"]["message"]
+    assert series.json()["error"]["field"] == "path"
+    assert history.status_code == 403
+    assert history.json()["error"]["field"] == "tags"
+    assert OTHER in history.json()["error"]["message"]
+    assert at.status_code == 403
+    assert own.status_code == 200
+    assert own.json()["columns"]["value"] == [1.0]
+
+
+async def test_a_prefix_history_query_is_narrowed_to_the_users_sites(
+    make_stack: MakeStack,
+) -> None:
+    _, ada = await _scoped(make_stack)
+    async with ada:
+        history = await ada.get("/api/v1/history", params={"prefix": "acme"})
+        at = await ada.get("/api/v1/values/at", params={"prefix": "acme", "at": "now"})
+        none = await ada.get("/api/v1/history", params={"prefix": "acme/plant-1/assembly"})
+    assert history.status_code == 200, history.text
+    assert sorted({r["path"] for r in history.json()}) == [MINE, MINE_2]
+    assert at.status_code == 200, at.text
+    assert sorted({r["path"] for r in at.json()}) == [MINE, MINE_2]
+    assert none.status_code == 422
