@@ -31,8 +31,13 @@ async def caller(conn: HTTPConnection) -> Principal | None:
 Caller = Annotated[Principal | None, Depends(caller)]
 
 
-def require_path(principal: Principal | None, path: str, *, field: str, what: str = "tag") -> None:
-    """Refuse (403, naming ``field`` and the path) an object outside the principal's sites.
+def require_path(
+    principal: Principal | None, path: str, *, field: str, what: str | None = None
+) -> None:
+    """Refuse (403, naming ``field`` and the object) an object outside the principal's sites.
+
+    Args:
+        what: how the message names the object (default: ``the tag 'PATH'``).
 
     Raises:
         ApiError: 403 when ``path`` lies outside every site of the principal.
@@ -43,6 +48,6 @@ def require_path(principal: Principal | None, path: str, *, field: str, what: st
             403,
             "forbidden",
             field,
-            f"the {what} {path!r} is outside the sites {principal.name} may see "
+            f"{what or f'the tag {path!r}'} is outside the sites {principal.name} may see "
             f"({', '.join(principal.sites)})",
         )

@@ -4,12 +4,16 @@ and is refused (403, naming the tag) what lies in another area."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow as pa
 
-from shopfloor.model import PointBatch
+from shopfloor.model import LiveBatch, PointBatch
+from shopfloor.server.rules.alarms import AlarmState
+from shopfloor.server.rules.engine import AlarmEngine
+from shopfloor.server.rules.rule import AlarmRule
 from shopfloor.server.security import Auth
 from shopfloor.server.security.scoping import allowed, filter_items, filter_table
 from shopfloor.server.security.service import Principal
@@ -117,3 +121,56 @@ async def test_a_prefix_history_query_is_narrowed_to_the_users_sites(
     assert at.status_code == 200, at.text
     assert sorted({r["path"] for r in at.json()}) == [MINE, MINE_2]
     assert none.status_code == 422
+
+
+async def _with_alarms(
+    make_stack: MakeStack, tmp_path: Path
+) -> tuple[AlarmEngine, httpx.AsyncClient]:
+    rules = [
+        AlarmRule("mill.hot", MINE, "HH", limit=50.0),
+        AlarmRule("press.hard", OTHER, "HH", limit=50.0),
+    ]
+    engine = AlarmEngine(rules, tmp_path / "alarms.sqlite")
+    await engine.start()
+    now = time.time_ns()
+    batch = PointBatch.from_points([(MINE, now, 99.0, 0), (OTHER, now, 99.0, 0)])
+    assert len(await engine.process(LiveBatch(batch))) == 2
+    auth = Auth(None)
+    stack = await make_stack(auth=auth, alarms=engine)
+    await auth.add_user("ada", PASSWORD, role="operator", sites=["acme/plant-1/machining"])
+    _, secret = await auth.create_token(
+        "ada-script", role="operate", owner="tests", expires_ns=None, user="ada"
+    )
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack.app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    return engine, client
+
+
+async def test_a_scoped_operator_sees_and_acts_on_only_its_own_alarms(
+    make_stack: MakeStack, tmp_path: Path
+) -> None:
+    engine, ada = await _with_alarms(make_stack, tmp_path)
+    try:
+        async with ada:
+            standing = await ada.get("/api/v1/alarms")
+            journal = await ada.get("/api/v1/alarms/journal")
+            other_journal = await ada.get("/api/v1/alarms/journal", params={"alarm": "press.hard"})
+            refused = await ada.post("/api/v1/alarms/acknowledge", json={"alarm": "press.hard"})
+            shelve = await ada.post(
+                "/api/v1/alarms/shelve", json={"alarm": "press.hard", "duration": "1h"}
+            )
+            acked = await ada.post("/api/v1/alarms/acknowledge", json={"alarm": "mill.hot"})
+        assert [a["name"] for a in standing.json()] == ["mill.hot"]
+        assert {e["alarm"] for e in journal.json()} == {"mill.hot"}
+        assert other_journal.status_code == 403
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["field"] == "alarm"
+        assert "press.hard" in refused.json()["error"]["message"]
+        assert shelve.status_code == 403
+        assert acked.status_code == 200, acked.text
+        assert engine.state_of("press.hard") is AlarmState.UNACKNOWLEDGED
+    finally:
+        await engine.close()
