@@ -3,14 +3,19 @@ and is refused (403, naming the tag) what lies in another area."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow as pa
+from websockets.asyncio.client import connect
 
 from shopfloor.model import LiveBatch, PointBatch
+from shopfloor.server.api.ws import coalesce_latest
 from shopfloor.server.rules.alarms import AlarmState
 from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.rules.rule import AlarmRule
@@ -18,7 +23,9 @@ from shopfloor.server.security import Auth
 from shopfloor.server.security.scoping import allowed, filter_items, filter_table
 from shopfloor.server.security.service import Principal
 
-from .conftest import MakeStack, Stack
+from .conftest import MakeStack, RunningServer, Stack
+
+MakeServer = Callable[..., Awaitable[RunningServer]]
 
 PASSWORD = "a long enough passphrase"
 MINE = "acme/plant-1/machining/mill-1/spindle_temp"
@@ -174,3 +181,45 @@ async def test_a_scoped_operator_sees_and_acts_on_only_its_own_alarms(
         assert engine.state_of("press.hard") is AlarmState.UNACKNOWLEDGED
     finally:
         await engine.close()
+
+
+def test_coalesce_keeps_only_the_principals_tags() -> None:
+    batch = PointBatch.from_points([(p, 1, 1.0, 0) for p in ALL])
+    ada = _principal("acme/plant-1/machining")
+    rows = coalesce_latest([batch], prefix=None, sent={}, principal=ada)
+    assert _paths(rows) == [MINE, MINE_2]
+
+
+async def test_the_live_websocket_sends_a_scoped_user_only_its_own_tags(
+    make_server: MakeServer,
+) -> None:
+    auth = Auth(None)
+    server = await make_server(auth=auth)
+    now = time.time_ns()
+    await server.stack.ingest(PointBatch.from_points([(p, now, 1.0, 0) for p in ALL]))
+    await auth.add_user("ada", PASSWORD, role="viewer", sites=["acme/plant-1/machining"])
+    _, secret = await auth.create_token(
+        "ada-ws", role="read", owner="tests", expires_ns=None, user="ada"
+    )
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with connect(
+        server.ws_url, proxy=None, open_timeout=10, additional_headers=headers
+    ) as ws:
+        snapshot = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert _paths(snapshot["values"]) == [MINE, MINE_2]
+        await ws.send(json.dumps({"type": "subscribe", "prefix": "acme"}))
+        again = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert _paths(again["values"]) == [MINE, MINE_2]
+        # another area's point first, then one of ours: only ours may arrive
+        await server.stack.ingestor.ingest(
+            PointBatch.from_points([(OTHER, now + 1, 2.0, 0)]), source="test"
+        )
+        await server.stack.ingestor.ingest(
+            PointBatch.from_points([(MINE, now + 2, 2.0, 0)]), source="test"
+        )
+        seen: set[str] = set()
+        while MINE not in seen:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["type"] == "values", frame
+            seen |= {v["path"] for v in frame["values"]}
+        assert seen == {MINE}
