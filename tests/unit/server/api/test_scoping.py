@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from websockets.asyncio.client import connect
 
 from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.server.api.ws import coalesce_latest
+from shopfloor.server.assets.editor import PlantEditor
+from shopfloor.server.assets.model import load_asset_model
 from shopfloor.server.rules.alarms import AlarmState
 from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.rules.rule import AlarmRule
@@ -223,3 +227,57 @@ async def test_the_live_websocket_sends_a_scoped_user_only_its_own_tags(
             assert frame["type"] == "values", frame
             seen |= {v["path"] for v in frame["values"]}
         assert seen == {MINE}
+
+
+async def _with_plant(make_stack: MakeStack, tmp_path: Path) -> httpx.AsyncClient:
+    demo = Path(str(resources.files("shopfloor") / "demo_plant"))
+    shutil.copy(demo / "plant.toml", tmp_path / "plant.toml")
+    shutil.copytree(demo / "templates", tmp_path / "templates")
+    model = load_asset_model(tmp_path / "plant.toml", tmp_path / "templates")
+    editor = PlantEditor(tmp_path / "plant.toml", tmp_path / "templates", model)
+    auth = Auth(None)
+    stack = await make_stack(auth=auth, plant=editor)
+    await auth.add_user("eve", PASSWORD, role="engineer", sites=["acme/plant-1/machining"])
+    _, secret = await auth.create_token(
+        "eve-script", role="engineer", owner="tests", expires_ns=None, user="eve"
+    )
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack.app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+
+
+def _equipment(node: dict[str, Any]) -> list[str]:
+    own = [node["path"]] if node["level"] == "equipment" else []
+    return own + [p for c in node["children"] for p in _equipment(c)]
+
+
+async def test_a_scoped_engineer_sees_and_edits_only_its_own_area(
+    make_stack: MakeStack, tmp_path: Path
+) -> None:
+    async with await _with_plant(make_stack, tmp_path) as eve:
+        tree = (await eve.get("/api/v1/assets")).json()
+        other_row = await eve.get("/api/v1/assets/equipment/imm-01")
+        own_row = await eve.get("/api/v1/assets/equipment/cnc-01")
+        patch_other = await eve.patch(
+            "/api/v1/assets/equipment/imm-01", json={"location": "hall B"}
+        )
+        move_out = await eve.patch("/api/v1/assets/equipment/cnc-01", json={"area": "moulding"})
+        delete_other = await eve.delete("/api/v1/assets/equipment/imm-01")
+        export = await eve.get("/api/v1/assets/export")
+        patch_own = await eve.patch("/api/v1/assets/equipment/cnc-01", json={"location": "hall B"})
+    paths = _equipment(tree)
+    assert paths
+    assert all(p.startswith("acme/plant-1/machining/") for p in paths)
+    assert [c["name"] for c in tree["children"][0]["children"]] == ["machining"]
+    assert other_row.status_code == 403
+    assert other_row.json()["error"]["field"] == "equipment_id"
+    assert "imm-01" in other_row.json()["error"]["message"]
+    assert own_row.status_code == 200
+    assert patch_other.status_code == 403
+    assert move_out.status_code == 403, move_out.text
+    assert delete_other.status_code == 403
+    assert export.status_code == 403
+    assert patch_own.status_code == 200, patch_own.text
+    assert 'location = "hall B"' in (tmp_path / "plant.toml").read_text()
