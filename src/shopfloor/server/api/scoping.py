@@ -7,17 +7,20 @@ already authenticated, cached for the request) and then narrows its lists with
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, TypeVar
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from shopfloor.server.api.auth import principal_of
 from shopfloor.server.api.errors import ApiError
-from shopfloor.server.security.scoping import allowed
+from shopfloor.server.security.scoping import allowed, is_scoped
 from shopfloor.server.security.service import Principal
 
-__all__ = ["Caller", "caller", "require_path"]
+__all__ = ["Caller", "caller", "require_path", "scope_machines"]
+
+T = TypeVar("T")
 
 
 async def caller(conn: HTTPConnection) -> Principal | None:
@@ -51,3 +54,39 @@ def require_path(
             f"{what or f'the tag {path!r}'} is outside the sites {principal.name} may see "
             f"({', '.join(principal.sites)})",
         )
+
+
+def scope_machines(
+    principal: Principal | None,
+    machines: Sequence[T],
+    path: Callable[[T], str],
+    *,
+    named: str | None,
+    field: str = "equipment",
+    allow_empty: bool = False,
+) -> list[T]:
+    """The machines of an analytics query that the principal may see.
+
+    A machine named by the query (``named``) outside the sites is refused; a plant-wide
+    or line query is narrowed to the machines within them (none at all: refused too,
+    unless ``allow_empty``: a listing may well be empty).
+
+    Raises:
+        ApiError: 403, naming ``field``.
+    """
+    if not is_scoped(principal):
+        return list(machines)
+    assert principal is not None
+    if named is not None:
+        for machine in machines:
+            require_path(principal, path(machine), field=field, what=f"the equipment {named!r}")
+    kept = [m for m in machines if allowed(principal, path(m))]
+    if not kept and not allow_empty:
+        raise ApiError(
+            403,
+            "forbidden",
+            field,
+            f"none of the equipment asked for is within the sites {principal.name} may see "
+            f"({', '.join(principal.sites)})",
+        )
+    return kept
