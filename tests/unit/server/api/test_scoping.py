@@ -16,7 +16,10 @@ import httpx
 import pyarrow as pa
 from websockets.asyncio.client import connect
 
+from shopfloor.config.analytics import AnalyticsSection
 from shopfloor.model import LiveBatch, PointBatch
+from shopfloor.server.analytics.machines import machines_of
+from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.api.ws import coalesce_latest
 from shopfloor.server.assets.editor import PlantEditor
 from shopfloor.server.assets.model import load_asset_model
@@ -281,3 +284,44 @@ async def test_a_scoped_engineer_sees_and_edits_only_its_own_area(
     assert export.status_code == 403
     assert patch_own.status_code == 200, patch_own.text
     assert 'location = "hall B"' in (tmp_path / "plant.toml").read_text()
+
+
+async def test_analytics_refuse_other_areas_machines_and_narrow_the_plant(
+    make_stack: MakeStack, tmp_path: Path
+) -> None:
+    demo = Path(str(resources.files("shopfloor") / "demo_plant"))
+    model = load_asset_model(demo / "plant.toml", demo / "templates")
+    auth = Auth(None)
+    stack = await make_stack(auth=auth)
+    analytics = Analytics(stack.historian, machines_of(model), AnalyticsSection(), tmp_path)
+    await analytics.start()
+    try:
+        stack = await make_stack(auth=auth, analytics=analytics)
+        await auth.add_user("ada", PASSWORD, role="operator", sites=["acme/plant-1/machining"])
+        _, secret = await auth.create_token(
+            "ada-oee", role="operate", owner="tests", expires_ns=None, user="ada"
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=stack.app),
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {secret}"},
+        ) as ada:
+            plant = await ada.get("/api/v1/oee")
+            other = await ada.get("/api/v1/oee", params={"equipment": "imm-01"})
+            other_line = await ada.get("/api/v1/downtime", params={"line": "line-2"})
+            pareto = await ada.get("/api/v1/downtime/pareto", params={"equipment": "imm-01"})
+            reason = await ada.put(
+                "/api/v1/downtime/imm-01/2026-01-01T00:00:00Z", json={"reason": 1}
+            )
+            own = await ada.get("/api/v1/downtime", params={"equipment": "cnc-01"})
+        everything = await stack.client.get("/api/v1/oee")
+    finally:
+        await analytics.close()
+    assert plant.status_code == 200, plant.text
+    assert plant.json()["equipment"] == ["cnc-01", "cnc-02", "cnc-03"]
+    assert "imm-01" in everything.json()["equipment"]
+    for refused in (other, other_line, pareto, reason):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["field"] == "equipment"
+    assert "imm-01" in other.json()["error"]["message"]
+    assert own.status_code == 200, own.text
