@@ -325,3 +325,11 @@ async def test_analytics_refuse_other_areas_machines_and_narrow_the_plant(
         assert refused.json()["error"]["field"] == "equipment"
     assert "imm-01" in other.json()["error"]["message"]
     assert own.status_code == 200, own.text
+
+
+async def test_plant_wide_reports_are_refused_to_a_scoped_user(make_stack: MakeStack) -> None:
+    _, ada = await _scoped(make_stack)
+    async with ada:
+        report = await ada.get("/api/v1/reports/day", params={"date": "2026-11-27"})
+    assert report.status_code == 403
+    assert "whole plant" in report.json()["error"]["message"]
