@@ -177,6 +177,7 @@ async def test_a_scoped_operator_sees_and_acts_on_only_its_own_alarms(
                 "/api/v1/alarms/shelve", json={"alarm": "press.hard", "duration": "1h"}
             )
             acked = await ada.post("/api/v1/alarms/acknowledge", json={"alarm": "mill.hot"})
+            kpis = await ada.get("/api/v1/alarms/kpis")
         assert [a["name"] for a in standing.json()] == ["mill.hot"]
         assert {e["alarm"] for e in journal.json()} == {"mill.hot"}
         assert other_journal.status_code == 403
@@ -186,6 +187,7 @@ async def test_a_scoped_operator_sees_and_acts_on_only_its_own_alarms(
         assert shelve.status_code == 403
         assert acked.status_code == 200, acked.text
         assert engine.state_of("press.hard") is AlarmState.UNACKNOWLEDGED
+        assert [b["alarm"] for b in kpis.json()["bad_actors"]] == ["mill.hot"]
     finally:
         await engine.close()
 

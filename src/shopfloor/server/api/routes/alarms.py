@@ -284,16 +284,21 @@ class KpisOut(BaseModel):
 @router.get("/kpis", summary="Alarm performance", response_model=KpisOut, responses=_ERRORS)
 async def kpis(
     ctx: Ctx,
+    principal: Caller,
     start: Annotated[str, Query(description="From (ISO 8601 or relative: `-24h`).")] = "-24h",
     end: Annotated[str, Query(description="Until (default: now).")] = "now",
 ) -> KpisOut:
-    """Alarm rate per 10 minutes, floods, bad actors and chattering, from the journal."""
+    """Alarm rate per 10 minutes, floods, bad actors and chattering, from the journal.
+
+    The rates are the plant's; a user limited to sites sees only its own alarms among
+    the bad actors and chattering ones."""
     now = ctx.clock()
     lo = parse_time(start, now_ns=now, field="start")
     hi = parse_time(end, now_ns=now, field="end")
     if hi <= lo:
         raise ApiError(422, "invalid_parameter", "end", "end must be after start")
-    k = await _engine(ctx).kpis(start_ns=lo, end_ns=hi)
+    engine = _engine(ctx)
+    k = await engine.kpis(start_ns=lo, end_ns=hi)
     return KpisOut(
         start=format_ns(k.start_ns),
         end=format_ns(k.end_ns),
@@ -306,10 +311,15 @@ async def kpis(
             for f in k.floods
         ],
         share_in_flood=k.share_in_flood,
-        bad_actors=[BadActorOut(alarm=b.alarm, count=b.count, share=b.share) for b in k.bad_actors],
+        bad_actors=[
+            BadActorOut(alarm=b.alarm, count=b.count, share=b.share)
+            for b in k.bad_actors
+            if _may_see(engine, principal, b.alarm)
+        ],
         chattering=[
             ChatterOut(alarm=c.alarm, episodes=c.episodes, activations=c.activations)
             for c in k.chattering
+            if _may_see(engine, principal, c.alarm)
         ],
     )
 
