@@ -137,10 +137,10 @@ def _may_see(engine: AlarmEngine, principal: Principal | None, alarm: str) -> bo
     return rule is not None and allowed(principal, rule.tag)
 
 
-def _check_scope(engine: AlarmEngine, principal: Principal | None, alarm: str) -> None:
-    """403 for an alarm on a tag outside the principal's sites (an unknown alarm is left
-    for the engine to answer 404)."""
-    rule = engine.rule(alarm)
+def _check_scope(engine: AlarmEngine | None, principal: Principal | None, alarm: str) -> None:
+    """403 for an alarm on a tag outside the principal's sites (an unknown alarm, or no
+    engine, is left for the route to answer 404)."""
+    rule = None if engine is None else engine.rule(alarm)
     if rule is not None:
         what = f"the alarm {alarm!r} (on the tag {rule.tag!r})"
         require_path(principal, rule.tag, field="alarm", what=what)
@@ -336,7 +336,7 @@ async def acknowledge(
     ctx: Ctx, request: Request, principal: Caller, body: AcknowledgeIn
 ) -> TransitionOut:
     """Unacknowledged → acknowledged, returned unacknowledged → normal."""
-    _check_scope(_engine(ctx), principal, body.alarm)
+    _check_scope(ctx.alarms, principal, body.alarm)
     user = _user(request, body)
     done = await _engine(ctx).acknowledge(body.alarm, user=user, comment=body.comment)
     _done(request, body, done)
@@ -353,7 +353,7 @@ async def acknowledge(
 )
 async def shelve(ctx: Ctx, request: Request, principal: Caller, body: ShelveIn) -> TransitionOut:
     """Hide an alarm for ``duration``; it comes back by itself, unacknowledged if it stands."""
-    _check_scope(_engine(ctx), principal, body.alarm)
+    _check_scope(ctx.alarms, principal, body.alarm)
     length = parse_duration(body.duration, field="duration")
     if not 0 < length <= _MAX_SHELVE_NS:
         raise ApiError(422, "invalid_parameter", "duration", "a shelve lasts up to 24 hours")
@@ -378,7 +378,7 @@ async def unshelve(
     ctx: Ctx, request: Request, principal: Caller, body: AcknowledgeIn
 ) -> TransitionOut:
     """The alarm is shown again, unacknowledged if its condition stands."""
-    _check_scope(_engine(ctx), principal, body.alarm)
+    _check_scope(ctx.alarms, principal, body.alarm)
     user = _user(request, body)
     done = await _engine(ctx).unshelve(body.alarm, user=user, comment=body.comment)
     _done(request, body, done)
@@ -395,7 +395,7 @@ async def unshelve(
 )
 async def comment(ctx: Ctx, request: Request, principal: Caller, body: CommentIn) -> TransitionOut:
     """A note in the journal; the state does not change."""
-    _check_scope(_engine(ctx), principal, body.alarm)
+    _check_scope(ctx.alarms, principal, body.alarm)
     done = await _engine(ctx).comment(body.alarm, user=_user(request, body), comment=body.comment)
     _done(request, body, done)
     return _transition_out(done)
@@ -414,7 +414,7 @@ async def service(
 ) -> TransitionOut | None:
     """Out of service (maintenance) hides the alarm until it is returned; null when the
     alarm already was where asked."""
-    _check_scope(_engine(ctx), principal, body.alarm)
+    _check_scope(ctx.alarms, principal, body.alarm)
     done = await _engine(ctx).set_in_service(
         body.alarm, in_service=body.in_service, user=_user(request, body), comment=body.comment
     )
