@@ -111,6 +111,7 @@ async def test_a_scoped_user_is_refused_another_areas_tag_by_name(make_stack: Ma
         history = await ada.get("/api/v1/history", params={"tags": f"{MINE},{OTHER}"})
         at = await ada.get("/api/v1/values/at", params={"tags": OTHER, "at": "now"})
         own = await ada.get(f"/api/v1/tags/{MINE}/series")
+        spc = await ada.get("/api/v1/spc", params={"tag": OTHER, "kind": "imr"})
     assert series.status_code == 403
     assert OTHER in series.json()["error"]["message"]
     assert series.json()["error"]["field"] == "path"
@@ -118,6 +119,8 @@ async def test_a_scoped_user_is_refused_another_areas_tag_by_name(make_stack: Ma
     assert history.json()["error"]["field"] == "tags"
     assert OTHER in history.json()["error"]["message"]
     assert at.status_code == 403
+    assert spc.status_code == 403
+    assert spc.json()["error"]["field"] == "tag"
     assert own.status_code == 200
     assert own.json()["columns"]["value"] == [1.0]
 
