@@ -32,11 +32,12 @@ from starlette.websockets import WebSocketDisconnect
 from shopfloor.errors import PayloadError
 from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel, Subscription
-from shopfloor.server.api.auth import READ
+from shopfloor.server.api.auth import READ, principal_of
 from shopfloor.server.api.context import get_context
 from shopfloor.server.api.convert import json_bytes, latest_rows, normalise_prefix, path_under
 from shopfloor.server.api.timeparse import iso_strings
 from shopfloor.server.historian.base import Historian
+from shopfloor.server.security.scoping import Scoped, allowed, is_scoped
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +51,26 @@ _CLOSED = (WebSocketDisconnect, OSError, RuntimeError)
 
 
 def coalesce_latest(
-    batches: list[PointBatch], *, prefix: str | None, sent: dict[str, int]
+    batches: list[PointBatch],
+    *,
+    prefix: str | None,
+    sent: dict[str, int],
+    principal: Scoped | None = None,
 ) -> list[dict[str, Any]]:
     """Return the newest point of each tag in ``batches``, as rows for a values frame.
 
     Newest means the largest timestamp, the later arrival winning a tie; points older than
     what the client already has for a tag (``sent``, updated here) are left out, so a
     backlog that an edge uploads after an outage never moves a dashboard backwards.
-    The choice per tag is one numpy sort, not a loop over points.
+    The choice per tag is one numpy sort, not a loop over points. Only tags within the
+    ``principal``'s sites are kept (site scoping).
     """
     batch = PointBatch.concat(batches)
-    if prefix is not None and len(batch):
+    if (prefix is not None or is_scoped(principal)) and len(batch):
         keep_tag = np.fromiter(
-            (path_under(t, prefix) for t in batch.tags), dtype=np.bool_, count=len(batch.tags)
+            (path_under(t, prefix) and allowed(principal, t) for t in batch.tags),
+            dtype=np.bool_,
+            count=len(batch.tags),
         )
         batch = batch.select(keep_tag[batch.tag_index])
     n = len(batch)
@@ -122,8 +130,9 @@ class LiveHub:
             "dropped_batches": self._dropped_closed + sum(s.dropped for s in self._subscriptions),
         }
 
-    async def serve(self, websocket: WebSocket) -> None:
-        """Run one client's connection until it closes."""
+    async def serve(self, websocket: WebSocket, principal: Scoped | None = None) -> None:
+        """Run one client's connection until it closes; it receives only the tags within
+        ``principal``'s sites."""
         await websocket.accept()
         self._connections += 1
         name = f"ws-{self._connections}"
@@ -131,7 +140,7 @@ class LiveHub:
         async with self._live.subscribe(name) as sub:
             self._subscriptions.add(sub)
             try:
-                await _Client(self, websocket, sub, name).run()
+                await _Client(self, websocket, sub, name, principal).run()
             finally:
                 self._subscriptions.discard(sub)
                 self._dropped_closed += sub.dropped
@@ -145,9 +154,15 @@ class _Client:
     """
 
     def __init__(
-        self, hub: LiveHub, websocket: WebSocket, sub: Subscription[LiveBatch], name: str
+        self,
+        hub: LiveHub,
+        websocket: WebSocket,
+        sub: Subscription[LiveBatch],
+        name: str,
+        principal: Scoped | None = None,
     ) -> None:
         self._hub = hub
+        self._principal = principal
         self._ws = websocket
         self._sub = sub
         self._name = name
@@ -202,7 +217,7 @@ class _Client:
                     latest_rows(table, None, sort=False),
                     strict=True,
                 )
-                if path_under(path, self._prefix)
+                if path_under(path, self._prefix) and allowed(self._principal, path)
             }
             for path, row in self._rows.items():
                 if not path_under(path, self._prefix):
@@ -228,7 +243,9 @@ class _Client:
             last_push = loop.time()
             batches = [item.batch for item in pending]
             async with self._lock:
-                values = coalesce_latest(batches, prefix=self._prefix, sent=self._sent)
+                values = coalesce_latest(
+                    batches, prefix=self._prefix, sent=self._sent, principal=self._principal
+                )
                 if not values:
                     continue
                 for row in values:
@@ -287,5 +304,7 @@ class _Client:
 
 @router.websocket("/api/v1/ws", name="live_values", dependencies=[READ])
 async def live_values(websocket: WebSocket) -> None:
-    """Stream live values (see the module docstring for the protocol)."""
-    await get_context(websocket).hub.serve(websocket)
+    """Stream live values (see the module docstring for the protocol), only of the tags
+    within the user's sites."""
+    principal = await principal_of(websocket)
+    await get_context(websocket).hub.serve(websocket, principal)

@@ -179,7 +179,7 @@ async def _oee(ctx: ApiContext, report: Report, start: str, end: str) -> None:
     rows: list[tuple[Cell, ...]] = []
 
     async def one(level: str, name: str, **which: str) -> None:
-        answer = await get_oee(ctx, start=start, end=end, group="none", **which)
+        answer = await get_oee(ctx, principal=None, start=start, end=end, group="none", **which)
         answers[f"{level}:{name}" if level != "plant" else "plant"] = answer
         for r in answer["rows"]:
             losses = r["losses"]
@@ -213,7 +213,7 @@ async def _oee(ctx: ApiContext, report: Report, start: str, end: str) -> None:
 
 async def _pareto(ctx: ApiContext, report: Report, start: str, end: str) -> None:
     for by, title in (("reason", "Downtime by reason"), ("equipment", "Downtime by machine")):
-        answer = await get_pareto(ctx, by=by, start=start, end=end)  # type: ignore[arg-type]
+        answer = await get_pareto(ctx, principal=None, by=by, start=start, end=end)  # type: ignore[arg-type]
         report.answers[f"pareto_{by}"] = answer
         rows: list[tuple[Cell, ...]] = [
             (
@@ -233,7 +233,7 @@ async def _pareto(ctx: ApiContext, report: Report, start: str, end: str) -> None
 
 
 async def _alarms(ctx: ApiContext, report: Report, start: str, end: str) -> None:
-    answer = (await kpis(ctx, start=start, end=end)).model_dump()
+    answer = (await kpis(ctx, principal=None, start=start, end=end)).model_dump()
     report.answers["alarms"] = answer
     figures: list[tuple[Cell, ...]] = [
         ("Activations", answer["activations"], ""),
@@ -271,7 +271,7 @@ async def _energy(ctx: ApiContext, report: Report, start: str, end: str) -> None
     rows: list[tuple[Cell, ...]] = []
 
     async def one(level: str, name: str, **which: str) -> None:
-        answer = await get_energy(ctx, start=start, end=end, group="none", **which)
+        answer = await get_energy(ctx, principal=None, start=start, end=end, group="none", **which)
         answers[f"{level}:{name}" if level != "plant" else "plant"] = answer
         for r in answer["rows"]:
             kwh, idle = r["kwh"], r["idle_kwh"]

@@ -22,11 +22,13 @@ from shopfloor.server.api.auth import OPERATE, READ
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller, require_path
 from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
 from shopfloor.server.rules.alarms import AlarmState, Transition
 from shopfloor.server.rules.engine import ActiveAlarm, AlarmEngine
 from shopfloor.server.rules.journal import JournalEntry
-from shopfloor.server.security import acting_user
+from shopfloor.server.security import Principal, acting_user
+from shopfloor.server.security.scoping import allowed, is_scoped
 
 __all__ = ["router"]
 
@@ -126,6 +128,24 @@ def _done(request: Request, body: _Action, done: Transition | None, **detail: ob
     note(request, target=body.alarm, detail={"comment": body.comment, **detail})
 
 
+def _may_see(engine: AlarmEngine, principal: Principal | None, alarm: str) -> bool:
+    """Whether the alarm's tag lies within the principal's sites (an alarm whose rule is
+    gone has no known place: only an unscoped user sees its journal entries)."""
+    if not is_scoped(principal):
+        return True
+    rule = engine.rule(alarm)
+    return rule is not None and allowed(principal, rule.tag)
+
+
+def _check_scope(engine: AlarmEngine | None, principal: Principal | None, alarm: str) -> None:
+    """403 for an alarm on a tag outside the principal's sites (an unknown alarm, or no
+    engine, is left for the route to answer 404)."""
+    rule = None if engine is None else engine.rule(alarm)
+    if rule is not None:
+        what = f"the alarm {alarm!r} (on the tag {rule.tag!r})"
+        require_path(principal, rule.tag, field="alarm", what=what)
+
+
 def _alarm_out(a: ActiveAlarm) -> AlarmOut:
     s = a.status
     return AlarmOut(
@@ -160,6 +180,7 @@ def _transition_out(t: Transition | JournalEntry) -> TransitionOut:
 @router.get("", summary="Alarms and their states", response_model=list[AlarmOut])
 async def list_alarms(
     ctx: Ctx,
+    principal: Caller,
     state: Annotated[
         Literal["standing", "all"],
         Query(description="`standing`: every alarm not normal; `all`: every alarm."),
@@ -167,7 +188,9 @@ async def list_alarms(
 ) -> list[AlarmOut]:
     """Unacknowledged first, then by priority, then the newest first."""
     engine = _engine(ctx)
-    rows = engine.alarms(active_only=state == "standing")
+    rows = [
+        a for a in engine.alarms(active_only=state == "standing") if allowed(principal, a.rule.tag)
+    ]
     rows.sort(
         key=lambda a: (
             a.state is not AlarmState.UNACKNOWLEDGED,
@@ -186,6 +209,7 @@ async def list_alarms(
 )
 async def journal(
     ctx: Ctx,
+    principal: Caller,
     *,
     alarm: Annotated[str | None, Query(description="Only this alarm.")] = None,
     start: Annotated[str | None, Query(description="From this time (ISO 8601, `-8h`).")] = None,
@@ -203,6 +227,8 @@ async def journal(
     """Entries in order of writing, paged with ``after_seq`` (the last ``seq`` seen); or,
     with ``order=desc``, newest first, paged back with ``before_seq`` (the oldest seen)."""
     engine = _engine(ctx)
+    if alarm is not None:
+        _check_scope(engine, principal, alarm)
     now = ctx.clock()
     entries = await engine.journal(
         alarm=alarm,
@@ -213,7 +239,7 @@ async def journal(
         newest_first=order == "desc",
         limit=limit,
     )
-    return [_transition_out(e) for e in entries]
+    return [_transition_out(e) for e in entries if _may_see(engine, principal, e.alarm)]
 
 
 class FloodOut(BaseModel):
@@ -258,16 +284,21 @@ class KpisOut(BaseModel):
 @router.get("/kpis", summary="Alarm performance", response_model=KpisOut, responses=_ERRORS)
 async def kpis(
     ctx: Ctx,
+    principal: Caller,
     start: Annotated[str, Query(description="From (ISO 8601 or relative: `-24h`).")] = "-24h",
     end: Annotated[str, Query(description="Until (default: now).")] = "now",
 ) -> KpisOut:
-    """Alarm rate per 10 minutes, floods, bad actors and chattering, from the journal."""
+    """Alarm rate per 10 minutes, floods, bad actors and chattering, from the journal.
+
+    The rates are the plant's; a user limited to sites sees only its own alarms among
+    the bad actors and chattering ones."""
     now = ctx.clock()
     lo = parse_time(start, now_ns=now, field="start")
     hi = parse_time(end, now_ns=now, field="end")
     if hi <= lo:
         raise ApiError(422, "invalid_parameter", "end", "end must be after start")
-    k = await _engine(ctx).kpis(start_ns=lo, end_ns=hi)
+    engine = _engine(ctx)
+    k = await engine.kpis(start_ns=lo, end_ns=hi)
     return KpisOut(
         start=format_ns(k.start_ns),
         end=format_ns(k.end_ns),
@@ -280,10 +311,15 @@ async def kpis(
             for f in k.floods
         ],
         share_in_flood=k.share_in_flood,
-        bad_actors=[BadActorOut(alarm=b.alarm, count=b.count, share=b.share) for b in k.bad_actors],
+        bad_actors=[
+            BadActorOut(alarm=b.alarm, count=b.count, share=b.share)
+            for b in k.bad_actors
+            if _may_see(engine, principal, b.alarm)
+        ],
         chattering=[
             ChatterOut(alarm=c.alarm, episodes=c.episodes, activations=c.activations)
             for c in k.chattering
+            if _may_see(engine, principal, c.alarm)
         ],
     )
 
@@ -296,8 +332,11 @@ async def kpis(
     response_model=TransitionOut,
     responses=_ERRORS,
 )
-async def acknowledge(ctx: Ctx, request: Request, body: AcknowledgeIn) -> TransitionOut:
+async def acknowledge(
+    ctx: Ctx, request: Request, principal: Caller, body: AcknowledgeIn
+) -> TransitionOut:
     """Unacknowledged → acknowledged, returned unacknowledged → normal."""
+    _check_scope(ctx.alarms, principal, body.alarm)
     user = _user(request, body)
     done = await _engine(ctx).acknowledge(body.alarm, user=user, comment=body.comment)
     _done(request, body, done)
@@ -312,8 +351,9 @@ async def acknowledge(ctx: Ctx, request: Request, body: AcknowledgeIn) -> Transi
     response_model=TransitionOut,
     responses=_ERRORS,
 )
-async def shelve(ctx: Ctx, request: Request, body: ShelveIn) -> TransitionOut:
+async def shelve(ctx: Ctx, request: Request, principal: Caller, body: ShelveIn) -> TransitionOut:
     """Hide an alarm for ``duration``; it comes back by itself, unacknowledged if it stands."""
+    _check_scope(ctx.alarms, principal, body.alarm)
     length = parse_duration(body.duration, field="duration")
     if not 0 < length <= _MAX_SHELVE_NS:
         raise ApiError(422, "invalid_parameter", "duration", "a shelve lasts up to 24 hours")
@@ -334,8 +374,11 @@ async def shelve(ctx: Ctx, request: Request, body: ShelveIn) -> TransitionOut:
     response_model=TransitionOut,
     responses=_ERRORS,
 )
-async def unshelve(ctx: Ctx, request: Request, body: AcknowledgeIn) -> TransitionOut:
+async def unshelve(
+    ctx: Ctx, request: Request, principal: Caller, body: AcknowledgeIn
+) -> TransitionOut:
     """The alarm is shown again, unacknowledged if its condition stands."""
+    _check_scope(ctx.alarms, principal, body.alarm)
     user = _user(request, body)
     done = await _engine(ctx).unshelve(body.alarm, user=user, comment=body.comment)
     _done(request, body, done)
@@ -350,8 +393,9 @@ async def unshelve(ctx: Ctx, request: Request, body: AcknowledgeIn) -> Transitio
     response_model=TransitionOut,
     responses=_ERRORS,
 )
-async def comment(ctx: Ctx, request: Request, body: CommentIn) -> TransitionOut:
+async def comment(ctx: Ctx, request: Request, principal: Caller, body: CommentIn) -> TransitionOut:
     """A note in the journal; the state does not change."""
+    _check_scope(ctx.alarms, principal, body.alarm)
     done = await _engine(ctx).comment(body.alarm, user=_user(request, body), comment=body.comment)
     _done(request, body, done)
     return _transition_out(done)
@@ -365,9 +409,12 @@ async def comment(ctx: Ctx, request: Request, body: CommentIn) -> TransitionOut:
     response_model=TransitionOut | None,
     responses=_ERRORS,
 )
-async def service(ctx: Ctx, request: Request, body: ServiceIn) -> TransitionOut | None:
+async def service(
+    ctx: Ctx, request: Request, principal: Caller, body: ServiceIn
+) -> TransitionOut | None:
     """Out of service (maintenance) hides the alarm until it is returned; null when the
     alarm already was where asked."""
+    _check_scope(ctx.alarms, principal, body.alarm)
     done = await _engine(ctx).set_in_service(
         body.alarm, in_service=body.in_service, user=_user(request, body), comment=body.comment
     )

@@ -14,12 +14,14 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopfloor.errors import PayloadError
+from shopfloor.server.analytics.machines import Machine
 from shopfloor.server.analytics.service import Analytics, StopEvent
 from shopfloor.server.api.audit_trail import UNNAMED, audited, note
 from shopfloor.server.api.auth import OPERATE, READ
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller, scope_machines
 from shopfloor.server.api.timeparse import format_ns, parse_time
 from shopfloor.server.security import acting_user
 
@@ -70,6 +72,7 @@ Group = Annotated[
 @router.get("/oee", responses=_ERRORS, summary="OEE of a machine, a line or the plant")
 async def get_oee(
     ctx: Ctx,
+    principal: Caller,
     *,
     equipment: Equipment = None,
     line: Line = None,
@@ -88,6 +91,7 @@ async def get_oee(
     if group == "hour" and b - a > _MAX_HOUR_ROWS * 3_600 * 10**9:
         raise PayloadError("group", "group: hour rows for at most 93 days; use day or shift")
     machines = service.select(equipment=equipment or None, line=line or None, oee_only=True)
+    machines = scope_machines(principal, machines, _path, named=equipment or None)
     rows = []
     for key, lo, hi, summary in await service.oee(machines, a, b, group):
         row: dict[str, Any] = {"start": format_ns(lo), "end": format_ns(hi)}
@@ -106,6 +110,10 @@ async def get_oee(
         "group": group,
         "rows": rows,
     }
+
+
+def _path(machine: Machine) -> str:
+    return machine.path
 
 
 def _event_out(e: StopEvent) -> dict[str, Any]:
@@ -142,6 +150,7 @@ def _event_out(e: StopEvent) -> dict[str, Any]:
 @router.get("/downtime", responses=_ERRORS, summary="Stop events")
 async def get_downtime(
     ctx: Ctx,
+    principal: Caller,
     *,
     equipment: Equipment = None,
     line: Line = None,
@@ -156,6 +165,7 @@ async def get_downtime(
     service = _analytics(ctx)
     a, b = _range(ctx, start, end)
     machines = service.select(equipment=equipment or None, line=line or None)
+    machines = scope_machines(principal, machines, _path, named=equipment or None)
     events = await service.events(machines, a, b)
     if micro != "include":
         events = [e for e in events if e.micro == (micro == "only")]
@@ -165,6 +175,7 @@ async def get_downtime(
 @router.get("/downtime/pareto", responses=_ERRORS, summary="Downtime Pareto")
 async def get_pareto(
     ctx: Ctx,
+    principal: Caller,
     *,
     by: Annotated[
         Literal["reason", "equipment", "shift"], Query(description="What the bars are.")
@@ -180,6 +191,7 @@ async def get_pareto(
     service = _analytics(ctx)
     a, b = _range(ctx, start, end)
     machines = service.select(equipment=equipment or None, line=line or None)
+    machines = scope_machines(principal, machines, _path, named=equipment or None)
     events = await service.events(machines, a, b)
     bars: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"stops": 0, "downtime_s": 0.0, "micro_stops": 0, "micro_stop_s": 0.0}
@@ -236,13 +248,14 @@ class ReasonIn(BaseModel):
     openapi_extra=audited("downtime.reason"),
 )
 async def put_reason(
-    ctx: Ctx, request: Request, equipment: str, start: str, body: ReasonIn
+    ctx: Ctx, request: Request, *, principal: Caller, equipment: str, start: str, body: ReasonIn
 ) -> dict[str, Any]:
     """Give the stop of ``equipment`` beginning at ``start`` (ISO 8601 or the event's
     ``start_ns``) a reason. Stored durably with who and when before the answer, and
     audited; the hours it spans are recomputed with it."""
     service = _analytics(ctx)
     machine = service.machine(equipment)
+    scope_machines(principal, [machine], _path, named=equipment)
     if start.isdigit():
         start_ns = int(start)
     else:

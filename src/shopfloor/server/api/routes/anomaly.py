@@ -20,6 +20,7 @@ from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import json_response
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller, scope_machines
 from shopfloor.server.api.timeparse import format_ns, parse_time
 
 __all__ = ["router"]
@@ -54,6 +55,10 @@ def _monitor(request: Request, section: str) -> AnomalyMonitor:
     return monitor
 
 
+def _second(pair: tuple[str, str]) -> str:
+    return pair[1]
+
+
 def _pick(equipment: str | None, known: list[tuple[str, str]]) -> list[tuple[str, str]]:
     if equipment is None:
         return known
@@ -81,6 +86,8 @@ def _pick(equipment: str | None, known: list[tuple[str, str]]) -> list[tuple[str
 async def anomaly(
     ctx: Ctx,
     request: Request,
+    *,
+    principal: Caller,
     equipment: EquipmentQuery = None,
     start: Annotated[
         str | None, Query(description="Start of `scores` (ISO 8601 or `now-1h`).")
@@ -90,6 +97,7 @@ async def anomaly(
     """The anomaly monitor's state, for one machine or all."""
     monitor = _monitor(request, "anomaly")
     machines = _pick(equipment, [(m.id, m.path) for m in monitor.machines])
+    machines = scope_machines(principal, machines, _second, named=equipment, allow_empty=True)
     paths = {p for _, p in machines}
     tags = {m.path: list(m.tags) for m in monitor.machines}
     body: dict[str, Any] = {
@@ -183,8 +191,9 @@ def _rul_row(machine_id: str, path: str, answer: RulAnswer | None) -> dict[str, 
     "`no_estimate` with the `reason` (too few points, no upward trend), or `pending`.",
     responses=_ERRORS,
 )
-async def rul(request: Request, equipment: EquipmentQuery = None) -> Response:
+async def rul(request: Request, principal: Caller, equipment: EquipmentQuery = None) -> Response:
     """The latest RUL estimates, for one machine or all."""
     monitor = _monitor(request, "rul")
     machines = _pick(equipment, monitor.rul_machines)
+    machines = scope_machines(principal, machines, _second, named=equipment, allow_empty=True)
     return json_response({"machines": [_rul_row(i, p, monitor.ruls.get(p)) for i, p in machines]})

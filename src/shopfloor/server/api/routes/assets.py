@@ -28,9 +28,11 @@ from shopfloor.server.api.auth import ENGINEER, READ
 from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller, require_path
 from shopfloor.server.assets import AssetModel
-from shopfloor.server.assets.editor import AssetEditError, EditResult, PlantEditor
-from shopfloor.server.security import acting_user
+from shopfloor.server.assets.editor import AssetEditError, EditResult, PlantEditor, merge_patch
+from shopfloor.server.security import Principal, acting_user
+from shopfloor.server.security.scoping import allowed, is_scoped
 
 __all__ = ["router"]
 
@@ -86,14 +88,14 @@ def _etag(response: Response, ctx: ApiContext) -> None:
 
 
 @router.get("/assets", summary="The ISA-95 asset tree", responses={404: {"model": ErrorEnvelope}})
-async def asset_tree(ctx: Ctx, response: Response) -> dict[str, Any]:
+async def asset_tree(ctx: Ctx, principal: Caller, response: Response) -> dict[str, Any]:
     """Enterprise, site, areas, lines, cells and equipment, each node with ``name``,
     ``level``, ``path`` and ``children``; equipment also with ``template``, ``metadata``
     (description, location, manufacturer, serial, criticality), ``attributes`` and the
     names of its ``tags``. The ``ETag`` is the plant's version (for ``If-Match``)."""
     tree = _model(ctx).tree()
     _etag(response, ctx)
-    return tree
+    return narrow_tree(principal, tree) or {**tree, "children": []}
 
 
 @router.get(
@@ -102,9 +104,12 @@ async def asset_tree(ctx: Ctx, response: Response) -> dict[str, Any]:
     response_model=EditOut,
     responses=_ERRORS,
 )
-async def equipment_row(ctx: Ctx, equipment_id: str, response: Response) -> EditOut:
+async def equipment_row(
+    ctx: Ctx, principal: Caller, equipment_id: str, response: Response
+) -> EditOut:
     """The row to start a ``PUT`` or ``PATCH`` from, with the plant's version as ETag."""
     editor = _editor(ctx)
+    _check_equipment(editor, principal, equipment_id)
     try:
         row = editor.row(equipment_id)
     except AssetEditError as err:
@@ -125,6 +130,7 @@ async def equipment_row(ctx: Ctx, equipment_id: str, response: Response) -> Edit
 async def create_equipment(
     ctx: Ctx,
     request: Request,
+    principal: Caller,
     *,
     response: Response,
     body: EquipmentEntry,
@@ -134,6 +140,7 @@ async def create_equipment(
     attributes and bindings (the keys of a plant file's ``[[equipment]]``)."""
     sent = body.model_dump(mode="json", exclude_unset=True)
     editor = _editor(ctx)
+    _check_place(ctx, principal, sent)
     done = await _edit(
         request, editor, sent.get("id", ""), sent, lambda: editor.create(sent, if_match=if_match)
     )
@@ -152,6 +159,7 @@ async def create_equipment(
 async def replace_equipment(
     ctx: Ctx,
     request: Request,
+    principal: Caller,
     *,
     response: Response,
     equipment_id: str,
@@ -162,6 +170,8 @@ async def replace_equipment(
     ``area``, ``line`` or ``cell`` moves the machine: its tags and alarms get new paths
     (the history under the old paths stays)."""
     editor = _editor(ctx)
+    _check_equipment(editor, principal, equipment_id)
+    _check_place(ctx, principal, {"id": equipment_id, **body})
     done = await _edit(
         request,
         editor,
@@ -183,6 +193,7 @@ async def replace_equipment(
 async def patch_equipment(
     ctx: Ctx,
     request: Request,
+    principal: Caller,
     *,
     response: Response,
     equipment_id: str,
@@ -194,6 +205,9 @@ async def patch_equipment(
     """Only the keys sent change (``{"location": "hall B"}``); objects (``attributes``,
     ``bindings``) merge key by key."""
     editor = _editor(ctx)
+    _check_equipment(editor, principal, equipment_id)
+    if is_scoped(principal):
+        _check_place(ctx, principal, merge_patch(_row(editor, equipment_id), body))
     done = await _edit(
         request,
         editor,
@@ -213,11 +227,18 @@ async def patch_equipment(
     openapi_extra=audited("assets.equipment.delete"),
 )
 async def delete_equipment(
-    ctx: Ctx, request: Request, *, response: Response, equipment_id: str, if_match: IfMatch = None
+    ctx: Ctx,
+    request: Request,
+    principal: Caller,
+    *,
+    response: Response,
+    equipment_id: str,
+    if_match: IfMatch = None,
 ) -> EditOut:
     """Its alarms stop (their journal stays) and its tags get no new points; their history
     stays in the historian."""
     editor = _editor(ctx)
+    _check_equipment(editor, principal, equipment_id)
     done = await _edit(
         request, editor, equipment_id, None, lambda: editor.delete(equipment_id, if_match=if_match)
     )
@@ -232,12 +253,14 @@ async def delete_equipment(
 )
 async def export_files(
     ctx: Ctx,
+    principal: Caller,
     response: Response,
     format: Annotated[Literal["toml", "yaml"], Query(description="File format.")] = "toml",
 ) -> ExportOut:
     """The files a restart would load, by name: a file already in ``format`` as written
     (comments kept), another converted. ``shopfloor assets check`` passes on them."""
     editor = _editor(ctx)
+    _whole_plant(principal)
     files = _exported(editor, format)
     _etag(response, ctx)
     return ExportOut(format=format, version=editor.version, files=files)
@@ -251,10 +274,12 @@ async def export_files(
 )
 async def export_zip(
     ctx: Ctx,
+    principal: Caller,
     format: Annotated[Literal["toml", "yaml"], Query(description="File format.")] = "toml",
 ) -> Response:
     """The files of ``/assets/export`` in one archive (``plant.toml``, ``templates/``)."""
     editor = _editor(ctx)
+    _whole_plant(principal)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, text in _exported(editor, format).items():
@@ -311,3 +336,52 @@ def _answer(response: Response, done: EditResult) -> EditOut:
 def _api_error(err: AssetEditError) -> ApiError:
     status = _STATUS[err.kind]
     return ApiError(status, _CODES[status], err.field, err.message)
+
+
+def narrow_tree(principal: Principal | None, node: dict[str, Any]) -> dict[str, Any] | None:
+    """The part of an asset tree the principal may see: a node within its sites whole, an
+    ancestor of one with only the children that lead there; None for nothing at all."""
+    if allowed(principal, node["path"]):
+        return node
+    children = [c for c in (narrow_tree(principal, c) for c in node["children"]) if c]
+    return {**node, "children": children} if children else None
+
+
+def _row(editor: PlantEditor, equipment_id: str) -> dict[str, Any]:
+    try:
+        return editor.row(equipment_id)
+    except AssetEditError as err:
+        raise _api_error(err) from err
+
+
+def _check_equipment(editor: PlantEditor, principal: Principal | None, equipment_id: str) -> None:
+    """403 for an equipment outside the principal's sites (an unknown one: left to 404)."""
+    path = editor.path_of(equipment_id)
+    if path:
+        what = f"the equipment {equipment_id!r} ({path!r})"
+        require_path(principal, path, field="equipment_id", what=what)
+
+
+def _check_place(ctx: ApiContext, principal: Principal | None, row: dict[str, Any]) -> None:
+    """403 when an added, moved or renamed equipment would land outside the sites."""
+    if not is_scoped(principal):
+        return
+    model = _model(ctx)
+    keys = ("area", "line", "cell", "id")
+    if not all(isinstance(row.get(k), str) and row.get(k) for k in keys):
+        return  # incomplete: the editor refuses it, naming the field
+    path = "/".join([model.enterprise, model.site, *(row[k] for k in keys)])
+    require_path(principal, path, field="area", what=f"the place {path!r}")
+
+
+def _whole_plant(principal: Principal | None) -> None:
+    """The plant file holds every area: only a user not limited to sites may export it."""
+    if is_scoped(principal):
+        assert principal is not None
+        raise ApiError(
+            403,
+            "forbidden",
+            None,
+            f"{principal.name} is limited to sites ({', '.join(principal.sites)}): the "
+            "export holds the whole plant",
+        )

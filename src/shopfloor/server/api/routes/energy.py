@@ -19,6 +19,7 @@ from shopfloor.server.api.context import ApiContext, Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.routes.analytics import End, Group, Line, Start, _range
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller, scope_machines
 from shopfloor.server.api.timeparse import format_ns
 
 __all__ = ["router"]
@@ -48,6 +49,7 @@ def _energy(ctx: ApiContext) -> EnergyService:
 @router.get("/energy", responses=_ERRORS, summary="Energy of a machine, a line or the plant")
 async def get_energy(
     ctx: Ctx,
+    principal: Caller,
     *,
     equipment: Equipment = None,
     line: Line = None,
@@ -68,6 +70,7 @@ async def get_energy(
     if group == "hour" and b - a > _MAX_HOUR_ROWS * 3_600 * 10**9:
         raise PayloadError("group", "group: hour rows for at most 93 days; use day or shift")
     meters = service.select(equipment=equipment or None, line=line or None)
+    meters = scope_machines(principal, meters, lambda m: m.path, named=equipment or None)
     rows = []
     for key, lo, hi, summary in await service.energy(meters, a, b, group):
         row: dict[str, Any] = {"start": format_ns(lo), "end": format_ns(hi)}

@@ -47,8 +47,11 @@ from shopfloor.server.api.queries import (
 )
 from shopfloor.server.api.routes.tags import MAX_LIMIT
 from shopfloor.server.api.schemas import ErrorEnvelope, HistoryRow, WideRow
+from shopfloor.server.api.scoping import Caller, require_path
 from shopfloor.server.api.timeparse import format_ns, parse_time
 from shopfloor.server.historian.base import Aggregate, BucketSize, Historian
+from shopfloor.server.security.scoping import allowed
+from shopfloor.server.security.service import Principal
 from shopfloor.wire import ARROW_MEDIA_TYPE
 
 __all__ = [
@@ -161,6 +164,7 @@ class HistoryAnswer:
 async def read_history_route(
     ctx: Ctx,
     request: Request,
+    principal: Caller,
     *,
     tags: Annotated[
         list[str] | None,
@@ -242,7 +246,7 @@ async def read_history_route(
     ] = 100_000,
 ) -> Response:
     """Return raw points or bucketed aggregates of several tags as one flat table."""
-    paths = await chosen_paths(ctx.historian, tags, prefix)
+    paths = await chosen_paths(ctx.historian, tags, prefix, principal)
     now = ctx.clock()
     end_ns = parse_instant(end, now_ns=now, field="to") if end else now
     start_ns = parse_instant(start, now_ns=now, field="from") if start else end_ns - _HOUR_NS
@@ -338,18 +342,28 @@ def parse_instant(text: str, *, now_ns: int, field: str) -> int:
 
 
 async def chosen_paths(
-    historian: Historian, tags: Sequence[str] | None, prefix: str | None
+    historian: Historian,
+    tags: Sequence[str] | None,
+    prefix: str | None,
+    principal: Principal | None = None,
 ) -> list[str]:
     """The tags a query names, each once, in the order given (or sorted, for a prefix).
 
+    A prefix is narrowed to the principal's sites; a named tag outside them is refused.
+
     Raises:
         PayloadError: none, both ``tags`` and ``prefix``, or more than :data:`MAX_TAGS`.
+        ApiError: 403 for a named tag outside the principal's sites.
     """
     if tags and prefix is not None:
         raise PayloadError("prefix", "give tags or prefix, not both")
     if prefix is not None:
         wanted = normalise_prefix(prefix)
-        paths = [m.path for m in await historian.tags() if path_under(m.path, wanted)]
+        paths = [
+            m.path
+            for m in await historian.tags()
+            if path_under(m.path, wanted) and allowed(principal, m.path)
+        ]
         if not paths:
             raise PayloadError("prefix", f"no tag is at or below {prefix!r:.80}")
         paths.sort()
@@ -358,6 +372,8 @@ async def chosen_paths(
         paths = list(dict.fromkeys(p for p in split if p))
         if not paths:
             raise PayloadError("tags", "name at least one tag, e.g. tags=site/line/machine/temp")
+        for path in paths:
+            require_path(principal, path, field="tags")
     if len(paths) > MAX_TAGS:
         field = "prefix" if prefix is not None else "tags"
         raise PayloadError(field, f"{len(paths)} tags, more than {MAX_TAGS} in one query")

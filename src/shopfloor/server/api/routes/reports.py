@@ -18,8 +18,11 @@ from shopfloor.config.spc import SpcChartConfig
 from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
+from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller
 from shopfloor.server.reports.period import ReportKind, parse_day, period_of
+from shopfloor.server.security.scoping import is_scoped
 
 __all__ = ["router"]
 
@@ -49,6 +52,7 @@ async def get_report(
     request: Request,
     kind: ReportKind,
     *,
+    principal: Caller,
     date: Annotated[
         str,
         Query(
@@ -65,7 +69,17 @@ async def get_report(
 ) -> Response:
     """OEE per machine and line with the six losses, downtime Pareto by reason and by
     machine, alarm KPIs, energy and the control charts of one period in the plant's time
-    zone; a section whose service this server lacks is left out with a note."""
+    zone; a section whose service this server lacks is left out with a note. The report
+    covers the whole plant: a user limited to sites is refused (403)."""
+    if is_scoped(principal):
+        assert principal is not None
+        raise ApiError(
+            403,
+            "forbidden",
+            "kind",
+            f"{principal.name} is limited to sites ({', '.join(principal.sites)}): reports "
+            "cover the whole plant",
+        )
     # imported here: the reports package reads the API's routes, which import this module
     from shopfloor.server.reports.gather import gather
     from shopfloor.server.reports.schedule import render

@@ -24,7 +24,9 @@ from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import json_response
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller, require_path
 from shopfloor.server.api.timeparse import format_ns, parse_duration, parse_time
+from shopfloor.server.security.service import Principal
 
 __all__ = ["router"]
 
@@ -69,7 +71,10 @@ def _range(ctx: Ctx, start: str | None, end: str | None) -> tuple[int, int]:
     return start_ns, end_ns
 
 
-async def _answer(ctx: Ctx, spec: ChartSpec, start_ns: int, end_ns: int) -> Response:
+async def _answer(
+    ctx: Ctx, spec: ChartSpec, start_ns: int, end_ns: int, principal: Principal | None
+) -> Response:
+    require_path(principal, spec.tag, field="tag")
     try:
         body = await compute_chart(ctx.historian, spec, start_ns, end_ns)
     except UnknownTagError as err:
@@ -84,7 +89,13 @@ async def _answer(ctx: Ctx, spec: ChartSpec, start_ns: int, end_ns: int) -> Resp
     responses=_ERRORS,
 )
 async def configured_chart(
-    ctx: Ctx, request: Request, chart: str, start: StartQuery = None, end: EndQuery = None
+    ctx: Ctx,
+    request: Request,
+    *,
+    principal: Caller,
+    chart: str,
+    start: StartQuery = None,
+    end: EndQuery = None,
 ) -> Response:
     """Chart a configured control chart over a range."""
     config = _charts(request).get(chart)
@@ -92,7 +103,7 @@ async def configured_chart(
         known = ", ".join(sorted(_charts(request))) or "none configured"
         raise ApiError(404, "not_found", "chart", f"no control chart {chart!r} ({known})")
     start_ns, end_ns = _range(ctx, start, end)
-    return await _answer(ctx, spec_from_config(config), start_ns, end_ns)
+    return await _answer(ctx, spec_from_config(config), start_ns, end_ns, principal)
 
 
 @router.get(
@@ -105,6 +116,7 @@ async def configured_chart(
 async def adhoc_chart(
     ctx: Ctx,
     *,
+    principal: Caller,
     tag: Annotated[str, Query(description="Path of the tag.")],
     kind: Annotated[ChartKind, Query(description="`xbar_r`, `xbar_s` or `imr`.")],
     start: StartQuery = None,
@@ -168,7 +180,7 @@ async def adhoc_chart(
         rules=chosen,
         bucket=bucket,
     )
-    return await _answer(ctx, spec, start_ns, end_ns)
+    return await _answer(ctx, spec, start_ns, end_ns, principal)
 
 
 def _rules(text: str | None) -> tuple[str, ...]:

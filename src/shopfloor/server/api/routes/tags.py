@@ -44,8 +44,10 @@ from shopfloor.server.api.schemas import (
     TagsOut,
     TagsRegistered,
 )
+from shopfloor.server.api.scoping import Caller, require_path
 from shopfloor.server.api.timeparse import format_ns, parse_time
 from shopfloor.server.historian.base import Aggregate, Historian
+from shopfloor.server.security.scoping import allowed
 from shopfloor.wire import ARROW_MEDIA_TYPE
 
 __all__ = ["MAX_BUCKETS", "MAX_LIMIT", "router"]
@@ -98,11 +100,15 @@ def _tag_out(meta: TagMeta) -> TagOut:
     response_model=TagsOut,
     responses={422: _ERRORS[422]},
 )
-async def list_tags(ctx: Ctx, prefix: PrefixQuery = None) -> TagsOut:
-    """List tags, optionally under an asset path."""
+async def list_tags(ctx: Ctx, principal: Caller, prefix: PrefixQuery = None) -> TagsOut:
+    """List tags, optionally under an asset path (only those within the caller's sites)."""
     wanted = normalise_prefix(prefix)
     metas = sorted(await ctx.historian.tags(), key=lambda m: m.path)
-    return TagsOut(tags=[_tag_out(m) for m in metas if path_under(m.path, wanted)])
+    return TagsOut(
+        tags=[
+            _tag_out(m) for m in metas if path_under(m.path, wanted) and allowed(principal, m.path)
+        ]
+    )
 
 
 def _tag_meta(index: int, tag: TagIn) -> TagMeta:
@@ -156,6 +162,7 @@ async def register_tags(ctx: Ctx, body: TagsIn) -> TagsRegistered:
 async def read_series(
     ctx: Ctx,
     request: Request,
+    principal: Caller,
     *,
     path: str,
     start: Annotated[
@@ -192,6 +199,7 @@ async def read_series(
     ] = 100_000,
 ) -> Response:
     """Return raw points or bucketed aggregates of one tag."""
+    require_path(principal, path, field="path")
     now = ctx.clock()
     end_ns = parse_time(end, now_ns=now, field="end") if end else now
     start_ns = parse_time(start, now_ns=now, field="start") if start else end_ns - _HOUR_NS

@@ -10,6 +10,8 @@ from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.convert import json_response, latest_rows, normalise_prefix
 from shopfloor.server.api.routes.tags import PrefixQuery
 from shopfloor.server.api.schemas import ErrorEnvelope, LatestOut
+from shopfloor.server.api.scoping import Caller
+from shopfloor.server.security.scoping import filter_table
 
 __all__ = ["router"]
 
@@ -24,7 +26,8 @@ router = APIRouter(prefix="/api/v1", tags=["values"], dependencies=[READ])
     response_model=LatestOut,
     responses={422: {"model": ErrorEnvelope, "description": "The prefix is malformed."}},
 )
-async def latest_values(ctx: Ctx, prefix: PrefixQuery = None) -> Response:
-    """Return the last value of each tag."""
+async def latest_values(ctx: Ctx, principal: Caller, prefix: PrefixQuery = None) -> Response:
+    """Return the last value of each tag (within the caller's sites)."""
     wanted = normalise_prefix(prefix)
-    return json_response({"values": latest_rows(await ctx.historian.latest(), wanted)})
+    table = filter_table(principal, await ctx.historian.latest())
+    return json_response({"values": latest_rows(table, wanted)})

@@ -32,6 +32,7 @@ from shopfloor.server.api.routes.history import (
     with_timestamp,
 )
 from shopfloor.server.api.schemas import ErrorEnvelope, ValueAtRow, WideRow
+from shopfloor.server.api.scoping import Caller
 from shopfloor.server.historian.base import Interpolation
 from shopfloor.wire import ARROW_MEDIA_TYPE
 
@@ -66,6 +67,7 @@ _MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 async def values_at(
     ctx: Ctx,
     request: Request,
+    principal: Caller,
     *,
     at: Annotated[
         list[str],
@@ -100,7 +102,7 @@ async def values_at(
     ] = "iso",
 ) -> Response:
     """Return the value of several tags at several times as one flat table."""
-    paths = await chosen_paths(ctx.historian, tags, prefix)
+    paths = await chosen_paths(ctx.historian, tags, prefix, principal)
     now = ctx.clock()
     texts = [t.strip() for value in at for t in value.split(",") if t.strip()]
     if not texts:

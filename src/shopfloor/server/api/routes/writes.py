@@ -38,7 +38,9 @@ from shopfloor.server.api.auth import ADMIN, ENGINEER, READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
+from shopfloor.server.api.scoping import Caller, require_path
 from shopfloor.server.security import acting_user
+from shopfloor.server.security.scoping import allowed
 from shopfloor.server.writes import WriteDenied, WriteService, reference
 
 __all__ = [
@@ -216,15 +218,15 @@ def _tag_out(tag: WritableTag) -> WritableTagOut:
     responses=_ERRORS,
     dependencies=[READ],
 )
-async def list_writes(ctx: Ctx) -> WritesOut:
-    """Switches and writable tags."""
+async def list_writes(ctx: Ctx, principal: Caller) -> WritesOut:
+    """Switches and writable tags (those within the caller's sites)."""
     service = _service(ctx)
     return WritesOut(
         connectors=[
             SwitchOut(connector=name, enabled=service.enabled(name))
             for name in service.connectors()
         ],
-        tags=[_tag_out(t) for t in service.targets()],
+        tags=[_tag_out(t) for t in service.targets() if allowed(principal, t.path)],
     )
 
 
@@ -241,14 +243,17 @@ async def list_writes(ctx: Ctx) -> WritesOut:
     responses=_ERRORS,
     dependencies=[ENGINEER],
 )
-async def write(ctx: Ctx, request: Request, body: WriteIn) -> ConfirmOut | WrittenOut:
-    """Ask for a write, or confirm one."""
+async def write(
+    ctx: Ctx, request: Request, principal: Caller, body: WriteIn
+) -> ConfirmOut | WrittenOut:
+    """Ask for a write, or confirm one (a tag outside the caller's sites: 403)."""
     service = _service(ctx)
     if body.confirmation is not None:
         return await _confirm(service, request, body, body.confirmation)
     audit = _Audit(request, body.path or "", step="request", new=body.value)
     if body.path is None:
         raise ApiError(422, "invalid_parameter", "path", "path: the tag to write is missing")
+    require_path(principal, body.path, field="path")
     if body.value is None:
         raise ApiError(422, "invalid_parameter", "value", "value: the value to write is missing")
     user = _user(request, body.user)
