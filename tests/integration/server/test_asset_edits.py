@@ -394,7 +394,7 @@ def test_every_write_route_is_audited_or_machine_traffic() -> None:
     machine = {"/api/v1/ingest", "/api/v1/tags", "/api/v1/edges/{edge_id}/status"}
     # these write their own entries: a login names the user who tried (tests/unit/server/api)
     machine |= {"/api/v1/auth/login", "/api/v1/auth/logout", "/api/v1/auth/password"}
-    machine |= {"/api/v1/auth/totp", "/api/v1/auth/totp/confirm"}
+    machine |= {"/api/v1/auth/totp", "/api/v1/auth/totp/confirm", "/api/v1/auth/me"}
     for info in pkgutil.iter_modules(routes.__path__):
         module = importlib.import_module(f"{routes.__name__}.{info.name}")
         router = getattr(module, "router", None)

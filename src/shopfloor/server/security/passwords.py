@@ -42,6 +42,10 @@ def _common() -> frozenset[str]:
     return frozenset(FREQUENCY_LISTS["passwords"])
 
 
+MIN_NAME_IN_PASSWORD = 4
+"""The shortest user name a password may not contain."""
+
+
 def check_password(password: str, *, min_length: int, user: str = "") -> None:
     """Refuse a password a user may not choose.
 
@@ -54,7 +58,10 @@ def check_password(password: str, *, min_length: int, user: str = "") -> None:
     if len(password) > MAX_PASSWORD_LENGTH:
         raise PasswordRejected(f"password: at most {MAX_PASSWORD_LENGTH} characters")
     lowered = password.lower()
-    if lowered in _common() or (user and user.lower() in lowered):
+    # a name of two or three letters ("li") turns up by chance in a random passphrase:
+    # refusing it there would refuse good passwords, not guessable ones
+    named = len(user) >= MIN_NAME_IN_PASSWORD and user.lower() in lowered
+    if lowered in _common() or named:
         raise PasswordRejected(
             "password: too common (it is in the lists of leaked passwords, or holds the "
             "user's name): choose another"
