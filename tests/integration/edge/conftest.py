@@ -22,6 +22,7 @@ from shopfloor.edge.uplink.framing import compress, frame
 from shopfloor.model import PointBatch
 from shopfloor.server.app import Server
 from shopfloor.testing.auth import new_secret, provision
+from shopfloor.testing.serving import serving
 
 PlatformFactory = Callable[..., AbstractAsyncContextManager[Server]]
 
@@ -40,17 +41,8 @@ async def run_platform(data_dir: Path, port: int = 0) -> AsyncIterator[Server]:
         }
     ).resolve_paths(data_dir)
     provision(data_dir, role="engineer", user="edge", token_role="ingest", secret=EDGE_TOKEN)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    async with serving(Server(config)) as server:
         yield server
-    finally:
-        stop.set()
-        await serving
-        await server.close()
 
 
 @pytest.fixture

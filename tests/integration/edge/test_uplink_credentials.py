@@ -31,6 +31,7 @@ from shopfloor.server.app import Server
 from shopfloor.server.ingest.credentials import issue_credential
 from shopfloor.testing.auth import grant
 from shopfloor.testing.certs import CertificatePair, make_ca, make_tls_certificate
+from shopfloor.testing.serving import serving
 
 from .conftest import stored_ts
 
@@ -120,17 +121,8 @@ async def secure_platform(site: Site) -> AsyncIterator[Server]:
             "ingest": {"edge_credentials": site.credentials.name},
         }
     ).resolve_paths(site.root)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    async with serving(Server(config)) as server:
         yield server
-    finally:
-        stop.set()
-        await serving
-        await server.close()
 
 
 @asynccontextmanager

@@ -30,6 +30,7 @@ from shopfloor.pki import Issued, init_ca, issue_client
 from shopfloor.server.app import Server
 from shopfloor.server.ingest.credentials import issue_credential
 from shopfloor.testing.auth import grant
+from shopfloor.testing.serving import serving
 
 from .conftest import stored_ts
 
@@ -118,17 +119,8 @@ async def platform(
             "ingest": {"edge_credentials": str(credentials) if credentials else ""},
         }
     ).resolve_paths(plant.root)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    async with serving(Server(config)) as server:
         yield server
-    finally:
-        stop.set()
-        await serving
-        await server.close()
 
 
 @asynccontextmanager

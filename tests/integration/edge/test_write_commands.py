@@ -30,6 +30,7 @@ from shopfloor.server.app import Server
 from shopfloor.testing.auth import provision
 from shopfloor.testing.modbus_device import ModbusDevice
 from shopfloor.testing.mosquitto import Mosquitto
+from shopfloor.testing.serving import serving
 
 EDGE = "edge-w"
 ROOT = "shopfloor/v1"
@@ -195,12 +196,7 @@ async def test_a_write_through_the_platform_api_reaches_a_remote_edge_device(
     ).resolve_paths(data)
     ADA.clear()
     ADA.update(provision(data, role="admin", user="ada").headers)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    async with serving(Server(config)) as server:
         async with (
             edge(device, mosquitto),
             httpx.AsyncClient(base_url=server.url, timeout=30, headers=dict(ADA)) as client,
@@ -238,8 +234,4 @@ async def test_a_write_through_the_platform_api_reaches_a_remote_edge_device(
             assert asked_odd.status_code == 422
             assert asked_odd.json()["error"]["field"] == "value"
             assert await device.registers(10) == [45]
-    finally:
-        stop.set()
-        await serving
-        await server.close()
         await device.stop()

@@ -20,7 +20,7 @@ from shopfloor.config import load_config_text
 from shopfloor.model import now_ns
 from shopfloor.server.app import Server
 from shopfloor.simulator import Fault, Plant
-from shopfloor.testing.auth import grant
+from shopfloor.testing.serving import api_client, serving
 
 S = 10**9
 MINUTE = 60 * S
@@ -60,21 +60,11 @@ min_points = 10
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
     config = load_config_text(_config(tmp_path / "data")).resolve_paths(tmp_path)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready), name="test/serve")
-    try:
-        async with asyncio.timeout(10):
-            await ready.wait()
-        async with httpx.AsyncClient(
-            base_url=server.url, timeout=30, headers=grant(server.app)
-        ) as client:
-            yield server, client
-    finally:
-        stop.set()
-        await serving
-        await server.close()
+    async with (
+        serving(Server(config)) as server,
+        api_client(server) as client,
+    ):
+        yield server, client
 
 
 async def test_scores_events_alarms_and_rul_through_the_api(

@@ -21,6 +21,7 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.server.app import Server
 from shopfloor.server.assets import load_asset_model
 from shopfloor.testing.auth import grant
+from shopfloor.testing.serving import api_client, serving
 
 DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
 MILL = "acme/plant-1/machining/line-1/cell-3/cnc-03"
@@ -58,20 +59,11 @@ async def running(
     if simulator:
         settings["simulator"] = simulator
     config = ShopfloorConfig.model_validate(settings).resolve_paths(data_dir)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        async with httpx.AsyncClient(
-            base_url=server.url, timeout=30, headers=grant(server.app, user="ada")
-        ) as client:
-            yield server, client
-    finally:
-        stop.set()
-        await serving
-        await server.close()
+    async with (
+        serving(Server(config)) as server,
+        api_client(server, user="ada") as client,
+    ):
+        yield server, client
 
 
 def equipment_paths(tree: dict[str, Any]) -> list[str]:

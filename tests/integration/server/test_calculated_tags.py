@@ -19,7 +19,7 @@ import pytest
 from shopfloor.config import ShopfloorConfig
 from shopfloor.model import LiveBatch, PointBatch, Quality, now_ns
 from shopfloor.server.app import Server
-from shopfloor.testing.auth import grant
+from shopfloor.testing.serving import api_client, serving
 from shopfloor.wire import ARROW_MEDIA_TYPE, encode_arrow
 
 S = 10**9
@@ -98,20 +98,11 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClie
             "assets": {"plant": "plant.toml"},
         }
     ).resolve_paths(tmp_path)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready), name="test/serve")
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
-        async with httpx.AsyncClient(
-            base_url=server.url, timeout=30, headers=grant(server.app)
-        ) as client:
-            yield server, client
-    finally:
-        stop.set()
-        await serving
-        await server.close()
+    async with (
+        serving(Server(config)) as server,
+        api_client(server) as client,
+    ):
+        yield server, client
 
 
 async def series_values(client: httpx.AsyncClient, tag: str) -> list[float]:

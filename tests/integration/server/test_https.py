@@ -24,6 +24,7 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.pki import Issued, init_ca, issue_server
 from shopfloor.server.app import Server
 from shopfloor.testing.auth import grant
+from shopfloor.testing.serving import serving
 
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
@@ -49,17 +50,8 @@ async def https_platform(tmp_path: Path, server_cert: Issued) -> AsyncIterator[S
             }
         }
     ).resolve_paths(tmp_path)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    async with serving(Server(config)) as server:
         yield server
-    finally:
-        stop.set()
-        await serving
-        await server.close()
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.model.timefmt import format_ns
 from shopfloor.server.app import Server
-from shopfloor.testing.auth import grant
+from shopfloor.testing.serving import api_client, serving
 
 S = 10**9
 M = 60 * S
@@ -50,20 +50,11 @@ async def platform(
             },
         }
     ).resolve_paths(data_dir)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        async with httpx.AsyncClient(
-            base_url=server.url, timeout=30, headers=grant(server.app, user="ana")
-        ) as client:
-            yield server, client
-    finally:
-        stop.set()
-        await serving
-        await server.close()
+    async with (
+        serving(Server(config)) as server,
+        api_client(server, user="ana") as client,
+    ):
+        yield server, client
 
 
 def scenario() -> PointBatch:

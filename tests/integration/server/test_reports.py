@@ -32,6 +32,7 @@ from shopfloor.server.reports.period import period_of
 from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.testing.auth import grant
 from shopfloor.testing.clock import ManualClock
+from shopfloor.testing.serving import serving
 
 from .conftest import Mailbox, Receiver
 
@@ -107,22 +108,13 @@ async def platform(
             },
         }
     ).resolve_paths(data_dir)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    async with serving(Server(config)) as server:
         await server.ingest_local(scenario())
         await server.historian.flush()
         async with httpx.AsyncClient(
             base_url=server.url, timeout=60, headers=grant(server.app)
         ) as client:
             yield server, client
-    finally:
-        stop.set()
-        await serving
-        await server.close()
 
 
 async def get_json(client: httpx.AsyncClient, url: str, **params: str) -> Any:

@@ -21,7 +21,7 @@ import pytest
 
 from shopfloor.config import load_config_text
 from shopfloor.server.app import Server
-from shopfloor.testing.auth import grant
+from shopfloor.testing.serving import api_client, serving
 
 from ...unit.server.analytics.test_spc import PISTON_RINGS
 
@@ -65,21 +65,11 @@ baseline_end = 2026-03-02T06:02:05Z
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
     config = load_config_text(_config(tmp_path / "data")).resolve_paths(tmp_path)
-    server = Server(config)
-    await server.start()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    serving = asyncio.create_task(server.serve(stop, ready=ready), name="test/serve")
-    try:
-        async with asyncio.timeout(10):
-            await ready.wait()
-        async with httpx.AsyncClient(
-            base_url=server.url, timeout=30, headers=grant(server.app)
-        ) as client:
-            yield server, client
-    finally:
-        stop.set()
-        await serving
-        await server.close()
+    async with (
+        serving(Server(config)) as server,
+        api_client(server) as client,
+    ):
+        yield server, client
 
 
 def _iso(second: int) -> str:
