@@ -19,12 +19,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from shopfloor.config import ShopfloorConfig
 from shopfloor.config.analytics import AnalyticsSection
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.server.analytics.job import OeeJob
 from shopfloor.server.analytics.machines import PARTS, STATE, Machine, machines_of
 from shopfloor.server.analytics.ownership import ANALYTICS_LOCK_CLASS, AnalyticsOwner
 from shopfloor.server.analytics.service import Analytics
+from shopfloor.server.app import Server
 from shopfloor.server.assets import load_asset_model
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.rules.partitioned import PARTITION_LOCK_CLASS
@@ -223,3 +225,67 @@ async def test_two_job_runners_compute_their_partitions_and_a_survivor_all(
                 assert await job_b.step() == 0  # nothing missing any more
     finally:
         await historian.close()
+
+
+# ---------------------------------------------------------------------- two servers
+@asynccontextmanager
+async def _server(dsn: str, data_dir: Path) -> AsyncIterator[Server]:
+    """A `shopfloor server` of the demo plant on the shared historian, in this process."""
+    await asyncio.to_thread(data_dir.mkdir)
+    config = ShopfloorConfig.model_validate(
+        {
+            "server": {"port": 0, "data_dir": str(data_dir)},
+            "historian": {"kind": "postgres", "dsn": dsn, "shared": True},
+            "assets": {"plant": str(DEMO / "plant.toml")},
+            "analytics": {
+                "partitions": PARTITIONS,
+                "oee": {"backfill": "1d", "settle": "1m", "interval": "1h"},
+            },
+        }
+    ).resolve_paths(data_dir)
+    server = Server(config)
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.close()
+
+
+async def test_servers_run_the_oee_job_for_their_share_and_a_survivor_for_all(
+    dsn: str, tmp_path: Path
+) -> None:
+    async with _server(dsn, tmp_path / "b") as b:
+        assert b.analytics_owner is not None
+        assert b.analytics is not None
+        assert b.oee_job is not None
+        machines = [m for m in b.analytics.machines if m.oee]
+        async with _server(dsn, tmp_path / "a") as a:
+            assert a.analytics_owner is not None
+            assert a.analytics is not None
+            assert a.oee_job is not None
+            await asyncio.to_thread(
+                _wait_for, "an even split", lambda: _split(a.analytics_owner, b.analytics_owner)
+            )
+            t0 = (now_ns() // H - 6) * H
+            await a.ingest_local(_points(machines, t0))
+            await a.historian.flush()
+            states = {m.tag(STATE) for m in machines}
+            async with asyncio.timeout(20):  # b reads the tags a stored every second
+                while not states <= {t.path for t in await b.historian.tags()}:  # noqa: ASYNC110 - no event to wait on
+                    await asyncio.sleep(0.05)
+            await a.oee_job.step()
+            await b.oee_job.step()
+            mine_a = await _computed(a.analytics, machines, t0)
+            mine_b = await _computed(b.analytics, machines, t0)
+            assert mine_a == {m.path for m in machines if a.analytics_owner.owns(m.path)}
+            assert mine_b == {m.path for m in machines if b.analytics_owner.owns(m.path)}
+            assert mine_a
+            assert mine_b
+            assert not mine_a & mine_b
+        # a closed: its leases were given back, b's job catches up a's machines
+        await asyncio.to_thread(
+            _wait_for, "b holds every partition", lambda: len(b.analytics_owner.held) == PARTITIONS
+        )
+        assert await b.oee_job.step() > 0
+        assert await _computed(b.analytics, machines, t0) == {m.path for m in machines}
+    assert _locks(dsn) == {}
