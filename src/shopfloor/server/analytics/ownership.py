@@ -12,10 +12,9 @@ so a partition a dead server held is picked up by the survivor's jobs within sec
 with no restart.
 
 The lease thread does no work on its connection: the jobs write through the historian
-and the analytics store as before. Two servers can both believe they own a partition for
-at most one round while it moves (the one giving it back stops asking at once; a dead
-one stops anyway): an hour stored twice is the same figures, a subgroup judged twice
-the same point, which the historian stores once.
+and the analytics store as before. While a partition moves, a job step already running
+in the server giving it back finishes its machine: hours are replaced whole, so an hour
+stored twice holds the same figures; the monitors stop at their next batch.
 """
 
 from __future__ import annotations
@@ -76,23 +75,24 @@ class AnalyticsOwner(LeaseOwner):
         )
         self._part: dict[str, int] = {}
         self._stop = threading.Event()
-        self._thread: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
-        """Start leasing, on a thread of its own (the jobs own nothing until the first
-        round, a few milliseconds later)."""
+        """Start leasing on a thread of its own, not one of the loop's executor (the jobs
+        own nothing until its first round, a few milliseconds later)."""
         if self._thread is None:
             self._stop.clear()
-            self._thread = asyncio.create_task(
-                asyncio.to_thread(self.run, self._stop), name="server/analytics-leases"
+            self._thread = threading.Thread(
+                target=self.run, args=(self._stop,), name="server/analytics-leases"
             )
+            self._thread.start()
 
     async def close(self) -> None:
         """Stop and give every lease back at once, so the others take them over now."""
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
-            await thread
+            await asyncio.to_thread(thread.join)
 
     def owns(self, equipment: str) -> bool:
         """Whether the machine at ``equipment`` is in a partition held now (see
