@@ -347,6 +347,17 @@ class AnalyticsSection(_Section):
         description="`[[analytics.reports]]` tables: shift, day and week reports sent to "
         "notification channels (see the keys `analytics.reports.*`).",
     )
+    partitions: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="Scaled out (docs/scale-out.md): 0 (default): each `shopfloor server` "
+        "runs the OEE and energy jobs and the SPC and anomaly monitors for every machine. "
+        "N > 0 (needs a PostgreSQL historian with `shared = true`): the machines are split "
+        "into N partitions by equipment and each server runs them only for the partitions "
+        "it leases (PostgreSQL advisory locks); a stopped server's move to the others "
+        "within seconds. Every server of one installation needs the same value.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> AnalyticsSection:

@@ -506,6 +506,14 @@ class ShopfloorConfig(_Section):
                 'the shared historian: set historian.kind = "postgres" and historian.shared = '
                 "true, or alarms.partitions = 0"
             )
+        if self.analytics.partitions and not (
+            isinstance(section, PostgresHistorianSection) and section.shared
+        ):
+            raise ValueError(
+                "analytics.partitions: the API servers share the analytics through leases "
+                'in the shared historian: set historian.kind = "postgres" and '
+                "historian.shared = true, or analytics.partitions = 0"
+            )
         return self
 
     def resolve_paths(self, base: Path) -> ShopfloorConfig:

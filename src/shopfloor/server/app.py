@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -41,6 +42,7 @@ from shopfloor.server.analytics.energy_job import EnergyJob
 from shopfloor.server.analytics.energy_service import EnergyService, meters_of
 from shopfloor.server.analytics.job import OeeJob
 from shopfloor.server.analytics.machines import machines_of
+from shopfloor.server.analytics.ownership import AnalyticsOwner, Owns
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
@@ -237,6 +239,17 @@ def alarm_partitions(config: ShopfloorConfig, assets: AssetModel | None) -> Part
     return PartitionMap(rules, count)
 
 
+def analytics_owner(config: ShopfloorConfig) -> AnalyticsOwner | None:
+    """The leases of this server's share of the machines' analytics (None: with
+    ``analytics.partitions = 0`` it runs them for every machine)."""
+    section = config.historian
+    count = config.analytics.partitions
+    if count == 0 or not isinstance(section, PostgresHistorianSection):
+        return None  # the configuration refuses partitions without a shared historian
+    member = f"{socket.gethostname()}-{os.getpid()}"
+    return AnalyticsOwner(section.connection_string(), section.schema_name, count, member=member)
+
+
 def shared_journal(config: ShopfloorConfig) -> Callable[[], Journal]:
     """Opens the shared alarm journal in the historian's database (PostgreSQL only).
 
@@ -378,6 +391,7 @@ class Server:
                 self.historian,
                 publish=self._publish_spc,
                 register_tags=self.historian.register_tags,
+                owns=self._owns,
             )
             if config.analytics.spc
             else None
@@ -390,7 +404,7 @@ class Server:
             else None
         )
         self.oee_job = (
-            OeeJob(self.analytics, config.analytics.oee)
+            OeeJob(self.analytics, config.analytics.oee, owns=self._owns)
             if self.analytics is not None and config.analytics.oee.enabled
             else None
         )
@@ -402,7 +416,7 @@ class Server:
             else None
         )
         self.energy_job = (
-            EnergyJob(self.energy, config.analytics.oee)
+            EnergyJob(self.energy, config.analytics.oee, owns=self._owns)
             if self.energy is not None and config.analytics.energy.enabled
             else None
         )
@@ -469,6 +483,17 @@ class Server:
         self.port: int | None = None
         self._started = False
         self._closed = False
+
+    @functools.cached_property
+    def analytics_owner(self) -> AnalyticsOwner | None:
+        """Scaled out, the leases of the partitions of machines whose analytics this
+        server runs (None: it runs them for every machine)."""
+        return analytics_owner(self.config)
+
+    @property
+    def _owns(self) -> Owns | None:
+        """Which machines' analytics this server runs now (None: all of them)."""
+        return None if self.analytics_owner is None else self.analytics_owner.owns
 
     def _derive(self, batch: PointBatch) -> PointBatch:
         """The calculated points of ``batch`` (the calculator may be replaced by an edit)."""
@@ -548,6 +573,7 @@ class Server:
             publish=self._publish_anomaly,
             register_tags=self.historian.register_tags,
             clock=DataClock(self._data_clock),
+            owns=self._owns,
         )
 
     async def _publish_anomaly(self, batch: PointBatch) -> None:
@@ -578,6 +604,8 @@ class Server:
         if self.writes is not None:
             await asyncio.to_thread(self.writes.switches.load)
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
+        if self.analytics_owner is not None:
+            await self.analytics_owner.start()
         if self.analytics is not None:
             await self.analytics.start()
         if self.oee_job is not None:
@@ -768,6 +796,8 @@ class Server:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.analytics_owner is not None:  # after the jobs: the others take over now
+            await self.analytics_owner.close()
         await self.alarms.close()
         await self.audit.close()
         await self.auth.close()

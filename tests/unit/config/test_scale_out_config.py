@@ -71,3 +71,14 @@ def test_shopfloor_ingest_with_duckdb_exits_2_naming_the_key(tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["ingest", "--config", str(config)])
     assert result.exit_code == 2
     assert "historian.kind" in result.output
+
+
+def test_analytics_partitions_need_the_shared_historian_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"analytics\.partitions"):
+        load_config_text("[analytics]\npartitions = 8\n")
+    with pytest.raises(ConfigError, match=r"analytics\.partitions"):
+        load_config_text(
+            '[historian]\nkind = "postgres"\nhost = "db"\n[analytics]\npartitions = 8\n'
+        )
+    assert load_config_text(POSTGRES + "[analytics]\npartitions = 8\n").analytics.partitions == 8
+    assert load_config_text("").analytics.partitions == 0

@@ -19,6 +19,12 @@ RUL: every ``[analytics.rul] interval`` the monitor reads each machine's indicat
 :func:`~.rul.estimate_rul_running` in a worker thread; the answers wait for
 ``GET /api/v1/rul``. The detectors' arithmetic runs in a worker thread too (house rule
 4); one task owns each loop, and only it touches the detectors.
+
+Scaled out (``analytics.partitions``), ``owns`` says which machines this server scores,
+asked at every batch, so their score points are published once: a machine whose
+partition moved here starts with a fresh detector (it learns for ``min_points`` again),
+as after a restart. RUL is estimated on every server still: its answers live in memory
+for ``GET /api/v1/rul`` of whichever server is asked, and it publishes nothing.
 """
 
 from __future__ import annotations
@@ -167,6 +173,7 @@ class _Machine:
     state: float = float("nan")
     since: int | None = None
     last_ts: int = -(2**63)
+    owned: bool = False
 
 
 class AnomalyMonitor:
@@ -181,6 +188,8 @@ class AnomalyMonitor:
         publish: stores and publishes the score points (the ingestor, in the server).
         register_tags: announces the score tags' metadata, if given.
         clock: wall time.
+        owns: whether this server scores the machine at an equipment path now (None:
+            every machine; scaled out, :mod:`~.ownership`).
     """
 
     def __init__(
@@ -194,14 +203,16 @@ class AnomalyMonitor:
         publish: Publish,
         register_tags: RegisterTags | None = None,
         clock: Clock | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.anomaly = anomaly
+        self._owns = owns
         self.rul = rul
         self._historian = historian
         self._publish = publish
         self._register = register_tags
         self._clock = clock or SystemClock()
-        settings = DetectorSettings(
+        self._settings = DetectorSettings(
             window=anomaly.window,
             refresh=anomaly.refresh,
             min_points=anomaly.min_points,
@@ -215,9 +226,7 @@ class AnomalyMonitor:
         if anomaly.enabled:
             for spec in machines:
                 names = tuple(p.rsplit("/", 1)[1] for p in spec.tags)
-                limits = [anomaly.ewma_limits.get(n, anomaly.ewma_limit) for n in names]
-                detector = MachineDetector(len(names), settings, ewma_limits=limits)
-                self._machines.append(_Machine(spec, detector, names))
+                self._machines.append(_Machine(spec, self._detector(names), names))
         self._by_tag: dict[str, list[_Machine]] = {}
         for m in self._machines:
             for path in (*m.spec.tags, m.spec.state):
@@ -232,6 +241,21 @@ class AnomalyMonitor:
         """Per machine path: its latest RUL answer."""
         self.dropped = 0
         self._busy_logged = False
+
+    def _detector(self, names: tuple[str, ...]) -> MachineDetector:
+        limits = [self.anomaly.ewma_limits.get(n, self.anomaly.ewma_limit) for n in names]
+        return MachineDetector(len(names), self._settings, ewma_limits=limits)
+
+    def _mine(self, m: _Machine) -> bool:
+        """Whether this server scores ``m`` now; one taken over starts afresh."""
+        if self._owns is None:
+            return True
+        mine = self._owns(m.spec.path)
+        if mine and not m.owned:
+            m.detector = self._detector(m.names)
+            m.state, m.since, m.last_ts = float("nan"), None, -(2**63)
+        m.owned = mine
+        return mine
 
     @property
     def machines(self) -> list[WatchedMachine]:
@@ -271,7 +295,10 @@ class AnomalyMonitor:
         batch = live.batch
         if not any(path in self._by_tag for path in batch.tags):
             return []
-        points, found = await asyncio.to_thread(self._score, batch)
+        machines = [m for m in self._machines if self._mine(m)]
+        if not machines:
+            return []
+        points, found = await asyncio.to_thread(self._score, batch, machines)
         if points:
             try:
                 await self._publish(PointBatch.from_points(points))
@@ -286,12 +313,12 @@ class AnomalyMonitor:
         return found
 
     def _score(
-        self, batch: PointBatch
+        self, batch: PointBatch, machines: Sequence[_Machine]
     ) -> tuple[list[tuple[str, int, float, int]], list[AnomalyEvent]]:
         index = {path: i for i, path in enumerate(batch.tags)}
         points: list[tuple[str, int, float, int]] = []
         found: list[AnomalyEvent] = []
-        for m in self._machines:
+        for m in machines:
             got = self._rows(m, batch, index)
             if got is None:
                 continue

@@ -53,9 +53,15 @@ class EnergyHours:
 
 class EnergyJob(HourlyJob[EnergyMeter]):
     """Stores energy hours of every meter of ``energy`` (its analytics started by the
-    caller), with ``[analytics.oee]``'s settle, backfill and interval."""
+    caller), with ``[analytics.oee]``'s settle, backfill and interval (only the machines
+    ``owns`` says, if given)."""
 
     def __init__(
-        self, energy: EnergyService, section: OeeSection, *, clock: Callable[[], int] = now_ns
+        self,
+        energy: EnergyService,
+        section: OeeSection,
+        *,
+        clock: Callable[[], int] = now_ns,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
-        super().__init__(EnergyHours(energy), section, clock=clock)
+        super().__init__(EnergyHours(energy), section, clock=clock, owns=owns)

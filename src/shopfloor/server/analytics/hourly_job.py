@@ -13,6 +13,11 @@ channel: the unit's stored hours from the first such point less the reach are fo
 and the loop computes them again. Contiguous missing hours are computed up to a week at a
 time: one read and one vectorised pass per unit, units missing the same hours sharing one
 read of the values in force before them.
+
+Scaled out (``analytics.partitions``), ``owns`` says which units this server computes,
+asked at every step: a unit whose partition moved here is caught up by the same search
+for missing hours. Late points are forgotten whoever owns the unit (the owner computes
+the forgotten hours again; a server that only saw them answers them on demand).
 """
 
 from __future__ import annotations
@@ -100,9 +105,11 @@ class HourlyJob(Generic[U]):
         section: OeeSection,
         *,
         clock: Callable[[], int] = now_ns,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.hours = hours
         self.clock = clock
+        self.owns = owns
         self.settle_ns = round(parse_duration_s(section.settle) * 1e9) + hours.reach_ns
         self.backfill_ns = round(parse_duration_s(section.backfill) * 1e9)
         self.interval_s = parse_duration_s(section.interval)
@@ -181,6 +188,8 @@ class HourlyJob(Generic[U]):
         known = {t.path for t in await self.hours.historian.tags()}
         todo: dict[tuple[int, int], list[U]] = {}
         for unit in self.hours.units:
+            if self.owns is not None and not self.owns(unit.path):
+                continue  # another server's (scaled out)
             first = await self._first_point(unit, known)
             if first is None:
                 continue

@@ -53,9 +53,15 @@ class OeeHours:
 
 class OeeJob(HourlyJob[Machine]):
     """Stores OEE hours of every OEE machine of ``analytics`` (started by the caller),
-    with ``[analytics.oee]``'s settle, backfill and interval."""
+    with ``[analytics.oee]``'s settle, backfill and interval (only the machines
+    ``owns`` says, if given)."""
 
     def __init__(
-        self, analytics: Analytics, section: OeeSection, *, clock: Callable[[], int] = now_ns
+        self,
+        analytics: Analytics,
+        section: OeeSection,
+        *,
+        clock: Callable[[], int] = now_ns,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
-        super().__init__(OeeHours(analytics), section, clock=clock)
+        super().__init__(OeeHours(analytics), section, clock=clock, owns=owns)

@@ -21,6 +21,10 @@ newer than the chart's last one. Until the baseline is complete (its period not 
 or fewer than ``baseline_subgroups`` subgroups stored), subgroups are not judged and
 the baseline is tried again at most every ``retry_s``. Charts without a fixed baseline
 are only charted on request (``/api/v1/spc``), and logged once as not monitored.
+
+Scaled out (``analytics.partitions``), ``owns`` says which charts this server judges, by
+their tag's equipment, asked at every batch: a chart whose partition moved here starts
+afresh with its next points (its baseline is read then), as after a restart.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from shopfloor.server.analytics.spc_rules import evaluate_rules
 from shopfloor.server.analytics.spc_service import ChartSpec, baseline_limits, spec_from_config
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.rules.engine import AlarmRule
+from shopfloor.server.rules.partitions import equipment_of
 
 __all__ = ["SpcEvent", "SpcMonitor", "event_tag", "spc_alarm_rules"]
 
@@ -119,6 +124,16 @@ class _Chart:
     x: deque[float] = field(default_factory=lambda: deque(maxlen=TAIL))
     center: deque[float] = field(default_factory=lambda: deque(maxlen=TAIL))
     sigma: deque[float] = field(default_factory=lambda: deque(maxlen=TAIL))
+    owned: bool = False
+
+    def restart(self) -> None:
+        """Forget the running subgroup and tail (points were missed meanwhile)."""
+        self.last_ts = -(2**63)
+        self.pending_ts, self.pending_v = [], []
+        self.previous = None
+        self.x.clear()
+        self.center.clear()
+        self.sigma.clear()
 
 
 class SpcMonitor:
@@ -131,6 +146,8 @@ class SpcMonitor:
         register_tags: announces the derived tags' metadata, if given.
         clock: wall and monotonic time.
         retry_s: least time between two tries of an incomplete baseline.
+        owns: whether this server judges the charts of the equipment at a path now
+            (None: every chart; scaled out, :mod:`~.ownership`).
     """
 
     def __init__(
@@ -142,8 +159,10 @@ class SpcMonitor:
         register_tags: RegisterTags | None = None,
         clock: Clock | None = None,
         retry_s: float = 60.0,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self._historian = historian
+        self._owns = owns
         self._publish = publish
         self._register = register_tags
         self._clock = clock or SystemClock()
@@ -190,7 +209,8 @@ class SpcMonitor:
                 ]
             )
         for chart in self._charts:
-            await self._load_baseline(chart)
+            if self._owns is None:  # scaled out: read when its first subgroup is judged
+                await self._load_baseline(chart)
 
     async def _load_baseline(self, chart: _Chart) -> None:
         chart.tried_at = self._clock.monotonic()
@@ -233,6 +253,8 @@ class SpcMonitor:
             values = np.asarray(batch.value[mine], dtype=np.float64)
             order = np.argsort(ts, kind="stable")
             for chart in charts:
+                if not self._mine(chart):
+                    continue
                 for group in self._finished(chart, ts[order], values[order]):
                     if chart.limits is None and self._retry_due(chart):
                         await self._load_baseline(chart)
@@ -254,6 +276,16 @@ class SpcMonitor:
                 self._busy_logged = False
         self.events.extend(found)
         return found
+
+    def _mine(self, chart: _Chart) -> bool:
+        """Whether this server judges ``chart`` now; one taken over starts afresh."""
+        if self._owns is None:
+            return True
+        mine = self._owns(equipment_of(chart.spec.tag))
+        if mine and not chart.owned:
+            chart.restart()
+        chart.owned = mine
+        return mine
 
     def _retry_due(self, chart: _Chart) -> bool:
         return self._clock.monotonic() - chart.tried_at >= self.retry_s

@@ -18,14 +18,9 @@ deletes the feed rows consumed (:mod:`~.pg_journal`). So:
   connection (and with it its locks) cannot commit anything for a partition any more.
   The cursor is moved only from the value the owner read (compare and set), which would
   also stop a second writer.
-* **a dead owner's partitions move within seconds**: PostgreSQL frees its locks when it
-  sees the socket close — at once for a killed process on a live host; for a vanished
-  host the connection has short TCP keepalives and ``tcp_user_timeout`` on both ends
-  (:data:`KEEPALIVE_S`). The others poll every ``poll_s`` for free partitions.
-* **balance**: every worker holds the member lock in shared mode; their number
-  (``pg_locks``: gone with the process, no heartbeat to expire) gives the fair share,
-  ``ceil(N / members)``. A worker takes free partitions up to its share and gives back
-  what it holds beyond it (after committing its work).
+* **a dead owner's partitions move within seconds**, and **balance** between the
+  workers: the leases of :mod:`shopfloor.server.leases` (a worker gives back what is
+  beyond its fair share after committing its work).
 
 **Operator actions** come from the API servers as requests in ``alarm_commands``
 (:mod:`~.commands`); the owner of the alarm's partition applies each between two
@@ -37,17 +32,14 @@ Not carried over a hand-over: an on/off delay still running (it starts again at 
 next point, as after a restart of a single server). Alarm notifications are not sent by
 workers yet (docs/scale-out.md).
 
-Everything runs on one thread with a blocking psycopg connection (:meth:`PartitionOwner.
-run`), started by the worker through ``asyncio.to_thread`` and stopped by an event.
+Everything runs on one thread with a blocking psycopg connection (:meth:`~shopfloor.
+server.leases.LeaseOwner.run`), started by the worker through ``asyncio.to_thread``
+and stopped by an event.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -57,6 +49,7 @@ import psycopg
 
 from shopfloor.errors import PayloadError
 from shopfloor.model import PointBatch, now_ns
+from shopfloor.server.leases import KEEPALIVE_S, LeaseLost, LeaseOwner, Leases
 from shopfloor.server.rules.commands import Command
 from shopfloor.server.rules.evaluator import AlarmEvaluator
 from shopfloor.server.rules.partitions import PartitionMap
@@ -75,18 +68,9 @@ PARTITION_LOCK_CLASS: Final = 0x5F12
 """First key of a partition's session advisory lock (second: schema and partition)."""
 MEMBER_LOCK_CLASS: Final = 0x5F13
 """First key of the member lock every owner holds shared (second: the schema)."""
-KEEPALIVE_S: Final = 5
-"""TCP keepalive idle time, and ``tcp_user_timeout`` in seconds × 2, of the owner's
-connection on both ends: a vanished host's partitions are free after about 10 s."""
-_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0)
 
 
-def _key(text: str) -> int:
-    """A non-negative int4 advisory lock key (``pg_locks.objid`` shows it as is)."""
-    return zlib.crc32(text.encode()) & 0x7FFFFFFF
-
-
-class Fenced(Exception):  # noqa: N818 - reads as what happened
+class Fenced(LeaseLost):
     """The partition's cursor is not where this owner left it: another owner moved it."""
 
 
@@ -96,7 +80,7 @@ class _Partition:
     evaluator: AlarmEvaluator
 
 
-class PartitionOwner:
+class PartitionOwner(LeaseOwner):
     """Owns alarm partitions on behalf of one worker and evaluates their feed.
 
     Args:
@@ -120,51 +104,52 @@ class PartitionOwner:
         max_rows: int = 200,
         clock: Callable[[], int] = now_ns,
     ) -> None:
-        self._dsn = dsn
+        super().__init__(
+            dsn,
+            Leases(
+                schema_name,
+                partitions.partitions,
+                member=member,
+                lock_class=PARTITION_LOCK_CLASS,
+                member_class=MEMBER_LOCK_CLASS,
+                what="alarm",
+            ),
+            poll_s=poll_s,
+        )
         self._schema = schema_name
         self._map = partitions
         self.member = member
-        self._poll_s = poll_s
         self._max_rows = max_rows
         self._clock = clock
-        self._held: dict[int, _Partition | None] = {}
+        self._state: dict[int, _Partition | None] = {}
+        """Per partition held: its cursor and evaluator (None: loaded at first use)."""
         self._paths: dict[int, str] = {}
         self.transitions = 0
         """Transitions journaled by this owner."""
-        self.taken = 0
-        self.released = 0
 
     @property
-    def held(self) -> frozenset[int]:
-        """The partitions held now."""
-        return frozenset(self._held)
+    def taken(self) -> int:
+        """Partitions taken since the start."""
+        return self.leases.taken
+
+    @property
+    def released(self) -> int:
+        """Partitions given back to balance the shares since the start."""
+        return self.leases.released
+
+    def members(self, con: psycopg.Connection[Any]) -> int:
+        """How many owners hold the member lock now (this one included)."""
+        return self.leases.members(con)
 
     # ------------------------------------------------------------------ the thread
-    def run(self, stop: threading.Event) -> None:
-        """Own and evaluate until ``stop`` is set; connect again after a lost connection."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                with self._connect() as con:
-                    failures = 0
-                    self._serve(con, stop)
-            except (psycopg.Error, Fenced) as err:
-                if self._held:
-                    logger.warning(
-                        "alarm partitions %s lost (%s); taking partitions again",
-                        sorted(self._held),
-                        err,
-                    )
-                elif failures == 0:
-                    logger.warning("alarm partitions: database unavailable (%s)", err)
-            except Exception:  # the owner's supervisor: log, give the partitions up, retry
-                logger.exception("alarm partitions %s: evaluation failed", sorted(self._held))
-            else:
-                continue
-            # the connection is closed: its locks are free for the others meanwhile
-            self._held.clear()
-            stop.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
-            failures += 1
+    def prepare(self, con: psycopg.Connection[Any]) -> None:
+        set_schema(con, self._schema)
+        create_tables(con, self._schema)
+
+    def forget(self) -> None:
+        self._state.clear()
+
+    def stopped(self) -> None:
         logger.info(
             "alarm partitions: stopped (%d transitions journaled, %d partitions taken, "
             "%d given back)",
@@ -173,93 +158,17 @@ class PartitionOwner:
             self.released,
         )
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        con = psycopg.connect(
-            self._dsn,
-            autocommit=True,
-            application_name=f"shopfloor-alarms {self.member}"[:63],
-            connect_timeout=10,
-            keepalives=1,
-            keepalives_idle=KEEPALIVE_S,
-            keepalives_interval=1,
-            keepalives_count=3,
-            tcp_user_timeout=KEEPALIVE_S * 2000,
-        )
-        try:
-            set_schema(con, self._schema)
-            # the server's side: it frees the locks of a client it no longer hears
-            for name, value in (
-                ("tcp_keepalives_idle", KEEPALIVE_S),
-                ("tcp_keepalives_interval", 1),
-                ("tcp_keepalives_count", 3),
-                ("tcp_user_timeout", KEEPALIVE_S * 2000),
-            ):
-                con.execute(f"SET {name} = {int(value)}")
-            create_tables(con, self._schema)
-            con.execute("SELECT pg_advisory_lock_shared(%s, %s)", [MEMBER_LOCK_CLASS, self._key()])
-        except BaseException:
-            con.close()
-            raise
-        return con
-
-    def _key(self, part: int | None = None) -> int:
-        return _key(self._schema if part is None else f"{self._schema}/{part}")
-
-    def _serve(self, con: psycopg.Connection[Any], stop: threading.Event) -> None:
-        try:
-            while not stop.is_set():
-                self._rebalance(con)
-                self._commands(con)
-                busy = False
-                for part in sorted(self._held):
-                    busy |= self._advance(con, part)
-                if not busy:
-                    stop.wait(self._poll_s)
-        finally:
-            if not con.closed and stop.is_set():  # given back at once, not at disconnect
-                with contextlib.suppress(psycopg.Error):
-                    con.execute("SELECT pg_advisory_unlock_all()")
-                self._held.clear()
-
-    # ------------------------------------------------------------------ ownership
-    def members(self, con: psycopg.Connection[Any]) -> int:
-        """How many owners hold the member lock now (this one included)."""
-        row = con.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid = %s AND objid = %s AND objsubid = 2",
-            [MEMBER_LOCK_CLASS, self._key()],
-        ).fetchone()
-        return max(1, int(row[0]) if row else 1)
-
-    def _rebalance(self, con: psycopg.Connection[Any]) -> None:
-        """Take free partitions up to the fair share; give back what is beyond it."""
-        n = self._map.partitions
-        fair = math.ceil(n / self.members(con))
-        while len(self._held) > fair:
-            part = max(self._held)
-            con.execute(
-                "SELECT pg_advisory_unlock(%s, %s)", [PARTITION_LOCK_CLASS, self._key(part)]
-            )
-            del self._held[part]
-            self.released += 1
-            logger.info("alarm partition %d given back (fair share %d)", part, fair)
-        if len(self._held) >= fair:
-            return
-        start = _key(self.member) % n  # members start looking in different places
-        for i in range(n):
-            part = (start + i) % n
-            if part in self._held:
-                continue
-            row = con.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", [PARTITION_LOCK_CLASS, self._key(part)]
-            ).fetchone()
-            if row and row[0]:
-                self._held[part] = None  # loaded at its first evaluation
-                self.taken += 1
-                logger.info("alarm partition %d taken by %s", part, self.member)
-                if len(self._held) >= fair:
-                    return
+    def work(self, con: psycopg.Connection[Any]) -> bool:
+        held = self.leases.held
+        for part in set(self._state) - held:  # given back: its state is the next owner's
+            del self._state[part]
+        for part in held:
+            self._state.setdefault(part, None)  # loaded at its first evaluation
+        self._commands(con)
+        busy = False
+        for part in sorted(held):
+            busy |= self._advance(con, part)
+        return busy
 
     # ------------------------------------------------------------------ evaluation
     def _load(self, con: psycopg.Connection[Any], part: int) -> _Partition:
@@ -278,9 +187,9 @@ class PartitionOwner:
     def _advance(self, con: psycopg.Connection[Any], part: int) -> bool:
         """Evaluate what the partition's feed holds after its cursor; True if rows were
         left for the next round."""
-        state = self._held.get(part)
+        state = self._state.get(part)
         if state is None:
-            state = self._held[part] = self._load(con, part)
+            state = self._state[part] = self._load(con, part)
         rows = con.execute(
             "SELECT seq, tag_id, ts, value, quality FROM point_feed "
             "WHERE part = %s AND seq > %s ORDER BY seq LIMIT %s",
@@ -308,7 +217,7 @@ class PartitionOwner:
                 if rows:
                     con.execute("DELETE FROM point_feed WHERE part = %s AND seq <= %s", [part, new])
         except BaseException:
-            self._held[part] = None  # memory ran ahead of the database: load it again
+            self._state[part] = None  # memory ran ahead of the database: load it again
             raise
         state.cursor = new
         self.transitions += len(transitions)
@@ -324,11 +233,11 @@ class PartitionOwner:
         ).fetchall()
         for request, alarm, action, until_ns, user, comment in rows:
             part = self._map.part_of_alarm(alarm)
-            if part is None or part not in self._held:
+            if part is None or part not in self._state:
                 continue  # another owner's, or an alarm this worker's rules do not have
-            state = self._held.get(part)
+            state = self._state.get(part)
             if state is None:
-                state = self._held[part] = self._load(con, part)
+                state = self._state[part] = self._load(con, part)
             command = Command(action, user, comment, until_ns)
             error: PayloadError | None = None
             try:
@@ -352,7 +261,7 @@ class PartitionOwner:
                         ],
                     )
             except BaseException:
-                self._held[part] = None  # memory ran ahead of the database: load it again
+                self._state[part] = None  # memory ran ahead of the database: load it again
                 raise
             self.transitions += len(transitions)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -173,3 +173,54 @@ async def test_rul_is_tried_again_soon_while_a_machine_has_no_data(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_servers_score_only_the_machines_they_own_now(historian: DuckDBHistorian) -> None:
+    """Scaled out (analytics.partitions): each machine's score is published by one server,
+    and a machine whose partition moves is scored by its new owner from then on."""
+    first = "acme/plant-1/machining/line-1/cell-1/cnc-01"
+    owned_a = {first}
+    sinks: list[list[PointBatch]] = [[], [], []]
+    plant = _plant()
+    layout = plant.layout
+    machines = [(m.id, layout.equipment_path(m)) for m in layout.machines]
+    watched = watched_machines(machines, [t.path for t in plant.tags()], SECTION.tags)
+
+    def publisher(sink: list[PointBatch]) -> Callable[[PointBatch], Awaitable[None]]:
+        async def publish(batch: PointBatch) -> None:
+            sink.append(batch)
+
+        return publish
+
+    # a and b split the machines; alone is a server of an unpartitioned installation
+    a, b, alone = (
+        AnomalyMonitor(
+            SECTION, RulSection(), watched, historian=historian, publish=publisher(sink), owns=owns
+        )
+        for sink, owns in zip(
+            sinks, (owned_a.__contains__, lambda p: p not in owned_a, None), strict=True
+        )
+    )
+
+    def scored(sink: list[PointBatch]) -> set[str]:
+        return {tag.rpartition("/")[0] for batch in sink for tag in batch.tags}
+
+    async def play(minutes: range) -> None:
+        for sink in sinks:
+            sink.clear()
+        for k in minutes:
+            batch = LiveBatch(plant.advance(start_ns=T0 + k * MINUTE, steps=60))
+            for monitor in (a, b, alone):
+                await monitor.process(batch)
+
+    await play(range(10))
+    everyone = scored(sinks[2])
+    assert first in everyone
+    assert len(everyone) > 1
+    assert scored(sinks[0]) == {first}
+    assert scored(sinks[1]) == everyone - {first}
+    owned_a.clear()  # a's partition moved to b
+    await play(range(10, 20))
+    assert sinks[0] == []
+    assert scored(sinks[1]) == scored(sinks[2])
+    assert first in scored(sinks[1])

@@ -214,3 +214,30 @@ def test_alarm_rules_only_for_charts_that_ask() -> None:
         "high",
     )
     assert rule.text(2.0) == f"SPC rings: 2 rule(s) broken on {TAG}"
+
+
+async def test_only_charts_owned_now_are_judged_and_one_taken_over_starts_afresh(
+    historian: DuckDBHistorian,
+) -> None:
+    """Scaled out (analytics.partitions): another server judges the chart meanwhile."""
+    await _store(historian, T0_NS + np.arange(BASELINE.size) * S, BASELINE)
+    owned: set[str] = set()
+    sink = Sink()
+    monitor = SpcMonitor(
+        [_chart()], historian, publish=sink, clock=_clock(), owns=owned.__contains__
+    )
+    await monitor.start()
+    ts = T0_NS + (BASELINE.size + np.arange(40)) * S
+    values = np.resize(BASELINE, 40)
+    await monitor.process(LiveBatch(_batch(ts[:10], values[:10])))  # another server's
+    assert sink.batches == []
+    owned.add(TAG.rpartition("/")[0])  # its partition moved here
+    await monitor.process(LiveBatch(_batch(ts[10:17], values[10:17])))
+    assert [p[1] for p in sink.points()] == [int(ts[14])]  # a subgroup, and 2 points over
+    owned.clear()
+    await monitor.process(LiveBatch(_batch(ts[17:20], values[17:20])))
+    owned.add(TAG.rpartition("/")[0])  # back again: the 2 points over are stale now
+    await monitor.process(LiveBatch(_batch(ts[20:24], values[20:24])))
+    assert len(sink.points()) == 1
+    await monitor.process(LiveBatch(_batch(ts[24:25], values[24:25])))
+    assert [p[1] for p in sink.points()] == [int(ts[14]), int(ts[24])]
