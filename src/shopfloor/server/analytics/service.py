@@ -44,7 +44,8 @@ from shopfloor.server.analytics.oee import (
     summarize,
 )
 from shopfloor.server.analytics.shifts import ShiftCalendar
-from shopfloor.server.analytics.store import AnalyticsStore, ReasonAssignment
+from shopfloor.server.analytics.store import AnalyticsStore
+from shopfloor.server.analytics.store_base import AnalyticsStorage, ReasonAssignment
 from shopfloor.server.historian.base import Historian
 
 __all__ = ["GROUPS", "Analytics", "StopEvent"]
@@ -102,6 +103,8 @@ class Analytics:
         section: the ``[analytics]`` settings.
         data_dir: where the analytics file goes (``section.store`` is relative to it).
         clock: the wall clock in UTC ns.
+        store: opens the store instead of the file (the shared PostgreSQL one of a
+            scaled-out installation); called on the store's thread.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class Analytics:
         data_dir: Path,
         *,
         clock: Callable[[], int] = now_ns,
+        store: Callable[[], AnalyticsStorage] | None = None,
     ) -> None:
         self.historian = historian
         self.machines = list(machines)
@@ -120,18 +124,19 @@ class Analytics:
         self.calendar = ShiftCalendar(section.shifts)
         self.clock = clock
         self.path = data_dir / section.store
-        self._store: AnalyticsStore | None = None
+        self._open: Callable[[], AnalyticsStorage] = store or partial(AnalyticsStore, self.path)
+        self._store: AnalyticsStorage | None = None
         self._db = ThreadPoolExecutor(1, thread_name_prefix="analytics-db")
         self._by_name = {m.path: m for m in machines} | {m.id: m for m in machines}
 
     async def start(self) -> None:
-        """Open the analytics file.
+        """Open the analytics file (or the shared store).
 
         Raises:
             AnalyticsStoreError: it cannot be opened.
         """
         loop = asyncio.get_running_loop()
-        self._store = await loop.run_in_executor(self._db, AnalyticsStore, self.path)
+        self._store = await loop.run_in_executor(self._db, self._open)
         fingerprint = self.fingerprint()
         if await self._db_call(lambda s: s.settings_changed(fingerprint)):
             logger.info("analytics settings changed: stored OEE hours will be computed again")
@@ -156,12 +161,12 @@ class Analytics:
             await asyncio.get_running_loop().run_in_executor(self._db, store.close)
         self._db.shutdown(wait=True)
 
-    async def store_call(self, fn: Callable[[AnalyticsStore], T]) -> T:
+    async def store_call(self, fn: Callable[[AnalyticsStorage], T]) -> T:
         """Run ``fn`` on the analytics file on its own thread (for the energy service,
         which stores its hours beside OEE's)."""
         return await self._db_call(fn)
 
-    async def _db_call(self, fn: Callable[[AnalyticsStore], T]) -> T:
+    async def _db_call(self, fn: Callable[[AnalyticsStorage], T]) -> T:
         store = self._store
         if store is None:
             raise RuntimeError("analytics not started")
@@ -480,7 +485,7 @@ class Analytics:
 
 
 def _assignments(
-    store: AnalyticsStore, *, path: str, lo: int, hi: int
+    store: AnalyticsStorage, *, path: str, lo: int, hi: int
 ) -> dict[int, ReasonAssignment]:
     return store.assignments(path, lo, hi)
 

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from shopfloor.errors import ShopfloorError
 from shopfloor.runtime.durable_sqlite import open_durable
 from shopfloor.server.analytics.energy import ENERGY_COMPONENTS, EnergySlices
 from shopfloor.server.analytics.oee import COMPONENTS, HOUR_NS, Slices
+from shopfloor.server.analytics.store_base import (
+    GROUP_KEYS,
+    KINDS,
+    AnalyticsStoreError,
+    GroupSums,
+    ReasonAssignment,
+    slice_rows,
+)
 
 __all__ = ["AnalyticsStore", "AnalyticsStoreError", "GroupSums", "ReasonAssignment"]
 
@@ -56,52 +62,10 @@ _SCHEMA = (
     " user TEXT NOT NULL, comment TEXT NOT NULL, assigned_ns INTEGER NOT NULL)",
 )
 
-_GROUP_KEYS = {
-    "hour": "hour_ns",
-    "shift": "shift, shift_start_ns",
-    "day": "day",
-    "none": "''",
-}
-
-
-_KINDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
-    "oee": ("oee_slices", "oee_hours", COMPONENTS, "settings"),
-    "energy": ("energy_slices", "energy_hours", ENERGY_COMPONENTS, "energy_settings"),
-}
-"""Per kind of stored hours: slice table, hours table, components, settings key. Energy
-is stored beside OEE the same way (its own tables: a machine without parts has energy
-hours and no OEE hours)."""
-
-
-class AnalyticsStoreError(ShopfloorError):
-    """The analytics file cannot be written or read (disk full, damaged file)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReasonAssignment:
-    """A reason an operator gave a stop: who, when, and what it replaced."""
-
-    equipment: str
-    start_ns: int
-    reason: int
-    previous: int | None
-    user: str
-    comment: str
-    assigned_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSums:
-    """The summed components of one group of stored slices."""
-
-    key: tuple[object, ...]
-    start_ns: int
-    end_ns: int
-    sums: dict[str, float]
-
 
 class AnalyticsStore:
-    """The file at ``path`` (created with its folder if missing)."""
+    """The file at ``path`` (created with its folder if missing): an
+    :class:`~.store_base.AnalyticsStorage`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -148,24 +112,10 @@ class AnalyticsStore:
             computed_ns: when they were computed.
             kind: ``oee`` or ``energy``.
         """
-        table, hours_table, components, _ = _KINDS[kind]
-        hours = sorted({int(h) for h in slices.start // HOUR_NS * HOUR_NS})
+        table, hours_table, components, _ = KINDS[kind]
+        hours, rows = slice_rows(equipment, slices, components, shift_names=shift_names, days=days)
         if not hours:
             return
-        cols = [slices.values[c] for c in components]
-        rows = [
-            (
-                equipment,
-                int(slices.start[i]),
-                int(slices.end[i]),
-                int(slices.start[i] // HOUR_NS * HOUR_NS),
-                shift_names[slices.shift[i]] if slices.shift[i] >= 0 else "",
-                int(slices.shift_start[i]),
-                days[i],
-                *(float(c[i]) for c in cols),
-            )
-            for i in range(len(slices))
-        ]
         marks = ",".join("?" * (7 + len(components)))
         self._write(
             [
@@ -185,7 +135,7 @@ class AnalyticsStore:
         self, equipment: Sequence[str], start_ns: int, end_ns: int, *, kind: str = "oee"
     ) -> dict[str, int]:
         """Per machine, how many hours starting in ``[start_ns, end_ns)`` are stored."""
-        hours_table = _KINDS[kind][1]
+        hours_table = KINDS[kind][1]
         marks = ",".join("?" * len(equipment))
         try:
             rows = self._con.execute(
@@ -201,7 +151,7 @@ class AnalyticsStore:
         self, equipment: Sequence[str], start_ns: int, end_ns: int, *, kind: str = "oee"
     ) -> dict[str, set[int]]:
         """Per machine, the stored hours starting in ``[start_ns, end_ns)``."""
-        hours_table = _KINDS[kind][1]
+        hours_table = KINDS[kind][1]
         out: dict[str, set[int]] = {e: set() for e in equipment}
         marks = ",".join("?" * len(equipment))
         try:
@@ -227,8 +177,8 @@ class AnalyticsStore:
             group: ``hour``, ``shift``, ``day`` or ``none``.
             kind: ``oee`` or ``energy``.
         """
-        table, _, components, _ = _KINDS[kind]
-        key = _GROUP_KEYS[group]
+        table, _, components, _ = KINDS[kind]
+        key = GROUP_KEYS[group]
         sums = ", ".join(f"sum({c})" for c in components)
         marks = ",".join("?" * len(equipment))
         try:
@@ -268,7 +218,7 @@ class AnalyticsStore:
     def settings_changed(self, fingerprint: str, *, kind: str = "oee") -> bool:
         """Whether the hours of ``kind`` were computed with other settings; if so they are
         all forgotten (the reasons stay) and ``fingerprint`` is kept for next time."""
-        table, hours_table, _, key = _KINDS[kind]
+        table, hours_table, _, key = KINDS[kind]
         try:
             row = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as err:
