@@ -75,11 +75,16 @@ def oee_slices(
 
 
 def put(
-    store: AnalyticsStorage, path: str, sl: Slices, *, cal: ShiftCalendar | None = None
-) -> None:
+    store: AnalyticsStorage,
+    path: str,
+    sl: Slices,
+    *,
+    cal: ShiftCalendar | None = None,
+    epoch: int | None = None,
+) -> bool:
     cal = cal or ShiftCalendar(ShiftsSection())
     days = [cal.day_of(int(t)) for t in sl.start]
-    store.put_hours(path, sl, shift_names=cal.names, days=days, computed_ns=1)
+    return store.put_hours(path, sl, shift_names=cal.names, days=days, computed_ns=1, epoch=epoch)
 
 
 class AnalyticsStoreContract:
@@ -190,6 +195,25 @@ class AnalyticsStoreContract:
             assert seen == again
             two.invalidate(PATH, T0 + 10 * M, T0 + 40 * M)
             assert one.stored_hours([PATH], T0, T0 + 3 * H)[PATH] == {T0 + H, T0 + 2 * H}
+        finally:
+            one.close()
+            two.close()
+
+    def test_hours_computed_before_a_forgetting_are_not_stored(self, open_store: OpenStore) -> None:
+        one, two = open_store(), open_store()
+        try:
+            epoch, other = one.epoch(PATH), one.epoch(OTHER)  # server one starts computing
+            stale = oee_slices([(T0 - H, 1)], T0, T0 + 3 * H)
+            # meanwhile an operator on server two gives a stop in those hours a reason
+            two.assign_reason(PATH, T0 + 10 * M, 7, user="ana", comment="", now_ns=5)
+            two.invalidate(PATH, T0 + 10 * M, T0 + 40 * M)
+            assert one.epoch(PATH) != epoch
+            assert put(one, PATH, stale, epoch=epoch) is False  # would hide the reason
+            assert two.count_hours([PATH], T0, T0 + 3 * H) == {PATH: 0}
+            assert put(one, PATH, stale, epoch=one.epoch(PATH)) is True  # computed again
+            assert two.count_hours([PATH], T0, T0 + 3 * H) == {PATH: 3}
+            assert put(one, OTHER, stale, epoch=other) is True  # another machine's hours
+            assert put(two, PATH, stale) is True  # without an epoch: stored as before
         finally:
             one.close()
             two.close()

@@ -85,6 +85,8 @@ ANALYTICS_TABLES: Final = (
     " assigned_ns bigint NOT NULL)",
     f"CREATE INDEX IF NOT EXISTS {_PREFIX}stop_reason_log_stop ON {_PREFIX}stop_reason_log"
     " (equipment, start_ns, seq)",
+    f"CREATE TABLE IF NOT EXISTS {_PREFIX}epochs (equipment text PRIMARY KEY,"
+    " epoch bigint NOT NULL)",
 )
 """Created if missing under the schema's set-up lock (processes starting together would
 race in ``CREATE``)."""
@@ -94,6 +96,13 @@ _COLUMNS: Final = ("equipment", "start_ns", "end_ns", "hour_ns", "shift", "shift
 
 def _table(name: str) -> str:
     return _PREFIX + name
+
+
+def _epoch(con: psycopg.Connection[Any], equipment: str) -> int:
+    row = con.execute(
+        f"SELECT epoch FROM {_table('epochs')} WHERE equipment = %s", [equipment]
+    ).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 class PgAnalyticsStore:
@@ -177,12 +186,15 @@ class PgAnalyticsStore:
         days: Sequence[str],
         computed_ns: int,
         kind: str = "oee",
-    ) -> None:
-        """Store the slices of whole hours (replacing those hours), in one transaction."""
+        epoch: int | None = None,
+    ) -> bool:
+        """Store the slices of whole hours (replacing those hours), in one transaction,
+        unless the machine's hours were forgotten since :meth:`epoch` gave ``epoch``
+        (whether they were stored)."""
         table, hours_table, components, _ = KINDS[kind]
         hours, rows = slice_rows(equipment, slices, components, shift_names=shift_names, days=days)
         if not hours:
-            return
+            return False
         columns = (*_COLUMNS, *components)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
         insert = (
@@ -191,7 +203,9 @@ class PgAnalyticsStore:
             f" ON CONFLICT (equipment, start_ns) DO UPDATE SET {updates}"
         )
 
-        def write(con: psycopg.Connection[Any]) -> None:
+        def write(con: psycopg.Connection[Any]) -> bool:
+            if epoch is not None and _epoch(con, equipment) != epoch:
+                return False  # forgotten by someone since they were computed
             con.execute(
                 f"DELETE FROM {_table(table)} WHERE equipment = %s AND hour_ns = ANY(%s)",
                 [equipment, hours],
@@ -205,8 +219,14 @@ class PgAnalyticsStore:
                     " SET computed_ns = excluded.computed_ns",
                     [equipment, computed_ns, hours],
                 )
+            return True
 
-        self._locked(equipment, "write", write)
+        return self._locked(equipment, "write", write)
+
+    def epoch(self, equipment: str) -> int:
+        """How many times the machine's stored hours were forgotten (read it before
+        computing hours, give it to :meth:`put_hours`)."""
+        return self._run("read", lambda con: _epoch(con, equipment))
 
     def count_hours(
         self, equipment: Sequence[str], start_ns: int, end_ns: int, *, kind: str = "oee"
@@ -273,7 +293,8 @@ class PgAnalyticsStore:
 
     def invalidate(self, equipment: str, start_ns: int, end_ns: int) -> None:
         """Forget the stored hours (OEE and energy) overlapping ``[start_ns, end_ns)``, for
-        every server: computed again."""
+        every server: computed again. The machine's :meth:`epoch` moves, so hours any
+        server is computing meanwhile are not stored."""
         first = start_ns // HOUR_NS * HOUR_NS
 
         def delete(con: psycopg.Connection[Any]) -> None:
@@ -283,6 +304,11 @@ class PgAnalyticsStore:
                     " AND hour_ns >= %s AND hour_ns < %s",
                     [equipment, first, end_ns],
                 )
+            con.execute(
+                f"INSERT INTO {_table('epochs')} (equipment, epoch) VALUES (%s, 1)"
+                f" ON CONFLICT (equipment) DO UPDATE SET epoch = {_table('epochs')}.epoch + 1",
+                [equipment],
+            )
 
         self._locked(equipment, "write", delete)
 

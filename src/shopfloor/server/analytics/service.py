@@ -327,22 +327,27 @@ class Analytics:
         known: set[str] | None = None,
         before: dict[str, float] | None = None,
     ) -> int:
-        """Compute and store the whole hours of ``[start, end)``; how many slices."""
+        """Compute and store the whole hours of ``[start, end)``; how many slices (none if
+        the machine's hours were forgotten meanwhile: the job computes them again)."""
+        epoch = await self._db_call(lambda s: s.epoch(m.path))  # before reading reasons
         return await self.put_slices(
-            m.path, await self.slices(m, start, end, known=known, before=before)
+            m.path, await self.slices(m, start, end, known=known, before=before), epoch=epoch
         )
 
-    async def put_slices(self, path: str, sl: Slices | EnergySlices, *, kind: str = "oee") -> int:
-        """Store computed hourly slices of ``path`` (of ``kind``); how many."""
+    async def put_slices(
+        self, path: str, sl: Slices | EnergySlices, *, kind: str = "oee", epoch: int | None = None
+    ) -> int:
+        """Store computed hourly slices of ``path`` (of ``kind``); how many were stored
+        (``epoch``: the store's, read before computing them)."""
         days = [self.calendar.day_of(int(t)) for t in sl.start]
         now = self.clock()
         names = self.calendar.names
-        await self._db_call(
+        stored = await self._db_call(
             lambda s: s.put_hours(
-                path, sl, shift_names=names, days=days, computed_ns=now, kind=kind
+                path, sl, shift_names=names, days=days, computed_ns=now, kind=kind, epoch=epoch
             )
         )
-        return len(sl)
+        return len(sl) if stored else 0
 
     async def forget(self, m: Machine, since_ns: int) -> None:
         """Forget the machine's stored hours from ``since_ns`` on: they are computed again."""

@@ -60,6 +60,8 @@ _SCHEMA = (
     " seq INTEGER PRIMARY KEY AUTOINCREMENT, equipment TEXT NOT NULL,"
     " start_ns INTEGER NOT NULL, reason INTEGER NOT NULL, previous INTEGER,"
     " user TEXT NOT NULL, comment TEXT NOT NULL, assigned_ns INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS epochs (equipment TEXT PRIMARY KEY, epoch INTEGER NOT NULL)"
+    " WITHOUT ROWID",
 )
 
 
@@ -78,10 +80,20 @@ class AnalyticsStore:
         """Close the file."""
         self._con.close()
 
-    def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[object]]]]) -> None:
+    def _write(
+        self,
+        statements: Iterable[tuple[str, Sequence[Sequence[object]]]],
+        *,
+        unless_moved: tuple[str, int] | None = None,
+    ) -> bool:
+        """Run ``statements`` in one transaction; with ``unless_moved`` (machine, epoch),
+        only if the machine's epoch is still that (whether they ran)."""
         try:
             self._con.execute("BEGIN IMMEDIATE")
             try:
+                if unless_moved is not None and self._epoch(unless_moved[0]) != unless_moved[1]:
+                    self._con.execute("ROLLBACK")
+                    return False
                 for sql, rows in statements:
                     self._con.executemany(sql, rows)
                 self._con.execute("COMMIT")
@@ -90,6 +102,21 @@ class AnalyticsStore:
                 raise
         except sqlite3.Error as err:
             raise AnalyticsStoreError(f"analytics store {self.path}: cannot write: {err}") from err
+        return True
+
+    def _epoch(self, equipment: str) -> int:
+        row = self._con.execute(
+            "SELECT epoch FROM epochs WHERE equipment = ?", (equipment,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def epoch(self, equipment: str) -> int:
+        """How many times the machine's stored hours were forgotten (read it before
+        computing hours, give it to :meth:`put_hours`)."""
+        try:
+            return self._epoch(equipment)
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
 
     # ------------------------------------------------------------------ OEE
     def put_hours(
@@ -101,7 +128,8 @@ class AnalyticsStore:
         days: Sequence[str],
         computed_ns: int,
         kind: str = "oee",
-    ) -> None:
+        epoch: int | None = None,
+    ) -> bool:
         """Store the slices of whole hours (replacing those hours), in one transaction.
 
         Args:
@@ -111,13 +139,18 @@ class AnalyticsStore:
             days: per slice, its local date.
             computed_ns: when they were computed.
             kind: ``oee`` or ``energy``.
+            epoch: :meth:`epoch` before the slices were computed: if the machine's hours
+                were forgotten since (a reason, late points), they are not stored.
+
+        Returns:
+            Whether they were stored.
         """
         table, hours_table, components, _ = KINDS[kind]
         hours, rows = slice_rows(equipment, slices, components, shift_names=shift_names, days=days)
         if not hours:
-            return
+            return False
         marks = ",".join("?" * (7 + len(components)))
-        self._write(
+        return self._write(
             [
                 (
                     f"DELETE FROM {table} WHERE equipment = ? AND hour_ns = ?",
@@ -128,7 +161,8 @@ class AnalyticsStore:
                     f"INSERT OR REPLACE INTO {hours_table} VALUES (?, ?, ?)",
                     [(equipment, h, computed_ns) for h in hours],
                 ),
-            ]
+            ],
+            unless_moved=None if epoch is None else (equipment, epoch),
         )
 
     def count_hours(
@@ -203,15 +237,23 @@ class AnalyticsStore:
 
     def invalidate(self, equipment: str, start_ns: int, end_ns: int) -> None:
         """Forget the stored hours (OEE and energy) overlapping ``[start_ns, end_ns)``:
-        computed again. Energy hours go too: their split depends on the state."""
+        computed again. Energy hours go too: their split depends on the state. The
+        machine's :meth:`epoch` moves, so hours being computed meanwhile are not stored."""
         first = start_ns // HOUR_NS * HOUR_NS
         self._write(
             [
+                *(
+                    (
+                        f"DELETE FROM {table} WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
+                        [(equipment, first, end_ns)],
+                    )
+                    for table in ("oee_hours", "oee_slices", "energy_hours", "energy_slices")
+                ),
                 (
-                    f"DELETE FROM {table} WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
-                    [(equipment, first, end_ns)],
-                )
-                for table in ("oee_hours", "oee_slices", "energy_hours", "energy_slices")
+                    "INSERT INTO epochs VALUES (?, 1)"
+                    " ON CONFLICT (equipment) DO UPDATE SET epoch = epoch + 1",
+                    [(equipment,)],
+                ),
             ]
         )
 

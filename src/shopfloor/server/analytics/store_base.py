@@ -91,9 +91,17 @@ class AnalyticsStorage(Protocol):
         days: Sequence[str],
         computed_ns: int,
         kind: str = "oee",
-    ) -> None:
+        epoch: int | None = None,
+    ) -> bool:
         """Store the slices of whole hours, replacing those hours, in one transaction
-        (storing the same hours twice leaves them stored once)."""
+        (storing the same hours twice leaves them stored once); not if the machine's
+        hours were forgotten since :meth:`epoch` gave ``epoch``. Whether they were stored."""
+        ...
+
+    def epoch(self, equipment: str) -> int:
+        """A number that moves each time the machine's stored hours are forgotten: read
+        before computing hours, so hours computed from what a reason change or late
+        points made stale are not stored after the forgetting (by any server)."""
         ...
 
     def count_hours(
@@ -116,7 +124,8 @@ class AnalyticsStorage(Protocol):
         ...
 
     def invalidate(self, equipment: str, start_ns: int, end_ns: int) -> None:
-        """Forget the stored hours (OEE and energy) overlapping ``[start_ns, end_ns)``."""
+        """Forget the stored hours (OEE and energy) overlapping ``[start_ns, end_ns)``,
+        moving the machine's :meth:`epoch`."""
         ...
 
     def settings_changed(self, fingerprint: str, *, kind: str = "oee") -> bool:
