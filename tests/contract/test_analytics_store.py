@@ -26,7 +26,7 @@ from shopfloor.server.analytics.oee import MachineSeries, Slices, compute_slices
 from shopfloor.server.analytics.pg_store import PgAnalyticsStore
 from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.analytics.store import AnalyticsStore
-from shopfloor.server.analytics.store_base import AnalyticsStorage
+from shopfloor.server.analytics.store_base import AnalyticsStorage, AnalyticsStoreError
 from shopfloor.testing.postgres import PostgresServer
 
 S = 10**9
@@ -264,9 +264,33 @@ class TestSqlite(AnalyticsStoreContract):
 
 class TestPostgres(AnalyticsStoreContract):
     @pytest.fixture
-    def open_store(self, postgres_server: PostgresServer) -> Iterator[OpenStore]:
+    def dsn(self, postgres_server: PostgresServer) -> Iterator[str]:
         dsn = postgres_server.create_database()
         with psycopg.connect(dsn, autocommit=True) as con:
             con.execute("CREATE SCHEMA shopfloor")  # the historian's, made by the historian
-        yield lambda: PgAnalyticsStore(dsn, "shopfloor")
+        yield dsn
         postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
+
+    @pytest.fixture
+    def open_store(self, dsn: str) -> OpenStore:
+        return lambda: PgAnalyticsStore(dsn, "shopfloor")
+
+    def test_a_lost_connection_fails_one_call_then_is_made_again(self, dsn: str) -> None:
+        store = PgAnalyticsStore(dsn, "shopfloor")
+        try:
+            store.assign_reason(PATH, T0, 7, user="ana", comment="", now_ns=1)
+            with psycopg.connect(dsn, autocommit=True) as con:  # as a database restart would
+                con.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'shopfloor-analytics'"
+                    " AND datname = current_database()"
+                )
+            with pytest.raises(AnalyticsStoreError, match="shared analytics store"):
+                store.reasons(PATH, T0, T0 + 1)
+            assert store.reasons(PATH, T0, T0 + 1) == {T0: 7}
+        finally:
+            store.close()
+
+    def test_a_missing_database_is_a_store_error(self, postgres_server: PostgresServer) -> None:
+        with pytest.raises(AnalyticsStoreError, match="cannot connect"):
+            PgAnalyticsStore(postgres_server.dsn("no_such_db"), "shopfloor")
