@@ -162,7 +162,7 @@ class Analytics:
         self._db.shutdown(wait=True)
 
     async def store_call(self, fn: Callable[[AnalyticsStorage], T]) -> T:
-        """Run ``fn`` on the analytics file on its own thread (for the energy service,
+        """Run ``fn`` on the analytics store on its own thread (for the energy service,
         which stores its hours beside OEE's)."""
         return await self._db_call(fn)
 
