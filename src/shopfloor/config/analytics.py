@@ -321,7 +321,8 @@ class AnalyticsSection(_Section):
     store: str = Field(
         "analytics.sqlite",
         description="SQLite file of stored OEE hours and operator-assigned stop reasons "
-        "(WAL, `synchronous=FULL`); relative to `server.data_dir`.",
+        "(WAL, `synchronous=FULL`); relative to `server.data_dir`. Not used with "
+        "`historian.shared = true`: they are then in the historian's schema.",
     )
     shifts: ShiftsSection = Field(default_factory=ShiftsSection, description="Shift calendar.")
     downtime: DowntimeSection = Field(

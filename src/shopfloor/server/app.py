@@ -43,9 +43,11 @@ from shopfloor.server.analytics.energy_service import EnergyService, meters_of
 from shopfloor.server.analytics.job import OeeJob
 from shopfloor.server.analytics.machines import machines_of
 from shopfloor.server.analytics.ownership import AnalyticsOwner, Owns
+from shopfloor.server.analytics.pg_store import PgAnalyticsStore
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.analytics.shifts import ShiftCalendar
 from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
+from shopfloor.server.analytics.store_base import AnalyticsStorage
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.client_cert import ClientCertH11Protocol
 from shopfloor.server.api.edge_auth import install_edge_credentials
@@ -263,6 +265,16 @@ def shared_journal(config: ShopfloorConfig) -> Callable[[], Journal]:
     return lambda: PgAlarmJournal(dsn, schema)
 
 
+def shared_analytics_store(config: ShopfloorConfig) -> Callable[[], AnalyticsStorage] | None:
+    """Opens the analytics store in a shared PostgreSQL historian's schema, so every API
+    server sees the same stored hours and operator reasons (None: the local file)."""
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection) or not section.shared:
+        return None
+    dsn, schema = section.connection_string(), section.schema_name
+    return lambda: PgAnalyticsStore(dsn, schema)
+
+
 def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     """The asset model the configuration names; the demo plant's when the simulator runs
     without one; None otherwise.
@@ -399,7 +411,13 @@ class Server:
         self._spc_task: asyncio.Task[None] | None = None
         machines = machines_of(self.assets) if self.assets is not None else []
         self.analytics = (
-            Analytics(self.historian, machines, config.analytics, config.server.data_dir)
+            Analytics(
+                self.historian,
+                machines,
+                config.analytics,
+                config.server.data_dir,
+                store=shared_analytics_store(config),
+            )
             if machines
             else None
         )

@@ -268,9 +268,11 @@ class EnergyService:
         known: set[str] | None = None,
         before: dict[str, float] | None = None,
     ) -> int:
-        """Compute and store the whole hours of ``[start, end)``; how many slices."""
+        """Compute and store the whole hours of ``[start, end)``; how many slices (none if
+        the meter's hours were forgotten meanwhile)."""
+        epoch = await self.analytics.store_call(lambda s: s.epoch(m.path))
         sl = await self.slices(m, start, end, known=known, before=before)
-        return await self.analytics.put_slices(m.path, sl, kind="energy")
+        return await self.analytics.put_slices(m.path, sl, kind="energy", epoch=epoch)
 
     async def stored_hours(
         self, meters: Sequence[EnergyMeter], start: int, end: int

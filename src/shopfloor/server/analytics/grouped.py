@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from shopfloor.server.analytics.oee import HOUR_NS
 from shopfloor.server.analytics.shifts import ShiftCalendar
-from shopfloor.server.analytics.store import AnalyticsStore, GroupSums
+from shopfloor.server.analytics.store_base import AnalyticsStorage, GroupSums
 
 __all__ = ["HourlySlices", "SumSource", "edges", "gaps", "group_key", "grouped_sums"]
 
@@ -58,7 +58,7 @@ class SumSource:
         kind: the kind of rows in the analytics file (``"oee"``, ``"energy"``).
         components: the additive columns summed.
         calendar: the shift calendar (group keys).
-        store_call: runs a function on the analytics file's thread.
+        store_call: runs a function on the analytics store's thread.
         read_start: where the read for computing ``[lo, hi)`` starts (values in force
             there are looked up once per distinct start).
         values_before: the values in force at a time, for the items to compute.
@@ -69,7 +69,7 @@ class SumSource:
     kind: str
     components: Sequence[str]
     calendar: ShiftCalendar
-    store_call: Callable[[Callable[[AnalyticsStore], Any]], Awaitable[Any]]
+    store_call: Callable[[Callable[[AnalyticsStorage], Any]], Awaitable[Any]]
     read_start: Callable[[int, int], int]
     values_before: Callable[[list[Any], int, set[str]], Awaitable[Any]]
     slices: Callable[..., Awaitable[HourlySlices]]

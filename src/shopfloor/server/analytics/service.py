@@ -44,7 +44,8 @@ from shopfloor.server.analytics.oee import (
     summarize,
 )
 from shopfloor.server.analytics.shifts import ShiftCalendar
-from shopfloor.server.analytics.store import AnalyticsStore, ReasonAssignment
+from shopfloor.server.analytics.store import AnalyticsStore
+from shopfloor.server.analytics.store_base import AnalyticsStorage, ReasonAssignment
 from shopfloor.server.historian.base import Historian
 
 __all__ = ["GROUPS", "Analytics", "StopEvent"]
@@ -102,6 +103,8 @@ class Analytics:
         section: the ``[analytics]`` settings.
         data_dir: where the analytics file goes (``section.store`` is relative to it).
         clock: the wall clock in UTC ns.
+        store: opens the store instead of the file (the shared PostgreSQL one of a
+            scaled-out installation); called on the store's thread.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class Analytics:
         data_dir: Path,
         *,
         clock: Callable[[], int] = now_ns,
+        store: Callable[[], AnalyticsStorage] | None = None,
     ) -> None:
         self.historian = historian
         self.machines = list(machines)
@@ -120,18 +124,19 @@ class Analytics:
         self.calendar = ShiftCalendar(section.shifts)
         self.clock = clock
         self.path = data_dir / section.store
-        self._store: AnalyticsStore | None = None
+        self._open: Callable[[], AnalyticsStorage] = store or partial(AnalyticsStore, self.path)
+        self._store: AnalyticsStorage | None = None
         self._db = ThreadPoolExecutor(1, thread_name_prefix="analytics-db")
         self._by_name = {m.path: m for m in machines} | {m.id: m for m in machines}
 
     async def start(self) -> None:
-        """Open the analytics file.
+        """Open the analytics file (or the shared store).
 
         Raises:
             AnalyticsStoreError: it cannot be opened.
         """
         loop = asyncio.get_running_loop()
-        self._store = await loop.run_in_executor(self._db, AnalyticsStore, self.path)
+        self._store = await loop.run_in_executor(self._db, self._open)
         fingerprint = self.fingerprint()
         if await self._db_call(lambda s: s.settings_changed(fingerprint)):
             logger.info("analytics settings changed: stored OEE hours will be computed again")
@@ -156,12 +161,12 @@ class Analytics:
             await asyncio.get_running_loop().run_in_executor(self._db, store.close)
         self._db.shutdown(wait=True)
 
-    async def store_call(self, fn: Callable[[AnalyticsStore], T]) -> T:
-        """Run ``fn`` on the analytics file on its own thread (for the energy service,
+    async def store_call(self, fn: Callable[[AnalyticsStorage], T]) -> T:
+        """Run ``fn`` on the analytics store on its own thread (for the energy service,
         which stores its hours beside OEE's)."""
         return await self._db_call(fn)
 
-    async def _db_call(self, fn: Callable[[AnalyticsStore], T]) -> T:
+    async def _db_call(self, fn: Callable[[AnalyticsStorage], T]) -> T:
         store = self._store
         if store is None:
             raise RuntimeError("analytics not started")
@@ -322,22 +327,27 @@ class Analytics:
         known: set[str] | None = None,
         before: dict[str, float] | None = None,
     ) -> int:
-        """Compute and store the whole hours of ``[start, end)``; how many slices."""
+        """Compute and store the whole hours of ``[start, end)``; how many slices (none if
+        the machine's hours were forgotten meanwhile: the job computes them again)."""
+        epoch = await self._db_call(lambda s: s.epoch(m.path))  # before reading reasons
         return await self.put_slices(
-            m.path, await self.slices(m, start, end, known=known, before=before)
+            m.path, await self.slices(m, start, end, known=known, before=before), epoch=epoch
         )
 
-    async def put_slices(self, path: str, sl: Slices | EnergySlices, *, kind: str = "oee") -> int:
-        """Store computed hourly slices of ``path`` (of ``kind``); how many."""
+    async def put_slices(
+        self, path: str, sl: Slices | EnergySlices, *, kind: str = "oee", epoch: int | None = None
+    ) -> int:
+        """Store computed hourly slices of ``path`` (of ``kind``); how many were stored
+        (``epoch``: the store's, read before computing them)."""
         days = [self.calendar.day_of(int(t)) for t in sl.start]
         now = self.clock()
         names = self.calendar.names
-        await self._db_call(
+        stored = await self._db_call(
             lambda s: s.put_hours(
-                path, sl, shift_names=names, days=days, computed_ns=now, kind=kind
+                path, sl, shift_names=names, days=days, computed_ns=now, kind=kind, epoch=epoch
             )
         )
-        return len(sl)
+        return len(sl) if stored else 0
 
     async def forget(self, m: Machine, since_ns: int) -> None:
         """Forget the machine's stored hours from ``since_ns`` on: they are computed again."""
@@ -480,7 +490,7 @@ class Analytics:
 
 
 def _assignments(
-    store: AnalyticsStore, *, path: str, lo: int, hi: int
+    store: AnalyticsStorage, *, path: str, lo: int, hi: int
 ) -> dict[int, ReasonAssignment]:
     return store.assignments(path, lo, hi)
 

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from shopfloor.errors import ShopfloorError
 from shopfloor.runtime.durable_sqlite import open_durable
 from shopfloor.server.analytics.energy import ENERGY_COMPONENTS, EnergySlices
 from shopfloor.server.analytics.oee import COMPONENTS, HOUR_NS, Slices
+from shopfloor.server.analytics.store_base import (
+    GROUP_KEYS,
+    KINDS,
+    AnalyticsStoreError,
+    GroupSums,
+    ReasonAssignment,
+    slice_rows,
+)
 
 __all__ = ["AnalyticsStore", "AnalyticsStoreError", "GroupSums", "ReasonAssignment"]
 
@@ -54,54 +60,14 @@ _SCHEMA = (
     " seq INTEGER PRIMARY KEY AUTOINCREMENT, equipment TEXT NOT NULL,"
     " start_ns INTEGER NOT NULL, reason INTEGER NOT NULL, previous INTEGER,"
     " user TEXT NOT NULL, comment TEXT NOT NULL, assigned_ns INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS epochs (equipment TEXT PRIMARY KEY, epoch INTEGER NOT NULL)"
+    " WITHOUT ROWID",
 )
-
-_GROUP_KEYS = {
-    "hour": "hour_ns",
-    "shift": "shift, shift_start_ns",
-    "day": "day",
-    "none": "''",
-}
-
-
-_KINDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
-    "oee": ("oee_slices", "oee_hours", COMPONENTS, "settings"),
-    "energy": ("energy_slices", "energy_hours", ENERGY_COMPONENTS, "energy_settings"),
-}
-"""Per kind of stored hours: slice table, hours table, components, settings key. Energy
-is stored beside OEE the same way (its own tables: a machine without parts has energy
-hours and no OEE hours)."""
-
-
-class AnalyticsStoreError(ShopfloorError):
-    """The analytics file cannot be written or read (disk full, damaged file)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReasonAssignment:
-    """A reason an operator gave a stop: who, when, and what it replaced."""
-
-    equipment: str
-    start_ns: int
-    reason: int
-    previous: int | None
-    user: str
-    comment: str
-    assigned_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSums:
-    """The summed components of one group of stored slices."""
-
-    key: tuple[object, ...]
-    start_ns: int
-    end_ns: int
-    sums: dict[str, float]
 
 
 class AnalyticsStore:
-    """The file at ``path`` (created with its folder if missing)."""
+    """The file at ``path`` (created with its folder if missing): an
+    :class:`~.store_base.AnalyticsStorage`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -114,10 +80,20 @@ class AnalyticsStore:
         """Close the file."""
         self._con.close()
 
-    def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[object]]]]) -> None:
+    def _write(
+        self,
+        statements: Iterable[tuple[str, Sequence[Sequence[object]]]],
+        *,
+        unless_moved: tuple[str, int] | None = None,
+    ) -> bool:
+        """Run ``statements`` in one transaction; with ``unless_moved`` (machine, epoch),
+        only if the machine's epoch is still that (whether they ran)."""
         try:
             self._con.execute("BEGIN IMMEDIATE")
             try:
+                if unless_moved is not None and self._epoch(unless_moved[0]) != unless_moved[1]:
+                    self._con.execute("ROLLBACK")
+                    return False
                 for sql, rows in statements:
                     self._con.executemany(sql, rows)
                 self._con.execute("COMMIT")
@@ -126,6 +102,21 @@ class AnalyticsStore:
                 raise
         except sqlite3.Error as err:
             raise AnalyticsStoreError(f"analytics store {self.path}: cannot write: {err}") from err
+        return True
+
+    def _epoch(self, equipment: str) -> int:
+        row = self._con.execute(
+            "SELECT epoch FROM epochs WHERE equipment = ?", (equipment,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def epoch(self, equipment: str) -> int:
+        """How many times the machine's stored hours were forgotten (read it before
+        computing hours, give it to :meth:`put_hours`)."""
+        try:
+            return self._epoch(equipment)
+        except sqlite3.Error as err:
+            raise AnalyticsStoreError(f"analytics store {self.path}: {err}") from err
 
     # ------------------------------------------------------------------ OEE
     def put_hours(
@@ -137,7 +128,8 @@ class AnalyticsStore:
         days: Sequence[str],
         computed_ns: int,
         kind: str = "oee",
-    ) -> None:
+        epoch: int | None = None,
+    ) -> bool:
         """Store the slices of whole hours (replacing those hours), in one transaction.
 
         Args:
@@ -147,27 +139,18 @@ class AnalyticsStore:
             days: per slice, its local date.
             computed_ns: when they were computed.
             kind: ``oee`` or ``energy``.
+            epoch: :meth:`epoch` before the slices were computed: if the machine's hours
+                were forgotten since (a reason, late points), they are not stored.
+
+        Returns:
+            Whether they were stored.
         """
-        table, hours_table, components, _ = _KINDS[kind]
-        hours = sorted({int(h) for h in slices.start // HOUR_NS * HOUR_NS})
+        table, hours_table, components, _ = KINDS[kind]
+        hours, rows = slice_rows(equipment, slices, components, shift_names=shift_names, days=days)
         if not hours:
-            return
-        cols = [slices.values[c] for c in components]
-        rows = [
-            (
-                equipment,
-                int(slices.start[i]),
-                int(slices.end[i]),
-                int(slices.start[i] // HOUR_NS * HOUR_NS),
-                shift_names[slices.shift[i]] if slices.shift[i] >= 0 else "",
-                int(slices.shift_start[i]),
-                days[i],
-                *(float(c[i]) for c in cols),
-            )
-            for i in range(len(slices))
-        ]
+            return False
         marks = ",".join("?" * (7 + len(components)))
-        self._write(
+        return self._write(
             [
                 (
                     f"DELETE FROM {table} WHERE equipment = ? AND hour_ns = ?",
@@ -178,14 +161,15 @@ class AnalyticsStore:
                     f"INSERT OR REPLACE INTO {hours_table} VALUES (?, ?, ?)",
                     [(equipment, h, computed_ns) for h in hours],
                 ),
-            ]
+            ],
+            unless_moved=None if epoch is None else (equipment, epoch),
         )
 
     def count_hours(
         self, equipment: Sequence[str], start_ns: int, end_ns: int, *, kind: str = "oee"
     ) -> dict[str, int]:
         """Per machine, how many hours starting in ``[start_ns, end_ns)`` are stored."""
-        hours_table = _KINDS[kind][1]
+        hours_table = KINDS[kind][1]
         marks = ",".join("?" * len(equipment))
         try:
             rows = self._con.execute(
@@ -201,7 +185,7 @@ class AnalyticsStore:
         self, equipment: Sequence[str], start_ns: int, end_ns: int, *, kind: str = "oee"
     ) -> dict[str, set[int]]:
         """Per machine, the stored hours starting in ``[start_ns, end_ns)``."""
-        hours_table = _KINDS[kind][1]
+        hours_table = KINDS[kind][1]
         out: dict[str, set[int]] = {e: set() for e in equipment}
         marks = ",".join("?" * len(equipment))
         try:
@@ -227,8 +211,8 @@ class AnalyticsStore:
             group: ``hour``, ``shift``, ``day`` or ``none``.
             kind: ``oee`` or ``energy``.
         """
-        table, _, components, _ = _KINDS[kind]
-        key = _GROUP_KEYS[group]
+        table, _, components, _ = KINDS[kind]
+        key = GROUP_KEYS[group]
         sums = ", ".join(f"sum({c})" for c in components)
         marks = ",".join("?" * len(equipment))
         try:
@@ -253,22 +237,30 @@ class AnalyticsStore:
 
     def invalidate(self, equipment: str, start_ns: int, end_ns: int) -> None:
         """Forget the stored hours (OEE and energy) overlapping ``[start_ns, end_ns)``:
-        computed again. Energy hours go too: their split depends on the state."""
+        computed again. Energy hours go too: their split depends on the state. The
+        machine's :meth:`epoch` moves, so hours being computed meanwhile are not stored."""
         first = start_ns // HOUR_NS * HOUR_NS
         self._write(
             [
+                *(
+                    (
+                        f"DELETE FROM {table} WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
+                        [(equipment, first, end_ns)],
+                    )
+                    for table in ("oee_hours", "oee_slices", "energy_hours", "energy_slices")
+                ),
                 (
-                    f"DELETE FROM {table} WHERE equipment = ? AND hour_ns >= ? AND hour_ns < ?",
-                    [(equipment, first, end_ns)],
-                )
-                for table in ("oee_hours", "oee_slices", "energy_hours", "energy_slices")
+                    "INSERT INTO epochs VALUES (?, 1)"
+                    " ON CONFLICT (equipment) DO UPDATE SET epoch = epoch + 1",
+                    [(equipment,)],
+                ),
             ]
         )
 
     def settings_changed(self, fingerprint: str, *, kind: str = "oee") -> bool:
         """Whether the hours of ``kind`` were computed with other settings; if so they are
         all forgotten (the reasons stay) and ``fingerprint`` is kept for next time."""
-        table, hours_table, _, key = _KINDS[kind]
+        table, hours_table, _, key = KINDS[kind]
         try:
             row = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as err:
