@@ -64,12 +64,14 @@ def scope_machines(
     named: str | None,
     field: str = "equipment",
     allow_empty: bool = False,
+    line: str | None = None,
 ) -> list[T]:
     """The machines of an analytics query that the principal may see.
 
     A machine named by the query (``named``) outside the sites is refused; a plant-wide
     or line query is narrowed to the machines within them (none at all: refused too,
-    unless ``allow_empty``: a listing may well be empty).
+    unless ``allow_empty``: a listing may well be empty; a ``line`` asked for is then
+    named, with the field ``line``).
 
     Raises:
         ApiError: 403, naming ``field``.
@@ -81,6 +83,14 @@ def scope_machines(
         for machine in machines:
             require_path(principal, path(machine), field=field, what=f"the equipment {named!r}")
     kept = [m for m in machines if allowed(principal, path(m))]
+    if not kept and not allow_empty and line is not None and named is None:
+        raise ApiError(
+            403,
+            "forbidden",
+            "line",
+            f"the line {line!r} is outside the sites {principal.name} may see "
+            f"({', '.join(principal.sites)})",
+        )
     if not kept and not allow_empty:
         raise ApiError(
             403,

@@ -327,8 +327,10 @@ async def test_analytics_refuse_other_areas_machines_and_narrow_the_plant(
     assert "imm-01" in everything.json()["equipment"]
     for refused in (other, other_line, pareto, reason):
         assert refused.status_code == 403, refused.text
-        assert refused.json()["error"]["field"] == "equipment"
+        field = "line" if refused is other_line else "equipment"
+        assert refused.json()["error"]["field"] == field
     assert "imm-01" in other.json()["error"]["message"]
+    assert "line-2" in other_line.json()["error"]["message"]
     assert own.status_code == 200, own.text
 
 

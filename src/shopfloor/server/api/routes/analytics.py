@@ -91,7 +91,9 @@ async def get_oee(
     if group == "hour" and b - a > _MAX_HOUR_ROWS * 3_600 * 10**9:
         raise PayloadError("group", "group: hour rows for at most 93 days; use day or shift")
     machines = service.select(equipment=equipment or None, line=line or None, oee_only=True)
-    machines = scope_machines(principal, machines, _path, named=equipment or None)
+    machines = scope_machines(
+        principal, machines, _path, named=equipment or None, line=line or None
+    )
     rows = []
     for key, lo, hi, summary in await service.oee(machines, a, b, group):
         row: dict[str, Any] = {"start": format_ns(lo), "end": format_ns(hi)}
@@ -165,7 +167,9 @@ async def get_downtime(
     service = _analytics(ctx)
     a, b = _range(ctx, start, end)
     machines = service.select(equipment=equipment or None, line=line or None)
-    machines = scope_machines(principal, machines, _path, named=equipment or None)
+    machines = scope_machines(
+        principal, machines, _path, named=equipment or None, line=line or None
+    )
     events = await service.events(machines, a, b)
     if micro != "include":
         events = [e for e in events if e.micro == (micro == "only")]
@@ -191,7 +195,9 @@ async def get_pareto(
     service = _analytics(ctx)
     a, b = _range(ctx, start, end)
     machines = service.select(equipment=equipment or None, line=line or None)
-    machines = scope_machines(principal, machines, _path, named=equipment or None)
+    machines = scope_machines(
+        principal, machines, _path, named=equipment or None, line=line or None
+    )
     events = await service.events(machines, a, b)
     bars: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"stops": 0, "downtime_s": 0.0, "micro_stops": 0, "micro_stop_s": 0.0}

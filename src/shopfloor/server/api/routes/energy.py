@@ -70,7 +70,9 @@ async def get_energy(
     if group == "hour" and b - a > _MAX_HOUR_ROWS * 3_600 * 10**9:
         raise PayloadError("group", "group: hour rows for at most 93 days; use day or shift")
     meters = service.select(equipment=equipment or None, line=line or None)
-    meters = scope_machines(principal, meters, lambda m: m.path, named=equipment or None)
+    meters = scope_machines(
+        principal, meters, lambda m: m.path, named=equipment or None, line=line or None
+    )
     rows = []
     for key, lo, hi, summary in await service.energy(meters, a, b, group):
         row: dict[str, Any] = {"start": format_ns(lo), "end": format_ns(hi)}

@@ -22,6 +22,8 @@ from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.edge_auth import AUTH_RESPONSES, EdgeIdentity, require_edge
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope, IngestOut
+from shopfloor.server.api.scoping import Caller, require_path
+from shopfloor.server.security.scoping import is_scoped
 from shopfloor.wire import (
     ARROW_MEDIA_TYPE,
     JSON_MEDIA_TYPE,
@@ -127,7 +129,9 @@ _BODY_DOC: dict[str, Any] = {
     },
     openapi_extra=_BODY_DOC,
 )
-async def ingest(ctx: Ctx, request: Request, identity: EdgeIdentity) -> IngestOut:
+async def ingest(
+    ctx: Ctx, request: Request, identity: EdgeIdentity, principal: Caller
+) -> IngestOut:
     """Store one batch."""
     received = ctx.clock()
     content_type = request.headers.get("content-type", "")
@@ -151,6 +155,9 @@ async def ingest(ctx: Ctx, request: Request, identity: EdgeIdentity) -> IngestOu
                 content_encoding=encoding,
             )
         require_edge(identity, decoded.edge)
+        if is_scoped(principal):  # a user limited to sites writes only within them
+            for tag in decoded.batch.tags:
+                require_path(principal, tag, field="tag")
         source = decoded.edge or (request.client.host if request.client else "unknown")
         result = await ctx.ingestor.ingest(
             decoded.batch,

@@ -72,9 +72,19 @@ def _range(ctx: Ctx, start: str | None, end: str | None) -> tuple[int, int]:
 
 
 async def _answer(
-    ctx: Ctx, spec: ChartSpec, start_ns: int, end_ns: int, principal: Principal | None
+    ctx: Ctx,
+    spec: ChartSpec,
+    start_ns: int,
+    end_ns: int,
+    principal: Principal | None,
+    *,
+    chart: str | None = None,
 ) -> Response:
-    require_path(principal, spec.tag, field="tag")
+    if chart is None:
+        require_path(principal, spec.tag, field="tag")
+    else:  # the caller named the chart, not its tag
+        what = f"the chart {chart!r} (on the tag {spec.tag!r})"
+        require_path(principal, spec.tag, field="chart", what=what)
     try:
         body = await compute_chart(ctx.historian, spec, start_ns, end_ns)
     except UnknownTagError as err:
@@ -103,7 +113,8 @@ async def configured_chart(
         known = ", ".join(sorted(_charts(request))) or "none configured"
         raise ApiError(404, "not_found", "chart", f"no control chart {chart!r} ({known})")
     start_ns, end_ns = _range(ctx, start, end)
-    return await _answer(ctx, spec_from_config(config), start_ns, end_ns, principal)
+    spec = spec_from_config(config)
+    return await _answer(ctx, spec, start_ns, end_ns, principal, chart=chart)
 
 
 @router.get(

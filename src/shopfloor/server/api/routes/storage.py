@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,13 +14,16 @@ from shopfloor.server.api.convert import normalise_prefix
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.routes.tags import PrefixQuery
 from shopfloor.server.api.schemas import ErrorEnvelope, StorageOut
+from shopfloor.server.api.scoping import Caller
 from shopfloor.server.api.timeparse import iso_strings
 from shopfloor.server.historian.disk_usage import (
     Group,
     StorageReport,
     StorageReporter,
+    TagUsage,
     group_usage,
 )
+from shopfloor.server.security.scoping import filter_items, is_scoped
 
 __all__ = ["render", "router"]
 
@@ -93,7 +97,8 @@ def render(
     description="Bytes, points, oldest and newest point per area, equipment or tag, "
     "largest first, with the tables, the totals (file or database size, what the disk "
     "budget counts, free disk) and the retention counters. Measured on each call: one scan "
-    "of the raw points' tag and time columns (on PostgreSQL, of every block's timestamps).",
+    "of the raw points' tag and time columns (on PostgreSQL, of every block's timestamps). "
+    "A user limited to sites sees the groups of its own tags (the totals stay the server's).",
     response_model=StorageOut,
     responses={
         422: {"model": ErrorEnvelope, "description": "A malformed parameter."},
@@ -102,6 +107,7 @@ def render(
 )
 async def storage(
     ctx: Ctx,
+    principal: Caller,
     group: Annotated[
         Group, Query(description="Sum per `area`, `equipment` or `tag`.")
     ] = "equipment",
@@ -116,4 +122,10 @@ async def storage(
     if not isinstance(historian, StorageReporter):
         raise ApiError(501, "not_implemented", None, "this historian cannot report its storage")
     report = await historian.storage_report()
+    if is_scoped(principal):  # the groups name tags: only those within the user's sites
+        report = replace(report, tags=tuple(filter_items(principal, report.tags, _path)))
     return render(report, group=group, prefix=wanted, top=top)
+
+
+def _path(usage: TagUsage) -> str:
+    return usage.path

@@ -138,9 +138,11 @@ def _tag_meta(index: int, tag: TagIn) -> TagMeta:
     response_model=TagsRegistered,
     responses={422: _ERRORS[422], **AUTH_RESPONSES},
 )
-async def register_tags(ctx: Ctx, body: TagsIn) -> TagsRegistered:
-    """Create or update tag metadata."""
+async def register_tags(ctx: Ctx, principal: Caller, body: TagsIn) -> TagsRegistered:
+    """Create or update tag metadata (a user limited to sites: only tags within them)."""
     metas = [_tag_meta(i, t) for i, t in enumerate(body.tags)]
+    for i, meta in enumerate(metas):
+        require_path(principal, meta.path, field=f"tags[{i}].path")
     await ctx.historian.register_tags(metas)
     return TagsRegistered(registered=len(metas))
 
