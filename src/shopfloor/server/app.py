@@ -67,9 +67,9 @@ from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.rules.partitions import PartitionMap
 from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.security import AuditLog, Auth
+from shopfloor.server.security.offline import shared_place
 from shopfloor.server.security.pg_audit import PgAuditStore
 from shopfloor.server.security.pg_store import PgSecurityStore
-from shopfloor.server.security.pg_tables import security_schema
 from shopfloor.server.security.secret import load_secret_key
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
@@ -256,17 +256,14 @@ def shared_journal(config: ShopfloorConfig) -> Callable[[], Journal]:
 
 def shared_state(config: ShopfloorConfig) -> tuple[str, str] | None:
     """Where the API servers of a scaled-out installation share users, sessions, tokens,
-    the audit log and the writes switches: the historian's database and the sibling
-    schema of :mod:`~shopfloor.server.security.pg_tables`, as ``(dsn, schema)``. None
-    unless the historian is PostgreSQL in shared mode (the data folder keeps them).
+    the audit log and the writes switches, as ``(dsn, schema)``; None: in the data folder
+    (see :func:`~shopfloor.server.security.offline.shared_place`).
 
     Raises:
         ConfigError: the historian's password cannot be read.
     """
-    section = config.historian
-    if not isinstance(section, PostgresHistorianSection) or not section.shared:
-        return None
-    return section.connection_string(), security_schema(section.schema_name)
+    place = shared_place(config)
+    return None if place is None else (place.dsn, place.schema)
 
 
 def load_assets(config: ShopfloorConfig) -> AssetModel | None:

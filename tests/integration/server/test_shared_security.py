@@ -1,6 +1,7 @@
 """Two API servers on one shared PostgreSQL answer any request: a browser logged in on one
 goes on through the other (session cookie and CSRF token), an API token made on one works
-on the other until it is revoked, and the audit log of both is one valid chain.
+on the other until it is revoked, and the audit log of both is one valid chain. The CLI
+given their configuration manages the same users.
 
 Real `Server`s (each with its own data folder, as on two hosts) serving HTTP on
 127.0.0.1, a throwaway PostgreSQL, the secret key given to both as the docs say.
@@ -15,10 +16,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from shopfloor.cli import app
 from shopfloor.config import ShopfloorConfig
 from shopfloor.server.api.auth import CSRF_HEADER
 from shopfloor.server.app import Server
+from shopfloor.server.security import Auth
+from shopfloor.server.security.pg_audit import PgAuditStore
+from shopfloor.server.security.pg_store import PgSecurityStore
 from shopfloor.server.security.secret import KEY_ENV
 from shopfloor.testing.postgres import PostgresServer
 
@@ -122,3 +128,44 @@ async def test_a_session_and_a_token_made_on_one_server_work_on_the_other(
             assert chain.status_code == 200, chain.text
             assert chain.json()["intact"] is True
             assert chain.json()["rows"] == len(entries)
+
+
+async def test_the_cli_given_the_configuration_manages_the_shared_users(
+    tmp_path: Path, dsn: str
+) -> None:
+    config = tmp_path / "platform.toml"
+    config.write_text(f'[historian]\nkind = "postgres"\ndsn = "{dsn}"\nshared = true\n')
+    password = tmp_path / "pw"
+    password.write_text(PASSWORD + "\n")
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, [*args, "--config", str(config)])
+        return result.exit_code, result.stdout
+
+    assert run("users", "add", "ada", "--role", "admin", "--password-file", str(password))[0] == 0
+    code, secret = run("tokens", "create", "etl", "--role", "read")
+    assert code == 0
+    assert "ada\tadmin\tenabled" in run("users", "list")[1]
+    both = runner.invoke(app, ["users", "list", "--config", str(config), "--data-dir", "d"])
+    assert both.exit_code == 2
+
+    # what every API server of this configuration now sees
+    auth = Auth(None, store=lambda: PgSecurityStore(dsn, "shopfloor_security"))
+    await auth.start()
+    try:
+        principal, _ = await auth.login("ada", PASSWORD, client="test")
+        assert principal.role == "admin"
+        assert await auth.token_principal(secret.strip()) is not None
+    finally:
+        await auth.close()
+    audit = PgAuditStore(dsn, "shopfloor_security")
+    try:
+        entries = audit.entries()
+    finally:
+        audit.close()
+    assert [(e.action, e.target, e.user.startswith("cli")) for e in entries] == [
+        ("user.create", "ada", True),
+        ("token.create", "etl", True),
+    ]
+    assert not (tmp_path / "shopfloor-data" / "security.sqlite").exists()
