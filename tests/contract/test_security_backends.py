@@ -346,3 +346,25 @@ class TestPostgres(SecurityContract, AuditContract):
         finally:
             a.close()
             b.close()
+
+    async def test_a_connection_lost_between_requests_is_opened_again(
+        self, backend: Backend, auth: Auth, dsn: str
+    ) -> None:
+        log = AuditLog(Path("unused"), store=backend.audit)
+        await log.start()
+        try:
+            await auth.add_user("ada", PASSWORD, role="operator")
+            await log.record(user="ada", action="a", target="t0", outcome=Outcome.OK)
+            with psycopg.connect(dsn, autocommit=True) as con:  # a restart, an idle timeout
+                cut = con.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name IN ('shopfloor-security', 'shopfloor-audit')"
+                ).fetchone()
+            assert cut == (2,)
+            principal, _ = await auth.login("ada", PASSWORD, client="a")
+            assert principal.name == "ada"
+            entry = await log.record(user="ada", action="a", target="t1", outcome=Outcome.OK)
+            assert entry.seq == 2
+            assert (await log.verify()).broken_seq is None
+        finally:
+            await log.close()

@@ -75,27 +75,36 @@ class PgAuditStore:
         Raises:
             AuditError: nothing was stored.
         """
-        con = self._connection()
-        try:
-            with con.transaction():
-                con.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                    [AUDIT_LOCK_CLASS, self.schema],
-                )
-                head = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                last = head.fetchone()
-                seq = 1 if last is None else int(last[0]) + 1
-                previous = GENESIS if last is None or not last[1] else str(last[1])
-                row = entry_row(seq, entry)
-                digest = chain_hash(previous, row)
-                con.execute(
-                    'INSERT INTO audit (seq, ts_ns, "user", action, target, detail, client,'
-                    " outcome, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (*row, digest),
-                )
-        except psycopg.Error as err:
-            raise self._failed("cannot append", err) from err
-        return seq, digest
+        for attempt in (1, 2):
+            con = self._connection()
+            locked = False
+            try:
+                with con.transaction():
+                    con.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                        [AUDIT_LOCK_CLASS, self.schema],
+                    )
+                    locked = True
+                    head = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                    last = head.fetchone()
+                    seq = 1 if last is None else int(last[0]) + 1
+                    previous = GENESIS if last is None or not last[1] else str(last[1])
+                    row = entry_row(seq, entry)
+                    digest = chain_hash(previous, row)
+                    con.execute(
+                        'INSERT INTO audit (seq, ts_ns, "user", action, target, detail, client,'
+                        " outcome, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (*row, digest),
+                    )
+            except psycopg.Error as err:
+                # A connection found lost before the lock was taken stored nothing: once
+                # more on a new one. Lost later, the row may or may not be in: no retry.
+                if attempt == 1 and not locked and con.closed:
+                    self._con = None
+                    continue
+                raise self._failed("cannot append", err) from err
+            return seq, digest
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def verify(self, *, batch: int = 10_000) -> ChainReport:
         """Recompute the hash chain over every row (read in ``batch``-row chunks through a

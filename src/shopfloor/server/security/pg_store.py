@@ -5,7 +5,8 @@ connection owned by :class:`~.service.Auth`'s worker thread, so a login on one A
 is a session on every other. Read-modify-writes (failure counts and lockouts, the last
 admin check) lock their rows (``FOR UPDATE``) in a transaction: two servers counting
 failed logins of one user at once count both. A lost connection is opened again on the
-next call (the call that found it lost fails).
+next call; a statement outside a transaction that found it lost is run once more on the
+new one (a transaction's statements are not: the transaction is gone with it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class PgSecurityStore(SecurityBackend):
         self.schema = schema
         self.where = f"security store (PostgreSQL schema {schema})"
         self._con: psycopg.Connection[Any] | None = None
+        self._in_transaction = False
         self._connection()
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -55,17 +57,22 @@ class PgSecurityStore(SecurityBackend):
             self._con = None
 
     def _run(self, sql: str, params: Sequence[object] = ()) -> Rows:
-        con = self._connection()
-        try:
-            return con.execute(sql.replace("?", "%s"), params)
-        except psycopg.Error as err:
-            if con.closed:
-                self._con = None  # connect again next time
-            raise SecurityError(None, f"{self.where}: {err}") from err
+        for attempt in (1, 2):
+            con = self._connection()
+            try:
+                return con.execute(sql.replace("?", "%s"), params)
+            except psycopg.Error as err:
+                if not con.closed:
+                    raise SecurityError(None, f"{self.where}: {err}") from err
+                self._con = None  # lost (a restart, an idle timeout): connect again
+                if attempt == 2 or self._in_transaction:
+                    raise SecurityError(None, f"{self.where}: {err}") from err
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def _transaction(self) -> Iterator[object]:
         con = self._connection()
+        self._in_transaction = True
         try:
             with con.transaction() as tx:
                 yield tx
@@ -73,3 +80,5 @@ class PgSecurityStore(SecurityBackend):
             if con.closed:
                 self._con = None
             raise SecurityError(None, f"{self.where}: {err}") from err
+        finally:
+            self._in_transaction = False
