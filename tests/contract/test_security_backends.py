@@ -340,6 +340,13 @@ class TestPostgres(SecurityContract, AuditContract):
             assert not b.enabled("plc-1")  # as last read ...
             await b.refresh()
             assert b.enabled("plc-1")  # ... and read again before every write step
+            with psycopg.connect(dsn, autocommit=True) as con:  # a lost connection ...
+                con.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'shopfloor-writes'"
+                )
+            await b.refresh()
+            assert b.enabled("plc-1")  # ... is opened again, not read as "all off"
             assert await b.set("plc-1", False) is True
             await a.refresh()
             assert not a.enabled("plc-1")

@@ -53,16 +53,20 @@ class PgWriteSwitches(WriteSwitches):
 
     def _read(self) -> dict[str, bool]:
         with self._db_lock:
-            try:
-                rows = self._connection().execute("SELECT connector, enabled FROM write_switches")
-                return {str(c): bool(e) for c, e in rows.fetchall()}
-            except psycopg.Error as err:
-                logger.error(
-                    "the writes switches in %s cannot be read (%s): writes stay off",
-                    self.schema,
-                    err,
-                )
-                return {}
+            for attempt in (1, 2):
+                try:
+                    con = self._connection()
+                    rows = con.execute("SELECT connector, enabled FROM write_switches")
+                    return {str(c): bool(e) for c, e in rows.fetchall()}
+                except psycopg.Error as err:
+                    if attempt == 1 and self._con is not None and self._con.closed:
+                        continue  # lost between two reads: once more on a new connection
+                    logger.error(
+                        "the writes switches in %s cannot be read (%s): writes stay off",
+                        self.schema,
+                        err,
+                    )
+            return {}
 
     def load(self) -> None:
         """Read the table (blocking: at start)."""
