@@ -1,4 +1,6 @@
-"""``shopfloor users`` and ``shopfloor tokens``: manage logins on a data folder. Wiring only.
+"""``shopfloor users`` and ``shopfloor tokens``: manage logins on a data folder, or with
+``--config`` where that server keeps them (the shared PostgreSQL of scaled-out API servers,
+``historian.shared = true``; else its ``server.data_dir``). Wiring only.
 
 Passwords are asked twice without echo, or read from ``--password-file`` (automation).
 A token's secret is printed once, alone on stdout. Exit codes: 0 done, 1 refused (name
@@ -9,12 +11,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from shopfloor.errors import ConfigError, ShopfloorError
+
+if TYPE_CHECKING:
+    from shopfloor.server.security.offline import Place
 
 __all__ = ["register_user_commands"]
 
@@ -24,9 +29,19 @@ users_app = typer.Typer(help="Users who log in to the dashboard and API.", no_ar
 tokens_app = typer.Typer(help="API tokens for scripts, edges and Grafana.", no_args_is_help=True)
 
 DataDir = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--data-dir", "-d", help="The server's data folder (server.data_dir).", file_okay=False
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The server's configuration instead of --data-dir: its data folder, or the "
+        "shared PostgreSQL with historian.shared = true.",
+        dir_okay=False,
     ),
 ]
 PasswordFile = Annotated[
@@ -47,6 +62,26 @@ def _password(file: Path | None) -> str:
     return value
 
 
+def _place(data_dir: Path | None, config: Path | None) -> Place:
+    """Where the users are: ``--data-dir``, or what ``--config`` says (exit 2: neither
+    or both, or a configuration that does not load)."""
+    if (data_dir is None) == (config is None):
+        err_console.print("error: give --data-dir or --config (one of them)")
+        raise typer.Exit(2)
+    if data_dir is not None:
+        return data_dir
+    assert config is not None
+    from shopfloor.config import load_config
+    from shopfloor.server.security.offline import shared_place
+
+    try:
+        loaded = load_config(config)
+        return shared_place(loaded) or loaded.server.data_dir
+    except ConfigError as err:
+        err_console.print(f"error: {err}")
+        raise typer.Exit(2) from err
+
+
 def _out(line: str) -> None:
     sys.stdout.write(line + "\n")
 
@@ -59,7 +94,8 @@ def _refused(err: ShopfloorError) -> typer.Exit:
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="The user's name.")],
-    data_dir: DataDir,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
     *,
     role: Annotated[str, typer.Option(help="viewer, operator, engineer or admin.")] = "viewer",
     sites: Annotated[
@@ -72,7 +108,7 @@ def users_add(
 
     try:
         user = add_user(
-            data_dir,
+            _place(data_dir, config),
             name,
             _password(password_file),
             role=role,
@@ -86,7 +122,8 @@ def users_add(
 @users_app.command("passwd")
 def users_passwd(
     name: Annotated[str, typer.Argument(help="The user's name.")],
-    data_dir: DataDir,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
     *,
     password_file: PasswordFile = None,
 ) -> None:
@@ -94,7 +131,7 @@ def users_passwd(
     from shopfloor.server.security.offline import set_password
 
     try:
-        set_password(data_dir, name, _password(password_file))
+        set_password(_place(data_dir, config), name, _password(password_file))
     except ShopfloorError as err:
         raise _refused(err) from err
     _out(f"password of {name} changed; its sessions ended")
@@ -103,7 +140,8 @@ def users_passwd(
 @users_app.command("disable")
 def users_disable(
     name: Annotated[str, typer.Argument(help="The user's name.")],
-    data_dir: DataDir,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
     *,
     enable: Annotated[bool, typer.Option(help="Enable the user again instead.")] = False,
 ) -> None:
@@ -111,18 +149,18 @@ def users_disable(
     from shopfloor.server.security.offline import set_disabled
 
     try:
-        set_disabled(data_dir, name, disabled=not enable)
+        set_disabled(_place(data_dir, config), name, disabled=not enable)
     except ShopfloorError as err:
         raise _refused(err) from err
     _out(f"{name} {'enabled' if enable else 'disabled'}")
 
 
 @users_app.command("list")
-def users_list(data_dir: DataDir) -> None:
+def users_list(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """List users: name, role, disabled, sites."""
     from shopfloor.server.security.offline import list_users
 
-    for u in list_users(data_dir):
+    for u in list_users(_place(data_dir, config)):
         state = "disabled" if u.disabled else "enabled"
         _out(f"{u.name}\t{u.role}\t{state}\t{','.join(u.sites)}")
 
@@ -130,7 +168,8 @@ def users_list(data_dir: DataDir) -> None:
 @tokens_app.command("create")
 def tokens_create(
     name: Annotated[str, typer.Argument(help="What the token is for.")],
-    data_dir: DataDir,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
     *,
     role: Annotated[
         str,
@@ -151,7 +190,9 @@ def tokens_create(
         err_console.print(f"error: --expires: {err}")
         raise typer.Exit(2) from err
     try:
-        token, secret = create_token(data_dir, name, role=role, user=user, expires_in_s=seconds)
+        token, secret = create_token(
+            _place(data_dir, config), name, role=role, user=user, expires_in_s=seconds
+        )
     except ShopfloorError as err:
         raise _refused(err) from err
     sys.stdout.write(f"{secret}\n")
@@ -164,24 +205,25 @@ def tokens_create(
 @tokens_app.command("revoke")
 def tokens_revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (tokens list).")],
-    data_dir: DataDir,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
 ) -> None:
     """Revoke an API token: it is refused from now on."""
     from shopfloor.server.security.offline import revoke_token
 
     try:
-        revoke_token(data_dir, token_id)
+        revoke_token(_place(data_dir, config), token_id)
     except ShopfloorError as err:
         raise _refused(err) from err
     _out(f"token {token_id} revoked")
 
 
 @tokens_app.command("list")
-def tokens_list(data_dir: DataDir) -> None:
+def tokens_list(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """List API tokens: id, name, role, user, state (never their secrets)."""
     from shopfloor.server.security.offline import list_tokens
 
-    for t in list_tokens(data_dir):
+    for t in list_tokens(_place(data_dir, config)):
         state = "revoked" if t.revoked_ns else "live"
         _out(f"{t.id}\t{t.name}\t{t.role}\t{t.user or '-'}\t{state}")
 

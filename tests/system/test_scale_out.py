@@ -48,13 +48,17 @@ PARTITIONS = 8
 DURATION_S = 8.0
 KILL_AFTER_BATCHES = 40
 """Batches committed before a worker is killed: the load is flowing by then."""
+SHARED_KEY = "the-secret-key-every-api-server-of-this-test-shares\n"
 ANSWER_TIMEOUT_S = 3.0  # the edges' wait for an answer before sending a batch again
 
 
 def _config(folder: Path, *, dsn: str, broker: int, port: int) -> Path:
     path = folder / f"platform-{port}.toml"
+    key = folder / "shared.key"  # the same key on every API server (docs/scale-out.md)
+    key.write_text(SHARED_KEY)
     path.write_text(
         f'[server]\nport = {port}\ndata_dir = "data-{port}"\n'
+        f'[security]\nsecret_key_file = "{key}"\n'
         f'[historian]\nkind = "postgres"\ndsn = "{dsn}"\nshared = true\n'
         "flush_interval_s = 0.2\n"
         # the API servers do not consume; `shopfloor ingest` always does
@@ -343,6 +347,12 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         assert after_kill[0] > 0
 
         _check_alarms(dsn, apis, survivor=two.pid, killed_ns=killed_ns)
+
+        # users and tokens are shared: the token one API server made at its start works
+        # on the other
+        for api, other in ((apis[0], apis[1]), (apis[1], apis[0])):
+            me = httpx.get(f"{other.base_url}/api/v1/auth/me", headers=api.headers, timeout=30)
+            assert me.status_code == 200, me.text
 
         # both API servers serve what the workers wrote
         path = tag_path(1, 7)

@@ -19,7 +19,9 @@ class SecuritySection(BaseModel):
         None,
         description="File holding the server's secret key (CSRF tokens are derived from it; "
         "at least 32 characters). Default: `secret.key` in `server.data_dir`, generated "
-        "with mode 0600 on first start. The variable `SHOPFLOOR_SECRET_KEY` overrides both.",
+        "with mode 0600 on first start. The variable `SHOPFLOOR_SECRET_KEY` overrides both. "
+        "With `historian.shared = true` one of the two is required, the same on every API "
+        "server (none is generated).",
     )
     session_idle_s: float = Field(
         1800.0,

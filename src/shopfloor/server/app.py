@@ -71,11 +71,15 @@ from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.rules.partitions import PartitionMap
 from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.security import AuditLog, Auth
+from shopfloor.server.security.offline import shared_place
+from shopfloor.server.security.pg_audit import PgAuditStore
+from shopfloor.server.security.pg_store import PgSecurityStore
 from shopfloor.server.security.secret import load_secret_key
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher
 from shopfloor.server.web.routes import router as web_router
 from shopfloor.server.writes import WRITES_FILE, EquipmentWriter, WriteService, WriteSwitches
+from shopfloor.server.writes.pg_switches import PgWriteSwitches
 from shopfloor.server.writes.remote import RemoteWriter
 
 logger = logging.getLogger(__name__)
@@ -275,6 +279,18 @@ def shared_analytics_store(config: ShopfloorConfig) -> Callable[[], AnalyticsSto
     return lambda: PgAnalyticsStore(dsn, schema)
 
 
+def shared_state(config: ShopfloorConfig) -> tuple[str, str] | None:
+    """Where the API servers of a scaled-out installation share users, sessions, tokens,
+    the audit log and the writes switches, as ``(dsn, schema)``; None: in the data folder
+    (see :func:`~shopfloor.server.security.offline.shared_place`).
+
+    Raises:
+        ConfigError: the historian's password cannot be read.
+    """
+    place = shared_place(config)
+    return None if place is None else (place.dsn, place.schema)
+
+
 def load_assets(config: ShopfloorConfig) -> AssetModel | None:
     """The asset model the configuration names; the demo plant's when the simulator runs
     without one; None otherwise.
@@ -302,8 +318,36 @@ def _write_service(
     every = [*writers, *([remote] if remote else [])]
     if not every:
         return remote, None
-    switches = WriteSwitches(config.server.data_dir / WRITES_FILE)
+    shared = shared_state(config)
+    switches = (
+        WriteSwitches(config.server.data_dir / WRITES_FILE)
+        if shared is None
+        else PgWriteSwitches(*shared)
+    )
     return remote, WriteService(every, switches, monotonic=monotonic)
+
+
+def _security(config: ShopfloorConfig) -> tuple[AuditLog, Auth]:
+    """The audit log and the users, sessions and tokens: in the data folder, or shared
+    by every API server in the shared PostgreSQL (:func:`shared_state`).
+
+    Raises:
+        ConfigError: the secret key is missing or weak (or not given in shared mode).
+    """
+    shared = shared_state(config)
+    data = config.server.data_dir
+    audit = AuditLog(
+        data / AUDIT_FILE, store=None if shared is None else lambda: PgAuditStore(*shared)
+    )
+    auth = Auth(
+        data / SECURITY_FILE,
+        settings=config.security,
+        secret_key=load_secret_key(
+            data, config.security.secret_key_file, shared=shared is not None
+        ),
+        store=None if shared is None else lambda: PgSecurityStore(*shared),
+    )
+    return audit, auth
 
 
 class Server:
@@ -358,12 +402,7 @@ class Server:
                 on_change=self._assets_changed,
             )
         )
-        self.audit = AuditLog(config.server.data_dir / AUDIT_FILE)
-        self.auth = Auth(
-            config.server.data_dir / SECURITY_FILE,
-            settings=config.security,
-            secret_key=load_secret_key(config.server.data_dir, config.security.secret_key_file),
-        )
+        self.audit, self.auth = _security(config)
         self.remote_writer, self.writes = _write_service(config, writers, monotonic)
         self.anomaly = self._anomaly_monitor(self.assets)
         self._anomaly_task: asyncio.Task[None] | None = None
@@ -819,6 +858,8 @@ class Server:
         await self.alarms.close()
         await self.audit.close()
         await self.auth.close()
+        if self.writes is not None:
+            await asyncio.to_thread(self.writes.switches.close)
         if self.analytics is not None:
             await self.analytics.close()
         if self._started:

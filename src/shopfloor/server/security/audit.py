@@ -17,7 +17,9 @@ Cutting rows off the end leaves a shorter valid chain: keep the head (``seq`` an
 in every verify answer) somewhere else, an export or a backup, to detect that too.
 
 SQLite runs on one worker thread behind the async methods, so the event loop never
-waits on a disk flush.
+waits on a disk flush. Scaled out (``historian.shared = true``), the log is one table in
+the shared PostgreSQL instead (:mod:`.pg_audit`): the same chain, rows and checks, behind
+the same :class:`AuditBackend` protocol.
 """
 
 from __future__ import annotations
@@ -27,18 +29,19 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from shopfloor.errors import ShopfloorError
 from shopfloor.model import now_ns
 from shopfloor.runtime.durable_sqlite import open_durable
 
 __all__ = [
+    "AuditBackend",
     "AuditEntry",
     "AuditError",
     "AuditLog",
@@ -62,8 +65,8 @@ _SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
 )
-_COLUMNS = "seq, ts_ns, user, action, target, detail, client, outcome, hash"
-_GENESIS = "0" * 64
+AUDIT_COLUMNS = 'seq, ts_ns, "user", action, target, detail, client, outcome, hash'
+GENESIS = "0" * 64
 """The "previous hash" of the first row."""
 
 
@@ -126,6 +129,128 @@ class AuditEntry:
     """The row's link in the hash chain (see :func:`chain_hash`); empty before it is stored."""
 
 
+class AuditBackend(Protocol):
+    """Where the entries are kept: the SQLite file (:class:`AuditStore`) or the shared
+    PostgreSQL (:class:`~.pg_audit.PgAuditStore`). Blocking: one thread only."""
+
+    def append(self, entry: AuditEntry) -> tuple[int, str]:
+        """Store ``entry`` at the chain's head; its sequence number and hash."""
+        ...
+
+    def verify(self, *, batch: int = 10_000) -> ChainReport:
+        """Recompute the chain; the first row that does not follow."""
+        ...
+
+    def entries(
+        self,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        user: str | None = None,
+        action: str | None = None,
+        target_prefix: str | None = None,
+        outcome: Outcome | None = None,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        newest_first: bool = False,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        """Entries in order of writing, filtered (see :meth:`AuditStore.entries`)."""
+        ...
+
+    def close(self) -> None:
+        """Close the store."""
+        ...
+
+
+def entry_row(seq: int, entry: AuditEntry) -> tuple[Any, ...]:
+    """The stored fields of ``entry`` numbered ``seq``: what :func:`chain_hash` covers."""
+    detail = json.dumps(dict(entry.detail), ensure_ascii=False, default=str)
+    return (
+        seq,
+        entry.ts_ns,
+        entry.user,
+        entry.action,
+        entry.target,
+        detail,
+        entry.client,
+        entry.outcome.value,
+    )
+
+
+def verify_rows(chunks: Iterable[Sequence[Sequence[Any]]]) -> ChainReport:
+    """Recompute the hash chain over rows of :data:`AUDIT_COLUMNS` in ``seq`` order, read in
+    chunks."""
+    previous, rows, unchained, last_seq = GENESIS, 0, 0, 0
+    for chunk in chunks:
+        for r in chunk:
+            rows += 1
+            last_seq = r[0]
+            if not r[8] and previous == GENESIS:
+                unchained += 1  # written before the chain existed
+                continue
+            if r[8] != chain_hash(previous, tuple(r[:8])):
+                return ChainReport(rows, last_seq, r[8], r[0], unchained)
+            previous = r[8]
+    return ChainReport(rows, last_seq, previous, None, unchained)
+
+
+def entries_query(
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    user: str | None = None,
+    action: str | None = None,
+    target_prefix: str | None = None,
+    outcome: Outcome | None = None,
+    after_seq: int = 0,
+    before_seq: int | None = None,
+    newest_first: bool = False,
+    limit: int = 1000,
+) -> tuple[str, list[object]]:
+    """The query (``?`` placeholders, SQL both databases speak) of :meth:`AuditStore.entries`."""
+    where = ["seq > ?"]
+    params: list[object] = [after_seq]
+    if before_seq is not None:
+        where.append("seq < ?")
+        params.append(before_seq)
+    for column, op, value in (
+        ("ts_ns", ">=", since_ns),
+        ("ts_ns", "<", until_ns),
+        ('"user"', "=", user),
+        ("action", "=", action),
+        ("outcome", "=", None if outcome is None else outcome.value),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            params.append(value)
+    if target_prefix:
+        # substr instead of LIKE: a prefix may hold % and _ (alarm names do).
+        where.append("substr(target, 1, ?) = ?")
+        params += [len(target_prefix), target_prefix]
+    order = "DESC" if newest_first else "ASC"
+    sql = (
+        f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)}"
+        f" ORDER BY seq {order} LIMIT ?"
+    )
+    return sql, [*params, limit]
+
+
+def entry_of(r: Sequence[Any]) -> AuditEntry:
+    """The entry of a row of :data:`AUDIT_COLUMNS`."""
+    return AuditEntry(
+        seq=r[0],
+        ts_ns=r[1],
+        user=r[2],
+        action=r[3],
+        target=r[4],
+        detail=json.loads(r[5]),
+        client=r[6],
+        outcome=Outcome(r[7]),
+        hash=r[8],
+    )
+
+
 class AuditStore:
     """The audit file at ``path`` (created with its folder). Blocking: one thread only.
 
@@ -145,7 +270,7 @@ class AuditStore:
         except (OSError, sqlite3.Error) as err:
             raise AuditError(f"audit log {path}: {err}") from err
         self._head_seq: int = 0 if row is None else row[0]
-        self._head_hash: str = _GENESIS if row is None or not row[1] else row[1]
+        self._head_hash: str = GENESIS if row is None or not row[1] else row[1]
 
     def close(self) -> None:
         """Close the file."""
@@ -157,17 +282,7 @@ class AuditStore:
         Raises:
             AuditError: nothing was stored.
         """
-        detail = json.dumps(dict(entry.detail), ensure_ascii=False, default=str)
-        row = (
-            self._head_seq + 1,  # the one writer thread numbers the rows itself
-            entry.ts_ns,
-            entry.user,
-            entry.action,
-            entry.target,
-            detail,
-            entry.client,
-            entry.outcome.value,
-        )
+        row = entry_row(self._head_seq + 1, entry)  # the one writer thread numbers rows
         digest = chain_hash(self._head_hash, row)
         try:
             self._con.execute(
@@ -186,22 +301,11 @@ class AuditStore:
         Raises:
             AuditError: the file cannot be read.
         """
-        previous, rows, unchained, last_seq = _GENESIS, 0, 0, 0
         try:
-            cursor = self._con.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
-            while chunk := cursor.fetchmany(batch):
-                for r in chunk:
-                    rows += 1
-                    last_seq = r[0]
-                    if not r[8] and previous == _GENESIS:
-                        unchained += 1  # written before the chain existed
-                        continue
-                    if r[8] != chain_hash(previous, tuple(r[:8])):
-                        return ChainReport(rows, last_seq, r[8], r[0], unchained)
-                    previous = r[8]
+            cursor = self._con.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq")
+            return verify_rows(iter(lambda: cursor.fetchmany(batch), []))
         except sqlite3.Error as err:
             raise AuditError(f"audit log {self.path}: cannot read: {err}") from err
-        return ChainReport(rows, last_seq, previous, None, unchained)
 
     def entries(
         self,
@@ -222,47 +326,23 @@ class AuditStore:
         ``newest_first`` reverses the order, so a page of the newest ``limit`` entries is
         one query; page back through them with ``before_seq`` (the last seq seen).
         """
-        where = ["seq > ?"]
-        params: list[object] = [after_seq]
-        if before_seq is not None:
-            where.append("seq < ?")
-            params.append(before_seq)
-        for column, op, value in (
-            ("ts_ns", ">=", since_ns),
-            ("ts_ns", "<", until_ns),
-            ("user", "=", user),
-            ("action", "=", action),
-            ("outcome", "=", None if outcome is None else outcome.value),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
-        if target_prefix:
-            # substr instead of LIKE: a prefix may hold % and _ (alarm names do).
-            where.append("substr(target, 1, ?) = ?")
-            params += [len(target_prefix), target_prefix]
-        order = "DESC" if newest_first else "ASC"
-        sql = (
-            f"SELECT {_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?"
+        sql, params = entries_query(
+            since_ns=since_ns,
+            until_ns=until_ns,
+            user=user,
+            action=action,
+            target_prefix=target_prefix,
+            outcome=outcome,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            newest_first=newest_first,
+            limit=limit,
         )
         try:
-            rows = self._con.execute(sql, (*params, limit)).fetchall()
+            rows = self._con.execute(sql, params).fetchall()
         except sqlite3.Error as err:
             raise AuditError(f"audit log {self.path}: cannot read: {err}") from err
-        return [
-            AuditEntry(
-                seq=r[0],
-                ts_ns=r[1],
-                user=r[2],
-                action=r[3],
-                target=r[4],
-                detail=json.loads(r[5]),
-                client=r[6],
-                outcome=Outcome(r[7]),
-                hash=r[8],
-            )
-            for r in rows
-        ]
+        return [entry_of(r) for r in rows]
 
 
 class AuditLog:
@@ -272,12 +352,21 @@ class AuditLog:
     Args:
         path: the SQLite file (``audit.sqlite`` in the server's data folder).
         clock: wall time in UTC nanoseconds, stamped on each entry.
+        store: opens the store instead of the file at ``path`` (the shared PostgreSQL of
+            a scaled-out installation); called on the worker thread.
     """
 
-    def __init__(self, path: Path, *, clock: Callable[[], int] = now_ns) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], int] = now_ns,
+        store: Callable[[], AuditBackend] | None = None,
+    ) -> None:
         self.path = path
         self._clock = clock
-        self._store: AuditStore | None = None
+        self._open: Callable[[], AuditBackend] = store or (lambda: AuditStore(path))
+        self._store: AuditBackend | None = None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="audit-log")
         self._closed = False
 
@@ -287,7 +376,7 @@ class AuditLog:
         Raises:
             AuditError: it cannot be opened.
         """
-        self._store = await self._run(lambda: AuditStore(self.path))
+        self._store = await self._run(self._open)
 
     async def close(self) -> None:
         """Close the file and stop the worker. Idempotent."""
@@ -334,7 +423,7 @@ class AuditLog:
         """Entries in order of writing (the filters of :meth:`AuditStore.entries`)."""
         return await self._run(lambda: self._opened().entries(**filters))
 
-    def _opened(self) -> AuditStore:
+    def _opened(self) -> AuditBackend:
         if self._store is None:
             raise AuditError(f"audit log {self.path}: not open")
         return self._store

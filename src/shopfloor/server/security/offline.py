@@ -3,7 +3,10 @@
 
 Each function opens ``security.sqlite`` (SQLite lets the running server and this process
 share it) and writes one entry to the audit log, as the API does, with the user
-``cli:<login name>``. Blocking: for the CLI, which owns no event loop.
+``cli:<login name>``. Given a :class:`SharedPlace` instead of a folder, it works on the
+shared PostgreSQL of a scaled-out installation (``shopfloor users --config`` with
+``historian.shared = true``), where the API servers keep their users. Blocking: for the
+CLI, which owns no event loop.
 """
 
 from __future__ import annotations
@@ -11,16 +14,26 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shopfloor.config import ShopfloorConfig
+from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.config.security import SecuritySection
 from shopfloor.model import now_ns
-from shopfloor.server.security.audit import AuditEntry, AuditStore, Outcome
+from shopfloor.server.security.audit import AuditBackend, AuditEntry, AuditStore, Outcome
 from shopfloor.server.security.passwords import check_password, hash_password
-from shopfloor.server.security.store import SecurityStore, TokenRecord, UserRecord
+from shopfloor.server.security.store import (
+    SecurityBackend,
+    SecurityStore,
+    TokenRecord,
+    UserRecord,
+)
 
 __all__ = [
+    "Place",
+    "SharedPlace",
     "add_user",
     "create_token",
     "list_tokens",
@@ -28,6 +41,7 @@ __all__ = [
     "revoke_token",
     "set_disabled",
     "set_password",
+    "shared_place",
 ]
 
 T = TypeVar("T")
@@ -42,16 +56,58 @@ def _actor() -> str:
         return "cli"
 
 
+@dataclass(frozen=True, slots=True)
+class SharedPlace:
+    """The shared PostgreSQL's security schema (:mod:`.pg_tables`)."""
+
+    dsn: str
+    schema: str
+
+
+Place = Path | SharedPlace
+"""A server's data folder, or the shared PostgreSQL of scaled-out API servers."""
+
+
+def shared_place(config: ShopfloorConfig) -> SharedPlace | None:
+    """Where API servers with this configuration share their users, sessions, tokens, audit
+    log and writes switches: the historian's database, in the sibling schema of
+    :mod:`.pg_tables`. None unless the historian is PostgreSQL in shared mode (each
+    server's data folder keeps them).
+
+    Raises:
+        ConfigError: the historian's password cannot be read.
+    """
+    from shopfloor.server.security.pg_tables import security_schema
+
+    section = config.historian
+    if not isinstance(section, PostgresHistorianSection) or not section.shared:
+        return None
+    return SharedPlace(section.connection_string(), security_schema(section.schema_name))
+
+
+def _audit_store(place: Place) -> AuditBackend:
+    if isinstance(place, SharedPlace):
+        from shopfloor.server.security.pg_audit import PgAuditStore
+
+        return PgAuditStore(place.dsn, place.schema)
+    return AuditStore(place / AUDIT_FILE)
+
+
 @contextmanager
-def _store(data_dir: Path) -> Iterator[SecurityStore]:
-    store = SecurityStore(data_dir / SECURITY_FILE)
+def _store(data_dir: Place) -> Iterator[SecurityBackend]:
+    if isinstance(data_dir, SharedPlace):
+        from shopfloor.server.security.pg_store import PgSecurityStore
+
+        store: SecurityBackend = PgSecurityStore(data_dir.dsn, data_dir.schema)
+    else:
+        store = SecurityStore(data_dir / SECURITY_FILE)
     try:
         yield store
     finally:
         store.close()
 
 
-def _audited(data_dir: Path, action: str, target: str, fn: Callable[[], T], **detail: Any) -> T:
+def _audited(data_dir: Place, action: str, target: str, fn: Callable[[], T], **detail: Any) -> T:
     """Run ``fn`` and audit it (accepted, or refused with the error)."""
     outcome, error = Outcome.OK, None
     try:
@@ -60,7 +116,7 @@ def _audited(data_dir: Path, action: str, target: str, fn: Callable[[], T], **de
         outcome, error = Outcome.REJECTED, str(err)
         raise
     finally:
-        audit = AuditStore(data_dir / AUDIT_FILE)
+        audit = _audit_store(data_dir)
         try:
             audit.append(
                 AuditEntry(
@@ -78,7 +134,7 @@ def _audited(data_dir: Path, action: str, target: str, fn: Callable[[], T], **de
 
 
 def add_user(
-    data_dir: Path,
+    data_dir: Place,
     name: str,
     password: str,
     *,
@@ -105,7 +161,7 @@ def add_user(
 
 
 def set_password(
-    data_dir: Path, name: str, password: str, *, settings: SecuritySection | None = None
+    data_dir: Place, name: str, password: str, *, settings: SecuritySection | None = None
 ) -> None:
     """Give a user a new password, end its sessions and lift a lockout.
 
@@ -123,7 +179,7 @@ def set_password(
     _audited(data_dir, "user.password", name, run)
 
 
-def set_disabled(data_dir: Path, name: str, *, disabled: bool = True) -> UserRecord:
+def set_disabled(data_dir: Place, name: str, *, disabled: bool = True) -> UserRecord:
     """Disable (ending its sessions) or enable a user.
 
     Raises:
@@ -137,14 +193,14 @@ def set_disabled(data_dir: Path, name: str, *, disabled: bool = True) -> UserRec
     return _audited(data_dir, "user.update", name, run, change={"disabled": disabled})
 
 
-def list_users(data_dir: Path) -> list[UserRecord]:
+def list_users(data_dir: Place) -> list[UserRecord]:
     """Every user."""
     with _store(data_dir) as store:
         return store.users()
 
 
 def create_token(
-    data_dir: Path,
+    data_dir: Place,
     name: str,
     *,
     role: str,
@@ -170,7 +226,7 @@ def create_token(
     )
 
 
-def revoke_token(data_dir: Path, token_id: str) -> TokenRecord:
+def revoke_token(data_dir: Place, token_id: str) -> TokenRecord:
     """Revoke a token.
 
     Raises:
@@ -184,7 +240,7 @@ def revoke_token(data_dir: Path, token_id: str) -> TokenRecord:
     return _audited(data_dir, "token.revoke", token_id, run)
 
 
-def list_tokens(data_dir: Path) -> list[TokenRecord]:
+def list_tokens(data_dir: Place) -> list[TokenRecord]:
     """Every API token, revoked ones too."""
     with _store(data_dir) as store:
         return store.tokens()

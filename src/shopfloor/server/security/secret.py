@@ -4,6 +4,14 @@ It comes from the variable ``SHOPFLOOR_SECRET_KEY``, else ``[security] secret_ke
 else ``secret.key`` in the data folder, which is generated (mode 0600) on first start.
 A key that is empty, shorter than 32 characters or the example from the docs is refused:
 the server does not start with a key an attacker can guess.
+
+Scaled out (``historian.shared = true``), every API server must derive the same CSRF
+token from a session, or a browser's change sent to another server than the one that
+logged it in is refused (403), at random, as the load balancer deals the requests. So a
+shared-mode server does not generate a key of its own: it refuses to start unless the key
+is given (``SHOPFLOOR_SECRET_KEY`` or ``[security] secret_key_file``, the same on every
+server). Refusing rather than warning: a warning scrolls by, while the failures it
+announces look like an unrelated bug in the browser, and the fix is one line.
 """
 
 from __future__ import annotations
@@ -43,15 +51,20 @@ def _checked(key: str, source: str) -> bytes:
     return key.encode()
 
 
-def load_secret_key(data_dir: Path, configured: Path | None = None) -> bytes:
+def load_secret_key(
+    data_dir: Path, configured: Path | None = None, *, shared: bool = False
+) -> bytes:
     """The secret key (blocking file I/O: call it off the event loop).
 
     Args:
         data_dir: the server's data folder, where the default key file lives.
         configured: ``[security] secret_key_file``, if set (it must exist).
+        shared: several API servers share the sessions (``historian.shared``): the key
+            must be given, not generated per server.
 
     Raises:
-        ConfigError: the key is missing, unreadable, empty, short or the example.
+        ConfigError: the key is missing, unreadable, empty, short or the example, or
+            not given to a shared-mode server.
     """
     from_env = os.environ.get(KEY_ENV)
     if from_env is not None:
@@ -63,6 +76,14 @@ def load_secret_key(data_dir: Path, configured: Path | None = None) -> bytes:
             raise ConfigError(
                 f"security.secret_key_file: cannot read {configured}: {err.strerror}"
             ) from err
+    if shared:
+        raise ConfigError(
+            "security.secret_key_file: with historian.shared = true every API server must "
+            "use the same secret key (a browser's CSRF token made by one is checked by "
+            f"another): set [security] secret_key_file, or {KEY_ENV}, to the same key on "
+            "every server; generate one with `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))'`"
+        )
     path = data_dir / DEFAULT_KEY_FILE
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

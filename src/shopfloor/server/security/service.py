@@ -1,7 +1,10 @@
 """The async façade of the security store: logins, sessions, API tokens, users.
 
-One worker thread owns the SQLite file (house rule 4) and does the Argon2 hashing, which
-takes tens of milliseconds on purpose: the event loop never waits on either.
+One worker thread owns the store (house rule 4) and does the Argon2 hashing, which
+takes tens of milliseconds on purpose: the event loop never waits on either. The store is
+the SQLite file in the data folder, or, scaled out, the shared PostgreSQL
+(:mod:`.pg_store`): :class:`Auth` only sees a :class:`~.store.SecurityBackend`. What it
+keeps in memory is the per-address login throttle only (see :meth:`Auth._throttle`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from shopfloor.server.security.passwords import (
 )
 from shopfloor.server.security.roles import Permission, Role, permissions_of
 from shopfloor.server.security.store import (
+    SecurityBackend,
     SecurityError,
     SecurityStore,
     TokenRecord,
@@ -98,6 +102,8 @@ class Auth:
         secret_key: the key CSRF tokens are derived from (None: a random one for this
             process, which is what an in-memory store needs).
         clock: wall time in UTC nanoseconds (tests move it instead of sleeping).
+        store: opens the store instead of the SQLite file at ``path`` (the shared
+            PostgreSQL of a scaled-out installation); called on the worker thread.
     """
 
     def __init__(
@@ -107,20 +113,22 @@ class Auth:
         settings: SecuritySection | None = None,
         secret_key: bytes | None = None,
         clock: Callable[[], int] = now_ns,
+        store: Callable[[], SecurityBackend] | None = None,
     ) -> None:
         self.path = path
+        self._open: Callable[[], SecurityBackend] = store or (lambda: SecurityStore(path))
         self.settings = settings or SecuritySection()
         self._key = secret_key or secrets.token_bytes(32)
         self._clock = clock
-        self._store: SecurityStore | None = None
+        self._store: SecurityBackend | None = None
         # In memory there is no disk to wait on: the work runs inline, and an app built
         # without a data folder owns no thread that somebody must remember to stop.
         self._worker = (
-            None if path is None else ThreadPoolExecutor(1, thread_name_prefix="security")
+            None
+            if path is None and store is None
+            else ThreadPoolExecutor(1, thread_name_prefix="security")
         )
         self._attempts: dict[str, deque[int]] = {}
-        self._pending: dict[str, str] = {}
-        """New TOTP secrets of users who have one enabled, until a code confirms them."""
         self._closed = False
 
     async def start(self) -> None:
@@ -142,7 +150,7 @@ class Auth:
         if self._worker is not None:
             self._worker.shutdown(wait=True)
 
-    def opened(self) -> SecurityStore:
+    def opened(self) -> SecurityBackend:
         """The blocking store, opened on first use (call it on the worker thread).
 
         Raises:
@@ -151,7 +159,7 @@ class Auth:
         if self._closed:
             raise SecurityError(None, "the security store is closed")
         if self._store is None:
-            self._store = SecurityStore(self.path)
+            self._store = self._open()
         return self._store
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -174,9 +182,18 @@ class Auth:
             if store.count_users():
                 return None
             password = secrets.token_urlsafe(15)
-            store.add_user(
-                "admin", hash_password(password), role=Role.ADMIN, sites=(), now_ns=self._clock()
-            )
+            try:
+                store.add_user(
+                    "admin",
+                    hash_password(password),
+                    role=Role.ADMIN,
+                    sites=(),
+                    now_ns=self._clock(),
+                )
+            except SecurityError as err:
+                if err.status == 409:  # another server sharing the store made it first
+                    return None
+                raise
             return password
 
         return await self._run(create)
@@ -255,6 +272,10 @@ class Auth:
     # logins
 
     def _throttle(self, client: str, now: int) -> None:
+        """Refuse a client address past ``login_rate_per_minute``. Kept in this process's
+        memory, also when the store is shared: behind a load balancer each API server
+        counts the attempts it sees (so an address gets up to N times the rate); the
+        per-user lockout, which is what stops guessing one account, is in the store."""
         window = 60 * _S
         attempts = self._attempts.get(client)
         if attempts is None:
@@ -333,7 +354,9 @@ class Auth:
         user, session = await self._run(check)
         return self._of_user(user, session), session
 
-    def _totp_ok(self, store: SecurityStore, user: UserRecord, code: str | None, now: int) -> bool:
+    def _totp_ok(
+        self, store: SecurityBackend, user: UserRecord, code: str | None, now: int
+    ) -> bool:
         """Whether ``code`` is the user's current TOTP code, never used before (always
         True for a user without a second factor). Marks its time step used."""
         if not user.totp_enabled:
@@ -358,7 +381,7 @@ class Auth:
             if not user.totp_enabled:  # an enabled factor stays until the new one works
                 store.set_totp(name, secret, enabled=False)
             else:
-                self._pending[name] = secret
+                store.set_totp_pending(name, secret)
 
         await self._run(store_pending)
         uri = pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name="shopfloor")
@@ -369,12 +392,11 @@ class Auth:
 
         def confirm() -> bool:
             store = self.opened()
-            secret = self._pending.get(name) or store.totp_secret(name)
+            secret = store.totp_pending(name) or store.totp_secret(name)
             step = _matching_step(secret, code, self._clock())
             if step is None:
                 return False
-            store.set_totp(name, secret, enabled=True)
-            self._pending.pop(name, None)
+            store.set_totp(name, secret, enabled=True)  # and forgets the pending one
             return store.use_totp_step(name, step)
 
         return await self._run(confirm)

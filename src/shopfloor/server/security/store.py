@@ -1,9 +1,17 @@
-"""Users, browser sessions and API tokens in one SQLite file (``security.sqlite``).
+"""Users, browser sessions and API tokens in one SQLite file (``security.sqlite``), or in
+the shared PostgreSQL of a scaled-out installation (:mod:`.pg_store`).
 
 Nothing secret is stored as given: passwords as Argon2id hashes, session ids and API token
 secrets as SHA-256 digests (both are 256-bit random values, so a fast hash is enough: the
 file alone lets nobody log in). Blocking: one thread only; :class:`~.service.Auth` runs it
 on its own worker thread.
+
+:class:`SecurityBackend` holds the rules (lockout, last admin, token expiry, replayed TOTP
+codes) once, over a small SQL interface (:meth:`~SecurityBackend._run`,
+:meth:`~SecurityBackend._transaction`) that SQLite and PostgreSQL each implement: the
+rules must not differ between a single box and a scaled-out one. The SQL is written once
+in the dialect both speak (``?`` placeholders, translated for psycopg; ``"user"`` quoted,
+a reserved word in PostgreSQL; ``ON CONFLICT``).
 """
 
 from __future__ import annotations
@@ -13,9 +21,12 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from shopfloor.errors import ShopfloorError
 from shopfloor.runtime.durable_sqlite import open_durable
@@ -23,6 +34,7 @@ from shopfloor.server.security.roles import SCOPE_PERMISSIONS, Role
 
 __all__ = [
     "LOCALES",
+    "SecurityBackend",
     "SecurityError",
     "SecurityStore",
     "TokenRecord",
@@ -39,7 +51,7 @@ _SCHEMA = (
     " failures INTEGER NOT NULL DEFAULT 0, lockouts INTEGER NOT NULL DEFAULT 0,"
     " locked_until_ns INTEGER NOT NULL DEFAULT 0, totp_secret TEXT,"
     " totp_enabled INTEGER NOT NULL DEFAULT 0, totp_step INTEGER NOT NULL DEFAULT 0,"
-    " locale TEXT)",
+    " locale TEXT, totp_pending TEXT)",
     "CREATE TABLE IF NOT EXISTS sessions ("
     " key TEXT PRIMARY KEY, user TEXT NOT NULL, created_ns INTEGER NOT NULL,"
     " seen_ns INTEGER NOT NULL)",
@@ -49,7 +61,7 @@ _SCHEMA = (
     " owner TEXT NOT NULL, created_ns INTEGER NOT NULL, expires_ns INTEGER,"
     " revoked_ns INTEGER, user TEXT)",
 )
-_ADDED_COLUMNS = (("users", "locale", "TEXT"),)
+_ADDED_COLUMNS = (("users", "locale", "TEXT"), ("users", "totp_pending", "TEXT"))
 """Columns added after the first release: a file made before them gets them on opening."""
 LOCALES = ("en", "zh-CN")
 """The languages a user may choose (the dashboard's catalogues; a test keeps them equal)."""
@@ -196,7 +208,7 @@ _USER_COLUMNS = (
     "name, hash, role, sites, disabled, created_ns, failures, lockouts, locked_until_ns,"
     " totp_enabled, locale"
 )
-_TOKEN_COLUMNS = "id, name, role, owner, created_ns, expires_ns, revoked_ns, user"
+_TOKEN_COLUMNS = 'id, name, role, owner, created_ns, expires_ns, revoked_ns, "user"'
 
 
 def _user(row: tuple[object, ...]) -> UserRecord:
@@ -228,43 +240,44 @@ def _token(row: tuple[object, ...]) -> TokenRecord:
     )
 
 
-class SecurityStore:
-    """The file at ``path`` (None: in memory, for an app built without a data folder).
+class Rows(Protocol):
+    """What :meth:`SecurityBackend._run` returns: a DB-API cursor of either driver."""
 
-    Raises:
-        SecurityError: the file cannot be opened.
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class SecurityBackend(ABC):
+    """Users, sessions and tokens over some SQL database (blocking: one thread only).
+
+    Subclasses give :meth:`_run` (one statement, errors as :class:`SecurityError`),
+    :meth:`_transaction` and :meth:`close`; ``_for_update`` is appended to the reads of a
+    read-modify-write, so that two processes sharing the database serialise on the row.
     """
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        try:
-            if path is None:
-                self._con = sqlite3.connect(":memory:", isolation_level=None)
-                for statement in _SCHEMA:
-                    self._con.execute(statement)
-            else:
-                self._con = open_durable(path, _SCHEMA)
-            self._add_columns()
-        except (OSError, sqlite3.Error) as err:
-            raise SecurityError(None, f"security store {path}: {err}") from err
+    where: str = "security store"
+    """Named in errors (the file, or the database schema)."""
+    _for_update: str = ""
 
-    def _add_columns(self) -> None:
-        """Give a file made by an older release the columns added since (``CREATE TABLE IF
-        NOT EXISTS`` leaves an existing table as it is)."""
-        for table, column, kind in _ADDED_COLUMNS:
-            have = {row[1] for row in self._con.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self._con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    @abstractmethod
+    def _run(self, sql: str, params: Sequence[object] = ()) -> Rows:
+        """Run one statement (``?`` placeholders).
 
+        Raises:
+            SecurityError: the database failed.
+        """
+
+    def _transaction(self) -> AbstractContextManager[object]:
+        """The statements run inside are one transaction (a no-op where there is one writer)."""
+        return nullcontext()
+
+    @abstractmethod
     def close(self) -> None:
-        """Close the file."""
-        self._con.close()
-
-    def _run(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
-        try:
-            return self._con.execute(sql, params)
-        except sqlite3.Error as err:
-            raise SecurityError(None, f"security store {self.path}: {err}") from err
+        """Close the connection."""
 
     # users
 
@@ -288,15 +301,13 @@ class SecurityStore:
         check_name(name)
         check_role(role)
         clean = check_sites(sites)
-        try:
-            self._con.execute(
-                "INSERT INTO users (name, hash, role, sites, created_ns) VALUES (?, ?, ?, ?, ?)",
-                (name, password_hash, role, json.dumps(list(clean)), now_ns),
-            )
-        except sqlite3.IntegrityError as err:
-            raise SecurityError("name", f"name: a user {name!r} exists", status=409) from err
-        except sqlite3.Error as err:
-            raise SecurityError(None, f"security store {self.path}: {err}") from err
+        added = self._run(
+            "INSERT INTO users (name, hash, role, sites, created_ns) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (name, password_hash, role, json.dumps(list(clean)), now_ns),
+        )
+        if added.rowcount != 1:
+            raise SecurityError("name", f"name: a user {name!r} exists", status=409)
         user = self.user(name)
         assert user is not None
         return user
@@ -330,13 +341,30 @@ class SecurityStore:
             SecurityError: no such user (404), an invalid value, or the change would leave
                 no enabled admin (409).
         """
+        with self._transaction():
+            return self._update_user(name, role=role, disabled=disabled, sites=sites)
+
+    def _update_user(
+        self,
+        name: str,
+        *,
+        role: str | None,
+        disabled: bool | None,
+        sites: Sequence[str] | None,
+    ) -> UserRecord:
         user = self._existing(name)
         new_role = user.role if role is None else check_role(role)
         new_disabled = user.disabled if disabled is None else bool(disabled)
         new_sites = user.sites if sites is None else check_sites(sites)
         was_admin = user.role == Role.ADMIN and not user.disabled
         demoted = new_role != Role.ADMIN or new_disabled
-        if was_admin and demoted and self.active_admins() == [name]:
+        # Locked rows where the database is shared: two servers demoting the last two
+        # admins at once must not both see the other one still there.
+        admins = self._run(
+            "SELECT name FROM users WHERE role = 'admin' AND disabled = 0 ORDER BY name"
+            + self._for_update
+        )
+        if was_admin and demoted and [r[0] for r in admins] == [name]:
             raise SecurityError(
                 "role" if new_role != Role.ADMIN else "disabled",
                 f"{name!r} is the last enabled admin: make another admin first",
@@ -347,7 +375,7 @@ class SecurityStore:
             (new_role, int(new_disabled), json.dumps(list(new_sites)), name),
         )
         if new_disabled:
-            self._run("DELETE FROM sessions WHERE user = ?", (name,))
+            self._run('DELETE FROM sessions WHERE "user" = ?', (name,))
         return self._existing(name)
 
     def set_locale(self, name: str, locale: str | None) -> UserRecord:
@@ -373,7 +401,7 @@ class SecurityStore:
             " WHERE name = ?",
             (password_hash, name),
         )
-        self._run("DELETE FROM sessions WHERE user = ? AND key != ?", (name, keep_session or ""))
+        self._run('DELETE FROM sessions WHERE "user" = ? AND key != ?', (name, keep_session or ""))
 
     def record_failure(
         self, name: str, *, now_ns: int, threshold: int, base_ns: int, max_ns: int
@@ -384,16 +412,26 @@ class SecurityStore:
         Returns:
             The end of the lockout it started (UTC ns), or 0 when none started.
         """
-        user = self.user(name)
-        if user is None:
-            return 0
+        with self._transaction():
+            row = self._run(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?{self._for_update}", (name,)
+            ).fetchone()
+            return (
+                0
+                if row is None
+                else self._count_failure(_user(row), now_ns, threshold, base_ns, max_ns)
+            )
+
+    def _count_failure(
+        self, user: UserRecord, now_ns: int, threshold: int, base_ns: int, max_ns: int
+    ) -> int:
         failures, lockouts, until = user.failures + 1, user.lockouts, 0
         if failures >= threshold:
             until = now_ns + min(base_ns * 2 ** min(lockouts, 30), max_ns)
             failures, lockouts = 0, lockouts + 1
         self._run(
             "UPDATE users SET failures = ?, lockouts = ?, locked_until_ns = ? WHERE name = ?",
-            (failures, lockouts, until or user.locked_until_ns, name),
+            (failures, lockouts, until or user.locked_until_ns, user.name),
         )
         return until
 
@@ -415,9 +453,20 @@ class SecurityStore:
         """
         self._existing(name)
         self._run(
-            "UPDATE users SET totp_secret = ?, totp_enabled = ?, totp_step = 0 WHERE name = ?",
+            "UPDATE users SET totp_secret = ?, totp_enabled = ?, totp_step = 0,"
+            " totp_pending = NULL WHERE name = ?",
             (secret, int(enabled and secret is not None), name),
         )
+
+    def set_totp_pending(self, name: str, secret: str) -> None:
+        """Keep a new TOTP secret for a user who has one enabled, until a code confirms it
+        (stored, not in a server's memory: the confirmation may reach another server)."""
+        self._run("UPDATE users SET totp_pending = ? WHERE name = ?", (secret, name))
+
+    def totp_pending(self, name: str) -> str | None:
+        """The user's new TOTP secret awaiting confirmation (None: none)."""
+        row = self._run("SELECT totp_pending FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def totp_secret(self, name: str) -> str | None:
         """A user's TOTP secret, enabled or pending (None: none)."""
@@ -438,7 +487,7 @@ class SecurityStore:
         """Open a session; its id (given to the browser once; stored only as a digest)."""
         raw = secrets.token_urlsafe(32)
         self._run(
-            "INSERT INTO sessions (key, user, created_ns, seen_ns) VALUES (?, ?, ?, ?)",
+            'INSERT INTO sessions (key, "user", created_ns, seen_ns) VALUES (?, ?, ?, ?)',
             (digest(raw), user, now_ns, now_ns),
         )
         return raw
@@ -446,7 +495,7 @@ class SecurityStore:
     def end_session(self, raw: str) -> str | None:
         """End a session; the user it belonged to (None: there was none)."""
         key = digest(raw)
-        row = self._run("SELECT user FROM sessions WHERE key = ?", (key,)).fetchone()
+        row = self._run('SELECT "user" FROM sessions WHERE key = ?', (key,)).fetchone()
         self._run("DELETE FROM sessions WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
@@ -457,7 +506,7 @@ class SecurityStore:
         unknown, idle or too old (it is then ended) or its user disabled."""
         key = digest(raw)
         row = self._run(
-            "SELECT user, created_ns, seen_ns FROM sessions WHERE key = ?", (key,)
+            'SELECT "user", created_ns, seen_ns FROM sessions WHERE key = ?', (key,)
         ).fetchone()
         if row is None:
             return None
@@ -474,7 +523,8 @@ class SecurityStore:
 
     def session_count(self, user: str) -> int:
         """How many sessions ``user`` has open."""
-        return int(self._run("SELECT count(*) FROM sessions WHERE user = ?", (user,)).fetchone()[0])
+        row = self._run('SELECT count(*) FROM sessions WHERE "user" = ?', (user,)).fetchone()
+        return int(row[0])
 
     # API tokens
 
@@ -512,7 +562,7 @@ class SecurityStore:
         elif not secret.startswith(TOKEN_PREFIX) or len(secret) < len(TOKEN_PREFIX) + 40:
             raise SecurityError("secret", "secret: sft_ and at least 40 more characters")
         self._run(
-            "INSERT INTO tokens (id, name, key, role, owner, created_ns, expires_ns, user)"
+            'INSERT INTO tokens (id, name, key, role, owner, created_ns, expires_ns, "user")'
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (token_id, name, digest(secret), role, owner, now_ns, expires_ns, user),
         )
@@ -563,3 +613,43 @@ class SecurityStore:
         if token.expires_ns is not None and now_ns >= token.expires_ns:
             return None
         return token
+
+
+class SecurityStore(SecurityBackend):
+    """The SQLite file at ``path`` (None: in memory, for an app built without a data folder).
+
+    Raises:
+        SecurityError: the file cannot be opened.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.where = f"security store {path}"
+        try:
+            if path is None:
+                self._con = sqlite3.connect(":memory:", isolation_level=None)
+                for statement in _SCHEMA:
+                    self._con.execute(statement)
+            else:
+                self._con = open_durable(path, _SCHEMA)
+            self._add_columns()
+        except (OSError, sqlite3.Error) as err:
+            raise SecurityError(None, f"security store {path}: {err}") from err
+
+    def _add_columns(self) -> None:
+        """Give a file made by an older release the columns added since (``CREATE TABLE IF
+        NOT EXISTS`` leaves an existing table as it is)."""
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in self._con.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    def close(self) -> None:
+        """Close the file."""
+        self._con.close()
+
+    def _run(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self._con.execute(sql, params)
+        except sqlite3.Error as err:
+            raise SecurityError(None, f"{self.where}: {err}") from err

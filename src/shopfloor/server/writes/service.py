@@ -172,8 +172,13 @@ class WriteService:
         return [t for w in self._writers for t in w.targets()]
 
     def enabled(self, connector: str) -> bool:
-        """Whether writes through ``connector`` are on."""
+        """Whether writes through ``connector`` are on (as last read: see :meth:`refresh`)."""
         return self.switches.enabled(connector)
+
+    async def refresh(self) -> None:
+        """Read the switches again (shared by several API servers: another may have
+        turned one)."""
+        await self.switches.refresh()
 
     async def set_enabled(self, connector: str, enabled: bool) -> bool:
         """Turn writes through ``connector`` on or off; what it was before.
@@ -246,6 +251,7 @@ class WriteService:
         Raises:
             WriteDenied, PayloadError: as :meth:`check`.
         """
+        await self.refresh()
         tag, checked = self.check(path, value)
         self._expire()
         while len(self._pending) >= self._max_pending:
@@ -319,6 +325,7 @@ class WriteService:
         """
         path = ticket.tag.path
         writer, _ = self.target(path)
+        await self.refresh()
         self.check(path, ticket.new)
         old = await writer.read(path)  # what is overwritten, which may have moved since
         new = await writer.write(path, ticket.new)

@@ -65,6 +65,13 @@ class WriteSwitches:
         """Whether writes through ``connector`` are on."""
         return self._enabled.get(connector, False)
 
+    async def refresh(self) -> None:
+        """Read the switches again where another process may change them (the file is
+        this server's own: nothing to do; :class:`~.pg_switches.PgWriteSwitches` reads)."""
+
+    def close(self) -> None:
+        """Let go of the storage (the file: nothing to do)."""
+
     async def set(self, connector: str, enabled: bool) -> bool:
         """Turn writes through ``connector`` on or off, durably; what it was before.
 

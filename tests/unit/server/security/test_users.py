@@ -1,4 +1,6 @@
-"""The security store: how passwords are kept, which are refused, lockouts, sessions, tokens."""
+"""The security store's SQLite file: how passwords are kept, which are refused, sessions,
+tokens, the secret key. What every backend must do (lockouts, last admin, first start, a
+login seen by another server) is in tests/contract/test_security_backends.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 
 from shopfloor.config.security import SecuritySection
 from shopfloor.errors import ConfigError
-from shopfloor.server.security import Auth, LoginRefused, PasswordRejected, SecurityError
+from shopfloor.server.security import Auth, LoginRefused, PasswordRejected
 from shopfloor.server.security.secret import KEY_ENV, load_secret_key
 
 S = 1_000_000_000
@@ -71,51 +73,6 @@ async def test_a_password_holding_the_user_s_name_is_refused(auth: Auth) -> None
     assert await auth.user("li") is not None
 
 
-async def test_login_opens_a_new_session_each_time(auth: Auth) -> None:
-    await auth.add_user("ada", PASSWORD, role="operator")
-    first, s1 = await auth.login("ada", PASSWORD, client="10.0.0.1")
-    _, s2 = await auth.login("ada", PASSWORD, client="10.0.0.1")
-    assert s1 != s2
-    assert first.name == "ada"
-    assert first.role == "operator"
-    assert first.csrf
-    principal = await auth.session_principal(s1)
-    assert principal is not None
-    assert principal.csrf == first.csrf
-
-
-async def test_lockout_grows_and_always_ends_even_for_the_last_admin(
-    auth: Auth, clock: Clock
-) -> None:
-    await auth.add_user("root", PASSWORD, role="admin")
-
-    async def fail(times: int) -> LoginRefused:
-        refused: LoginRefused | None = None
-        for _ in range(times):
-            with pytest.raises(LoginRefused) as caught:
-                await auth.login("root", "wrong password", client="10.0.0.9")
-            refused = caught.value
-        assert refused is not None
-        return refused
-
-    assert (await fail(2)).status == 401
-    first = await fail(1)
-    assert first.status == 429
-    assert first.retry_after_s == 10
-    with pytest.raises(LoginRefused) as locked:  # the right password does not help now
-        await auth.login("root", PASSWORD, client="10.0.0.9")
-    assert locked.value.status == 429
-    clock.now += 11 * S
-    second = await fail(3)
-    assert second.retry_after_s == 20  # the next lockout is longer
-    for _ in range(4):  # ... up to the ceiling, never for good
-        clock.now += 61 * S
-        assert (await fail(3)).retry_after_s <= 60
-    clock.now += 61 * S
-    principal, _ = await auth.login("root", PASSWORD, client="10.0.0.9")
-    assert principal.name == "root"
-
-
 async def test_logins_beyond_the_rate_of_an_address_are_refused(tmp_path: Path) -> None:
     auth = Auth(None, settings=SecuritySection(login_rate_per_minute=3))
     await auth.add_user("ada", PASSWORD, role="viewer")
@@ -143,32 +100,6 @@ async def test_sessions_end_when_idle_too_long_or_too_old(tmp_path: Path, clock:
     await auth.close()
 
 
-async def test_a_password_change_ends_the_other_sessions_and_disabling_ends_all(
-    auth: Auth,
-) -> None:
-    await auth.add_user("root", PASSWORD, role="admin")
-    await auth.add_user("ada", PASSWORD, role="operator")
-    _, here = await auth.login("ada", PASSWORD, client="a")
-    _, there = await auth.login("ada", PASSWORD, client="b")
-    await auth.set_password("ada", "another good passphrase", keep_session=here)
-    assert await auth.session_principal(here) is not None
-    assert await auth.session_principal(there) is None
-    await auth.update_user("ada", disabled=True)
-    assert await auth.session_principal(here) is None
-    with pytest.raises(LoginRefused):
-        await auth.login("ada", "another good passphrase", client="a")
-
-
-async def test_the_last_enabled_admin_cannot_be_demoted_or_disabled(auth: Auth) -> None:
-    await auth.add_user("root", PASSWORD, role="admin")
-    with pytest.raises(SecurityError, match="last enabled admin"):
-        await auth.update_user("root", role="engineer")
-    with pytest.raises(SecurityError, match="last enabled admin"):
-        await auth.update_user("root", disabled=True)
-    await auth.add_user("second", PASSWORD, role="admin")
-    await auth.update_user("root", role="engineer")
-
-
 async def test_tokens_are_stored_as_digests_and_refused_when_revoked_or_expired(
     auth: Auth, clock: Clock, tmp_path: Path
 ) -> None:
@@ -189,15 +120,6 @@ async def test_tokens_are_stored_as_digests_and_refused_when_revoked_or_expired(
     clock.now += 61 * S
     assert await auth.token_principal(short_secret) is None
     assert await auth.token_principal("sft_not_a_token") is None
-
-
-async def test_first_start_creates_one_admin_and_never_again(auth: Auth) -> None:
-    password = await auth.bootstrap_admin()
-    assert password is not None
-    assert len(password) >= 16
-    principal, _ = await auth.login("admin", password, client="a")
-    assert principal.role == "admin"
-    assert await auth.bootstrap_admin() is None
 
 
 def test_the_secret_key_is_generated_once_with_mode_0600(
@@ -225,3 +147,17 @@ def test_an_empty_short_or_example_key_is_refused(
     monkeypatch.setenv(KEY_ENV, text)
     with pytest.raises(ConfigError, match=problem):
         load_secret_key(tmp_path)
+
+
+def test_a_shared_mode_server_uses_the_given_key_and_never_generates_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"secret_key_file.*historian\.shared.*same"):
+        load_secret_key(tmp_path, shared=True)
+    assert not (tmp_path / "secret.key").exists()
+    key_file = tmp_path / "shared.key"
+    key_file.write_text("k" * 40 + "\n")
+    assert load_secret_key(tmp_path, key_file, shared=True) == b"k" * 40
+    monkeypatch.setenv(KEY_ENV, "e" * 40)
+    assert load_secret_key(tmp_path, shared=True) == b"e" * 40

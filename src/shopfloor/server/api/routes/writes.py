@@ -221,6 +221,7 @@ def _tag_out(tag: WritableTag) -> WritableTagOut:
 async def list_writes(ctx: Ctx, principal: Caller) -> WritesOut:
     """Switches and writable tags (those within the caller's sites)."""
     service = _service(ctx)
+    await service.refresh()  # another API server may have turned a switch
     return WritesOut(
         connectors=[
             SwitchOut(connector=name, enabled=service.enabled(name))
@@ -268,6 +269,7 @@ async def write(
     except ConnectorUnavailable as err:
         old, unreachable = None, err
     audit.add(old=old)
+    await service.refresh()
     try:
         service.check(body.path, body.value)
     except WriteDenied as err:
