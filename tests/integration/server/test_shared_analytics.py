@@ -33,12 +33,21 @@ def dsn(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
+def _shared_key(folder: Path) -> Path:
+    """The secret key every API server of a shared historian must share (docs/scale-out.md)."""
+    key = folder / "secret.key"
+    if not key.exists():
+        key.write_text("a-key-shared-by-every-api-server-of-this-test\n")
+    return key
+
+
 @asynccontextmanager
 async def api_server(data_dir: Path, dsn: str) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
     config = ShopfloorConfig.model_validate(
         {
             "server": {"port": 0, "data_dir": str(data_dir)},
             "historian": {"kind": "postgres", "dsn": dsn, "shared": True, "flush_interval_s": 0.05},
+            "security": {"secret_key_file": str(_shared_key(data_dir.parent))},
             "assets": {"plant": str(DEMO / "plant.toml")},
             "analytics": {
                 "shifts": {
