@@ -60,6 +60,7 @@ class Principal:
         mfa_pending: ``[security] mfa = "required"`` and the user has no second factor yet:
             no permission is granted until it is set up (``POST /api/v1/auth/totp``).
         locale: the user's chosen language (``zh-CN``), None when the browser's decides.
+        token: the API token's id (kind ``token``), which the audit of a denial names.
     """
 
     name: str
@@ -71,6 +72,7 @@ class Principal:
     csrf: str | None = None
     mfa_pending: bool = False
     locale: str | None = None
+    token: str | None = None
 
     def may(self, permission: Permission) -> bool:
         """Whether the principal holds ``permission``."""
@@ -240,6 +242,7 @@ class Auth:
                 role=token.role,
                 permissions=permissions_of(token.role),
                 kind="token",
+                token=token.id,
             )
         if user is None or user.disabled:
             return None
@@ -250,6 +253,7 @@ class Auth:
             sites=user.sites,
             kind="token",
             locale=user.locale,
+            token=token.id,
         )
 
     # logins

@@ -26,6 +26,7 @@ from shopfloor.server.api.auth import (
     Require,
     auth_of,
 )
+from shopfloor.server.api.denial_audit import SELF_AUDITED_KEY
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
 from shopfloor.server.security import LoginRefused, Outcome, Principal, SecurityError
@@ -141,10 +142,12 @@ async def record(
     target: str = "",
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Write one audit entry for a security event (no-op without an audit log)."""
+    """Write one audit entry for a security event (no-op without an audit log); a refusal
+    of the request is then not entered again as ``access.denied``."""
     log = request.app.state.shopfloor.audit
     if log is None:
         return
+    request.scope.setdefault("state", {})[SELF_AUDITED_KEY] = True
     await log.record(
         user=user,
         action=action,
