@@ -3,11 +3,13 @@
 
 Each function opens ``security.sqlite`` (SQLite lets the running server and this process
 share it) and writes one entry to the audit log, as the API does, with the user
-``cli:<login name>``. Blocking: for the CLI, which owns no event loop.
+``cli:<login name>``; :func:`record` does that for other commands (``shopfloor backup``).
+Blocking: for the CLI, which owns no event loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ __all__ = [
     "create_token",
     "list_tokens",
     "list_users",
+    "record",
     "revoke_token",
     "set_disabled",
     "set_password",
@@ -51,6 +54,37 @@ def _store(data_dir: Path) -> Iterator[SecurityStore]:
         store.close()
 
 
+def record(
+    data_dir: Path,
+    *,
+    action: str,
+    target: str,
+    outcome: Outcome,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry by ``cli:<login name>`` to the data folder's audit log (safe while
+    the server appends to it too: see :meth:`AuditStore.append`); the entry as stored.
+
+    Raises:
+        AuditError: it could not be stored.
+    """
+    entry = AuditEntry(
+        ts_ns=now_ns(),
+        user=_actor(),
+        action=action,
+        target=target,
+        outcome=outcome,
+        client="cli",
+        detail=dict(detail or {}),
+    )
+    audit = AuditStore(data_dir / AUDIT_FILE)
+    try:
+        seq, digest = audit.append(entry)
+    finally:
+        audit.close()
+    return dataclasses.replace(entry, seq=seq, hash=digest)
+
+
 def _audited(data_dir: Path, action: str, target: str, fn: Callable[[], T], **detail: Any) -> T:
     """Run ``fn`` and audit it (accepted, or refused with the error)."""
     outcome, error = Outcome.OK, None
@@ -60,21 +94,13 @@ def _audited(data_dir: Path, action: str, target: str, fn: Callable[[], T], **de
         outcome, error = Outcome.REJECTED, str(err)
         raise
     finally:
-        audit = AuditStore(data_dir / AUDIT_FILE)
-        try:
-            audit.append(
-                AuditEntry(
-                    ts_ns=now_ns(),
-                    user=_actor(),
-                    action=action,
-                    target=target,
-                    outcome=outcome,
-                    client="cli",
-                    detail={**detail, **({"error": error} if error else {})},
-                )
-            )
-        finally:
-            audit.close()
+        record(
+            data_dir,
+            action=action,
+            target=target,
+            outcome=outcome,
+            detail={**detail, **({"error": error} if error else {})},
+        )
 
 
 def add_user(
