@@ -383,6 +383,34 @@ class Auth:
 
         return await self._run(confirm)
 
+    async def remove_totp(self, name: str, *, keep_session: str | None = None) -> bool:
+        """Remove ``name``'s second factor and end its sessions but ``keep_session`` (the
+        session of a user removing their own); whether it had one.
+
+        Raises:
+            SecurityError: no such user (404).
+        """
+        keep = None if keep_session is None else digest(keep_session)
+
+        def remove() -> bool:
+            self._pending.pop(name, None)
+            return self.opened().remove_totp(name, keep_session=keep)
+
+        return await self._run(remove)
+
+    async def check_totp(self, name: str, code: str) -> bool:
+        """Whether ``code`` is the current code of ``name``'s enabled second factor, never
+        used before (it is then used up, as at a login)."""
+
+        def check() -> bool:
+            store = self.opened()
+            user = store.user(name)
+            if user is None or not user.totp_enabled:
+                return False
+            return self._totp_ok(store, user, code, self._clock())
+
+        return await self._run(check)
+
     async def logout(self, session: str) -> str | None:
         """End a session; its user's name (None: it was not open)."""
         return await self._run(lambda: self.opened().end_session(session))
