@@ -15,7 +15,10 @@ from websockets.exceptions import InvalidStatus
 
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.server.api.auth import CSRF_HEADER
+from shopfloor.server.api.edge_auth import install_edge_credentials
+from shopfloor.server.ingest.credentials import EdgeCredentials, issue_credential
 from shopfloor.server.security import AuditEntry, AuditLog, Auth
+from shopfloor.server.security.denials import DenialCoalescer, Summary
 
 from .conftest import MakeStack, RunningServer
 
@@ -197,3 +200,41 @@ async def test_a_websocket_refused_for_its_role_or_origin_is_entered_an_anonymou
     assert "lacks the permission 'read'" in entries[0].detail["error"]["message"]
     assert "Origin" in entries[1].detail["error"]["message"]
     assert entries[1].client == "127.0.0.1"
+
+
+async def test_an_edge_speaking_for_another_edge_is_entered_under_its_own_id(
+    site: Site, tmp_path: Path
+) -> None:
+    path = tmp_path / "edge-credentials.txt"
+    token = issue_credential(path, "edge-a")
+    credentials = EdgeCredentials(path)
+    credentials.load()
+    install_edge_credentials(site.app, credentials)
+    async with site.client({"Authorization": f"Bearer {token}"}) as edge:
+        answer = await edge.put("/api/v1/edges/edge-b/status", json={})
+    assert answer.status_code == 403
+    (entry,) = await site.denials()
+    assert entry.user == "edge:edge-a"
+    assert entry.detail["route"] == "/api/v1/edges/{edge_id}/status"
+    assert "edge-b" in entry.detail["error"]["message"]
+
+
+def test_the_remembered_denials_are_bounded_and_a_pushed_out_one_is_summarised() -> None:
+    clock = Monotonic()
+    gate = DenialCoalescer(10.0, max_keys=2, monotonic=clock)
+
+    def admit(key: str, target: str = "") -> tuple[bool, list[Summary]]:
+        return gate.admit((key,), user=key, client="c", target=target, ts_ns=1, base={})
+
+    assert admit("a") == (True, [])
+    assert admit("a", "x") == (False, [])
+    assert admit("b") == (True, [])
+    written, due = admit("c")  # full: a's window is summarised early, its count kept
+    assert written
+    assert [(s.user, s.target, s.detail["repeats"]) for s in due] == [("a", "x", 1)]
+    assert admit("c") == (False, [])
+    clock.now += 10
+    written, due = admit("c")  # b's and c's windows are over: c is written again
+    assert written
+    assert [(s.user, s.detail["repeats"]) for s in due] == [("c", 1)]
+    assert gate.drain() == []
