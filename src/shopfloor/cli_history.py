@@ -358,14 +358,20 @@ def backup(
     from shopfloor.server.historian.offline import target_of
 
     cfg = _config(config)
+    facts = {"folder": str(out.absolute()), "config": str(config.absolute())}
 
     async def run() -> Manifest:
-        return await asyncio.to_thread(
-            make_backup, target_of(cfg), config=config, out=out, pg_bin=pg_bin
-        )
+        try:
+            return await asyncio.to_thread(
+                make_backup, target_of(cfg), config=config, out=out, pg_bin=pg_bin
+            )
+        except BaseException as err:
+            _audit_failure(cfg, "backup.created", out, err, facts)
+            raise
 
     with err_console.status("backing up…"):
         manifest = _run(run())
+    _audit(cfg, "backup.created", out, {**facts, **_manifest_facts(out, manifest)})
     size = sum(f.size for f in manifest.files)
     out_console.print(
         f"backup written to {out} and verified: {_count(manifest.tables)}, "
@@ -395,20 +401,30 @@ def restore(
     from shopfloor.server.historian.offline import target_of
 
     cfg = _config(config)
+    facts = {"folder": str(folder.absolute()), "config": str(config.absolute()), "force": force}
 
     async def run() -> RestoreResult:
-        return await asyncio.to_thread(
-            restore_backup,
-            folder,
-            target_of(cfg),
-            config=config,
-            force=force,
-            check_only=check,
-            pg_bin=pg_bin,
-        )
+        try:
+            return await asyncio.to_thread(
+                restore_backup,
+                folder,
+                target_of(cfg),
+                config=config,
+                force=force,
+                check_only=check,
+                pg_bin=pg_bin,
+            )
+        except BaseException as err:
+            if not check:  # a check changes nothing: it is not audited
+                _audit_failure(cfg, "restore.done", folder, err, facts)
+            raise
 
     with err_console.status("verifying and restoring…" if not check else "verifying…"):
         result = _run(run())
+    if not check:
+        done = {"kept_as": result.kept_as, "replaced": result.replaced}
+        facts |= _manifest_facts(folder, result.manifest)
+        _audit(cfg, "restore.done", folder, {**facts, **done})
     manifest = result.manifest
     if check:
         out_console.print(
@@ -429,6 +445,82 @@ def restore(
         out_console.print(
             f"note: {config} differs from the backed-up configuration in {folder / 'config'}"
         )
+
+
+def _manifest_facts(folder: Path, manifest: Manifest | None) -> dict[str, Any]:
+    """What an audit entry of a backup names: the manifest's SHA-256 (which pins every
+    file's), the backup's size, its backend and tables."""
+    from shopfloor.server.historian.backup import MANIFEST, hash_file
+
+    facts: dict[str, Any] = {}
+    if (folder / MANIFEST).is_file():
+        facts["manifest_sha256"] = hash_file(folder / MANIFEST)
+    if manifest is not None:
+        size = sum(f.size for f in manifest.files) + (folder / MANIFEST).stat().st_size
+        facts |= {
+            "size_bytes": size,
+            "files": len(manifest.files) + 1,
+            "backend": manifest.backend,
+            "tables": manifest.tables,
+            "made": manifest.created,
+        }
+    return facts
+
+
+def _audit_place(cfg: ShopfloorConfig) -> Any:
+    """Where the servers of ``cfg`` keep their audit log: the data folder, or the shared
+    PostgreSQL of scaled-out API servers (``historian.shared``)."""
+    from shopfloor.server.security.offline import shared_place
+
+    return shared_place(cfg) or cfg.server.data_dir
+
+
+def _audit(cfg: ShopfloorConfig, action: str, folder: Path, detail: dict[str, Any]) -> None:
+    """Enter a done backup or restore in the servers' audit log (as ``cli:LOGIN``).
+
+    A backup or restore that cannot be audited fails the command (exit 1), saying that
+    the work itself is done.
+    """
+    from shopfloor.server.security.audit import AuditError, Outcome
+    from shopfloor.server.security.offline import record
+
+    try:
+        record(
+            _audit_place(cfg),
+            action=action,
+            target=str(folder.absolute()),
+            outcome=Outcome.OK,
+            detail=detail,
+        )
+    except AuditError as err:
+        verb = "backup" if action.startswith("backup") else "restore"
+        _fail(f"the {verb} is done, but it could not be audited: {err}")
+
+
+def _audit_failure(
+    cfg: ShopfloorConfig, action: str, folder: Path, err: BaseException, facts: dict[str, Any]
+) -> None:
+    """Enter a backup or restore that did not happen: ``rejected`` when shopfloor refused
+    it or a step failed with an explained error (both in ``detail.error``: a tampered
+    backup, existing history, a running server, a failed pg_dump), ``error`` for anything
+    unexpected. A failure to audit it is only warned about: the command's error goes on."""
+    from shopfloor.server.historian.backup import BackupError
+    from shopfloor.server.historian.offline import ServerRunning
+    from shopfloor.server.security.audit import AuditError, Outcome
+    from shopfloor.server.security.offline import record
+
+    refused = isinstance(err, BackupError | ServerRunning | ConfigError)
+    detail = {**facts, **_manifest_facts(folder, None), "error": str(err) or type(err).__name__}
+    try:
+        record(
+            _audit_place(cfg),
+            action=action,
+            target=str(folder.absolute()),
+            outcome=Outcome.REJECTED if refused else Outcome.ERROR,
+            detail=detail,
+        )
+    except AuditError as audit_err:
+        err_console.print(f"warning: the failure could not be audited: {audit_err}")
 
 
 def _count(tables: dict[str, int]) -> str:

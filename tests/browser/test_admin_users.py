@@ -1,9 +1,10 @@
 """Managing users and API tokens on the admin page, in a real headless Chromium.
 
 An admin (``tester``) adds a user, changes its role, creates an API token whose secret,
-shown once, then works against the API, revokes it after confirming (the secret is refused
-from then on) and disables the user (who can no longer log in). The new user sets up a
-second factor on "my account" with a code of the shown secret. Every effect is checked
+shown once, then works against the API acting as the admin, revokes it after confirming
+(the secret is refused from then on), edits the user's sites, removes its second factor
+and disables the user (who can no longer log in). The new user sets up a second factor
+on "my account" with a code of the shown secret. Every effect is checked
 through the API, not only on the page.
 """
 
@@ -157,6 +158,36 @@ async def _change_and_disable(
     )
     assert await own.locator("#users-table").is_hidden()
     assert await own.locator("#my-password").is_visible()
+
+    # Edit its sites after creation, and remove its second factor (a lost phone).
+    await page.locator(f"{_row('user', NEW_USER)} input.user-sites").fill("acme/plant-3")
+    await page.locator(f'{_row("user", NEW_USER)} button[data-action="save-sites"]').click()
+    await wait_for(
+        page,
+        f"() => document.querySelector('{_row('user', NEW_USER)} input.user-sites')?.value"
+        " === 'acme/plant-3' && document.getElementById('users-action-msg').dataset.outcome"
+        " === 'ok'",
+        None,
+        "the sites change is said",
+    )
+    users = {u["name"]: u for u in (await admin.get("/api/v1/users")).json()}
+    assert users[NEW_USER]["sites"] == ["acme/plant-3"]
+    assert users[NEW_USER]["totp"] is True
+    await page.locator(f'{_row("user", NEW_USER)} button[data-action="remove-totp"]').click()
+    await wait_for(
+        page, "() => document.getElementById('confirm-dialog').open", None, "removing asks first"
+    )
+    await page.locator('#confirm-dialog button[value="confirm"]').click()
+    await wait_for(
+        page,
+        f"() => document.querySelector('{_row('user', NEW_USER)} td[data-totp]')"
+        "?.dataset.totp === 'false'",
+        None,
+        "the second factor shows removed",
+    )
+    users = {u["name"]: u for u in (await admin.get("/api/v1/users")).json()}
+    assert users[NEW_USER]["totp"] is False
+
     await page.locator(f'{_row("user", NEW_USER)} button[data-action="disable-user"]').click()
     await wait_for(
         page,
@@ -180,6 +211,7 @@ async def _create_and_revoke_token(
     await form.locator('input[name="name"]').fill(TOKEN)
     await form.locator('select[name="role"]').select_option("read")
     await form.locator('select[name="expires"]').select_option("30")
+    await form.locator('input[name="user"]').fill("tester")  # acts as the admin tester
     await form.locator('button[type="submit"]').click()
     await wait_for(
         page,
@@ -194,6 +226,7 @@ async def _create_and_revoke_token(
     tokens = {t["name"]: t for t in (await admin.get("/api/v1/tokens")).json()}
     assert tokens[TOKEN]["role"] == "read"
     assert tokens[TOKEN]["expires_ns"] is not None
+    assert tokens[TOKEN]["user"] == "tester"
 
     # Revoke it: Cancel keeps it; confirming revokes it and the secret is refused (401).
     row = _row("token", tokens[TOKEN]["id"])

@@ -21,6 +21,7 @@ from shopfloor.server.api.audit_trail import AuditMiddleware
 from shopfloor.server.api.auth import AuthenticateEarly, install_auth
 from shopfloor.server.api.body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from shopfloor.server.api.context import ApiContext
+from shopfloor.server.api.denial_audit import DenialAudit
 from shopfloor.server.api.errors import install_error_handlers
 from shopfloor.server.api.openapi import declare_common_errors
 from shopfloor.server.api.routes import alarms as alarms_routes
@@ -195,6 +196,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AuthenticateEarly)
     if audit is not None:  # outermost: it sees the envelope of every failure
+        app.add_middleware(DenialAudit, log=audit)
         app.add_middleware(AuditMiddleware, log=audit)
     for router in (
         health.router,

@@ -8,7 +8,8 @@ entry is written however the request ends: done (``ok``); refused by the route, 
 body validation before the route ran, or as malformed JSON (``rejected``, with the error
 envelope and what was sent); or failed by a bug (``error``).
 It is written before the answer leaves: a client that was told "done" can rely on the
-entry being on disk.
+entry being on disk. A refusal with 403 is the one exception: it is entered once, as
+``access.denied`` naming the action, by :mod:`.denial_audit`.
 
 The route adds what only it knows with :func:`note`: the target's canonical name (an
 equipment's ISA-95 path, an alarm's name) and the detail (an edit's before and after).
@@ -29,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shopfloor.server.api.errors import error_response
 from shopfloor.server.security import AuditError, AuditLog, Outcome, acting_user
 
-__all__ = ["AUDIT_KEY", "UNNAMED", "AuditMiddleware", "audited", "note"]
+__all__ = ["AUDIT_KEY", "UNNAMED", "AuditMiddleware", "action_of", "audited", "note"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class AuditMiddleware:
         async def hold(message: Message) -> None:
             nonlocal action
             if message["type"] == "http.response.start":
-                action = _action_of(scope)
+                action = action_of(scope)
             if action is None:
                 await send(message)
             else:
@@ -93,7 +94,7 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive_copy, hold)
         except Exception:
-            action = action or _action_of(scope)
+            action = action or action_of(scope)
             if action is not None:
                 await self._record(scope, action, bytes(sent), 500, b"")
             raise
@@ -101,6 +102,10 @@ class AuditMiddleware:
             return
         start = next((m for m in held if m["type"] == "http.response.start"), None)
         status = 500 if start is None else int(start["status"])
+        if status == 403:  # entered as access.denied by DenialAudit, with the action
+            for message in held:
+                await send(message)
+            return
         answer = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
         try:
             await self._record(scope, action, bytes(sent), status, answer)
@@ -152,7 +157,7 @@ class AuditMiddleware:
         )
 
 
-def _action_of(scope: Scope) -> str | None:
+def action_of(scope: Scope) -> str | None:
     """The audit action of the route that answered (None: not audited, or no route)."""
     route = scope.get("route")
     extra = getattr(route, "openapi_extra", None) or {}

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, FastAPI
@@ -55,6 +55,7 @@ __all__ = [
     "READ",
     "SESSION",
     "SESSION_COOKIE",
+    "WS_DENIED_KEY",
     "AuthenticateEarly",
     "LoginRedirect",
     "Public",
@@ -175,7 +176,9 @@ class Require:
             return None  # the edge's token or client certificate (edge_auth) decides
         websocket = conn.scope["type"] == "websocket"
         if websocket and not _same_origin(conn):
-            await _close(conn, "the websocket's Origin is not this server")
+            with contextlib.suppress(ApiError):  # who it was, for the audit of the refusal
+                await principal_of(conn)
+            _deny(conn, "the websocket's Origin is not this server")
         try:
             principal = await principal_of(conn)
         except ApiError as err:
@@ -196,37 +199,43 @@ class Require:
                 headers=_CHALLENGE,
             )
         if self.session and principal.kind != "session":
-            raise ApiError(403, "forbidden", None, "an API token cannot do this: log in as a user")
+            _deny(conn, "an API token cannot do this: log in as a user")
         method = conn.scope.get("method", "GET")
         if principal.kind == "session" and method in _UNSAFE:
             sent = conn.headers.get(CSRF_HEADER, "")
             if not sent or not hmac.compare_digest(sent, principal.csrf or ""):
-                raise ApiError(
-                    403,
-                    "forbidden",
-                    CSRF_HEADER,
+                _deny(
+                    conn,
                     f"missing or wrong {CSRF_HEADER} header: send the session's CSRF token "
                     f"(the {CSRF_COOKIE} cookie) with every change",
+                    field=CSRF_HEADER,
                 )
         if self.permission is not None and principal.mfa_pending:
-            raise ApiError(
-                403,
-                "forbidden",
-                None,
+            _deny(
+                conn,
                 "this server requires a second factor for your role: set one up first "
                 "(POST /api/v1/auth/totp, then /api/v1/auth/totp/confirm)",
             )
         if self.permission is not None and not principal.may(self.permission):
-            if websocket:
-                await _close(conn, f"the role {principal.role!r} may not {self.permission}")
-            raise ApiError(
-                403,
-                "forbidden",
-                None,
+            _deny(
+                conn,
                 f"{principal.name} ({principal.role}) lacks the permission "
                 f"{self.permission.value!r} this needs",
             )
         return principal
+
+
+WS_DENIED_KEY = "ws_denied"
+"""Where a refused websocket handshake leaves its reason in the state, for the audit: a
+refusal for who it is (no or a bad credential, a 401 on HTTP) leaves none."""
+
+
+def _deny(conn: HTTPConnection, message: str, *, field: str | None = None) -> NoReturn:
+    """Refuse with 403 (a websocket: refuse the handshake, marked as a denial)."""
+    if conn.scope["type"] == "websocket":
+        conn.scope.setdefault("state", {})[WS_DENIED_KEY] = message
+        raise WebSocketException(code=_POLICY_VIOLATION, reason=message[:120])
+    raise ApiError(403, "forbidden", field, message)
 
 
 async def _close(conn: HTTPConnection, reason: str) -> Any:

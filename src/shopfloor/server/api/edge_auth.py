@@ -32,6 +32,7 @@ from shopfloor.server.ingest.credentials import EdgeCredentials
 
 __all__ = [
     "AUTH_RESPONSES",
+    "EDGE_KEY",
     "EdgeIdentity",
     "edge_identity",
     "install_edge_credentials",
@@ -42,6 +43,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _STATE_KEY = "edge_credentials"
+EDGE_KEY = "edge"
+"""The key of the identified edge in the request's state (the audit of a 403 names it)."""
 _CERTS_KEY = "edge_client_certificates"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _MAX_WARNED = 1024
@@ -103,6 +106,7 @@ async def edge_identity(
     client = request.client.host if request.client else "unknown"
     certified = certificate_edge(request.scope)
     if certified is not None:
+        request.scope.setdefault("state", {})[EDGE_KEY] = certified
         if credentials is not None and bearer is not None:
             token_edge = await credentials.identify(bearer.credentials)
             if token_edge is not None and token_edge != certified:
@@ -147,6 +151,8 @@ async def edge_identity(
             headers=_CHALLENGE,
         )
     edge = await credentials.identify(bearer.credentials)
+    if edge is not None:
+        request.scope.setdefault("state", {})[EDGE_KEY] = edge
     if edge is None:
         _warn_once(
             ("unknown token", client),

@@ -23,7 +23,13 @@ from shopfloor.wire import PayloadTooLarge, UnsupportedEncoding, UnsupportedMedi
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ApiError", "CatchAllMiddleware", "error_response", "install_error_handlers"]
+__all__ = [
+    "DENIED_TARGET_KEY",
+    "ApiError",
+    "CatchAllMiddleware",
+    "error_response",
+    "install_error_handlers",
+]
 
 _CODE_BY_STATUS = {
     400: "bad_request",
@@ -50,6 +56,8 @@ class ApiError(Exception):
         field: the parameter or payload field at fault, if any.
         message: a sentence for people.
         headers: extra response headers (``Retry-After``).
+        target: the object a refusal is about (a tag's ISA-95 path): the audit of a 403
+            names it (:mod:`.denial_audit`).
     """
 
     def __init__(
@@ -60,6 +68,7 @@ class ApiError(Exception):
         message: str,
         *,
         headers: Mapping[str, str] | None = None,
+        target: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -67,6 +76,7 @@ class ApiError(Exception):
         self.field = field
         self.message = message
         self.headers = dict(headers or {})
+        self.target = target
 
 
 def error_response(
@@ -82,9 +92,15 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-async def _envelope(_: Request, exc: Exception) -> Response:
+DENIED_TARGET_KEY = "denied_target"
+"""Where the object of a refused request is left in the request's state for its audit."""
+
+
+async def _envelope(request: Request, exc: Exception) -> Response:
     """Translate each kind of exception the API knows into the envelope."""
     if isinstance(exc, ApiError):
+        if exc.target is not None:
+            request.scope.setdefault("state", {})[DENIED_TARGET_KEY] = exc.target
         return error_response(exc.status, exc.code, exc.field, exc.message, headers=exc.headers)
     if isinstance(exc, IngestBusy):
         return error_response(

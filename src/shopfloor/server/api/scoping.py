@@ -53,6 +53,7 @@ def require_path(
             field,
             f"{what or f'the tag {path!r}'} is outside the sites {principal.name} may see "
             f"({', '.join(principal.sites)})",
+            target=path,
         )
 
 

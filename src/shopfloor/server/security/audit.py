@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,8 +40,11 @@ from typing import Any, Protocol, TypeVar
 from shopfloor.errors import ShopfloorError
 from shopfloor.model import now_ns
 from shopfloor.runtime.durable_sqlite import open_durable
+from shopfloor.server.security.denials import DenialCoalescer, DenialKey, Summary
 
 __all__ = [
+    "DENIAL_WINDOW_S",
+    "DENIED",
     "AuditBackend",
     "AuditEntry",
     "AuditError",
@@ -65,6 +69,10 @@ _SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
 )
+DENIED = "access.denied"
+"""The action of a refused request (a 403): see :meth:`AuditLog.deny`."""
+DENIAL_WINDOW_S = 10.0
+"""Identical denials within this many seconds are counted into one entry."""
 AUDIT_COLUMNS = 'seq, ts_ns, "user", action, target, detail, client, outcome, hash'
 GENESIS = "0" * 64
 """The "previous hash" of the first row."""
@@ -265,12 +273,8 @@ class AuditStore:
             columns = {row[1] for row in self._con.execute("PRAGMA table_info(audit)")}
             if "hash" not in columns:  # a log written before the chain: rows stay unchained
                 self._con.execute("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
-            head = self._con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            row = head.fetchone()
         except (OSError, sqlite3.Error) as err:
             raise AuditError(f"audit log {path}: {err}") from err
-        self._head_seq: int = 0 if row is None else row[0]
-        self._head_hash: str = GENESIS if row is None or not row[1] else row[1]
 
     def close(self) -> None:
         """Close the file."""
@@ -279,20 +283,35 @@ class AuditStore:
     def append(self, entry: AuditEntry) -> tuple[int, str]:
         """Store ``entry``; its sequence number and hash.
 
+        The head of the chain is read and the row inserted in one ``BEGIN IMMEDIATE``
+        transaction, so another process appending to the same file (``shopfloor backup``
+        or ``shopfloor users`` while the server runs) never forks the chain: the second
+        writer waits for the first and links to its row.
+
         Raises:
             AuditError: nothing was stored.
         """
-        row = entry_row(self._head_seq + 1, entry)  # the one writer thread numbers rows
-        digest = chain_hash(self._head_hash, row)
+        con = self._con
         try:
-            self._con.execute(
-                "INSERT INTO audit (seq, ts_ns, user, action, target, detail, client, outcome,"
-                " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, digest),
-            )
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                head = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                last = head.fetchone()
+                head_seq = 0 if last is None else int(last[0])
+                head_hash = GENESIS if last is None or not last[1] else str(last[1])
+                row = entry_row(head_seq + 1, entry)
+                digest = chain_hash(head_hash, row)
+                con.execute(
+                    "INSERT INTO audit (seq, ts_ns, user, action, target, detail, client,"
+                    " outcome, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, digest),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         except sqlite3.Error as err:
             raise AuditError(f"audit log {self.path}: cannot append: {err}") from err
-        self._head_seq, self._head_hash = row[0], digest
         return row[0], digest
 
     def verify(self, *, batch: int = 10_000) -> ChainReport:
@@ -354,6 +373,9 @@ class AuditLog:
         clock: wall time in UTC nanoseconds, stamped on each entry.
         store: opens the store instead of the file at ``path`` (the shared PostgreSQL of
             a scaled-out installation); called on the worker thread.
+        denial_window_s: identical access denials within this many seconds of the one
+            written are counted into one summary entry (:mod:`.denials`); 0 writes each.
+        monotonic: the monotonic clock of that window (tests move it).
     """
 
     def __init__(
@@ -362,11 +384,14 @@ class AuditLog:
         *,
         clock: Callable[[], int] = now_ns,
         store: Callable[[], AuditBackend] | None = None,
+        denial_window_s: float = DENIAL_WINDOW_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._clock = clock
         self._open: Callable[[], AuditBackend] = store or (lambda: AuditStore(path))
         self._store: AuditBackend | None = None
+        self._denials = DenialCoalescer(denial_window_s, monotonic=monotonic)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="audit-log")
         self._closed = False
 
@@ -383,6 +408,9 @@ class AuditLog:
         if self._closed:
             return
         self._closed = True
+        if self._store is not None:
+            for summary in self._denials.drain():
+                await self._write_summary(summary)
         store, self._store = self._store, None
         if store is not None:
             await self._run(store.close)
@@ -414,6 +442,53 @@ class AuditLog:
         )
         seq, digest = await self._run(lambda: self._opened().append(entry))
         return dataclasses.replace(entry, seq=seq, hash=digest)
+
+    async def deny(
+        self,
+        key: DenialKey,
+        *,
+        user: str,
+        target: str,
+        client: str,
+        detail: Mapping[str, Any],
+        base: Mapping[str, Any],
+    ) -> AuditEntry | None:
+        """Audit a refused request as ``access.denied`` (outcome ``rejected``), coalescing
+        repeats of ``key`` (see :mod:`.denials`); the entry written, None when only counted.
+
+        Args:
+            key: who, from where, method and route: what makes two denials the same.
+            detail: this denial's detail (the error, the object).
+            base: what a summary of ``key`` repeats (method, route).
+
+        Raises:
+            AuditError: it could not be stored.
+        """
+        write, due = self._denials.admit(
+            key, user=user, client=client, target=target, ts_ns=self._clock(), base=dict(base)
+        )
+        for summary in due:
+            await self._write_summary(summary)
+        if not write:
+            return None
+        return await self.record(
+            user=user,
+            action=DENIED,
+            target=target,
+            outcome=Outcome.REJECTED,
+            client=client,
+            detail=detail,
+        )
+
+    async def _write_summary(self, summary: Summary) -> None:
+        await self.record(
+            user=summary.user,
+            action=DENIED,
+            target=summary.target,
+            outcome=Outcome.REJECTED,
+            client=summary.client,
+            detail=summary.detail,
+        )
 
     async def verify(self) -> ChainReport:
         """Recompute the hash chain (see :meth:`AuditStore.verify`)."""

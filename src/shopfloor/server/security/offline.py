@@ -3,14 +3,16 @@
 
 Each function opens ``security.sqlite`` (SQLite lets the running server and this process
 share it) and writes one entry to the audit log, as the API does, with the user
-``cli:<login name>``. Given a :class:`SharedPlace` instead of a folder, it works on the
-shared PostgreSQL of a scaled-out installation (``shopfloor users --config`` with
-``historian.shared = true``), where the API servers keep their users. Blocking: for the
-CLI, which owns no event loop.
+``cli:<login name>``; :func:`record` does that for other commands (``shopfloor backup``).
+Given a :class:`SharedPlace` instead of a folder, it works on the shared PostgreSQL of a
+scaled-out installation (``shopfloor users --config`` with ``historian.shared = true``),
+where the API servers keep their users and audit log. Blocking: for the CLI, which owns no
+event loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ __all__ = [
     "create_token",
     "list_tokens",
     "list_users",
+    "record",
     "revoke_token",
     "set_disabled",
     "set_password",
@@ -107,6 +110,37 @@ def _store(data_dir: Place) -> Iterator[SecurityBackend]:
         store.close()
 
 
+def record(
+    data_dir: Place,
+    *,
+    action: str,
+    target: str,
+    outcome: Outcome,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry by ``cli:<login name>`` to the data folder's audit log (safe while
+    the server appends to it too: see :meth:`AuditStore.append`); the entry as stored.
+
+    Raises:
+        AuditError: it could not be stored.
+    """
+    entry = AuditEntry(
+        ts_ns=now_ns(),
+        user=_actor(),
+        action=action,
+        target=target,
+        outcome=outcome,
+        client="cli",
+        detail=dict(detail or {}),
+    )
+    audit = _audit_store(data_dir)
+    try:
+        seq, digest = audit.append(entry)
+    finally:
+        audit.close()
+    return dataclasses.replace(entry, seq=seq, hash=digest)
+
+
 def _audited(data_dir: Place, action: str, target: str, fn: Callable[[], T], **detail: Any) -> T:
     """Run ``fn`` and audit it (accepted, or refused with the error)."""
     outcome, error = Outcome.OK, None
@@ -116,21 +150,13 @@ def _audited(data_dir: Place, action: str, target: str, fn: Callable[[], T], **d
         outcome, error = Outcome.REJECTED, str(err)
         raise
     finally:
-        audit = _audit_store(data_dir)
-        try:
-            audit.append(
-                AuditEntry(
-                    ts_ns=now_ns(),
-                    user=_actor(),
-                    action=action,
-                    target=target,
-                    outcome=outcome,
-                    client="cli",
-                    detail={**detail, **({"error": error} if error else {})},
-                )
-            )
-        finally:
-            audit.close()
+        record(
+            data_dir,
+            action=action,
+            target=target,
+            outcome=outcome,
+            detail={**detail, **({"error": error} if error else {})},
+        )
 
 
 def add_user(

@@ -64,6 +64,7 @@ class Principal:
         mfa_pending: ``[security] mfa = "required"`` and the user has no second factor yet:
             no permission is granted until it is set up (``POST /api/v1/auth/totp``).
         locale: the user's chosen language (``zh-CN``), None when the browser's decides.
+        token: the API token's id (kind ``token``), which the audit of a denial names.
     """
 
     name: str
@@ -75,6 +76,7 @@ class Principal:
     csrf: str | None = None
     mfa_pending: bool = False
     locale: str | None = None
+    token: str | None = None
 
     def may(self, permission: Permission) -> bool:
         """Whether the principal holds ``permission``."""
@@ -257,6 +259,7 @@ class Auth:
                 role=token.role,
                 permissions=permissions_of(token.role),
                 kind="token",
+                token=token.id,
             )
         if user is None or user.disabled:
             return None
@@ -267,6 +270,7 @@ class Auth:
             sites=user.sites,
             kind="token",
             locale=user.locale,
+            token=token.id,
         )
 
     # logins
@@ -400,6 +404,30 @@ class Auth:
             return store.use_totp_step(name, step)
 
         return await self._run(confirm)
+
+    async def remove_totp(self, name: str, *, keep_session: str | None = None) -> bool:
+        """Remove ``name``'s second factor and end its sessions but ``keep_session`` (the
+        session of a user removing their own); whether it had one.
+
+        Raises:
+            SecurityError: no such user (404).
+        """
+        keep = None if keep_session is None else digest(keep_session)
+
+        return await self._run(lambda: self.opened().remove_totp(name, keep_session=keep))
+
+    async def check_totp(self, name: str, code: str) -> bool:
+        """Whether ``code`` is the current code of ``name``'s enabled second factor, never
+        used before (it is then used up, as at a login)."""
+
+        def check() -> bool:
+            store = self.opened()
+            user = store.user(name)
+            if user is None or not user.totp_enabled:
+                return False
+            return self._totp_ok(store, user, code, self._clock())
+
+        return await self._run(check)
 
     async def logout(self, session: str) -> str | None:
         """End a session; its user's name (None: it was not open)."""

@@ -468,6 +468,18 @@ class SecurityBackend(ABC):
         row = self._run("SELECT totp_pending FROM users WHERE name = ?", (name,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
+    def remove_totp(self, name: str, *, keep_session: str | None) -> bool:
+        """Remove a user's second factor (enabled or pending) and end its sessions but
+        ``keep_session`` (a digest); whether it had one enabled.
+
+        Raises:
+            SecurityError: no such user (404).
+        """
+        had = self._existing(name).totp_enabled
+        self.set_totp(name, None, enabled=False)
+        self._run('DELETE FROM sessions WHERE "user" = ? AND key != ?', (name, keep_session or ""))
+        return had
+
     def totp_secret(self, name: str) -> str | None:
         """A user's TOTP secret, enabled or pending (None: none)."""
         row = self._run("SELECT totp_secret FROM users WHERE name = ?", (name,)).fetchone()

@@ -128,6 +128,7 @@ async def test_wrong_password_is_401_and_audited_with_the_name_tried(site: Site)
         ("ada", "auth.login", "rejected"),
         ("nobody", "auth.login", "rejected"),
         ("ada", "auth.login", "ok"),
+        ("ada", "access.denied", "rejected"),  # the logout without its CSRF token
     ]
 
 

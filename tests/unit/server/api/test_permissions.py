@@ -29,10 +29,12 @@ EXPECTED: dict[str, str] = {
     "POST /api/v1/auth/password": "session",
     "POST /api/v1/auth/totp": "session",
     "POST /api/v1/auth/totp/confirm": "session",
+    "DELETE /api/v1/auth/totp": "session",
     "GET /api/v1/users": "admin",
     "POST /api/v1/users": "admin",
     "PATCH /api/v1/users/{name}": "admin",
     "PUT /api/v1/users/{name}/password": "admin",
+    "DELETE /api/v1/users/{name}/totp": "admin",
     "GET /api/v1/tokens": "admin",
     "POST /api/v1/tokens": "admin",
     "DELETE /api/v1/tokens/{token_id}": "admin",
@@ -122,6 +124,7 @@ async def test_every_route_declares_its_permission(make_stack: MakeStack) -> Non
     assert not undeclared, f"routes without a declared permission: {undeclared}"
     # changes need more than reading, but for one's own session, password and language
     assert sorted(open_writes) == [
+        "['DELETE'] /api/v1/auth/totp",
         "['PATCH'] /api/v1/auth/me",
         "['POST'] /api/v1/auth/logout",
         "['POST'] /api/v1/auth/password",

@@ -3,7 +3,10 @@ from. Filtered reads and one chain across servers: tests/contract/test_security_
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +128,53 @@ async def test_a_log_from_before_the_chain_keeps_its_rows_and_chains_new_ones(
     assert entry.seq == 2
     assert [e.user for e in every] == ["ada", "bo"]
     assert (report.rows, report.unchained, report.broken_seq) == (2, 1, None)
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from shopfloor.server.security.audit import AuditEntry, AuditStore, Outcome
+store = AuditStore(Path(sys.argv[1]))
+sys.stdin.readline()  # start together
+for i in range(int(sys.argv[3])):
+    store.append(AuditEntry(ts_ns=i, user=sys.argv[2], action="a", target=str(i),
+                            outcome=Outcome.OK))
+store.close()
+"""
+
+
+async def test_two_processes_appending_at_once_keep_one_valid_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    log = AuditLog(path)  # the server's, open (and appending) all along
+    await log.start()
+    await log.record(user="server", action="a", target="before", outcome=Outcome.OK)
+    writers = [
+        subprocess.Popen(  # noqa: ASYNC220 - started at once, waited for in a thread
+            [sys.executable, "-c", _WRITER, str(path), name, "150"],
+            stdin=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("cli-1", "cli-2")
+    ]
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.close()
+    for i in range(20):  # the server keeps appending while they do
+        await log.record(user="server", action="a", target=str(i), outcome=Outcome.OK)
+    codes = [await asyncio.to_thread(w.wait, 60) for w in writers]
+    await log.record(user="server", action="a", target="after", outcome=Outcome.OK)
+    report = await log.verify()
+    every = await log.entries(limit=10_000)
+    await log.close()
+    assert codes == [0, 0]
+    assert [e.seq for e in every] == list(range(1, 323))
+    assert {e.user: sum(x.user == e.user for x in every) for e in every} == {
+        "server": 22,
+        "cli-1": 150,
+        "cli-2": 150,
+    }
+    assert (report.rows, report.broken_seq) == (322, None)
 
 
 def test_the_acting_user_is_the_authenticated_principal_and_a_claimed_other_is_refused() -> None:

@@ -26,6 +26,7 @@ from shopfloor.server.api.auth import (
     Require,
     auth_of,
 )
+from shopfloor.server.api.denial_audit import SELF_AUDITED_KEY
 from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import ErrorEnvelope
 from shopfloor.server.security import LoginRefused, Outcome, Principal, SecurityError
@@ -110,6 +111,15 @@ class TotpConfirm(BaseModel):
     code: str = Field(min_length=6, max_length=10, description="The app's current code.")
 
 
+class TotpRemove(BaseModel):
+    """Proof that it is the user who removes their own second factor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=1, max_length=1024, description="The user's password.")
+    code: str = Field(min_length=6, max_length=10, description="The app's current code.")
+
+
 class PasswordIn(BaseModel):
     """A change of one's own password."""
 
@@ -141,10 +151,12 @@ async def record(
     target: str = "",
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Write one audit entry for a security event (no-op without an audit log)."""
+    """Write one audit entry for a security event (no-op without an audit log); a refusal
+    of the request is then not entered again as ``access.denied``."""
     log = request.app.state.shopfloor.audit
     if log is None:
         return
+    request.scope.setdefault("state", {})[SELF_AUDITED_KEY] = True
     await log.record(
         user=user,
         action=action,
@@ -355,4 +367,48 @@ async def totp_confirm(
     await record(request, user=principal.name, action="user.totp", outcome=outcome)
     if not ok:
         raise ApiError(403, "forbidden", "code", "code: not the current code of the new secret")
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/totp",
+    summary="Remove my second factor",
+    description="Turn the logged-in user's second factor off, with the password and a "
+    "current code; every other session of the user ends. Audited. (An admin removes "
+    "another user's with `DELETE /api/v1/users/{name}/totp`.)",
+    status_code=204,
+    responses={
+        **_ERRORS,
+        403: {"model": ErrorEnvelope, "description": "A wrong password or code."},
+        409: {"model": ErrorEnvelope, "description": "The user has no second factor."},
+    },
+    dependencies=[SESSION],
+)
+async def totp_remove(
+    request: Request,
+    body: TotpRemove,
+    principal: Annotated[Principal | None, Depends(Require(None))],
+) -> Response:
+    """Check the password and the code; remove the factor."""
+    assert principal is not None
+    auth = auth_of(request)
+    user = await auth.user(principal.name)
+    if user is None or not user.totp_enabled:
+        raise ApiError(409, "conflict", None, f"{principal.name} has no second factor")
+    field = None
+    if not await auth.verify(principal.name, body.password):
+        field = "password"
+    elif not await auth.check_totp(principal.name, body.code):
+        field = "code"
+    if field is not None:
+        await record(
+            request,
+            user=principal.name,
+            action="user.totp.remove",
+            outcome=Outcome.REJECTED,
+            detail={"field": field},
+        )
+        raise ApiError(403, "forbidden", field, f"{field}: wrong (or already used)")
+    await auth.remove_totp(principal.name, keep_session=principal.session)
+    await record(request, user=principal.name, action="user.totp.remove", outcome=Outcome.OK)
     return Response(status_code=204)

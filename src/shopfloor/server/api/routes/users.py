@@ -37,6 +37,10 @@ class UserOut(BaseModel):
     disabled: bool = Field(description="A disabled user cannot log in.")
     created_ns: int = Field(description="When it was created (UTC nanoseconds).")
     locked_until_ns: int | None = Field(description="End of a lockout after failed logins.")
+    totp: bool = Field(False, description="The user logs in with a second factor (TOTP).")
+    locale: str | None = Field(
+        None, description="The user's dashboard language (`en`, `zh-CN`); null: the browser's."
+    )
 
 
 class UserIn(BaseModel):
@@ -179,6 +183,25 @@ async def set_password(
     note(request, target=name)
     keep = principal.session if principal is not None and principal.name == name else None
     await auth_of(request).set_password(name, body.password, keep_session=keep)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/users/{name}/totp",
+    summary="Remove a user's second factor",
+    status_code=204,
+    responses=_ERRORS,
+    openapi_extra=audited("user.totp.remove"),
+)
+async def remove_totp(
+    request: Request, name: Annotated[str, Path(max_length=64)], principal: Admin
+) -> Response:
+    """Remove the user's second factor (a lost phone): the next login needs only the
+    password, and a setup again where a factor is required. Every session of the user
+    ends (the admin's own one stays)."""
+    keep = principal.session if principal is not None and principal.name == name else None
+    had = await auth_of(request).remove_totp(name, keep_session=keep)
+    note(request, target=name, detail={"had_totp": had})
     return Response(status_code=204)
 
 

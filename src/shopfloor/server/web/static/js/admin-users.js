@@ -36,6 +36,7 @@ export class UsersView {
     $("my-password").addEventListener("submit", (e) => this.changeOwnPassword(e));
     $("totp-begin").addEventListener("click", () => this.beginTotp());
     $("totp-confirm").addEventListener("submit", (e) => this.confirmTotp(e));
+    $("totp-remove").addEventListener("submit", (e) => this.removeOwnTotp(e));
   }
 
   /** Say the outcome of an action (`ok` false: an error) in the section's message line. */
@@ -91,6 +92,8 @@ export class UsersView {
 
   showUsers(users) {
     this.$("users-body").replaceChildren(...users.map((u) => this.userRow(u)));
+    // the token form's "act as user" suggests the users' names
+    this.$("user-names").replaceChildren(...users.map((u) => el("option", { value: u.name })));
   }
 
   userRow(u) {
@@ -113,14 +116,49 @@ export class UsersView {
     const reset = el("button", { type: "button", className: "admin-btn", textContent: t("admin.resetPassword") });
     reset.dataset.action = "reset-password";
     reset.addEventListener("click", () => this.resetPassword(u.name, password));
+    const sites = el("input", {
+      className: "user-sites",
+      value: (u.sites || []).join(", "),
+      placeholder: t("admin.allSites"),
+      maxLength: 2000,
+      autocomplete: "off",
+    });
+    sites.setAttribute("aria-label", t("admin.sitesHelp"));
+    const saveSites = el("button", { type: "button", className: "admin-btn", textContent: t("admin.saveSites") });
+    saveSites.dataset.action = "save-sites";
+    saveSites.addEventListener("click", () => this.patchUser(u.name, { sites: sitesOf(sites.value) }));
+    const totp = td(u.totp ? t("admin.totpOnShort") : t("admin.totpOffShort"));
+    totp.dataset.totp = String(Boolean(u.totp));
+    if (u.totp) {
+      const remove = el("button", { type: "button", className: "admin-btn", textContent: t("admin.removeTotp") });
+      remove.dataset.action = "remove-totp";
+      remove.addEventListener("click", () => this.removeTotp(u.name));
+      totp.append(" ", remove);
+    }
     tr.append(
       td(u.name),
       td(role),
-      td((u.sites || []).join(", ") || t("admin.allSites")),
+      td(sites, " ", saveSites),
+      td(u.locale ?? t("admin.browserLanguage")),
+      totp,
       td(u.disabled ? t("admin.disabled") : t("admin.active"), " ", toggle),
       td(password, " ", reset),
     );
     return tr;
+  }
+
+  async removeTotp(name) {
+    const ok = await confirmDialog(this.dialog, {
+      title: t("admin.removeTotpTitle", { name }),
+      text: t("admin.removeTotpText"),
+      ok: t("admin.removeTotp"),
+    });
+    if (!ok) return;
+    const done = await this.attempt("users-action-msg", () =>
+      this.api.send("DELETE", `/api/v1/users/${encodeURIComponent(name)}/totp`),
+    );
+    if (done) this.say("users-action-msg", t("admin.totpRemoved", { name }));
+    await this.load();
   }
 
   async patchUser(name, change) {
@@ -167,6 +205,7 @@ export class UsersView {
         const tr = el("tr", {}, [
           td(tok.name),
           td(tok.role ?? ""),
+          td(tok.user ?? t("admin.itself")),
           td(tok.owner ?? ""),
           td(tok.expires_ns == null ? t("admin.never") : when(tok.expires_ns)),
         ]);
@@ -189,10 +228,12 @@ export class UsersView {
     event.preventDefault();
     const form = event.target;
     const days = Number(form.elements.expires.value);
+    const user = form.elements.user.value.trim();
     const body = {
       name: form.elements.name.value.trim(),
       role: form.elements.role.value,
       expires_in_s: days > 0 ? days * 86400 : null,
+      user: user || null,
     };
     this.$("token-secret-box").hidden = true;
     this.$("token-secret").textContent = "";
@@ -267,5 +308,15 @@ export class UsersView {
     form.reset();
     this.$("totp-box").hidden = true;
     this.say("account-msg", t("admin.totpOn"));
+  }
+
+  async removeOwnTotp(event) {
+    event.preventDefault();
+    const form = event.target;
+    const body = { password: form.elements.password.value, code: form.elements.code.value.trim() };
+    const ok = await this.attempt("account-msg", () => this.api.send("DELETE", "/api/v1/auth/totp", body));
+    if (!ok) return;
+    form.reset();
+    this.say("account-msg", t("admin.totpOff"));
   }
 }
