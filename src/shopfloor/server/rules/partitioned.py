@@ -33,9 +33,22 @@ evaluations, in one transaction with the transitions it caused (journaled with t
 request's id) and the request marked done — or refused, with the field and message the
 API server answers with.
 
+**Notifications and UNS alarm events** (an :class:`Announcer`): the owner hands the
+transitions it journaled to the announcer *after* their transaction committed, so each
+is announced once, by the owner that journaled it; a successor never announces what its
+predecessor journaled. Escalations are kept in PostgreSQL (``alarm_escalations``,
+written in the journal's transaction for each activation a route escalates): the owner
+of the partition takes the due ones (``DELETE … RETURNING``) and, if the alarm is still
+unacknowledged, has them sent, so a pending escalation moves with its partition and is
+sent once. What was committed but not yet sent when an owner dies is lost, as in a
+single server that crashes (at most once, never twice).
+
+**Edits of the plant** reach a running owner through :meth:`PartitionOwner.replace`:
+between two rounds, each partition held gets its new rules; an alarm whose rule stayed
+keeps its state, delays and shelve (as :meth:`~.engine.AlarmEngine.replace_rules`).
+
 Not carried over a hand-over: an on/off delay still running (it starts again at the
-next point, as after a restart of a single server). Alarm notifications are not sent by
-workers yet (docs/scale-out.md).
+next point, as after a restart of a single server).
 
 Everything runs on one thread with a blocking psycopg connection (:meth:`PartitionOwner.
 run`), started by the worker through ``asyncio.to_thread`` and stopped by an event.
@@ -50,13 +63,14 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import psycopg
 
-from shopfloor.errors import PayloadError
+from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model import PointBatch, now_ns
+from shopfloor.server.rules.alarms import Alarm, AlarmEvent, AlarmState, Transition
 from shopfloor.server.rules.commands import Command
 from shopfloor.server.rules.evaluator import AlarmEvaluator
 from shopfloor.server.rules.partitions import PartitionMap
@@ -67,7 +81,13 @@ from shopfloor.server.rules.pg_journal import (
     set_schema,
 )
 
-__all__ = ["KEEPALIVE_S", "MEMBER_LOCK_CLASS", "PARTITION_LOCK_CLASS", "PartitionOwner"]
+__all__ = [
+    "KEEPALIVE_S",
+    "MEMBER_LOCK_CLASS",
+    "PARTITION_LOCK_CLASS",
+    "Announcer",
+    "PartitionOwner",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +110,26 @@ class Fenced(Exception):  # noqa: N818 - reads as what happened
     """The partition's cursor is not where this owner left it: another owner moved it."""
 
 
+class Announcer(Protocol):
+    """Where an owner's journaled transitions go (notifications, UNS); called on the
+    owner's thread, after the commit, so it must not block."""
+
+    def journaled(self, transitions: list[Transition]) -> None:
+        """Transitions just committed to the journal, in order."""
+
+    def escalations(self, transition: Transition) -> list[tuple[int, str]]:
+        """(due ns, channel) of each escalation ``transition`` starts (none: most)."""
+
+    def escalate(self, transition: Transition, target: str) -> None:
+        """An activation still unacknowledged at its escalation: tell ``target``."""
+
+
+_INSERT_ESCALATION: Final = (
+    "INSERT INTO alarm_escalations (part, alarm, target, due_ns, ts_ns, before, after, value) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
 @dataclass(slots=True)
 class _Partition:
     cursor: int
@@ -107,6 +147,7 @@ class PartitionOwner:
         poll_s: how often the feed is read and free partitions looked for.
         max_rows: feed rows (commits) evaluated per partition and transaction.
         clock: wall time (delays running out with no point).
+        announcer: told of what was journaled, and of escalations due (None: nobody).
     """
 
     def __init__(
@@ -119,8 +160,12 @@ class PartitionOwner:
         poll_s: float = 0.2,
         max_rows: int = 200,
         clock: Callable[[], int] = now_ns,
+        announcer: Announcer | None = None,
     ) -> None:
         self._dsn = dsn
+        self._announcer = announcer
+        self._next_map: PartitionMap | None = None
+        self._map_lock = threading.Lock()
         self._schema = schema_name
         self._map = partitions
         self.member = member
@@ -133,11 +178,49 @@ class PartitionOwner:
         """Transitions journaled by this owner."""
         self.taken = 0
         self.released = 0
+        self.replaced = 0
+        """Edits of the rules applied."""
 
     @property
     def held(self) -> frozenset[int]:
         """The partitions held now."""
         return frozenset(self._held)
+
+    def replace(self, partitions: PartitionMap) -> None:
+        """Evaluate ``partitions``' rules from the next round on (an edit of the plant);
+        thread-safe.
+
+        Raises:
+            ValueError: the number of partitions differs (it is fixed by the config).
+        """
+        if partitions.partitions != self._map.partitions:
+            raise ValueError("alarms.partitions cannot change while running")
+        with self._map_lock:
+            self._next_map = partitions
+
+    def _apply_replacement(self, con: psycopg.Connection[Any]) -> None:
+        """Give each partition held its new rules, keeping the alarms whose rule stayed."""
+        with self._map_lock:
+            new, self._next_map = self._next_map, None
+        if new is None:
+            return
+        self._map = new
+        for part, state in list(self._held.items()):
+            if state is None:
+                continue  # loaded with the new rules at its first evaluation
+            wanted = set(new.rules(part))
+            kept: dict[str, Alarm] = {
+                rule.name: alarm
+                for rule, alarm in zip(state.evaluator.rules, state.evaluator.alarms, strict=True)
+                if rule in wanted
+            }
+            evaluator = AlarmEvaluator(new.rules(part))
+            saved = read_statuses(con, [r.name for r in evaluator.rules])
+            saved.update({name: alarm.status for name, alarm in kept.items()})
+            evaluator.restore(saved, kept)
+            state.evaluator = evaluator
+        self.replaced += 1
+        logger.info("alarm partitions: rules replaced (%d partitions held)", len(self._held))
 
     # ------------------------------------------------------------------ the thread
     def run(self, stop: threading.Event) -> None:
@@ -208,8 +291,10 @@ class PartitionOwner:
     def _serve(self, con: psycopg.Connection[Any], stop: threading.Event) -> None:
         try:
             while not stop.is_set():
+                self._apply_replacement(con)
                 self._rebalance(con)
                 self._commands(con)
+                self._escalate(con)
                 busy = False
                 for part in sorted(self._held):
                     busy |= self._advance(con, part)
@@ -305,6 +390,7 @@ class PartitionOwner:
                 if moved.rowcount != 1:
                     raise Fenced(f"alarm partition {part}: its cursor was moved by another owner")
                 insert_transitions(con, transitions, part=part, feed_seq=new)
+                self._insert_escalations(con, part, transitions)
                 if rows:
                     con.execute("DELETE FROM point_feed WHERE part = %s AND seq <= %s", [part, new])
         except BaseException:
@@ -312,6 +398,7 @@ class PartitionOwner:
             raise
         state.cursor = new
         self.transitions += len(transitions)
+        self._announce(transitions)
         return len(rows) == self._max_rows
 
     def _commands(self, con: psycopg.Connection[Any]) -> None:
@@ -341,6 +428,7 @@ class PartitionOwner:
                     insert_transitions(
                         con, transitions, part=part, feed_seq=state.cursor, command=request
                     )
+                    self._insert_escalations(con, part, transitions)
                     con.execute(
                         "UPDATE alarm_commands SET done_ns = %s, error_field = %s, error = %s "
                         "WHERE id = %s AND done_ns IS NULL",
@@ -355,6 +443,58 @@ class PartitionOwner:
                 self._held[part] = None  # memory ran ahead of the database: load it again
                 raise
             self.transitions += len(transitions)
+            self._announce(transitions)
+
+    # ------------------------------------------------------------------ announcing
+    def _announce(self, transitions: list[Transition]) -> None:
+        if transitions and self._announcer is not None:
+            self._announcer.journaled(transitions)
+
+    def _insert_escalations(
+        self, con: psycopg.Connection[Any], part: int, transitions: list[Transition]
+    ) -> None:
+        """Record the escalations the activations start (in the journal's transaction)."""
+        if self._announcer is None:
+            return
+        rows = [
+            (part, t.alarm, target, due, t.ts_ns, t.before.value, t.after.value, t.value)
+            for t in transitions
+            for due, target in self._announcer.escalations(t)
+        ]
+        if rows:
+            with con.cursor() as cur:
+                cur.executemany(_INSERT_ESCALATION, rows)
+
+    def _escalate(self, con: psycopg.Connection[Any]) -> None:
+        """Take the due escalations of the partitions held; have those of alarms still
+        unacknowledged sent (each row is taken by one owner: ``DELETE … RETURNING``)."""
+        if self._announcer is None or not self._held:
+            return
+        rows = con.execute(
+            "DELETE FROM alarm_escalations WHERE part = ANY(%s) AND due_ns <= %s "
+            "RETURNING part, alarm, target, ts_ns, before, after, value",
+            [sorted(self._held), self._clock()],
+        ).fetchall()
+        for part, alarm, target, ts_ns, before, after, value in sorted(rows, key=lambda r: r[3]):
+            state = self._held.get(part)
+            if state is None:
+                state = self._held[part] = self._load(con, part)
+            try:
+                current = state.evaluator.alarm_named(alarm)
+            except UnknownTagError:
+                continue  # its rule was removed meanwhile
+            if current.state is not AlarmState.UNACKNOWLEDGED:
+                continue
+            activation = Transition(
+                alarm,
+                AlarmEvent.ACTIVATED,
+                int(ts_ns),
+                AlarmState(before),
+                AlarmState(after),
+                current.status,
+                value=value,
+            )
+            self._announcer.escalate(activation, target)
 
     def _fence(self, con: psycopg.Connection[Any], part: int, cursor: int) -> None:
         """Move the partition's cursor to itself, or fail if another owner moved it."""
