@@ -71,6 +71,8 @@ __all__ = ["IngestWorker", "check_worker_config", "run_worker", "worker_client_i
 
 logger = logging.getLogger(__name__)
 
+_NOTIFY_DRAIN_S = 5.0
+"""How long a stopping worker lets the notifications it journaled be sent."""
 _CONNECT_LOG_S = 10.0
 """How long start-up waits for the broker before saying so (it keeps trying)."""
 
@@ -294,7 +296,12 @@ class IngestWorker:
             self._owner_stop.set()
             await self._owner_task
         await asyncio.sleep(0)  # the owner's last announcements reach the channel
-        for task in self._tasks:  # what was queued but not sent yet is dropped
+        if self.dispatcher is not None and not await self.dispatcher.drain(_NOTIFY_DRAIN_S):
+            logger.warning(
+                "ingest worker: notifications still unsent after %g s are dropped",
+                _NOTIFY_DRAIN_S,
+            )
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -77,6 +77,11 @@ class WorkerAlarms:
         for t in transitions:
             loop.call_soon_threadsafe(self.events.publish, t)
 
+    @property
+    def escalating(self) -> bool:
+        """Whether a route escalates (and the dispatcher runs to send them)."""
+        return self.dispatcher is not None and any(r.escalate_to for r in self._routes)
+
     def escalations(self, transition: Transition) -> list[tuple[int, str]]:
         """(due ns, channel) of each escalation ``transition`` starts."""
         rule = self.partitions.rule(transition.alarm)

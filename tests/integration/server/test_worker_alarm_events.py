@@ -22,7 +22,7 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.rules.engine import AlarmEngine
-from shopfloor.server.rules.partitions import PartitionMap
+from shopfloor.server.rules.partitions import PartitionMap, equipment_of, partition_of
 from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.rules.rule import AlarmRule, rules_from_config
 from shopfloor.server.worker import IngestWorker
@@ -34,6 +34,9 @@ from .conftest import Receiver
 MACHINES = 6
 PARTITIONS = 4
 LIMIT = 50.0
+NAMES = [f"acme/p1/area/line/cell/m{m}/temp.H" for m in range(MACHINES)]
+EXPECTED = Counter({(n, e): 1 for n in NAMES for e in ("activated", "cleared")})
+"""Each alarm comes in and clears once."""
 
 
 def _tag(machine: int) -> str:
@@ -145,11 +148,42 @@ def _attempts(dsn: str) -> Counter[tuple[str, str, str]]:
     return Counter((a, e, c) for a, e, c in rows)
 
 
+async def _check_each_event_once(
+    a: IngestWorker,
+    b: IngestWorker,
+    writer: PostgresHistorian,
+    receiver: Receiver,
+    uns: list[tuple[str, dict[str, Any]]],
+) -> None:
+    assert a.owner is not None
+    assert b.owner is not None
+    await _until(
+        "the partitions split between the two owners",
+        lambda: len(a.owner.held) == len(b.owner.held) == PARTITIONS // 2,  # type: ignore[union-attr]
+    )
+    t0 = now_ns()
+    for seq, value in ((1, LIMIT + 10), (2, LIMIT - 10)):
+        batch = _batch(range(MACHINES), value, t0 + seq)
+        await writer.write_acknowledged(batch, edge="e", seq=seq)
+    await _until("every activation and clear sent", lambda: _sent(receiver, "hook") == EXPECTED)
+    await _until(
+        "every alarm event on the UNS",
+        lambda: Counter((d["alarm"], d["event"]) for _, d in uns) == EXPECTED,
+    )
+    # every partition has rules, so both owners journaled, and both workers announced
+    parts = {partition_of(equipment_of(_tag(m)), PARTITIONS) for m in range(MACHINES)}
+    assert parts == set(range(PARTITIONS))
+    assert a.owner.transitions > 0
+    assert b.owner.transitions > 0
+    # the topic is the alarm's equipment, as a single server publishes it
+    topics = {t for t, d in uns if d["alarm"] == NAMES[0]}
+    assert topics == {f"uns/{_tag(0).rpartition('/')[0]}/_alarms/temp.H"}
+
+
 async def test_two_owners_notify_and_publish_each_alarm_event_once(
     dsn: str, mosquitto: Mosquitto, receiver: Receiver
 ) -> None:
     config = _config(dsn, mosquitto, receiver)
-    names = [f"{_tag(m)}.H" for m in range(MACHINES)]
     uns: list[tuple[str, dict[str, Any]]] = []
 
     async def listen(client: aiomqtt.Client) -> None:
@@ -165,35 +199,15 @@ async def test_two_owners_notify_and_publish_each_alarm_event_once(
     ):
         await client.subscribe("uns/#")
         reading = asyncio.create_task(listen(client))
-        assert a.owner is not None
-        assert b.owner is not None
-        await _until(
-            "the partitions split between the two owners",
-            lambda: len(a.owner.held) == len(b.owner.held) == PARTITIONS // 2,  # type: ignore[union-attr]
-        )
-        t0 = now_ns()
-        await writer.write_acknowledged(_batch(range(MACHINES), LIMIT + 10, t0), edge="e", seq=1)
-        await writer.write_acknowledged(
-            _batch(range(MACHINES), LIMIT - 10, t0 + 1), edge="e", seq=2
-        )
-        expected = Counter({(n, e): 1 for n in names for e in ("activated", "cleared")})
-        await _until("every activation and clear sent", lambda: _sent(receiver, "hook") == expected)
-        await _until(
-            "every alarm event on the UNS",
-            lambda: Counter((d["alarm"], d["event"]) for _, d in uns) == expected,
-        )
-        # both owners evaluated: the events came from two processes' worth of owners
-        assert a.owner.transitions > 0
-        assert b.owner.transitions > 0
-        # the topic is the alarm's equipment, as a single server publishes it
-        topics = {t for t, d in uns if d["alarm"] == names[0]}
-        assert topics == {f"uns/{_tag(0).rpartition('/')[0]}/_alarms/temp.H"}
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
+        try:
+            await _check_each_event_once(a, b, writer, receiver, uns)
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
     # nothing more came while the workers stopped, and every send is logged once, in
     # the shared journal the API servers read
-    assert _sent(receiver, "hook") == expected
-    assert _attempts(dsn) == Counter({(n, e, "hook"): 1 for n, e in expected})
+    assert _sent(receiver, "hook") == EXPECTED
+    assert _attempts(dsn) == Counter({(n, e, "hook"): 1 for n, e in EXPECTED})
     assert "leads" not in receiver.got
 
 

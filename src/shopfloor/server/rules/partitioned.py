@@ -117,6 +117,10 @@ class Announcer(Protocol):
     def journaled(self, transitions: list[Transition]) -> None:
         """Transitions just committed to the journal, in order."""
 
+    @property
+    def escalating(self) -> bool:
+        """Whether any route escalates (else the owner never looks for due ones)."""
+
     def escalations(self, transition: Transition) -> list[tuple[int, str]]:
         """(due ns, channel) of each escalation ``transition`` starts (none: most)."""
 
@@ -468,7 +472,7 @@ class PartitionOwner:
     def _escalate(self, con: psycopg.Connection[Any]) -> None:
         """Take the due escalations of the partitions held; have those of alarms still
         unacknowledged sent (each row is taken by one owner: ``DELETE … RETURNING``)."""
-        if self._announcer is None or not self._held:
+        if self._announcer is None or not self._announcer.escalating or not self._held:
             return
         rows = con.execute(
             "DELETE FROM alarm_escalations WHERE part = ANY(%s) AND due_ns <= %s "

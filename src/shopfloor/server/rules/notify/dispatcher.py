@@ -94,6 +94,7 @@ class _Channel:
     config: ChannelConfig
     queue: asyncio.Queue[Notice] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: int = 0
+    delivering: bool = False
     sent: int = 0
     failed: int = 0
     next_free: float = 0.0
@@ -146,6 +147,16 @@ class Dispatcher:
             }
             for name, c in self._channels.items()
         }
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every message queued is sent or given up, at most ``timeout_s`` (a
+        graceful stop); True if none is left."""
+        deadline = self._clock.monotonic() + timeout_s
+        while any(c.delivering or not c.queue.empty() for c in self._channels.values()):
+            if self._clock.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def run(self) -> None:
         """Follow the engine's events and send until cancelled."""
@@ -212,7 +223,11 @@ class Dispatcher:
             if wait > 0:
                 await self._clock.sleep(wait)
             channel.next_free = self._clock.monotonic() + spacing
-            await self._deliver(channel, notice)
+            channel.delivering = True
+            try:
+                await self._deliver(channel, notice)
+            finally:
+                channel.delivering = False
 
     async def _deliver(self, channel: _Channel, notice: Notice) -> None:
         config = channel.config
