@@ -295,7 +295,7 @@ class IngestWorker:
         if self._owner_task is not None:  # after the last commit it could evaluate
             self._owner_stop.set()
             await self._owner_task
-        await asyncio.sleep(0)  # the owner's last announcements reach the channel
+        # the owner's announcements were scheduled on this loop before its task ended
         if self.dispatcher is not None and not await self.dispatcher.drain(_NOTIFY_DRAIN_S):
             logger.warning(
                 "ingest worker: notifications still unsent after %g s are dropped",

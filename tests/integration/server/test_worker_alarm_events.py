@@ -257,3 +257,36 @@ async def test_a_pending_escalation_moves_with_its_partition_and_is_sent_once(
     assert escalation["body"]["state"] == "unacknowledged"
     # b did not send again what a had sent
     assert _sent(receiver, "hook") == Counter({(first, "activated"): 1, (second, "activated"): 1})
+
+
+def _journaled(dsn: str) -> int:
+    with psycopg.connect(dsn) as con:
+        row = con.execute("SELECT count(*) FROM shopfloor.alarm_journal").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_stopping_worker_sends_what_it_journaled_first(
+    dsn: str, mosquitto: Mosquitto, receiver: Receiver
+) -> None:
+    config = _config(dsn, mosquitto, receiver)
+    receiver.fail_first["hook"] = 1  # the first try fails: the message waits for its retry
+    async with _writer(dsn, config) as writer:
+        async with _worker(config, "w-a") as a:
+            assert a.owner is not None
+            await _until("a owns every partition", lambda: len(a.owner.held) == PARTITIONS)  # type: ignore[union-attr]
+            await writer.write_acknowledged(_batch(range(1), LIMIT + 10, now_ns()), edge="e", seq=1)
+            await _until("the activation journaled", lambda: _journaled(dsn) == 1)
+        # stopped (SIGTERM's path) while the retry was pending: it was sent before exit
+        assert _sent(receiver, "hook") == Counter({(NAMES[0], "activated"): 2})
+    (failed, sent) = _attempts_in_order(dsn)
+    assert (failed, sent) == (False, True)
+
+
+def _attempts_in_order(dsn: str) -> list[bool]:
+    with psycopg.connect(dsn) as con:
+        return [
+            bool(ok)
+            for (ok,) in con.execute(
+                "SELECT ok FROM shopfloor.alarm_notifications ORDER BY id"
+            ).fetchall()
+        ]

@@ -32,7 +32,7 @@ import httpx
 
 from shopfloor.config.notify import ChannelConfig, NotifySection, RouteConfig
 from shopfloor.errors import ConfigError
-from shopfloor.runtime.channels import Channel
+from shopfloor.runtime.channels import Channel, Subscription
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, Transition
 from shopfloor.server.rules.journal import SendAttempt
@@ -135,6 +135,7 @@ class Dispatcher:
         self._escalations: list[tuple[int, int, str, Notice]] = []
         self._order = 0
         self._durable_escalations = durable_escalations
+        self._followed: Subscription[Transition] | None = None
 
     def status(self) -> dict[str, dict[str, int]]:
         """Per channel: sent, failed (gave up), dropped (queue full), waiting."""
@@ -151,6 +152,9 @@ class Dispatcher:
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every message queued is sent or given up, at most ``timeout_s`` (a
         graceful stop); True if none is left."""
+        if self._followed is not None:  # the events not routed yet, in order
+            for transition in self._followed.drain():
+                self.route(transition)
         deadline = self._clock.monotonic() + timeout_s
         while any(c.delivering or not c.queue.empty() for c in self._channels.values()):
             if self._clock.monotonic() >= deadline:
@@ -167,6 +171,7 @@ class Dispatcher:
                 if not self._durable_escalations:
                     tasks.create_task(self._escalation_loop(), name="notify/escalations")
                 async with self._engine.events.subscribe("notify") as events:
+                    self._followed = events
                     async for transition in events:
                         self.route(transition)
         finally:
