@@ -64,6 +64,7 @@ from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.live_fanout import LiveFanIn, stop_link
+from shopfloor.server.plant_watch import announce_plant_change
 from shopfloor.server.reports.schedule import ReportScheduler
 from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
 from shopfloor.server.rules.journal import Journal
@@ -381,7 +382,7 @@ class Server:
         self.assets = load_assets(config)
         self.partitions = alarm_partitions(config, self.assets)
         self.historian = build_historian(
-            config, feed=None if self.partitions is None else self.partitions.route
+            config, feed=None if self.partitions is None else self._feed_route
         )
         self.live: Channel[LiveBatch] = Channel("live", maxsize=256)
         calculations = self.assets.calculations if self.assets else ()
@@ -416,7 +417,12 @@ class Server:
             follow=self.partitions is not None,
         )
         self._alarm_task: asyncio.Task[None] | None = None
-        self.dispatcher = Dispatcher(self.alarms, config.notify) if config.notify.channels else None
+        # partitioned: the worker owning an alarm's partition notifies (server/worker.py)
+        self.dispatcher = (
+            Dispatcher(self.alarms, config.notify)
+            if config.notify.channels and self.partitions is None
+            else None
+        )
         self._notify_task: asyncio.Task[None] | None = None
         self.uns = (
             UnsPublisher(
@@ -552,6 +558,10 @@ class Server:
         """Which machines' analytics this server runs now (None: all of them)."""
         return None if self.analytics_owner is None else self.analytics_owner.owns
 
+    def _feed_route(self, tag: str) -> Sequence[int]:
+        """The partitions wanting ``tag``'s points, under the rules in force."""
+        return () if self.partitions is None else self.partitions.route(tag)
+
     def _derive(self, batch: PointBatch) -> PointBatch:
         """The calculated points of ``batch`` (the calculator may be replaced by an edit)."""
         calculator = self.calculator
@@ -584,6 +594,11 @@ class Server:
         if added:
             await self.historian.register_tags(added)
         await self.alarms.replace_rules(self._alarm_rules(new))
+        if self.partitions is not None:  # the workers evaluate: they reload the plant file
+            self.partitions = alarm_partitions(self.config, new)
+            section = self.config.historian
+            assert isinstance(section, PostgresHistorianSection)  # alarm_partitions checks
+            await announce_plant_change(section.connection_string(), section.schema_name)
         if new.calculations != old.calculations:
             # carried inputs start afresh: a calculation waits for its inputs' next values
             self.calculator = Calculator(new.calculations) if new.calculations else None

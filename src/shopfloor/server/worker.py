@@ -27,23 +27,29 @@ alarm rules read into the committed-points feed in each commit, and a
 :class:`~shopfloor.server.rules.partitioned.PartitionOwner` on its own thread owns a fair
 share of the alarm partitions and evaluates their feed, journaling in PostgreSQL
 (exactly once across workers and kills, see that module). With 0, workers evaluate no
-alarms.
+alarms. The owner announces what it journaled (:mod:`~shopfloor.server.worker_alarms`):
+the worker sends the notifications (``[notify]``) and publishes the alarm events to the
+UNS (``[uns]``, alarm events only: the API servers publish the values) of the partitions
+it owns. It follows edits of the plant made through an API server
+(:mod:`~shopfloor.server.plant_watch`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.models import PostgresHistorianSection
 from shopfloor.errors import ConfigError
-from shopfloor.model import LiveBatch
+from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.sdnotify import systemd_notifier
 from shopfloor.server.analytics import Calculator
@@ -55,12 +61,18 @@ from shopfloor.server.app import (
     load_assets,
 )
 from shopfloor.server.live_fanout import LiveFanOut, stop_link
+from shopfloor.server.plant_watch import PlantWatch
+from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.rules.partitioned import PartitionOwner
+from shopfloor.server.uns import UnsPublisher
+from shopfloor.server.worker_alarms import WorkerAlarms
 
 __all__ = ["IngestWorker", "check_worker_config", "run_worker", "worker_client_id"]
 
 logger = logging.getLogger(__name__)
 
+_NOTIFY_DRAIN_S = 5.0
+"""How long a stopping worker lets the notifications it journaled be sent."""
 _CONNECT_LOG_S = 10.0
 """How long start-up waits for the broker before saying so (it keeps trying)."""
 
@@ -127,33 +139,52 @@ class IngestWorker:
     def __init__(self, config: ShopfloorConfig, *, client_id: str) -> None:
         check_worker_config(config)
         self.config = config
-        assets = load_assets(config)
-        partitions = alarm_partitions(config, assets)
+        section = config.historian
+        assert isinstance(section, PostgresHistorianSection)  # check_worker_config
+        self.assets = load_assets(config)
+        self.partitions = alarm_partitions(config, self.assets)
         self.historian = build_historian(
-            config, upkeep=False, feed=None if partitions is None else partitions.route
+            config, upkeep=False, feed=None if self.partitions is None else self._route
         )
         self.owner = None
-        if partitions is not None:
-            section = config.historian
-            assert isinstance(section, PostgresHistorianSection)  # check_worker_config
-            self.owner = PartitionOwner(
-                section.connection_string(),
-                section.schema_name,
-                partitions,
-                member=client_id,
+        self.alarm_events: WorkerAlarms | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.uns: UnsPublisher | None = None
+        self.plant_watch: PlantWatch | None = None
+        if self.partitions is not None:
+            dsn, schema = section.connection_string(), section.schema_name
+            self.alarm_events = WorkerAlarms(
+                self.partitions, routes=config.notify.routes, dsn=dsn, schema_name=schema
             )
+            self.owner = PartitionOwner(
+                dsn, schema, self.partitions, member=client_id, announcer=self.alarm_events
+            )
+            if config.notify.channels:
+                self.dispatcher = Dispatcher(
+                    self.alarm_events, config.notify, durable_escalations=True
+                )
+                self.alarm_events.dispatcher = self.dispatcher
+            if config.uns.enabled:  # alarm events only: the API servers publish values
+                self.uns = UnsPublisher(
+                    config.uns.model_copy(update={"client_id": f"{client_id}-uns"}),
+                    Channel("uns-values", maxsize=1),  # never fed
+                    alarms=self.alarm_events.events,
+                    alarm_tag=self.alarm_events.alarm_tag,
+                )
+            if self.assets is not None:
+                self.plant_watch = PlantWatch(dsn, schema, self._reload_plant)
         self._owner_stop = threading.Event()
         self._owner_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         # nobody subscribes in a worker: publishing to no subscriber costs a counter
         self.live: Channel[LiveBatch] = Channel("live", maxsize=16)
         # the plant's calculated tags are part of ingest: a worker computes them too
-        calculator = Calculator(assets.calculations) if assets and assets.calculations else None
-        self.ingestor = build_ingestor(
-            config,
-            self.historian,
-            self.live,
-            derive=None if calculator is None else calculator.derive,
+        self.calculator = (
+            Calculator(self.assets.calculations)
+            if self.assets and self.assets.calculations
+            else None
         )
+        self.ingestor = build_ingestor(config, self.historian, self.live, derive=self._derive)
         settings = config.ingest.mqtt.model_copy(update={"client_id": client_id})
         self.mqtt = build_mqtt_ingest(
             config.model_copy(
@@ -171,6 +202,43 @@ class IngestWorker:
         self._started = False
         self._closed = False
 
+    def _route(self, tag: str) -> Sequence[int]:
+        """The feed route of the rules in force (replaced by an edit of the plant)."""
+        return () if self.partitions is None else self.partitions.route(tag)
+
+    def _derive(self, batch: PointBatch) -> PointBatch:
+        """The calculated points of ``batch`` (the calculator may be replaced by an edit)."""
+        calculator = self.calculator
+        return PointBatch.empty() if calculator is None else calculator.derive(batch)
+
+    async def _reload_plant(self) -> None:
+        """Read the plant file again; apply its alarm rules and calculations if changed.
+
+        Raises:
+            ConfigError: the plant file or a template is invalid.
+        """
+        new = await asyncio.to_thread(load_assets, self.config)
+        old = self.assets
+        if new is None or old is None:
+            return
+        self.assets = new
+        if new.calculations != old.calculations:
+            self.calculator = Calculator(new.calculations) if new.calculations else None
+        if tuple(new.alarm_rules) == tuple(old.alarm_rules):
+            return
+        partitions = alarm_partitions(self.config, new)
+        assert partitions is not None
+        assert self.owner is not None
+        assert self.alarm_events
+        # the route first: points committed from now on feed the new rules' partitions
+        self.partitions = partitions
+        self.alarm_events.partitions = partitions
+        self.owner.replace(partitions)
+        logger.info("plant edited: %d alarm rules from now on", len(new.alarm_rules))
+
+    def _start_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
     async def start(self) -> None:
         """Open the historian, then start taking batches (connecting in the background).
 
@@ -179,6 +247,14 @@ class IngestWorker:
         """
         await self.historian.start()
         self._started = True
+        if self.alarm_events is not None:
+            self.alarm_events.bind(asyncio.get_running_loop())
+        if self.dispatcher is not None:
+            self._start_task(self.dispatcher.run(), "worker/notify")
+        if self.uns is not None:
+            self._start_task(self.uns.run(), "worker/uns")
+        if self.plant_watch is not None:
+            self._start_task(self.plant_watch.run(), "worker/plant-watch")
         if self.owner is not None:
             self._owner_task = asyncio.create_task(
                 asyncio.to_thread(self.owner.run, self._owner_stop), name="worker/alarm-owner"
@@ -219,6 +295,18 @@ class IngestWorker:
         if self._owner_task is not None:  # after the last commit it could evaluate
             self._owner_stop.set()
             await self._owner_task
+        # the owner's announcements were scheduled on this loop before its task ended
+        if self.dispatcher is not None and not await self.dispatcher.drain(_NOTIFY_DRAIN_S):
+            logger.warning(
+                "ingest worker: notifications still unsent after %g s are dropped",
+                _NOTIFY_DRAIN_S,
+            )
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.alarm_events is not None:
+            await self.alarm_events.close()
         if self._started:
             await self.historian.close()
         stats = self.mqtt.stats()

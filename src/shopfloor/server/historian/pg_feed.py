@@ -19,12 +19,24 @@ Why this is exactly once:
   ``seq`` = s has seen every committed row below s, and reading ``seq > cursor`` never
   skips a row that commits later.
 
+**Bounded** (:class:`FeedBound`): with ``alarms.partitions`` set and no owner running
+(only API servers taking batches over HTTP, or every worker stopped), nobody consumes the
+feed. It keeps the rows of the last :data:`FEED_MAX_COMMITS` commits that fed anything;
+older rows are deleted by the writers (policy **drop-oldest**, checked every
+:data:`FEED_TRIM_EVERY` commits, for the partitions this writer fed, through the
+primary key — no index of its own: ``CREATE INDEX IF NOT EXISTS`` locks the table at
+every start, and that lock deadlocked with the owners' transactions), counted
+(:attr:`FeedBound.dropped`) and logged once per process. Their points stay stored; only
+their alarm evaluation is skipped — an owner starting later continues after its cursor
+with the rows that are left.
+
 The route is given by the composition root (the historian knows nothing of alarms): a
 function from a tag path to the partitions that want it (none for most tags).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -33,7 +45,24 @@ import psycopg
 
 from shopfloor.model import PointBatch
 
-__all__ = ["FEED_TABLES", "FeedPoints", "FeedRoute", "feed_rows", "write_feed"]
+__all__ = [
+    "FEED_MAX_COMMITS",
+    "FEED_TABLES",
+    "FEED_TRIM_EVERY",
+    "FeedBound",
+    "FeedPoints",
+    "FeedRoute",
+    "feed_rows",
+    "write_feed",
+]
+
+logger = logging.getLogger(__name__)
+
+FEED_MAX_COMMITS: Final = 200_000
+"""The feed keeps the rows of at most this many commits (``seq`` values): at a commit
+every 0.2 s per worker and four workers, about 14 h without any owner running."""
+FEED_TRIM_EVERY: Final = 64
+"""A writer trims the feed when the ``seq`` it drew is a multiple of this."""
 
 FeedRoute = Callable[[str], Sequence[int]]
 """Tag path → the partitions that want its points (empty: nobody)."""
@@ -53,7 +82,8 @@ _INSERT: Final = (
     "array_agg(u.ts ORDER BY u.n), array_agg(u.value ORDER BY u.n), "
     "array_agg(u.quality ORDER BY u.n) "
     "FROM unnest(%s::integer[], %s::integer[], %s::bigint[], %s::float8[], %s::integer[]) "
-    "WITH ORDINALITY AS u(part, tag_id, ts, value, quality, n) GROUP BY u.part"
+    "WITH ORDINALITY AS u(part, tag_id, ts, value, quality, n) GROUP BY u.part "
+    "RETURNING seq"
 )
 """One statement, one round trip inside the serialised commit: the points flat with their
 partition, grouped into one row per partition under one ``seq`` (an uncorrelated
@@ -95,8 +125,55 @@ def feed_rows(
     return part.tolist(), tag_id.tolist(), ts.tolist(), value.tolist(), quality.tolist()
 
 
-async def write_feed(con: psycopg.AsyncConnection[Any], points: FeedPoints) -> None:
+class FeedBound:
+    """Keeps the feed to the rows of the last ``max_commits`` commits (drop-oldest).
+
+    One per writer: it counts what this writer dropped and logs the first drop once.
+    """
+
+    def __init__(self, max_commits: int = FEED_MAX_COMMITS, every: int = FEED_TRIM_EVERY) -> None:
+        if max_commits < 1 or every < 1:
+            raise ValueError("max_commits and every must be >= 1")
+        self.max_commits = max_commits
+        self.every = every
+        self.dropped = 0
+        """Feed rows this writer deleted unread (their points' alarms not evaluated)."""
+        self.parts: set[int] = set()
+        """The partitions this writer fed (the ones it trims)."""
+
+    async def trim(self, con: psycopg.AsyncConnection[Any], seq: int) -> int:
+        """After drawing ``seq``: delete the rows of commits ``max_commits`` or more before
+        it, every ``every`` seqs; how many were deleted."""
+        if seq % self.every or not self.parts:
+            return 0
+        cur = await con.execute(
+            "WITH gone AS (DELETE FROM point_feed WHERE part = ANY(%s) AND seq <= %s "
+            "RETURNING 1) SELECT count(*) FROM gone",
+            [sorted(self.parts), seq - self.max_commits],
+        )
+        row = await cur.fetchone()
+        gone = int(row[0]) if row else 0
+        if gone:
+            if not self.dropped:
+                logger.warning(
+                    "committed-points feed: nobody consumed it for %d commits (is a "
+                    "`shopfloor ingest` worker running?): dropping its oldest rows; their "
+                    "points are stored, their alarms not evaluated (logged once)",
+                    self.max_commits,
+                )
+            self.dropped += gone
+        return gone
+
+
+async def write_feed(
+    con: psycopg.AsyncConnection[Any], points: FeedPoints, bound: FeedBound | None = None
+) -> None:
     """Insert ``points`` as one row per partition under one new ``seq`` (call it under the
-    commit lock, in the transaction that stores the points)."""
-    if points[0]:
-        await con.execute(_INSERT, list(points))
+    commit lock, in the transaction that stores the points); then let ``bound`` trim."""
+    if not points[0]:
+        return
+    cur = await con.execute(_INSERT, list(points))
+    row = await cur.fetchone()
+    if bound is not None and row is not None:
+        bound.parts.update(set(points[0]))
+        await bound.trim(con, int(row[0]))

@@ -181,6 +181,7 @@ class PgWriter:
         self._connect = connect
         self.shared = shared
         self._feed = feed
+        self.feed_bound = pg_feed.FeedBound()
         self._next_refresh = 0.0
         self._timescale = timescale
         self.layout: pg_schema.Layout = "partitioned"
@@ -596,7 +597,8 @@ class PgWriter:
             snapshot = await self._store(con, plan, rows)  # a savepoint inside this transaction
             if self._feed is not None and plan.batches:
                 ids = (snapshot or self.snapshot).catalog.ids
-                await pg_feed.write_feed(con, pg_feed.feed_rows(plan.batches, self._feed, ids))
+                points = pg_feed.feed_rows(plan.batches, self._feed, ids)
+                await pg_feed.write_feed(con, points, self.feed_bound)
             self._commit_sent = True  # leaving the block sends COMMIT: outcome unknown if lost
         if snapshot is not None:  # only once committed: its new tag ids are others' to see
             self.snapshot = snapshot

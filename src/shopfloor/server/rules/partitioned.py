@@ -28,9 +28,22 @@ evaluations, in one transaction with the transitions it caused (journaled with t
 request's id) and the request marked done — or refused, with the field and message the
 API server answers with.
 
+**Notifications and UNS alarm events** (an :class:`Announcer`): the owner hands the
+transitions it journaled to the announcer *after* their transaction committed, so each
+is announced once, by the owner that journaled it; a successor never announces what its
+predecessor journaled. Escalations are kept in PostgreSQL (``alarm_escalations``,
+written in the journal's transaction for each activation a route escalates): the owner
+of the partition takes the due ones (``DELETE … RETURNING``) and, if the alarm is still
+unacknowledged, has them sent, so a pending escalation moves with its partition and is
+sent once. What was committed but not yet sent when an owner dies is lost, as in a
+single server that crashes (at most once, never twice).
+
+**Edits of the plant** reach a running owner through :meth:`PartitionOwner.replace`:
+between two rounds, each partition held gets its new rules; an alarm whose rule stayed
+keeps its state, delays and shelve (as :meth:`~.engine.AlarmEngine.replace_rules`).
+
 Not carried over a hand-over: an on/off delay still running (it starts again at the
-next point, as after a restart of a single server). Alarm notifications are not sent by
-workers yet (docs/scale-out.md).
+next point, as after a restart of a single server).
 
 Everything runs on one thread with a blocking psycopg connection (:meth:`~shopfloor.
 server.leases.LeaseOwner.run`), started by the worker through ``asyncio.to_thread``
@@ -40,16 +53,18 @@ and stopped by an event.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import psycopg
 
-from shopfloor.errors import PayloadError
+from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.server.leases import KEEPALIVE_S, LeaseLost, LeaseOwner, Leases
+from shopfloor.server.rules.alarms import Alarm, AlarmEvent, AlarmState, Transition
 from shopfloor.server.rules.commands import Command
 from shopfloor.server.rules.evaluator import AlarmEvaluator
 from shopfloor.server.rules.partitions import PartitionMap
@@ -60,7 +75,13 @@ from shopfloor.server.rules.pg_journal import (
     set_schema,
 )
 
-__all__ = ["KEEPALIVE_S", "MEMBER_LOCK_CLASS", "PARTITION_LOCK_CLASS", "PartitionOwner"]
+__all__ = [
+    "KEEPALIVE_S",
+    "MEMBER_LOCK_CLASS",
+    "PARTITION_LOCK_CLASS",
+    "Announcer",
+    "PartitionOwner",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +93,30 @@ MEMBER_LOCK_CLASS: Final = 0x5F13
 
 class Fenced(LeaseLost):
     """The partition's cursor is not where this owner left it: another owner moved it."""
+
+
+class Announcer(Protocol):
+    """Where an owner's journaled transitions go (notifications, UNS); called on the
+    owner's thread, after the commit, so it must not block."""
+
+    def journaled(self, transitions: list[Transition]) -> None:
+        """Transitions just committed to the journal, in order."""
+
+    @property
+    def escalating(self) -> bool:
+        """Whether any route escalates (else the owner never looks for due ones)."""
+
+    def escalations(self, transition: Transition) -> list[tuple[int, str]]:
+        """(due ns, channel) of each escalation ``transition`` starts (none: most)."""
+
+    def escalate(self, transition: Transition, target: str) -> None:
+        """An activation still unacknowledged at its escalation: tell ``target``."""
+
+
+_INSERT_ESCALATION: Final = (
+    "INSERT INTO alarm_escalations (part, alarm, target, due_ns, ts_ns, before, after, value) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 @dataclass(slots=True)
@@ -91,6 +136,7 @@ class PartitionOwner(LeaseOwner):
         poll_s: how often the feed is read and free partitions looked for.
         max_rows: feed rows (commits) evaluated per partition and transaction.
         clock: wall time (delays running out with no point).
+        announcer: told of what was journaled, and of escalations due (None: nobody).
     """
 
     def __init__(
@@ -103,6 +149,7 @@ class PartitionOwner(LeaseOwner):
         poll_s: float = 0.2,
         max_rows: int = 200,
         clock: Callable[[], int] = now_ns,
+        announcer: Announcer | None = None,
     ) -> None:
         super().__init__(
             dsn,
@@ -116,6 +163,9 @@ class PartitionOwner(LeaseOwner):
             ),
             poll_s=poll_s,
         )
+        self._announcer = announcer
+        self._next_map: PartitionMap | None = None
+        self._map_lock = threading.Lock()
         self._schema = schema_name
         self._map = partitions
         self.member = member
@@ -126,6 +176,8 @@ class PartitionOwner(LeaseOwner):
         self._paths: dict[int, str] = {}
         self.transitions = 0
         """Transitions journaled by this owner."""
+        self.replaced = 0
+        """Edits of the rules applied."""
 
     @property
     def taken(self) -> int:
@@ -140,6 +192,43 @@ class PartitionOwner(LeaseOwner):
     def members(self, con: psycopg.Connection[Any]) -> int:
         """How many owners hold the member lock now (this one included)."""
         return self.leases.members(con)
+
+    def replace(self, partitions: PartitionMap) -> None:
+        """Evaluate ``partitions``' rules from the next round on (an edit of the plant);
+        thread-safe.
+
+        Raises:
+            ValueError: the number of partitions differs (it is fixed by the config).
+        """
+        if partitions.partitions != self._map.partitions:
+            raise ValueError("alarms.partitions cannot change while running")
+        with self._map_lock:
+            self._next_map = partitions
+
+    def _apply_replacement(self, con: psycopg.Connection[Any]) -> None:
+        """Give each partition held its new rules, keeping the alarms whose rule stayed."""
+        with self._map_lock:
+            new, self._next_map = self._next_map, None
+        if new is None:
+            return
+        self._map = new
+        for part, state in self._state.items():
+            if state is None:
+                continue  # loaded with the new rules at its first evaluation
+            part_rules = new.rules(part)
+            wanted = set(part_rules)
+            kept: dict[str, Alarm] = {
+                rule.name: alarm
+                for rule, alarm in zip(state.evaluator.rules, state.evaluator.alarms, strict=True)
+                if rule in wanted
+            }
+            evaluator = AlarmEvaluator(part_rules)
+            saved = read_statuses(con, [r.name for r in evaluator.rules])
+            saved.update({name: alarm.status for name, alarm in kept.items()})
+            evaluator.restore(saved, kept)
+            state.evaluator = evaluator
+        self.replaced += 1
+        logger.info("alarm partitions: rules replaced (%d partitions held)", len(self._state))
 
     # ------------------------------------------------------------------ the thread
     def prepare(self, con: psycopg.Connection[Any]) -> None:
@@ -164,7 +253,9 @@ class PartitionOwner(LeaseOwner):
             del self._state[part]
         for part in held:
             self._state.setdefault(part, None)  # loaded at its first evaluation
+        self._apply_replacement(con)
         self._commands(con)
+        self._escalate(con)
         busy = False
         for part in sorted(held):
             busy |= self._advance(con, part)
@@ -214,6 +305,7 @@ class PartitionOwner(LeaseOwner):
                 if moved.rowcount != 1:
                     raise Fenced(f"alarm partition {part}: its cursor was moved by another owner")
                 insert_transitions(con, transitions, part=part, feed_seq=new)
+                self._insert_escalations(con, part, transitions)
                 if rows:
                     con.execute("DELETE FROM point_feed WHERE part = %s AND seq <= %s", [part, new])
         except BaseException:
@@ -221,6 +313,7 @@ class PartitionOwner(LeaseOwner):
             raise
         state.cursor = new
         self.transitions += len(transitions)
+        self._announce(transitions)
         return len(rows) == self._max_rows
 
     def _commands(self, con: psycopg.Connection[Any]) -> None:
@@ -250,6 +343,7 @@ class PartitionOwner(LeaseOwner):
                     insert_transitions(
                         con, transitions, part=part, feed_seq=state.cursor, command=request
                     )
+                    self._insert_escalations(con, part, transitions)
                     con.execute(
                         "UPDATE alarm_commands SET done_ns = %s, error_field = %s, error = %s "
                         "WHERE id = %s AND done_ns IS NULL",
@@ -264,6 +358,58 @@ class PartitionOwner(LeaseOwner):
                 self._state[part] = None  # memory ran ahead of the database: load it again
                 raise
             self.transitions += len(transitions)
+            self._announce(transitions)
+
+    # ------------------------------------------------------------------ announcing
+    def _announce(self, transitions: list[Transition]) -> None:
+        if transitions and self._announcer is not None:
+            self._announcer.journaled(transitions)
+
+    def _insert_escalations(
+        self, con: psycopg.Connection[Any], part: int, transitions: list[Transition]
+    ) -> None:
+        """Record the escalations the activations start (in the journal's transaction)."""
+        if self._announcer is None:
+            return
+        rows = [
+            (part, t.alarm, target, due, t.ts_ns, t.before.value, t.after.value, t.value)
+            for t in transitions
+            for due, target in self._announcer.escalations(t)
+        ]
+        if rows:
+            with con.cursor() as cur:
+                cur.executemany(_INSERT_ESCALATION, rows)
+
+    def _escalate(self, con: psycopg.Connection[Any]) -> None:
+        """Take the due escalations of the partitions held; have those of alarms still
+        unacknowledged sent (each row is taken by one owner: ``DELETE … RETURNING``)."""
+        if self._announcer is None or not self._announcer.escalating or not self._state:
+            return
+        rows = con.execute(
+            "DELETE FROM alarm_escalations WHERE part = ANY(%s) AND due_ns <= %s "
+            "RETURNING part, alarm, target, ts_ns, before, after, value",
+            [sorted(self._state), self._clock()],
+        ).fetchall()
+        for part, alarm, target, ts_ns, before, after, value in sorted(rows, key=lambda r: r[3]):
+            state = self._state.get(part)
+            if state is None:
+                state = self._state[part] = self._load(con, part)
+            try:
+                current = state.evaluator.alarm_named(alarm)
+            except UnknownTagError:
+                continue  # its rule was removed meanwhile
+            if current.state is not AlarmState.UNACKNOWLEDGED:
+                continue
+            activation = Transition(
+                alarm,
+                AlarmEvent.ACTIVATED,
+                int(ts_ns),
+                AlarmState(before),
+                AlarmState(after),
+                current.status,
+                value=value,
+            )
+            self._announcer.escalate(activation, target)
 
     def _fence(self, con: psycopg.Connection[Any], part: int, cursor: int) -> None:
         """Move the partition's cursor to itself, or fail if another owner moved it."""

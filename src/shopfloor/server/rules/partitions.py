@@ -52,11 +52,16 @@ class PartitionMap:
                     route.setdefault(tag, set()).add(part)
         self._rules = {p: tuple(r) for p, r in by_part.items()}
         self._alarm_parts = {r.name: p for p, rs in by_part.items() for r in rs}
+        self._by_name = {r.name: r for r in rules}
         self._route = {tag: tuple(sorted(parts)) for tag, parts in route.items()}
 
     def rules(self, part: int) -> tuple[AlarmRule, ...]:
         """The rules of one partition (none for most partitions of a small plant)."""
         return self._rules.get(part, ())
+
+    def rule(self, name: str) -> AlarmRule | None:
+        """The rule of the alarm called ``name`` (None: no such rule)."""
+        return self._by_name.get(name)
 
     def part_of_alarm(self, name: str) -> int | None:
         """The partition of the alarm called ``name`` (None: no such rule)."""

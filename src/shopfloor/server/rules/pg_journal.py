@@ -5,7 +5,8 @@ With ``alarms.partitions`` > 0 the ingest workers evaluate the alarms
 latest status live beside the historian, in its schema: ``alarm_journal``,
 ``alarm_status`` (with the partition of each alarm), ``alarm_cursor`` (per partition,
 the last committed-points feed ``seq`` evaluated, moved in the same transaction as the
-journal rows it caused) and ``alarm_notifications``.
+journal rows it caused), ``alarm_notifications`` (every send attempt) and
+``alarm_escalations`` (the escalations pending, per partition: they move with it).
 
 :class:`PgAlarmJournal` is the :class:`~.journal.Journal` an API server's engine reads in
 follow mode. Blocking (psycopg's synchronous connection): call it from one thread, the
@@ -69,6 +70,11 @@ JOURNAL_TABLES: Final = (
     " id bigserial PRIMARY KEY, ts_ns bigint NOT NULL, alarm text NOT NULL,"
     " event text NOT NULL, channel text NOT NULL, attempt integer NOT NULL,"
     " ok boolean NOT NULL, detail text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS alarm_escalations ("
+    " id bigserial PRIMARY KEY, part integer NOT NULL, alarm text NOT NULL,"
+    " target text NOT NULL, due_ns bigint NOT NULL, ts_ns bigint NOT NULL,"
+    " before text NOT NULL, after text NOT NULL, value double precision)",
+    "CREATE INDEX IF NOT EXISTS alarm_escalations_due ON alarm_escalations (part, due_ns)",
 )
 """Created by the first worker (under the schema's set-up lock)."""
 

@@ -8,6 +8,11 @@ never delays a DingTalk robot. A failed send is tried again after 1, 2, 4 … s 
 jitter, at most 60 s) up to ``attempts`` times; a robot's rate limit (20 a minute for
 DingTalk) is kept by spacing messages. An alarm still unacknowledged ``escalate_after``
 its activation is sent, marked as an escalation, to ``escalate_to`` as well.
+
+The alarms come from an :class:`AlarmSource`: the process's alarm engine, or, scaled out,
+an ingest worker's partition owners (:mod:`shopfloor.server.worker_alarms`). There the
+escalations are kept in PostgreSQL by the owners (``durable_escalations``): a partition
+moving to another worker takes its pending escalations with it.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from shopfloor.config.notify import ChannelConfig, NotifySection, RouteConfig
 from shopfloor.errors import ConfigError
+from shopfloor.runtime.channels import Channel, Subscription
 from shopfloor.runtime.clock import Clock, SystemClock
 from shopfloor.server.rules.alarms import AlarmEvent, AlarmState, Transition
-from shopfloor.server.rules.engine import AlarmEngine
 from shopfloor.server.rules.journal import SendAttempt
 from shopfloor.server.rules.notify.messages import (
     Notice,
@@ -37,8 +42,9 @@ from shopfloor.server.rules.notify.messages import (
     robot_error,
     text_of,
 )
+from shopfloor.server.rules.rule import AlarmRule
 
-__all__ = ["Dispatcher", "SendFailed", "send_email"]
+__all__ = ["AlarmSource", "Dispatcher", "SendFailed", "escalations_of", "send_email"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +55,46 @@ class SendFailed(Exception):  # noqa: N818 - reads as what happened
     """One try to send failed; the message says why."""
 
 
+class AlarmSource(Protocol):
+    """What the dispatcher follows: journaled transitions, the rules, the states shown."""
+
+    @property
+    def events(self) -> Channel[Transition]:
+        """Every journaled transition, in order."""
+
+    def rule(self, name: str) -> AlarmRule | None:
+        """The rule of an alarm, by name."""
+
+    def state_of(self, name: str) -> AlarmState | None:
+        """The state an alarm shows now."""
+
+    async def log_attempt(self, attempt: SendAttempt) -> None:
+        """Journal one try to send a notification."""
+
+
+def escalations_of(
+    routes: Sequence[RouteConfig], transition: Transition, rule: AlarmRule
+) -> list[tuple[int, str]]:
+    """When and to which channel ``transition`` is escalated if still unacknowledged then:
+    (due ns, channel) per route that escalates it (none but for activations)."""
+    if transition.event is not AlarmEvent.ACTIVATED:
+        return []
+    out = []
+    for route in routes:
+        after = route.escalate_after_s
+        if after is None or not route.escalate_to:
+            continue
+        if _matches(route, transition, rule.priority, rule.tag):
+            out.append((transition.ts_ns + int(after * 1e9), route.escalate_to))
+    return out
+
+
 @dataclass
 class _Channel:
     config: ChannelConfig
     queue: asyncio.Queue[Notice] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: int = 0
+    delivering: bool = False
     sent: int = 0
     failed: int = 0
     next_free: float = 0.0
@@ -63,21 +104,26 @@ class Dispatcher:
     """Notifications of ``engine``'s alarms as ``section`` routes them.
 
     Args:
-        engine: the alarm engine (started); its events are followed, its journal logs.
+        engine: the alarm engine (started) or another source; its events are followed,
+            its journal logs.
         section: channels and routes.
         clock: wall time (escalations) and sleeping (retries, rate limits).
         http: the HTTP client (tests hand in their own); made here by default.
         backoff_s: the first retry's delay; doubled each time, at most 60 s.
+        durable_escalations: the source keeps the pending escalations itself (partition
+            owners, in PostgreSQL) and hands the due ones to :meth:`escalate`; none are
+            kept here.
     """
 
     def __init__(
         self,
-        engine: AlarmEngine,
+        engine: AlarmSource,
         section: NotifySection,
         *,
         clock: Clock | None = None,
         http: httpx.AsyncClient | None = None,
         backoff_s: float = 1.0,
+        durable_escalations: bool = False,
     ) -> None:
         self._engine = engine
         self._routes = section.routes
@@ -88,6 +134,8 @@ class Dispatcher:
         self._backoff_s = backoff_s
         self._escalations: list[tuple[int, int, str, Notice]] = []
         self._order = 0
+        self._durable_escalations = durable_escalations
+        self._followed: Subscription[Transition] | None = None
 
     def status(self) -> dict[str, dict[str, int]]:
         """Per channel: sent, failed (gave up), dropped (queue full), waiting."""
@@ -101,14 +149,29 @@ class Dispatcher:
             for name, c in self._channels.items()
         }
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every message queued is sent or given up, at most ``timeout_s`` (a
+        graceful stop); True if none is left."""
+        if self._followed is not None:  # the events not routed yet, in order
+            for transition in self._followed.drain():
+                self.route(transition)
+        deadline = self._clock.monotonic() + timeout_s
+        while any(c.delivering or not c.queue.empty() for c in self._channels.values()):
+            if self._clock.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def run(self) -> None:
         """Follow the engine's events and send until cancelled."""
         try:
             async with asyncio.TaskGroup() as tasks:
                 for name, channel in self._channels.items():
                     tasks.create_task(self._send_loop(channel), name=f"notify/{name}")
-                tasks.create_task(self._escalation_loop(), name="notify/escalations")
+                if not self._durable_escalations:
+                    tasks.create_task(self._escalation_loop(), name="notify/escalations")
                 async with self._engine.events.subscribe("notify") as events:
+                    self._followed = events
                     async for transition in events:
                         self.route(transition)
         finally:
@@ -123,14 +186,20 @@ class Dispatcher:
             return
         notice = Notice(transition, rule)
         for route in self._routes:
-            if not _matches(route, transition, rule.priority, rule.tag):
-                continue
-            self._offer(route.channel, notice)
-            after = route.escalate_after_s
-            if after is not None and route.escalate_to and transition.event is AlarmEvent.ACTIVATED:
-                due = transition.ts_ns + int(after * 1e9)
-                self._order += 1
-                heapq.heappush(self._escalations, (due, self._order, route.escalate_to, notice))
+            if _matches(route, transition, rule.priority, rule.tag):
+                self._offer(route.channel, notice)
+        if self._durable_escalations:
+            return
+        for due, target in escalations_of(self._routes, transition, rule):
+            self._order += 1
+            heapq.heappush(self._escalations, (due, self._order, target, notice))
+
+    def escalate(self, transition: Transition, target: str) -> None:
+        """Send ``transition`` (an activation still unacknowledged) to ``target`` as an
+        escalation: for a source keeping its escalations itself."""
+        rule = self._engine.rule(transition.alarm)
+        if rule is not None and target in self._channels:
+            self._offer(target, Notice(transition, rule, escalation=True))
 
     def _offer(self, name: str, notice: Notice) -> None:
         channel = self._channels[name]
@@ -159,7 +228,11 @@ class Dispatcher:
             if wait > 0:
                 await self._clock.sleep(wait)
             channel.next_free = self._clock.monotonic() + spacing
-            await self._deliver(channel, notice)
+            channel.delivering = True
+            try:
+                await self._deliver(channel, notice)
+            finally:
+                channel.delivering = False
 
     async def _deliver(self, channel: _Channel, notice: Notice) -> None:
         config = channel.config
