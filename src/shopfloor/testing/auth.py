@@ -31,6 +31,7 @@ __all__ = [
     "log_in_page",
     "new_secret",
     "provision",
+    "shared_secret_key",
 ]
 
 SECURITY_FILE = "security.sqlite"
@@ -114,6 +115,17 @@ class Provisioned:
 def new_secret() -> str:
     """A token secret to hand out before it is stored (see :func:`provision`'s ``secret``)."""
     return f"sft_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
+def shared_secret_key(folder: Path) -> Path:
+    """A secret key file in ``folder`` (made once, then reused) for the API servers of a
+    shared historian, which must all use the same key and refuse to make their own
+    (docs/scale-out.md): ``"security": {"secret_key_file": str(shared_secret_key(dir))}``."""
+    key = folder / "secret.key"
+    if not key.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        key.write_text(secrets.token_urlsafe(48) + "\n")
+    return key
 
 
 def provision(

@@ -31,6 +31,7 @@ from shopfloor.server.assets import load_asset_model
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.rules.partitioned import PARTITION_LOCK_CLASS
 from shopfloor.server.rules.partitions import partition_of
+from shopfloor.testing.auth import shared_secret_key
 from shopfloor.testing.postgres import PostgresServer
 
 PARTITIONS = 8
@@ -162,14 +163,6 @@ def _points(machines: list[Machine], t0: int) -> PointBatch:
     return PointBatch.from_points(rows)
 
 
-def _shared_key(folder: Path) -> Path:
-    """The secret key every API server of a shared historian must share (docs/scale-out.md)."""
-    key = folder / "secret.key"
-    if not key.exists():
-        key.write_text("a-key-shared-by-every-api-server-of-this-test\n")
-    return key
-
-
 @asynccontextmanager
 async def _runner(
     historian: PostgresHistorian, machines: list[Machine], data_dir: Path, owner: AnalyticsOwner
@@ -244,7 +237,7 @@ async def _server(dsn: str, data_dir: Path) -> AsyncIterator[Server]:
         {
             "server": {"port": 0, "data_dir": str(data_dir)},
             "historian": {"kind": "postgres", "dsn": dsn, "shared": True},
-            "security": {"secret_key_file": str(_shared_key(data_dir.parent))},
+            "security": {"secret_key_file": str(shared_secret_key(data_dir.parent))},
             "assets": {"plant": str(DEMO / "plant.toml")},
             "analytics": {
                 "partitions": PARTITIONS,

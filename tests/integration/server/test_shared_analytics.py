@@ -20,7 +20,7 @@ import pytest
 from shopfloor.config import ShopfloorConfig
 from shopfloor.model.timefmt import format_ns
 from shopfloor.server.app import Server
-from shopfloor.testing.auth import grant
+from shopfloor.testing.auth import grant, shared_secret_key
 from shopfloor.testing.postgres import PostgresServer
 
 from .test_oee_api import DEMO, T0, H, at, ingest_late, scenario
@@ -33,21 +33,13 @@ def dsn(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
-def _shared_key(folder: Path) -> Path:
-    """The secret key every API server of a shared historian must share (docs/scale-out.md)."""
-    key = folder / "secret.key"
-    if not key.exists():
-        key.write_text("a-key-shared-by-every-api-server-of-this-test\n")
-    return key
-
-
 @asynccontextmanager
 async def api_server(data_dir: Path, dsn: str) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
     config = ShopfloorConfig.model_validate(
         {
             "server": {"port": 0, "data_dir": str(data_dir)},
             "historian": {"kind": "postgres", "dsn": dsn, "shared": True, "flush_interval_s": 0.05},
-            "security": {"secret_key_file": str(_shared_key(data_dir.parent))},
+            "security": {"secret_key_file": str(shared_secret_key(data_dir.parent))},
             "assets": {"plant": str(DEMO / "plant.toml")},
             "analytics": {
                 "shifts": {

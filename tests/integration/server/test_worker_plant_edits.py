@@ -21,7 +21,7 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.model import PointBatch, Quality, now_ns
 from shopfloor.server.app import Server
 from shopfloor.server.worker import IngestWorker
-from shopfloor.testing.auth import grant
+from shopfloor.testing.auth import grant, shared_secret_key
 from shopfloor.testing.mosquitto import Mosquitto
 from shopfloor.testing.postgres import PostgresServer
 
@@ -106,6 +106,7 @@ async def test_an_equipment_added_through_the_api_is_evaluated_by_a_running_work
         {
             "server": {"port": 0, "data_dir": str(data)},
             "historian": {"kind": "postgres", "dsn": dsn, "shared": True, "flush_interval_s": 0.05},
+            "security": {"secret_key_file": str(shared_secret_key(tmp_path))},
             "ingest": {
                 "mqtt": {"port": mosquitto.port, "shared_group": "ingest", "session_expiry": "0s"}
             },
