@@ -26,15 +26,16 @@ from collections.abc import Callable
 from typing import Final
 
 from shopfloor.server.leases import LeaseOwner, Leases
+from shopfloor.server.pg_locks import ANALYTICS_MEMBER, ANALYTICS_PARTITION
 from shopfloor.server.rules.partitions import partition_of
 
 __all__ = ["ANALYTICS_LOCK_CLASS", "ANALYTICS_MEMBER_CLASS", "AnalyticsOwner", "Owns"]
 
 logger = logging.getLogger(__name__)
 
-ANALYTICS_LOCK_CLASS: Final = 0x5F14
-"""First key of an analytics partition's advisory lock (alarms use 0x5F12)."""
-ANALYTICS_MEMBER_CLASS: Final = 0x5F15
+ANALYTICS_LOCK_CLASS: Final = ANALYTICS_PARTITION
+"""First key of an analytics partition's advisory lock."""
+ANALYTICS_MEMBER_CLASS: Final = ANALYTICS_MEMBER
 """First key of the member lock every API server with analytics holds shared."""
 
 Owns = Callable[[str], bool]

@@ -35,12 +35,13 @@ from shopfloor.server.analytics.store_base import (
     slice_rows,
 )
 from shopfloor.server.historian.pg_shared import COMMIT_LOCK_CLASS
+from shopfloor.server.pg_locks import ANALYTICS_MACHINE
 
 __all__ = ["ANALYTICS_LOCK_CLASS", "ANALYTICS_TABLES", "PgAnalyticsStore"]
 
 T = TypeVar("T")
 
-ANALYTICS_LOCK_CLASS: Final = 0x5F1A
+ANALYTICS_LOCK_CLASS: Final = ANALYTICS_MACHINE
 """First key of the per-machine transaction advisory lock (second: ``hashtext(path)``)."""
 
 _PREFIX: Final = "analytics_"

@@ -47,6 +47,7 @@ from shopfloor.model import TagMeta
 from shopfloor.model.points import Float64Array, Int32Array, Int64Array, UInt32Array
 from shopfloor.server.historian import pg_blocks, schema
 from shopfloor.server.historian.base import Aggregate
+from shopfloor.server.pg_locks import HISTORIAN_WRITER
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ Layout = Literal["blocks", "partitioned", "timescale"]
 ``partitioned``: narrow rows in daily partitions (schemas made by version 1, kept as they
 are); ``timescale``: a compressed hypertable."""
 
-LOCK_CLASS = 0x5F10
+LOCK_CLASS = HISTORIAN_WRITER
 """First key of the advisory lock held by the one writer of a schema (the second is the
 schema name's hash): two servers writing one schema would corrupt the in-memory catalog."""
 

@@ -35,6 +35,7 @@ from typing import Any, Final
 import psycopg
 
 from shopfloor.server.historian import pg_schema
+from shopfloor.server.pg_locks import HISTORIAN_COMMIT
 
 __all__ = [
     "COMMIT_LOCK_CLASS",
@@ -49,7 +50,7 @@ __all__ = [
     "unlock_setup",
 ]
 
-COMMIT_LOCK_CLASS: Final = 0x5F11
+COMMIT_LOCK_CLASS: Final = HISTORIAN_COMMIT
 """First key of the transaction advisory lock that serialises shared writers' commits."""
 
 UPSERT_LATEST_NEWER: Final = (

@@ -64,6 +64,7 @@ import psycopg
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.model import PointBatch, now_ns
 from shopfloor.server.leases import KEEPALIVE_S, LeaseLost, LeaseOwner, Leases
+from shopfloor.server.pg_locks import ALARM_MEMBER, ALARM_PARTITION
 from shopfloor.server.rules.alarms import Alarm, AlarmEvent, AlarmState, Transition
 from shopfloor.server.rules.commands import Command
 from shopfloor.server.rules.evaluator import AlarmEvaluator
@@ -85,9 +86,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PARTITION_LOCK_CLASS: Final = 0x5F12
+PARTITION_LOCK_CLASS: Final = ALARM_PARTITION
 """First key of a partition's session advisory lock (second: schema and partition)."""
-MEMBER_LOCK_CLASS: Final = 0x5F13
+MEMBER_LOCK_CLASS: Final = ALARM_MEMBER
 """First key of the member lock every owner holds shared (second: the schema)."""
 
 

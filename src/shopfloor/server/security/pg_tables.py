@@ -23,12 +23,14 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from shopfloor.server.pg_locks import AUDIT_APPEND, SECURITY_SETUP
+
 __all__ = ["AUDIT_LOCK_CLASS", "SCHEMA_SUFFIX", "SETUP_LOCK_CLASS", "connect", "security_schema"]
 
 SCHEMA_SUFFIX: Final = "_security"
-SETUP_LOCK_CLASS: Final = 0x5F14
+SETUP_LOCK_CLASS: Final = SECURITY_SETUP
 """First key of the advisory lock taken while the tables are created."""
-AUDIT_LOCK_CLASS: Final = 0x5F15
+AUDIT_LOCK_CLASS: Final = AUDIT_APPEND
 """First key of the transaction advisory lock that serialises audit appends (one chain)."""
 
 _TABLES: Final = (
