@@ -31,13 +31,9 @@ from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch, TagMeta, now_ns
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.clock import DataClock, SystemClock
+from shopfloor.server.alarm_rules import alarm_rules, warn_unpartitioned_monitors, watched
 from shopfloor.server.analytics import Calculator, Metric, MetricJob
-from shopfloor.server.analytics.anomaly_monitor import (
-    AnomalyMonitor,
-    WatchedMachine,
-    anomaly_alarm_rules,
-    watched_machines,
-)
+from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor
 from shopfloor.server.analytics.energy_job import EnergyJob
 from shopfloor.server.analytics.energy_service import EnergyService, meters_of
 from shopfloor.server.analytics.job import OeeJob
@@ -46,7 +42,7 @@ from shopfloor.server.analytics.ownership import AnalyticsOwner, Owns
 from shopfloor.server.analytics.pg_store import PgAnalyticsStore
 from shopfloor.server.analytics.service import Analytics
 from shopfloor.server.analytics.shifts import ShiftCalendar
-from shopfloor.server.analytics.spc_monitor import SpcMonitor, spc_alarm_rules
+from shopfloor.server.analytics.spc_monitor import SpcMonitor
 from shopfloor.server.analytics.store_base import AnalyticsStorage
 from shopfloor.server.api.app import create_app
 from shopfloor.server.api.client_cert import ClientCertH11Protocol
@@ -66,7 +62,7 @@ from shopfloor.server.ingest.mqtt import MqttIngest
 from shopfloor.server.live_fanout import LiveFanIn, stop_link
 from shopfloor.server.plant_watch import announce_plant_change
 from shopfloor.server.reports.schedule import ReportScheduler
-from shopfloor.server.rules.engine import AlarmEngine, AlarmRule, rules_from_config
+from shopfloor.server.rules.engine import AlarmEngine, AlarmRule
 from shopfloor.server.rules.journal import Journal
 from shopfloor.server.rules.notify.dispatcher import Dispatcher
 from shopfloor.server.rules.partitions import PartitionMap
@@ -226,8 +222,9 @@ DEMO_READ_ONLY = (
 
 
 def alarm_partitions(config: ShopfloorConfig, assets: AssetModel | None) -> PartitionMap | None:
-    """The alarm rules of the plant and ``[alarms]`` split into ``alarms.partitions``
-    partitions (None: 0, alarms evaluated in each server process).
+    """Every alarm rule in force (:func:`~shopfloor.server.alarm_rules.alarm_rules`: the
+    plant's, ``[alarms]``', the SPC charts' and anomaly scores') split into
+    ``alarms.partitions`` partitions (None: 0, alarms evaluated in each server process).
 
     Raises:
         ConfigError: partitions are asked for without a shared PostgreSQL historian.
@@ -242,8 +239,7 @@ def alarm_partitions(config: ShopfloorConfig, assets: AssetModel | None) -> Part
             'shared historian: set historian.kind = "postgres" and historian.shared = true, or '
             "alarms.partitions = 0"
         )
-    rules = [*(assets.alarm_rules if assets else ()), *rules_from_config(config.alarms)]
-    return PartitionMap(rules, count)
+    return PartitionMap(alarm_rules(config, assets), count)
 
 
 def analytics_owner(config: ShopfloorConfig) -> AnalyticsOwner | None:
@@ -606,24 +602,8 @@ class Server:
             await self._replace_metrics(new.metrics)
 
     def _alarm_rules(self, assets: AssetModel | None) -> list[AlarmRule]:
-        """Every alarm rule in force: the plant's templates', ``[alarms]``', the SPC
-        charts' and the anomaly scores' (rebuilt whole when the plant is edited)."""
-        return [
-            *(assets.alarm_rules if assets else ()),
-            *rules_from_config(self.config.alarms),
-            *spc_alarm_rules(self.config.analytics.spc),
-            *anomaly_alarm_rules(self.config.analytics.anomaly, self._watched(assets)),
-        ]
-
-    def _watched(self, assets: AssetModel | None) -> list[WatchedMachine]:
-        """The machines ``[analytics.anomaly]`` covers in ``assets``."""
-        if assets is None or not self.config.analytics.anomaly.enabled:
-            return []
-        return watched_machines(
-            [(m.id, m.path) for m in machines_of(assets)],
-            [t.path for t in assets.tags],
-            self.config.analytics.anomaly.tags,
-        )
+        """Every alarm rule in force (rebuilt whole when the plant is edited)."""
+        return alarm_rules(self.config, assets)
 
     def _anomaly_monitor(self, assets: AssetModel | None) -> AnomalyMonitor | None:
         """The anomaly and RUL monitor, if either is enabled (the machines are those of
@@ -639,7 +619,7 @@ class Server:
         return AnomalyMonitor(
             section.anomaly,
             section.rul,
-            self._watched(assets),
+            watched(self.config, assets),
             rul_machines=rul_machines,
             historian=self.historian,
             publish=self._publish_anomaly,
@@ -669,6 +649,7 @@ class Server:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         await self.historian.start()
         self._started = True
+        warn_unpartitioned_monitors(self.config, self.assets)
         await self._register_derived()
         await self.alarms.start()
         await self.audit.start()

@@ -31,7 +31,10 @@ alarms. The owner announces what it journaled (:mod:`~shopfloor.server.worker_al
 the worker sends the notifications (``[notify]``) and publishes the alarm events to the
 UNS (``[uns]``, alarm events only: the API servers publish the values) of the partitions
 it owns. It follows edits of the plant made through an API server
-(:mod:`~shopfloor.server.plant_watch`).
+(:mod:`~shopfloor.server.plant_watch`). The rules are those a single server evaluates
+(:mod:`~shopfloor.server.alarm_rules`), SPC and anomaly alarms included: the API server
+whose analytics lease covers a chart or machine stores its derived points through the
+shared historian, and they reach the feed like any other point.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from shopfloor.errors import ConfigError
 from shopfloor.model import LiveBatch, PointBatch
 from shopfloor.runtime.channels import Channel
 from shopfloor.runtime.sdnotify import systemd_notifier
+from shopfloor.server.alarm_rules import alarm_rules
 from shopfloor.server.analytics import Calculator
 from shopfloor.server.app import (
     alarm_partitions,
@@ -224,7 +228,9 @@ class IngestWorker:
         self.assets = new
         if new.calculations != old.calculations:
             self.calculator = Calculator(new.calculations) if new.calculations else None
-        if tuple(new.alarm_rules) == tuple(old.alarm_rules):
+        # the whole rule set: the anomaly alarms follow the machines and tags of the plant
+        rules = alarm_rules(self.config, new)
+        if rules == alarm_rules(self.config, old):
             return
         partitions = alarm_partitions(self.config, new)
         assert partitions is not None
@@ -234,7 +240,7 @@ class IngestWorker:
         self.partitions = partitions
         self.alarm_events.partitions = partitions
         self.owner.replace(partitions)
-        logger.info("plant edited: %d alarm rules from now on", len(new.alarm_rules))
+        logger.info("plant edited: %d alarm rules from now on", len(rules))
 
     def _start_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))

@@ -23,8 +23,11 @@ RUL: every ``[analytics.rul] interval`` the monitor reads each machine's indicat
 Scaled out (``analytics.partitions``), ``owns`` says which machines this server scores,
 asked at every batch, so their score points are published once: a machine whose
 partition moved here starts with a fresh detector (it learns for ``min_points`` again),
-as after a restart. RUL is estimated on every server still: its answers live in memory
-for ``GET /api/v1/rul`` of whichever server is asked, and it publishes nothing.
+as after a restart. It then also stores each score's cause as ``<equipment>/anomaly_cause``
+(:func:`cause_code`), so that every server can answer the latest scores and events from
+the historian (:mod:`~.anomaly_stored`). RUL is estimated on every server still: its
+answers live in memory for ``GET /api/v1/rul`` of whichever server is asked, and it
+publishes nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ __all__ = [
     "RulAnswer",
     "WatchedMachine",
     "anomaly_alarm_rules",
+    "cause_code",
+    "cause_name",
+    "cause_tag",
     "score_tag",
 ]
 
@@ -69,6 +75,8 @@ _RETRY_S = 10.0
 BAD_SCORE: Final = 1000.0
 """The score stored for a Bad point of a watched tag (a failed sensor)."""
 SCORE_TAG: Final = "anomaly_score"
+CAUSE_TAG: Final = "anomaly_cause"
+_DETECTORS: Final = ("none", "z", "ewma", "mahalanobis", "bad")
 
 Publish = Callable[[PointBatch], Awaitable[object]]
 RegisterTags = Callable[[Sequence[TagMeta]], Awaitable[None]]
@@ -77,6 +85,26 @@ RegisterTags = Callable[[Sequence[TagMeta]], Awaitable[None]]
 def score_tag(equipment: str) -> str:
     """The derived tag of a machine's anomaly score."""
     return f"{equipment}/{SCORE_TAG}"
+
+
+def cause_tag(equipment: str) -> str:
+    """The derived tag of what gave a machine's score (scaled out, :func:`cause_code`)."""
+    return f"{equipment}/{CAUSE_TAG}"
+
+
+def cause_code(detector: str, column: int | None) -> float:
+    """A score's cause as a number: ``1000 × detector + watched tag's column + 1`` (0: no
+    tag), the detectors numbered ``none``, ``z``, ``ewma``, ``mahalanobis``, ``bad``."""
+    return float(1000 * _DETECTORS.index(detector) + (0 if column is None else column + 1))
+
+
+def cause_name(code: float, names: Sequence[str]) -> str:
+    """The cause (``z vibration_rms``, ``bad spindle_temp``) of a :func:`cause_code`, for a
+    machine whose watched tags are called ``names``; ``?`` for a code it cannot have."""
+    detector, column = divmod(int(code), 1000)
+    if not 0 <= detector < len(_DETECTORS) or column > len(names):
+        return "?"
+    return _DETECTORS[detector] if column == 0 else f"{_DETECTORS[detector]} {names[column - 1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +126,11 @@ class WatchedMachine:
         """Path of its ``state`` tag."""
         return f"{self.path}/state"
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of its watched tags (their last path segment)."""
+        return tuple(p.rsplit("/", 1)[1] for p in self.tags)
+
 
 def watched_machines(
     machines: Sequence[tuple[str, str]], tag_paths: Sequence[str], patterns: Sequence[str]
@@ -111,7 +144,7 @@ def watched_machines(
             for p in tag_paths
             if p.startswith(prefix)
             and "/" not in p[len(prefix) :]
-            and p[len(prefix) :] != SCORE_TAG
+            and p[len(prefix) :] not in (SCORE_TAG, CAUSE_TAG)
             and any(fnmatch.fnmatchcase(p[len(prefix) :], pat) for pat in patterns)
         )
         if mine:
@@ -225,8 +258,7 @@ class AnomalyMonitor:
         self._machines: list[_Machine] = []
         if anomaly.enabled:
             for spec in machines:
-                names = tuple(p.rsplit("/", 1)[1] for p in spec.tags)
-                self._machines.append(_Machine(spec, self._detector(names), names))
+                self._machines.append(_Machine(spec, self._detector(spec.names), spec.names))
         self._by_tag: dict[str, list[_Machine]] = {}
         for m in self._machines:
             for path in (*m.spec.tags, m.spec.state):
@@ -267,20 +299,35 @@ class AnomalyMonitor:
         """``(id, path)`` of the machines whose RUL is estimated."""
         return list(self._rul_machines)
 
+    @property
+    def partitioned(self) -> bool:
+        """Scaled out: this server scores some machines only, and stores each score's cause
+        beside it, so every server answers from the historian (:mod:`~.anomaly_stored`)."""
+        return self._owns is not None
+
     async def start(self) -> None:
-        """Announce the score tags."""
+        """Announce the score tags (and, scaled out, the cause tags)."""
         if self._register is not None and self._machines:
-            await self._register(
-                [
+            metas = [
+                TagMeta(
+                    path=score_tag(m.spec.path),
+                    unit="",
+                    description=f"Anomaly score of {m.spec.id} (above 1: anomalous; "
+                    f"{BAD_SCORE:g}: a failed sensor)",
+                )
+                for m in self._machines
+            ]
+            if self.partitioned:
+                metas += [
                     TagMeta(
-                        path=score_tag(m.spec.path),
+                        path=cause_tag(m.spec.path),
                         unit="",
-                        description=f"Anomaly score of {m.spec.id} (above 1: anomalous; "
-                        f"{BAD_SCORE:g}: a failed sensor)",
+                        description=f"What gave the anomaly score of {m.spec.id} "
+                        "(1000 × detector + tag column + 1, see docs/scale-out.md)",
                     )
                     for m in self._machines
                 ]
-            )
+            await self._register(metas)
 
     async def run(self, live: Channel[LiveBatch]) -> None:
         """Follow the live channel until cancelled."""
@@ -334,6 +381,8 @@ class AnomalyMonitor:
             cause = detector if column is None else f"{detector} {m.names[column]}"
             at = int(ts[best])
             points.append((score_tag(m.spec.path), at, value, 0))
+            if self.partitioned:  # for the servers that do not score it (anomaly_stored)
+                points.append((cause_tag(m.spec.path), at, cause_code(detector, column), 0))
             self.latest[m.spec.path] = (at, value, cause)
             if value > 1.0:
                 found.append(AnomalyEvent(m.spec.path, at, value, cause))

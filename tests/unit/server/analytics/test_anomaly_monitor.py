@@ -21,6 +21,8 @@ from shopfloor.server.analytics.anomaly_monitor import (
     BAD_SCORE,
     AnomalyMonitor,
     anomaly_alarm_rules,
+    cause_name,
+    cause_tag,
     score_tag,
     watched_machines,
 )
@@ -224,3 +226,48 @@ async def test_servers_score_only_the_machines_they_own_now(historian: DuckDBHis
     assert sinks[0] == []
     assert scored(sinks[1]) == scored(sinks[2])
     assert first in scored(sinks[1])
+
+
+async def test_scaled_out_each_score_is_stored_with_its_cause(historian: DuckDBHistorian) -> None:
+    """The servers that do not score a machine read the cause from the historian: it must
+    name what the scoring server says (every detector), and cost nothing unpartitioned."""
+    plant = _plant()
+    layout = plant.layout
+    machines = [(m.id, layout.equipment_path(m)) for m in layout.machines]
+    watched = watched_machines(machines, [t.path for t in plant.tags()], SECTION.tags)
+    sinks: list[list[PointBatch]] = [[], []]
+
+    def publisher(sink: list[PointBatch]) -> Callable[[PointBatch], Awaitable[None]]:
+        async def publish(batch: PointBatch) -> None:
+            sink.append(batch)
+
+        return publish
+
+    scaled, alone = (
+        AnomalyMonitor(
+            SECTION, RulSection(), watched, historian=historian, publish=publisher(sink), owns=owns
+        )
+        for sink, owns in zip(sinks, (lambda _: True, None), strict=True)
+    )
+    for k in range(90):
+        batch = LiveBatch(plant.advance(start_ns=T0 + k * MINUTE, steps=60))
+        for monitor in (scaled, alone):
+            await monitor.process(batch)
+    names = {m.path: m.names for m in watched}
+    stored: dict[tuple[str, int], float] = {}
+    for batch in sinks[0]:
+        for i, tag in enumerate(batch.tags):
+            mine = batch.tag_index == i
+            for t, v in zip(batch.ts[mine].tolist(), batch.value[mine].tolist(), strict=True):
+                stored[tag, t] = v
+    for path, (ts, _, cause) in scaled.latest.items():
+        assert cause_name(stored[cause_tag(path), ts], names[path]) == cause
+    events = {
+        (e.equipment, e.cause): cause_name(
+            stored[cause_tag(e.equipment), e.ts_ns], names[e.equipment]
+        )
+        for e in scaled.events
+    }
+    assert all(cause == decoded for (_, cause), decoded in events.items()), events
+    assert {c.split()[0] for _, c in events} >= {"bad", "z"}
+    assert not any(cause_tag(p) in b.tags for b in sinks[1] for p in names)

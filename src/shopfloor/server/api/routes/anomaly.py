@@ -2,7 +2,10 @@
 
 Both read what :class:`~shopfloor.server.analytics.anomaly_monitor.AnomalyMonitor` keeps
 (the latest scores, the recent anomalies, the latest RUL estimates); ``/anomaly`` with an
-``equipment`` also reads that machine's stored score tag over a range.
+``equipment`` also reads that machine's stored score tag over a range. Scaled out
+(``analytics.partitions``) another server may score a machine, so ``/anomaly`` answers
+the latest scores and the events (of the range) from the historian on every server
+(:mod:`~shopfloor.server.analytics.anomaly_stored`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from starlette.responses import Response
 
 from shopfloor.errors import PayloadError, UnknownTagError
 from shopfloor.server.analytics.anomaly_monitor import AnomalyMonitor, RulAnswer, score_tag
+from shopfloor.server.analytics.anomaly_stored import stored_events, stored_latest
 from shopfloor.server.analytics.rul import NoEstimate
 from shopfloor.server.api.auth import READ
 from shopfloor.server.api.context import Ctx
@@ -80,7 +84,9 @@ def _pick(equipment: str | None, known: list[tuple[str, str]]) -> list[tuple[str
     "anomalous; 1000 marks a Bad point of a watched tag), with the detector and tag that "
     "gave it; the recent anomalies (`events`, newest last, at most 1000 kept in memory). "
     "With `equipment`, also `scores`: the stored score points of `[start, end)` "
-    "(default: the last hour).",
+    "(default: the last hour). With `analytics.partitions` (several API servers), "
+    "`latest` and `events` are read from the stored scores on every server, `events` "
+    "those of `[start, end)` (the newest 1000).",
     responses=_ERRORS,
 )
 async def anomaly(
@@ -99,25 +105,37 @@ async def anomaly(
     machines = _pick(equipment, [(m.id, m.path) for m in monitor.machines])
     machines = scope_machines(principal, machines, _second, named=equipment, allow_empty=True)
     paths = {p for _, p in machines}
-    tags = {m.path: list(m.tags) for m in monitor.machines}
+    specs = [m for m in monitor.machines if m.path in paths]
+    if equipment is not None or monitor.partitioned:
+        now = ctx.clock()
+        end_ns = parse_time(end, now_ns=now, field="end") if end else now
+        start_ns = parse_time(start, now_ns=now, field="start") if start else end_ns - _HOUR_NS
+        if start_ns >= end_ns:
+            raise PayloadError("start", "start must be before end")
+    if monitor.partitioned:  # scaled out: the same answer from every server, as stored
+        latest = await stored_latest(ctx.historian, specs)
+        events = await stored_events(ctx.historian, specs, start_ns, end_ns)
+    else:
+        latest = {p: monitor.latest[p] for p in paths if p in monitor.latest}
+        events = [e for e in monitor.events if e.equipment in paths]
     body: dict[str, Any] = {
         "machines": [
             {
-                "equipment": path,
-                "id": machine_id,
-                "score_tag": score_tag(path),
-                "tags": tags[path],
+                "equipment": m.path,
+                "id": m.id,
+                "score_tag": score_tag(m.path),
+                "tags": list(m.tags),
                 "latest": None
-                if path not in monitor.latest
+                if m.path not in latest
                 else dict(
                     zip(
                         ("time", "score", "cause"),
-                        (format_ns(monitor.latest[path][0]), *monitor.latest[path][1:]),
+                        (format_ns(latest[m.path][0]), *latest[m.path][1:]),
                         strict=True,
                     )
                 ),
             }
-            for machine_id, path in machines
+            for m in specs
         ],
         "events": [
             {
@@ -126,18 +144,12 @@ async def anomaly(
                 "score": e.score,
                 "cause": e.cause,
             }
-            for e in monitor.events
-            if e.equipment in paths
+            for e in events
         ],
     }
     if equipment is not None:
-        now = ctx.clock()
-        end_ns = parse_time(end, now_ns=now, field="end") if end else now
-        start_ns = parse_time(start, now_ns=now, field="start") if start else end_ns - _HOUR_NS
-        if start_ns >= end_ns:
-            raise PayloadError("start", "start must be before end")
         try:
-            table = await ctx.historian.read_raw(score_tag(machines[0][1]), start_ns, end_ns)
+            table = await ctx.historian.read_raw(score_tag(specs[0].path), start_ns, end_ns)
         except UnknownTagError:
             body["scores"] = []
         else:
