@@ -261,6 +261,8 @@ class IngestWorker:
             )
         if self.fanout is not None:
             self._fanout_task = asyncio.create_task(self.fanout.run(), name="worker/live-fanout")
+        if self.ingestor.shared_edges is not None:  # the API servers list the edges from it
+            self._start_task(self.ingestor.shared_edges.run(), "worker/shared-edges")
         await self.mqtt.start()
         settings = self.mqtt.settings
         if not settings.shared_group:
@@ -309,6 +311,8 @@ class IngestWorker:
             await self.alarm_events.close()
         if self._started:
             await self.historian.close()
+            if self.ingestor.shared_edges is not None:  # the last commits' figures
+                await self.ingestor.shared_edges.close()
         stats = self.mqtt.stats()
         logger.info(
             "ingest worker: %d batches committed (%d duplicates), %d refused, %d busy, %d failed",
