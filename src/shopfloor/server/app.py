@@ -81,8 +81,10 @@ from shopfloor.server.sparkplug_node import PlatformSparkplugNode
 from shopfloor.server.uns import UnsPublisher, per_process
 from shopfloor.server.web.routes import router as web_router
 from shopfloor.server.writes import WRITES_FILE, EquipmentWriter, WriteService, WriteSwitches
+from shopfloor.server.writes.confirmations import PgConfirmations
 from shopfloor.server.writes.pg_switches import PgWriteSwitches
 from shopfloor.server.writes.remote import RemoteWriter
+from shopfloor.server.writes.service import MAX_PENDING
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +344,10 @@ def _write_service(
         if shared is None
         else PgWriteSwitches(*shared)
     )
-    return remote, WriteService(every, switches, monotonic=monotonic)
+    confirmations = (  # the confirm step may reach another API server than the ask
+        None if shared is None else PgConfirmations(*shared, max_pending=MAX_PENDING)
+    )
+    return remote, WriteService(every, switches, monotonic=monotonic, confirmations=confirmations)
 
 
 def _security(config: ShopfloorConfig) -> tuple[AuditLog, Auth]:
@@ -898,6 +903,7 @@ class Server:
         await self.auth.close()
         if self.writes is not None:
             await asyncio.to_thread(self.writes.switches.close)
+            await asyncio.to_thread(self.writes.confirmations.close)
         if self.analytics is not None:
             await self.analytics.close()
         if self._started:

@@ -70,6 +70,7 @@ _STATUS = {
     "confirmation_used": 409,
     "confirmation_expired": 409,
     "confirmation_mismatch": 409,
+    "confirmations_unavailable": 503,
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope} for status in (404, 409, 422, 502, 503)
@@ -311,7 +312,7 @@ async def _confirm(
     audit = _Audit(request, body.path or "", step="confirm", ref=reference(confirmation))
     user = _user(request, body.user)
     try:
-        ticket = service.take(confirmation, user=user)
+        ticket = await service.take(confirmation, user=user)
     except WriteDenied as err:
         if err.path is not None:
             audit.add(target=err.path)
