@@ -13,10 +13,11 @@ database.
 A worker is that path: historian, :class:`~shopfloor.server.ingest.Ingestor`,
 :class:`~shopfloor.server.ingest.mqtt.MqttIngest` — built by the same functions as the
 Server's — plus, when configured, its share of the alarm partitions and the live
-fan-out to the API servers (:mod:`~shopfloor.server.live_fanout`); no HTTP, UNS or
-Sparkplug. It leaves the historian's upkeep
-(compaction, rollups, retention) to the server process: N workers would otherwise all
-do the same passes over one schema.
+fan-out to the API servers (:mod:`~shopfloor.server.live_fanout`) and the edges' status
+and figures it took, pushed to PostgreSQL for the API servers' ``GET /api/v1/edges``
+(:mod:`~shopfloor.server.ingest.pg_edges`); no HTTP, UNS values or Sparkplug. It leaves
+the historian's upkeep (compaction, rollups, retention) to the server process: N workers
+would otherwise all do the same passes over one schema.
 
 **Shutdown** (SIGTERM or SIGINT): stop taking messages, let the batches being committed
 finish and be answered (``[ingest.mqtt] drain_timeout``), commit what the historian
