@@ -9,7 +9,9 @@ through a fake equipment writer (the device's values in a dict they share).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +23,11 @@ from shopfloor.config import ShopfloorConfig
 from shopfloor.model.control import WritableTag, WriteValue
 from shopfloor.server.app import Server
 from shopfloor.server.writes import Confirmation, WriteDenied
-from shopfloor.server.writes.confirmations import PgConfirmations
+from shopfloor.server.writes.confirmations import (
+    Confirmations,
+    MemoryConfirmations,
+    PgConfirmations,
+)
 from shopfloor.testing.auth import grant, shared_secret_key
 from shopfloor.testing.postgres import PostgresServer
 
@@ -36,11 +42,18 @@ def dsn(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
-def _ticket(user: str = "ana", new: WriteValue = 12.5, tag: WritableTag = TAG) -> Confirmation:
+def _ticket(
+    user: str = "ana", new: WriteValue = 12.5, tag: WritableTag = TAG, within_s: float = 60
+) -> Confirmation:
     return Confirmation(
         id=secrets.token_urlsafe(18), tag=tag, old=10.0, new=new, asked=new, user=user,
-        expires_s=0.0,
+        expires_s=time.monotonic() + within_s,  # the memory's clock; PostgreSQL has its own
     )  # fmt: skip
+
+
+def _same(taken: Confirmation, ticket: Confirmation) -> bool:
+    """The same ticket; its expiry is on the clock of the store that kept it."""
+    return dataclasses.replace(taken, expires_s=ticket.expires_s) == ticket
 
 
 async def _code(take: object) -> str:
@@ -59,7 +72,7 @@ async def test_a_confirmation_put_by_one_server_is_taken_once_by_any(dsn: str) -
         ticket = _ticket()
         await a.put(ticket, within_s=60)
         taken = await b.take(ticket.id, within_s=60)
-        assert taken == ticket  # the whole ticket: tag, values, user
+        assert _same(taken, ticket)  # the whole ticket: tag, values, user
         assert await _code(a.take(ticket.id, within_s=60)) == "confirmation_used"
         assert await _code(b.take("never-issued", within_s=60)) == "confirmation_unknown"
 
@@ -96,6 +109,37 @@ async def test_a_confirmation_put_by_one_server_is_taken_once_by_any(dsn: str) -
     finally:
         for store in (a, b, small):
             store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "postgres"])
+async def test_every_store_keeps_the_same_rules(kind: str, dsn: str) -> None:
+    """What a single server's memory does, the shared store does too."""
+    store: Confirmations = (
+        MemoryConfirmations(monotonic=time.monotonic, max_pending=3)
+        if kind == "memory"
+        else PgConfirmations(dsn, SCHEMA, max_pending=3)
+    )
+    try:
+        ticket = _ticket()
+        await store.put(ticket, within_s=60)
+        assert _same(await store.take(ticket.id, within_s=60), ticket)
+        assert await _code(store.take(ticket.id, within_s=60)) == "confirmation_used"
+        assert await _code(store.take("never-issued", within_s=60)) == "confirmation_unknown"
+        late = _ticket(within_s=-1)
+        await store.put(late, within_s=-1)
+        assert await _code(store.take(late.id, within_s=60)) == "confirmation_expired"
+        withdrawn = _ticket()
+        await store.put(withdrawn, within_s=60)
+        await store.withdraw("plc")
+        assert await _code(store.take(withdrawn.id, within_s=60)) == "confirmation_unknown"
+        many = [_ticket(within_s=60 + i) for i in range(5)]
+        for i, t in enumerate(many):
+            await store.put(t, within_s=60 + i)
+        assert store.dropped == 2  # the oldest two
+        codes = [await _code(store.take(t.id, within_s=60)) for t in many]
+        assert codes == ["confirmation_unknown"] * 2 + ["taken"] * 3
+    finally:
+        store.close()
 
 
 class SharedDevice:
