@@ -17,6 +17,7 @@ unless every check passed. Pending confirmations are bounded (house rule 2): pas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -156,9 +157,12 @@ class WriteService:
                 f"no connector {connector!r} that allows writes runs here (a Modbus or S7 "
                 "connector whose section has allow_writes = true)",
             )
+        before = await self.switches.set(connector, enabled)
         if not enabled:  # what was asked under the old switch must not go through
-            await self.confirmations.withdraw(connector)
-        return await self.switches.set(connector, enabled)
+            # a store that does not answer logs it; the confirm step checks the switch again
+            with contextlib.suppress(WriteDenied):
+                await self.confirmations.withdraw(connector)
+        return before
 
     # ---------------------------------------------------------------- steps
     def target(self, path: str) -> tuple[EquipmentWriter, WritableTag]:

@@ -277,7 +277,10 @@ async def write(
         raise _denied(err) from err
     if unreachable is not None:
         raise _device_error(unreachable)
-    ticket = await service.request(body.path, body.value, user=user, old=old)
+    try:  # writes turned off meanwhile, or the shared confirmations do not answer
+        ticket = await service.request(body.path, body.value, user=user, old=old)
+    except WriteDenied as err:
+        raise _denied(err) from err
     audit.add(new=ticket.new, ref=reference(ticket.id))
     return ConfirmOut(
         confirmation=ticket.id,
