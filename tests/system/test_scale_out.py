@@ -205,6 +205,22 @@ def _check_alarms(dsn: str, apis: list[Any], *, survivor: int, killed_ns: int) -
     )
 
 
+def _check_edges(apis: list[Any]) -> None:
+    """Both API servers list every edge with what was stored from it, whichever worker
+    took its batches (the edges' table in PostgreSQL)."""
+    for api in apis:
+
+        def listed(api: Any = api) -> dict[str, int]:
+            answer = api.get("/api/v1/edges", timeout=30)
+            assert answer.status_code == 200, answer.text
+            return {e["edge"]: e["batches"] for e in answer.json()["edges"]}
+
+        _wait_for(
+            f"{api.base_url} lists every edge",
+            lambda: len(listed()) == EDGES and all(b > 0 for b in listed().values()),
+        )
+
+
 def _start_load(folder: Path, *, broker: int, report: Path) -> subprocess.Popen[bytes]:
     """`shopfloor loadgen` in the background, its report in ``report``."""
     options = {
@@ -353,6 +369,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         for api, other in ((apis[0], apis[1]), (apis[1], apis[0])):
             me = httpx.get(f"{other.base_url}/api/v1/auth/me", headers=api.headers, timeout=30)
             assert me.status_code == 200, me.text
+
+        _check_edges(apis)
 
         # both API servers serve what the workers wrote
         path = tag_path(1, 7)

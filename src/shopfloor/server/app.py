@@ -59,6 +59,7 @@ from shopfloor.server.historian.rollup import RollupSettings
 from shopfloor.server.ingest import EdgeRegistry, Ingestor
 from shopfloor.server.ingest.credentials import EdgeCredentials
 from shopfloor.server.ingest.mqtt import MqttIngest
+from shopfloor.server.ingest.pg_edges import PgEdgeStore, SharedEdges
 from shopfloor.server.live_fanout import LiveFanIn, stop_link
 from shopfloor.server.plant_watch import announce_plant_change
 from shopfloor.server.reports.schedule import ReportScheduler
@@ -73,11 +74,13 @@ from shopfloor.server.security.pg_audit import PgAuditStore
 from shopfloor.server.security.pg_store import PgSecurityStore
 from shopfloor.server.security.secret import load_secret_key
 from shopfloor.server.sparkplug_node import PlatformSparkplugNode
-from shopfloor.server.uns import UnsPublisher
+from shopfloor.server.uns import UnsPublisher, per_process
 from shopfloor.server.web.routes import router as web_router
 from shopfloor.server.writes import WRITES_FILE, EquipmentWriter, WriteService, WriteSwitches
+from shopfloor.server.writes.confirmations import PgConfirmations
 from shopfloor.server.writes.pg_switches import PgWriteSwitches
 from shopfloor.server.writes.remote import RemoteWriter
+from shopfloor.server.writes.service import MAX_PENDING
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +163,7 @@ def build_ingestor(
 ) -> Ingestor:
     """The ingest service over ``historian`` with the configured limits (``[ingest]``);
     ``derive`` adds the calculated points of each batch (the plant's calculations)."""
-    return Ingestor(
+    ingestor = Ingestor(
         historian,
         live,
         max_future_s=config.ingest.max_future_s,
@@ -169,6 +172,16 @@ def build_ingestor(
         edges=EdgeRegistry(max_edges=config.ingest.max_edges),
         derive=derive,
     )
+    section = config.historian
+    if isinstance(section, PostgresHistorianSection) and section.shared:
+        ingestor.shared_edges = SharedEdges(  # every process's edges, for every API server
+            PgEdgeStore(section.connection_string(), section.schema_name),
+            ingestor.edges,
+            historian.ledger_stats,
+            max_age_s=section.ledger_retention_s,
+            max_edges=config.ingest.max_edges,
+        )
+    return ingestor
 
 
 def build_mqtt_ingest(
@@ -276,6 +289,12 @@ def shared_analytics_store(config: ShopfloorConfig) -> Callable[[], AnalyticsSto
     return lambda: PgAnalyticsStore(dsn, schema)
 
 
+def _scaled_out(config: ShopfloorConfig) -> bool:
+    """Whether other processes share this one's historian (several API servers, workers)."""
+    section = config.historian
+    return isinstance(section, PostgresHistorianSection) and section.shared
+
+
 def shared_state(config: ShopfloorConfig) -> tuple[str, str] | None:
     """Where the API servers of a scaled-out installation share users, sessions, tokens,
     the audit log and the writes switches, as ``(dsn, schema)``; None: in the data folder
@@ -321,7 +340,10 @@ def _write_service(
         if shared is None
         else PgWriteSwitches(*shared)
     )
-    return remote, WriteService(every, switches, monotonic=monotonic)
+    confirmations = (  # the confirm step may reach another API server than the ask
+        None if shared is None else PgConfirmations(*shared, max_pending=MAX_PENDING)
+    )
+    return remote, WriteService(every, switches, monotonic=monotonic, confirmations=confirmations)
 
 
 def _security(config: ShopfloorConfig) -> tuple[AuditLog, Auth]:
@@ -422,7 +444,7 @@ class Server:
         self._notify_task: asyncio.Task[None] | None = None
         self.uns = (
             UnsPublisher(
-                config.uns,
+                per_process(config.uns) if _scaled_out(config) else config.uns,
                 self.live,
                 alarms=self.alarms.events,
                 alarm_tag=self._alarm_tag,
@@ -432,6 +454,7 @@ class Server:
             else None
         )
         self._uns_task: asyncio.Task[None] | None = None
+        self._edges_task: asyncio.Task[None] | None = None
         self.sparkplug_node = (
             PlatformSparkplugNode(config.sparkplug_node, self.live, self.historian.tags)
             if config.sparkplug_node.enabled
@@ -698,6 +721,10 @@ class Server:
             await self.remote_writer.start()
         if self.fanin is not None:
             self._fanin_task = asyncio.create_task(self.fanin.run(), name="server/live-fanin")
+        if self.ingestor.shared_edges is not None:
+            self._edges_task = asyncio.create_task(
+                self.ingestor.shared_edges.run(), name="server/shared-edges"
+            )
 
     async def _register_derived(self) -> None:
         """Register the calculated tags and metrics: no edge reads them, so their metadata
@@ -843,6 +870,7 @@ class Server:
             self._reports_task,
             self._notify_task,
             self._alarm_task,
+            self._edges_task,
         )
         for task in tasks:
             if task is not None:
@@ -856,10 +884,13 @@ class Server:
         await self.auth.close()
         if self.writes is not None:
             await asyncio.to_thread(self.writes.switches.close)
+            await asyncio.to_thread(self.writes.confirmations.close)
         if self.analytics is not None:
             await self.analytics.close()
         if self._started:
             await self.historian.close()
+            if self.ingestor.shared_edges is not None:  # the last commits' figures
+                await self.ingestor.shared_edges.close()
 
 
 def _bind(host: str, port: int) -> socket.socket:

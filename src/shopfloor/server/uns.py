@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,11 +36,26 @@ from shopfloor.runtime.backoff import Backoff
 from shopfloor.runtime.channels import Channel, Subscription
 from shopfloor.server.rules.alarms import Transition
 
-__all__ = ["UnsPublisher", "UnsStats"]
+__all__ = ["UnsPublisher", "UnsStats", "per_process"]
 
 logger = logging.getLogger(__name__)
 
 METADATA_REFRESH_S = 30.0
+
+
+def per_process(settings: UnsSection) -> UnsSection:
+    """``settings`` with a client id of this process's own: ``<uns.client_id>-<host>-<pid>``.
+
+    Scaled out, several API servers publish the values (each those of the live fan-out),
+    and a broker keeps one connection per client id, dropping the older one: with the
+    configured id they would take turns being thrown off. The publisher's session ends
+    with its connection (MQTT 5, no session expiry), so a new id at each start leaves no
+    session behind.
+    """
+    suffix = f"-{socket.gethostname()}-{os.getpid()}"
+    return settings.model_copy(
+        update={"client_id": settings.client_id[: 128 - len(suffix)] + suffix}
+    )
 
 
 @dataclass

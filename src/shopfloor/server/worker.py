@@ -13,10 +13,11 @@ database.
 A worker is that path: historian, :class:`~shopfloor.server.ingest.Ingestor`,
 :class:`~shopfloor.server.ingest.mqtt.MqttIngest` — built by the same functions as the
 Server's — plus, when configured, its share of the alarm partitions and the live
-fan-out to the API servers (:mod:`~shopfloor.server.live_fanout`); no HTTP, UNS or
-Sparkplug. It leaves the historian's upkeep
-(compaction, rollups, retention) to the server process: N workers would otherwise all
-do the same passes over one schema.
+fan-out to the API servers (:mod:`~shopfloor.server.live_fanout`) and the edges' status
+and figures it took, pushed to PostgreSQL for the API servers' ``GET /api/v1/edges``
+(:mod:`~shopfloor.server.ingest.pg_edges`); no HTTP, UNS values or Sparkplug. It leaves
+the historian's upkeep (compaction, rollups, retention) to the server process: N workers
+would otherwise all do the same passes over one schema.
 
 **Shutdown** (SIGTERM or SIGINT): stop taking messages, let the batches being committed
 finish and be answered (``[ingest.mqtt] drain_timeout``), commit what the historian
@@ -267,6 +268,8 @@ class IngestWorker:
             )
         if self.fanout is not None:
             self._fanout_task = asyncio.create_task(self.fanout.run(), name="worker/live-fanout")
+        if self.ingestor.shared_edges is not None:  # the API servers list the edges from it
+            self._start_task(self.ingestor.shared_edges.run(), "worker/shared-edges")
         await self.mqtt.start()
         settings = self.mqtt.settings
         if not settings.shared_group:
@@ -315,6 +318,8 @@ class IngestWorker:
             await self.alarm_events.close()
         if self._started:
             await self.historian.close()
+            if self.ingestor.shared_edges is not None:  # the last commits' figures
+                await self.ingestor.shared_edges.close()
         stats = self.mqtt.stats()
         logger.info(
             "ingest worker: %d batches committed (%d duplicates), %d refused, %d busy, %d failed",

@@ -4,7 +4,9 @@ Edges report their status (buffer depth, uplink figures, connector health) every
 seconds and stamp every batch with their wall clock (``X-Shopfloor-Edge-Time``). The
 registry keeps the latest status per edge in memory, bounded: beyond ``max_edges`` the
 edge heard from longest ago is forgotten (and counted). Nothing here is durable; what the
-platform stored from an edge is in the historian's ingest ledger.
+platform stored from an edge is in the historian's ingest ledger. Scaled out (a shared
+PostgreSQL historian), each process pushes its registry to the table every API server
+lists the edges from (:mod:`~.pg_edges`).
 
 **Skew.** Each request gives one sample, ``platform receive time − edge send time``, which
 is the edge's clock offset plus the request's one-way delay (never negative). The

@@ -31,6 +31,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from shopfloor.runtime.channels import Channel
 from shopfloor.server.historian.base import Historian
 from shopfloor.server.ingest.edges import EdgeRegistry
 from shopfloor.wire import EDGE_ID_PATTERN, ledger_stream
+
+if TYPE_CHECKING:
+    from shopfloor.server.ingest.pg_edges import SharedEdges
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +153,8 @@ class Ingestor:
         self._derive = derive
         self._derived = 0
         self.edges = edges if edges is not None else EdgeRegistry(clock=clock)
+        self.shared_edges: SharedEdges | None = None
+        """Scaled out: every process's edges, in PostgreSQL (set by the composition root)."""
         self._batches = 0
         self._points = 0
         self._batches_rejected = 0

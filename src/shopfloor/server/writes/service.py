@@ -17,17 +17,18 @@ unless every check passed. Pending confirmations are bounded (house rule 2): pas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shopfloor.errors import ShopfloorError
 from shopfloor.model.control import WritableTag, WriteValue
+from shopfloor.server.writes.confirmations import Confirmations, MemoryConfirmations
 from shopfloor.server.writes.switches import WriteSwitches
+from shopfloor.server.writes.ticket import Confirmation, WriteDenied
 
 __all__ = [
     "CONFIRM_WITHIN_S",
@@ -71,51 +72,6 @@ class EquipmentWriter(Protocol):
         """Check, write and read back; the value read back."""
 
 
-class WriteDenied(ShopfloorError):  # noqa: N818 - reads as the answer (HTTP 409)
-    """A write step was refused by the platform's rules.
-
-    Attributes:
-        code: ``unknown_tag``, ``unknown_connector``, ``writes_disabled``,
-            ``confirmation_expired``, ``confirmation_used``, ``confirmation_unknown`` or
-            ``confirmation_mismatch``.
-        field: the request field at fault, if any.
-        message: a sentence for people.
-        path: the tag a refused confirmation was for, when known (for the audit).
-    """
-
-    def __init__(
-        self, code: str, field: str | None, message: str, *, path: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.field = field
-        self.message = message
-        self.path = path
-
-
-@dataclass(frozen=True, slots=True)
-class Confirmation:
-    """The answer to the first step: what will be written, and the ticket to confirm it.
-
-    Attributes:
-        id: the opaque confirmation to send back.
-        tag: the tag to be written.
-        old: its value read from the device now (None when the read was Bad).
-        new: the value to be written, as the tag takes it.
-        asked: the value as it was asked for (a state's number, 1 for true …).
-        user: who asked (only they may confirm).
-        expires_s: when it expires, on the service's monotonic clock.
-    """
-
-    id: str
-    tag: WritableTag
-    old: WriteValue | None
-    new: WriteValue
-    asked: WriteValue
-    user: str
-    expires_s: float
-
-
 @dataclass(frozen=True, slots=True)
 class WriteDone:
     """The answer to the second step: the value read just before the write, the value
@@ -141,7 +97,9 @@ class WriteService:
         switches: the per-connector switches (already loaded).
         monotonic: seconds on a monotonic clock (injected by tests to move time).
         confirm_within_s: how long a confirmation is valid.
-        max_pending: the most confirmations waiting at once.
+        max_pending: the most confirmations waiting at once (in this server's memory).
+        confirmations: where confirmations wait between the steps (several API servers:
+            :class:`~.confirmations.PgConfirmations`); this server's memory if not given.
     """
 
     def __init__(
@@ -152,15 +110,20 @@ class WriteService:
         monotonic: Callable[[], float],
         confirm_within_s: float = CONFIRM_WITHIN_S,
         max_pending: int = MAX_PENDING,
+        confirmations: Confirmations | None = None,
     ) -> None:
         self._writers = list(writers)
         self.switches = switches
         self._monotonic = monotonic
         self.confirm_within_s = confirm_within_s
-        self._max_pending = max_pending
-        self._pending: OrderedDict[str, Confirmation] = OrderedDict()
-        self._spent: OrderedDict[str, str] = OrderedDict()  # id -> tag, to name a replay
-        self.dropped = 0
+        self.confirmations = confirmations or MemoryConfirmations(
+            monotonic=monotonic, max_pending=max_pending
+        )
+
+    @property
+    def dropped(self) -> int:
+        """Confirmations dropped unused because too many waited."""
+        return self.confirmations.dropped
 
     # ------------------------------------------------------------- switches
     def connectors(self) -> list[str]:
@@ -194,10 +157,12 @@ class WriteService:
                 f"no connector {connector!r} that allows writes runs here (a Modbus or S7 "
                 "connector whose section has allow_writes = true)",
             )
+        before = await self.switches.set(connector, enabled)
         if not enabled:  # what was asked under the old switch must not go through
-            for key in [k for k, c in self._pending.items() if c.tag.connector == connector]:
-                del self._pending[key]
-        return await self.switches.set(connector, enabled)
+            # a store that does not answer logs it; the confirm step checks the switch again
+            with contextlib.suppress(WriteDenied):
+                await self.confirmations.withdraw(connector)
+        return before
 
     # ---------------------------------------------------------------- steps
     def target(self, path: str) -> tuple[EquipmentWriter, WritableTag]:
@@ -253,15 +218,6 @@ class WriteService:
         """
         await self.refresh()
         tag, checked = self.check(path, value)
-        self._expire()
-        while len(self._pending) >= self._max_pending:
-            self._pending.popitem(last=False)
-            self.dropped += 1
-            if self.dropped == 1:
-                logger.warning(
-                    "more than %d write confirmations waiting: the oldest are dropped",
-                    self._max_pending,
-                )
         ticket = Confirmation(
             id=secrets.token_urlsafe(18),
             tag=tag,
@@ -271,40 +227,18 @@ class WriteService:
             user=user,
             expires_s=self._monotonic() + self.confirm_within_s,
         )
-        self._pending[ticket.id] = ticket
+        await self.confirmations.put(ticket, within_s=self.confirm_within_s)
         return ticket
 
-    def take(self, confirmation_id: str, *, user: str) -> Confirmation:
-        """Take a confirmation back (once: a second take is refused).
+    async def take(self, confirmation_id: str, *, user: str) -> Confirmation:
+        """Take a confirmation back (once: a second take is refused, on any server that
+        shares the confirmations).
 
         Raises:
-            WriteDenied: unknown or already used, expired, or asked by another user.
+            WriteDenied: unknown or already used, expired, or asked by another user; or
+                the shared confirmations cannot be reached (``confirmations_unavailable``).
         """
-        ticket = self._pending.pop(confirmation_id, None)
-        if ticket is None:
-            spent = self._spent.get(confirmation_id)
-            if spent is not None:
-                raise WriteDenied(
-                    "confirmation_used",
-                    "confirmation",
-                    "this confirmation was already used: ask again",
-                    path=spent,
-                )
-            raise WriteDenied(
-                "confirmation_unknown",
-                "confirmation",
-                "this confirmation is unknown or was withdrawn: ask again",
-            )
-        self._spent[confirmation_id] = ticket.tag.path
-        while len(self._spent) > self._max_pending:
-            self._spent.popitem(last=False)
-        if self._monotonic() > ticket.expires_s:
-            raise WriteDenied(
-                "confirmation_expired",
-                "confirmation",
-                f"this confirmation expired ({self.confirm_within_s:g} s): ask again",
-                path=ticket.tag.path,
-            )
+        ticket = await self.confirmations.take(confirmation_id, within_s=self.confirm_within_s)
         if ticket.user != user:
             raise WriteDenied(
                 "confirmation_mismatch",
@@ -330,8 +264,3 @@ class WriteService:
         old = await writer.read(path)  # what is overwritten, which may have moved since
         new = await writer.write(path, ticket.new)
         return WriteDone(tag=ticket.tag, old=old, requested=ticket.new, new=new)
-
-    def _expire(self) -> None:
-        now = self._monotonic()
-        for key in [k for k, c in self._pending.items() if c.expires_s < now]:
-            del self._pending[key]

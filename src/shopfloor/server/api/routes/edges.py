@@ -10,9 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 
+from shopfloor.errors import HistorianError
 from shopfloor.server.api.auth import INGEST, READ
 from shopfloor.server.api.context import Ctx
 from shopfloor.server.api.edge_auth import AUTH_RESPONSES, status_identity
+from shopfloor.server.api.errors import ApiError
 from shopfloor.server.api.schemas import (
     EdgeOut,
     EdgesOut,
@@ -22,6 +24,7 @@ from shopfloor.server.api.schemas import (
 )
 from shopfloor.server.api.timeparse import format_ns
 from shopfloor.server.historian.base import EdgeLedgerStats
+from shopfloor.server.ingest.pg_edges import SharedEdges
 from shopfloor.wire import EDGE_ID_PATTERN, edge_of_stream
 
 __all__ = ["router"]
@@ -46,7 +49,9 @@ EdgeId = Annotated[
     summary="Report an edge's status",
     description="Each edge sends this every 10 s and after reconnecting: its outbox, its "
     "link and its connectors. The platform keeps the latest report per edge in memory "
-    "and answers with the clock skew it measures, platform time minus edge time. Needs "
+    "and answers with the clock skew it measures, platform time minus edge time (with a "
+    "shared historian, every API server and worker also stores it in PostgreSQL, so "
+    "every API server lists it). Needs "
     "this edge's token when the platform requires credentials.",
     response_model=EdgeStatusOut,
     responses={
@@ -72,11 +77,15 @@ async def put_status(ctx: Ctx, edge_id: EdgeId, body: EdgeStatusIn) -> EdgeStatu
     summary="List the edges",
     description="Every edge the platform heard from since it started, or holds batches "
     "of in its ingest ledger: last status, last seen, clock skew, and what was stored "
-    "from it. Counters run since the platform started.",
+    "from it. Counters run since the platform started. With a shared historian "
+    "(scaled out), every process's edges from PostgreSQL: counters run since the edge "
+    "was first recorded there, and `low_water` and `gaps` are not tracked.",
     response_model=EdgesOut,
 )
 async def list_edges(ctx: Ctx) -> EdgesOut:
     """All known edges, sorted by id."""
+    if ctx.ingestor.shared_edges is not None:
+        return await _shared(ctx.ingestor.shared_edges)
     registry = ctx.ingestor.edges
     ledger = _per_edge(ctx.historian.ledger_stats())
     rows: list[EdgeOut] = []
@@ -106,6 +115,36 @@ async def list_edges(ctx: Ctx) -> EdgesOut:
             )
         )
     return EdgesOut(edges=rows, evicted=registry.evicted)
+
+
+async def _shared(shared: SharedEdges) -> EdgesOut:
+    """Scaled out: every process's edges from PostgreSQL (:mod:`~...ingest.pg_edges`).
+
+    The ledger's low-water mark and gaps are not tracked there (each worker sees a share
+    of an edge's seqs); the counters run since the edge's row was made.
+    """
+    try:
+        stored = await shared.rows()
+    except HistorianError as err:
+        raise ApiError(503, "unavailable", None, str(err), headers={"Retry-After": "5"}) from err
+    rows = [
+        EdgeOut(
+            edge=r.edge,
+            last_seen=_iso(r.last_seen_ns),
+            status_at=_iso(r.status_at_ns),
+            status=None if r.status is None else dict(r.status),
+            skew_s=r.skew_s,
+            batches=r.batches,
+            points=r.points,
+            duplicates=r.duplicates,
+            last_seq=r.last_seq,
+            low_water=None,
+            gaps=0,
+            future_points=r.future_points,
+        )
+        for r in stored
+    ]
+    return EdgesOut(edges=rows, evicted=shared.evicted)
 
 
 def _per_edge(streams: Mapping[str, EdgeLedgerStats]) -> dict[str, EdgeLedgerStats]:

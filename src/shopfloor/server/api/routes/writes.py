@@ -70,6 +70,7 @@ _STATUS = {
     "confirmation_used": 409,
     "confirmation_expired": 409,
     "confirmation_mismatch": 409,
+    "confirmations_unavailable": 503,
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope} for status in (404, 409, 422, 502, 503)
@@ -276,7 +277,10 @@ async def write(
         raise _denied(err) from err
     if unreachable is not None:
         raise _device_error(unreachable)
-    ticket = await service.request(body.path, body.value, user=user, old=old)
+    try:  # writes turned off meanwhile, or the shared confirmations do not answer
+        ticket = await service.request(body.path, body.value, user=user, old=old)
+    except WriteDenied as err:
+        raise _denied(err) from err
     audit.add(new=ticket.new, ref=reference(ticket.id))
     return ConfirmOut(
         confirmation=ticket.id,
@@ -311,7 +315,7 @@ async def _confirm(
     audit = _Audit(request, body.path or "", step="confirm", ref=reference(confirmation))
     user = _user(request, body.user)
     try:
-        ticket = service.take(confirmation, user=user)
+        ticket = await service.take(confirmation, user=user)
     except WriteDenied as err:
         if err.path is not None:
             audit.add(target=err.path)
