@@ -680,18 +680,7 @@ class Server:
         if self.writes is not None:
             await asyncio.to_thread(self.writes.switches.load)
         self._alarm_task = asyncio.create_task(self.alarms.run(self.live), name="server/alarms")
-        if self.analytics_owner is not None:
-            await self.analytics_owner.start()
-        if self.analytics is not None:
-            await self.analytics.start()
-        if self.oee_job is not None:
-            self._oee_task = asyncio.create_task(self.oee_job.run(self.live), name="server/oee")
-        if self.energy is not None:
-            await self.energy.start()
-        if self.energy_job is not None:
-            self._energy_task = asyncio.create_task(
-                self.energy_job.run(self.live), name="server/energy"
-            )
+        await self._start_analytics()
         if self.dispatcher is not None:
             self._notify_task = asyncio.create_task(self.dispatcher.run(), name="server/notify")
         if self.reports is not None:
@@ -704,6 +693,31 @@ class Server:
             )
         if self.metrics is not None:
             self._metrics_task = asyncio.create_task(self.metrics.run(), name="server/metrics")
+        if self.mqtt_ingest is not None:
+            await self.mqtt_ingest.start()
+        if self.remote_writer is not None:
+            await self.remote_writer.start()
+        if self.fanin is not None:
+            self._fanin_task = asyncio.create_task(self.fanin.run(), name="server/live-fanin")
+        if self.ingestor.shared_edges is not None:
+            self._edges_task = asyncio.create_task(
+                self.ingestor.shared_edges.run(), name="server/shared-edges"
+            )
+
+    async def _start_analytics(self) -> None:
+        """Start the analytics leases (scaled out), stores, hourly jobs and monitors."""
+        if self.analytics_owner is not None:
+            await self.analytics_owner.start()
+        if self.analytics is not None:
+            await self.analytics.start()
+        if self.oee_job is not None:
+            self._oee_task = asyncio.create_task(self.oee_job.run(self.live), name="server/oee")
+        if self.energy is not None:
+            await self.energy.start()
+        if self.energy_job is not None:
+            self._energy_task = asyncio.create_task(
+                self.energy_job.run(self.live), name="server/energy"
+            )
         if self.spc is not None:
             await self.spc.start()
             self._spc_task = asyncio.create_task(self.spc.run(self.live), name="server/spc")
@@ -715,16 +729,6 @@ class Server:
                 )
             if self.anomaly.rul_machines:
                 self._rul_task = asyncio.create_task(self.anomaly.run_rul(), name="server/rul")
-        if self.mqtt_ingest is not None:
-            await self.mqtt_ingest.start()
-        if self.remote_writer is not None:
-            await self.remote_writer.start()
-        if self.fanin is not None:
-            self._fanin_task = asyncio.create_task(self.fanin.run(), name="server/live-fanin")
-        if self.ingestor.shared_edges is not None:
-            self._edges_task = asyncio.create_task(
-                self.ingestor.shared_edges.run(), name="server/shared-edges"
-            )
 
     async def _register_derived(self) -> None:
         """Register the calculated tags and metrics: no edge reads them, so their metadata
