@@ -32,7 +32,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shopfloor.server.api.errors import error_response
+from shopfloor.server.api.errors import error_response, unavailable_response
+from shopfloor.server.api.unavailable import unavailable_store
 from shopfloor.server.security import AuditError, AuditLog, Outcome, acting_user
 
 __all__ = ["AUDIT_KEY", "UNNAMED", "AuditMiddleware", "action_of", "audited", "note"]
@@ -98,10 +99,11 @@ class AuditMiddleware:
 
         try:
             await self.app(scope, receive_copy, hold)
-        except Exception:
+        except Exception as exc:
             action = action or action_of(scope)
             if action is not None:
-                await self._record(scope, action, bytes(sent), 500, b"")
+                status = 500 if unavailable_store(exc) is None else 503
+                await self._record(scope, action, bytes(sent), status, b"")
             raise
         if action is None:
             return
@@ -114,10 +116,16 @@ class AuditMiddleware:
         answer = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
         try:
             await self._record(scope, action, bytes(sent), status, answer)
-        except AuditError:
+        except AuditError as err:
             logger.exception("%s was answered %d but could not be audited", action, status)
-            response = error_response(
-                500, "internal_error", None, "the audit log cannot be written: see the server log"
+            if status >= 400:  # refused, nothing done: the audit log's outage, try again
+                await unavailable_response("the audit log", err)(scope, receive, send)
+                return
+            response = error_response(  # done, and not audited: the server failed
+                500,
+                "internal_error",
+                None,
+                "done, but the audit log cannot be written: see the server log",
             )
             await response(scope, receive, send)
             return

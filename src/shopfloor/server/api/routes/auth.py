@@ -43,6 +43,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Locked out after failed logins, or too many attempts from this "
         "address (`Retry-After`).",
     },
+    503: {
+        "model": ErrorEnvelope,
+        "description": "The security store or the audit log is unavailable (`message` "
+        "names it); try again after `Retry-After` seconds.",
+    },
 }
 
 
