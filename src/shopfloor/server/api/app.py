@@ -63,7 +63,9 @@ REST and websocket API of a shopfloor server.
   every POST, PUT, PATCH and DELETE), or `Authorization: Bearer <API token>`. No
   credential: `401`; a role without the route's permission: `403` (docs/auth.md).
 * Every error answer has the shape `{"error": {"code", "field", "message"}}`; `field`
-  names the parameter or payload field at fault.
+  names the parameter or payload field at fault. A store that is unavailable (the
+  historian, the analytics store, the security store or the audit log, e.g. while the
+  shared PostgreSQL restarts) is `503` `unavailable` naming it, with `Retry-After`.
 * Live values stream over the websocket `/api/v1/ws`: a `snapshot` frame on connect,
   then `values` frames at most every 250 ms; send `{"type": "subscribe", "prefix": ...}`
   to narrow them to an asset.

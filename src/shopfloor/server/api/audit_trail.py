@@ -1,4 +1,4 @@
-"""Every audited write leaves exactly one entry in the audit log, accepted or not.
+"""Every audited write is entered in the audit log, accepted or not.
 
 A route is audited when it is declared with ``openapi_extra=audited("alarm.acknowledge")``
 (the action name also shows in the OpenAPI document). :class:`AuditMiddleware` wraps
@@ -8,8 +8,13 @@ entry is written however the request ends: done (``ok``); refused by the route, 
 body validation before the route ran, or as malformed JSON (``rejected``, with the error
 envelope and what was sent); or failed by a bug (``error``).
 It is written before the answer leaves: a client that was told "done" can rely on the
-entry being on disk. A refusal with 403 is the one exception: it is entered once, as
-``access.denied`` naming the action, by :mod:`.denial_audit`.
+entry being on disk. A refusal with 403 is entered once, as ``access.denied`` naming the
+action, by :mod:`.denial_audit`. A refusal with 401 (no or a bad credential, user
+``(unnamed)``: anyone on the network can send those) is coalesced per client address,
+method and route (:mod:`shopfloor.server.security.denials`): the first is entered at
+once, its repeats within the window are counted into one summary entry
+(``detail.repeats``), so a flood grows the log by a couple of rows per window and still
+every attempt is counted.
 
 The route adds what only it knows with :func:`note`: the target's canonical name (an
 equipment's ISA-95 path, an alarm's name) and the detail (an edit's before and after).
@@ -27,7 +32,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shopfloor.server.api.errors import error_response
+from shopfloor.server.api.errors import error_response, unavailable_response
+from shopfloor.server.api.unavailable import unavailable_store
 from shopfloor.server.security import AuditError, AuditLog, Outcome, acting_user
 
 __all__ = ["AUDIT_KEY", "UNNAMED", "AuditMiddleware", "action_of", "audited", "note"]
@@ -93,10 +99,11 @@ class AuditMiddleware:
 
         try:
             await self.app(scope, receive_copy, hold)
-        except Exception:
+        except Exception as exc:
             action = action or action_of(scope)
             if action is not None:
-                await self._record(scope, action, bytes(sent), 500, b"")
+                status = 500 if unavailable_store(exc) is None else 503
+                await self._record(scope, action, bytes(sent), status, b"")
             raise
         if action is None:
             return
@@ -109,10 +116,16 @@ class AuditMiddleware:
         answer = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
         try:
             await self._record(scope, action, bytes(sent), status, answer)
-        except AuditError:
+        except AuditError as err:
             logger.exception("%s was answered %d but could not be audited", action, status)
-            response = error_response(
-                500, "internal_error", None, "the audit log cannot be written: see the server log"
+            if status >= 400:  # refused, nothing done: the audit log's outage, try again
+                await unavailable_response("the audit log", err)(scope, receive, send)
+                return
+            response = error_response(  # done, and not audited: the server failed
+                500,
+                "internal_error",
+                None,
+                "done, but the audit log cannot be written: see the server log",
             )
             await response(scope, receive, send)
             return
@@ -147,12 +160,27 @@ class AuditMiddleware:
             if isinstance(error, dict) and "error" in error:
                 detail["error"] = error["error"]
         client = scope.get("client")
+        address = client[0] if client else ""
+        user = acting_user(scope)
+        if user is None and status == 401:  # anyone can send these: coalesced
+            method = str(scope.get("method", ""))
+            route = getattr(scope.get("route"), "path", None) or str(scope.get("path", ""))
+            await self.log.refused(
+                (address, method, route),
+                action=action,
+                user=UNNAMED,
+                target=target,
+                client=address,
+                detail=detail,
+                base={"method": method, "route": route, "status": status},
+            )
+            return
         await self.log.record(
-            user=acting_user(scope) or UNNAMED,
+            user=user or UNNAMED,
             action=action,
             target=target,
             outcome=outcome,
-            client=client[0] if client else "",
+            client=address,
             detail=detail,
         )
 

@@ -39,7 +39,7 @@ from shopfloor.server.api.errors import ApiError
 from shopfloor.server.security.actor import PRINCIPAL_KEY
 from shopfloor.server.security.roles import Permission
 from shopfloor.server.security.service import Auth, Principal
-from shopfloor.server.security.store import TOKEN_PREFIX
+from shopfloor.server.security.store import TOKEN_PREFIX, SecurityError
 
 __all__ = [
     "ADMIN",
@@ -282,8 +282,9 @@ class AuthenticateEarly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") in _UNSAFE:
-            # a bad credential is refused by the route's own Require, with the envelope
-            with contextlib.suppress(ApiError):
+            # a bad credential is refused by the route's own Require, with the envelope,
+            # and so is an unavailable security store (a 503, by the route's handlers)
+            with contextlib.suppress(ApiError, SecurityError):
                 await principal_of(HTTPConnection(scope))
         await self.app(scope, receive, send)
 

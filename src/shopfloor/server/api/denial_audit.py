@@ -6,8 +6,10 @@ scoping), an edge's credential used for another edge, a websocket refused for it
 or its ``Origin``. The entry says who (the principal's name, its token's id, or
 ``edge:ID``), what (method, route template, the concrete path, the object the refusal
 named: a tag's ISA-95 path as the target), when and from which address, with the error
-envelope the client got. A 401 (no or a bad credential) is not entered: that is the
-noise of anonymous scanners, and failed logins have their own entries (``auth.login``).
+envelope the client got. A 401 (no or a bad credential) is no denial: that is the noise
+of anonymous scanners; failed logins have their own entries (``auth.login``), and an
+audited write's 401 is entered under its action by
+:class:`~.audit_trail.AuditMiddleware`, coalesced the same way.
 
 A 403 that its route audits itself under a more precise action (a wrong current password
 is ``user.password`` rejected) is not entered twice. An audited write refused with 403

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shopfloor.errors import IngestBusy, PayloadError, ShutdownError, UnknownTagError
+from shopfloor.server.api.unavailable import OUTAGES, RETRY_AFTER_S, unavailable_store
 from shopfloor.server.security import ActorMismatch, PasswordRejected, SecurityError
 from shopfloor.wire import PayloadTooLarge, UnsupportedEncoding, UnsupportedMediaType
 
@@ -29,6 +30,7 @@ __all__ = [
     "CatchAllMiddleware",
     "error_response",
     "install_error_handlers",
+    "unavailable_response",
 ]
 
 _CODE_BY_STATUS = {
@@ -92,6 +94,19 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
+def unavailable_response(what: str, exc: BaseException) -> JSONResponse:
+    """503 with ``Retry-After``, naming the store that is unavailable (the cause is logged,
+    not sent: it may name hosts and files)."""
+    logger.warning("answering 503: %s is unavailable: %s", what, exc)
+    return error_response(
+        503,
+        "unavailable",
+        None,
+        f"{what} is unavailable: try again in {RETRY_AFTER_S} s",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 DENIED_TARGET_KEY = "denied_target"
 """Where the object of a refused request is left in the request's state for its audit."""
 
@@ -122,6 +137,9 @@ async def _envelope(request: Request, exc: Exception) -> Response:
         return error_response(
             503, "unavailable", None, "the server is shutting down", headers={"Retry-After": "5"}
         )
+    what = unavailable_store(exc)
+    if what is not None:
+        return unavailable_response(what, exc)
     if isinstance(exc, ActorMismatch):
         return error_response(403, "forbidden", "user", str(exc))
     if isinstance(exc, PasswordRejected):
@@ -165,7 +183,7 @@ def install_error_handlers(app: FastAPI) -> None:
         ShutdownError,
         ActorMismatch,
         PasswordRejected,
-        SecurityError,
+        *OUTAGES,
     )
     for kind in (*kinds, RequestValidationError, HTTPException):
         app.add_exception_handler(kind, _envelope)
@@ -173,7 +191,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class CatchAllMiddleware:
-    """Turn an unexpected exception into a logged traceback and a 500 envelope.
+    """Turn an unexpected exception into a logged traceback and a 500 envelope (a store's
+    outage raised outside the routes into the 503 the routes' would be).
 
     Starlette's own last-resort handler re-raises after answering, which makes the server
     log the error twice and test clients raise; this one answers and stops there.
@@ -196,7 +215,11 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, send_tracking)
-        except Exception:
+        except Exception as exc:
+            what = unavailable_store(exc)  # raised outside the routes (a middleware's)
+            if what is not None and not started:
+                await unavailable_response(what, exc)(scope, receive, send)
+                return
             logger.exception(
                 "unexpected error answering %s %s", scope.get("method"), scope.get("path")
             )

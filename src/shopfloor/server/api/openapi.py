@@ -9,8 +9,8 @@ each operation they can reach, with the one error envelope, so they are added he
 place rather than repeated on every route. A route's own declaration of a status wins,
 except FastAPI's default ``422`` (its ``HTTPValidationError`` shape, ``{"detail": [...]}``),
 which this API never answers: the envelope replaces it. Statuses that every route of a
-kind answers for the same reason (authentication's 401/403 once routes require it) belong
-in :data:`COMMON_ERRORS` too.
+kind answers for the same reason (authentication's 401/403 once routes require it, and
+the 503 of a store that is unavailable) belong in :data:`COMMON_ERRORS` too.
 """
 
 from __future__ import annotations
@@ -36,10 +36,18 @@ COMMON_ERRORS: dict[str, tuple[str, str]] = {
     "422": ("input", "A parameter or body field is invalid; `field` names it."),
     "401": ("credential", "No credential, or one that is unknown, expired or revoked."),
     "403": ("credential", "The credential's role lacks the permission this needs."),
+    "503": (
+        "credential",
+        "A store this needs is unavailable (`message` names it: the historian, the analytics "
+        "store, the security store or the audit log), e.g. while PostgreSQL restarts; nothing "
+        "was done. Try again after `Retry-After` seconds.",
+    ),
 }
 """Status → (what an operation needs to be able to answer it, description): ``body`` for
 operations that take a request body, ``input`` for those with any parameter or body,
-``credential`` for every operation that is not open to anybody (deny by default)."""
+``credential`` for every operation that is not open to anybody (deny by default): each
+looks its caller up in the security store, so each can also find a store unavailable
+(503, :mod:`.unavailable`); a public operation that uses a store declares 503 itself."""
 
 _METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
 

@@ -76,8 +76,11 @@ class AlarmEngine:
         tick_s: how often delays and shelve expiries are checked when no point comes.
         follow: evaluate nothing: others (the ingest workers owning the alarm
             partitions, :mod:`~.partitioned`) journal the transitions; this engine reads
-            the alarms' states from the journal every ``tick_s`` and serves them. Operator
-            actions are refused in this mode (not carried to the owners yet).
+            the alarms' states from the journal every ``tick_s`` and serves them. An
+            operator action is queued in the shared journal (``alarm_commands``) for the
+            worker owning the alarm, which applies and journals it; this engine waits up
+            to ``remote_timeout_s`` for its outcome (:meth:`_remote`).
+        remote_timeout_s: how long an operator action waits for the owning worker.
     """
 
     def __init__(

@@ -373,8 +373,9 @@ class AuditLog:
         clock: wall time in UTC nanoseconds, stamped on each entry.
         store: opens the store instead of the file at ``path`` (the shared PostgreSQL of
             a scaled-out installation); called on the worker thread.
-        denial_window_s: identical access denials within this many seconds of the one
-            written are counted into one summary entry (:mod:`.denials`); 0 writes each.
+        denial_window_s: identical refusals (access denials, anonymous writes, throttled
+            logins) within this many seconds of the one written are counted into one
+            summary entry (:mod:`.denials`); 0 writes each.
         monotonic: the monotonic clock of that window (tests move it).
     """
 
@@ -464,8 +465,42 @@ class AuditLog:
         Raises:
             AuditError: it could not be stored.
         """
+        return await self.refused(
+            key, action=DENIED, user=user, target=target, client=client, detail=detail, base=base
+        )
+
+    async def refused(
+        self,
+        key: DenialKey,
+        *,
+        action: str,
+        user: str,
+        target: str,
+        client: str,
+        detail: Mapping[str, Any],
+        base: Mapping[str, Any],
+    ) -> AuditEntry | None:
+        """Audit a refusal that anyone can repeat at will (a 403, an anonymous 401, a
+        throttled login) as ``action`` (outcome ``rejected``): the first of ``key`` in a
+        window is written, its repeats counted into one summary (see :mod:`.denials`);
+        the entry written, None when only counted.
+
+        Args:
+            key: what makes two refusals of ``action`` the same (who, address, route...).
+            detail: this refusal's detail (the error, the object).
+            base: what a summary of ``key`` repeats (method, route, status).
+
+        Raises:
+            AuditError: it could not be stored.
+        """
         write, due = self._denials.admit(
-            key, user=user, client=client, target=target, ts_ns=self._clock(), base=dict(base)
+            (action, *key),
+            action=action,
+            user=user,
+            client=client,
+            target=target,
+            ts_ns=self._clock(),
+            base=dict(base),
         )
         for summary in due:
             await self._write_summary(summary)
@@ -473,7 +508,7 @@ class AuditLog:
             return None
         return await self.record(
             user=user,
-            action=DENIED,
+            action=action,
             target=target,
             outcome=Outcome.REJECTED,
             client=client,
@@ -483,7 +518,7 @@ class AuditLog:
     async def _write_summary(self, summary: Summary) -> None:
         await self.record(
             user=summary.user,
-            action=DENIED,
+            action=summary.action,
             target=summary.target,
             outcome=Outcome.REJECTED,
             client=summary.client,

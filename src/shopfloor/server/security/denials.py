@@ -1,13 +1,16 @@
-"""Coalescing of repeated access denials, so a flood of 403s cannot flood the audit log.
+"""Coalescing of repeated refusals, so a flood of them cannot flood the audit log.
 
-Every refused request (a 403) is audited as ``access.denied``. A script retrying a
-forbidden call in a loop, or a scanner walking another area's tags, would otherwise add
-a durable, fsynced row per request. The first denial of a *key* (who, from where, which
-method and route) is written at once with everything it names; further denials of the
-same key within ``window_s`` are only counted (with a few of the objects they named),
-and written as one summary entry, ``detail.repeats`` = how many, once the window has
-passed (at the next denial of any key) or when the log closes. So each key writes at
-most two rows per window, and the count of refused requests is never lost.
+Every refused request (a 403) is audited as ``access.denied``; an anonymous refusal of
+an audited write (a 401) under the write's action; a login refused for too many attempts
+(a 429) as ``auth.login`` or ``auth.lockout``. A script retrying a forbidden call in a
+loop, a scanner walking another area's tags, or anyone on the network spraying passwords
+or writes without a credential would otherwise add a durable, fsynced row per request.
+The first refusal of a *key* (what was refused, who, from where, which method and route)
+is written at once with everything it names; further refusals of the same key within
+``window_s`` are only counted (with a few of the objects they named), and written as one
+summary entry, ``detail.repeats`` = how many, once the window has passed (at the next
+refusal of any key) or when the log closes. So each key writes at most two rows per
+window, and the count of refused requests is never lost.
 
 The keys are bounded (``max_keys``): when full, the oldest window is summarised early.
 Pure and synchronous: :class:`~.audit.AuditLog` calls it on its event loop and writes
@@ -25,7 +28,8 @@ from typing import Any
 __all__ = ["DenialCoalescer", "DenialKey", "Summary"]
 
 DenialKey = tuple[str, ...]
-"""Who (principal and token or edge), the client address, the method and the route."""
+"""What makes two refusals the same: for a 403, who (principal and token or edge), the
+client address, the method and the route."""
 
 _MAX_TARGETS = 10
 """The most distinct objects a summary names (the count covers all of them)."""
@@ -33,15 +37,17 @@ _MAX_TARGETS = 10
 
 @dataclass(slots=True)
 class Summary:
-    """The denials of one key that were counted, not written, in one window.
+    """The refusals of one key that were counted, not written, in one window.
 
     Attributes:
+        action: the audit action they are entered under (``access.denied``, ...).
         user: who was refused.
         client: from which address.
         target: the first object the counted denials named ("" when none did).
         detail: method, route, ``repeats``, the first and last time (UTC ns), the objects.
     """
 
+    action: str
     user: str
     client: str
     target: str
@@ -51,6 +57,7 @@ class Summary:
 @dataclass(slots=True)
 class _Window:
     opened_s: float
+    action: str
     user: str
     client: str
     base: dict[str, Any]
@@ -67,15 +74,17 @@ class _Window:
             "last_ns": self.last_ns,
             "targets": list(self.targets),
         }
-        return Summary(self.user, self.client, self.targets[0] if self.targets else "", detail)
+        return Summary(
+            self.action, self.user, self.client, self.targets[0] if self.targets else "", detail
+        )
 
 
 class DenialCoalescer:
-    """Decides which denials are written now and which are counted into a summary.
+    """Decides which refusals are written now and which are counted into a summary.
 
     Args:
-        window_s: how long identical denials are counted after the one written (0: every
-            denial is written).
+        window_s: how long identical refusals are counted after the one written (0: every
+            refusal is written).
         max_keys: the most keys remembered at once.
         monotonic: seconds of a monotonic clock (tests move it).
     """
@@ -96,16 +105,18 @@ class DenialCoalescer:
         self,
         key: DenialKey,
         *,
+        action: str,
         user: str,
         client: str,
         target: str,
         ts_ns: int,
         base: dict[str, Any],
     ) -> tuple[bool, list[Summary]]:
-        """Take one denial.
+        """Take one refusal.
 
         Args:
-            key: what makes two denials "the same".
+            key: what makes two refusals "the same" (it includes ``action``).
+            action: what a summary of this key is entered as.
             user, client, target: who, from where, the object named (for the summary).
             ts_ns: when (UTC ns).
             base: the detail every summary of this key repeats (method, route).
@@ -133,7 +144,7 @@ class DenialCoalescer:
                 window.targets.append(target)
             return False, due
         if self.window_s > 0:
-            self._windows[key] = _Window(now, user, client, dict(base))
+            self._windows[key] = _Window(now, action, user, client, dict(base))
         return True, due
 
     def _pop_oldest(self, due: list[Summary]) -> None:

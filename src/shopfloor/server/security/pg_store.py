@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from shopfloor.server.security.pg_tables import connect
-from shopfloor.server.security.store import Rows, SecurityBackend, SecurityError
+from shopfloor.server.security.store import Rows, SecurityBackend, SecurityError, store_failure
 
 __all__ = ["PgSecurityStore"]
 
@@ -47,7 +47,7 @@ class PgSecurityStore(SecurityBackend):
         try:
             self._con = connect(self._dsn, self.schema, application_name="shopfloor-security")
         except psycopg.Error as err:
-            raise SecurityError(None, f"{self.where}: cannot connect: {err}") from err
+            raise store_failure(f"{self.where}: cannot connect", err) from err
         return self._con
 
     def close(self) -> None:
@@ -56,6 +56,9 @@ class PgSecurityStore(SecurityBackend):
             self._con.close()
             self._con = None
 
+    def _failure(self, err: psycopg.Error) -> SecurityError:
+        return store_failure(self.where, err, conflict=isinstance(err, psycopg.IntegrityError))
+
     def _run(self, sql: str, params: Sequence[object] = ()) -> Rows:
         for attempt in (1, 2):
             con = self._connection()
@@ -63,10 +66,10 @@ class PgSecurityStore(SecurityBackend):
                 return con.execute(sql.replace("?", "%s"), params)
             except psycopg.Error as err:
                 if not con.closed:
-                    raise SecurityError(None, f"{self.where}: {err}") from err
+                    raise self._failure(err) from err
                 self._con = None  # lost (a restart, an idle timeout): connect again
                 if attempt == 2 or self._in_transaction:
-                    raise SecurityError(None, f"{self.where}: {err}") from err
+                    raise self._failure(err) from err
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
@@ -79,6 +82,6 @@ class PgSecurityStore(SecurityBackend):
         except psycopg.Error as err:
             if con.closed:
                 self._con = None
-            raise SecurityError(None, f"{self.where}: {err}") from err
+            raise self._failure(err) from err
         finally:
             self._in_transaction = False

@@ -159,7 +159,7 @@ class Auth:
             SecurityError: it is closed, or cannot be opened.
         """
         if self._closed:
-            raise SecurityError(None, "the security store is closed")
+            raise SecurityError(None, "the security store is closed", status=503)
         if self._store is None:
             self._store = self._open()
         return self._store

@@ -42,6 +42,7 @@ __all__ = [
     "check_locale",
     "check_name",
     "digest",
+    "store_failure",
 ]
 
 _SCHEMA = (
@@ -78,7 +79,8 @@ class SecurityError(ShopfloorError):
     Args:
         field: the field at fault (``name``, ``role``, ``sites``, ``password``).
         message: a sentence for people.
-        status: the HTTP status the API answers with (400-class).
+        status: the HTTP status the API answers with: 400-class for a refusal, 503 when
+            the store itself failed (:func:`store_failure`).
     """
 
     def __init__(self, field: str | None, message: str, *, status: int = 422) -> None:
@@ -86,6 +88,13 @@ class SecurityError(ShopfloorError):
         self.field = field
         self.message = message
         self.status = status
+
+
+def store_failure(where: str, err: Exception, *, conflict: bool = False) -> SecurityError:
+    """The error of a statement the store could not run: 409 when it broke a constraint
+    (a concurrent write got there first: the caller's request conflicts), else 503: the
+    store is unavailable (a lost database, a full or damaged disk), nothing was refused."""
+    return SecurityError(None, f"{where}: {err}", status=409 if conflict else 503)
 
 
 def digest(secret: str) -> str:
@@ -646,7 +655,7 @@ class SecurityStore(SecurityBackend):
                 self._con = open_durable(path, _SCHEMA)
             self._add_columns()
         except (OSError, sqlite3.Error) as err:
-            raise SecurityError(None, f"security store {path}: {err}") from err
+            raise store_failure(f"security store {path}", err) from err
 
     def _add_columns(self) -> None:
         """Give a file made by an older release the columns added since (``CREATE TABLE IF
@@ -664,4 +673,5 @@ class SecurityStore(SecurityBackend):
         try:
             return self._con.execute(sql, params)
         except sqlite3.Error as err:
-            raise SecurityError(None, f"{self.where}: {err}") from err
+            conflict = isinstance(err, sqlite3.IntegrityError)
+            raise store_failure(self.where, err, conflict=conflict) from err

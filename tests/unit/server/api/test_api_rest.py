@@ -562,6 +562,26 @@ async def test_every_operation_declares_the_errors_any_body_or_parameter_can_get
     assert "size limit" in ingest["413"]["description"], "a route's own declaration wins"
 
 
+async def test_every_operation_that_uses_a_store_declares_its_503(stack: Stack) -> None:
+    # the shared PostgreSQL restarting is answered 503 (tests/integration/server/
+    # test_store_outages.py): a client generated from the document must expect it
+    spec = (await stack.client.get("/openapi.json")).json()
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    guarded = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if "401" not in responses and path != "/api/v1/auth/login":
+                continue  # public and storeless: /healthz
+            guarded += 1
+            declared = responses.get("503", {}).get("content", {})
+            assert declared["application/json"]["schema"] == envelope, (method, path)
+    assert guarded >= 50
+    store = spec["paths"]["/api/v1/tags/{path}/series"]["get"]["responses"]["503"]
+    assert "Retry-After" in store["description"]
+    assert "503" not in spec["paths"]["/healthz"]["get"]["responses"]
+
+
 async def test_extra_routers_are_mounted(make_stack: MakeStack) -> None:
     web = APIRouter()
 

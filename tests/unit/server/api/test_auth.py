@@ -132,7 +132,7 @@ async def test_wrong_password_is_401_and_audited_with_the_name_tried(site: Site)
     ]
 
 
-async def test_lockout_is_429_and_audited(site: Site) -> None:
+async def test_lockout_is_429_audited_at_once_and_its_repeats_counted(site: Site) -> None:
     async with site.browser() as browser:
         statuses = [
             (
@@ -142,14 +142,61 @@ async def test_lockout_is_429_and_audited(site: Site) -> None:
             ).status_code
             for _ in range(5)
         ]
-        locked = await browser.post(
-            "/api/v1/auth/login", json={"name": "ada", "password": PASSWORD}
-        )
+        locked = [
+            await browser.post("/api/v1/auth/login", json={"name": "ada", "password": PASSWORD})
+            for _ in range(3)
+        ]
     assert statuses == [401, 401, 401, 401, 429]
-    assert locked.status_code == 429
-    assert int(locked.headers["retry-after"]) > 0
+    assert [a.status_code for a in locked] == [429, 429, 429]
+    assert int(locked[0].headers["retry-after"]) > 0
     actions = [e.action for e in await site.audit.entries(outcome=None)]
-    assert actions.count("auth.lockout") == 2
+    assert actions == ["auth.login"] * 4 + ["auth.lockout"]  # the lockout, at once
+    await site.audit.close()  # the attempts while locked are counted, written at close
+    reopened = AuditLog(site.audit.path)
+    await reopened.start()
+    lockout, repeats = await reopened.entries(action="auth.lockout")
+    await reopened.close()
+    assert (lockout.user, lockout.detail["status"]) == ("ada", 429)
+    assert "locked" in lockout.detail["reason"]
+    assert (repeats.user, repeats.client, repeats.target) == ("ada", "127.0.0.1", "ada")
+    assert repeats.detail["repeats"] == 3
+    assert repeats.outcome.value == "rejected"
+
+
+async def test_a_password_spray_from_one_address_cannot_flood_the_audit_log(
+    make_stack: MakeStack, tmp_path: Path
+) -> None:
+    settings = SecuritySection(login_rate_per_minute=3)
+    auth = Auth(None, settings=settings, clock=Clock())
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    await audit.start()
+    stack = await make_stack(auth=auth, audit=audit)
+    transport = httpx.ASGITransport(app=stack.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as sprayer:
+        statuses = [
+            (
+                await sprayer.post(
+                    "/api/v1/auth/login", json={"name": f"user-{i}", "password": "Summer2026!"}
+                )
+            ).status_code
+            for i in range(40)
+        ]
+    assert statuses == [401] * 3 + [429] * 37
+    written = await audit.entries(action="auth.login")
+    assert [(e.user, e.detail["status"]) for e in written] == [
+        ("user-0", 401),
+        ("user-1", 401),
+        ("user-2", 401),
+        ("user-3", 429),  # the first refusal for the rate, at once; the rest counted
+    ]
+    await audit.close()
+    reopened = AuditLog(audit.path)
+    await reopened.start()
+    summary = (await reopened.entries(action="auth.login"))[-1]
+    await reopened.close()
+    assert summary.detail["repeats"] == 36  # every attempt counted
+    assert summary.client == "127.0.0.1"
+    assert summary.detail["targets"][:2] == ["user-4", "user-5"]  # the names tried
 
 
 @pytest.mark.parametrize("sent", [None, "", "not-the-token"])

@@ -1,5 +1,6 @@
 """Every 403 is one ``access.denied`` entry naming who, what, when and from where; a 401 is
-none; repeats of one denial are counted into a summary instead of flooding the log."""
+none (an anonymous audited write is its own action's entry); repeats of one refusal are
+counted into a summary instead of flooding the log."""
 
 from __future__ import annotations
 
@@ -119,14 +120,36 @@ async def test_each_refused_request_is_one_entry_naming_who_what_and_where(site:
     assert PASSWORD not in str([e.detail for e in await site.audit.entries()])
 
 
-async def test_a_401_leaves_no_entry(site: Site) -> None:
+async def test_a_401_is_no_denial_and_a_flood_of_anonymous_writes_is_counted_not_written(
+    site: Site,
+) -> None:
     async with site.client() as anonymous, site.client({"Authorization": "Bearer sft_no"}) as bad:
         assert (await anonymous.get("/api/v1/users")).status_code == 401
-        assert (await anonymous.delete("/api/v1/tokens/abc")).status_code == 401
         assert (await bad.get("/api/v1/users")).status_code == 401
+        assert await site.audit.entries() == []  # an anonymous read: nothing at all
+        for i in range(30):  # an audited write, refused for want of a credential
+            client = anonymous if i % 2 else bad
+            assert (await client.delete(f"/api/v1/tokens/t{i % 3}")).status_code == 401
+        # the first is entered at once under its action, the repeats are only counted
+        (first,) = await site.audit.entries()
+        assert (first.user, first.action, first.target) == ("(unnamed)", "token.revoke", "t0")
+        assert (first.outcome.value, first.client) == ("rejected", "127.0.0.1")
+        assert first.detail["status"] == 401
+        assert first.detail["error"]["field"] == "authorization"
+        site.monotonic.now += 11  # the window is over: the next refusal writes the summary
+        assert (await anonymous.delete("/api/v1/tokens/t9")).status_code == 401
     assert await site.denials() == []
-    # (an audited write keeps its own entry of the attempt, as before: token.revoke)
-    assert [e.action for e in await site.audit.entries()] == ["token.revoke"]
+    first, summary, again = await site.audit.entries()
+    assert (summary.user, summary.action, summary.outcome.value) == (
+        "(unnamed)",
+        "token.revoke",
+        "rejected",
+    )
+    assert summary.detail["repeats"] == 29  # none uncounted
+    assert summary.detail["targets"] == ["t1", "t2", "t0"]
+    assert (summary.detail["method"], summary.detail["status"]) == ("DELETE", 401)
+    assert summary.detail["route"] == "/api/v1/tokens/{token_id}"
+    assert again.target == "t9"
 
 
 async def test_a_scoped_users_refusal_names_the_other_areas_tag(site: Site) -> None:
@@ -224,7 +247,9 @@ def test_the_remembered_denials_are_bounded_and_a_pushed_out_one_is_summarised()
     gate = DenialCoalescer(10.0, max_keys=2, monotonic=clock)
 
     def admit(key: str, target: str = "") -> tuple[bool, list[Summary]]:
-        return gate.admit((key,), user=key, client="c", target=target, ts_ns=1, base={})
+        return gate.admit(
+            (key,), action=DENIED, user=key, client="c", target=target, ts_ns=1, base={}
+        )
 
     assert admit("a") == (True, [])
     assert admit("a", "x") == (False, [])

@@ -43,6 +43,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Locked out after failed logins, or too many attempts from this "
         "address (`Retry-After`).",
     },
+    503: {
+        "model": ErrorEnvelope,
+        "description": "The security store or the audit log is unavailable (`message` "
+        "names it); try again after `Retry-After` seconds.",
+    },
 }
 
 
@@ -167,6 +172,35 @@ async def record(
     )
 
 
+async def _record_refused(request: Request, name: str, err: LoginRefused) -> None:
+    """Audit a refused login. A wrong password (401) is one entry each: the per-address
+    throttle bounds how many. A 429 (the address past its rate, or the user locked out)
+    costs the sender nothing, so those are coalesced per address (and user, for a
+    lockout): the first entered at once, the repeats counted into one summary per window.
+    """
+    detail = {"status": err.status, "reason": err.message}
+    if err.status != 429:
+        await record(
+            request, user=name, action="auth.login", outcome=Outcome.REJECTED, detail=detail
+        )
+        return
+    log = request.app.state.shopfloor.audit
+    if log is None:
+        return
+    request.scope.setdefault("state", {})[SELF_AUDITED_KEY] = True
+    locked = "locked" in err.message
+    address = request.client.host if request.client else ""
+    await log.refused(
+        (address, name) if locked else (address,),
+        action="auth.lockout" if locked else "auth.login",
+        user=name,
+        target=name,
+        client=address,
+        detail=detail,
+        base={"status": 429, "reason": "locked out" if locked else "too many attempts"},
+    )
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -189,14 +223,7 @@ async def login(request: Request, response: Response, body: LoginIn) -> MeOut:
             body.name, body.password, client=_client(request), code=body.code
         )
     except LoginRefused as err:
-        locked = err.status == 429 and "locked" in err.message
-        await record(
-            request,
-            user=body.name,
-            action="auth.lockout" if locked else "auth.login",
-            outcome=Outcome.REJECTED,
-            detail={"status": err.status, "reason": err.message},
-        )
+        await _record_refused(request, body.name, err)
         headers = {"Retry-After": str(err.retry_after_s)} if err.retry_after_s else None
         code = "too_many_requests" if err.status == 429 else "unauthorized"
         raise ApiError(err.status, code, None, err.message, headers=headers) from err
