@@ -9,29 +9,19 @@ opens, stores and gets the same functions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import psycopg
-import pytest
 
 from shopfloor.model import PointBatch
 from shopfloor.server.historian import pg_schema
 from shopfloor.server.historian.pg_blocks import BLOCK_NS, SEGMENT_POINTS
 from shopfloor.server.historian.postgres import PostgresHistorian
-from shopfloor.testing.postgres import PostgresServer
 
 HOUR = BLOCK_NS
 T0 = 1_700_000_000 * 10**9 // HOUR * HOUR  # an hour boundary
 SECOND = 10**9
-
-
-@pytest.fixture
-async def dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 async def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -8,31 +8,21 @@ later compaction passes, and the rollup rows against a plain numpy count of the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import psycopg
 import pyarrow as pa
-import pytest
 
 from shopfloor.model import PointBatch
 from shopfloor.server.historian.base import Aggregate
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.historian.rollup import HOUR_NS, MINUTE_NS, RollupSettings
-from shopfloor.testing.postgres import PostgresServer
 
 SECOND = 10**9
 T0 = 1_700_000_000 * SECOND // HOUR_NS * HOUR_NS
 OFF = RollupSettings(enabled=False)
 ALL = list(Aggregate)
-
-
-@pytest.fixture
-async def dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 async def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:

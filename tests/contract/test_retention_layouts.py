@@ -8,29 +8,19 @@ tables of either time type found and trimmed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import psycopg
-import pytest
 
 from shopfloor.model import PointBatch
 from shopfloor.server.historian import pg_schema
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.historian.retention_policy import DAY_NS, PathRule, RetentionPolicy
-from shopfloor.testing.postgres import PostgresServer
 
 SECOND = 10**9
 HOUR = 3600 * SECOND
 DAY0 = 1_700_000_000 * SECOND // DAY_NS * DAY_NS
-
-
-@pytest.fixture
-async def dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 async def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:

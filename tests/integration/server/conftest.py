@@ -94,6 +94,16 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.stop()
 
 
+@pytest.fixture
+def dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, empty database of the session's PostgreSQL for one test, dropped after it."""
+    dsn = postgres_server.create_database()
+    try:
+        yield dsn
+    finally:
+        postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
+
+
 @dataclass
 class Receiver:
     """What the robots' servers received, and how they should answer."""

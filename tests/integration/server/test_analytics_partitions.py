@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.config.analytics import AnalyticsSection
@@ -32,18 +31,10 @@ from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.rules.partitioned import PARTITION_LOCK_CLASS
 from shopfloor.server.rules.partitions import partition_of
 from shopfloor.testing.auth import shared_secret_key
-from shopfloor.testing.postgres import PostgresServer
 
 PARTITIONS = 8
 H = 3600 * 10**9
 DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 @contextmanager

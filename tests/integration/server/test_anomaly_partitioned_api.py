@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -18,26 +18,17 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.model import LiveBatch, PointBatch, Quality, now_ns
 from shopfloor.server.app import Server
 from shopfloor.testing.auth import shared_secret_key
-from shopfloor.testing.postgres import PostgresServer
 from shopfloor.testing.serving import api_client, serving
 
 S = 10**9
 DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
 CELL = "acme/plant-1/machining/line-1"
 CNCS = {"cnc-01": f"{CELL}/cell-1/cnc-01", "cnc-02": f"{CELL}/cell-2/cnc-02"}
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 @asynccontextmanager

@@ -5,21 +5,13 @@ once — against a real PostgreSQL."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
 
 from shopfloor.server.historian.pg_feed import FEED_TABLES, FeedBound, write_feed
-from shopfloor.testing.postgres import PostgresServer
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 @pytest.fixture

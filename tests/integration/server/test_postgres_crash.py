@@ -7,17 +7,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pytest
 
 from shopfloor.errors import HistorianError
 from shopfloor.model import PointBatch
 from shopfloor.server.historian.postgres import PostgresHistorian
-from shopfloor.testing.postgres import PostgresServer
 
 _CHILD = textwrap.dedent(
     """
@@ -44,13 +41,6 @@ _CHILD = textwrap.dedent(
     asyncio.run(main())
     """
 )
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 def ints(column: pa.ChunkedArray) -> npt.NDArray[np.int64]:

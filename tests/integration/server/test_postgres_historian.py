@@ -6,7 +6,7 @@ partitions, the one-writer lock, TimescaleDB detection, and connections that are
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,6 @@ from shopfloor.testing.postgres import PostgresServer, server_for_tests
 SECOND = 10**9
 DAY = 86_400 * SECOND
 NOW = 1_750_000_000 * SECOND  # 2025-06-15 14:26:40 UTC
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 @pytest.fixture

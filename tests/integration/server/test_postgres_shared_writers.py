@@ -4,7 +4,7 @@ here for speed; tests/system/test_scale_out.py does it with real worker processe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -13,14 +13,6 @@ from shopfloor.errors import HistorianError
 from shopfloor.model import TagMeta
 from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.testing.historian_contract import seq_batch, stored_per_seq
-from shopfloor.testing.postgres import PostgresServer
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 @pytest.fixture

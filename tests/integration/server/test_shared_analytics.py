@@ -9,28 +9,19 @@ as processes); each has its own data folder, so nothing is shared but the databa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.model.timefmt import format_ns
 from shopfloor.server.app import Server
 from shopfloor.testing.auth import grant, shared_secret_key
-from shopfloor.testing.postgres import PostgresServer
 
 from .test_oee_api import DEMO, T0, H, at, ingest_late, scenario
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 @asynccontextmanager

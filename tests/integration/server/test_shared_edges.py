@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from typing import Any
 import aiomqtt
 import httpx
 import numpy as np
-import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -31,17 +30,9 @@ from shopfloor.server.ingest.pg_edges import EdgeRow, PgEdgeStore
 from shopfloor.server.worker import IngestWorker
 from shopfloor.testing.auth import grant, shared_secret_key
 from shopfloor.testing.mosquitto import Mosquitto
-from shopfloor.testing.postgres import PostgresServer
 from shopfloor.wire import ARROW_MEDIA_TYPE, encode_arrow
 
 SEC = 10**9
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 def _config(data: Path, *, dsn: str, broker_port: int) -> ShopfloorConfig:

@@ -10,7 +10,7 @@ Real `Server`s (each with its own data folder, as on two hosts) serving HTTP on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -26,16 +26,8 @@ from shopfloor.server.security import Auth
 from shopfloor.server.security.pg_audit import PgAuditStore
 from shopfloor.server.security.pg_store import PgSecurityStore
 from shopfloor.server.security.secret import KEY_ENV
-from shopfloor.testing.postgres import PostgresServer
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 def _config(data: Path, *, dsn: str, key: Path) -> ShopfloorConfig:

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,17 +29,9 @@ from shopfloor.server.writes.confirmations import (
     PgConfirmations,
 )
 from shopfloor.testing.auth import grant, shared_secret_key
-from shopfloor.testing.postgres import PostgresServer
 
 SCHEMA = "shopfloor_security"
 TAG = WritableTag("acme/p1/press-1/speed_sp", "plc", True, "float32", unit="rpm")
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 def _ticket(

@@ -9,14 +9,13 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiomqtt
 import numpy as np
 import psycopg
-import pytest
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.model import PointBatch, now_ns
@@ -27,7 +26,6 @@ from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.rules.rule import AlarmRule, rules_from_config
 from shopfloor.server.worker import IngestWorker
 from shopfloor.testing.mosquitto import Mosquitto
-from shopfloor.testing.postgres import PostgresServer
 
 from .conftest import Receiver
 
@@ -41,13 +39,6 @@ EXPECTED = Counter({(n, e): 1 for n in NAMES for e in ("activated", "cleared")})
 
 def _tag(machine: int) -> str:
     return f"acme/p1/area/line/cell/m{machine}/temp"
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 def _config(

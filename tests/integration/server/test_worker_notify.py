@@ -5,7 +5,6 @@ datagram socket standing in for systemd's."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,7 @@ import pytest
 from shopfloor.config import load_config
 from shopfloor.server.worker import run_worker
 from shopfloor.testing.mosquitto import Mosquitto
-from shopfloor.testing.postgres import PostgresServer
 from shopfloor.testing.sdnotify import NotifyListener
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 async def test_worker_tells_systemd_it_is_ready_and_stopping(

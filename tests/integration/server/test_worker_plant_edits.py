@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import psycopg
-import pytest
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.model import PointBatch, Quality, now_ns
@@ -23,20 +22,12 @@ from shopfloor.server.app import Server
 from shopfloor.server.worker import IngestWorker
 from shopfloor.testing.auth import grant, shared_secret_key
 from shopfloor.testing.mosquitto import Mosquitto
-from shopfloor.testing.postgres import PostgresServer
 
 from .test_asset_edits import PUMP, copy_demo_plant
 
 CELL = "acme/plant-1/machining/line-1"
 OLD = f"{CELL}/cell-3/cnc-03"
 NEW = f"{CELL}/cell-4/cnc-04"
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 @asynccontextmanager

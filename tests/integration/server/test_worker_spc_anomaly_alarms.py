@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
-import pytest
 
 from shopfloor.config import ShopfloorConfig
 from shopfloor.errors import UnknownTagError
@@ -29,7 +28,6 @@ from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.worker import IngestWorker
 from shopfloor.testing.auth import shared_secret_key
 from shopfloor.testing.mosquitto import Mosquitto
-from shopfloor.testing.postgres import PostgresServer
 
 from .test_asset_edits import copy_demo_plant
 
@@ -43,13 +41,6 @@ SCORE_TAG = f"{CNC2}/anomaly_score"
 BASELINE = 30
 LIVE = [10.0, 10.1, 9.9, 10.0, 25.0, 10.0, 10.1, 9.9, 10.0]
 """Live cycle times: in control, one far beyond the limits, in control again."""
-
-
-@pytest.fixture
-def dsn(postgres_server: PostgresServer) -> Iterator[str]:
-    dsn = postgres_server.create_database()
-    yield dsn
-    postgres_server.drop_database(dsn.rsplit("dbname=", 1)[1])
 
 
 def _config(tmp_path: Path, dsn: str, broker: Mosquitto, t0: int) -> ShopfloorConfig:
