@@ -56,10 +56,15 @@ imports:
 	$(BIN)/lint-imports
 
 # Two pytest processes side by side: the tests that mostly wait on subprocesses, brokers and
-# a browser (system/, browser/) beside the rest, which mostly compute. On a 2-core machine
-# this took `make test` from 17.3 to 11.1 minutes (measured). The waiting group's output is
-# printed after the other's; either failing fails the target.
-WAITING_TESTS := tests/system tests/browser
+# a browser (system/, browser/, and the integration tests that kill and restart processes)
+# beside the rest, which mostly compute. On a 2-core machine this took `make test` from
+# 17.3 to 11.1 minutes (measured); the groups are rebalanced when one ends minutes before
+# the other. The waiting group's output is printed after the other's; either failing fails
+# the target.
+WAITING_TESTS := tests/system tests/browser tests/integration/edge \
+	tests/integration/server/test_mqtt_ingest.py tests/integration/server/test_mqtt_ingest_faults.py \
+	tests/integration/server/test_ledger_crash.py tests/integration/server/test_postgres_crash.py \
+	tests/integration/server/test_store_outages.py
 unit:
 	@log=$$(mktemp); \
 	$(BIN)/pytest $(WAITING_TESTS) >$$log 2>&1 & waiting=$$!; \

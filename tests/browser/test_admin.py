@@ -300,13 +300,13 @@ async def test_users_and_tokens_show_once_the_server_has_them(
     )
     rows = await page.locator("#users-body tr").evaluate_all(
         "(rows) => rows.map((r) => [r.cells[0].textContent, r.querySelector('select').value,"
-        " r.cells[2].textContent, r.cells[3].firstChild.textContent])"
+        " r.querySelector('.user-sites').value, r.cells[5].firstChild.textContent])"
     )
-    assert rows == [
-        ["ada", "admin", "all", "active"],
+    assert rows == [  # no sites: the field is empty, its placeholder says "all sites"
+        ["ada", "admin", "", "active"],
         ["bo", "operator", "acme/plant-1", "disabled"],
     ]
     token = await page.locator("#tokens-body tr td").all_text_contents()
-    assert token == ["grafana", "viewer", "ada", "never", "active Revoke"]
+    assert token == ["grafana", "viewer", "itself", "ada", "never", "active Revoke"]
     assert await page.locator("#admin-user").input_value() == "ada"
     assert errors == []
