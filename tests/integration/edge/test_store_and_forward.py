@@ -251,13 +251,16 @@ async def test_a_refused_batch_goes_to_quarantine_and_never_blocks_the_rest(
 
         assert retry_quarantined(tmp_path / "outbox") == 1  # still bad: back it comes
 
+        def counted() -> bool:  # the copy is written first, then the batch counted
+            listed = [q.seq for q in list_quarantined(tmp_path / "outbox")]
+            return listed == [8] and uplink.outbox.stats().quarantined_batches == 2
+
         async def requarantined() -> None:
-            while [q.seq for q in list_quarantined(tmp_path / "outbox")] != [8]:  # noqa: ASYNC110
+            while not counted():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
 
         await asyncio.wait_for(requarantined(), 10)
         await uplink.close()
-        assert uplink.outbox.stats().quarantined_batches == 2
         assert len(await stored_ts(server, TAG)) == 6 * 50
 
 
