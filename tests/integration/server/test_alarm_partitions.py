@@ -6,9 +6,7 @@ tests/system/test_scale_out.py does it with real worker processes and a SIGKILL.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -24,6 +22,7 @@ from shopfloor.server.rules.partitioned import PartitionOwner
 from shopfloor.server.rules.partitions import PartitionMap, equipment_of, partition_of
 from shopfloor.server.rules.pg_journal import PgAlarmJournal
 from shopfloor.server.rules.rule import AlarmRule
+from shopfloor.testing.leases import running, wait_until
 from shopfloor.testing.postgres import PostgresServer
 
 MACHINES = 6
@@ -56,23 +55,8 @@ def dsn(postgres_server: PostgresServer) -> Iterator[str]:
 @contextmanager
 def _owner(dsn: str, member: str, partitions: PartitionMap) -> Iterator[PartitionOwner]:
     owner = PartitionOwner(dsn, "shopfloor", partitions, member=member, poll_s=0.05)
-    stop = threading.Event()
-    thread = threading.Thread(target=owner.run, args=(stop,), name=f"owner-{member}")
-    thread.start()
-    try:
+    with running(owner, f"owner-{member}"):
         yield owner
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive()
-
-
-def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.05)
 
 
 def test_the_split_is_the_same_everywhere_and_keeps_a_machine_together() -> None:
@@ -88,15 +72,15 @@ def test_the_split_is_the_same_everywhere_and_keeps_a_machine_together() -> None
 def test_owners_share_the_partitions_and_a_stopped_owners_move(dsn: str) -> None:
     split = PartitionMap(RULES, PARTITIONS)
     with _owner(dsn, "a", split) as a:
-        _wait_for("a holds every partition alone", lambda: len(a.held) == PARTITIONS)
+        wait_until("a holds every partition alone", lambda: len(a.held) == PARTITIONS)
         with _owner(dsn, "b", split) as b:
             # a gives back what is beyond its fair share, b takes it
-            _wait_for(
+            wait_until(
                 "an even split",
                 lambda: len(a.held) == len(b.held) == PARTITIONS // 2,
             )
             assert not a.held & b.held
-        _wait_for("a holds every partition again", lambda: len(a.held) == PARTITIONS)
+        wait_until("a holds every partition again", lambda: len(a.held) == PARTITIONS)
         assert a.released == PARTITIONS // 2
 
 
@@ -156,7 +140,7 @@ async def test_alarms_of_points_stored_by_two_writers_are_journaled_exactly_once
             expected = _expected(batches)
             assert sum(on for on, _ in expected.values()) > 40  # the load crossed the limit
             await asyncio.to_thread(
-                _wait_for, "every transition journaled", lambda: _journaled(dsn) == expected
+                wait_until, "every transition journaled", lambda: _journaled(dsn) == expected
             )
             # an API server's view: an engine following the shared journal
             await engine.start()

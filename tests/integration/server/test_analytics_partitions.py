@@ -9,9 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
@@ -31,6 +29,7 @@ from shopfloor.server.historian.postgres import PostgresHistorian
 from shopfloor.server.rules.partitioned import PARTITION_LOCK_CLASS
 from shopfloor.server.rules.partitions import partition_of
 from shopfloor.testing.auth import shared_secret_key
+from shopfloor.testing.leases import running, wait_until
 
 PARTITIONS = 8
 H = 3600 * 10**9
@@ -41,23 +40,8 @@ DEMO = Path(str(resources.files("shopfloor") / "demo_plant"))
 def _owner(dsn: str, member: str) -> Iterator[AnalyticsOwner]:
     """An API server's analytics leases, on a thread of this process."""
     owner = AnalyticsOwner(dsn, "shopfloor", PARTITIONS, member=member, poll_s=0.05)
-    stop = threading.Event()
-    thread = threading.Thread(target=owner.run, args=(stop,), name=f"leases-{member}")
-    thread.start()
-    try:
+    with running(owner, f"leases-{member}"):
         yield owner
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive()
-
-
-def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.02)
 
 
 def _split(a: AnalyticsOwner, b: AnalyticsOwner) -> bool:
@@ -81,13 +65,13 @@ def _locks(dsn: str) -> dict[int, int]:
 
 def test_two_servers_split_the_partitions_and_a_stopped_ones_move(dsn: str) -> None:
     with _owner(dsn, "a") as a:
-        _wait_for("a holds every partition alone", lambda: len(a.held) == PARTITIONS)
+        wait_until("a holds every partition alone", lambda: len(a.held) == PARTITIONS)
         with _owner(dsn, "b") as b:
-            _wait_for("an even split, none held twice", lambda: _split(a, b))
+            wait_until("an even split, none held twice", lambda: _split(a, b))
             # what PostgreSQL says: two sessions, each with its half, no lock twice
             assert sorted(_locks(dsn).values()) == [PARTITIONS // 2] * 2
             assert a.owns("x/y") != b.owns("x/y")
-        _wait_for("a holds every partition again", lambda: len(a.held) == PARTITIONS)
+        wait_until("a holds every partition again", lambda: len(a.held) == PARTITIONS)
         assert a.leases.released == PARTITIONS // 2
     assert _locks(dsn) == {}  # a clean stop gives every lease back
 
@@ -95,7 +79,7 @@ def test_two_servers_split_the_partitions_and_a_stopped_ones_move(dsn: str) -> N
 def test_analytics_and_alarm_leases_do_not_meet(dsn: str) -> None:
     assert ANALYTICS_LOCK_CLASS != PARTITION_LOCK_CLASS
     with _owner(dsn, "a") as a:
-        _wait_for("a holds every partition", lambda: len(a.held) == PARTITIONS)
+        wait_until("a holds every partition", lambda: len(a.held) == PARTITIONS)
         with psycopg.connect(dsn, autocommit=True) as con:
             # an alarm owner's lock on partition 0 of the same schema is still free
             key = a.leases._key(0)
@@ -116,13 +100,13 @@ owner.run(threading.Event())
 
 def test_a_killed_servers_partitions_move_to_the_survivor_within_seconds(dsn: str) -> None:
     with _owner(dsn, "survivor") as survivor:
-        _wait_for("the survivor holds every partition", lambda: len(survivor.held) == PARTITIONS)
+        wait_until("the survivor holds every partition", lambda: len(survivor.held) == PARTITIONS)
         child = subprocess.Popen(
             [sys.executable, "-c", _CHILD, dsn, str(PARTITIONS)],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
-            _wait_for(
+            wait_until(
                 "the other server takes its half",
                 lambda: (
                     len(survivor.held) == PARTITIONS // 2
@@ -133,7 +117,7 @@ def test_a_killed_servers_partitions_move_to_the_survivor_within_seconds(dsn: st
             child.send_signal(signal.SIGKILL)
             child.wait(30)
             # PostgreSQL frees a killed session's locks; the survivor polls for them
-            _wait_for(
+            wait_until(
                 "the survivor holds every partition again",
                 lambda: len(survivor.held) == PARTITIONS,
                 timeout_s=10,
@@ -193,7 +177,7 @@ async def test_two_job_runners_compute_their_partitions_and_a_survivor_all(
         with _owner(dsn, "b") as b:
             async with _runner(historian, machines, tmp_path, b) as (store_b, job_b):
                 with _owner(dsn, "a") as a:
-                    await asyncio.to_thread(_wait_for, "an even split", lambda: _split(a, b))
+                    await asyncio.to_thread(wait_until, "an even split", lambda: _split(a, b))
                     async with _runner(historian, machines, tmp_path, a) as (
                         store_a,
                         job_a,
@@ -210,7 +194,7 @@ async def test_two_job_runners_compute_their_partitions_and_a_survivor_all(
                         assert await _computed(store_b, machines, t0) == mine_b
                 # a stopped: b leases every partition and its job catches up the rest
                 await asyncio.to_thread(
-                    _wait_for, "b holds every partition", lambda: len(b.held) == PARTITIONS
+                    wait_until, "b holds every partition", lambda: len(b.held) == PARTITIONS
                 )
                 assert await job_b.step() > 0
                 assert await _computed(store_b, machines, t0) == {m.path for m in machines}
@@ -257,7 +241,7 @@ async def test_servers_run_the_oee_job_for_their_share_and_a_survivor_for_all(
             assert a.analytics is not None
             assert a.oee_job is not None
             await asyncio.to_thread(
-                _wait_for, "an even split", lambda: _split(a.analytics_owner, b.analytics_owner)
+                wait_until, "an even split", lambda: _split(a.analytics_owner, b.analytics_owner)
             )
             t0 = (now_ns() // H - 6) * H
             await a.ingest_local(_points(machines, t0))
@@ -276,7 +260,7 @@ async def test_servers_run_the_oee_job_for_their_share_and_a_survivor_for_all(
             assert await _computed(a.analytics, machines, t0) == mine_b
         # a closed before its job ran: its leases were given back, b computes a's machines
         await asyncio.to_thread(
-            _wait_for, "b holds every partition", lambda: len(b.analytics_owner.held) == PARTITIONS
+            wait_until, "b holds every partition", lambda: len(b.analytics_owner.held) == PARTITIONS
         )
         assert await b.oee_job.step() > 0
         assert await _computed(b.analytics, machines, t0) == {m.path for m in machines}
